@@ -1,0 +1,175 @@
+// Thin gRPC handlers for osvirt.v1.ContainerService: decode, call the
+// manager, translate errors. Validation lives in the core.
+import type { ServerDuplexStream, ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { ContainerManager } from '../core/manager';
+import { invalidArgument } from '../core/errors';
+import { validateEnv, validatePage, validateSignal, validateStates } from '../core/validate';
+import type { ContainerServiceServer, ExecContainerRequest, ExecContainerResponse, AttachConsoleRequest, AttachConsoleResponse } from '../gen/osvirt/v1/container_service';
+import type { Duration } from '../gen/google/protobuf/duration';
+import { toServiceError } from './status';
+
+export function unary<Req, Res>(logger: Logger, fn: (req: Req) => Promise<Res> | Res) {
+  return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>): void => {
+    Promise.resolve()
+      .then(() => fn(call.request))
+      .then(
+        (res) => cb(null, res),
+        (e) => cb(toServiceError(e, logger)),
+      );
+  };
+}
+
+function durationMs(field: string, d: Duration | undefined): number | undefined {
+  if (!d) return undefined;
+  if (d.seconds < 0 || d.nanos < 0 || d.seconds > 3600) throw invalidArgument(field, 'must be between 0 and 3600 seconds');
+  return d.seconds * 1000 + Math.floor(d.nanos / 1e6);
+}
+
+const MAX_CHUNK = 64 * 1024;
+
+export function containerService(m: ContainerManager, logger: Logger): ContainerServiceServer & UntypedServiceImplementation {
+  return {
+    createContainer: unary(logger, async (req) => ({ container: await m.create(req.name, req.spec) })),
+    getContainer: unary(logger, (req) => ({ container: m.get(req.name) })),
+    listContainers: unary(logger, (req) => {
+      const pageSize = validatePage('page_size', req.pageSize);
+      validateStates('states', req.states);
+      return m.list({ driver: req.driver, states: req.states, pageSize, pageToken: req.pageToken });
+    }),
+    deleteContainer: unary(logger, async (req) => {
+      await m.delete(req.name, req.force, req.allowMissing);
+      return {};
+    }),
+    startContainer: unary(logger, async (req) => ({ container: await m.start(req.name) })),
+    stopContainer: unary(logger, async (req) => {
+      validateSignal('signal', req.signal);
+      return { container: await m.stop(req.name, req.signal, durationMs('timeout', req.timeout)) };
+    }),
+    killContainer: unary(logger, async (req) => {
+      validateSignal('signal', req.signal);
+      await m.kill(req.name, req.signal);
+      return {};
+    }),
+    pauseContainer: unary(logger, async (req) => ({ container: await m.pause(req.name) })),
+    resumeContainer: unary(logger, async (req) => ({ container: await m.resume(req.name) })),
+    getContainerStats: unary(logger, async (req) => ({ stats: await m.stats(req.name) })),
+    checkpointContainer: unary(logger, async (req) => ({ checkpoint: await m.checkpoint(req.name, req.checkpoint, req.options) })),
+    restoreContainer: unary(logger, async (req) => ({
+      container: await m.restore(req.name, req.checkpoint, req.newName, req.tcpEstablished, durationMs('timeout', req.timeout) ?? 0),
+    })),
+    listCheckpoints: unary(logger, async (req) => {
+      const size = validatePage('page_size', req.pageSize);
+      const all = await m.listCheckpoints(req.name);
+      const start = req.pageToken ? Number.parseInt(Buffer.from(req.pageToken, 'base64url').toString(), 10) : 0;
+      if (!Number.isInteger(start) || start < 0) throw invalidArgument('page_token', 'is not a token returned by ListCheckpoints');
+      const page = all.slice(start, start + size);
+      return { checkpoints: page, nextPageToken: start + size < all.length ? Buffer.from(String(start + size)).toString('base64url') : '' };
+    }),
+    deleteCheckpoint: unary(logger, async (req) => {
+      await m.deleteCheckpoint(req.name, req.checkpoint, req.allowMissing);
+      return {};
+    }),
+    execContainer: (call: ServerDuplexStream<ExecContainerRequest, ExecContainerResponse>) => execSession(m, logger, call),
+    attachConsole: (call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>) => consoleSession(m, logger, call),
+  };
+}
+
+function execSession(m: ContainerManager, logger: Logger, call: ServerDuplexStream<ExecContainerRequest, ExecContainerResponse>): void {
+  let started = false;
+  let session: Awaited<ReturnType<ContainerManager['exec']>> | undefined;
+  const pending: ExecContainerRequest[] = [];
+  let clientEnded = false;
+  const fail = (e: unknown) => {
+    session?.kill();
+    call.destroy(toServiceError(e, logger));
+  };
+  const handle = (msg: ExecContainerRequest) => {
+    if (!session) return void pending.push(msg);
+    const c = msg.message;
+    if (c?.$case === 'stdin') session.stdin.write(c.value);
+    else if (c?.$case === 'resize') session.resize(c.value.rows, c.value.cols);
+    else if (c?.$case === 'closeStdin') session.stdin.end();
+  };
+  call.on('data', (msg: ExecContainerRequest) => {
+    if (started) return handle(msg);
+    started = true;
+    const s = msg.message;
+    if (s?.$case !== 'start') return fail(invalidArgument('start', 'the first message of an exec session must be "start"'));
+    const st = s.value;
+    Promise.resolve()
+      .then(() => {
+        if (st.args.length === 0) throw invalidArgument('start.args', 'is required');
+        validateEnv('start.env', st.env);
+        if (st.cwd && !st.cwd.startsWith('/')) throw invalidArgument('start.cwd', 'must be an absolute path');
+        return m.exec({ id: st.name, args: st.args, env: st.env, cwd: st.cwd || '/', user: st.user, tty: st.tty, rows: st.terminalSize?.rows, cols: st.terminalSize?.cols });
+      })
+      .then((sess) => {
+        session = sess;
+        let open = 2;
+        const done = () => {
+          if (--open > 0) return;
+          sess.exit.then(
+            (exit) => {
+              call.write({ message: { $case: 'exit', value: exit } });
+              call.end();
+            },
+            fail,
+          );
+        };
+        const pipe = (r: NodeJS.ReadableStream, kind: 'stdout' | 'stderr') => {
+          r.on('data', (b: Buffer) => {
+            for (let i = 0; i < b.length; i += MAX_CHUNK) call.write({ message: { $case: kind, value: b.subarray(i, i + MAX_CHUNK) } } as ExecContainerResponse);
+          });
+          r.on('end', done);
+          r.on('error', done);
+        };
+        pipe(sess.stdout, 'stdout');
+        pipe(sess.stderr, 'stderr');
+        sess.stdin.on('error', () => undefined);
+        for (const p of pending.splice(0)) handle(p);
+        if (clientEnded && !st.tty) sess.stdin.end();
+      })
+      .catch(fail);
+  });
+  call.on('end', () => {
+    clientEnded = true;
+    if (session && !session.stdin.writableEnded) session.stdin.end();
+  });
+  call.on('cancelled', () => session?.kill());
+  call.on('error', () => session?.kill());
+}
+
+function consoleSession(m: ContainerManager, logger: Logger, call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>): void {
+  let started = false;
+  let session: Awaited<ReturnType<ContainerManager['console']>> | undefined;
+  const pending: AttachConsoleRequest[] = [];
+  const handle = (msg: AttachConsoleRequest) => {
+    if (!session) return void pending.push(msg);
+    const c = msg.message;
+    if (c?.$case === 'input') session.input.write(c.value);
+    else if (c?.$case === 'resize') session.resize(c.value.rows, c.value.cols);
+  };
+  call.on('data', (msg: AttachConsoleRequest) => {
+    if (started) return handle(msg);
+    started = true;
+    const s = msg.message;
+    if (s?.$case !== 'start') return void call.destroy(toServiceError(invalidArgument('start', 'the first message of a console session must be "start"'), logger));
+    m.console(s.value.name).then(
+      (sess) => {
+        session = sess;
+        if (s.value.terminalSize) sess.resize(s.value.terminalSize.rows, s.value.terminalSize.cols);
+        sess.output.on('data', (b: Buffer) => call.write({ output: b }));
+        sess.output.on('end', () => call.end());
+        sess.output.on('error', () => call.end());
+        sess.input.on('error', () => undefined);
+        for (const p of pending.splice(0)) handle(p);
+      },
+      (e) => call.destroy(toServiceError(e, logger)),
+    );
+  });
+  const close = () => session?.close();
+  call.on('end', close);
+  call.on('cancelled', close);
+  call.on('error', close);
+}

@@ -1,0 +1,87 @@
+// The TypeScript side of osvirt.driver.v1.DriverService. Built-in drivers
+// implement it directly; src/plugin/ adapts it to and from gRPC, so a driver
+// behaves the same in-process and out of process. Optional methods map to
+// capabilities: a driver that lacks one leaves the method undefined and the
+// core answers UNIMPLEMENTED.
+import type { Readable, Writable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { ContainerSpec, ContainerStats, CheckpointOptions, CheckpointStats, ExecExit, User } from '../gen/osvirt/v1/container';
+import type { GetInfoResponse, RuntimeState } from '../gen/osvirt/driver/v1/driver';
+
+export { RuntimeStatus } from '../gen/osvirt/driver/v1/driver';
+export type { RuntimeState, GetInfoResponse as DriverInfo };
+
+export const DRIVER_PROTOCOL_VERSION = 1;
+
+export type Capability = 'pause' | 'exec' | 'console' | 'stats' | 'checkpoint';
+
+export interface DriverContext {
+  /** A directory this driver owns for its per-container state. */
+  stateDir: string;
+  logger: Logger;
+}
+
+export interface ExecOptions {
+  id: string;
+  args: string[];
+  env: string[];
+  cwd: string;
+  user?: User | undefined;
+  tty: boolean;
+  rows?: number | undefined;
+  cols?: number | undefined;
+}
+
+/** A running exec'd process: write stdin, read stdout/stderr, await exit. */
+export interface ExecSession {
+  stdin: Writable;
+  stdout: Readable;
+  /** Empty (ends at once) in tty mode, where stderr is merged into stdout. */
+  stderr: Readable;
+  resize(rows: number, cols: number): void;
+  exit: Promise<ExecExit>;
+  /** Kill the process (client went away). */
+  kill(): void;
+}
+
+export interface ConsoleSession {
+  output: Readable;
+  input: Writable;
+  resize(rows: number, cols: number): void;
+  close(): void;
+}
+
+export interface CheckpointResult {
+  criuVersion: string;
+  stats: CheckpointStats;
+  state: RuntimeState;
+}
+
+export interface Driver {
+  readonly name: string;
+  /** Probe the host; throw to mark the driver FAILED (the daemon keeps running). */
+  init(ctx: DriverContext): Promise<void>;
+  info(): Promise<GetInfoResponse>;
+  /** Reject a spec this driver cannot run here (INVALID_ARGUMENT / FAILED_PRECONDITION). */
+  validate(id: string, spec: ContainerSpec): Promise<void>;
+  create(id: string, spec: ContainerSpec): Promise<void>;
+  /** peerPids: container name -> host init pid, for namespaces the spec joins. */
+  start(id: string, spec: ContainerSpec, peerPids: Record<string, number>): Promise<RuntimeState>;
+  stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState>;
+  kill(id: string, signal: number): Promise<void>;
+  delete(id: string): Promise<void>;
+  state(id: string): Promise<RuntimeState>;
+  /** Resolves when the init exits (at once when not running). */
+  wait(id: string): Promise<RuntimeState>;
+  recover(items: { id: string; spec: ContainerSpec }[]): Promise<Record<string, RuntimeState>>;
+
+  pause?(id: string): Promise<void>;
+  resume?(id: string): Promise<void>;
+  exec?(opts: ExecOptions): Promise<ExecSession>;
+  console?(id: string): Promise<ConsoleSession>;
+  stats?(id: string): Promise<ContainerStats>;
+  checkpoint?(id: string, imageDir: string, options: CheckpointOptions, parentImageDir: string): Promise<CheckpointResult>;
+  restore?(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState>;
+  /** Daemon shutdown: release resources, leave containers running. */
+  close?(): Promise<void>;
+}

@@ -1,0 +1,525 @@
+// The container manager: definitions, the state machine, per-container
+// serialization and events. API handlers call it; it calls drivers.
+import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import {
+  type Checkpoint,
+  type CheckpointOptions,
+  ContainerSpec,
+  ContainerState,
+  type ContainerStats,
+  type ContainerStatus,
+  type Container,
+  StateReason,
+} from '../gen/osvirt/v1/container';
+import { EventType } from '../gen/osvirt/v1/event_service';
+import { RuntimeStatus, type ConsoleSession, type ExecOptions, type ExecSession, type RuntimeState } from './driver';
+import { alreadyExists, errorMessage, invalidArgument, isOsvirtError, notFound, OsvirtError, wrongState } from './errors';
+import type { EventBus } from './events';
+import { KeyedMutex } from './keyed-mutex';
+import type { DriverRegistry } from './registry';
+import { CheckpointStore } from './checkpoint-store';
+import { type ContainerRecord, ContainerStore } from './store';
+import { validateCheckpointOptions, validateName, validateSpec } from './validate';
+
+const SIGKILL = 9;
+const SIGTERM = 15;
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
+interface Live {
+  rec: ContainerRecord;
+  /** Bumped whenever the init is (re)started or stopped by us, so a stale exit watcher is ignored. */
+  generation: number;
+  /** Signal a user asked for (stop/kill): exiting by it is STOPPED, not CRASHED. */
+  expectedSignal: number;
+}
+
+export interface ListFilter {
+  driver: string;
+  states: ContainerState[];
+  pageSize: number;
+  pageToken: string;
+}
+
+function stateName(s: ContainerState): string {
+  return ContainerState[s].replace('CONTAINER_STATE_', '');
+}
+
+export class ContainerManager {
+  private readonly live = new Map<string, Live>();
+  private readonly mutex = new KeyedMutex();
+  readonly checkpoints: CheckpointStore;
+
+  constructor(
+    private readonly store: ContainerStore,
+    private readonly registry: DriverRegistry,
+    private readonly events: EventBus,
+    private readonly logger: Logger,
+    stateDir: string,
+  ) {
+    this.checkpoints = new CheckpointStore(stateDir);
+  }
+
+  /** Load definitions, re-attach to running containers, autostart. */
+  async init(): Promise<void> {
+    await this.store.init();
+    await this.checkpoints.init();
+    const recs = await this.store.loadAll((file, err) => this.logger.error({ file, err: errorMessage(err) }, 'cannot read container definition; left in place'));
+    for (const rec of recs) this.live.set(rec.name, { rec, generation: 0, expectedSignal: 0 });
+
+    const byDriver = new Map<string, ContainerRecord[]>();
+    for (const rec of recs) byDriver.set(rec.spec.driver, [...(byDriver.get(rec.spec.driver) ?? []), rec]);
+    for (const [driverName, list] of byDriver) {
+      if (!this.registry.isReady(driverName)) {
+        for (const rec of list) {
+          if (rec.status.state === ContainerState.CONTAINER_STATE_RUNNING || rec.status.state === ContainerState.CONTAINER_STATE_PAUSED) {
+            rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_UNKNOWN, reason: StateReason.STATE_REASON_DRIVER_UNAVAILABLE, message: `driver "${driverName}" is not ready` };
+          }
+        }
+        continue;
+      }
+      const driver = this.registry.get(driverName);
+      let states: Record<string, RuntimeState> = {};
+      try {
+        states = await driver.recover(list.map((r) => ({ id: r.name, spec: r.spec })));
+      } catch (e) {
+        this.logger.error({ driver: driverName, err: errorMessage(e) }, 'driver recover failed');
+      }
+      for (const rec of list) {
+        const rs = states[rec.name];
+        if (rs) await this.reconcile(rec, rs);
+      }
+    }
+    for (const rec of recs) {
+      if (rec.spec.autostart && this.registry.isReady(rec.spec.driver) && !this.isActive(rec.status.state)) {
+        this.start(rec.name).catch((e) => this.logger.error({ container: rec.name, err: errorMessage(e) }, 'autostart failed'));
+      }
+    }
+  }
+
+  private isActive(s: ContainerState): boolean {
+    return s === ContainerState.CONTAINER_STATE_RUNNING || s === ContainerState.CONTAINER_STATE_PAUSED;
+  }
+
+  /** Bring a loaded record in line with what the driver reports after a restart. */
+  private async reconcile(rec: ContainerRecord, rs: RuntimeState): Promise<void> {
+    const live = this.live.get(rec.name);
+    if (!live) return;
+    const before = rec.status.state;
+    if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) {
+      rec.status = {
+        ...rec.status,
+        state: rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING ? ContainerState.CONTAINER_STATE_RUNNING : ContainerState.CONTAINER_STATE_PAUSED,
+        reason: this.isActive(before) ? rec.status.reason : StateReason.STATE_REASON_RECOVERED,
+        initPid: rs.initPid,
+        startTime: rs.startTime ?? rec.status.startTime,
+        message: '',
+      };
+      this.watch(live);
+    } else if (this.isActive(before) || before === ContainerState.CONTAINER_STATE_UNKNOWN) {
+      if (rs.status === RuntimeStatus.RUNTIME_STATUS_UNKNOWN) {
+        rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_UNKNOWN, reason: StateReason.STATE_REASON_MONITOR_LOST, initPid: 0, message: rs.message };
+      } else {
+        // It exited while the daemon was away.
+        this.applyExit(live, rs);
+        this.events.emit(rec.name, rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, rec.status);
+      }
+    }
+    if (rec.status.state !== before) await this.store.save(rec);
+  }
+
+  private lookup(name: string): Live {
+    const l = this.live.get(name);
+    if (!l) throw notFound('container', name);
+    return l;
+  }
+
+  private toContainer(rec: ContainerRecord): Container {
+    return { name: rec.name, uid: rec.uid, createTime: rec.createTime, spec: rec.spec, status: rec.status };
+  }
+
+  async create(name: string, spec: ContainerSpec | undefined): Promise<Container> {
+    validateName('name', name);
+    validateSpec(spec);
+    const driver = this.registry.get(spec.driver);
+    // The name is reserved under its own lock so two creates cannot both win.
+    return this.mutex.run(name, async () => {
+      if (this.live.has(name)) throw alreadyExists('container', name);
+      await driver.validate(name, spec);
+      const rec: ContainerRecord = {
+        name,
+        uid: randomUUID(),
+        createTime: new Date(),
+        spec,
+        status: { state: ContainerState.CONTAINER_STATE_DEFINED, reason: StateReason.STATE_REASON_CREATED, exitCode: 0, signal: 0, initPid: 0, message: '' },
+      };
+      await driver.create(name, spec);
+      try {
+        await this.store.save(rec);
+      } catch (e) {
+        await driver.delete(name).catch(() => undefined);
+        throw e;
+      }
+      this.live.set(name, { rec, generation: 0, expectedSignal: 0 });
+      this.events.emit(name, EventType.EVENT_TYPE_CREATED, rec.status);
+      return this.toContainer(rec);
+    });
+  }
+
+  get(name: string): Container {
+    validateName('name', name);
+    return this.toContainer(this.lookup(name).rec);
+  }
+
+  list(f: ListFilter): { containers: Container[]; nextPageToken: string } {
+    let after = '';
+    if (f.pageToken) {
+      try {
+        after = Buffer.from(f.pageToken, 'base64url').toString('utf8');
+      } catch {
+        after = '';
+      }
+      if (!after.startsWith('after:')) throw invalidArgument('page_token', 'is not a token returned by ListContainers');
+      after = after.slice('after:'.length);
+    }
+    const all = [...this.live.values()]
+      .map((l) => l.rec)
+      .filter((r) => (!f.driver || r.spec.driver === f.driver) && (f.states.length === 0 || f.states.includes(r.status.state)))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .filter((r) => r.name > after);
+    const page = all.slice(0, f.pageSize);
+    const last = page[page.length - 1];
+    const nextPageToken = all.length > f.pageSize && last ? Buffer.from(`after:${last.name}`).toString('base64url') : '';
+    return { containers: page.map((r) => this.toContainer(r)), nextPageToken };
+  }
+
+  async delete(name: string, force: boolean, allowMissing: boolean): Promise<void> {
+    validateName('name', name);
+    await this.mutex.run(name, async () => {
+      const live = this.live.get(name);
+      if (!live) {
+        if (allowMissing) return;
+        throw notFound('container', name);
+      }
+      const rec = live.rec;
+      const driver = this.registry.get(rec.spec.driver);
+      if (this.isActive(rec.status.state) || rec.status.state === ContainerState.CONTAINER_STATE_UNKNOWN) {
+        const rs = await driver.state(name);
+        if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) {
+          if (!force) throw wrongState(name, stateName(rec.status.state), 'stopped (or pass force)');
+          live.generation++;
+          live.expectedSignal = SIGKILL;
+          await driver.stop(name, SIGKILL, 0);
+        }
+      }
+      await driver.delete(name);
+      await this.checkpoints.removeAll(name);
+      await this.store.remove(name);
+      this.live.delete(name);
+      this.events.emit(name, EventType.EVENT_TYPE_DELETED, { ...rec.status, initPid: 0 });
+    });
+  }
+
+  /** Resolve the pids of containers whose namespaces this spec joins. */
+  private peerPids(name: string, spec: ContainerSpec): Record<string, number> {
+    const peers: string[] = [];
+    if (spec.network?.mode?.$case === 'container') peers.push(spec.network.mode.value.container);
+    if (spec.driverOptions?.$case === 'lxc' && spec.driverOptions.value.shareIpcWith) peers.push(spec.driverOptions.value.shareIpcWith);
+    const out: Record<string, number> = {};
+    for (const p of peers) {
+      if (p === name) throw invalidArgument('spec.network.container.container', 'a container cannot join itself');
+      const l = this.live.get(p);
+      if (!l) throw notFound('container', p);
+      if (!this.isActive(l.rec.status.state) || !l.rec.status.initPid) throw wrongState(p, stateName(l.rec.status.state), 'running (its namespaces are joined)');
+      out[p] = l.rec.status.initPid;
+    }
+    return out;
+  }
+
+  async start(name: string): Promise<Container> {
+    validateName('name', name);
+    return this.mutex.run(name, async () => {
+      const live = this.lookup(name);
+      const rec = live.rec;
+      if (rec.status.state === ContainerState.CONTAINER_STATE_RUNNING) return this.toContainer(rec);
+      if (rec.status.state === ContainerState.CONTAINER_STATE_PAUSED) throw wrongState(name, 'PAUSED', 'stopped (resume it instead)');
+      const driver = this.registry.get(rec.spec.driver);
+      const peers = this.peerPids(name, rec.spec);
+      let rs: RuntimeState;
+      try {
+        rs = await driver.start(name, rec.spec, peers);
+      } catch (e) {
+        const msg = isOsvirtError(e) ? e.message : 'start failed; see the daemon log';
+        rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_START_FAILED, initPid: 0, message: msg };
+        await this.store.save(rec);
+        throw e;
+      }
+      live.generation++;
+      live.expectedSignal = 0;
+      rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message: '' };
+      await this.store.save(rec);
+      this.events.emit(name, EventType.EVENT_TYPE_STARTED, rec.status);
+      this.watch(live);
+      return this.toContainer(rec);
+    });
+  }
+
+  /** Wait for the init to exit and record it, unless an operation of ours already did. */
+  private watch(live: Live): void {
+    const gen = live.generation;
+    const name = live.rec.name;
+    let driver;
+    try {
+      driver = this.registry.get(live.rec.spec.driver);
+    } catch {
+      return;
+    }
+    driver.wait(name).then(
+      (rs) =>
+        this.mutex.run(name, async () => {
+          const cur = this.live.get(name);
+          if (cur !== live || live.generation !== gen || !this.isActive(live.rec.status.state)) return;
+          if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) return;
+          live.generation++;
+          this.applyExit(live, rs);
+          await this.store.save(live.rec);
+          this.events.emit(name, live.rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, live.rec.status);
+        }),
+      (e) => this.logger.warn({ container: name, err: errorMessage(e) }, 'wait failed'),
+    ).catch((e) => this.logger.error({ container: name, err: errorMessage(e) }, 'recording exit failed'));
+  }
+
+  private applyExit(live: Live, rs: RuntimeState): void {
+    const sig = rs.signal;
+    let state = ContainerState.CONTAINER_STATE_STOPPED;
+    let reason = StateReason.STATE_REASON_EXITED;
+    if (sig) {
+      if (sig === live.expectedSignal || sig === SIGKILL && live.expectedSignal !== 0) reason = StateReason.STATE_REASON_KILLED;
+      else {
+        state = ContainerState.CONTAINER_STATE_CRASHED;
+        reason = StateReason.STATE_REASON_SIGNALED;
+      }
+    } else if (live.expectedSignal) {
+      reason = StateReason.STATE_REASON_SHUTDOWN;
+    }
+    live.rec.status = {
+      ...live.rec.status,
+      state,
+      reason,
+      exitCode: sig ? 128 + sig : rs.exitCode,
+      signal: sig,
+      initPid: 0,
+      finishTime: rs.finishTime ?? new Date(),
+      message: rs.message,
+    };
+  }
+
+  async stop(name: string, signal: number, timeoutMs: number | undefined): Promise<Container> {
+    validateName('name', name);
+    return this.mutex.run(name, async () => {
+      const live = this.lookup(name);
+      const rec = live.rec;
+      if (!this.isActive(rec.status.state) && rec.status.state !== ContainerState.CONTAINER_STATE_UNKNOWN) return this.toContainer(rec);
+      const driver = this.registry.get(rec.spec.driver);
+      const sig = signal || rec.spec.stopSignal || SIGTERM;
+      const timeout = timeoutMs ?? (rec.spec.stopTimeout ? rec.spec.stopTimeout.seconds * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
+      live.generation++;
+      live.expectedSignal = sig;
+      const rs = await driver.stop(name, sig, timeout);
+      this.applyExit(live, rs);
+      if (rec.status.state === ContainerState.CONTAINER_STATE_CRASHED) rec.status.state = ContainerState.CONTAINER_STATE_STOPPED;
+      rec.status.reason = rs.signal ? StateReason.STATE_REASON_KILLED : StateReason.STATE_REASON_SHUTDOWN;
+      await this.store.save(rec);
+      this.events.emit(name, EventType.EVENT_TYPE_STOPPED, rec.status);
+      return this.toContainer(rec);
+    });
+  }
+
+  async kill(name: string, signal: number): Promise<void> {
+    validateName('name', name);
+    await this.mutex.run(name, async () => {
+      const live = this.lookup(name);
+      if (!this.isActive(live.rec.status.state)) throw wrongState(name, stateName(live.rec.status.state), 'running or paused');
+      const sig = signal || SIGKILL;
+      live.expectedSignal = sig;
+      await this.registry.get(live.rec.spec.driver).kill(name, sig);
+    });
+  }
+
+  async pause(name: string): Promise<Container> {
+    validateName('name', name);
+    return this.mutex.run(name, async () => {
+      const live = this.lookup(name);
+      const rec = live.rec;
+      if (rec.status.state === ContainerState.CONTAINER_STATE_PAUSED) return this.toContainer(rec);
+      if (rec.status.state !== ContainerState.CONTAINER_STATE_RUNNING) throw wrongState(name, stateName(rec.status.state), 'running');
+      const driver = this.registry.require(rec.spec.driver, 'pause');
+      await driver.pause!(name);
+      rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_PAUSED, reason: StateReason.STATE_REASON_PAUSED_BY_USER };
+      await this.store.save(rec);
+      this.events.emit(name, EventType.EVENT_TYPE_PAUSED, rec.status);
+      return this.toContainer(rec);
+    });
+  }
+
+  async resume(name: string): Promise<Container> {
+    validateName('name', name);
+    return this.mutex.run(name, async () => {
+      const live = this.lookup(name);
+      const rec = live.rec;
+      if (rec.status.state === ContainerState.CONTAINER_STATE_RUNNING) return this.toContainer(rec);
+      if (rec.status.state !== ContainerState.CONTAINER_STATE_PAUSED) throw wrongState(name, stateName(rec.status.state), 'paused');
+      const driver = this.registry.require(rec.spec.driver, 'pause');
+      await driver.resume!(name);
+      rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED };
+      await this.store.save(rec);
+      this.events.emit(name, EventType.EVENT_TYPE_RESUMED, rec.status);
+      return this.toContainer(rec);
+    });
+  }
+
+  /** Exec does not hold the container's lock for the process's lifetime: only while it is set up. */
+  async exec(opts: ExecOptions): Promise<ExecSession> {
+    validateName('start.name', opts.id);
+    return this.mutex.run(opts.id, async () => {
+      const live = this.lookup(opts.id);
+      if (live.rec.status.state !== ContainerState.CONTAINER_STATE_RUNNING) throw wrongState(opts.id, stateName(live.rec.status.state), 'running');
+      const driver = this.registry.require(live.rec.spec.driver, 'exec');
+      return driver.exec!(opts);
+    });
+  }
+
+  async console(name: string): Promise<ConsoleSession> {
+    validateName('start.name', name);
+    return this.mutex.run(name, async () => {
+      const live = this.lookup(name);
+      if (!this.isActive(live.rec.status.state)) throw wrongState(name, stateName(live.rec.status.state), 'running');
+      if (!live.rec.spec.process?.tty) {
+        throw new OsvirtError('FAILED_PRECONDITION', 'NO_CONSOLE', `container "${name}" has no console: create it with process.tty = true`, [], { container: name });
+      }
+      const driver = this.registry.require(live.rec.spec.driver, 'console');
+      return driver.console!(name);
+    });
+  }
+
+  async stats(name: string): Promise<ContainerStats> {
+    validateName('name', name);
+    const live = this.lookup(name);
+    if (!this.isActive(live.rec.status.state)) throw wrongState(name, stateName(live.rec.status.state), 'running or paused');
+    const driver = this.registry.require(live.rec.spec.driver, 'stats');
+    return driver.stats!(name);
+  }
+
+  async checkpoint(name: string, cpName: string, options: CheckpointOptions | undefined): Promise<Checkpoint> {
+    validateName('name', name);
+    const checkpointName = cpName || `cp-${new Date().toISOString().replace(/[^0-9]/g, '').slice(0, 14)}-${randomUUID().slice(0, 4)}`;
+    validateName('checkpoint', checkpointName);
+    validateCheckpointOptions('options', options);
+    const opts: CheckpointOptions = options ?? { leaveRunning: false, tcpEstablished: false, extUnixSk: false, fileLocks: false, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false };
+    return this.mutex.run(name, async () => {
+      const live = this.lookup(name);
+      const rec = live.rec;
+      if (rec.status.state !== ContainerState.CONTAINER_STATE_RUNNING) throw wrongState(name, stateName(rec.status.state), 'running');
+      const driver = this.registry.require(rec.spec.driver, 'checkpoint');
+      let parentDir = '';
+      if (opts.parentCheckpoint) parentDir = (await this.checkpoints.get(name, opts.parentCheckpoint)).imageDir;
+      const dir = await this.checkpoints.reserve(name, checkpointName);
+      let result;
+      try {
+        if (!opts.leaveRunning) {
+          live.generation++;
+          live.expectedSignal = SIGKILL;
+        }
+        result = await driver.checkpoint!(name, dir.imageDir, opts, parentDir);
+      } catch (e) {
+        await this.checkpoints.remove(name, checkpointName);
+        if (!opts.leaveRunning) {
+          // The driver promises the container keeps running on failure; watch it again.
+          live.expectedSignal = 0;
+          this.watch(live);
+        }
+        throw e;
+      }
+      const cp = await this.checkpoints.commit(dir, { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: result.criuVersion, sizeBytes: 0, stats: result.stats, options: opts, spec: rec.spec });
+      if (!opts.leaveRunning) {
+        rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_CHECKPOINTED, initPid: 0, finishTime: new Date() };
+        await this.store.save(rec);
+      }
+      this.events.emit(name, EventType.EVENT_TYPE_CHECKPOINTED, rec.status, { checkpoint: checkpointName });
+      return cp;
+    });
+  }
+
+  async restore(name: string, cpName: string, newName: string, tcpEstablished: boolean, timeoutMs: number): Promise<Container> {
+    validateName('name', name);
+    validateName('checkpoint', cpName);
+    if (newName) validateName('new_name', newName);
+    const target = newName || name;
+    const cp = await this.checkpoints.get(name, cpName);
+    return this.mutex.run(target, async () => {
+      let live = this.live.get(target);
+      const spec = ContainerSpec.fromPartial(live?.rec.spec ?? cp.checkpoint.spec ?? {});
+      const driver = this.registry.require(spec.driver, 'checkpoint');
+      let created = false;
+      if (newName) {
+        if (live) throw alreadyExists('container', newName);
+        await driver.create(newName, spec);
+        created = true;
+      } else {
+        if (!live) throw notFound('container', name);
+        if (this.isActive(live.rec.status.state)) throw wrongState(name, stateName(live.rec.status.state), 'stopped');
+      }
+      let rs: RuntimeState;
+      try {
+        rs = await driver.restore!(target, spec, cp.imageDir, tcpEstablished, timeoutMs);
+      } catch (e) {
+        if (created) await driver.delete(newName).catch(() => undefined);
+        throw e;
+      }
+      const status: ContainerStatus = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_RESTORED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), message: '' };
+      if (!live) {
+        live = { rec: { name: target, uid: randomUUID(), createTime: new Date(), spec, status }, generation: 0, expectedSignal: 0 };
+        this.live.set(target, live);
+        await this.store.save(live.rec);
+        this.events.emit(target, EventType.EVENT_TYPE_CREATED, status);
+      } else {
+        live.rec.status = status;
+        await this.store.save(live.rec);
+      }
+      live.generation++;
+      live.expectedSignal = 0;
+      this.events.emit(target, EventType.EVENT_TYPE_RESTORED, status, { checkpoint: cpName });
+      this.watch(live);
+      return this.toContainer(live.rec);
+    });
+  }
+
+  async listCheckpoints(name: string): Promise<Checkpoint[]> {
+    validateName('name', name);
+    this.lookup(name);
+    return this.checkpoints.list(name);
+  }
+
+  async deleteCheckpoint(name: string, cpName: string, allowMissing: boolean): Promise<void> {
+    validateName('name', name);
+    validateName('checkpoint', cpName);
+    await this.mutex.run(name, async () => {
+      if (!(await this.checkpoints.exists(name, cpName))) {
+        if (allowMissing) return;
+        throw notFound('checkpoint', cpName);
+      }
+      await this.checkpoints.remove(name, cpName);
+    });
+  }
+
+  /** For tests and `osvirt info`: where a container's files live. */
+  stateFile(name: string): string {
+    return path.join(this.store.dir, `${name}.json`);
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return fs.access(this.stateFile(name)).then(() => true, () => false);
+  }
+}

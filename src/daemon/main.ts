@@ -1,0 +1,77 @@
+// osvirtd: the osvirt daemon.
+import * as path from 'node:path';
+import { Command } from 'commander';
+import pino from 'pino';
+import type { Driver } from '../core/driver';
+import { VERSION } from '../version';
+import { builtinDrivers } from '../drivers';
+import { startDaemon } from './server';
+
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+async function main(): Promise<void> {
+  const program = new Command('osvirtd')
+    .description('osvirt daemon: serves the osvirt.v1 gRPC API and runs container drivers')
+    .version(VERSION)
+    .option('--socket <path>', 'unix socket to listen on', '/run/osvirt/osvirt.sock')
+    .option('--state-dir <dir>', 'where definitions, driver state and checkpoints live', '/var/lib/osvirt')
+    .option('--listen <host:port>', 'also listen on TCP (needs --tls-* unless --insecure-tcp)')
+    .option('--tls-cert <file>', 'server certificate (PEM)')
+    .option('--tls-key <file>', 'server key (PEM)')
+    .option('--tls-ca <file>', 'CA that client certificates must chain to (PEM)')
+    .option('--insecure-tcp', 'plaintext TCP on loopback without authentication (tests only)', false)
+    .option('--drivers <list>', 'comma list of built-in drivers to enable (default: all)')
+    .option('--driver-module <path>', 'load a driver from a JS module exporting createDriver() (repeatable)', collect, [])
+    .option('--log-level <level>', 'trace, debug, info, warn, error', process.env['OSVIRT_LOG_LEVEL'] ?? 'info')
+    .parse();
+  const o = program.opts<{
+    socket: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
+    insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string;
+  }>();
+  const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
+
+  const wanted = o.drivers === undefined ? undefined : o.drivers.split(',').map((s) => s.trim()).filter(Boolean);
+  const drivers: Driver[] = builtinDrivers().filter((d) => !wanted || wanted.includes(d.name));
+  for (const mod of o.driverModule) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const m = require(path.resolve(mod)) as { createDriver?: () => Driver };
+    if (typeof m.createDriver !== 'function') throw new Error(`${mod} does not export createDriver()`);
+    drivers.push(m.createDriver());
+  }
+  if (o.tlsCert || o.tlsKey || o.tlsCa) {
+    if (!(o.tlsCert && o.tlsKey && o.tlsCa)) throw new Error('--tls-cert, --tls-key and --tls-ca go together');
+  }
+  const daemon = await startDaemon({
+    socket: path.resolve(o.socket),
+    stateDir: path.resolve(o.stateDir),
+    tcp: o.listen,
+    tls: o.tlsCert && o.tlsKey && o.tlsCa ? { cert: o.tlsCert, key: o.tlsKey, ca: o.tlsCa } : undefined,
+    insecureTcp: o.insecureTcp,
+    drivers,
+    logger,
+  });
+  // Machine-readable readiness line for supervisors and tests.
+  process.stdout.write(JSON.stringify({ ready: true, socket: path.resolve(o.socket), pid: process.pid, tcpPort: daemon.tcpPort ?? null }) + '\n');
+
+  let stopping = false;
+  const shutdown = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal: sig }, 'shutting down; containers keep running');
+    daemon.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('uncaughtException', (e) => logger.fatal({ err: e.message, stack: e.stack }, 'uncaught exception'));
+  process.on('unhandledRejection', (e) => logger.error({ err: String(e) }, 'unhandled rejection'));
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`osvirtd: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,153 @@
+// Assembles the daemon: store, drivers, manager, gRPC services, listeners.
+// main.ts parses flags and calls startDaemon; tests call it the same way
+// through the real binary.
+import { promises as fs, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import * as net from 'node:net';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { ContainerManager } from '../core/manager';
+import { DriverRegistry } from '../core/registry';
+import { EventBus } from '../core/events';
+import { ContainerStore } from '../core/store';
+import type { Driver } from '../core/driver';
+import { ContainerServiceService } from '../gen/osvirt/v1/container_service';
+import { EventServiceService } from '../gen/osvirt/v1/event_service';
+import { SystemServiceService } from '../gen/osvirt/v1/system_service';
+import { containerService } from '../api/container-service';
+import { eventService } from '../api/event-service';
+import { systemService } from '../api/system-service';
+import { addReflectionAndHealth } from './reflection';
+
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+export interface DaemonOptions {
+  socket: string;
+  stateDir: string;
+  tcp?: string | undefined;
+  tls?: { cert: string; key: string; ca: string } | undefined;
+  insecureTcp?: boolean;
+  drivers: Driver[];
+  logger: Logger;
+}
+
+export interface Daemon {
+  manager: ContainerManager;
+  registry: DriverRegistry;
+  tcpPort?: number;
+  close(): Promise<void>;
+}
+
+/** Refuse to start a second daemon on the same state dir. */
+async function takePidLock(stateDir: string): Promise<string> {
+  const file = path.join(stateDir, 'osvirtd.pid');
+  try {
+    const pid = Number.parseInt(await fs.readFile(file, 'utf8'), 10);
+    if (pid > 0 && pid !== process.pid) {
+      try {
+        process.kill(pid, 0);
+        const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        if (cmd.includes('osvirtd') || cmd.includes('daemon/main')) {
+          throw new Error(`another osvirtd (pid ${pid}) uses state dir ${stateDir}`);
+        }
+      } catch (e) {
+        if (e instanceof Error && e.message.startsWith('another osvirtd')) throw e;
+      }
+    }
+  } catch (e) {
+    if (e instanceof Error && e.message.startsWith('another osvirtd')) throw e;
+  }
+  await fs.writeFile(file, `${process.pid}\n`);
+  return file;
+}
+
+/** Remove a socket file left by a dead daemon, but never steal a live one. */
+async function clearStaleSocket(sock: string): Promise<void> {
+  try {
+    await fs.access(sock);
+  } catch {
+    return;
+  }
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect(sock);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (live) throw new Error(`${sock} is in use by a running daemon`);
+  await fs.rm(sock, { force: true });
+}
+
+function bind(server: Server, addr: string, creds: ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(addr, creds, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
+  const log = o.logger;
+  await fs.mkdir(o.stateDir, { recursive: true, mode: 0o700 });
+  const pidFile = await takePidLock(o.stateDir);
+
+  const registry = new DriverRegistry(o.stateDir, log);
+  for (const d of o.drivers) await registry.add(d);
+  const bus = new EventBus();
+  const manager = new ContainerManager(new ContainerStore(o.stateDir), registry, bus, log, o.stateDir);
+  await manager.init();
+
+  const server = new Server({
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': 16 * MAX_MESSAGE_BYTES,
+  });
+  server.addService(ContainerServiceService, containerService(manager, log));
+  server.addService(EventServiceService, eventService(bus, log));
+  server.addService(SystemServiceService, systemService(registry, log));
+  addReflectionAndHealth(server);
+
+  await fs.mkdir(path.dirname(o.socket), { recursive: true, mode: 0o755 });
+  await clearStaleSocket(o.socket);
+  await bind(server, `unix://${o.socket}`, ServerCredentials.createInsecure());
+  await fs.chmod(o.socket, 0o660);
+  log.info({ socket: o.socket, stateDir: o.stateDir }, 'listening on unix socket');
+
+  let tcpPort: number | undefined;
+  if (o.tcp) {
+    if (o.tls) {
+      const creds = ServerCredentials.createSsl(
+        readFileSync(o.tls.ca),
+        [{ cert_chain: readFileSync(o.tls.cert), private_key: readFileSync(o.tls.key) }],
+        true,
+      );
+      tcpPort = await bind(server, o.tcp, creds);
+      log.info({ address: o.tcp, port: tcpPort }, 'listening on TCP with mutual TLS');
+    } else if (o.insecureTcp) {
+      const host = o.tcp.replace(/:\d+$/, '');
+      if (!['127.0.0.1', 'localhost', '[::1]'].includes(host)) throw new Error('--insecure-tcp only binds a loopback address (127.0.0.1 or [::1])');
+      tcpPort = await bind(server, o.tcp, ServerCredentials.createInsecure());
+      log.warn({ address: o.tcp, port: tcpPort }, 'INSECURE: plaintext TCP without authentication on loopback, for tests only');
+    } else {
+      throw new Error('a TCP listener needs --tls-cert, --tls-key and --tls-ca (mutual TLS); --insecure-tcp is for loopback tests only');
+    }
+  }
+
+  return {
+    manager,
+    registry,
+    tcpPort,
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+      await registry.closeAll();
+      await fs.rm(o.socket, { force: true });
+      await fs.rm(pidFile, { force: true });
+    },
+  };
+}
