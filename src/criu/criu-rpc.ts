@@ -47,6 +47,8 @@ export interface CriuErrorDetails {
   exitCode?: number | null;
   logFile?: string;
   logTail?: string;
+  /** The first error line of the log that is not known noise. */
+  logError?: string;
   stderrTail?: string;
   /** Script name of a notification whose handler failed. */
   notifyScript?: string;
@@ -62,6 +64,7 @@ export class CriuError extends Error {
   readonly exitCode: number | null | undefined;
   readonly logFile: string | undefined;
   readonly logTail: string | undefined;
+  readonly logError: string | undefined;
   readonly stderrTail: string | undefined;
   readonly notifyScript: string | undefined;
 
@@ -75,6 +78,7 @@ export class CriuError extends Error {
     this.exitCode = details.exitCode;
     this.logFile = details.logFile;
     this.logTail = details.logTail;
+    this.logError = details.logError;
     this.stderrTail = details.stderrTail;
     this.notifyScript = details.notifyScript;
   }
@@ -85,9 +89,15 @@ function errnoName(errno: number): string | undefined {
   return undefined;
 }
 
+// CRIU logs this on every call on hosts that cap RLIMIT_NOFILE (see HOST-FACTS), so it is
+// often the "first error" CRIU reports in cr_errmsg while the real cause comes later.
+const HARMLESS_ERROR = /RLIMIT_NOFILE/;
+
 function composeMessage(summary: string, d: CriuErrorDetails): string {
   let text = summary;
-  if (d.crErrmsg) text += `: ${d.crErrmsg.trim()}`;
+  const crErrmsg = d.crErrmsg?.trim();
+  if (crErrmsg && !(HARMLESS_ERROR.test(crErrmsg) && d.logError)) text += `: ${crErrmsg}`;
+  else if (d.logError) text += `: ${d.logError}`;
   if (d.crErrno) text += ` (errno ${d.crErrno}${errnoName(d.crErrno) ? ` ${errnoName(d.crErrno)}` : ""})`;
   if (d.notifyScript && d.cause !== undefined) {
     const why = d.cause instanceof Error ? d.cause.message : String(d.cause);
@@ -171,6 +181,7 @@ export function defaultHelperPath(): string {
 
 const STDERR_KEEP = 16 * 1024;
 const LOG_TAIL_BYTES = 64 * 1024;
+const LOG_SCAN_BYTES = 8 * 1024 * 1024;
 
 function tailLines(text: string, lines: number): string {
   const all = text.replace(/\n+$/, "").split("\n");
@@ -192,6 +203,27 @@ function readLogTail(file: string, lines: number): string | undefined {
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }
+}
+
+/** "(00.058102) Error (compel/src/lib/infect.c:417): Unable to ..." -> "Unable to ..." */
+function readLogError(file: string): string | undefined {
+  let text: string;
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, "r");
+    const buf = Buffer.alloc(Math.min(fs.fstatSync(fd).size, LOG_SCAN_BYTES));
+    fs.readSync(fd, buf, 0, buf.length, 0);
+    text = buf.toString("utf8");
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+  for (const line of text.split("\n")) {
+    const m = /^\([\d.\s]+\)\s*(?:\d+:\s*)?Error \([^)]*\):\s*(.*)$/.exec(line);
+    if (m?.[1] !== undefined && !HARMLESS_ERROR.test(m[1])) return m[1].trim();
+  }
+  return undefined;
 }
 
 export class CriuRpcClient {
@@ -328,6 +360,8 @@ export class CriuRpcClient {
           d.logFile = logFile;
           const tail = readLogTail(logFile, this.logTailLines);
           if (tail !== undefined) d.logTail = tail;
+          const logError = readLogError(logFile);
+          if (logError !== undefined) d.logError = logError;
         }
         const err = tailLines(stderr, this.logTailLines);
         if (err !== "") d.stderrTail = err;
@@ -350,7 +384,7 @@ export class CriuRpcClient {
           child.kill("SIGTERM");
           return;
         }
-        if (resp.type === "NOTIFY" && type !== "NOTIFY") {
+        if (resp.type === "NOTIFY") {
           const script = resp.notify?.script ?? "";
           let ok = true;
           if (options.onNotify) {

@@ -1,0 +1,406 @@
+// osvirt: the command-line client (virsh / lxc-* style).
+import { Command, Option } from 'commander';
+import { status as Code, type ServiceError } from '@grpc/grpc-js';
+import { connect, promisify, type OsvirtClient } from '../client';
+import { decodeStatusDetails } from '../api/status';
+import { Container, ContainerState, StateReason, type Checkpoint, ContainerStats } from '../gen/osvirt/v1/container';
+import { EventType, Event } from '../gen/osvirt/v1/event_service';
+import { DriverHealth } from '../gen/osvirt/v1/system_service';
+import { VERSION } from '../version';
+import { readDefinition } from './spec-file';
+import { signalNumber } from './signals';
+
+type Output = 'table' | 'json';
+
+interface Global {
+  connect?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  output: Output;
+}
+
+function client(cmd: Command): { c: OsvirtClient; out: Output } {
+  const g = cmd.optsWithGlobals<Global>();
+  const c = connect({ address: g.connect, tlsCert: g.tlsCert, tlsKey: g.tlsKey, tlsCa: g.tlsCa });
+  return { c, out: g.output };
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+const stateName = (s: ContainerState) => ContainerState[s].replace('CONTAINER_STATE_', '').toLowerCase();
+const reasonName = (r: StateReason) => StateReason[r].replace('STATE_REASON_', '').toLowerCase();
+
+function printContainer(ct: Container, out: Output): void {
+  if (out === 'json') {
+    process.stdout.write(JSON.stringify(Container.toJSON(ct), null, 2) + '\n');
+    return;
+  }
+  const s = ct.status;
+  const lines: [string, string][] = [
+    ['Name', ct.name],
+    ['UID', ct.uid],
+    ['Driver', ct.spec?.driver ?? ''],
+    ['State', `${stateName(s?.state ?? 0)} (${reasonName(s?.reason ?? 0)})`],
+  ];
+  if (s?.initPid) lines.push(['Init PID', String(s.initPid)]);
+  if (s && (s.state === ContainerState.CONTAINER_STATE_STOPPED || s.state === ContainerState.CONTAINER_STATE_CRASHED)) lines.push(['Exit code', String(s.exitCode)]);
+  if (s?.startTime) lines.push(['Started', s.startTime.toISOString()]);
+  if (s?.message) lines.push(['Message', s.message]);
+  lines.push(['Autostart', ct.spec?.autostart ? 'yes' : 'no']);
+  process.stdout.write(lines.map(([k, v]) => `${(k + ':').padEnd(11)} ${v}`).join('\n') + '\n');
+}
+
+/** Turn a gRPC error into a message that says what to do next, and an exit code. */
+function report(e: unknown): never {
+  const se = e as Partial<ServiceError>;
+  if (typeof se.code === 'number') {
+    const d = decodeStatusDetails(se.metadata);
+    let msg = se.details || se.message || 'request failed';
+    if (se.code === Code.UNAVAILABLE) msg = `cannot reach osvirtd (${se.details}); is the daemon running? Start it with "osvirtd" or pass --connect`;
+    const reason = d.errorInfo?.reason ? ` [${d.errorInfo.reason}]` : '';
+    process.stderr.write(`osvirt: ${Code[se.code]}${reason}: ${msg}\n`);
+    for (const v of d.badRequest?.fieldViolations ?? []) process.stderr.write(`  field ${v.field}: ${v.description}\n`);
+    process.exit(se.code === Code.NOT_FOUND ? 3 : 1);
+  }
+  process.stderr.write(`osvirt: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+}
+
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>) {
+  return (...args: A) => fn(...args).then(() => process.exit(0), report);
+}
+
+const program = new Command('osvirt')
+  .description('osvirt: manage containers through the osvirt daemon')
+  .version(VERSION)
+  .option('-c, --connect <uri>', 'daemon address: unix:///path or tcp://host:port (env OSVIRT_CONNECT)')
+  .option('--tls-cert <file>', 'client certificate for tcp://')
+  .option('--tls-key <file>', 'client key for tcp://')
+  .option('--tls-ca <file>', 'CA certificate for tcp://')
+  .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'));
+
+program
+  .command('create')
+  .description('define a container from a YAML or JSON file ({name, spec})')
+  .requiredOption('-f, --file <file>', 'definition file')
+  .option('--name <name>', 'override the name in the file')
+  .option('--start', 'start it right after creating it')
+  .action(
+    action(async (o: { file: string; name?: string; start?: boolean }, cmd: Command) => {
+      const req = readDefinition(o.file);
+      if (o.name) req.name = o.name;
+      const { c, out } = client(cmd);
+      const api = promisify(c.containers);
+      let ct = (await api.createContainer(req)).container!;
+      if (o.start) ct = (await api.startContainer({ name: ct.name })).container!;
+      if (out === 'json') printContainer(ct, out);
+      else process.stdout.write(`${ct.name} ${o.start ? 'created and started' : 'created'}\n`);
+    }),
+  );
+
+program
+  .command('list')
+  .alias('ls')
+  .description('list containers')
+  .option('--driver <name>', 'only this driver')
+  .option('--state <state>', 'only this state (defined, running, paused, stopped, crashed, unknown)')
+  .action(
+    action(async (o: { driver?: string; state?: string }, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const api = promisify(c.containers);
+      const states: ContainerState[] = [];
+      if (o.state) {
+        const s = ContainerState[`CONTAINER_STATE_${o.state.toUpperCase()}` as keyof typeof ContainerState];
+        if (s === undefined) throw new Error(`unknown state "${o.state}"`);
+        states.push(s);
+      }
+      const all: Container[] = [];
+      let pageToken = '';
+      do {
+        const r = await api.listContainers({ pageSize: 1000, pageToken, driver: o.driver ?? '', states });
+        all.push(...r.containers);
+        pageToken = r.nextPageToken;
+      } while (pageToken);
+      if (out === 'json') {
+        process.stdout.write(JSON.stringify(all.map((x) => Container.toJSON(x)), null, 2) + '\n');
+        return;
+      }
+      const rows = [['NAME', 'DRIVER', 'STATE', 'PID', 'AUTOSTART']];
+      for (const x of all) rows.push([x.name, x.spec?.driver ?? '', stateName(x.status?.state ?? 0), x.status?.initPid ? String(x.status.initPid) : '-', x.spec?.autostart ? 'yes' : 'no']);
+      process.stdout.write(table(rows));
+    }),
+  );
+
+program
+  .command('info <name>')
+  .description('show a container')
+  .action(
+    action(async (name: string, _o: unknown, cmd: Command) => {
+      const { c, out } = client(cmd);
+      printContainer((await promisify(c.containers).getContainer({ name })).container!, out);
+    }),
+  );
+
+for (const [verb, method, desc] of [
+  ['start', 'startContainer', 'start a container'],
+  ['pause', 'pauseContainer', 'freeze every process of a container'],
+  ['resume', 'resumeContainer', 'thaw a paused container'],
+] as const) {
+  program
+    .command(`${verb} <name>`)
+    .description(desc)
+    .action(
+      action(async (name: string, _o: unknown, cmd: Command) => {
+        const { c, out } = client(cmd);
+        const ct = (await promisify(c.containers)[method]({ name })).container!;
+        if (out === 'json') printContainer(ct, out);
+        else process.stdout.write(`${name} ${stateName(ct.status?.state ?? 0)}\n`);
+      }),
+    );
+}
+
+program
+  .command('stop <name>')
+  .description('stop a container: stop signal, wait, then SIGKILL')
+  .option('-t, --timeout <seconds>', 'seconds to wait before SIGKILL')
+  .option('-s, --signal <signal>', 'stop signal (default: the spec\'s, SIGTERM)')
+  .action(
+    action(async (name: string, o: { timeout?: string; signal?: string }, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const timeout = o.timeout === undefined ? undefined : { seconds: Number(o.timeout), nanos: 0 };
+      if (timeout && !Number.isFinite(timeout.seconds)) throw new Error('--timeout must be a number of seconds');
+      const ct = (await promisify(c.containers).stopContainer({ name, signal: o.signal ? signalNumber(o.signal) : 0, timeout })).container!;
+      if (out === 'json') printContainer(ct, out);
+      else process.stdout.write(`${name} ${stateName(ct.status?.state ?? 0)} (exit code ${ct.status?.exitCode ?? 0})\n`);
+    }),
+  );
+
+program
+  .command('kill <name>')
+  .description('send a signal to the container\'s init')
+  .option('-s, --signal <signal>', 'signal name or number', 'SIGKILL')
+  .action(
+    action(async (name: string, o: { signal: string }, cmd: Command) => {
+      const { c } = client(cmd);
+      await promisify(c.containers).killContainer({ name, signal: signalNumber(o.signal) });
+    }),
+  );
+
+program
+  .command('delete <name>')
+  .alias('rm')
+  .description('delete a container and everything it made on the host')
+  .option('-f, --force', 'kill it first if it runs')
+  .action(
+    action(async (name: string, o: { force?: boolean }, cmd: Command) => {
+      const { c } = client(cmd);
+      await promisify(c.containers).deleteContainer({ name, force: !!o.force, allowMissing: false });
+      process.stdout.write(`${name} deleted\n`);
+    }),
+  );
+
+program
+  .command('exec <name> <command...>')
+  .description('run a command inside a running container: osvirt exec NAME -- CMD ARGS')
+  .option('-i, --interactive', 'pass stdin')
+  .option('-t, --tty', 'allocate a terminal')
+  .option('-e, --env <KEY=VALUE...>', 'environment variables')
+  .option('-w, --cwd <dir>', 'working directory')
+  .action(async (name: string, command: string[], o: { interactive?: boolean; tty?: boolean; env?: string[]; cwd?: string }, cmd: Command) => {
+    const { c } = client(cmd);
+    const stream = c.containers.execContainer();
+    const tty = !!o.tty;
+    const size = tty && process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : undefined;
+    stream.write({ message: { $case: 'start', value: { name, args: command, env: o.env ?? [], cwd: o.cwd ?? '', user: undefined, tty, terminalSize: size } } });
+    const restore = () => {
+      if (tty && process.stdin.isTTY) process.stdin.setRawMode(false);
+    };
+    if (o.interactive) {
+      if (tty && process.stdin.isTTY) process.stdin.setRawMode(true);
+      process.stdin.on('data', (b: Buffer) => stream.write({ message: { $case: 'stdin', value: b } }));
+      process.stdin.on('end', () => stream.write({ message: { $case: 'closeStdin', value: true } }));
+      if (tty) process.stdout.on('resize', () => stream.write({ message: { $case: 'resize', value: { rows: process.stdout.rows, cols: process.stdout.columns } } }));
+    } else {
+      stream.write({ message: { $case: 'closeStdin', value: true } });
+    }
+    let code = 0;
+    stream.on('data', (m: { message?: { $case: string; value: unknown } }) => {
+      const x = m.message;
+      if (x?.$case === 'stdout') process.stdout.write(x.value as Buffer);
+      else if (x?.$case === 'stderr') process.stderr.write(x.value as Buffer);
+      else if (x?.$case === 'exit') code = (x.value as { exitCode: number }).exitCode;
+    });
+    stream.on('end', () => {
+      restore();
+      process.exit(code);
+    });
+    stream.on('error', (e) => {
+      restore();
+      report(e);
+    });
+  });
+
+program
+  .command('console <name>')
+  .description('attach to a container\'s console (detach with Ctrl-] )')
+  .action((name: string, _o: unknown, cmd: Command) => {
+    const { c } = client(cmd);
+    const stream = c.containers.attachConsole();
+    const size = process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : undefined;
+    stream.write({ message: { $case: 'start', value: { name, terminalSize: size } } });
+    if (process.stdin.isTTY) process.stdin.setRawMode(true);
+    const detach = () => {
+      if (process.stdin.isTTY) process.stdin.setRawMode(false);
+      stream.cancel();
+      process.exit(0);
+    };
+    process.stdin.on('data', (b: Buffer) => {
+      if (b.includes(0x1d)) return detach();
+      stream.write({ message: { $case: 'input', value: b } });
+    });
+    process.stdin.on('end', () => stream.end());
+    stream.on('data', (m: { output: Buffer }) => process.stdout.write(m.output));
+    stream.on('end', detach);
+    stream.on('error', (e) => {
+      if (process.stdin.isTTY) process.stdin.setRawMode(false);
+      if ((e as ServiceError).code === Code.CANCELLED) process.exit(0);
+      report(e);
+    });
+  });
+
+program
+  .command('events')
+  .description('print lifecycle events as they happen')
+  .option('--container <name...>', 'only these containers')
+  .option('--type <type...>', 'only these types (created, started, stopped, ...)')
+  .option('-f, --follow', 'keep watching (default: until interrupted)', true)
+  .action((o: { container?: string[]; type?: string[] }, cmd: Command) => {
+    const { c, out } = client(cmd);
+    const types = (o.type ?? []).map((t) => {
+      const v = EventType[`EVENT_TYPE_${t.toUpperCase()}` as keyof typeof EventType];
+      if (v === undefined) report(new Error(`unknown event type "${t}"`));
+      return v;
+    });
+    const stream = c.events.watchEvents({ containers: o.container ?? [], types });
+    stream.on('data', (r: { event?: Event }) => {
+      const e = r.event!;
+      if (out === 'json') process.stdout.write(JSON.stringify(Event.toJSON(e)) + '\n');
+      else {
+        const extra = e.type === EventType.EVENT_TYPE_STOPPED || e.type === EventType.EVENT_TYPE_CRASHED ? ` exit=${e.status?.exitCode ?? 0}` : '';
+        process.stdout.write(`${e.time?.toISOString()} ${e.container} ${EventType[e.type].replace('EVENT_TYPE_', '').toLowerCase()}${extra}${e.checkpoint ? ` checkpoint=${e.checkpoint}` : ''}\n`);
+      }
+    });
+    stream.on('error', report);
+    stream.on('end', () => process.exit(0));
+  });
+
+program
+  .command('stats <name>')
+  .description('resource usage of a running container')
+  .action(
+    action(async (name: string, _o: unknown, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const s = (await promisify(c.containers).getContainerStats({ name })).stats!;
+      if (out === 'json') {
+        process.stdout.write(JSON.stringify(ContainerStats.toJSON(s), null, 2) + '\n');
+        return;
+      }
+      const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+      const rows = [
+        ['CPU', `${(s.cpuUsageNs / 1e9).toFixed(3)} s`],
+        ['MEMORY', `${mib(s.memoryUsageBytes)} / ${s.memoryLimitBytes ? mib(s.memoryLimitBytes) : 'unlimited'}`],
+        ['PIDS', `${s.pidsCurrent} / ${s.pidsLimit || 'unlimited'}`],
+      ];
+      for (const i of s.interfaces) rows.push([`NET ${i.name}`, `rx ${i.rxBytes} B  tx ${i.txBytes} B`]);
+      process.stdout.write(table(rows));
+    }),
+  );
+
+program
+  .command('checkpoint <name>')
+  .description('checkpoint a running container with CRIU')
+  .option('--checkpoint <id>', 'checkpoint name (default: generated)')
+  .option('--leave-running', 'keep the container running (snapshot)')
+  .option('--tcp-established', 'checkpoint established TCP connections')
+  .option('--file-locks', 'checkpoint file locks')
+  .option('--ext-unix-sk', 'allow external unix sockets')
+  .action(
+    action(async (name: string, o: { checkpoint?: string; leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; extUnixSk?: boolean }, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const cp = (await promisify(c.containers).checkpointContainer({
+        name,
+        checkpoint: o.checkpoint ?? '',
+        options: { leaveRunning: !!o.leaveRunning, tcpEstablished: !!o.tcpEstablished, extUnixSk: !!o.extUnixSk, fileLocks: !!o.fileLocks, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false },
+      })).checkpoint!;
+      printCheckpoints([cp], out);
+    }),
+  );
+
+function printCheckpoints(list: Checkpoint[], out: Output): void {
+  if (out === 'json') {
+    process.stdout.write(JSON.stringify(list.map((x) => ({ ...x, spec: undefined })), null, 2) + '\n');
+    return;
+  }
+  const rows = [['CHECKPOINT', 'CONTAINER', 'CREATED', 'SIZE', 'FROZEN']];
+  for (const cp of list) rows.push([cp.name, cp.container, cp.createTime?.toISOString() ?? '', `${cp.sizeBytes}`, `${((cp.stats?.frozenTimeUs ?? 0) / 1000).toFixed(1)} ms`]);
+  process.stdout.write(table(rows));
+}
+
+program
+  .command('checkpoints <name>')
+  .description('list a container\'s checkpoints')
+  .action(
+    action(async (name: string, _o: unknown, cmd: Command) => {
+      const { c, out } = client(cmd);
+      printCheckpoints((await promisify(c.containers).listCheckpoints({ name, pageSize: 1000, pageToken: '' })).checkpoints, out);
+    }),
+  );
+
+program
+  .command('restore <name> <checkpoint>')
+  .description('restore a checkpoint into its container, or as a new one with --as')
+  .option('--as <newname>', 'restore as a new container (clone)')
+  .option('--tcp-established', 'restore established TCP connections')
+  .action(
+    action(async (name: string, checkpoint: string, o: { as?: string; tcpEstablished?: boolean }, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const ct = (await promisify(c.containers).restoreContainer({ name, checkpoint, newName: o.as ?? '', tcpEstablished: !!o.tcpEstablished, timeout: undefined })).container!;
+      if (out === 'json') printContainer(ct, out);
+      else process.stdout.write(`${ct.name} restored (pid ${ct.status?.initPid})\n`);
+    }),
+  );
+
+program
+  .command('drivers')
+  .description('list drivers with capabilities and health')
+  .action(
+    action(async (_o: unknown, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const r = await promisify(c.system).listDrivers({});
+      if (out === 'json') {
+        process.stdout.write(JSON.stringify(r.drivers, null, 2) + '\n');
+        return;
+      }
+      const rows = [['DRIVER', 'VERSION', 'HEALTH', 'CAPABILITIES', 'NOTES']];
+      for (const d of r.drivers) rows.push([d.name, d.version || '-', DriverHealth[d.health].replace('DRIVER_HEALTH_', '').toLowerCase(), d.capabilities.join(',') || '-', d.messages.join('; ')]);
+      process.stdout.write(table(rows));
+    }),
+  );
+
+program
+  .command('version')
+  .description('client and daemon versions')
+  .action(
+    action(async (_o: unknown, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const v = await promisify(c.system).getVersion({});
+      if (out === 'json') process.stdout.write(JSON.stringify({ client: VERSION, daemon: v }, null, 2) + '\n');
+      else process.stdout.write(`client: ${VERSION}\ndaemon: ${v.version} (${v.apiVersion}, kernel ${v.kernel})\n`);
+    }),
+  );
+
+program.parseAsync().catch(report);
