@@ -1,6 +1,11 @@
 // The built-in drivers the daemon registers by default.
 import type { Driver } from './core/driver';
+import { LxcDriver, type LxcDriverOptions } from '../drivers/lxc/driver';
 
-export function builtinDrivers(): Driver[] {
-  return [];
+export interface BuiltinOptions {
+  lxc?: LxcDriverOptions;
+}
+
+export function builtinDrivers(o: BuiltinOptions = {}): Driver[] {
+  return [new LxcDriver(o.lxc)];
 }

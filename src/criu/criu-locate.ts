@@ -96,7 +96,8 @@ export async function probeCriu(file: string): Promise<CriuLocation> {
   const v = await run(file, ["--version"], 10_000);
   const version = parseCriuVersionOutput(v.stdout + v.stderr);
   if (version === null) {
-    const why = v.error ? v.error.message.split("\n")[0] : firstProblem(v.stdout + v.stderr);
+    const output = (v.stdout + v.stderr).trim();
+    const why = output !== "" ? firstProblem(output) : (v.error?.message.split("\n")[0] ?? "no version in its output");
     return { path: file, version: null, ok: false, reason: `'${file} --version' failed (${why}); ${INSTALL_HINT}` };
   }
   if (compareVersions(version, MIN_CRIU_VERSION) < 0) {

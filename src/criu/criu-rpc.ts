@@ -109,10 +109,16 @@ function composeMessage(summary: string, d: CriuErrorDetails): string {
 }
 
 export interface CriuNotification {
-  /** Action-script name: "pre-dump", "network-lock", "post-dump", "setup-namespaces", "post-restore", ... */
+  /** Action-script name: "pre-dump", "query-ext-files", "post-dump", "network-lock", "setup-namespaces", "post-restore", ... */
   script: string;
   /** Set for "setup-namespaces" and "post-restore": host pid of the restored root. */
   pid?: number;
+}
+
+/** What a notification handler may answer besides success. */
+export interface CriuNotifyReply {
+  /** For "query-ext-files": more `--external` resources to add to the dump. */
+  external?: string[];
 }
 
 export interface CriuCallOptions {
@@ -126,7 +132,7 @@ export interface CriuCallOptions {
    * Called for each notification when opts.notify_scripts is set; CRIU waits for it. A throw or
    * rejection answers notify_success=false, which makes CRIU abort the operation.
    */
-  onNotify?: (notification: CriuNotification) => void | Promise<void>;
+  onNotify?: (notification: CriuNotification) => void | CriuNotifyReply | Promise<void | CriuNotifyReply>;
   signal?: AbortSignal;
 }
 
@@ -386,18 +392,19 @@ export class CriuRpcClient {
         }
         if (resp.type === "NOTIFY") {
           const script = resp.notify?.script ?? "";
-          let ok = true;
+          const answer: CriuRequest = { type: "NOTIFY", notify_success: true };
           if (options.onNotify) {
             const notification: CriuNotification = { script };
             if (resp.notify?.pid !== undefined) notification.pid = resp.notify.pid;
             try {
-              await options.onNotify(notification);
+              const reply = await options.onNotify(notification);
+              if (reply?.external?.length) answer.opts = { images_dir_fd: -1, external: reply.external };
             } catch (err: unknown) {
-              ok = false;
+              answer.notify_success = false;
               notifyError ??= { script, error: err };
             }
           }
-          send({ type: "NOTIFY", notify_success: ok });
+          send(answer);
           return;
         }
         if (final === undefined) {

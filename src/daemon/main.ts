@@ -24,22 +24,26 @@ async function main(): Promise<void> {
     .option('--insecure-tcp', 'plaintext TCP on loopback without authentication (tests only)', false)
     .option('--drivers <list>', 'comma list of built-in drivers to enable (default: all)')
     .option('--driver-module <path>', 'load a driver from a JS module exporting createDriver() (repeatable)', collect, [])
+    .option('--bridge <name>', 'bridge the lxc driver creates for bridge networking', 'osvirt0')
+    .option('--subnet <cidr>', 'IPv4 subnet of that bridge (the bridge takes the first address)', '10.88.0.0/16')
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env['OSVIRT_LOG_LEVEL'] ?? 'info')
     .parse();
   const o = program.opts<{
     socket: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
-    insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string;
+    insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string; bridge: string; subnet: string;
   }>();
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
 
   const wanted = o.drivers === undefined ? undefined : o.drivers.split(',').map((s) => s.trim()).filter(Boolean);
-  const drivers: Driver[] = builtinDrivers().filter((d) => !wanted || wanted.includes(d.name));
+  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet } } }).filter((d) => !wanted || wanted.includes(d.name));
   for (const mod of o.driverModule) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const m = require(path.resolve(mod)) as { createDriver?: () => Driver };
     if (typeof m.createDriver !== 'function') throw new Error(`${mod} does not export createDriver()`);
     drivers.push(m.createDriver());
   }
+  if (!/^\d+\.\d+\.\d+\.\d+\/(\d|[12]\d|30)$/.test(o.subnet)) throw new Error(`--subnet ${o.subnet}: expected an IPv4 CIDR such as 10.88.0.0/16`);
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(o.bridge)) throw new Error(`--bridge ${o.bridge}: expected an interface name of at most 15 characters`);
   if (o.tlsCert || o.tlsKey || o.tlsCa) {
     if (!(o.tlsCert && o.tlsKey && o.tlsCa)) throw new Error('--tls-cert, --tls-key and --tls-ca go together');
   }

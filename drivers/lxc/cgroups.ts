@@ -1,0 +1,325 @@
+// Container cgroups on either layout: pure cgroup v2 (one hierarchy at
+// /sys/fs/cgroup) or the hybrid v1 layout (a hierarchy per controller, plus
+// cgroup2 at /sys/fs/cgroup/unified). Each container gets osvirt/<name> in
+// every hierarchy osvirt uses; the host's own hierarchies are never moved
+// or remounted.
+import { promises as fs, existsSync, readFileSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Resources, Device } from '../../src/gen/osvirt/v1/container';
+import { missingFeature } from '../../src/core/errors';
+
+export const CGROUP_ROOT = '/sys/fs/cgroup';
+const V1_CONTROLLERS = ['cpu', 'cpuacct', 'cpuset', 'memory', 'devices', 'freezer', 'pids', 'blkio'] as const;
+
+export type Layout = { kind: 'v2'; root: string } | { kind: 'hybrid'; v1: Record<string, string>; unified?: string | undefined };
+
+function isCgroup2(dir: string): boolean {
+  return existsSync(path.join(dir, 'cgroup.controllers'));
+}
+
+export function detectLayout(root = CGROUP_ROOT): Layout {
+  if (isCgroup2(root)) return { kind: 'v2', root };
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n');
+  const v1: Record<string, string> = {};
+  let unified: string | undefined;
+  for (const line of mounts) {
+    const [, dir, type, opts] = line.split(' ');
+    if (!dir || !dir.startsWith(root)) continue;
+    if (type === 'cgroup2') unified = dir;
+    if (type === 'cgroup') for (const c of (opts ?? '').split(',')) if ((V1_CONTROLLERS as readonly string[]).includes(c)) v1[c] = dir;
+  }
+  if (Object.keys(v1).length === 0 && !unified) throw missingFeature('cgroups', `no cgroup hierarchy is mounted under ${root}`);
+  return { kind: 'hybrid', v1, unified };
+}
+
+async function write(file: string, value: string): Promise<void> {
+  try {
+    await fs.writeFile(file, value);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(`cannot write "${value}" to ${file}: ${err.code ?? err.message}`);
+  }
+}
+
+async function read(file: string): Promise<string> {
+  return (await fs.readFile(file, 'utf8')).trim();
+}
+
+async function readNum(file: string): Promise<number> {
+  try {
+    const v = await read(file);
+    return v === 'max' ? 0 : Number(v);
+  } catch {
+    return 0;
+  }
+}
+
+function kv(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const [k, v] = line.trim().split(/\s+/);
+    if (k && v !== undefined) out[k] = Number(v);
+  }
+  return out;
+}
+
+/** cpu.weight (v2, 1..10000) to cpu.shares (v1, 2..262144), the kernel's own mapping inverted. */
+export function weightToShares(weight: number): number {
+  return Math.max(2, Math.round(((weight - 1) * 262142) / 9999 + 2));
+}
+
+const SLEEP = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class ContainerCgroup {
+  constructor(readonly layout: Layout, readonly name: string) {}
+
+  private rel(): string {
+    return path.join('osvirt', this.name);
+  }
+
+  /** Every directory this container owns, v1 controllers first. */
+  dirs(): string[] {
+    if (this.layout.kind === 'v2') return [path.join(this.layout.root, this.rel())];
+    const seen = new Set<string>();
+    const out: string[] = [];
+    for (const mount of Object.values(this.layout.v1)) {
+      if (seen.has(mount)) continue;
+      seen.add(mount);
+      out.push(path.join(mount, this.rel()));
+    }
+    if (this.layout.unified) out.push(path.join(this.layout.unified, this.rel()));
+    return out;
+  }
+
+  private ctl(controller: string): string | undefined {
+    if (this.layout.kind === 'v2') return path.join(this.layout.root, this.rel());
+    const m = this.layout.v1[controller];
+    return m ? path.join(m, this.rel()) : undefined;
+  }
+
+  /** The cgroup2 directory (pure v2 or hybrid's unified), for BPF programs. */
+  unifiedDir(): string | undefined {
+    if (this.layout.kind === 'v2') return path.join(this.layout.root, this.rel());
+    return this.layout.unified ? path.join(this.layout.unified, this.rel()) : undefined;
+  }
+
+  async create(res: Resources | undefined, devices: Device[]): Promise<void> {
+    if (this.layout.kind === 'v2') {
+      await this.enableV2Controllers();
+      await fs.mkdir(path.join(this.layout.root, this.rel()), { recursive: true });
+    } else {
+      for (const dir of this.dirs()) await fs.mkdir(dir, { recursive: true });
+      // cpuset needs cpus and mems before a task may join; inherit them.
+      const cs = this.ctl('cpuset');
+      if (cs) {
+        for (const dir of [path.dirname(cs), cs]) {
+          for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+            if ((await read(path.join(dir, f)).catch(() => '')) === '') await write(path.join(dir, f), await read(path.join(path.dirname(dir), f)));
+          }
+        }
+      }
+    }
+    await this.applyResources(res);
+    await this.applyDevices(devices);
+  }
+
+  private async enableV2Controllers(): Promise<void> {
+    if (this.layout.kind !== 'v2') return;
+    const root = this.layout.root;
+    const available = (await read(path.join(root, 'cgroup.controllers'))).split(' ');
+    const want = ['cpu', 'cpuset', 'memory', 'pids'].filter((c) => available.includes(c));
+    const parent = path.join(root, 'osvirt');
+    await fs.mkdir(parent, { recursive: true });
+    for (const dir of [root, parent]) {
+      const enabled = (await read(path.join(dir, 'cgroup.subtree_control'))).split(' ');
+      const missing = want.filter((c) => !enabled.includes(c));
+      if (missing.length) await write(path.join(dir, 'cgroup.subtree_control'), missing.map((c) => `+${c}`).join(' '));
+    }
+  }
+
+  private need(controller: string, what: string): string {
+    const d = this.ctl(controller);
+    const probe: Record<string, string> = { memory: 'memory.max', pids: 'pids.max', cpu: 'cpu.weight', cpuset: 'cpuset.cpus' };
+    if (!d || (this.layout.kind === 'v2' && !existsSync(path.join(d, probe[controller] ?? `${controller}.max`)))) {
+      throw missingFeature(`the ${controller} cgroup controller`, `${what} needs it and this host does not provide it`);
+    }
+    return d;
+  }
+
+  async applyResources(r: Resources | undefined): Promise<void> {
+    if (!r) return;
+    const v2 = this.layout.kind === 'v2';
+    if (r.memoryLimitBytes) {
+      const d = this.need('memory', 'resources.memory_limit_bytes');
+      await write(path.join(d, v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(r.memoryLimitBytes));
+      if (v2 && existsSync(path.join(d, 'memory.swap.max'))) await write(path.join(d, 'memory.swap.max'), '0');
+    }
+    if (r.pidsLimit) await write(path.join(this.need('pids', 'resources.pids_limit'), 'pids.max'), String(r.pidsLimit));
+    if (r.cpuWeight) {
+      const d = this.need('cpu', 'resources.cpu_weight');
+      if (v2) await write(path.join(d, 'cpu.weight'), String(r.cpuWeight));
+      else await write(path.join(d, 'cpu.shares'), String(weightToShares(r.cpuWeight)));
+    }
+    if (r.cpuQuotaUs) {
+      const d = this.need('cpu', 'resources.cpu_quota_us');
+      const period = r.cpuPeriodUs || 100000;
+      if (v2) await write(path.join(d, 'cpu.max'), `${r.cpuQuotaUs} ${period}`);
+      else {
+        await write(path.join(d, 'cpu.cfs_period_us'), String(period));
+        await write(path.join(d, 'cpu.cfs_quota_us'), String(r.cpuQuotaUs));
+      }
+    }
+    if (r.cpusetCpus) await write(path.join(this.need('cpuset', 'resources.cpuset_cpus'), 'cpuset.cpus'), r.cpusetCpus);
+    if (r.cpusetMems) await write(path.join(this.need('cpuset', 'resources.cpuset_mems'), 'cpuset.mems'), r.cpusetMems);
+  }
+
+  /**
+   * Device access (v1 devices controller): deny everything, then allow the
+   * standard nodes a container's /dev holds plus each requested device.
+   * On pure v2 the device controller is a BPF program; not done yet, so a
+   * request for extra devices fails there instead of silently allowing all.
+   */
+  async applyDevices(devices: Device[]): Promise<void> {
+    const d = this.layout.kind === 'hybrid' ? this.ctl('devices') : undefined;
+    if (!d) {
+      if (devices.length) throw missingFeature('the v1 devices cgroup controller', 'restricting device access on pure cgroup v2 needs a BPF device program, which osvirt does not load yet');
+      return;
+    }
+    await write(path.join(d, 'devices.deny'), 'a');
+    const allow = ['c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm', 'c 5:0 rwm', 'c 5:1 rwm', 'c 5:2 rwm', 'c 136:* rwm', 'c *:* m', 'b *:* m'];
+    for (const dev of devices) {
+      let st;
+      try {
+        st = statSync(dev.path);
+      } catch {
+        throw missingFeature(`device ${dev.path}`, 'it does not exist on the host');
+      }
+      if (!st.isCharacterDevice() && !st.isBlockDevice()) throw missingFeature(`device ${dev.path}`, 'it is not a device node');
+      const major = Math.floor(st.rdev / 256) & 0xfff;
+      const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
+      allow.push(`${st.isCharacterDevice() ? 'c' : 'b'} ${major}:${minor} ${dev.permissions || 'rwm'}`);
+    }
+    for (const rule of allow) await write(path.join(d, 'devices.allow'), rule);
+  }
+
+  async freeze(): Promise<void> {
+    if (this.layout.kind === 'v2') {
+      const d = path.join(this.layout.root, this.rel());
+      await write(path.join(d, 'cgroup.freeze'), '1');
+      for (let i = 0; i < 500; i++) {
+        if (/frozen 1/.test(await read(path.join(d, 'cgroup.events')))) return;
+        await SLEEP(10);
+      }
+      throw new Error('the cgroup did not freeze within 5 s');
+    }
+    const d = this.ctl('freezer');
+    if (!d) throw missingFeature('the freezer cgroup controller', 'pausing needs it');
+    await write(path.join(d, 'freezer.state'), 'FROZEN');
+    for (let i = 0; i < 500; i++) {
+      if ((await read(path.join(d, 'freezer.state'))) === 'FROZEN') return;
+      await SLEEP(10);
+    }
+    throw new Error('the cgroup did not freeze within 5 s');
+  }
+
+  async thaw(): Promise<void> {
+    if (this.layout.kind === 'v2') await write(path.join(this.layout.root, this.rel(), 'cgroup.freeze'), '0');
+    else {
+      const d = this.ctl('freezer');
+      if (d) await write(path.join(d, 'freezer.state'), 'THAWED');
+    }
+  }
+
+  async isFrozen(): Promise<boolean> {
+    try {
+      if (this.layout.kind === 'v2') return /frozen 1/.test(await read(path.join(this.layout.root, this.rel(), 'cgroup.events')));
+      const d = this.ctl('freezer');
+      return d ? (await read(path.join(d, 'freezer.state'))) !== 'THAWED' : false;
+    } catch {
+      return false;
+    }
+  }
+
+  async pids(): Promise<number[]> {
+    const d = this.ctl('pids') ?? this.dirs()[0];
+    if (!d) return [];
+    try {
+      return (await read(path.join(d, 'cgroup.procs'))).split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  }
+
+  async stats(): Promise<{ cpuUsageNs: number; cpuUserNs: number; cpuSystemNs: number; memoryUsageBytes: number; memoryLimitBytes: number; pidsCurrent: number; pidsLimit: number }> {
+    if (this.layout.kind === 'v2') {
+      const d = path.join(this.layout.root, this.rel());
+      const cpu = kv(await read(path.join(d, 'cpu.stat')).catch(() => ''));
+      return {
+        cpuUsageNs: (cpu['usage_usec'] ?? 0) * 1000,
+        cpuUserNs: (cpu['user_usec'] ?? 0) * 1000,
+        cpuSystemNs: (cpu['system_usec'] ?? 0) * 1000,
+        memoryUsageBytes: await readNum(path.join(d, 'memory.current')),
+        memoryLimitBytes: await readNum(path.join(d, 'memory.max')),
+        pidsCurrent: await readNum(path.join(d, 'pids.current')),
+        pidsLimit: await readNum(path.join(d, 'pids.max')),
+      };
+    }
+    const acct = this.ctl('cpuacct');
+    const mem = this.ctl('memory');
+    const pids = this.ctl('pids');
+    const hz = 100; // USER_HZ on Linux x86_64
+    const st = acct ? kv(await read(path.join(acct, 'cpuacct.stat')).catch(() => '')) : {};
+    const limit = mem ? await readNum(path.join(mem, 'memory.limit_in_bytes')) : 0;
+    return {
+      cpuUsageNs: acct ? await readNum(path.join(acct, 'cpuacct.usage')) : 0,
+      cpuUserNs: ((st['user'] ?? 0) * 1e9) / hz,
+      cpuSystemNs: ((st['system'] ?? 0) * 1e9) / hz,
+      memoryUsageBytes: mem ? await readNum(path.join(mem, 'memory.usage_in_bytes')) : 0,
+      // v1 reports "no limit" as a huge page-aligned number.
+      memoryLimitBytes: limit >= 2 ** 62 ? 0 : limit,
+      pidsCurrent: pids ? await readNum(path.join(pids, 'pids.current')) : 0,
+      pidsLimit: pids ? await readNum(path.join(pids, 'pids.max')) : 0,
+    };
+  }
+
+  /** Kill every process left in the cgroup and remove its directories. */
+  async destroy(): Promise<void> {
+    const dirs = this.dirs().filter((d) => existsSync(d));
+    if (dirs.length === 0) return;
+    await this.thaw().catch(() => undefined);
+    for (let attempt = 0; attempt < 200; attempt++) {
+      let left = 0;
+      for (const d of dirs) {
+        if (existsSync(path.join(d, 'cgroup.kill'))) await fs.writeFile(path.join(d, 'cgroup.kill'), '1').catch(() => undefined);
+        const procs = (await read(path.join(d, 'cgroup.procs')).catch(() => '')).split('\n').filter(Boolean).map(Number);
+        for (const p of procs) {
+          try {
+            process.kill(p, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+        left += procs.length;
+      }
+      if (left === 0) break;
+      await SLEEP(10);
+    }
+    for (const d of dirs) {
+      for (let attempt = 0; attempt < 100; attempt++) {
+        try {
+          await fs.rmdir(d);
+          break;
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') break;
+          if (code !== 'EBUSY' || attempt === 99) throw new Error(`cannot remove cgroup ${d}: ${code}`);
+          await SLEEP(20);
+        }
+      }
+    }
+  }
+
+  exists(): boolean {
+    return this.dirs().some((d) => existsSync(d));
+  }
+}

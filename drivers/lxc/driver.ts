@@ -1,0 +1,460 @@
+// The lxc driver: system and application containers built from the
+// kernel's own features (namespaces, cgroups, pivot_root, capabilities,
+// veth/macvlan/bridge), the way LXC builds them. The native helper does the
+// clone/pivot_root/setns work; this file decides what to ask of it.
+import { spawn } from 'node:child_process';
+import { promises as fs, existsSync, readFileSync } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
+import type { Logger } from 'pino';
+import {
+  type ContainerSpec,
+  type ContainerStats,
+  MountPropagation,
+  MountType,
+  RlimitType,
+} from '../../src/gen/osvirt/v1/container';
+import type { GetInfoResponse } from '../../src/gen/osvirt/driver/v1/driver';
+import {
+  DRIVER_PROTOCOL_VERSION,
+  RuntimeStatus,
+  type ConsoleSession,
+  type Driver,
+  type DriverContext,
+  type ExecOptions,
+  type ExecSession,
+  type RuntimeState,
+} from '../../src/core/driver';
+import { boundingSet, CAPABILITY_NAMES } from '../../src/core/capabilities';
+import { writeFileAtomic } from '../../src/core/atomic-file';
+import { errorMessage, invalidArgument, missingFeature, notFound, OsvirtError, wrongState } from '../../src/core/errors';
+import { helperPath } from '../../src/paths';
+import { VERSION } from '../../src/version';
+import { ContainerCgroup, detectLayout, type Layout } from './cgroups';
+import { launch, LaunchError, monitorCommand, pidAlive, pidStartTime, readExitRecord, removeMonitorDir, waitExit, type ExitRecord } from './monitor';
+import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, setupNetwork, teardownNetwork, type BridgeConfig, type NetworkRuntime } from './network';
+import { BUSYBOX_DEFAULT_INIT, mountOverlay, Templates, unmountAll } from './rootfs';
+
+/** What the driver remembers about a running container (runtime.json). */
+interface Runtime {
+  initPid: number;
+  initStartTime: string;
+  monitorPid: number;
+  startTime: string;
+  network: NetworkRuntime;
+  rootfsMounted: string;
+}
+
+const RLIMIT_NAMES: Record<number, string> = {
+  [RlimitType.RLIMIT_TYPE_NOFILE]: 'nofile', [RlimitType.RLIMIT_TYPE_NPROC]: 'nproc', [RlimitType.RLIMIT_TYPE_AS]: 'as',
+  [RlimitType.RLIMIT_TYPE_RSS]: 'rss', [RlimitType.RLIMIT_TYPE_MEMLOCK]: 'memlock', [RlimitType.RLIMIT_TYPE_LOCKS]: 'locks',
+  [RlimitType.RLIMIT_TYPE_MSGQUEUE]: 'msgqueue', [RlimitType.RLIMIT_TYPE_CORE]: 'core', [RlimitType.RLIMIT_TYPE_CPU]: 'cpu',
+  [RlimitType.RLIMIT_TYPE_FSIZE]: 'fsize', [RlimitType.RLIMIT_TYPE_STACK]: 'stack', [RlimitType.RLIMIT_TYPE_DATA]: 'data',
+  [RlimitType.RLIMIT_TYPE_SIGPENDING]: 'sigpending', [RlimitType.RLIMIT_TYPE_NICE]: 'nice', [RlimitType.RLIMIT_TYPE_RTPRIO]: 'rtprio',
+};
+
+const PROPAGATION: Record<number, string> = {
+  [MountPropagation.MOUNT_PROPAGATION_UNSPECIFIED]: '',
+  [MountPropagation.MOUNT_PROPAGATION_PRIVATE]: 'private',
+  [MountPropagation.MOUNT_PROPAGATION_RPRIVATE]: 'rprivate',
+  [MountPropagation.MOUNT_PROPAGATION_SLAVE]: 'slave',
+  [MountPropagation.MOUNT_PROPAGATION_RSLAVE]: 'rslave',
+  [MountPropagation.MOUNT_PROPAGATION_SHARED]: 'shared',
+  [MountPropagation.MOUNT_PROPAGATION_RSHARED]: 'rshared',
+};
+
+const SLEEP = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface LxcDriverOptions {
+  bridge?: BridgeConfig;
+  helper?: string;
+}
+
+export class LxcDriver implements Driver {
+  readonly name = 'lxc';
+  private stateDir = '';
+  private logger!: Logger;
+  private layout!: Layout;
+  private templates!: Templates;
+  private ipam!: Ipam;
+  private readonly bridge: BridgeConfig;
+  private readonly helper: string;
+  /** One shared exit watch per running container. */
+  private readonly waits = new Map<string, Promise<RuntimeState>>();
+  private readonly messages: string[] = [];
+
+  constructor(opts: LxcDriverOptions = {}) {
+    this.bridge = opts.bridge ?? DEFAULT_BRIDGE;
+    this.helper = opts.helper ?? helperPath();
+  }
+
+  async init(ctx: DriverContext): Promise<void> {
+    this.stateDir = ctx.stateDir;
+    this.logger = ctx.logger;
+    if (process.getuid?.() !== 0) throw missingFeature('root privileges', 'the lxc driver creates namespaces, cgroups and mounts; run osvirtd as root');
+    if (!existsSync(this.helper)) throw missingFeature('the native helper', `${this.helper} is missing; build it with "make -C native" (npm run build does)`);
+    for (const ns of ['pid', 'mnt', 'uts', 'ipc', 'net', 'cgroup']) {
+      if (!existsSync(`/proc/self/ns/${ns}`)) throw missingFeature(`${ns} namespaces`, `/proc/self/ns/${ns} does not exist`);
+    }
+    this.layout = detectLayout();
+    this.templates = new Templates(path.join(this.stateDir, 'templates'));
+    this.ipam = new Ipam(path.join(this.stateDir, 'ipam.json'), this.bridge);
+    await fs.mkdir(path.join(this.stateDir, 'containers'), { recursive: true });
+    if (this.layout.kind === 'hybrid' && !this.layout.v1['freezer']) this.messages.push('pause: no freezer cgroup controller');
+    this.messages.push('checkpoint: not wired into the lxc driver yet');
+  }
+
+  async info(): Promise<GetInfoResponse> {
+    const caps = ['exec', 'console', 'stats'];
+    if (this.layout.kind === 'v2' || this.layout.v1['freezer']) caps.push('pause');
+    return { name: this.name, version: VERSION, protocolVersion: DRIVER_PROTOCOL_VERSION, capabilities: caps, messages: this.messages };
+  }
+
+  private dir(id: string): string {
+    return path.join(this.stateDir, 'containers', id);
+  }
+
+  private monitorDir(id: string): string {
+    return path.join(this.dir(id), 'monitor');
+  }
+
+  private cgroup(id: string): ContainerCgroup {
+    return new ContainerCgroup(this.layout, id);
+  }
+
+  async validate(_id: string, spec: ContainerSpec): Promise<void> {
+    const src = spec.rootfs?.source;
+    if (!src) throw invalidArgument('spec.rootfs', 'is required: a template ("busybox"), a path, or host: {} for an application container');
+    if (src.$case === 'template') await this.templates.ensure(src.value);
+    if (src.$case === 'path') {
+      const st = await fs.stat(src.value).catch(() => undefined);
+      if (!st?.isDirectory()) throw invalidArgument('spec.rootfs.path', `${src.value} is not a directory on the host`);
+    }
+    if (src.$case !== 'template' && !spec.process?.args.length) throw invalidArgument('spec.process.args', 'is required unless the rootfs is a template with a default init');
+    for (const [i, m] of spec.mounts.entries()) {
+      if (m.type === MountType.MOUNT_TYPE_BIND && !existsSync(m.source)) throw invalidArgument(`spec.mounts[${i}].source`, `${m.source} does not exist on the host`);
+    }
+    checkNetworkSupport(spec.network);
+    if (spec.devices.length && this.layout.kind === 'v2') {
+      throw missingFeature('device cgroup on cgroup v2', 'passing devices needs a BPF device program, which osvirt does not load yet');
+    }
+    const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
+    if (lxc && (lxc.uidMap.length > 0) !== (lxc.gidMap.length > 0)) throw invalidArgument('spec.lxc.gid_map', 'uid_map and gid_map go together');
+  }
+
+  async create(id: string, spec: ContainerSpec): Promise<void> {
+    await this.validate(id, spec);
+    await fs.mkdir(this.dir(id), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify({ id, driver: spec.driver }) + '\n');
+  }
+
+  private async readRuntime(id: string): Promise<Runtime | undefined> {
+    try {
+      return JSON.parse(await fs.readFile(path.join(this.dir(id), 'runtime.json'), 'utf8')) as Runtime;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async prepareRootfs(id: string, spec: ContainerSpec): Promise<{ rootfs: string; mounted: string; extraMounts: string[] }> {
+    const src = spec.rootfs?.source;
+    const base = this.dir(id);
+    if (src?.$case === 'template') {
+      const lower = await this.templates.ensure(src.value);
+      const r = await mountOverlay(lower, base);
+      return { rootfs: r, mounted: r, extraMounts: [] };
+    }
+    if (src?.$case === 'path') {
+      if (spec.rootfs?.copyOnWrite) {
+        const r = await mountOverlay(src.value, base);
+        return { rootfs: r, mounted: r, extraMounts: [] };
+      }
+      return { rootfs: src.value, mounted: '', extraMounts: [] };
+    }
+    // Application container: the host's tree read-only, private scratch dirs.
+    const root = path.join(base, 'approot');
+    await fs.mkdir(root, { recursive: true });
+    return {
+      rootfs: root,
+      mounted: '',
+      extraMounts: ['rbind:/:/:ro:rprivate', 'tmpfs:tmpfs:/tmp:mode=1777,nosuid,nodev:', 'tmpfs:tmpfs:/run:mode=755,nosuid,nodev:', 'tmpfs:tmpfs:/var:mode=755:'],
+    };
+  }
+
+  private processArgs(spec: ContainerSpec, caps: string[]): string[] {
+    const p = spec.process;
+    const a: string[] = ['--caps', caps.join(',') || 'none'];
+    if (p?.noNewPrivileges) a.push('--no-new-privs');
+    for (const r of p?.rlimits ?? []) {
+      const lim = (v: number) => (r.unlimited ? 'unlimited' : String(v));
+      a.push('--rlimit', `${RLIMIT_NAMES[r.type]}:${lim(r.soft)}:${lim(r.hard)}`);
+    }
+    if (p?.user) a.push('--user', `${p.user.uid}:${p.user.gid}${p.user.additionalGids.length ? ':' + p.user.additionalGids.join(',') : ''}`);
+    for (const e of p?.env ?? []) a.push('--env', e);
+    if (!(p?.env ?? []).some((e) => e.startsWith('TERM=')) && p?.tty) a.push('--env', 'TERM=xterm');
+    a.push('--env', 'container=osvirt');
+    if (p?.cwd) a.push('--cwd', p.cwd);
+    return a;
+  }
+
+  async start(id: string, spec: ContainerSpec, peerPids: Record<string, number>): Promise<RuntimeState> {
+    if (!existsSync(this.dir(id))) throw notFound('container', id);
+    const old = await this.readRuntime(id);
+    if (old && pidAlive(old.monitorPid) && !readExitRecord(this.monitorDir(id))) throw wrongState(id, 'RUNNING', 'stopped');
+    await this.cleanup(id);
+
+    const cg = this.cgroup(id);
+    const monitorDir = this.monitorDir(id);
+    let rootfsMounted = '';
+    let network: NetworkRuntime = { hostInterfaces: [] };
+    try {
+      await removeMonitorDir(monitorDir);
+      await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
+      await cg.create(spec.resources, spec.devices);
+      const rf = await this.prepareRootfs(id, spec);
+      rootfsMounted = rf.mounted;
+
+      const ns = ['pid', 'mnt', 'uts', 'cgroup'];
+      const args = ['run', '--state', monitorDir, '--rootfs', rf.rootfs];
+      const netMode = spec.network?.mode;
+      if (netMode?.$case === 'container') {
+        const pid = peerPids[netMode.value.container];
+        if (!pid) throw wrongState(netMode.value.container, 'not running', 'running');
+        args.push('--join', `net:/proc/${pid}/ns/net`);
+      } else if (netMode?.$case !== 'host') ns.push('net');
+      const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
+      if (lxc?.shareIpcWith) {
+        const pid = peerPids[lxc.shareIpcWith];
+        if (!pid) throw wrongState(lxc.shareIpcWith, 'not running', 'running');
+        args.push('--join', `ipc:/proc/${pid}/ns/ipc`);
+      } else ns.push('ipc');
+      if (lxc?.uidMap.length) {
+        ns.push('user');
+        for (const m of lxc.uidMap) args.push('--uidmap', `${m.containerId}:${m.hostId}:${m.size}`);
+        for (const m of lxc.gidMap) args.push('--gidmap', `${m.containerId}:${m.hostId}:${m.size}`);
+      }
+      args.push('--ns', ns.join(','));
+      for (const d of cg.dirs()) args.push('--cgroup', d);
+      args.push('--hostname', spec.hostname || id);
+      if (spec.domainname) args.push('--domainname', spec.domainname);
+      for (const m of rf.extraMounts) args.push('--mount', m);
+      for (const m of spec.mounts) {
+        const opts = [...(m.readonly ? ['ro'] : []), ...m.options].join(',');
+        if (m.type === MountType.MOUNT_TYPE_BIND) args.push('--mount', `rbind:${m.source}:${m.destination}:${opts}:${PROPAGATION[m.propagation] ?? ''}`);
+        else args.push('--mount', `tmpfs:tmpfs:${m.destination}:${opts}:${PROPAGATION[m.propagation] ?? ''}`);
+      }
+      for (const d of spec.devices) args.push('--device', d.path);
+      if (spec.rootfs?.readonly) args.push('--readonly-rootfs');
+      if (spec.process?.tty) args.push('--tty');
+      args.push(...this.processArgs(spec, boundingSet(spec.capabilities)));
+      const argv = spec.process?.args.length ? spec.process.args : BUSYBOX_DEFAULT_INIT;
+      args.push('--', ...argv);
+
+      const launched = await launch(this.helper, args, async (initPid) => {
+        network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
+      });
+      const rt: Runtime = {
+        initPid: launched.initPid,
+        initStartTime: pidStartTime(launched.initPid) ?? '',
+        monitorPid: launched.monitorPid,
+        startTime: new Date().toISOString(),
+        network,
+        rootfsMounted,
+      };
+      await writeFileAtomic(path.join(this.dir(id), 'runtime.json'), JSON.stringify(rt, null, 2) + '\n');
+      this.waits.delete(id);
+      return { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, startTime: new Date(rt.startTime), message: '' };
+    } catch (e) {
+      await teardownNetwork(network);
+      await cg.destroy().catch(() => undefined);
+      if (rootfsMounted) await unmountAll(rootfsMounted);
+      if (e instanceof LaunchError) throw new OsvirtError('FAILED_PRECONDITION', 'START_FAILED', `container "${id}" failed to start: ${e.message}`, [], { container: id });
+      throw e;
+    }
+  }
+
+  /** Undo everything a run put on the host. Idempotent. */
+  private async cleanup(id: string): Promise<void> {
+    const rt = await this.readRuntime(id);
+    await teardownNetwork(rt?.network);
+    await this.cgroup(id).destroy();
+    await unmountAll(path.join(this.dir(id), 'rootfs'));
+    await unmountAll(path.join(this.dir(id), 'approot'));
+    if (rt) await fs.rm(path.join(this.dir(id), 'runtime.json'), { force: true });
+  }
+
+  async state(id: string): Promise<RuntimeState> {
+    if (!existsSync(this.dir(id))) throw notFound('container', id);
+    const rt = await this.readRuntime(id);
+    const base = { initPid: 0, exitCode: 0, signal: 0, message: '' };
+    if (!rt) return { ...base, status: RuntimeStatus.RUNTIME_STATUS_STOPPED };
+    const exit = readExitRecord(this.monitorDir(id));
+    if (exit) return this.exitState(exit);
+    const alive = pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime;
+    if (!alive) {
+      if (pidAlive(rt.monitorPid)) return { ...base, status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid };
+      return { ...base, status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN, message: 'the container monitor is gone and left no exit record' };
+    }
+    const frozen = await this.cgroup(id).isFrozen();
+    return { ...base, status: frozen ? RuntimeStatus.RUNTIME_STATUS_PAUSED : RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, startTime: new Date(rt.startTime) };
+  }
+
+  private exitState(exit: ExitRecord): RuntimeState {
+    return { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: exit.exitCode, signal: exit.signal, finishTime: exit.finishedAt, message: '' };
+  }
+
+  wait(id: string): Promise<RuntimeState> {
+    let p = this.waits.get(id);
+    if (!p) {
+      p = (async () => {
+        const rt = await this.readRuntime(id);
+        if (!rt) return this.state(id);
+        const exit = await waitExit(this.monitorDir(id), rt.monitorPid);
+        await this.cleanup(id).catch((e) => this.logger.warn({ container: id, err: errorMessage(e) }, 'cleanup after exit failed'));
+        if (!exit) return { status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN, initPid: 0, exitCode: 0, signal: 0, message: 'the container monitor exited without an exit record' };
+        return this.exitState(exit);
+      })().finally(() => this.waits.delete(id));
+      this.waits.set(id, p);
+    }
+    return p;
+  }
+
+  async stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState> {
+    const rt = await this.readRuntime(id);
+    if (!rt) return this.state(id);
+    const done = this.wait(id);
+    const cg = this.cgroup(id);
+    // Frozen tasks cannot act on a signal; thaw first.
+    await cg.thaw().catch(() => undefined);
+    const send = (sig: number) => {
+      try {
+        process.kill(rt.initPid, sig);
+      } catch {
+        // already gone
+      }
+    };
+    if (signal !== 9 && timeoutMs > 0) {
+      send(signal);
+      const t = await Promise.race([done.then(() => true), SLEEP(timeoutMs).then(() => false)]);
+      if (t) return done;
+    }
+    send(9);
+    // SIGKILL to a pid namespace's init kills the namespace; the cgroup catches strays.
+    const t = await Promise.race([done.then(() => true), SLEEP(5000).then(() => false)]);
+    if (!t) {
+      for (const p of await cg.pids()) {
+        try {
+          process.kill(p, 9);
+        } catch {
+          // gone
+        }
+      }
+    }
+    return done;
+  }
+
+  async kill(id: string, signal: number): Promise<void> {
+    const rt = await this.readRuntime(id);
+    if (!rt || !pidAlive(rt.initPid)) throw wrongState(id, 'STOPPED', 'running');
+    process.kill(rt.initPid, signal);
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.cgroup(id).freeze();
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.cgroup(id).thaw();
+  }
+
+  async delete(id: string): Promise<void> {
+    const rt = await this.readRuntime(id);
+    if (rt && pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime) await this.stop(id, 9, 0);
+    await this.cleanup(id);
+    await this.ipam.release(id);
+    await unmountAll(this.dir(id));
+    await fs.rm(this.dir(id), { recursive: true, force: true });
+  }
+
+  async recover(items: { id: string; spec: ContainerSpec }[]): Promise<Record<string, RuntimeState>> {
+    const out: Record<string, RuntimeState> = {};
+    for (const { id } of items) {
+      try {
+        out[id] = existsSync(this.dir(id)) ? await this.state(id) : { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, message: '' };
+        // Exited while we were away: release host resources now.
+        if (out[id]?.status === RuntimeStatus.RUNTIME_STATUS_STOPPED) await this.cleanup(id);
+      } catch (e) {
+        out[id] = { status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN, initPid: 0, exitCode: 0, signal: 0, message: errorMessage(e) };
+      }
+    }
+    return out;
+  }
+
+  async exec(o: ExecOptions): Promise<ExecSession> {
+    const rt = await this.readRuntime(o.id);
+    if (!rt || !pidAlive(rt.initPid)) throw wrongState(o.id, 'STOPPED', 'running');
+    const caps = readFileSync(`/proc/${rt.initPid}/status`, 'utf8').match(/^CapBnd:\s*([0-9a-f]+)/m)?.[1];
+    const args = ['exec', '--pid', String(rt.initPid)];
+    for (const d of this.cgroup(o.id).dirs()) args.push('--cgroup', d);
+    if (caps) {
+      const mask = BigInt(`0x${caps}`);
+      const names = CAPABILITY_NAMES.filter((_, i) => (mask >> BigInt(i)) & 1n);
+      args.push('--caps', names.join(',') || 'none');
+    }
+    for (const e of o.env) args.push('--env', e);
+    if (o.user) args.push('--user', `${o.user.uid}:${o.user.gid}`);
+    args.push('--cwd', o.cwd || '/');
+    if (o.tty) args.push('--tty', '--resize-fd', '3');
+    args.push('--', ...o.args);
+    const child = spawn(this.helper, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    const resizePipe = child.stdio[3] as NodeJS.WritableStream | null;
+    const resize = (rows: number, cols: number) => {
+      if (o.tty && resizePipe && rows > 0 && cols > 0) resizePipe.write(`${rows} ${cols}\n`);
+    };
+    if (o.rows && o.cols) resize(o.rows, o.cols);
+    const exit = new Promise<{ exitCode: number; signal: number }>((resolve, reject) => {
+      child.once('error', (e) => reject(new Error(`cannot run the helper: ${e.message}`)));
+      child.once('close', (code, sig) => {
+        if (sig) resolve({ exitCode: 128, signal: 0 });
+        else if (code !== null && code >= 129 && code <= 128 + 64) resolve({ exitCode: code, signal: code - 128 });
+        else resolve({ exitCode: code ?? 0, signal: 0 });
+      });
+    });
+    return {
+      stdin: child.stdin,
+      stdout: child.stdout,
+      stderr: child.stderr,
+      resize,
+      exit,
+      kill: () => {
+        if (child.exitCode === null) child.kill('SIGKILL');
+      },
+    };
+  }
+
+  async console(id: string): Promise<ConsoleSession> {
+    const sock = path.join(this.monitorDir(id), 'console.sock');
+    if (!existsSync(sock)) throw new OsvirtError('FAILED_PRECONDITION', 'NO_CONSOLE', `container "${id}" has no console socket (not started with a tty?)`);
+    const c = net.connect(sock);
+    await new Promise<void>((resolve, reject) => {
+      c.once('connect', resolve);
+      c.once('error', reject);
+    });
+    const output = new PassThrough();
+    c.pipe(output);
+    return {
+      output,
+      input: c,
+      resize: (rows, cols) => void monitorCommand(this.monitorDir(id), `resize ${rows} ${cols}`),
+      close: () => c.destroy(),
+    };
+  }
+
+  async stats(id: string): Promise<ContainerStats> {
+    const rt = await this.readRuntime(id);
+    if (!rt) throw wrongState(id, 'STOPPED', 'running');
+    const s = await this.cgroup(id).stats();
+    return { name: id, time: new Date(), ...s, interfaces: await interfaceStats(rt.initPid) };
+  }
+}

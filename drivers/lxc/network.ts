@@ -1,0 +1,275 @@
+// Container networking with iproute2: a bridge osvirt owns with addresses
+// from a subnet, veth pairs onto it, macvlan on a host parent, 802.1q VLANs
+// where the kernel has them. Everything put on the host is named from the
+// container so it can be found and removed again.
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fs, existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { MacvlanMode, type Network } from '../../src/gen/osvirt/v1/container';
+import { writeFileAtomic } from '../../src/core/atomic-file';
+import { missingFeature, OsvirtError } from '../../src/core/errors';
+import { KeyedMutex } from '../../src/core/keyed-mutex';
+
+const execFileP = promisify(execFile);
+
+export async function ip(...args: string[]): Promise<string> {
+  try {
+    return (await execFileP('ip', args)).stdout;
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new Error(`ip ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
+  }
+}
+
+/** Run `ip` inside the network namespace of a process. */
+export async function ipIn(pid: number, ...args: string[]): Promise<string> {
+  try {
+    return (await execFileP('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'ip', ...args])).stdout;
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new Error(`ip ${args.join(' ')} (in pid ${pid}'s netns): ${(err.stderr ?? err.message).trim()}`);
+  }
+}
+
+export function linkExists(name: string): boolean {
+  return existsSync(`/sys/class/net/${name}`);
+}
+
+let kernelConfig: string | null | undefined;
+
+/** y/m/undefined for a CONFIG_ option, from /proc/config.gz when readable. */
+export function kernelOption(opt: string): string | undefined | null {
+  if (kernelConfig === undefined) {
+    try {
+      kernelConfig = gunzipSync(readFileSync('/proc/config.gz')).toString('utf8');
+    } catch {
+      kernelConfig = null;
+    }
+  }
+  if (kernelConfig === null) return null;
+  const m = new RegExp(`^${opt}=(.*)$`, 'm').exec(kernelConfig);
+  return m ? m[1] : undefined;
+}
+
+/** Is a kernel feature there? null when the config cannot be read (then try it). */
+export function hasKernelFeature(opt: string, sysPath?: string): boolean | null {
+  const v = kernelOption(opt);
+  if (v === 'y') return true;
+  if (v === 'm') return sysPath ? existsSync(sysPath) : null;
+  if (v === null) return null;
+  return false;
+}
+
+function ipv4ToInt(a: string): number {
+  return a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+}
+
+export interface BridgeConfig {
+  name: string;
+  /** CIDR of the bridge's subnet, the bridge holding the first address. */
+  subnet: string;
+}
+
+export const DEFAULT_BRIDGE: BridgeConfig = { name: 'osvirt0', subnet: '10.88.0.0/16' };
+
+/** Short, stable host interface names (IFNAMSIZ is 16 with the NUL). */
+export function hostIfName(prefix: string, container: string): string {
+  return `${prefix}${createHash('sha1').update(container).digest('hex').slice(0, 10)}`;
+}
+
+/** Addresses handed out on osvirt bridges, persisted so they survive restarts. */
+export class Ipam {
+  private readonly mutex = new KeyedMutex();
+
+  constructor(private readonly file: string, private readonly bridge: BridgeConfig) {}
+
+  private async load(): Promise<Record<string, string>> {
+    try {
+      return JSON.parse(await fs.readFile(this.file, 'utf8')) as Record<string, string>;
+    } catch {
+      return {};
+    }
+  }
+
+  gateway(): { address: string; prefix: number } {
+    const [base, prefix] = this.bridge.subnet.split('/');
+    return { address: intToIpv4(ipv4ToInt(base ?? '') + 1), prefix: Number(prefix) };
+  }
+
+  /** The container's address, allocating the lowest free one the first time. */
+  allocate(container: string): Promise<string> {
+    return this.mutex.run('ipam', async () => {
+      const table = await this.load();
+      const mine = table[container];
+      if (mine) return mine;
+      const [base, prefixS] = this.bridge.subnet.split('/');
+      const prefix = Number(prefixS);
+      const first = ipv4ToInt(base ?? '') + 2;
+      const last = ipv4ToInt(base ?? '') + 2 ** (32 - prefix) - 2;
+      const used = new Set(Object.values(table).map((a) => ipv4ToInt(a.split('/')[0] ?? '')));
+      for (let n = first; n <= last; n++) {
+        if (used.has(n)) continue;
+        const addr = `${intToIpv4(n)}/${prefix}`;
+        table[container] = addr;
+        await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n');
+        return addr;
+      }
+      throw new OsvirtError('RESOURCE_EXHAUSTED', 'SUBNET_EXHAUSTED', `no free address left in ${this.bridge.subnet}`);
+    });
+  }
+
+  /** Record an address the spec chose, so it is not handed to another container. */
+  reserve(container: string, addr: string): Promise<void> {
+    return this.mutex.run('ipam', async () => {
+      const table = await this.load();
+      const taken = Object.entries(table).find(([k, v]) => k !== container && v.split('/')[0] === addr.split('/')[0]);
+      if (taken) throw new OsvirtError('ALREADY_EXISTS', 'ADDRESS_IN_USE', `address ${addr} is already used by container "${taken[0]}"`);
+      table[container] = addr;
+      await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n');
+    });
+  }
+
+  release(container: string): Promise<void> {
+    return this.mutex.run('ipam', async () => {
+      const table = await this.load();
+      if (!(container in table)) return;
+      delete table[container];
+      await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n');
+    });
+  }
+}
+
+/** Create the bridge with its gateway address if it is not there yet. */
+export async function ensureBridge(name: string, gateway: { address: string; prefix: number } | undefined): Promise<void> {
+  if (!linkExists(name)) {
+    try {
+      await ip('link', 'add', name, 'type', 'bridge');
+    } catch (e) {
+      if (!linkExists(name)) throw e; // lost a race with a concurrent start: fine
+    }
+  }
+  if (gateway) {
+    const have = await ip('-4', '-o', 'addr', 'show', 'dev', name);
+    if (!have.includes(` ${gateway.address}/`)) await ip('addr', 'add', `${gateway.address}/${gateway.prefix}`, 'dev', name).catch((e: Error) => {
+      if (!/File exists/.test(e.message)) throw e;
+    });
+  }
+  await ip('link', 'set', name, 'up');
+}
+
+/** What was put on the host for a running container, to undo on stop. */
+export interface NetworkRuntime {
+  hostInterfaces: string[];
+  address?: string | undefined;
+  interfaceName?: string | undefined;
+  bridge?: string | undefined;
+}
+
+/** Check a network spec against this kernel before anything is created. */
+export function checkNetworkSupport(n: Network | undefined, hostLinkExists: (name: string) => boolean = linkExists): void {
+  const mode = n?.mode;
+  if (mode?.$case === 'vlan') {
+    const has = hasKernelFeature('CONFIG_VLAN_8021Q', '/proc/net/vlan');
+    if (has === false) throw missingFeature('802.1q VLAN (CONFIG_VLAN_8021Q)', 'this kernel was built without it, so network.vlan cannot work here; use network.macvlan or network.bridge');
+    if (!hostLinkExists(mode.value.parent)) throw new OsvirtError('FAILED_PRECONDITION', 'PARENT_INTERFACE_MISSING', `network.vlan.parent: host interface "${mode.value.parent}" does not exist`, [], { interface: mode.value.parent });
+  }
+  if (mode?.$case === 'macvlan') {
+    if (hasKernelFeature('CONFIG_MACVLAN') === false) throw missingFeature('macvlan (CONFIG_MACVLAN)', 'this kernel was built without it');
+    if (!hostLinkExists(mode.value.parent)) throw new OsvirtError('FAILED_PRECONDITION', 'PARENT_INTERFACE_MISSING', `network.macvlan.parent: host interface "${mode.value.parent}" does not exist`, [], { interface: mode.value.parent });
+  }
+}
+
+const MACVLAN_MODES: Record<number, string> = {
+  [MacvlanMode.MACVLAN_MODE_UNSPECIFIED]: 'bridge',
+  [MacvlanMode.MACVLAN_MODE_BRIDGE]: 'bridge',
+  [MacvlanMode.MACVLAN_MODE_PRIVATE]: 'private',
+  [MacvlanMode.MACVLAN_MODE_VEPA]: 'vepa',
+  [MacvlanMode.MACVLAN_MODE_PASSTHRU]: 'passthru',
+};
+
+/**
+ * Wire the network namespace of `pid` (the not-yet-running init) as the
+ * spec asks. Called between the helper's "created" and "go".
+ */
+export async function setupNetwork(container: string, pid: number, n: Network | undefined, ipam: Ipam, bridgeDefault: BridgeConfig): Promise<NetworkRuntime> {
+  const mode = n?.mode;
+  const rt: NetworkRuntime = { hostInterfaces: [] };
+  if (!mode || mode.$case === 'host' || mode.$case === 'container') return rt;
+  await ipIn(pid, 'link', 'set', 'lo', 'up');
+  if (mode.$case === 'none') return rt;
+  try {
+    if (mode.$case === 'bridge') {
+      const b = mode.value;
+      const bridge = b.bridge || bridgeDefault.name;
+      const own = bridge === bridgeDefault.name;
+      const gw = own ? ipam.gateway() : undefined;
+      await ensureBridge(bridge, gw);
+      const address = b.address || (own ? await ipam.allocate(container) : '');
+      const hostEnd = hostIfName('ovh', container);
+      const peer = hostIfName('ovc', container);
+      const inside = b.interfaceName || 'eth0';
+      if (linkExists(hostEnd)) await ip('link', 'del', hostEnd).catch(() => undefined);
+      await ip('link', 'add', hostEnd, ...(b.mtu ? ['mtu', String(b.mtu)] : []), 'type', 'veth', 'peer', 'name', peer, 'netns', String(pid));
+      rt.hostInterfaces.push(hostEnd);
+      await ip('link', 'set', hostEnd, 'master', bridge);
+      await ip('link', 'set', hostEnd, 'up');
+      await ipIn(pid, 'link', 'set', peer, 'name', inside);
+      if (b.macAddress) await ipIn(pid, 'link', 'set', inside, 'address', b.macAddress);
+      if (address) await ipIn(pid, 'addr', 'add', address, 'dev', inside);
+      await ipIn(pid, 'link', 'set', inside, 'up');
+      if (gw && address) await ipIn(pid, 'route', 'add', 'default', 'via', gw.address);
+      Object.assign(rt, { address, interfaceName: inside, bridge });
+    } else if (mode.$case === 'macvlan' || mode.$case === 'vlan') {
+      const m = mode.value;
+      const tmp = hostIfName(mode.$case === 'macvlan' ? 'ovm' : 'ovv', container);
+      const inside = m.interfaceName || 'eth0';
+      if (linkExists(tmp)) await ip('link', 'del', tmp).catch(() => undefined);
+      if (mode.$case === 'macvlan') await ip('link', 'add', 'link', m.parent, 'name', tmp, 'type', 'macvlan', 'mode', MACVLAN_MODES[mode.value.mode] ?? 'bridge');
+      else {
+        try {
+          await ip('link', 'add', 'link', m.parent, 'name', tmp, 'type', 'vlan', 'id', String(mode.value.vlanId));
+        } catch (e) {
+          throw missingFeature('802.1q VLAN (CONFIG_VLAN_8021Q)', (e as Error).message);
+        }
+      }
+      rt.hostInterfaces.push(tmp);
+      await ip('link', 'set', tmp, 'netns', String(pid));
+      rt.hostInterfaces = [];
+      await ipIn(pid, 'link', 'set', tmp, 'name', inside);
+      if (m.address) await ipIn(pid, 'addr', 'add', m.address, 'dev', inside);
+      await ipIn(pid, 'link', 'set', inside, 'up');
+      Object.assign(rt, { address: m.address, interfaceName: inside });
+    }
+  } catch (e) {
+    await teardownNetwork(rt);
+    throw e;
+  }
+  return rt;
+}
+
+/** Remove what setupNetwork put on the host (the netns side dies with the container). */
+export async function teardownNetwork(rt: NetworkRuntime | undefined): Promise<void> {
+  for (const name of rt?.hostInterfaces ?? []) {
+    if (linkExists(name)) await ip('link', 'del', name).catch(() => undefined);
+  }
+}
+
+/** Interface counters inside a container's netns, from /proc/<pid>/net/dev. */
+export async function interfaceStats(pid: number): Promise<{ name: string; rxBytes: number; txBytes: number; rxPackets: number; txPackets: number }[]> {
+  const text = await fs.readFile(path.join('/proc', String(pid), 'net/dev'), 'utf8').catch(() => '');
+  const out = [];
+  for (const line of text.split('\n').slice(2)) {
+    const m = /^\s*([^:]+):\s*(.*)$/.exec(line);
+    if (!m || !m[1] || m[1] === 'lo') continue;
+    const f = (m[2] ?? '').trim().split(/\s+/).map(Number);
+    out.push({ name: m[1], rxBytes: f[0] ?? 0, rxPackets: f[1] ?? 0, txBytes: f[8] ?? 0, txPackets: f[9] ?? 0 });
+  }
+  return out;
+}
