@@ -82,7 +82,7 @@ function execSession(m: ContainerManager, logger: Logger, call: ServerDuplexStre
   let clientEnded = false;
   const fail = (e: unknown) => {
     session?.kill();
-    call.destroy(toServiceError(e, logger));
+    call.emit('error', toServiceError(e, logger));
   };
   const handle = (msg: ExecContainerRequest) => {
     if (!session) return void pending.push(msg);
@@ -154,7 +154,7 @@ function consoleSession(m: ContainerManager, logger: Logger, call: ServerDuplexS
     if (started) return handle(msg);
     started = true;
     const s = msg.message;
-    if (s?.$case !== 'start') return void call.destroy(toServiceError(invalidArgument('start', 'the first message of a console session must be "start"'), logger));
+    if (s?.$case !== 'start') return void call.emit('error', toServiceError(invalidArgument('start', 'the first message of a console session must be "start"'), logger));
     m.console(s.value.name).then(
       (sess) => {
         session = sess;
@@ -165,7 +165,7 @@ function consoleSession(m: ContainerManager, logger: Logger, call: ServerDuplexS
         sess.input.on('error', () => undefined);
         for (const p of pending.splice(0)) handle(p);
       },
-      (e) => call.destroy(toServiceError(e, logger)),
+      (e) => call.emit('error', toServiceError(e, logger)),
     );
   });
   const close = () => session?.close();

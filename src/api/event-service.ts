@@ -14,7 +14,7 @@ export function eventService(bus: EventBus, logger: Logger): EventServiceServer 
         req.containers.forEach((c, i) => validateName(`containers[${i}]`, c));
         validateEventTypes('types', req.types);
       } catch (e) {
-        call.destroy(toServiceError(e, logger));
+        call.emit('error', toServiceError(e, logger));
         return;
       }
       const names = new Set(req.containers);

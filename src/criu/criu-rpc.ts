@@ -133,6 +133,10 @@ export interface CriuCallOptions {
    * rejection answers notify_success=false, which makes CRIU abort the operation.
    */
   onNotify?: (notification: CriuNotification) => void | CriuNotifyReply | Promise<void | CriuNotifyReply>;
+  /**
+   * Aborting sends SIGTERM to the helper, which closes CRIU's socket; the promise rejects once
+   * criu itself has exited (it shares our stderr pipe), so nothing is left running behind it.
+   */
   signal?: AbortSignal;
 }
 

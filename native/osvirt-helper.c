@@ -1,0 +1,1820 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * osvirt-helper: the native part of osvirt.
+ *
+ * Node cannot clone(2) into new namespaces, setns(2), pivot_root(2) or create a
+ * SOCK_SEQPACKET socketpair, so exactly those things live here. Everything else
+ * (configuration, cgroup creation, networking, the state store) is TypeScript.
+ *
+ *   run [options] -- ARGV       start a container and stay as its monitor
+ *   exec --pid PID [opts] -- ARGV   run a process inside a running container
+ *   criu-swrk [--keep-fd N]... -- CRIU_ARGV   bridge CRIU's RPC socket to stdio
+ *   version
+ *
+ * Usage errors exit 2. The full option list is in usage() below.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VERSION "0.1.0"
+#define NORETURN __attribute__((noreturn))
+#define FORMAT(a, b) __attribute__((format(printf, a, b)))
+#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define RING_SIZE (64 * 1024)     /* console output replayed to new console clients */
+#define MAX_CLIENTS 32            /* per socket; more connections are refused */
+#define MAX_FRAME (1024 * 1024)   /* largest CRIU RPC message we relay */
+
+static void usage(FILE *out)
+{
+	fputs("usage:\n"
+	      "  osvirt-helper run --state DIR [--rootfs PATH] [--ns pid,mnt,uts,ipc,net,cgroup,user]\n"
+	      "      [--join net|ipc|uts:PATH]... [--uidmap IN:OUT:COUNT]... [--gidmap IN:OUT:COUNT]...\n"
+	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
+	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--device PATH]... [--no-default-mounts]\n"
+	      "      [--readonly-rootfs] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
+	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
+	      "  osvirt-helper criu-swrk [--keep-fd N]... -- CRIU_ARGV...\n"
+	      "  osvirt-helper version\n"
+	      "PROCESS OPTIONS: [--caps LIST|all] [--no-new-privs] [--rlimit NAME:SOFT:HARD]...\n"
+	      "      [--user UID:GID[:GID,GID...]] [--env K=V]... [--cwd DIR] [--tty]\n", out);
+}
+
+/* ------------------------------------------------------------------ utilities */
+
+NORETURN FORMAT(1, 2) static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("osvirt-helper: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	usage(stderr);
+	exit(2);
+}
+
+/* Growable NULL-terminated list, for the repeatable options. */
+struct list {
+	const char **v;
+	size_t n;
+};
+
+static void list_add(struct list *l, const char *s)
+{
+	const char **v = realloc(l->v, (l->n + 2) * sizeof *v);
+	if (!v) {
+		perror("osvirt-helper: realloc");
+		exit(1);
+	}
+	v[l->n++] = s;
+	v[l->n] = NULL;
+	l->v = v;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads until len bytes or EOF; returns the count, or -1 on error. */
+static ssize_t read_full(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = read(fd, (char *)buf + got, len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* Kernel control files (cgroup.procs, uid_map) must get their content in one write. */
+static int write_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, s, strlen(s));
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return n == (ssize_t)strlen(s) ? 0 : -1;
+}
+
+/* Crash-safe replace: a reader sees the old file or the complete new one. */
+static int write_file_atomic(int dirfd, const char *name, const char *s)
+{
+	char tmp[NAME_MAX + 1];
+	snprintf(tmp, sizeof tmp, ".%s.tmp", name);
+	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	if (write_all(fd, s, strlen(s)) < 0 || fsync(fd) < 0) {
+		int saved = errno;
+		close(fd);
+		unlinkat(dirfd, tmp, 0);
+		errno = saved;
+		return -1;
+	}
+	close(fd);
+	if (renameat(dirfd, tmp, dirfd, name) < 0)
+		return -1;
+	fsync(dirfd);
+	return 0;
+}
+
+/* Writes s as a JSON string literal (with quotes) into out, truncating if needed. */
+static void json_quote(char *out, size_t cap, const char *s)
+{
+	size_t o = 0;
+	out[o++] = '"';
+	for (const unsigned char *p = (const unsigned char *)s; *p && o + 8 < cap; p++) {
+		const char *esc = NULL;
+		switch (*p) {
+		case '"': esc = "\\\""; break;
+		case '\\': esc = "\\\\"; break;
+		case '\n': esc = "\\n"; break;
+		case '\r': esc = "\\r"; break;
+		case '\t': esc = "\\t"; break;
+		}
+		if (esc)
+			o += (size_t)snprintf(out + o, cap - o, "%s", esc);
+		else if (*p < 0x20)
+			o += (size_t)snprintf(out + o, cap - o, "\\u%04x", *p);
+		else
+			out[o++] = (char)*p;
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+}
+
+/* One JSON line on stdout, written with a single write(2) (no stdio buffer to duplicate on clone). */
+FORMAT(1, 2) static int emit(const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof buf - 1)
+		n = (int)sizeof buf - 2;
+	buf[n++] = '\n';
+	return write_all(STDOUT_FILENO, buf, (size_t)n);
+}
+
+static unsigned long parse_ulong(const char *s, const char *what)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || *s == '-')
+		usage_error("%s: not a number: '%s'", what, s);
+	return v;
+}
+
+/* Split "a/b/c" into "a/b" and "c"; the parent of "c" is "/" (resolved inside a root). */
+static void split_path(const char *path, char *parent, char *name)
+{
+	char buf[PATH_MAX];
+	snprintf(buf, sizeof buf, "%s", path);
+	size_t len = strlen(buf);
+	while (len > 1 && buf[len - 1] == '/')
+		buf[--len] = '\0';
+	char *slash = strrchr(buf, '/');
+	snprintf(name, NAME_MAX + 1, "%s", slash ? slash + 1 : buf);
+	if (slash)
+		*slash = '\0';
+	snprintf(parent, PATH_MAX, "%s", slash && buf[0] ? buf : "/");
+}
+
+static void ignore_signal(int sig)
+{
+	signal(sig, SIG_IGN);
+}
+
+/* ------------------------------------------------------------------ failure reporting from children */
+
+/*
+ * A forked child reports a failed setup step over a CLOEXEC pipe: a successful
+ * exec closes the pipe with nothing written. The first byte is the exit code exec
+ * mode uses (125 setup, 126 cannot execute, 127 not found), then "step: strerror".
+ */
+static int g_errfd = -1;
+
+NORETURN FORMAT(2, 3) static void child_fail_code(int code, const char *fmt, ...)
+{
+	int saved = errno;
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	buf[0] = (char)code;
+	vsnprintf(buf + 1, sizeof buf - 1, fmt, ap);
+	va_end(ap);
+	size_t len = strlen(buf + 1) + 1;
+	snprintf(buf + len, sizeof buf - len, ": %s", strerror(saved));
+	len = strlen(buf + 1) + 1;
+	if (g_errfd < 0 || write_all(g_errfd, buf, len) < 0)
+		fprintf(stderr, "osvirt-helper: %s\n", buf + 1);
+	_exit(code);
+}
+#define child_fail(...) child_fail_code(125, __VA_ARGS__)
+
+/* ------------------------------------------------------------------ process options shared by run and exec */
+
+/* In exec's setns order: the user ns first, because it owns all the others. */
+static const struct {
+	const char *name;
+	int flag;
+} namespaces[] = {{"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
+		  {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP}, {"mnt", CLONE_NEWNS}};
+#define NNS (sizeof namespaces / sizeof namespaces[0])
+
+static const char *const cap_names[] = {
+	"chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
+	"setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
+	"ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct",
+	"sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod",
+	"lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
+	"wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
+};
+
+static const struct {
+	const char *name;
+	int resource;
+} rlimit_names[] = {
+	{"as", RLIMIT_AS}, {"core", RLIMIT_CORE}, {"cpu", RLIMIT_CPU}, {"data", RLIMIT_DATA},
+	{"fsize", RLIMIT_FSIZE}, {"locks", RLIMIT_LOCKS}, {"memlock", RLIMIT_MEMLOCK},
+	{"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE}, {"nofile", RLIMIT_NOFILE},
+	{"nproc", RLIMIT_NPROC}, {"rss", RLIMIT_RSS}, {"rtprio", RLIMIT_RTPRIO},
+	{"rttime", RLIMIT_RTTIME}, {"sigpending", RLIMIT_SIGPENDING}, {"stack", RLIMIT_STACK},
+};
+
+struct rlimit_opt {
+	int resource;
+	struct rlimit lim;
+};
+
+struct proc_cfg {
+	char **argv;
+	struct list env;
+	struct list cgroups;
+	const char *cwd;
+	bool drop_caps;
+	uint64_t keep_caps;
+	int cap_last;                   /* read from the host's /proc before any pivot */
+	bool no_new_privs;
+	struct rlimit_opt rlimits[32];
+	size_t nrlimits;
+	bool set_user;
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[64];
+	size_t ngroups;
+	bool tty;
+};
+
+static uint64_t parse_caps(const char *list)
+{
+	if (!strcmp(list, "all"))
+		return ~0ULL;
+	uint64_t keep = 0;
+	char *copy = strdup(list), *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (!strncasecmp(tok, "cap_", 4))
+			tok += 4;
+		size_t i;
+		for (i = 0; i < sizeof cap_names / sizeof cap_names[0]; i++)
+			if (!strcasecmp(tok, cap_names[i]))
+				break;
+		if (i == sizeof cap_names / sizeof cap_names[0])
+			usage_error("--caps: unknown capability '%s'", tok);
+		keep |= 1ULL << i;
+	}
+	free(copy);
+	return keep;
+}
+
+static rlim_t parse_rlim(const char *s)
+{
+	return strcmp(s, "unlimited") ? (rlim_t)parse_ulong(s, "--rlimit") : RLIM_INFINITY;
+}
+
+static void parse_rlimit(struct proc_cfg *p, const char *v)
+{
+	char name[32], soft[32], hard[32];
+	if (sscanf(v, "%31[^:]:%31[^:]:%31s", name, soft, hard) != 3)
+		usage_error("--rlimit %s: expected NAME:SOFT:HARD", v);
+	if (p->nrlimits == sizeof p->rlimits / sizeof p->rlimits[0])
+		usage_error("--rlimit: too many");
+	size_t i;
+	for (i = 0; i < sizeof rlimit_names / sizeof rlimit_names[0]; i++)
+		if (!strcmp(name, rlimit_names[i].name))
+			break;
+	if (i == sizeof rlimit_names / sizeof rlimit_names[0])
+		usage_error("--rlimit: unknown limit '%s'", name);
+	struct rlimit_opt *r = &p->rlimits[p->nrlimits++];
+	r->resource = rlimit_names[i].resource;
+	r->lim.rlim_cur = parse_rlim(soft);
+	r->lim.rlim_max = parse_rlim(hard);
+	if (r->lim.rlim_cur > r->lim.rlim_max)
+		usage_error("--rlimit %s: soft limit above hard limit", v);
+}
+
+static void parse_user(struct proc_cfg *p, const char *v)
+{
+	char *copy = strdup(v), *save = NULL;
+	char *uid = strtok_r(copy, ":", &save), *gid = strtok_r(NULL, ":", &save);
+	char *groups = strtok_r(NULL, "", &save);
+	if (!uid || !gid)
+		usage_error("--user %s: expected UID:GID[:GID,GID...]", v);
+	p->set_user = true;
+	p->uid = (uid_t)parse_ulong(uid, "--user");
+	p->gid = (gid_t)parse_ulong(gid, "--user");
+	p->ngroups = 0;
+	for (char *g = groups ? strtok_r(groups, ",", &save) : NULL; g; g = strtok_r(NULL, ",", &save)) {
+		if (p->ngroups == sizeof p->groups / sizeof p->groups[0])
+			usage_error("--user: too many groups");
+		p->groups[p->ngroups++] = (gid_t)parse_ulong(g, "--user");
+	}
+	free(copy);
+}
+
+/* Command-line scanning. Options take "--name VALUE" or "--name=VALUE". */
+struct args {
+	int argc;
+	char **argv;
+	int i;
+};
+
+static bool flag(struct args *a, const char *name)
+{
+	return !strcmp(a->argv[a->i], name);
+}
+
+static const char *value(struct args *a, const char *name)
+{
+	const char *arg = a->argv[a->i];
+	size_t n = strlen(name);
+	if (strncmp(arg, name, n))
+		return NULL;
+	if (arg[n] == '=')
+		return arg + n + 1;
+	if (arg[n])
+		return NULL;
+	if (a->i + 1 >= a->argc)
+		usage_error("%s needs a value", name);
+	return a->argv[++a->i];
+}
+
+static bool parse_proc_opt(struct args *a, struct proc_cfg *p)
+{
+	const char *v;
+	if ((v = value(a, "--env"))) {
+		if (!strchr(v, '=') || v[0] == '=')
+			usage_error("--env %s: expected K=V", v);
+		list_add(&p->env, v);
+	} else if ((v = value(a, "--cwd"))) {
+		p->cwd = v;
+	} else if ((v = value(a, "--caps"))) {
+		p->keep_caps = parse_caps(v);
+		p->drop_caps = p->keep_caps != ~0ULL;
+	} else if (flag(a, "--no-new-privs")) {
+		p->no_new_privs = true;
+	} else if ((v = value(a, "--rlimit"))) {
+		parse_rlimit(p, v);
+	} else if ((v = value(a, "--user"))) {
+		parse_user(p, v);
+	} else if (flag(a, "--tty")) {
+		p->tty = true;
+	} else if ((v = value(a, "--cgroup"))) {
+		list_add(&p->cgroups, v);
+	} else {
+		return false;
+	}
+	return true;
+}
+
+/* After the options: "--" and a non-empty command. */
+static char **parse_command(struct args *a)
+{
+	if (a->i >= a->argc || strcmp(a->argv[a->i], "--"))
+		usage_error("expected '--' before the command, got '%s'",
+			    a->i < a->argc ? a->argv[a->i] : "end of arguments");
+	if (a->i + 1 >= a->argc)
+		usage_error("missing command after '--'");
+	return a->argv + a->i + 1;
+}
+
+static int read_cap_last(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+	int last = CAP_LAST_CAP;
+	if (f) {
+		if (fscanf(f, "%d", &last) != 1)
+			last = CAP_LAST_CAP;
+		fclose(f);
+	}
+	return last > 63 ? 63 : last;
+}
+
+static void drop_caps(const struct proc_cfg *p)
+{
+	for (int c = 0; c <= p->cap_last; c++)
+		if (!(p->keep_caps & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0)
+			child_fail("drop capability %d from the bounding set", c);
+	/* The inheritable set would otherwise let a dropped capability come back through file caps. */
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2];
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		child_fail("capget");
+	data[0].inheritable &= (uint32_t)p->keep_caps;
+	data[1].inheritable &= (uint32_t)(p->keep_caps >> 32);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		child_fail("capset");
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		child_fail("clear ambient capabilities");
+}
+
+/*
+ * Last steps shared by run and exec. Privileged steps (limits, capability
+ * drops) come before setresuid() gives up root; exec inherits nothing else.
+ */
+NORETURN static void become_process(const struct proc_cfg *p)
+{
+	for (size_t i = 0; i < p->nrlimits; i++)
+		if (setrlimit(p->rlimits[i].resource, &p->rlimits[i].lim) < 0)
+			child_fail("setrlimit %d", p->rlimits[i].resource);
+	if (p->drop_caps)
+		drop_caps(p);
+	if (p->set_user) {
+		if (setgroups(p->ngroups, p->groups) < 0)
+			child_fail("setgroups");
+		if (setresgid(p->gid, p->gid, p->gid) < 0)
+			child_fail("setresgid %u", (unsigned)p->gid);
+		if (setresuid(p->uid, p->uid, p->uid) < 0)
+			child_fail("setresuid %u", (unsigned)p->uid);
+	}
+	if (p->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_fail("PR_SET_NO_NEW_PRIVS");
+	if (chdir(p->cwd) < 0)
+		child_fail("chdir %s", p->cwd);
+	clearenv();
+	for (size_t i = 0; i < p->env.n; i++)
+		putenv((char *)p->env.v[i]);
+	if (!getenv("PATH"))
+		putenv(DEFAULT_PATH);
+	/* Ignored signals and the blocked mask survive exec: give the process a clean slate. */
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+	umask(022);
+	execvpe(p->argv[0], p->argv, environ);
+	child_fail_code(errno == ENOENT ? 127 : 126, "exec %s", p->argv[0]);
+}
+
+/* ------------------------------------------------------------------ mounts (run, inside the child) */
+
+struct mnt {
+	const char *type, *src, *dst, *data;
+	unsigned long flags;            /* MS_* for a new (non-bind) mount */
+	uint64_t attr_set, attr_clr;    /* MOUNT_ATTR_* applied to a bind after it exists */
+	uint64_t propagation;           /* MS_PRIVATE, MS_SLAVE, ... or 0 */
+	bool bind, rec, prop_rec;
+};
+
+/*
+ * Opens path inside rootfd the way the container will see it: symlinks in the
+ * image resolve inside the rootfs and can never point a mount at a host path.
+ * With create set (S_IFDIR or S_IFREG), missing components are created.
+ */
+static int open_in_root(int rootfd, const char *path, mode_t create)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	int fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+	if (fd >= 0 || errno != ENOENT || !create)
+		return fd;
+	char parent[PATH_MAX], name[NAME_MAX + 1];
+	split_path(path, parent, name);
+	if (!strcmp(parent, path))
+		return -1;
+	int pfd = open_in_root(rootfd, parent, S_IFDIR);
+	if (pfd < 0)
+		return -1;
+	int r = S_ISDIR(create) ? mkdirat(pfd, name, 0755)
+				: openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	int saved = errno;
+	close(pfd);
+	if (r < 0 && saved != EEXIST) {
+		errno = saved;
+		return -1;
+	}
+	if (r >= 0 && !S_ISDIR(create))
+		close(r);
+	return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+}
+
+static void apply_mount(int rootfd, const struct mnt *m)
+{
+	bool dir = true;
+	struct stat st;
+	if (m->bind) {
+		if (stat(m->src, &st) < 0)
+			child_fail("mount %s: %s", m->dst, m->src);
+		dir = S_ISDIR(st.st_mode);
+	}
+	int fd = open_in_root(rootfd, m->dst, dir ? S_IFDIR : S_IFREG);
+	if (fd < 0)
+		child_fail("mount %s: target", m->dst);
+	/* Mounting on the /proc/self/fd link mounts exactly on what open_in_root found. */
+	char target[64];
+	snprintf(target, sizeof target, "/proc/self/fd/%d", fd);
+	int r;
+	if (m->bind)
+		r = mount(m->src, target, NULL, MS_BIND | (m->rec ? MS_REC : 0), NULL);
+	else
+		r = mount(m->src && *m->src ? m->src : m->type, target, m->type, m->flags, m->data);
+	if (r < 0)
+		child_fail("mount %s on %s", m->bind ? m->src : m->type, m->dst);
+	close(fd);
+	bool setattr = m->bind && (m->attr_set || m->attr_clr);
+	if (!setattr && !m->propagation)
+		return;
+	/* Reopen: the old fd names the directory under the new mount, not the mount. */
+	fd = open_in_root(rootfd, m->dst, 0);
+	if (fd < 0)
+		child_fail("mount %s: reopen", m->dst);
+	/*
+	 * mount_setattr() rather than a MS_REMOUNT|MS_BIND: it can be recursive (a
+	 * read-only rbind stays read-only below) and only changes the flags named,
+	 * so locked flags inherited from the host (nosuid, nodev) are never cleared.
+	 */
+	struct mount_attr attr = {.attr_set = m->attr_set, .attr_clr = m->attr_clr};
+	if (setattr && mount_setattr(fd, "", AT_EMPTY_PATH | (m->rec ? AT_RECURSIVE : 0), &attr, sizeof attr) < 0)
+		child_fail("mount %s: set flags", m->dst);
+	struct mount_attr prop = {.propagation = m->propagation};
+	if (m->propagation &&
+	    mount_setattr(fd, "", AT_EMPTY_PATH | (m->prop_rec ? AT_RECURSIVE : 0), &prop, sizeof prop) < 0)
+		child_fail("mount %s: set propagation", m->dst);
+	close(fd);
+}
+
+/* "TYPE:SRC:DST:OPTS:PROPAGATION"; OPTS (the only field that may hold ':') is what remains in the middle. */
+static void parse_mount(const char *spec, struct mnt *m)
+{
+	char *s = strdup(spec);
+	char *c1 = strchr(s, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+	char *c3 = c2 ? strchr(c2 + 1, ':') : NULL, *c4 = strrchr(s, ':');
+	if (!c3 || c4 == c3)
+		usage_error("--mount %s: expected TYPE:SRC:DST:OPTS:PROPAGATION", spec);
+	*c1 = *c2 = *c3 = *c4 = '\0';
+	memset(m, 0, sizeof *m);
+	m->type = s;
+	m->src = c1 + 1;
+	m->dst = c2 + 1;
+	m->bind = !strcmp(s, "bind") || !strcmp(s, "rbind");
+	m->rec = !strcmp(s, "rbind");
+	if (!*m->type || !*m->dst || (m->bind && !*m->src))
+		usage_error("--mount %s: TYPE, DST (and SRC for binds) are required", spec);
+
+	static const struct {
+		const char *name;
+		unsigned long ms;
+		uint64_t set, clr;
+	} known[] = {
+		{"ro", MS_RDONLY, MOUNT_ATTR_RDONLY, 0},
+		{"rw", 0, 0, MOUNT_ATTR_RDONLY},
+		{"nosuid", MS_NOSUID, MOUNT_ATTR_NOSUID, 0},
+		{"nodev", MS_NODEV, MOUNT_ATTR_NODEV, 0},
+		{"noexec", MS_NOEXEC, MOUNT_ATTR_NOEXEC, 0},
+		{"relatime", MS_RELATIME, MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME},
+		{"noatime", MS_NOATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME},
+	};
+	char *data = calloc(1, strlen(c3 + 1) + 1), *save = NULL;
+	for (char *o = strtok_r(c3 + 1, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		size_t i;
+		for (i = 0; i < sizeof known / sizeof known[0]; i++)
+			if (!strcmp(o, known[i].name))
+				break;
+		if (i < sizeof known / sizeof known[0]) {
+			m->flags |= known[i].ms;
+			m->attr_set |= known[i].set;
+			m->attr_clr |= known[i].clr;
+		} else {
+			if (m->bind)
+				usage_error("--mount %s: bind mounts take no data option '%s'", spec, o);
+			if (*data)
+				strcat(data, ",");
+			strcat(data, o);
+		}
+	}
+	m->data = *data ? data : NULL;
+
+	const char *prop = c4 + 1;
+	bool rec = prop[0] == 'r' && strcmp(prop, "rw");
+	const char *base = rec ? prop + 1 : prop;
+	m->prop_rec = rec;
+	if (!*prop)
+		m->propagation = 0;
+	else if (!strcmp(base, "private"))
+		m->propagation = MS_PRIVATE;
+	else if (!strcmp(base, "slave"))
+		m->propagation = MS_SLAVE;
+	else if (!strcmp(base, "shared"))
+		m->propagation = MS_SHARED;
+	else if (!strcmp(base, "unbindable"))
+		m->propagation = MS_UNBINDABLE;
+	else
+		usage_error("--mount %s: unknown propagation '%s'", spec, prop);
+}
+
+/* Recreates a host device node at the same path in the container. */
+static void make_device(int rootfd, const char *path, mode_t force_mode)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		child_fail("device %s", path);
+	if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		errno = ENODEV;
+		child_fail("device %s", path);
+	}
+	char parent[PATH_MAX], name[NAME_MAX + 1];
+	split_path(path, parent, name);
+	int pfd = open_in_root(rootfd, parent, S_IFDIR);
+	if (pfd < 0)
+		child_fail("device %s: create %s", path, parent);
+	mode_t perm = force_mode ? force_mode : (st.st_mode & 07777);
+	if (mknodat(pfd, name, (st.st_mode & S_IFMT) | perm, st.st_rdev) == 0) {
+		if (fchmodat(pfd, name, perm, 0) < 0) /* defeat the umask */
+			child_fail("device %s: chmod", path);
+	} else if (errno == EPERM) {
+		/* A user namespace may not mknod: bind the host's node instead. */
+		struct mnt b = {.bind = true, .src = path, .dst = path};
+		apply_mount(rootfd, &b);
+	} else if (errno != EEXIST) {
+		child_fail("device %s: mknod", path);
+	}
+	close(pfd);
+}
+
+/* ------------------------------------------------------------------ run */
+
+struct run_cfg {
+	struct proc_cfg p;
+	const char *state, *rootfs, *hostname, *domainname;
+	int ns;                         /* CLONE_NEW* flags to create */
+	struct {
+		int type;
+		const char *spec;
+		int fd;
+	} joins[3];
+	size_t njoins;
+	struct list uidmap, gidmap;     /* "IN OUT COUNT" lines */
+	struct mnt *mounts;
+	size_t nmounts;
+	struct list devices;
+	bool default_mounts, readonly;
+	int console_fd;                 /* pty slave (--tty) */
+	char console_name[64];          /* its /dev/pts/N path */
+};
+
+static void default_mounts(int rootfd, const struct run_cfg *c)
+{
+	const unsigned long nsd = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	const struct mnt proc = {.type = "proc", .src = "proc", .dst = "/proc", .flags = nsd};
+	apply_mount(rootfd, &proc);
+	/* A fresh sysfs shows the netns's devices, so it is only allowed with our own net ns. */
+	const struct mnt sysfs = {.type = "sysfs", .src = "sysfs", .dst = "/sys", .flags = nsd | MS_RDONLY};
+	const struct mnt sysbind = {.bind = true, .rec = true, .src = "/sys", .dst = "/sys",
+				    .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
+	apply_mount(rootfd, (c->ns & CLONE_NEWNET) ? &sysfs : &sysbind);
+	const struct mnt dev = {.type = "tmpfs", .src = "tmpfs", .dst = "/dev",
+				.flags = MS_NOSUID | MS_STRICTATIME, .data = "mode=755,size=65536k"};
+	apply_mount(rootfd, &dev);
+	static const char *const nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"};
+	for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
+		make_device(rootfd, nodes[i], 0666);
+	int devfd = open_in_root(rootfd, "/dev", 0);
+	if (devfd < 0)
+		child_fail("open /dev");
+	static const char *const links[][2] = {
+		{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+		{"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"},
+	};
+	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+		if (symlinkat(links[i][1], devfd, links[i][0]) < 0 && errno != EEXIST)
+			child_fail("symlink /dev/%s", links[i][0]);
+	close(devfd);
+	const struct mnt pts = {.type = "devpts", .src = "devpts", .dst = "/dev/pts", .flags = MS_NOSUID | MS_NOEXEC,
+				.data = "newinstance,ptmxmode=0666,mode=0620"};
+	apply_mount(rootfd, &pts);
+	const struct mnt shm = {.type = "tmpfs", .src = "shm", .dst = "/dev/shm", .flags = nsd, .data = "mode=1777,size=65536k"};
+	apply_mount(rootfd, &shm);
+	const struct mnt mq = {.type = "mqueue", .src = "mqueue", .dst = "/dev/mqueue", .flags = nsd};
+	if (c->ns & CLONE_NEWIPC)
+		apply_mount(rootfd, &mq);
+	if (c->console_fd >= 0) {
+		/*
+		 * Bind by path: the fd's own mount belongs to the monitor's mount ns and
+		 * cannot be a bind source here. Check the path still names our pty.
+		 */
+		struct stat byfd, bypath;
+		if (fstat(c->console_fd, &byfd) < 0 || stat(c->console_name, &bypath) < 0)
+			child_fail("console %s", c->console_name);
+		if (byfd.st_rdev != bypath.st_rdev) {
+			errno = ENXIO;
+			child_fail("console %s", c->console_name);
+		}
+		const struct mnt console = {.bind = true, .src = c->console_name, .dst = "/dev/console"};
+		apply_mount(rootfd, &console);
+	}
+}
+
+static void setup_rootfs(const struct run_cfg *c)
+{
+	/* Nothing we mount may propagate back to the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		child_fail("make / private");
+	/* pivot_root needs the new root to be a mount point. */
+	if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+		child_fail("bind rootfs %s", c->rootfs);
+	int rootfd = open(c->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		child_fail("open rootfs %s", c->rootfs);
+	/*
+	 * Standard mounts first, then the caller's: a --mount under /dev or /proc
+	 * would otherwise be hidden by the standard mount on top of it.
+	 */
+	if (c->default_mounts)
+		default_mounts(rootfd, c);
+	for (size_t i = 0; i < c->nmounts; i++)
+		apply_mount(rootfd, &c->mounts[i]);
+	for (size_t i = 0; i < c->devices.n; i++)
+		make_device(rootfd, c->devices.v[i], 0);
+	if (fchdir(rootfd) < 0)
+		child_fail("chdir rootfs");
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		child_fail("pivot_root");
+	/* The old root is now stacked on "."; detach it so no host path stays reachable. */
+	if (umount2(".", MNT_DETACH) < 0)
+		child_fail("detach old root");
+	if (chdir("/") < 0)
+		child_fail("chdir /");
+	close(rootfd);
+	struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+	if (c->readonly && mount_setattr(AT_FDCWD, "/", 0, &ro, sizeof ro) < 0)
+		child_fail("remount / read-only");
+}
+
+/* The container init, from clone() to exec. */
+NORETURN static void run_child(const struct run_cfg *c, int syncfd, int errfd, int outfd)
+{
+	g_errfd = errfd;
+	/* If the monitor dies before releasing us, die too (cleared again right before exec). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	char go;
+	if (read(syncfd, &go, 1) != 1)
+		_exit(1); /* the monitor aborted */
+	close(syncfd);
+	umask(022);
+	/* Our ids are still the host's root, unmapped in the new user ns: become its root. */
+	if ((c->ns & CLONE_NEWUSER) &&
+	    (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+		child_fail("become root of the user namespace");
+	for (size_t i = 0; i < c->njoins; i++)
+		if (setns(c->joins[i].fd, c->joins[i].type) < 0)
+			child_fail("setns %s", c->joins[i].spec);
+	/* Now that the monitor moved us into the container's cgroups, they become our cgroup ns root. */
+	if ((c->ns & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
+		child_fail("unshare cgroup namespace");
+	if (c->rootfs)
+		setup_rootfs(c);
+	if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
+		child_fail("sethostname");
+	if (c->domainname && setdomainname(c->domainname, strlen(c->domainname)) < 0)
+		child_fail("setdomainname");
+	/* The init leads its own session (CRIU needs the session inside the dumped tree). */
+	if (setsid() < 0)
+		child_fail("setsid");
+	if (c->p.tty) {
+		if (ioctl(c->console_fd, TIOCSCTTY, 0) < 0)
+			child_fail("set controlling terminal");
+		for (int i = 0; i < 3; i++)
+			if (dup2(c->console_fd, i) < 0)
+				child_fail("dup2 console");
+	} else {
+		/* Opened after pivot_root so the init holds no fd pointing outside its mounts. */
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (null < 0)
+			child_fail("open /dev/null");
+		if (dup2(null, 0) < 0 || dup2(outfd, 1) < 0 || dup2(outfd, 2) < 0)
+			child_fail("dup2 stdio");
+	}
+	/* Nothing but stdio and the error pipe (itself CLOEXEC) survives exec. */
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		child_fail("close_range");
+	become_process(&c->p);
+}
+
+static pid_t g_child = -1;  /* killed if the handshake fails */
+static int g_statefd = -1;
+
+static void remove_state_files(void)
+{
+	static const char *const names[] = {"monitor.pid", "init.pid", "monitor.sock", "console.sock"};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		unlinkat(g_statefd, names[i], 0);
+}
+
+/* Handshake failure: no container is left behind, the caller gets an error event. */
+NORETURN FORMAT(1, 2) static void monitor_fail(const char *fmt, ...)
+{
+	char msg[1024], quoted[2100];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (g_child > 0) {
+		kill(g_child, SIGKILL);
+		waitpid(g_child, NULL, 0);
+	}
+	if (g_statefd >= 0)
+		remove_state_files();
+	json_quote(quoted, sizeof quoted, msg);
+	emit("{\"event\":\"error\",\"message\":%s}", quoted);
+	exit(1);
+}
+
+static int listen_unix(const char *name)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof addr.sun_path, "%s", name); /* relative: cwd is the state dir */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	unlink(name);
+	if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || chmod(name, 0600) < 0 || listen(fd, 16) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/* The monitor's event loop state (after "started"). */
+struct monitor {
+	pid_t init;
+	int sigfd, ctl_listen, con_listen, master, logpipe, logfd;
+	int ctl[MAX_CLIENTS];
+	char ctl_buf[MAX_CLIENTS][256];
+	size_t ctl_len[MAX_CLIENTS];
+	int con[MAX_CLIENTS];
+	char ring[RING_SIZE];
+	size_t ring_head, ring_len;     /* next write position, bytes held */
+};
+
+static void close_slot(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void on_output(struct monitor *m, const char *buf, size_t n)
+{
+	if (m->logfd >= 0 && write_all(m->logfd, buf, n) < 0)
+		fprintf(stderr, "console.log: %s\n", strerror(errno));
+	for (size_t i = 0; i < n; i++) {
+		m->ring[m->ring_head] = buf[i];
+		m->ring_head = (m->ring_head + 1) % RING_SIZE;
+	}
+	m->ring_len = m->ring_len + n > RING_SIZE ? RING_SIZE : m->ring_len + n;
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		/* A console client that cannot keep up is disconnected rather than stalling the container. */
+		if (m->con[i] >= 0 && write(m->con[i], buf, n) != (ssize_t)n)
+			close_slot(&m->con[i]);
+	}
+}
+
+/* Reads what the container wrote; false at EOF/EIO (no writer or no slave left). */
+static bool drain_output(struct monitor *m, int fd)
+{
+	char buf[8192];
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof buf);
+		if (n > 0) {
+			on_output(m, buf, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n < 0 && errno == EAGAIN;
+	}
+}
+
+static void ctl_reply(struct monitor *m, int i, const char *line)
+{
+	char out[256];
+	unsigned rows, cols;
+	if (!strcmp(line, "status")) {
+		snprintf(out, sizeof out, "{\"state\":\"running\",\"initPid\":%d}\n", m->init);
+	} else if (sscanf(line, "resize %u %u", &rows, &cols) == 2) {
+		struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+		if (m->master < 0)
+			snprintf(out, sizeof out, "{\"error\":\"no tty\"}\n");
+		else if (ioctl(m->master, TIOCSWINSZ, &ws) < 0)
+			snprintf(out, sizeof out, "{\"error\":\"resize: %s\"}\n", strerror(errno));
+		else
+			snprintf(out, sizeof out, "{\"ok\":true}\n");
+	} else {
+		snprintf(out, sizeof out, "{\"error\":\"unknown command\"}\n");
+	}
+	if (write(m->ctl[i], out, strlen(out)) != (ssize_t)strlen(out))
+		close_slot(&m->ctl[i]);
+}
+
+static void on_ctl_input(struct monitor *m, int i)
+{
+	size_t *len = &m->ctl_len[i];
+	ssize_t n = read(m->ctl[i], m->ctl_buf[i] + *len, sizeof m->ctl_buf[i] - 1 - *len);
+	if (n <= 0) {
+		if (n == 0 || errno != EAGAIN)
+			close_slot(&m->ctl[i]);
+		return;
+	}
+	*len += (size_t)n;
+	m->ctl_buf[i][*len] = '\0';
+	char *nl;
+	while (m->ctl[i] >= 0 && (nl = strchr(m->ctl_buf[i], '\n'))) {
+		*nl = '\0';
+		if (nl > m->ctl_buf[i] && nl[-1] == '\r')
+			nl[-1] = '\0';
+		ctl_reply(m, i, m->ctl_buf[i]);
+		*len -= (size_t)(nl + 1 - m->ctl_buf[i]);
+		memmove(m->ctl_buf[i], nl + 1, *len + 1);
+	}
+	if (*len == sizeof m->ctl_buf[i] - 1)
+		close_slot(&m->ctl[i]); /* an over-long line: not a client of ours */
+}
+
+static void on_accept(struct monitor *m, bool console)
+{
+	int *slots = console ? m->con : m->ctl;
+	int fd = accept4(console ? m->con_listen : m->ctl_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		if (slots[i] >= 0)
+			continue;
+		slots[i] = fd;
+		if (!console) {
+			m->ctl_len[i] = 0;
+			return;
+		}
+		/* Replay recent output so a new console client sees the current screen. */
+		size_t start = (m->ring_head + RING_SIZE - m->ring_len) % RING_SIZE;
+		size_t first = m->ring_len < RING_SIZE - start ? m->ring_len : RING_SIZE - start;
+		if (write_all(fd, m->ring + start, first) < 0 || write_all(fd, m->ring, m->ring_len - first) < 0)
+			close_slot(&slots[i]);
+		return;
+	}
+	close(fd);
+}
+
+static void iso_now(char *out, size_t cap)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+NORETURN static void monitor_finish(struct monitor *m, int status)
+{
+	if (m->master >= 0)
+		drain_output(m, m->master);
+	if (m->logpipe >= 0)
+		drain_output(m, m->logpipe);
+	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	int code = sig ? 128 + sig : WEXITSTATUS(status);
+	char when[64], buf[256];
+	iso_now(when, sizeof when);
+	snprintf(buf, sizeof buf, "{\"exitCode\":%d,\"signal\":%d,\"finishedAt\":\"%s\"}\n", code, sig, when);
+	if (write_file_atomic(g_statefd, "exit", buf) < 0)
+		fprintf(stderr, "write exit file: %s\n", strerror(errno));
+	if (sig)
+		snprintf(buf, sizeof buf, "{\"event\":\"exited\",\"signal\":%d,\"exitCode\":%d}\n", sig, code);
+	else
+		snprintf(buf, sizeof buf, "{\"event\":\"exited\",\"exitCode\":%d}\n", code);
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		if (m->ctl[i] >= 0) {
+			/* Blocking for this last message: a client must not miss the exit. */
+			fcntl(m->ctl[i], F_SETFL, 0);
+			write_all(m->ctl[i], buf, strlen(buf));
+		}
+		close_slot(&m->ctl[i]);
+		close_slot(&m->con[i]);
+	}
+	unlink("monitor.sock");
+	unlink("console.sock");
+	fprintf(stderr, "init %d: %s", m->init, buf);
+	exit(0);
+}
+
+NORETURN static void monitor_loop(struct monitor *m)
+{
+	enum { K_SIG, K_CTL_LISTEN, K_CON_LISTEN, K_OUT, K_CTL, K_CON };
+	struct pollfd pfd[4 + 2 * MAX_CLIENTS];
+	int kind[4 + 2 * MAX_CLIENTS], slot[4 + 2 * MAX_CLIENTS];
+	int outfd = m->master >= 0 ? m->master : m->logpipe;
+	for (;;) {
+		int n = 0;
+#define ADD(fd_, k_, s_) (pfd[n] = (struct pollfd){.fd = (fd_), .events = POLLIN}, kind[n] = (k_), slot[n++] = (s_))
+		ADD(m->sigfd, K_SIG, 0);
+		ADD(m->ctl_listen, K_CTL_LISTEN, 0);
+		if (m->con_listen >= 0)
+			ADD(m->con_listen, K_CON_LISTEN, 0);
+		if (outfd >= 0)
+			ADD(outfd, K_OUT, 0);
+		for (int i = 0; i < MAX_CLIENTS; i++) {
+			if (m->ctl[i] >= 0)
+				ADD(m->ctl[i], K_CTL, i);
+			if (m->con[i] >= 0)
+				ADD(m->con[i], K_CON, i);
+		}
+#undef ADD
+		if (poll(pfd, (nfds_t)n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "poll: %s\n", strerror(errno));
+			sleep(1);
+			continue;
+		}
+		for (int j = 0; j < n; j++) {
+			if (!pfd[j].revents)
+				continue;
+			int i = slot[j];
+			switch (kind[j]) {
+			case K_SIG: {
+				struct signalfd_siginfo si;
+				while (read(m->sigfd, &si, sizeof si) == sizeof si)
+					;
+				/* We are a subreaper: reap everything, finish when it is the init. */
+				int status;
+				pid_t pid;
+				while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+					if (pid == m->init)
+						monitor_finish(m, status);
+				break;
+			}
+			case K_CTL_LISTEN:
+				on_accept(m, false);
+				break;
+			case K_CON_LISTEN:
+				on_accept(m, true);
+				break;
+			case K_OUT:
+				/* EOF/EIO: no writer left; stop polling (the exit arrives by SIGCHLD). */
+				if (!drain_output(m, outfd))
+					outfd = -1;
+				break;
+			case K_CTL:
+				on_ctl_input(m, i);
+				break;
+			case K_CON: {
+				char buf[4096];
+				ssize_t r = read(m->con[i], buf, sizeof buf);
+				if (r == 0 || (r < 0 && errno != EAGAIN))
+					close_slot(&m->con[i]);
+				else if (r > 0 && write(m->master, buf, (size_t)r) < 0 && errno != EAGAIN)
+					fprintf(stderr, "console input: %s\n", strerror(errno));
+				break;
+			}
+			}
+		}
+	}
+}
+
+static int ns_flag(const char *name)
+{
+	for (size_t i = 0; i < NNS; i++)
+		if (!strcmp(name, namespaces[i].name))
+			return namespaces[i].flag;
+	return 0;
+}
+
+static void add_idmap(struct list *l, const char *opt, const char *v)
+{
+	unsigned long in, out, count;
+	char extra;
+	if (sscanf(v, "%lu:%lu:%lu%c", &in, &out, &count, &extra) != 3)
+		usage_error("%s %s: expected IN:OUT:COUNT", opt, v);
+	char *line;
+	if (asprintf(&line, "%lu %lu %lu\n", in, out, count) < 0)
+		exit(1);
+	list_add(l, line);
+}
+
+static void parse_run(struct run_cfg *c, int argc, char **argv)
+{
+	struct args a = {argc, argv, 0};
+	const char *v;
+	c->p.cwd = "/";
+	c->default_mounts = true;
+	c->console_fd = -1;
+	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++) {
+		if (parse_proc_opt(&a, &c->p)) {
+		} else if ((v = value(&a, "--state"))) {
+			c->state = v;
+		} else if ((v = value(&a, "--rootfs"))) {
+			c->rootfs = v;
+		} else if ((v = value(&a, "--ns"))) {
+			char *copy = strdup(v), *save = NULL;
+			for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+				if (!ns_flag(t))
+					usage_error("--ns: unknown namespace '%s'", t);
+				c->ns |= ns_flag(t);
+			}
+		} else if ((v = value(&a, "--join"))) {
+			const char *colon = strchr(v, ':');
+			int type = colon ? ns_flag(strndupa(v, (size_t)(colon - v))) : 0;
+			if (!(type & (CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)) || !colon[1])
+				usage_error("--join %s: expected net|ipc|uts:PATH", v);
+			if (c->njoins == 3)
+				usage_error("--join: at most one per type");
+			c->joins[c->njoins].type = type;
+			c->joins[c->njoins++].spec = v;
+		} else if ((v = value(&a, "--uidmap"))) {
+			add_idmap(&c->uidmap, "--uidmap", v);
+		} else if ((v = value(&a, "--gidmap"))) {
+			add_idmap(&c->gidmap, "--gidmap", v);
+		} else if ((v = value(&a, "--hostname"))) {
+			c->hostname = v;
+		} else if ((v = value(&a, "--domainname"))) {
+			c->domainname = v;
+		} else if ((v = value(&a, "--mount"))) {
+			c->mounts = realloc(c->mounts, (c->nmounts + 1) * sizeof *c->mounts);
+			parse_mount(v, &c->mounts[c->nmounts++]);
+		} else if ((v = value(&a, "--device"))) {
+			if (v[0] != '/')
+				usage_error("--device %s: expected an absolute path", v);
+			list_add(&c->devices, v);
+		} else if (flag(&a, "--no-default-mounts")) {
+			c->default_mounts = false;
+		} else if (flag(&a, "--readonly-rootfs")) {
+			c->readonly = true;
+		} else {
+			usage_error("run: unknown option '%s'", argv[a.i]);
+		}
+	}
+	c->p.argv = parse_command(&a);
+
+	/* Refuse combinations that would change the host instead of the container. */
+	if (!c->state)
+		usage_error("run: --state is required");
+	if (c->rootfs && !(c->ns & CLONE_NEWNS))
+		usage_error("run: --rootfs needs mnt in --ns");
+	if ((c->ns & CLONE_NEWNS) && !c->rootfs)
+		usage_error("run: mnt in --ns needs --rootfs");
+	if (!c->rootfs && (c->nmounts || c->devices.n || c->readonly))
+		usage_error("run: --mount, --device and --readonly-rootfs need --rootfs");
+	if ((c->hostname || c->domainname) && !(c->ns & CLONE_NEWUTS))
+		usage_error("run: --hostname/--domainname need uts in --ns");
+	for (size_t i = 0; i < c->njoins; i++)
+		for (size_t j = 0; j < c->njoins; j++)
+			if ((c->joins[i].type & c->ns) || (i != j && c->joins[i].type == c->joins[j].type))
+				usage_error("run: --join %s conflicts with --ns or another --join", c->joins[i].spec);
+	bool userns = c->ns & CLONE_NEWUSER;
+	if (userns != (c->uidmap.n > 0) || userns != (c->gidmap.n > 0))
+		usage_error("run: user in --ns needs --uidmap and --gidmap (and they need it)");
+	c->p.cap_last = read_cap_last();
+}
+
+/* The host id that `inner` maps to in an "IN OUT COUNT" map, or -1. */
+static long outer_id(const struct list *map, unsigned long inner)
+{
+	for (size_t i = 0; i < map->n; i++) {
+		unsigned long in, out, count;
+		if (sscanf(map->v[i], "%lu %lu %lu", &in, &out, &count) == 3 && inner >= in && inner - in < count)
+			return (long)(out + inner - in);
+	}
+	return -1;
+}
+
+static char *join_lines(const struct list *l)
+{
+	size_t len = 1;
+	for (size_t i = 0; i < l->n; i++)
+		len += strlen(l->v[i]);
+	char *s = calloc(1, len);
+	for (size_t i = 0; i < l->n; i++)
+		strcat(s, l->v[i]);
+	return s;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct run_cfg c = {0};
+	parse_run(&c, argc, argv);
+
+	/* Protocol step 1: outlive the daemon, own our children, be findable. */
+	close_range(3, ~0U, 0);
+	setsid(); /* EPERM if the caller already made us a session leader: fine */
+	ignore_signal(SIGPIPE);
+	ignore_signal(SIGHUP);
+	ignore_signal(SIGTERM); /* only the init's exit ends the monitor */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		monitor_fail("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+	g_statefd = open(c.state, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (g_statefd < 0)
+		monitor_fail("open state dir %s: %s", c.state, strerror(errno));
+	unlinkat(g_statefd, "exit", 0); /* a previous run's exit file must not describe this one */
+	char num[32];
+	snprintf(num, sizeof num, "%d\n", getpid());
+	if (write_file_atomic(g_statefd, "monitor.pid", num) < 0)
+		monitor_fail("write monitor.pid: %s", strerror(errno));
+
+	if (c.rootfs) {
+		char *real = realpath(c.rootfs, NULL);
+		struct stat st;
+		if (!real || stat(real, &st) < 0)
+			monitor_fail("rootfs %s: %s", c.rootfs, strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			monitor_fail("rootfs %s: %s", c.rootfs, strerror(ENOTDIR));
+		c.rootfs = real;
+	}
+	for (size_t i = 0; i < c.njoins; i++) {
+		c.joins[i].fd = open(strchr(c.joins[i].spec, ':') + 1, O_RDONLY | O_CLOEXEC);
+		if (c.joins[i].fd < 0)
+			monitor_fail("open %s: %s", c.joins[i].spec, strerror(errno));
+	}
+	int master = -1;
+	if (c.p.tty) {
+		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
+			monitor_fail("allocate pty: %s", strerror(errno));
+		c.console_fd = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (c.console_fd < 0 || ptsname_r(master, c.console_name, sizeof c.console_name) != 0)
+			monitor_fail("open pty slave: %s", strerror(errno));
+		struct winsize ws = {.ws_row = 24, .ws_col = 80};
+		ioctl(master, TIOCSWINSZ, &ws);
+		/* The container's root must be able to reopen its /dev/console. */
+		long uid = outer_id(&c.uidmap, 0), gid = outer_id(&c.gidmap, 0);
+		if ((c.ns & CLONE_NEWUSER) && fchown(c.console_fd, (uid_t)uid, (gid_t)gid) < 0)
+			monitor_fail("chown console: %s", strerror(errno));
+	}
+	int syncp[2], errp[2], logp[2] = {-1, -1};
+	if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || (!c.p.tty && pipe2(logp, O_CLOEXEC) < 0))
+		monitor_fail("pipe: %s", strerror(errno));
+	/* Blocked before clone so an early exit of the init is still queued for the signalfd. */
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+
+	/*
+	 * Raw clone(2) behaves like fork() with namespace flags. The cgroup ns is
+	 * left out on purpose: the child unshares it once it sits in its cgroups.
+	 */
+	int flags = c.ns & ~CLONE_NEWCGROUP;
+	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, NULL);
+	if (pid < 0)
+		monitor_fail("clone: %s", strerror(errno));
+	if (pid == 0) {
+		close(syncp[1]);
+		close(errp[0]);
+		if (logp[0] >= 0)
+			close(logp[0]);
+		if (master >= 0)
+			close(master);
+		run_child(&c, syncp[0], errp[1], logp[1]);
+	}
+	g_child = pid;
+	close(syncp[0]);
+	close(errp[1]);
+	if (logp[1] >= 0)
+		close(logp[1]);
+	if (c.console_fd >= 0)
+		close(c.console_fd);
+
+	/* Protocol step 2: cgroups and id maps while the child waits, then ask the caller. */
+	char path[PATH_MAX];
+	snprintf(num, sizeof num, "%d\n", pid);
+	for (size_t i = 0; i < c.p.cgroups.n; i++) {
+		snprintf(path, sizeof path, "%s/cgroup.procs", c.p.cgroups.v[i]);
+		if (write_file(path, num) < 0)
+			monitor_fail("join cgroup %s: %s", c.p.cgroups.v[i], strerror(errno));
+	}
+	if (c.ns & CLONE_NEWUSER) {
+		snprintf(path, sizeof path, "/proc/%d/uid_map", pid);
+		if (write_file(path, join_lines(&c.uidmap)) < 0)
+			monitor_fail("write uid_map: %s", strerror(errno));
+		snprintf(path, sizeof path, "/proc/%d/gid_map", pid);
+		if (write_file(path, join_lines(&c.gidmap)) < 0)
+			monitor_fail("write gid_map: %s", strerror(errno));
+	}
+	if (fchdir(g_statefd) < 0)
+		monitor_fail("chdir %s: %s", c.state, strerror(errno));
+	struct monitor *m = calloc(1, sizeof *m);
+	m->init = pid;
+	m->master = master;
+	m->logpipe = logp[0];
+	m->con_listen = -1;
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		m->ctl[i] = m->con[i] = -1;
+	/* Sockets exist before "created", so a caller can connect as soon as it hears "started". */
+	if ((m->ctl_listen = listen_unix("monitor.sock")) < 0)
+		monitor_fail("listen monitor.sock: %s", strerror(errno));
+	if (c.p.tty && (m->con_listen = listen_unix("console.sock")) < 0)
+		monitor_fail("listen console.sock: %s", strerror(errno));
+	if (write_file_atomic(g_statefd, "init.pid", num) < 0)
+		monitor_fail("write init.pid: %s", strerror(errno));
+	if (emit("{\"event\":\"created\",\"initPid\":%d,\"monitorPid\":%d}", pid, getpid()) < 0)
+		monitor_fail("stdout: %s", strerror(errno));
+
+	char line[64];
+	size_t len = 0;
+	while (len < sizeof line - 1 && read(STDIN_FILENO, line + len, 1) == 1 && line[len] != '\n')
+		len++;
+	line[len] = '\0';
+	if (strcmp(line, "go")) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		remove_state_files();
+		return 1;
+	}
+
+	/* Protocol step 3: release the child; its error pipe closes empty if exec worked. */
+	if (write(syncp[1], "g", 1) != 1)
+		monitor_fail("release child: %s", strerror(errno));
+	close(syncp[1]);
+	char err[1024];
+	ssize_t n = read_full(errp[0], err, sizeof err - 1);
+	close(errp[0]);
+	if (n > 0) {
+		err[n] = '\0';
+		monitor_fail("%s", err + 1);
+	}
+	if (emit("{\"event\":\"started\"}") < 0)
+		fprintf(stderr, "stdout: %s\n", strerror(errno)); /* the container runs anyway */
+
+	/* Protocol step 4: detach from the caller's pipes and serve. */
+	g_child = -1;
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int log = openat(g_statefd, "monitor.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (null >= 0)
+		dup2(null, 0);
+	if (log >= 0) {
+		dup2(log, 1);
+		dup2(log, 2);
+	}
+	m->logfd = openat(g_statefd, "console.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	m->sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (m->sigfd < 0) {
+		fprintf(stderr, "signalfd: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (master >= 0)
+		fcntl(master, F_SETFL, O_NONBLOCK);
+	if (m->logpipe >= 0)
+		fcntl(m->logpipe, F_SETFL, O_NONBLOCK);
+	monitor_loop(m);
+}
+
+/* ------------------------------------------------------------------ exec */
+
+NORETURN FORMAT(1, 2) static void exec_fail(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("osvirt-helper exec: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, ": %s\n", strerror(saved));
+	va_end(ap);
+	exit(125);
+}
+
+/* Relays the pty (if any), forwards signals, and returns the child's exit code. */
+static int exec_wait(pid_t child, int master, int sigfd, int resize_fd)
+{
+	char in[4096], rbuf[128], out[8192];
+	size_t inlen = 0, inoff = 0, rlen = 0;
+	bool stdin_open = master >= 0, master_open = master >= 0;
+	int status = 0;
+	if (master >= 0)
+		fcntl(master, F_SETFL, O_NONBLOCK);
+	for (;;) {
+		struct pollfd pf[4] = {{.fd = sigfd, .events = POLLIN}};
+		int n = 1, im = -1, ii = -1, ir = -1;
+		if (master_open) {
+			im = n;
+			pf[n++] = (struct pollfd){.fd = master, .events = POLLIN | (inlen ? POLLOUT : 0)};
+		}
+		if (stdin_open && !inlen) {
+			ii = n;
+			pf[n++] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
+		}
+		if (resize_fd >= 0) {
+			ir = n;
+			pf[n++] = (struct pollfd){.fd = resize_fd, .events = POLLIN};
+		}
+		if (poll(pf, (nfds_t)n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			exec_fail("poll");
+		}
+		if (pf[0].revents) {
+			struct signalfd_siginfo si;
+			while (read(sigfd, &si, sizeof si) == sizeof si)
+				if (si.ssi_signo != SIGCHLD)
+					kill(child, (int)si.ssi_signo);
+			if (waitpid(child, &status, WNOHANG) == child)
+				break;
+		}
+		if (im >= 0 && (pf[im].revents & (POLLIN | POLLHUP | POLLERR))) {
+			ssize_t r = read(master, out, sizeof out);
+			if (r > 0)
+				write_all(STDOUT_FILENO, out, (size_t)r);
+			else if (r == 0 || errno != EAGAIN)
+				master_open = false; /* EIO: no slave left */
+		}
+		if (im >= 0 && master_open && (pf[im].revents & POLLOUT) && inlen) {
+			ssize_t w = write(master, in + inoff, inlen);
+			if (w > 0) {
+				inoff += (size_t)w;
+				inlen -= (size_t)w;
+			} else if (w < 0 && errno != EAGAIN) {
+				inlen = 0;
+			}
+		}
+		if (ii >= 0 && pf[ii].revents) {
+			ssize_t r = read(STDIN_FILENO, in, sizeof in);
+			if (r <= 0)
+				stdin_open = false; /* keep relaying output until the child exits */
+			else {
+				inlen = (size_t)r;
+				inoff = 0;
+			}
+		}
+		if (ir >= 0 && pf[ir].revents) {
+			ssize_t r = read(resize_fd, rbuf + rlen, sizeof rbuf - 1 - rlen);
+			if (r <= 0) {
+				resize_fd = -1;
+				continue;
+			}
+			rlen += (size_t)r;
+			rbuf[rlen] = '\0';
+			char *nl;
+			while ((nl = strchr(rbuf, '\n'))) {
+				unsigned rows, cols;
+				*nl = '\0';
+				if (sscanf(rbuf, "%u %u", &rows, &cols) == 2) {
+					struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+					ioctl(master, TIOCSWINSZ, &ws);
+				}
+				rlen -= (size_t)(nl + 1 - rbuf);
+				memmove(rbuf, nl + 1, rlen + 1);
+			}
+			if (rlen == sizeof rbuf - 1)
+				rlen = 0;
+		}
+	}
+	if (master_open) {
+		ssize_t r;
+		while ((r = read(master, out, sizeof out)) > 0)
+			write_all(STDOUT_FILENO, out, (size_t)r);
+	}
+	return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+static int cmd_exec(int argc, char **argv)
+{
+	struct proc_cfg p = {.cwd = "/"};
+	struct args a = {argc, argv, 0};
+	const char *v;
+	unsigned long pid = 0;
+	int resize_fd = -1;
+	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++) {
+		if (parse_proc_opt(&a, &p)) {
+		} else if ((v = value(&a, "--pid"))) {
+			pid = parse_ulong(v, "--pid");
+		} else if ((v = value(&a, "--resize-fd"))) {
+			resize_fd = (int)parse_ulong(v, "--resize-fd");
+		} else {
+			usage_error("exec: unknown option '%s'", argv[a.i]);
+		}
+	}
+	p.argv = parse_command(&a);
+	if (!pid)
+		usage_error("exec: --pid is required");
+	if (resize_fd >= 0 && !p.tty)
+		usage_error("exec: --resize-fd needs --tty");
+	p.cap_last = read_cap_last();
+	ignore_signal(SIGPIPE);
+
+	char path[PATH_MAX];
+	for (size_t i = 0; i < p.cgroups.n; i++) {
+		snprintf(path, sizeof path, "%s/cgroup.procs", p.cgroups.v[i]);
+		char num[32];
+		snprintf(num, sizeof num, "%d\n", getpid());
+		if (write_file(path, num) < 0)
+			exec_fail("join cgroup %s", p.cgroups.v[i]);
+	}
+	/* All ns fds are opened first: after joining the mount ns, /proc/PID may not be the same. */
+	int fds[NNS];
+	for (size_t i = 0; i < NNS; i++) {
+		struct stat theirs, ours;
+		char self[64];
+		snprintf(path, sizeof path, "/proc/%lu/ns/%s", pid, namespaces[i].name);
+		snprintf(self, sizeof self, "/proc/self/ns/%s", namespaces[i].name);
+		fds[i] = -1;
+		if (stat(path, &theirs) < 0)
+			exec_fail("%s", path);
+		if (stat(self, &ours) == 0 && ours.st_ino == theirs.st_ino && ours.st_dev == theirs.st_dev)
+			continue; /* already shared (setns into our own user ns would even fail) */
+		if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			exec_fail("open %s", path);
+	}
+	for (size_t i = 0; i < NNS; i++) {
+		if (fds[i] < 0)
+			continue;
+		if (setns(fds[i], namespaces[i].flag) < 0)
+			exec_fail("setns %s", namespaces[i].name);
+		close(fds[i]);
+		/* Like nsenter: in a joined user ns, become its root unless --user says otherwise. */
+		if (namespaces[i].flag == CLONE_NEWUSER && !p.set_user) {
+			p.set_user = true;
+			p.uid = 0;
+			p.gid = 0;
+		}
+	}
+	int master = -1, slave = -1;
+	if (p.tty) {
+		/* The container's own devpts: the pty belongs to the container, like any it opens. */
+		master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (master < 0 || unlockpt(master) < 0)
+			exec_fail("open /dev/ptmx in the container");
+		slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (slave < 0)
+			exec_fail("open pty slave");
+		struct winsize ws = {.ws_row = 24, .ws_col = 80};
+		if (!isatty(STDIN_FILENO) || ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0)
+			ws = (struct winsize){.ws_row = 24, .ws_col = 80};
+		ioctl(master, TIOCSWINSZ, &ws);
+	}
+	int errp[2];
+	if (pipe2(errp, O_CLOEXEC) < 0)
+		exec_fail("pipe");
+	sigset_t mask;
+	sigemptyset(&mask);
+	int forwarded[] = {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
+		sigaddset(&mask, forwarded[i]);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	int sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sigfd < 0)
+		exec_fail("signalfd");
+	/* fork() after setns(pid): only children enter the pid namespace. */
+	pid_t child = fork();
+	if (child < 0)
+		exec_fail("fork");
+	if (child == 0) {
+		g_errfd = errp[1];
+		/* Own session: CRIU can only dump sessions that start inside the container. */
+		if (setsid() < 0)
+			child_fail("setsid");
+		if (p.tty) {
+			if (ioctl(slave, TIOCSCTTY, 0) < 0)
+				child_fail("set controlling terminal");
+			for (int i = 0; i < 3; i++)
+				if (dup2(slave, i) < 0)
+					child_fail("dup2 pty");
+		}
+		if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+			child_fail("close_range");
+		become_process(&p);
+	}
+	close(errp[1]);
+	if (slave >= 0)
+		close(slave);
+	char err[1024];
+	ssize_t n = read_full(errp[0], err, sizeof err - 1);
+	if (n > 0) {
+		err[n] = '\0';
+		waitpid(child, NULL, 0);
+		fprintf(stderr, "osvirt-helper exec: %s\n", err + 1);
+		return (unsigned char)err[0];
+	}
+	close(errp[0]);
+	return exec_wait(child, master, sigfd, resize_fd);
+}
+
+/* ------------------------------------------------------------------ criu-swrk */
+
+static int cmd_criu_swrk(int argc, char **argv)
+{
+	struct args a = {argc, argv, 0};
+	const char *v;
+	int keep[64];
+	size_t nkeep = 0;
+	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++) {
+		if (!(v = value(&a, "--keep-fd")))
+			usage_error("criu-swrk: unknown option '%s'", argv[a.i]);
+		if (nkeep == sizeof keep / sizeof keep[0])
+			usage_error("criu-swrk: too many --keep-fd");
+		keep[nkeep++] = (int)parse_ulong(v, "--keep-fd");
+	}
+	char **cmd = parse_command(&a);
+	size_t ncmd = 0;
+	while (cmd[ncmd])
+		ncmd++;
+
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		perror("osvirt-helper criu-swrk: socketpair");
+		return 1;
+	}
+	/* A seqpacket message must fit the send buffer whole; room for MAX_FRAME both ways. */
+	int size = 2 * MAX_FRAME;
+	for (int i = 0; i < 2; i++) {
+		if (setsockopt(sv[i], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
+			setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+		if (setsockopt(sv[i], SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0)
+			setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+	}
+	ignore_signal(SIGPIPE);
+	pid_t child = fork();
+	if (child < 0) {
+		perror("osvirt-helper criu-swrk: fork");
+		return 1;
+	}
+	if (child == 0) {
+		char fdnum[16];
+		snprintf(fdnum, sizeof fdnum, "%d", sv[1]);
+		char **args = calloc(ncmd + 3, sizeof *args);
+		memcpy(args, cmd, ncmd * sizeof *args);
+		args[ncmd] = "swrk";
+		args[ncmd + 1] = fdnum;
+		/* stdin/stdout carry the frames: CRIU must neither read nor write them. */
+		int null = open("/dev/null", O_RDONLY);
+		if (null < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0)
+			_exit(127);
+		close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+		fcntl(sv[1], F_SETFD, 0);
+		for (size_t i = 0; i < nkeep; i++)
+			fcntl(keep[i], F_SETFD, 0);
+		signal(SIGPIPE, SIG_DFL);
+		execvp(args[0], args);
+		fprintf(stderr, "osvirt-helper criu-swrk: exec %s: %s\n", args[0], strerror(errno));
+		_exit(errno == ENOENT ? 127 : 126);
+	}
+	close(sv[1]);
+	int sock = sv[0];
+	uint8_t *inbuf = malloc(MAX_FRAME), *outbuf = malloc(MAX_FRAME + 4);
+	bool stdin_open = true;
+	int rc = 0;
+	for (;;) {
+		struct pollfd pf[2] = {{.fd = sock, .events = POLLIN}, {.fd = STDIN_FILENO, .events = POLLIN}};
+		if (poll(pf, stdin_open ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pf[0].revents) {
+			ssize_t n = recv(sock, outbuf + 4, MAX_FRAME, MSG_TRUNC);
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (n <= 0)
+				break; /* CRIU closed its end or exited */
+			if (n > MAX_FRAME) {
+				fprintf(stderr, "osvirt-helper criu-swrk: message of %zd bytes exceeds %d\n", n, MAX_FRAME);
+				rc = 1;
+				break;
+			}
+			uint32_t len = (uint32_t)n;
+			for (int i = 0; i < 4; i++)
+				outbuf[i] = (uint8_t)(len >> (8 * i));
+			if (write_all(STDOUT_FILENO, outbuf, len + 4) < 0)
+				break; /* caller gone: closing the socket makes CRIU stop */
+		}
+		if (stdin_open && pf[1].revents) {
+			uint8_t hdr[4];
+			ssize_t r = read_full(STDIN_FILENO, hdr, 4);
+			if (r == 0) {
+				stdin_open = false;
+				shutdown(sock, SHUT_WR); /* CRIU's swrk loop ends on EOF */
+				continue;
+			}
+			uint32_t len = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+			if (r != 4 || len > MAX_FRAME || read_full(STDIN_FILENO, inbuf, len) != (ssize_t)len) {
+				fprintf(stderr, "osvirt-helper criu-swrk: truncated or oversized frame on stdin\n");
+				rc = 1;
+				break;
+			}
+			if (len == 0) /* a seqpacket reader could not tell an empty message from EOF */
+				fprintf(stderr, "osvirt-helper criu-swrk: empty frame ignored\n");
+			else if (send(sock, inbuf, len, 0) < 0)
+				fprintf(stderr, "osvirt-helper criu-swrk: send: %s\n", strerror(errno));
+		}
+	}
+	close(sock);
+	int status;
+	while (waitpid(child, &status, 0) < 0)
+		if (errno != EINTR)
+			return 1;
+	if (rc)
+		return rc;
+	return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+/* Test peer for criu-swrk: echoes every message on the seqpacket fd given last. */
+static int cmd_seqpacket_echo(int argc, char **argv)
+{
+	if (argc < 1)
+		usage_error("seqpacket-echo: missing fd");
+	int fd = (int)parse_ulong(argv[argc - 1], "seqpacket-echo");
+	char *buf = malloc(MAX_FRAME);
+	for (;;) {
+		ssize_t n = recv(fd, buf, MAX_FRAME, MSG_TRUNC);
+		if (n <= 0 || n > MAX_FRAME)
+			return n < 0 || n > MAX_FRAME;
+		if (send(fd, buf, (size_t)n, 0) < 0)
+			return 1;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		usage_error("missing subcommand");
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "version")) {
+		puts("osvirt-helper " VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "run"))
+		return cmd_run(argc - 2, argv + 2);
+	if (!strcmp(cmd, "exec"))
+		return cmd_exec(argc - 2, argv + 2);
+	if (!strcmp(cmd, "criu-swrk"))
+		return cmd_criu_swrk(argc - 2, argv + 2);
+	if (!strcmp(cmd, "seqpacket-echo"))
+		return cmd_seqpacket_echo(argc - 2, argv + 2);
+	usage_error("unknown subcommand '%s'", cmd);
+}

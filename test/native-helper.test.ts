@@ -1,0 +1,545 @@
+// Tests for native/osvirt-helper: every claim is checked from the outside
+// (/proc, cgroup files, sockets, files in the state dir), not from the helper's own report.
+import { strict as assert } from 'node:assert';
+import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+function findRepoRoot(): string {
+  for (const start of [__dirname, process.cwd()]) {
+    for (let dir = start; ; dir = path.dirname(dir)) {
+      if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'native'))) return dir;
+      if (path.dirname(dir) === dir) break;
+    }
+  }
+  throw new Error('cannot find the repository root (a directory with package.json and native/)');
+}
+
+const ROOT = findRepoRoot();
+const HELPER = path.join(ROOT, 'native', 'build', 'osvirt-helper');
+const BUSYBOX_APPLETS = ['sh', 'sleep', 'cat', 'echo', 'hostname', 'ls', 'id', 'grep', 'readlink', 'stty', 'tty', 'touch', 'test'];
+
+const DEVICE = '/dev/net/tun'; // any host device node will do; tun is built into this kernel
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(what: string, check: () => boolean, timeoutMs = 10000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A pid counts as gone when it no longer exists or is a zombie nobody reaped yet. */
+function isGone(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return true;
+  }
+}
+
+function nsInode(pid: number | 'self', ns: string): string {
+  return fs.readlinkSync(`/proc/${pid}/ns/${ns}`);
+}
+
+function readOr(file: string, fallback = ''): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+/** Splits a stream into lines and hands them out in order. */
+class LineReader {
+  private buffered = '';
+  private lines: string[] = [];
+  private waiters: Array<(line: string | null) => void> = [];
+  private ended = false;
+
+  constructor(stream: NodeJS.ReadableStream) {
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      this.buffered += chunk;
+      let nl: number;
+      while ((nl = this.buffered.indexOf('\n')) >= 0) {
+        this.push(this.buffered.slice(0, nl));
+        this.buffered = this.buffered.slice(nl + 1);
+      }
+    });
+    stream.on('end', () => {
+      this.ended = true;
+      for (const w of this.waiters.splice(0)) w(null);
+    });
+  }
+
+  private push(line: string): void {
+    const waiter = this.waiters.shift();
+    if (waiter) waiter(line);
+    else this.lines.push(line);
+  }
+
+  next(timeoutMs = 10000): Promise<string | null> {
+    const line = this.lines.shift();
+    if (line !== undefined) return Promise.resolve(line);
+    if (this.ended) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('timed out waiting for a line from the helper')), timeoutMs);
+      this.waiters.push((l) => {
+        clearTimeout(timer);
+        resolve(l);
+      });
+    });
+  }
+}
+
+interface HelperEvent {
+  event: string;
+  initPid?: number;
+  monitorPid?: number;
+  message?: string;
+  exitCode?: number;
+  signal?: number;
+}
+
+async function nextEvent(reader: LineReader): Promise<HelperEvent | null> {
+  const line = await reader.next();
+  return line === null ? null : (JSON.parse(line) as HelperEvent);
+}
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runHelper(args: string[], input?: string): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(HELPER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.on('error', reject);
+    proc.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    if (input !== undefined) proc.stdin.end(input);
+    else proc.stdin.end();
+  });
+}
+
+function exitOf(proc: ChildProcess, timeoutMs = 10000): Promise<number | null> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve(proc.exitCode);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('timed out waiting for the helper to exit')), timeoutMs);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
+/** Connects to a unix socket and collects what it sends. */
+async function connectUnix(file: string): Promise<{ sock: net.Socket; received: () => string; closed: () => boolean }> {
+  const sock = net.createConnection(file);
+  let data = '';
+  let isClosed = false;
+  sock.on('data', (d: Buffer) => (data += d.toString('utf8')));
+  sock.on('close', () => (isClosed = true));
+  sock.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  return { sock, received: () => data, closed: () => isClosed };
+}
+
+describe('native helper (osvirt-helper)', function () {
+  this.timeout(60000);
+
+  let base = '';
+  let rootfs = '';
+  let marker = '';
+  const monitors: ChildProcess[] = [];
+  const pids: number[] = [];
+  const cgroups: string[] = [];
+  const sockets: net.Socket[] = [];
+
+  before(async function () {
+    if (process.getuid?.() !== 0) this.skip(); // namespaces, cgroups and pivot_root need root
+    if (!fs.existsSync(HELPER)) {
+      const make = spawnSync('make', ['-C', path.join(ROOT, 'native')], { encoding: 'utf8' });
+      assert.equal(make.status, 0, `make -C native failed:\n${make.stdout}${make.stderr}`);
+    }
+    // busybox-static may still be coming from apt in the background on a fresh machine.
+    const deadline = Date.now() + 45000;
+    while (!fs.existsSync('/bin/busybox') && Date.now() < deadline) await sleep(500);
+    if (!fs.existsSync('/bin/busybox')) this.skip(); // install busybox-static to run these tests
+
+    base = fs.mkdtempSync(path.join(os.tmpdir(), 'osvirt-nh-'));
+    fs.chmodSync(base, 0o755); // a user-namespaced root (an unprivileged host uid) must reach the rootfs
+    marker = path.join(base, 'host-marker');
+    fs.writeFileSync(marker, 'only on the host\n');
+    rootfs = path.join(base, 'rootfs');
+    for (const dir of ['bin', 'etc', 'data', 'tmp']) fs.mkdirSync(path.join(rootfs, dir), { recursive: true });
+    fs.copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
+    fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
+    for (const applet of BUSYBOX_APPLETS) fs.symlinkSync('busybox', path.join(rootfs, 'bin', applet));
+    fs.writeFileSync(path.join(rootfs, 'etc', 'passwd'), 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n');
+    fs.writeFileSync(path.join(rootfs, 'etc', 'group'), 'root:x:0:\nnogroup:x:65534:\n');
+  });
+
+  afterEach(async function () {
+    for (const s of sockets.splice(0)) s.destroy();
+    for (const pid of pids.splice(0)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    // With the init gone each monitor exits by itself; kill any that did not.
+    for (const m of monitors.splice(0)) {
+      try {
+        await exitOf(m, 5000);
+      } catch {
+        m.kill('SIGKILL');
+        await exitOf(m);
+      }
+    }
+    for (const cg of cgroups.splice(0)) {
+      await waitFor(`cgroup ${cg} to empty`, () => readOr(path.join(cg, 'cgroup.procs')).trim() === '', 5000);
+      fs.rmdirSync(cg);
+    }
+  });
+
+  after(function () {
+    if (!base) return;
+    // Every mount was made inside a container's mount namespace: none may be visible here.
+    assert.ok(!readOr('/proc/self/mountinfo').includes(base), 'a mount leaked into the host namespace');
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  function newStateDir(): string {
+    return fs.mkdtempSync(path.join(base, 'state-'));
+  }
+
+  /** Starts `run`, waits for "created"; returns the live monitor and its event reader. */
+  async function create(stateDir: string, args: string[]) {
+    const env = { ...process.env, OSVIRT_NH_LEAK: '1' };
+    const proc = spawn(HELPER, ['run', '--state', stateDir, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
+    monitors.push(proc);
+    let stderr = '';
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const events = new LineReader(proc.stdout);
+    const created = await nextEvent(events);
+    assert.equal(created?.event, 'created', `expected created, got ${JSON.stringify(created)} (stderr: ${stderr})`);
+    const initPid = created.initPid ?? 0;
+    pids.push(initPid);
+    return { proc, events, initPid, monitorPid: created.monitorPid ?? 0 };
+  }
+
+  async function start(stateDir: string, args: string[]) {
+    const c = await create(stateDir, args);
+    c.proc.stdin.write('go\n');
+    const started = await nextEvent(c.events);
+    assert.deepEqual(started, { event: 'started' });
+    return c;
+  }
+
+  function makeCgroups(): string[] {
+    const name = `osvirt-nh-${process.pid}-${cgroups.length}`;
+    // Hybrid hosts (like this one) have v1 controllers plus cgroup2 at unified/; pure v2 has cgroup2 at the top.
+    const parents = fs.existsSync('/sys/fs/cgroup/cgroup.controllers')
+      ? ['/sys/fs/cgroup']
+      : ['/sys/fs/cgroup/pids', '/sys/fs/cgroup/unified'].filter((d) => fs.existsSync(path.join(d, 'cgroup.procs')));
+    assert.ok(parents.length > 0, 'no usable cgroup hierarchy found');
+    return parents.map((p) => {
+      const dir = path.join(p, name);
+      fs.mkdirSync(dir);
+      cgroups.push(dir);
+      return dir;
+    });
+  }
+
+  it('prints its version and rejects bad usage with exit code 2', async function () {
+    const version = await runHelper(['version']);
+    assert.equal(version.code, 0);
+    assert.equal(version.stdout, 'osvirt-helper 0.1.0\n');
+    for (const args of [[], ['frobnicate'], ['run', '--', 'true'], ['run', '--state', base, '--ns', 'bogus', '--', 'true'],
+      ['run', '--state', base, '--rootfs', rootfs, '--', 'true'], ['exec', '--', 'true'], ['run', '--state', base, '--mount', 'bind::/x::', '--', 'true']]) {
+      const r = await runHelper(args);
+      assert.equal(r.code, 2, `${args.join(' ')} should be a usage error, got ${r.code}: ${r.stderr}`);
+      assert.match(r.stderr, /osvirt-helper: /);
+    }
+  });
+
+  it('starts an init in new namespaces, its cgroups and a pivoted root; exec joins it', async function () {
+    const state = newStateDir();
+    const cgs = makeCgroups();
+    const shared = path.join(base, 'shared');
+    fs.mkdirSync(shared, { recursive: true });
+    fs.writeFileSync(path.join(shared, 'file'), 'from the host\n');
+    const keep = ['chown', 'kill', 'net_bind_service', 'sys_chroot'];
+    const keepMask = [0, 5, 10, 18].reduce((m, bit) => m | (1n << BigInt(bit)), 0n);
+    const c = await create(state, [
+      '--rootfs', rootfs, '--ns', 'pid,mnt,uts,ipc,net,cgroup', '--hostname', 'nh-box', '--domainname', 'nh.test',
+      ...cgs.flatMap((cg) => ['--cgroup', cg]),
+      '--caps', keep.join(','), '--rlimit', 'nofile:512:1024', '--env', 'FOO=bar',
+      '--mount', `bind:${shared}:/data:ro:`, '--mount', 'tmpfs:tmpfs:/scratch:size=1m,mode=1777:private',
+      '--readonly-rootfs', ...(fs.existsSync(DEVICE) ? ['--device', DEVICE] : []),
+      '--', 'sh', '-c', 'echo pid=$$; hostname; exec sleep 1000',
+    ]);
+
+    // Before "go": the namespaces exist (the daemon configures networking now) and the cgroups hold the init...
+    for (const ns of ['pid', 'mnt', 'uts', 'ipc', 'net']) {
+      assert.notEqual(nsInode(c.initPid, ns), nsInode('self', ns), `${ns} namespace should be new`);
+    }
+    assert.equal(nsInode(c.initPid, 'user'), nsInode('self', 'user'), 'no user namespace was asked for');
+    for (const cg of cgs) assert.ok(readOr(path.join(cg, 'cgroup.procs')).split('\n').includes(String(c.initPid)));
+    // ...while the monitor itself stays outside them.
+    const monitorCgroups = readOr(`/proc/${c.monitorPid}/cgroup`);
+    for (const cg of cgs) assert.ok(!monitorCgroups.includes(path.basename(cg)), 'monitor must not be in the container cgroup');
+    assert.equal(readOr(path.join(state, 'init.pid')).trim(), String(c.initPid));
+    assert.equal(readOr(path.join(state, 'monitor.pid')).trim(), String(c.monitorPid));
+    assert.equal(c.monitorPid, c.proc.pid, 'the spawned process is the monitor');
+
+    c.proc.stdin.write('go\n');
+    assert.deepEqual(await nextEvent(c.events), { event: 'started' });
+
+    // The cgroup namespace was unshared after the move: its root is the container's cgroup.
+    assert.notEqual(nsInode(c.initPid, 'cgroup'), nsInode('self', 'cgroup'));
+    const console = path.join(state, 'console.log');
+    await waitFor('init output in console.log', () => readOr(console).includes('nh-box'));
+    assert.match(readOr(console), /^pid=1\nnh-box\n/);
+
+    const status = readOr(`/proc/${c.initPid}/status`);
+    assert.equal(BigInt('0x' + (/CapBnd:\s*([0-9a-f]+)/.exec(status)?.[1] ?? '')), keepMask);
+    assert.equal(BigInt('0x' + (/CapInh:\s*([0-9a-f]+)/.exec(status)?.[1] ?? '')) & ~keepMask, 0n);
+    assert.match(readOr(`/proc/${c.initPid}/limits`), /Max open files\s+512\s+1024/);
+    const environ = readOr(`/proc/${c.initPid}/environ`).split('\0');
+    assert.ok(environ.includes('FOO=bar'));
+    assert.ok(environ.includes('PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'));
+    assert.ok(!environ.some((e) => e.startsWith('OSVIRT_NH_LEAK=')), `the caller's environment leaked: ${environ.join(' ')}`);
+    await waitFor('the init to exec sleep', () => readOr(`/proc/${c.initPid}/cmdline`) === 'sleep\u00001000\u0000');
+    assert.equal(fs.readlinkSync(`/proc/${c.initPid}/root`), '/', 'root is pivoted (the old root is detached)');
+
+    // exec: same namespaces, pid 1 is the init, the host's files are not there, mounts as asked.
+    const script = [
+      'hostname', 'echo pid=$$', 'cat /proc/1/cmdline; echo', 'readlink /proc/self/ns/net', 'cat /proc/self/cgroup',
+      `test -e ${marker} && echo marker=visible || echo marker=hidden`, 'cat /data/file',
+      'touch /data/x 2>/dev/null && echo data=rw || echo data=ro', 'touch /new 2>/dev/null && echo root=rw || echo root=ro',
+      'touch /scratch/x && echo scratch=rw', 'ls /dev', `ls -l ${DEVICE} 2>&1`, 'exit 7',
+    ].join('; ');
+    const exec = await runHelper(['exec', '--pid', String(c.initPid), ...cgs.flatMap((cg) => ['--cgroup', cg]), '--', 'sh', '-c', script]);
+    assert.equal(exec.code, 7, `exec exit code (stderr: ${exec.stderr})`);
+    const out = exec.stdout.split('\n');
+    assert.equal(out[0], 'nh-box');
+    assert.match(out[1] ?? '', /^pid=\d+$/);
+    assert.notEqual(out[1], 'pid=1');
+    assert.ok(Number(out[1]?.slice(4)) < 100, 'exec pid is from the container pid namespace');
+    assert.equal(out[2]?.replace(/\0/g, ' ').trim(), 'sleep 1000');
+    assert.equal(out[3], nsInode(c.initPid, 'net'));
+    for (const line of exec.stdout.split('\n').filter((l) => /^\d+:[^:]*:/.test(l))) {
+      assert.match(line, /:\/$/, `exec should sit at the container's cgroup ns root: ${line}`);
+    }
+    for (const expected of ['marker=hidden', 'from the host', 'data=ro', 'root=ro', 'scratch=rw']) {
+      assert.ok(out.includes(expected), `exec output lacks ${expected}:\n${exec.stdout}`);
+    }
+    if (fs.existsSync(DEVICE)) {
+      const rdev = fs.statSync(DEVICE).rdev;
+      const [major, minor] = [(rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00)];
+      assert.match(exec.stdout, new RegExp(`^c.* ${major}, +${minor} .*${DEVICE}$`, 'm'), '--device node recreated');
+    }
+    for (const dev of ['null', 'zero', 'full', 'random', 'urandom', 'tty', 'ptmx', 'pts', 'shm', 'mqueue', 'fd']) {
+      assert.ok(out.includes(dev), `/dev/${dev} missing:\n${exec.stdout}`);
+    }
+
+    // The monitor answers status, ignores SIGTERM/SIGHUP and survives losing the caller's pipes.
+    const ctl = await connectUnix(path.join(state, 'monitor.sock'));
+    sockets.push(ctl.sock);
+    ctl.sock.write('status\n');
+    await waitFor('status reply', () => ctl.received().includes('\n'));
+    assert.deepEqual(JSON.parse(ctl.received()), { state: 'running', initPid: c.initPid });
+    c.proc.stdin.destroy();
+    c.proc.stdout.destroy();
+    c.proc.stderr.destroy();
+    process.kill(c.monitorPid, 'SIGTERM');
+    process.kill(c.monitorPid, 'SIGHUP');
+    await sleep(300);
+    assert.ok(!isGone(c.monitorPid), 'monitor must survive SIGTERM, SIGHUP and closed stdio');
+    assert.ok(!isGone(c.initPid), 'SIGTERM to the monitor must not kill the container');
+
+    // The init's death ends the monitor: clients hear it, the exit file records it, sockets go away.
+    process.kill(c.initPid, 'SIGKILL');
+    assert.equal(await exitOf(c.proc), 0);
+    await waitFor('exited event', () => ctl.closed());
+    assert.deepEqual(JSON.parse(ctl.received().split('\n')[1] ?? ''), { event: 'exited', signal: 9, exitCode: 137 });
+    const exit = JSON.parse(readOr(path.join(state, 'exit'))) as { exitCode: number; signal: number; finishedAt: string };
+    assert.equal(exit.exitCode, 137);
+    assert.equal(exit.signal, 9);
+    assert.ok(Math.abs(Date.parse(exit.finishedAt) - Date.now()) < 10000, `finishedAt ${exit.finishedAt}`);
+    assert.ok(!fs.existsSync(path.join(state, 'monitor.sock')));
+    assert.ok(isGone(c.initPid));
+  });
+
+  it('records the exit code of a short-lived init and keeps its stdout and stderr', async function () {
+    const state = newStateDir();
+    const c = await start(state, ['--rootfs', rootfs, '--ns', 'pid,mnt', '--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+    assert.equal(await exitOf(c.proc), 0);
+    const exit = JSON.parse(readOr(path.join(state, 'exit'))) as { exitCode: number; signal: number };
+    assert.equal(exit.exitCode, 3);
+    assert.equal(exit.signal, 0);
+    assert.equal(readOr(path.join(state, 'console.log')), 'out\nerr\n');
+    assert.ok(!fs.readdirSync(state).some((f) => f.endsWith('.tmp')), 'no temporary file left');
+  });
+
+  it('with --tty, relays console.sock to the pty, replays output, resizes and reports the exit', async function () {
+    const state = newStateDir();
+    const c = await start(state, ['--rootfs', rootfs, '--ns', 'pid,mnt,uts,ipc,net', '--tty', '--', 'sh']);
+    const ctl = await connectUnix(path.join(state, 'monitor.sock'));
+    const con = await connectUnix(path.join(state, 'console.sock'));
+    sockets.push(ctl.sock, con.sock);
+    ctl.sock.write('resize 33 77\n');
+    await waitFor('resize reply', () => ctl.received().includes('\n'));
+    assert.deepEqual(JSON.parse(ctl.received()), { ok: true });
+    con.sock.write("echo hel''lo; tty; stty size\n");
+    await waitFor('console output', () => /33 77/.test(con.received()));
+    assert.match(con.received(), /\r\nhello\r\n\/dev\/console\r\n33 77\r\n/);
+    assert.match(readOr(path.join(state, 'console.log')), /hello/);
+
+    const late = await connectUnix(path.join(state, 'console.sock'));
+    sockets.push(late.sock);
+    await waitFor('replay for a new client', () => late.received().includes('hello'));
+
+    con.sock.write('exit 5\n');
+    assert.equal(await exitOf(c.proc), 0);
+    await waitFor('exited event', () => ctl.closed());
+    assert.deepEqual(JSON.parse(ctl.received().split('\n')[1] ?? ''), { event: 'exited', exitCode: 5 });
+    assert.equal((JSON.parse(readOr(path.join(state, 'exit'))) as { exitCode: number }).exitCode, 5);
+    assert.ok(!fs.existsSync(path.join(state, 'console.sock')));
+  });
+
+  it('exec --tty gets a pty from the container, applies --user/--env/--cwd, and maps exec failures to 125-127', async function () {
+    const state = newStateDir();
+    const c = await start(state, ['--rootfs', rootfs, '--ns', 'pid,mnt,uts,ipc,net', '--', 'sleep', '1000']);
+    const pid = String(c.initPid);
+    const tty = await runHelper(['exec', '--pid', pid, '--tty', '--', 'sh'], 'tty; echo $((6*7)); exit 4\n');
+    assert.equal(tty.code, 4, tty.stderr);
+    assert.match(tty.stdout, /\/dev\/pts\/0\r\n42\r\n/, 'pty number 0 comes from the container devpts');
+
+    const user = await runHelper(['exec', '--pid', pid, '--user', '1000:1001:5,6', '--env', 'X=1', '--cwd', '/tmp', '--caps', 'chown',
+      '--no-new-privs', '--', 'sh', '-c', 'id; pwd; echo X=$X; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status']);
+    assert.equal(user.code, 0, user.stderr);
+    assert.match(user.stdout, /^uid=1000 gid=1001 groups=5,6\n\/tmp\nX=1\n/);
+    assert.match(user.stdout, /NoNewPrivs:\s+1/);
+    assert.match(user.stdout, /CapEff:\s+0+\n/);
+    assert.match(user.stdout, /CapBnd:\s+0+1\n/);
+
+    const notFound = await runHelper(['exec', '--pid', pid, '--', 'no-such-command']);
+    assert.equal(notFound.code, 127);
+    assert.match(notFound.stderr, /^osvirt-helper exec: exec no-such-command: No such file or directory\n$/);
+    const notExecutable = await runHelper(['exec', '--pid', pid, '--', '/etc/passwd']);
+    assert.equal(notExecutable.code, 126);
+    const badCwd = await runHelper(['exec', '--pid', pid, '--cwd', '/nope', '--', 'true']);
+    assert.equal(badCwd.code, 125);
+    assert.match(badCwd.stderr, /^osvirt-helper exec: chdir \/nope: No such file or directory\n$/);
+    const badPid = await runHelper(['exec', '--pid', '999999999', '--', 'true']);
+    assert.equal(badPid.code, 125);
+    const killed = await runHelper(['exec', '--pid', pid, '--', 'sh', '-c', 'kill -TERM $$']);
+    assert.equal(killed.code, 128 + 15);
+
+    // A second container can share the first one's net and uts namespaces (--join) while owning the rest.
+    const second = await start(newStateDir(), ['--rootfs', rootfs, '--ns', 'pid,mnt,ipc',
+      '--join', `net:/proc/${pid}/ns/net`, '--join', `uts:/proc/${pid}/ns/uts`, '--', 'sleep', '1000']);
+    for (const ns of ['net', 'uts']) assert.equal(nsInode(second.initPid, ns), nsInode(c.initPid, ns), `${ns} joined`);
+    for (const ns of ['ipc', 'pid', 'mnt']) assert.notEqual(nsInode(second.initPid, ns), nsInode(c.initPid, ns), `${ns} own`);
+  });
+
+  it('runs in a user namespace with id maps', async function () {
+    const state = newStateDir();
+    const c = await start(state, ['--rootfs', rootfs, '--ns', 'user,pid,mnt,uts,ipc', '--uidmap', '0:200000:65536', '--gidmap', '0:200000:65536',
+      '--hostname', 'nh-user', '--', 'sleep', '1000']);
+    assert.notEqual(nsInode(c.initPid, 'user'), nsInode('self', 'user'));
+    assert.match(readOr(`/proc/${c.initPid}/uid_map`), /^\s*0\s+200000\s+65536\n$/);
+    assert.match(readOr(`/proc/${c.initPid}/status`), /Uid:\s+200000\s+200000\s+200000\s+200000/);
+    const exec = await runHelper(['exec', '--pid', String(c.initPid), '--', 'sh', '-c', 'id; hostname; cat /dev/null && echo null-ok']);
+    assert.equal(exec.code, 0, exec.stderr);
+    assert.equal(exec.stdout, 'uid=0(root) gid=0(root)\nnh-user\nnull-ok\n');
+  });
+
+  it('reports setup failures as an error event and leaves no process or state behind', async function () {
+    // A rootfs that does not exist is found before anything is started.
+    let state = newStateDir();
+    const missing = spawn(HELPER, ['run', '--state', state, '--rootfs', path.join(base, 'nope'), '--ns', 'pid,mnt', '--', 'sh'], { stdio: 'pipe' });
+    monitors.push(missing);
+    const ev = await nextEvent(new LineReader(missing.stdout));
+    assert.equal(ev?.event, 'error');
+    assert.match(ev?.message ?? '', /rootfs .*nope: No such file or directory/);
+    assert.notEqual(await exitOf(missing), 0);
+    assert.deepEqual(fs.readdirSync(state), []);
+
+    // A rootfs without the command fails in the child, after "go".
+    const empty = path.join(base, 'empty-rootfs');
+    fs.mkdirSync(empty, { recursive: true });
+    for (const [args, message] of [
+      [['--rootfs', empty, '--ns', 'pid,mnt'], /^exec sh: No such file or directory$/],
+      [['--rootfs', rootfs, '--ns', 'pid,mnt', '--mount', 'bind:/nonexistent:/x::'], /^mount \/x: \/nonexistent: No such file or directory$/],
+    ] as const) {
+      state = newStateDir();
+      const c = await create(state, [...args, '--', 'sh']);
+      c.proc.stdin.write('go\n');
+      const error = await nextEvent(c.events);
+      assert.equal(error?.event, 'error');
+      assert.match(error?.message ?? '', message);
+      assert.notEqual(await exitOf(c.proc), 0);
+      assert.ok(isGone(c.initPid), 'the child must not be left running');
+      assert.deepEqual(fs.readdirSync(state), []);
+    }
+
+    // "abort" (or EOF) instead of "go" kills the waiting child.
+    for (const answer of ['abort\n', '']) {
+      state = newStateDir();
+      const c = await create(state, ['--rootfs', rootfs, '--ns', 'pid,mnt,net', '--', 'sleep', '1000']);
+      c.proc.stdin.end(answer);
+      assert.notEqual(await exitOf(c.proc), 0);
+      assert.ok(isGone(c.initPid));
+      assert.deepEqual(fs.readdirSync(state), []);
+    }
+  });
+
+  it('criu-swrk relays frames to one seqpacket message each and returns the peer exit code', async function () {
+    const frame = (payload: Buffer) => Buffer.concat([Buffer.from(new Uint32Array([payload.length]).buffer), payload]);
+    const big = Buffer.alloc(512 * 1024, 7);
+    const messages = [Buffer.from('hello'), Buffer.from('x'), big, Buffer.from('bye')];
+    const r = await new Promise<{ code: number | null; out: Buffer; err: string }>((resolve, reject) => {
+      const proc = spawn(HELPER, ['criu-swrk', '--', HELPER, 'seqpacket-echo'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const chunks: Buffer[] = [];
+      let err = '';
+      proc.stdout.on('data', (d: Buffer) => chunks.push(d));
+      proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      proc.on('error', reject);
+      proc.on('close', (code) => resolve({ code, out: Buffer.concat(chunks), err }));
+      // All frames in one write: the helper, not the pipe, must keep the boundaries.
+      proc.stdin.end(Buffer.concat(messages.map(frame)));
+    });
+    assert.equal(r.code, 0, r.err);
+    const echoed: Buffer[] = [];
+    for (let off = 0; off < r.out.length; ) {
+      const len = r.out.readUInt32LE(off);
+      echoed.push(r.out.subarray(off + 4, off + 4 + len));
+      off += 4 + len;
+    }
+    assert.equal(echoed.length, messages.length);
+    messages.forEach((m, i) => assert.ok(m.equals(echoed[i] ?? Buffer.alloc(0)), `message ${i} differs`));
+
+    // The peer gets "swrk <fd>" appended; its exit status becomes ours.
+    const exit = await runHelper(['criu-swrk', '--', 'sh', '-c', 'test "$0 $1" = "swrk $(ls /proc/$$/fd | grep -x "$1")" && exit 3']);
+    assert.equal(exit.code, 3, exit.stderr);
+  });
+});

@@ -1,0 +1,38 @@
+// Run a command in a container through the real ExecContainer stream.
+import type { Client } from './daemon';
+import type { ExecContainerResponse } from '../../src/gen/osvirt/v1/container_service';
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+  signal: number;
+}
+
+export function execIn(client: Client, name: string, args: string[], opts: { stdin?: string; tty?: boolean; env?: string[] } = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const s = client.containers.execContainer();
+    let stdout = '';
+    let stderr = '';
+    let exit: { exitCode: number; signal: number } | undefined;
+    s.on('data', (m: ExecContainerResponse) => {
+      const x = m.message;
+      if (x?.$case === 'stdout') stdout += x.value.toString();
+      else if (x?.$case === 'stderr') stderr += x.value.toString();
+      else if (x?.$case === 'exit') exit = x.value;
+    });
+    s.on('error', reject);
+    s.on('end', () => (exit ? resolve({ stdout, stderr, ...exit }) : reject(new Error('exec stream ended without an exit message'))));
+    s.write({ message: { $case: 'start', value: { name, args, env: opts.env ?? [], cwd: '', user: undefined, tty: !!opts.tty, terminalSize: undefined } } });
+    if (opts.stdin !== undefined) s.write({ message: { $case: 'stdin', value: Buffer.from(opts.stdin) } });
+    s.write({ message: { $case: 'closeStdin', value: true } });
+    s.end();
+  });
+}
+
+/** Run and insist on exit code 0; returns trimmed stdout. */
+export async function sh(client: Client, name: string, script: string): Promise<string> {
+  const r = await execIn(client, name, ['/bin/sh', '-c', script]);
+  if (r.exitCode !== 0) throw new Error(`exec "${script}" in ${name} exited ${r.exitCode}: ${r.stderr}${r.stdout}`);
+  return r.stdout.trim();
+}
