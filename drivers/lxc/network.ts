@@ -257,7 +257,12 @@ export async function setupNetwork(container: string, pid: number, n: Network | 
 /** Remove what setupNetwork put on the host (the netns side dies with the container). */
 export async function teardownNetwork(rt: NetworkRuntime | undefined): Promise<void> {
   for (const name of rt?.hostInterfaces ?? []) {
-    if (linkExists(name)) await ip('link', 'del', name).catch(() => undefined);
+    // When the container's netns is being torn down the kernel removes the
+    // pair asynchronously and a delete can race it: retry until it is gone.
+    for (let i = 0; i < 100 && linkExists(name); i++) {
+      await ip('link', 'del', name).catch(() => undefined);
+      if (linkExists(name)) await new Promise((r) => setTimeout(r, 20));
+    }
   }
 }
 

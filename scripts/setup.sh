@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Everything osvirt needs on a Debian 12 host with Node 20, as root:
+# Debian packages, npm packages, CRIU >= 4.2 (scripts/install-criu.sh), the
+# TypeScript build and the native helper. Idempotent: a second run only
+# checks and rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+[[ $EUID -eq 0 ]] || die "run as root: osvirt creates namespaces, cgroups, mounts and network devices"
+command -v node >/dev/null || die "Node.js 20 is required (node not found)"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+(( node_major >= 20 )) || die "Node.js >= 20 is required (found $(node -v))"
+
+# Debian packages: busybox-static for the busybox template, iproute2 for
+# networking, iptables for CRIU's network locking, util-linux for nsenter,
+# procps for pgrep, libcap2-bin for file capabilities, gcc/make for the helper.
+PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages present"
+fi
+
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  log "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  log "npm packages present"
+fi
+
+log "CRIU"
+bash scripts/install-criu.sh
+
+log "building TypeScript and the native helper"
+npx tsc -p tsconfig.json
+make -s -C native
+
+log "done: start the daemon with 'node bin/osvirtd' (or 'npm run daemon')"
