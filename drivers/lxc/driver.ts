@@ -172,14 +172,28 @@ export class LxcDriver implements Driver {
       }
       return { rootfs: src.value, mounted: '', extraMounts: [] };
     }
-    // Application container: the host's tree read-only, private scratch dirs.
+    // Application container (lxc-execute style): each top-level host directory
+    // bound read-only into an empty root, symlinks (merged /usr) copied, and
+    // private tmpfs scratch space where a program expects to write.
     const root = path.join(base, 'approot');
+    await fs.rm(root, { recursive: true, force: true });
     await fs.mkdir(root, { recursive: true });
-    return {
-      rootfs: root,
-      mounted: '',
-      extraMounts: ['rbind:/:/:ro:rprivate', 'tmpfs:tmpfs:/tmp:mode=1777,nosuid,nodev:', 'tmpfs:tmpfs:/run:mode=755,nosuid,nodev:', 'tmpfs:tmpfs:/var:mode=755:'],
-    };
+    const extraMounts: string[] = [];
+    const scratch = ['tmp', 'run', 'var'];
+    const skip = new Set(['proc', 'sys', 'dev', 'lost+found', ...scratch]);
+    for (const e of await fs.readdir('/', { withFileTypes: true })) {
+      if (skip.has(e.name) || e.name.includes(':')) continue;
+      if (e.isSymbolicLink()) await fs.symlink(await fs.readlink(path.join('/', e.name)), path.join(root, e.name));
+      else if (e.isDirectory()) {
+        await fs.mkdir(path.join(root, e.name));
+        extraMounts.push(`rbind:/${e.name}:/${e.name}:ro:rprivate`);
+      }
+    }
+    for (const d of scratch) {
+      await fs.mkdir(path.join(root, d));
+      extraMounts.push(`tmpfs:tmpfs:/${d}:mode=${d === 'tmp' ? '1777' : '755'},nosuid,nodev:`);
+    }
+    return { rootfs: root, mounted: '', extraMounts };
   }
 
   private processArgs(spec: ContainerSpec, caps: string[]): string[] {
