@@ -17,7 +17,7 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # Debian packages: busybox-static for the busybox template, iproute2 for
 # networking, iptables for CRIU's network locking, util-linux for nsenter,
 # procps for pgrep, libcap2-bin for file capabilities, gcc/make for the helper.
-PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates)
+PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,6 +37,9 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
 else
   log "npm packages present"
 fi
+
+# Members of the osvirt group may use the admin socket (like libvirt's group).
+getent group osvirt >/dev/null || groupadd --system osvirt
 
 log "CRIU"
 bash scripts/install-criu.sh

@@ -9,6 +9,8 @@ import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import { VERSION } from '../version';
 import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
+import { ensureCa, issueClient, issueServer } from '../auth/certs';
+import type { Role } from '../auth/roles';
 
 type Output = 'table' | 'json';
 
@@ -388,6 +390,27 @@ program
       const rows = [['DRIVER', 'VERSION', 'HEALTH', 'CAPABILITIES', 'NOTES']];
       for (const d of r.drivers) rows.push([d.name, d.version || '-', DriverHealth[d.health].replace('DRIVER_HEALTH_', '').toLowerCase(), d.capabilities.join(',') || '-', d.messages.join('; ')]);
       process.stdout.write(table(rows));
+    }),
+  );
+
+program
+  .command('certs <dir>')
+  .description('create a CA, a server certificate and client certificates for mutual-TLS remote access')
+  .option('--server-name <name...>', 'DNS names or IP addresses the server is reached at (localhost is always included)')
+  .option('--client <name:role...>', 'client certificates to issue, role one of admin, operator, reader', [])
+  .action(
+    action(async (dir: string, o: { serverName?: string[]; client: string[] }) => {
+      ensureCa(dir);
+      issueServer(dir, o.serverName ?? []);
+      for (const spec of o.client) {
+        const [name, role] = spec.split(':');
+        issueClient(dir, name ?? '', (role ?? '') as Role);
+      }
+      process.stdout.write(`certificates in ${dir}:\n  daemon: osvirtd --listen 0.0.0.0:7443 --tls-ca ${dir}/ca.pem --tls-cert ${dir}/server.pem --tls-key ${dir}/server-key.pem\n`);
+      for (const spec of o.client) {
+        const name = spec.split(':')[0];
+        process.stdout.write(`  client: osvirt --connect tcp://HOST:7443 --tls-ca ${dir}/ca.pem --tls-cert ${dir}/${name}.pem --tls-key ${dir}/${name}-key.pem list\n`);
+      }
     }),
   );
 

@@ -16,6 +16,7 @@ async function main(): Promise<void> {
     .description('osvirt daemon: serves the osvirt.v1 gRPC API and runs container drivers')
     .version(VERSION)
     .option('--socket <path>', 'unix socket to listen on', '/run/osvirt/osvirt.sock')
+    .option('--ro-socket <path>', 'read-only unix socket (Get/List/Watch/Stats/Version); "" for none')
     .option('--state-dir <dir>', 'where definitions, driver state and checkpoints live', '/var/lib/osvirt')
     .option('--listen <host:port>', 'also listen on TCP (needs --tls-* unless --insecure-tcp)')
     .option('--tls-cert <file>', 'server certificate (PEM)')
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env['OSVIRT_LOG_LEVEL'] ?? 'info')
     .parse();
   const o = program.opts<{
-    socket: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
+    socket: string; roSocket?: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
     insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string; bridge: string; subnet: string;
   }>();
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
@@ -49,6 +50,7 @@ async function main(): Promise<void> {
   }
   const daemon = await startDaemon({
     socket: path.resolve(o.socket),
+    roSocket: o.roSocket === undefined ? path.join(path.dirname(path.resolve(o.socket)), 'osvirt-ro.sock') : o.roSocket && path.resolve(o.roSocket),
     stateDir: path.resolve(o.stateDir),
     tcp: o.listen,
     tls: o.tlsCert && o.tlsKey && o.tlsCa ? { cert: o.tlsCert, key: o.tlsKey, ca: o.tlsCa } : undefined,

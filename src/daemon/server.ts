@@ -4,7 +4,7 @@
 import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as net from 'node:net';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { ContainerManager } from '../core/manager';
 import { DriverRegistry } from '../core/registry';
@@ -18,11 +18,16 @@ import { containerService } from '../api/container-service';
 import { eventService } from '../api/event-service';
 import { systemService } from '../api/system-service';
 import { addReflectionAndHealth } from './reflection';
+import { AuditLog } from '../auth/audit';
+import { authInterceptor } from '../auth/interceptor';
+import { ConnectionRegistry } from '../auth/listeners';
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 export interface DaemonOptions {
   socket: string;
+  /** Read-only socket (Get/List/Watch/Stats/Version only); empty: none. */
+  roSocket: string;
   stateDir: string;
   tcp?: string | undefined;
   tls?: { cert: string; key: string; ca: string } | undefined;
@@ -80,10 +85,6 @@ async function clearStaleSocket(sock: string): Promise<void> {
   await fs.rm(sock, { force: true });
 }
 
-function bind(server: Server, addr: string, creds: ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => server.bindAsync(addr, creds, (err, port) => (err ? reject(err) : resolve(port))));
-}
-
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const log = o.logger;
   await fs.mkdir(o.stateDir, { recursive: true, mode: 0o700 });
@@ -95,35 +96,42 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const manager = new ContainerManager(new ContainerStore(o.stateDir), registry, bus, log, o.stateDir);
   await manager.init();
 
+  const audit = new AuditLog(path.join(o.stateDir, 'audit.log'), log);
+  let conns: ConnectionRegistry | undefined;
   const server = new Server({
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': 16 * MAX_MESSAGE_BYTES,
+    interceptors: [authInterceptor((call) => conns!.authenticate(call), audit, log)],
   });
+  conns = new ConnectionRegistry(server, log);
   server.addService(ContainerServiceService, containerService(manager, log));
   server.addService(EventServiceService, eventService(bus, log));
   server.addService(SystemServiceService, systemService(registry, log));
   addReflectionAndHealth(server);
 
-  await fs.mkdir(path.dirname(o.socket), { recursive: true, mode: 0o755 });
-  await clearStaleSocket(o.socket);
-  await bind(server, `unix://${o.socket}`, ServerCredentials.createInsecure());
-  await fs.chmod(o.socket, 0o660);
+  for (const sock of [o.socket, o.roSocket].filter(Boolean)) {
+    await fs.mkdir(path.dirname(sock), { recursive: true, mode: 0o755 });
+    await clearStaleSocket(sock);
+  }
+  await conns.listenAdmin(o.socket);
   log.info({ socket: o.socket, stateDir: o.stateDir }, 'listening on unix socket');
+  if (o.roSocket) {
+    await conns.listenReadOnly(o.roSocket);
+    log.info({ socket: o.roSocket }, 'listening on read-only unix socket');
+  }
 
   let tcpPort: number | undefined;
   if (o.tcp) {
+    const m = /^(.*):(\d+)$/.exec(o.tcp);
+    if (!m) throw new Error(`--listen ${o.tcp}: expected HOST:PORT`);
+    const host = m[1]!.replace(/^\[|\]$/g, '');
+    const port = Number(m[2]);
     if (o.tls) {
-      const creds = ServerCredentials.createSsl(
-        readFileSync(o.tls.ca),
-        [{ cert_chain: readFileSync(o.tls.cert), private_key: readFileSync(o.tls.key) }],
-        true,
-      );
-      tcpPort = await bind(server, o.tcp, creds);
-      log.info({ address: o.tcp, port: tcpPort }, 'listening on TCP with mutual TLS');
+      tcpPort = await conns.listenTls(host, port, readFileSync(o.tls.cert), readFileSync(o.tls.key), readFileSync(o.tls.ca));
+      log.info({ address: o.tcp, port: tcpPort }, 'listening on TCP with TLS 1.3 and client certificates');
     } else if (o.insecureTcp) {
-      const host = o.tcp.replace(/:\d+$/, '');
-      if (!['127.0.0.1', 'localhost', '[::1]'].includes(host)) throw new Error('--insecure-tcp only binds a loopback address (127.0.0.1 or [::1])');
-      tcpPort = await bind(server, o.tcp, ServerCredentials.createInsecure());
+      if (!['127.0.0.1', 'localhost', '::1'].includes(host)) throw new Error('--insecure-tcp only binds a loopback address (127.0.0.1 or [::1])');
+      tcpPort = await conns.listenInsecureTcp(host, port);
       log.warn({ address: o.tcp, port: tcpPort }, 'INSECURE: plaintext TCP without authentication on loopback, for tests only');
     } else {
       throw new Error('a TCP listener needs --tls-cert, --tls-key and --tls-ca (mutual TLS); --insecure-tcp is for loopback tests only');
@@ -135,6 +143,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     registry,
     tcpPort,
     close: async () => {
+      await conns!.close();
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
           server.forceShutdown();
@@ -147,6 +156,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       });
       await registry.closeAll();
       await fs.rm(o.socket, { force: true });
+      if (o.roSocket) await fs.rm(o.roSocket, { force: true });
       await fs.rm(pidFile, { force: true });
     },
   };

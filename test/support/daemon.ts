@@ -24,6 +24,8 @@ export class TestDaemon {
   readonly subnet: string;
   proc?: ChildProcess;
   client!: Client;
+  /** From the readiness line, when started with --listen. */
+  tcpPort?: number;
   stderr = '';
 
   constructor(opts: { bridge?: string; subnet?: string } = {}) {
@@ -44,8 +46,10 @@ export class TestDaemon {
     const rl = readline.createInterface({ input: this.proc.stdout! });
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`daemon did not become ready: ${this.stderr}`)), 20000);
-      rl.once('line', () => {
+      rl.once('line', (line) => {
         clearTimeout(t);
+        const ready = JSON.parse(line) as { tcpPort?: number | null };
+        this.tcpPort = ready.tcpPort ?? undefined;
         resolve();
       });
       this.proc!.once('exit', (code) => {
