@@ -51,7 +51,7 @@ function requestContainer(msg: unknown): string | undefined {
   return undefined;
 }
 
-const GRANT_READS = new Set(['GetContainer', 'ListContainers', 'GetContainerStats', 'ListCheckpoints', 'WatchEvents', 'GetVersion', 'Check']);
+const GRANT_READS = new Set(['GetContainer', 'ListContainers', 'GetContainerStats', 'ListCheckpoints', 'WatchEvents', 'GetVersion', 'ListDrivers', 'Check']);
 
 export function authInterceptor(authenticate: Authenticator, audit: AuditLog, logger: Logger): ServerInterceptor {
   return (methodDef, call) => {
@@ -94,6 +94,9 @@ export function authInterceptor(authenticate: Authenticator, audit: AuditLog, lo
             const g = identity?.grant;
             if (g && name !== undefined && short !== 'ListContainers' && !g.covers(name)) {
               return deny(Code.PERMISSION_DENIED, 'NOT_GRANTED', `management container "${g.container}" may not act on "${name}"`);
+            }
+            if (g && short === 'RestoreContainer' && (msg as { newName?: string }).newName) {
+              return deny(Code.PERMISSION_DENIED, 'NOT_GRANTED', `management container "${g.container}" may not create containers (restore with new_name)`);
             }
             if (g && short === 'WatchEvents') {
               const req = msg as { containers: string[] };

@@ -99,7 +99,7 @@ export class ConnectionRegistry {
     return who ?? { error: 'unknown connection' };
   }
 
-  private async listenUnix(path: string, mode: number, group: number | undefined, onConn: (s: net.Socket) => void): Promise<void> {
+  private async listenUnix(path: string, mode: number, group: number | undefined, onConn: (s: net.Socket) => void): Promise<net.Server> {
     await fs.rm(path, { force: true });
     const server = net.createServer({ pauseOnConnect: true }, onConn);
     await new Promise<void>((resolve, reject) => {
@@ -109,6 +109,7 @@ export class ConnectionRegistry {
     await fs.chmod(path, mode);
     if (group !== undefined) await fs.chown(path, 0, group).catch(() => undefined);
     this.servers.push(server);
+    return server;
   }
 
   /** The admin socket: root and members of the osvirt group (mode 0660 root:osvirt, checked again by SO_PEERCRED). */
@@ -141,12 +142,22 @@ export class ConnectionRegistry {
   }
 
   /** A unix socket whose every caller gets one fixed identity (management containers). */
-  async listenFixed(path: string, identity: Identity): Promise<net.Server> {
-    await this.listenUnix(path, 0o666, undefined, (sock) => {
+  async listenFixed(path: string, identity: Identity): Promise<{ close(): Promise<void> }> {
+    const sockets = new Set<net.Socket>();
+    const server = await this.listenUnix(path, 0o666, undefined, (sock) => {
+      sockets.add(sock);
+      sock.once('close', () => sockets.delete(sock));
       this.inject(sock, identity);
       sock.resume();
     });
-    return this.servers[this.servers.length - 1] as net.Server;
+    return {
+      close: async () => {
+        this.servers.splice(this.servers.indexOf(server), 1);
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((r) => server.close(() => r()));
+        await fs.rm(path, { force: true });
+      },
+    };
   }
 
   /**

@@ -15,6 +15,7 @@ import {
   StateReason,
 } from '../gen/osvirt/v1/container';
 import { EventType } from '../gen/osvirt/v1/event_service';
+import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import { RuntimeStatus, type ConsoleSession, type ExecOptions, type ExecSession, type RuntimeState } from './driver';
 import { alreadyExists, errorMessage, invalidArgument, isOsvirtError, notFound, OsvirtError, wrongState } from './errors';
 import type { EventBus } from './events';
@@ -36,6 +37,16 @@ interface Live {
   expectedSignal: number;
 }
 
+/** Things outside the core that follow a container's runs (management endpoints). */
+export interface LifecycleHooks {
+  /** Before the driver starts it: may add to the spec the driver runs. */
+  beforeStart(name: string, spec: ContainerSpec): Promise<ContainerSpec>;
+  /** A running container was found after a daemon restart. */
+  recovered(name: string, spec: ContainerSpec): Promise<void>;
+  /** It is not running any more (stopped, exited, deleted, start failed). */
+  stopped(name: string): Promise<void>;
+}
+
 export interface ListFilter {
   driver: string;
   states: ContainerState[];
@@ -49,6 +60,7 @@ function stateName(s: ContainerState): string {
 
 export class ContainerManager {
   private readonly live = new Map<string, Live>();
+  hooks: LifecycleHooks | undefined;
   private readonly mutex = new KeyedMutex();
   readonly checkpoints: CheckpointStore;
 
@@ -64,6 +76,10 @@ export class ContainerManager {
 
   /** Load definitions, re-attach to running containers, autostart. */
   async init(): Promise<void> {
+    this.registry.onHealthChange((driver, health) => {
+      const work = health === DriverHealth.DRIVER_HEALTH_READY ? this.recoverDriver(driver) : this.driverLost(driver, health);
+      work.catch((e) => this.logger.error({ driver, err: errorMessage(e) }, 'handling a driver health change failed'));
+    });
     await this.store.init();
     await this.checkpoints.init();
     const recs = await this.store.loadAll((file, err) => this.logger.error({ file, err: errorMessage(err) }, 'cannot read container definition; left in place'));
@@ -99,6 +115,38 @@ export class ContainerManager {
     }
   }
 
+  /** A driver went away (plugin crashed or hung): what its containers do is unknown until it is back. */
+  private async driverLost(driver: string, health: DriverHealth): Promise<void> {
+    const why = health === DriverHealth.DRIVER_HEALTH_UNAVAILABLE ? 'is unavailable' : 'failed';
+    for (const live of [...this.live.values()].filter((l) => l.rec.spec.driver === driver)) {
+      await this.mutex.run(live.rec.name, async () => {
+        const rec = live.rec;
+        if (this.live.get(rec.name) !== live || !this.isActive(rec.status.state)) return;
+        // Exit watchers of the lost connection must not act on what they saw.
+        live.generation++;
+        rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_UNKNOWN, reason: StateReason.STATE_REASON_DRIVER_UNAVAILABLE, message: `driver "${driver}" ${why}` };
+        await this.store.save(rec);
+      });
+    }
+  }
+
+  /** A driver is back: ask it about its containers and reconcile, as after a daemon restart. */
+  private async recoverDriver(driver: string): Promise<void> {
+    const list = [...this.live.values()].filter((l) => l.rec.spec.driver === driver);
+    if (list.length === 0) return;
+    const states = await this.registry.get(driver).recover(list.map((l) => ({ id: l.rec.name, spec: l.rec.spec })));
+    for (const live of list) {
+      const rs = states[live.rec.name];
+      if (!rs) continue;
+      await this.mutex.run(live.rec.name, async () => {
+        if (this.live.get(live.rec.name) !== live) return;
+        live.generation++;
+        await this.reconcile(live.rec, rs);
+      });
+    }
+    this.logger.info({ driver, containers: list.length }, 'driver is back; containers recovered');
+  }
+
   private isActive(s: ContainerState): boolean {
     return s === ContainerState.CONTAINER_STATE_RUNNING || s === ContainerState.CONTAINER_STATE_PAUSED;
   }
@@ -117,6 +165,7 @@ export class ContainerManager {
         startTime: rs.startTime ?? rec.status.startTime,
         message: '',
       };
+      await this.hooks?.recovered(rec.name, rec.spec).catch((e) => this.logger.error({ container: rec.name, err: errorMessage(e) }, 'recover hook failed'));
       this.watch(live);
     } else if (this.isActive(before) || before === ContainerState.CONTAINER_STATE_UNKNOWN) {
       if (rs.status === RuntimeStatus.RUNTIME_STATUS_UNKNOWN) {
@@ -124,6 +173,7 @@ export class ContainerManager {
       } else {
         // It exited while the daemon was away.
         this.applyExit(live, rs);
+        await this.released(rec.name);
         this.events.emit(rec.name, rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, rec.status);
       }
     }
@@ -215,6 +265,7 @@ export class ContainerManager {
         }
       }
       await driver.delete(name);
+      await this.released(name);
       await this.checkpoints.removeAll(name);
       await this.store.remove(name);
       this.live.delete(name);
@@ -249,8 +300,10 @@ export class ContainerManager {
       const peers = this.peerPids(name, rec.spec);
       let rs: RuntimeState;
       try {
-        rs = await driver.start(name, rec.spec, peers);
+        const runSpec = this.hooks ? await this.hooks.beforeStart(name, rec.spec) : rec.spec;
+        rs = await driver.start(name, runSpec, peers);
       } catch (e) {
+        await this.released(name);
         const msg = isOsvirtError(e) ? e.message : 'start failed; see the daemon log';
         rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_START_FAILED, initPid: 0, message: msg };
         await this.store.save(rec);
@@ -284,11 +337,21 @@ export class ContainerManager {
           if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) return;
           live.generation++;
           this.applyExit(live, rs);
+          await this.released(name);
           await this.store.save(live.rec);
           this.events.emit(name, live.rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, live.rec.status);
         }),
       (e) => this.logger.warn({ container: name, err: errorMessage(e) }, 'wait failed'),
     ).catch((e) => this.logger.error({ container: name, err: errorMessage(e) }, 'recording exit failed'));
+  }
+
+  private async released(name: string): Promise<void> {
+    await this.hooks?.stopped(name).catch((e) => this.logger.error({ container: name, err: errorMessage(e) }, 'stop hook failed'));
+  }
+
+  /** Labels of a defined container (for grant selectors). */
+  labelsOf(name: string): Record<string, string> | undefined {
+    return this.live.get(name)?.rec.spec.labels;
   }
 
   private applyExit(live: Live, rs: RuntimeState): void {
@@ -328,6 +391,7 @@ export class ContainerManager {
       live.generation++;
       live.expectedSignal = sig;
       const rs = await driver.stop(name, sig, timeout);
+      await this.released(name);
       this.applyExit(live, rs);
       if (rec.status.state === ContainerState.CONTAINER_STATE_CRASHED) rec.status.state = ContainerState.CONTAINER_STATE_STOPPED;
       rec.status.reason = rs.signal ? StateReason.STATE_REASON_KILLED : StateReason.STATE_REASON_SHUTDOWN;
@@ -444,6 +508,7 @@ export class ContainerManager {
       }
       const cp = await this.checkpoints.commit(dir, { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: result.criuVersion, sizeBytes: 0, stats: result.stats, options: opts, spec: rec.spec });
       if (!opts.leaveRunning) {
+        await this.released(name);
         rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_CHECKPOINTED, initPid: 0, finishTime: new Date() };
         await this.store.save(rec);
       }
@@ -490,6 +555,7 @@ export class ContainerManager {
       }
       live.generation++;
       live.expectedSignal = 0;
+      await this.hooks?.recovered(target, spec).catch((e) => this.logger.error({ container: target, err: errorMessage(e) }, 'restore hook failed'));
       this.events.emit(target, EventType.EVENT_TYPE_RESTORED, status, { checkpoint: cpName });
       this.watch(live);
       return this.toContainer(live.rec);

@@ -23,6 +23,9 @@ const ENV_RE = /^[A-Za-z_][A-Za-z0-9_]*=/;
 const MOUNT_OPT_RE = /^[a-z0-9_]+(=[A-Za-z0-9_.%-]+)?$/;
 const CPUSET_RE = /^\d+(-\d+)?(,\d+(-\d+)?)*$/;
 const MAX_STRING = 4096;
+
+/** Methods a management container may be granted over its workers. */
+export const GRANTABLE_METHODS = ['StartContainer', 'StopContainer', 'KillContainer', 'PauseContainer', 'ResumeContainer', 'ExecContainer', 'CheckpointContainer', 'RestoreContainer'];
 const MAX_LIST = 1024;
 
 export function validateName(field: string, name: string): void {
@@ -159,6 +162,14 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
   for (const [k, v] of Object.entries(spec.labels)) {
     if (!/^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/.test(k)) throw invalidArgument(`${f}.labels`, `invalid label key "${k.slice(0, 64)}"`);
     if (v.length > 253) throw invalidArgument(`${f}.labels[${k}]`, 'is longer than 253 characters');
+  }
+  const mg = spec.management;
+  if (mg) {
+    mg.workers.forEach((w, i) => validateName(`${f}.management.workers[${i}]`, w));
+    if (mg.workers.length === 0 && Object.keys(mg.workerSelector).length === 0) throw invalidArgument(`${f}.management.workers`, 'name at least one worker or give a worker_selector');
+    mg.methods.forEach((m, i) => {
+      if (!GRANTABLE_METHODS.includes(m)) throw invalidArgument(`${f}.management.methods[${i}]`, `"${m}" cannot be granted; one of ${GRANTABLE_METHODS.join(', ')}`);
+    });
   }
   const opt = spec.driverOptions;
   if (opt && opt.$case !== 'plugin' && opt.$case !== spec.driver) {

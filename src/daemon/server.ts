@@ -21,6 +21,7 @@ import { addReflectionAndHealth } from './reflection';
 import { AuditLog } from '../auth/audit';
 import { authInterceptor } from '../auth/interceptor';
 import { ConnectionRegistry } from '../auth/listeners';
+import { ManagementEndpoints } from '../auth/management';
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -94,7 +95,6 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   for (const d of o.drivers) await registry.add(d);
   const bus = new EventBus();
   const manager = new ContainerManager(new ContainerStore(o.stateDir), registry, bus, log, o.stateDir);
-  await manager.init();
 
   const audit = new AuditLog(path.join(o.stateDir, 'audit.log'), log);
   let conns: ConnectionRegistry | undefined;
@@ -104,6 +104,15 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     interceptors: [authInterceptor((call) => conns!.authenticate(call), audit, log)],
   });
   conns = new ConnectionRegistry(server, log);
+  const mgmt = new ManagementEndpoints(conns, path.join(o.stateDir, 'management'), (n) => manager.labelsOf(n));
+  manager.hooks = {
+    beforeStart: (name, spec) => mgmt.prepare(name, spec),
+    recovered: async (name, spec) => {
+      if (spec.management) await mgmt.listen(name, spec.management);
+    },
+    stopped: (name) => mgmt.close(name),
+  };
+  await manager.init();
   server.addService(ContainerServiceService, containerService(manager, log));
   server.addService(EventServiceService, eventService(bus, log));
   server.addService(SystemServiceService, systemService(registry, log));
@@ -143,6 +152,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     registry,
     tcpPort,
     close: async () => {
+      await mgmt.closeAll();
       await conns!.close();
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {

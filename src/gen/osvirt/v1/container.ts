@@ -558,6 +558,14 @@ export interface ContainerSpec {
   stopTimeout?:
     | Duration
     | undefined;
+  /**
+   * Make this a management container: osvirt serves an API endpoint inside it
+   * (/run/osvirt/osvirt.sock) through which it may manage exactly these
+   * workers with exactly these methods, and nothing else.
+   */
+  management?:
+    | ManagementGrant
+    | undefined;
   /** Typed options for one driver; must match `driver` when set. */
   driverOptions?: { $case: "lxc"; value: LxcOptions } | { $case: "jail"; value: JailOptions } | {
     $case: "vserver";
@@ -753,6 +761,27 @@ export interface Capabilities {
   drop: string[];
   /** Start from an empty set instead of the default; `add` then lists all kept. */
   dropAll: boolean;
+}
+
+/** What a management container may do to which worker containers. */
+export interface ManagementGrant {
+  /** Worker containers by name. */
+  workers: string[];
+  /** Worker containers by label: every label here must match. */
+  workerSelector: { [key: string]: string };
+  /**
+   * Methods it may call on its workers, e.g. "StartContainer",
+   * "StopContainer", "CheckpointContainer". Allowed: StartContainer,
+   * StopContainer, KillContainer, PauseContainer, ResumeContainer,
+   * ExecContainer, CheckpointContainer, RestoreContainer. Reads of its
+   * workers (Get, List, Stats, ListCheckpoints, WatchEvents) are implied.
+   */
+  methods: string[];
+}
+
+export interface ManagementGrant_WorkerSelectorEntry {
+  key: string;
+  value: string;
 }
 
 /** A host device node made available inside the container. */
@@ -1253,6 +1282,7 @@ function createBaseContainerSpec(): ContainerSpec {
     labels: {},
     stopSignal: 0,
     stopTimeout: undefined,
+    management: undefined,
     driverOptions: undefined,
   };
 }
@@ -1300,6 +1330,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     }
     if (message.stopTimeout !== undefined) {
       Duration.encode(message.stopTimeout, writer.uint32(114).fork()).join();
+    }
+    if (message.management !== undefined) {
+      ManagementGrant.encode(message.management, writer.uint32(122).fork()).join();
     }
     switch (message.driverOptions?.$case) {
       case "lxc":
@@ -1446,6 +1479,14 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
             message.stopTimeout = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.management = ManagementGrant.decode(reader, reader.uint32());
+            continue;
+          }
           case 20: {
             if (tag !== 162) {
               break;
@@ -1527,6 +1568,7 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
         : isSet(object.stop_timeout)
         ? Duration.fromJSON(object.stop_timeout)
         : undefined,
+      management: isSet(object.management) ? ManagementGrant.fromJSON(object.management) : undefined,
       driverOptions: isSet(object.lxc)
         ? { $case: "lxc", value: LxcOptions.fromJSON(object.lxc) }
         : isSet(object.jail)
@@ -1589,6 +1631,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     if (message.stopTimeout !== undefined) {
       obj.stopTimeout = Duration.toJSON(message.stopTimeout);
     }
+    if (message.management !== undefined) {
+      obj.management = ManagementGrant.toJSON(message.management);
+    }
     if (message.driverOptions?.$case === "lxc") {
       obj.lxc = LxcOptions.toJSON(message.driverOptions.value);
     } else if (message.driverOptions?.$case === "jail") {
@@ -1639,6 +1684,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     message.stopSignal = object.stopSignal ?? 0;
     message.stopTimeout = (object.stopTimeout !== undefined && object.stopTimeout !== null)
       ? Duration.fromPartial(object.stopTimeout)
+      : undefined;
+    message.management = (object.management !== undefined && object.management !== null)
+      ? ManagementGrant.fromPartial(object.management)
       : undefined;
     switch (object.driverOptions?.$case) {
       case "lxc": {
@@ -3564,6 +3612,239 @@ export const Capabilities: MessageFns<Capabilities> = {
     message.add = object.add?.map((e) => e) || [];
     message.drop = object.drop?.map((e) => e) || [];
     message.dropAll = object.dropAll ?? false;
+    return message;
+  },
+};
+
+function createBaseManagementGrant(): ManagementGrant {
+  return { workers: [], workerSelector: {}, methods: [] };
+}
+
+export const ManagementGrant: MessageFns<ManagementGrant> = {
+  encode(message: ManagementGrant, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.workers) {
+      writer.uint32(10).string(v!);
+    }
+    globalThis.Object.entries(message.workerSelector).forEach(([key, value]: [string, string]) => {
+      ManagementGrant_WorkerSelectorEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    for (const v of message.methods) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ManagementGrant {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseManagementGrant();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workers.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = ManagementGrant_WorkerSelectorEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.workerSelector[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.methods.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ManagementGrant {
+    return {
+      workers: globalThis.Array.isArray(object?.workers) ? object.workers.map((e: any) => globalThis.String(e)) : [],
+      workerSelector: isObject(object.workerSelector)
+        ? (globalThis.Object.entries(object.workerSelector) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.worker_selector)
+        ? (globalThis.Object.entries(object.worker_selector) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      methods: globalThis.Array.isArray(object?.methods) ? object.methods.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: ManagementGrant): unknown {
+    const obj: any = {};
+    if (message.workers?.length) {
+      obj.workers = message.workers;
+    }
+    if (message.workerSelector) {
+      const entries = globalThis.Object.entries(message.workerSelector) as [string, string][];
+      if (entries.length > 0) {
+        obj.workerSelector = {};
+        entries.forEach(([k, v]) => {
+          obj.workerSelector[k] = v;
+        });
+      }
+    }
+    if (message.methods?.length) {
+      obj.methods = message.methods;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ManagementGrant>, I>>(base?: I): ManagementGrant {
+    return ManagementGrant.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ManagementGrant>, I>>(object: I): ManagementGrant {
+    const message = createBaseManagementGrant();
+    message.workers = object.workers?.map((e) => e) || [];
+    message.workerSelector = (globalThis.Object.entries(object.workerSelector ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.methods = object.methods?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseManagementGrant_WorkerSelectorEntry(): ManagementGrant_WorkerSelectorEntry {
+  return { key: "", value: "" };
+}
+
+export const ManagementGrant_WorkerSelectorEntry: MessageFns<ManagementGrant_WorkerSelectorEntry> = {
+  encode(message: ManagementGrant_WorkerSelectorEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ManagementGrant_WorkerSelectorEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseManagementGrant_WorkerSelectorEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ManagementGrant_WorkerSelectorEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ManagementGrant_WorkerSelectorEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ManagementGrant_WorkerSelectorEntry>, I>>(
+    base?: I,
+  ): ManagementGrant_WorkerSelectorEntry {
+    return ManagementGrant_WorkerSelectorEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ManagementGrant_WorkerSelectorEntry>, I>>(
+    object: I,
+  ): ManagementGrant_WorkerSelectorEntry {
+    const message = createBaseManagementGrant_WorkerSelectorEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
