@@ -1,11 +1,11 @@
 // Thin gRPC handlers for osvirt.v1.ContainerService: decode, call the
 // manager, translate errors. Validation lives in the core.
-import type { ServerDuplexStream, ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { ServerDuplexStream, ServerReadableStream, ServerUnaryCall, ServerWritableStream, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ContainerManager } from '../core/manager';
 import { invalidArgument } from '../core/errors';
 import { validateEnv, validatePage, validateSignal, validateStates } from '../core/validate';
-import type { ContainerServiceServer, ExecContainerRequest, ExecContainerResponse, AttachConsoleRequest, AttachConsoleResponse } from '../gen/osvirt/v1/container_service';
+import type { ContainerServiceServer, ExecContainerRequest, ExecContainerResponse, AttachConsoleRequest, AttachConsoleResponse, ExportCheckpointRequest, ExportCheckpointResponse, ImportCheckpointRequest, ImportCheckpointResponse } from '../gen/osvirt/v1/container_service';
 import type { Duration } from '../gen/google/protobuf/duration';
 import { toServiceError } from './status';
 
@@ -70,6 +70,44 @@ export function containerService(m: ContainerManager, logger: Logger): Container
       await m.deleteCheckpoint(req.name, req.checkpoint, req.allowMissing);
       return {};
     }),
+    exportCheckpoint: (call: ServerWritableStream<ExportCheckpointRequest, ExportCheckpointResponse>) => {
+      m.exportCheckpoint(call.request.name, call.request.checkpoint).then(
+        (stream) => {
+          stream.on('data', (b: Buffer) => {
+            if (!call.write({ data: b })) {
+              stream.pause();
+              call.once('drain', () => stream.resume());
+            }
+          });
+          stream.on('end', () => call.end());
+          stream.on('error', (e) => call.emit('error', toServiceError(e, logger)));
+          call.on('cancelled', () => stream.destroy());
+        },
+        (e) => call.emit('error', toServiceError(e, logger)),
+      );
+    },
+    importCheckpoint: (call: ServerReadableStream<ImportCheckpointRequest, ImportCheckpointResponse>, cb: sendUnaryData<ImportCheckpointResponse>) => {
+      // Filled from the start message; the store reads it only after unpacking.
+      const as = { container: '', name: '' };
+      let started = false;
+      async function* data(): AsyncIterable<Buffer> {
+        for await (const msg of call as AsyncIterable<ImportCheckpointRequest>) {
+          const x = msg.message;
+          if (!started) {
+            if (x?.$case !== 'start') throw invalidArgument('start', 'the first message of an import must be "start"');
+            started = true;
+            as.container = x.value.name;
+            as.name = x.value.checkpoint;
+          } else if (x?.$case === 'data') yield x.value;
+          else throw invalidArgument('data', 'only data may follow "start"');
+        }
+        if (!started) throw invalidArgument('start', 'the import stream is empty');
+      }
+      m.importCheckpoint(data(), as).then(
+        (checkpoint) => cb(null, { checkpoint }),
+        (e) => cb(toServiceError(e, logger)),
+      );
+    },
     execContainer: (call: ServerDuplexStream<ExecContainerRequest, ExecContainerResponse>) => execSession(m, logger, call),
     attachConsole: (call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>) => consoleSession(m, logger, call),
   };

@@ -44,6 +44,8 @@ export const METHOD_ROLES: Record<string, Role> = {
   [`${C}CheckpointContainer`]: 'admin',
   [`${C}RestoreContainer`]: 'admin',
   [`${C}DeleteCheckpoint`]: 'admin',
+  [`${C}ExportCheckpoint`]: 'admin',
+  [`${C}ImportCheckpoint`]: 'admin',
 };
 
 /** Methods that change something: every call to one is audited. */

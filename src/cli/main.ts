@@ -1,4 +1,5 @@
 // osvirt: the command-line client (virsh / lxc-* style).
+import { createReadStream, createWriteStream } from 'node:fs';
 import { Command, Option } from 'commander';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import { connect, promisify, type OsvirtClient } from '../client';
@@ -375,6 +376,43 @@ program
       else process.stdout.write(`${ct.name} restored (pid ${ct.status?.initPid})\n`);
     }),
   );
+
+program
+  .command('checkpoint-export <name> <checkpoint>')
+  .description('write a checkpoint as a tar archive (Podman/checkpointctl layout) to a file or stdout')
+  .option('-f, --file <file>', 'output file (default: stdout)')
+  .action((name: string, checkpoint: string, o: { file?: string }, cmd: Command) => {
+    const { c } = client(cmd);
+    const out = o.file ? createWriteStream(o.file) : process.stdout;
+    const stream = c.containers.exportCheckpoint({ name, checkpoint });
+    stream.on('data', (m: { data: Buffer }) => out.write(m.data));
+    stream.on('end', () => (o.file ? (out as ReturnType<typeof createWriteStream>).end(() => process.exit(0)) : process.exit(0)));
+    stream.on('error', report);
+  });
+
+program
+  .command('checkpoint-import <file>')
+  .description('import a checkpoint archive made by checkpoint-export (then: osvirt restore NAME CHECKPOINT)')
+  .option('--name <container>', 'file it under this container (default: the archive\'s)')
+  .option('--checkpoint <id>', 'checkpoint name (default: the archive\'s)')
+  .action((file: string, o: { name?: string; checkpoint?: string }, cmd: Command) => {
+    const { c, out } = client(cmd);
+    const stream = c.containers.importCheckpoint((err, res) => {
+      if (err) return report(err);
+      printCheckpoints([res.checkpoint!], out);
+      process.exit(0);
+    });
+    stream.write({ message: { $case: 'start', value: { name: o.name ?? '', checkpoint: o.checkpoint ?? '' } } });
+    const input = createReadStream(file, { highWaterMark: 1024 * 1024 });
+    input.on('data', (b) => {
+      if (!stream.write({ message: { $case: 'data', value: b as Buffer } })) {
+        input.pause();
+        stream.once('drain', () => input.resume());
+      }
+    });
+    input.on('end', () => stream.end());
+    input.on('error', report);
+  });
 
 program
   .command('drivers')

@@ -1,11 +1,14 @@
 // Checkpoints on disk: <state>/checkpoints/<container>/<name>/ holding
 // checkpoint/ (CRIU images, the layout checkpointctl and Podman read) and
 // osvirt.json (our metadata). A checkpoint is only listed once committed.
+import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import type { Readable } from 'node:stream';
 import * as path from 'node:path';
 import { Checkpoint } from '../gen/osvirt/v1/container';
 import { writeFileAtomic } from './atomic-file';
-import { alreadyExists, notFound } from './errors';
+import { alreadyExists, invalidArgument, notFound } from './errors';
+import { validateName } from './validate';
 
 export interface ReservedCheckpoint {
   dir: string;
@@ -79,6 +82,72 @@ export class CheckpointStore {
       if (await this.exists(container, n)) out.push((await this.get(container, n)).checkpoint);
     }
     return out.sort((a, b) => (b.createTime?.getTime() ?? 0) - (a.createTime?.getTime() ?? 0));
+  }
+
+  /** The checkpoint directory as a tar stream (checkpoint/, *.dump, rootfs-diff.tar, osvirt.json). */
+  async export(container: string, name: string): Promise<Readable> {
+    await this.get(container, name);
+    const tar = spawn('tar', ['-C', this.dir(container, name), '--numeric-owner', '-cf', '-', '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    tar.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    tar.on('close', (code) => {
+      if (code !== 0) tar.stdout.destroy(new Error(`tar failed: ${err.trim()}`));
+    });
+    return tar.stdout;
+  }
+
+  /**
+   * Unpack an exported archive into a staging dir, check it is one of ours,
+   * then move it into place. Untrusted input: GNU tar refuses ".." members
+   * and absolute names; the staging dir is removed on any failure.
+   */
+  async import(data: AsyncIterable<Buffer>, as: { container: string; name: string }, maxBytes: number): Promise<Checkpoint> {
+    const staging = path.join(this.root, `.import-${process.pid}-${Date.now()}`);
+    await fs.mkdir(staging, { recursive: true, mode: 0o700 });
+    try {
+      const tar = spawn('tar', ['-C', staging, '--no-same-owner', '--no-overwrite-dir', '-xf', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+      let err = '';
+      tar.stderr.on('data', (b: Buffer) => (err += b.toString()));
+      const done = new Promise<number>((resolve) => tar.on('close', (code) => resolve(code ?? 1)));
+      tar.stdin.on('error', () => undefined);
+      let total = 0;
+      for await (const chunk of data) {
+        total += chunk.length;
+        if (total > maxBytes) {
+          tar.kill();
+          throw invalidArgument('data', `archive is larger than ${maxBytes} bytes`);
+        }
+        if (!tar.stdin.write(chunk)) await new Promise((r) => tar.stdin.once('drain', r));
+      }
+      tar.stdin.end();
+      if ((await done) !== 0) throw invalidArgument('data', `not a readable tar archive: ${err.trim().split('\n')[0]}`);
+      let cp: Checkpoint;
+      try {
+        cp = Checkpoint.fromJSON(JSON.parse(await fs.readFile(path.join(staging, 'osvirt.json'), 'utf8')));
+      } catch {
+        throw invalidArgument('data', 'not an osvirt checkpoint archive (no valid osvirt.json)');
+      }
+      if (!(await fs.stat(path.join(staging, 'checkpoint')).then((st) => st.isDirectory(), () => false))) {
+        throw invalidArgument('data', 'not an osvirt checkpoint archive (no checkpoint/ directory)');
+      }
+      // The names come from the caller's start message (read by now) or the archive.
+      if (as.container) validateName('start.name', as.container);
+      if (as.name) validateName('start.checkpoint', as.name);
+      cp.container = as.container || cp.container;
+      cp.name = as.name || cp.name;
+      // Names end up in paths: an archive's own names are checked like a caller's.
+      validateName('checkpoint', cp.name);
+      validateName('name', cp.container);
+      if (await this.exists(cp.container, cp.name)) throw alreadyExists('checkpoint', cp.name);
+      await writeFileAtomic(path.join(staging, 'osvirt.json'), JSON.stringify(Checkpoint.toJSON(cp), null, 2) + '\n', 0o600);
+      const dest = this.dir(cp.container, cp.name);
+      await fs.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+      await fs.rm(dest, { recursive: true, force: true });
+      await fs.rename(staging, dest);
+      return cp;
+    } finally {
+      await fs.rm(staging, { recursive: true, force: true });
+    }
   }
 
   async remove(container: string, name: string): Promise<void> {

@@ -532,15 +532,21 @@ export class ContainerManager {
         if (live) throw alreadyExists('container', newName);
         await driver.create(newName, spec);
         created = true;
-      } else {
-        if (!live) throw notFound('container', name);
-        if (this.isActive(live.rec.status.state)) throw wrongState(name, stateName(live.rec.status.state), 'stopped');
+      } else if (!live) {
+        // Restore is create-from-checkpoint when the container is not defined
+        // here (an imported checkpoint from another daemon).
+        if (!cp.checkpoint.spec) throw notFound('container', name);
+        validateSpec(spec, 'checkpoint.spec');
+        await driver.create(name, spec);
+        created = true;
+      } else if (this.isActive(live.rec.status.state)) {
+        throw wrongState(name, stateName(live.rec.status.state), 'stopped');
       }
       let rs: RuntimeState;
       try {
         rs = await driver.restore!(target, spec, cp.imageDir, tcpEstablished, timeoutMs);
       } catch (e) {
-        if (created) await driver.delete(newName).catch(() => undefined);
+        if (created) await driver.delete(target).catch(() => undefined);
         throw e;
       }
       const status: ContainerStatus = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_RESTORED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), message: '' };
@@ -578,6 +584,19 @@ export class ContainerManager {
       }
       await this.checkpoints.remove(name, cpName);
     });
+  }
+
+  async exportCheckpoint(name: string, cpName: string) {
+    validateName('name', name);
+    validateName('checkpoint', cpName);
+    return this.checkpoints.export(name, cpName);
+  }
+
+  async importCheckpoint(data: AsyncIterable<Buffer>, as: { container: string; name: string }): Promise<Checkpoint> {
+    const cp = await this.checkpoints.import(data, as, 16 * 1024 * 1024 * 1024);
+    validateName('checkpoint', cp.name);
+    validateName('name', cp.container);
+    return cp;
   }
 
   /** For tests and `osvirt info`: where a container's files live. */

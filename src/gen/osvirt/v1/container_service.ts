@@ -12,8 +12,12 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
   type handleBidiStreamingCall,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -260,6 +264,35 @@ export interface DeleteCheckpointRequest {
 
 /** Response for DeleteCheckpoint. */
 export interface DeleteCheckpointResponse {
+}
+
+/** Request for ExportCheckpoint. */
+export interface ExportCheckpointRequest {
+  name: string;
+  checkpoint: string;
+}
+
+/** A chunk of the checkpoint archive. */
+export interface ExportCheckpointResponse {
+  data: Buffer;
+}
+
+/** First message of an import. */
+export interface ImportCheckpointStart {
+  /** Container to file the checkpoint under; default: the one it was taken of. */
+  name: string;
+  /** Checkpoint name; default: the archive's. */
+  checkpoint: string;
+}
+
+/** A message of an import stream. */
+export interface ImportCheckpointRequest {
+  message?: { $case: "start"; value: ImportCheckpointStart } | { $case: "data"; value: Buffer } | undefined;
+}
+
+/** Response for ImportCheckpoint. */
+export interface ImportCheckpointResponse {
+  checkpoint?: Checkpoint | undefined;
 }
 
 function createBaseCreateContainerRequest(): CreateContainerRequest {
@@ -3253,6 +3286,413 @@ export const DeleteCheckpointResponse: MessageFns<DeleteCheckpointResponse> = {
   },
 };
 
+function createBaseExportCheckpointRequest(): ExportCheckpointRequest {
+  return { name: "", checkpoint: "" };
+}
+
+export const ExportCheckpointRequest: MessageFns<ExportCheckpointRequest> = {
+  encode(message: ExportCheckpointRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.checkpoint !== "") {
+      writer.uint32(18).string(message.checkpoint);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportCheckpointRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportCheckpointRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.checkpoint = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportCheckpointRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      checkpoint: isSet(object.checkpoint) ? globalThis.String(object.checkpoint) : "",
+    };
+  },
+
+  toJSON(message: ExportCheckpointRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.checkpoint !== "") {
+      obj.checkpoint = message.checkpoint;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportCheckpointRequest>, I>>(base?: I): ExportCheckpointRequest {
+    return ExportCheckpointRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportCheckpointRequest>, I>>(object: I): ExportCheckpointRequest {
+    const message = createBaseExportCheckpointRequest();
+    message.name = object.name ?? "";
+    message.checkpoint = object.checkpoint ?? "";
+    return message;
+  },
+};
+
+function createBaseExportCheckpointResponse(): ExportCheckpointResponse {
+  return { data: Buffer.alloc(0) };
+}
+
+export const ExportCheckpointResponse: MessageFns<ExportCheckpointResponse> = {
+  encode(message: ExportCheckpointResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportCheckpointResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportCheckpointResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportCheckpointResponse {
+    return { data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0) };
+  },
+
+  toJSON(message: ExportCheckpointResponse): unknown {
+    const obj: any = {};
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportCheckpointResponse>, I>>(base?: I): ExportCheckpointResponse {
+    return ExportCheckpointResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportCheckpointResponse>, I>>(object: I): ExportCheckpointResponse {
+    const message = createBaseExportCheckpointResponse();
+    message.data = object.data ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseImportCheckpointStart(): ImportCheckpointStart {
+  return { name: "", checkpoint: "" };
+}
+
+export const ImportCheckpointStart: MessageFns<ImportCheckpointStart> = {
+  encode(message: ImportCheckpointStart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.checkpoint !== "") {
+      writer.uint32(18).string(message.checkpoint);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportCheckpointStart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportCheckpointStart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.checkpoint = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportCheckpointStart {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      checkpoint: isSet(object.checkpoint) ? globalThis.String(object.checkpoint) : "",
+    };
+  },
+
+  toJSON(message: ImportCheckpointStart): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.checkpoint !== "") {
+      obj.checkpoint = message.checkpoint;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportCheckpointStart>, I>>(base?: I): ImportCheckpointStart {
+    return ImportCheckpointStart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportCheckpointStart>, I>>(object: I): ImportCheckpointStart {
+    const message = createBaseImportCheckpointStart();
+    message.name = object.name ?? "";
+    message.checkpoint = object.checkpoint ?? "";
+    return message;
+  },
+};
+
+function createBaseImportCheckpointRequest(): ImportCheckpointRequest {
+  return { message: undefined };
+}
+
+export const ImportCheckpointRequest: MessageFns<ImportCheckpointRequest> = {
+  encode(message: ImportCheckpointRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.message?.$case) {
+      case "start":
+        ImportCheckpointStart.encode(message.message.value, writer.uint32(10).fork()).join();
+        break;
+      case "data":
+        writer.uint32(18).bytes(message.message.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportCheckpointRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportCheckpointRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.message = { $case: "start", value: ImportCheckpointStart.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = { $case: "data", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportCheckpointRequest {
+    return {
+      message: isSet(object.start)
+        ? { $case: "start", value: ImportCheckpointStart.fromJSON(object.start) }
+        : isSet(object.data)
+        ? { $case: "data", value: Buffer.from(bytesFromBase64(object.data)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ImportCheckpointRequest): unknown {
+    const obj: any = {};
+    if (message.message?.$case === "start") {
+      obj.start = ImportCheckpointStart.toJSON(message.message.value);
+    } else if (message.message?.$case === "data") {
+      obj.data = base64FromBytes(message.message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportCheckpointRequest>, I>>(base?: I): ImportCheckpointRequest {
+    return ImportCheckpointRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportCheckpointRequest>, I>>(object: I): ImportCheckpointRequest {
+    const message = createBaseImportCheckpointRequest();
+    switch (object.message?.$case) {
+      case "start": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "start", value: ImportCheckpointStart.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "data": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "data", value: object.message.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseImportCheckpointResponse(): ImportCheckpointResponse {
+  return { checkpoint: undefined };
+}
+
+export const ImportCheckpointResponse: MessageFns<ImportCheckpointResponse> = {
+  encode(message: ImportCheckpointResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.checkpoint !== undefined) {
+      Checkpoint.encode(message.checkpoint, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportCheckpointResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportCheckpointResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.checkpoint = Checkpoint.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportCheckpointResponse {
+    return { checkpoint: isSet(object.checkpoint) ? Checkpoint.fromJSON(object.checkpoint) : undefined };
+  },
+
+  toJSON(message: ImportCheckpointResponse): unknown {
+    const obj: any = {};
+    if (message.checkpoint !== undefined) {
+      obj.checkpoint = Checkpoint.toJSON(message.checkpoint);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportCheckpointResponse>, I>>(base?: I): ImportCheckpointResponse {
+    return ImportCheckpointResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportCheckpointResponse>, I>>(object: I): ImportCheckpointResponse {
+    const message = createBaseImportCheckpointResponse();
+    message.checkpoint = (object.checkpoint !== undefined && object.checkpoint !== null)
+      ? Checkpoint.fromPartial(object.checkpoint)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * ContainerService manages containers and their checkpoints.
  *
@@ -3510,6 +3950,43 @@ export const ContainerServiceService = {
       Buffer.from(DeleteCheckpointResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteCheckpointResponse => DeleteCheckpointResponse.decode(value),
   },
+  /**
+   * Streams a checkpoint as a tar archive in the layout checkpointctl and
+   * Podman read (checkpoint/ with CRIU images, spec.dump, config.dump,
+   * rootfs-diff.tar) plus osvirt.json. Idempotent.
+   * | checkpoint not found | NOT_FOUND |
+   */
+  exportCheckpoint: {
+    path: "/osvirt.v1.ContainerService/ExportCheckpoint" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExportCheckpointRequest): Buffer =>
+      Buffer.from(ExportCheckpointRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportCheckpointRequest => ExportCheckpointRequest.decode(value),
+    responseSerialize: (value: ExportCheckpointResponse): Buffer =>
+      Buffer.from(ExportCheckpointResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportCheckpointResponse => ExportCheckpointResponse.decode(value),
+  },
+  /**
+   * Imports an archive made by ExportCheckpoint (on this or another daemon).
+   * The first message must be `start`, then the archive's bytes. The
+   * checkpoint is filed under start.name (default: the container it was taken
+   * of); RestoreContainer then restores it, creating the container from the
+   * checkpoint's spec when it does not exist here.
+   * | not an osvirt checkpoint archive | INVALID_ARGUMENT |
+   * | checkpoint name taken            | ALREADY_EXISTS |
+   */
+  importCheckpoint: {
+    path: "/osvirt.v1.ContainerService/ImportCheckpoint" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportCheckpointRequest): Buffer =>
+      Buffer.from(ImportCheckpointRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportCheckpointRequest => ImportCheckpointRequest.decode(value),
+    responseSerialize: (value: ImportCheckpointResponse): Buffer =>
+      Buffer.from(ImportCheckpointResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportCheckpointResponse => ImportCheckpointResponse.decode(value),
+  },
 } as const;
 
 export interface ContainerServiceServer extends UntypedServiceImplementation {
@@ -3598,6 +4075,23 @@ export interface ContainerServiceServer extends UntypedServiceImplementation {
   listCheckpoints: handleUnaryCall<ListCheckpointsRequest, ListCheckpointsResponse>;
   /** Deletes a checkpoint. Idempotent with allow_missing. */
   deleteCheckpoint: handleUnaryCall<DeleteCheckpointRequest, DeleteCheckpointResponse>;
+  /**
+   * Streams a checkpoint as a tar archive in the layout checkpointctl and
+   * Podman read (checkpoint/ with CRIU images, spec.dump, config.dump,
+   * rootfs-diff.tar) plus osvirt.json. Idempotent.
+   * | checkpoint not found | NOT_FOUND |
+   */
+  exportCheckpoint: handleServerStreamingCall<ExportCheckpointRequest, ExportCheckpointResponse>;
+  /**
+   * Imports an archive made by ExportCheckpoint (on this or another daemon).
+   * The first message must be `start`, then the archive's bytes. The
+   * checkpoint is filed under start.name (default: the container it was taken
+   * of); RestoreContainer then restores it, creating the container from the
+   * checkpoint's spec when it does not exist here.
+   * | not an osvirt checkpoint archive | INVALID_ARGUMENT |
+   * | checkpoint name taken            | ALREADY_EXISTS |
+   */
+  importCheckpoint: handleClientStreamingCall<ImportCheckpointRequest, ImportCheckpointResponse>;
 }
 
 export interface ContainerServiceClient extends Client {
@@ -3892,6 +4386,46 @@ export interface ContainerServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteCheckpointResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams a checkpoint as a tar archive in the layout checkpointctl and
+   * Podman read (checkpoint/ with CRIU images, spec.dump, config.dump,
+   * rootfs-diff.tar) plus osvirt.json. Idempotent.
+   * | checkpoint not found | NOT_FOUND |
+   */
+  exportCheckpoint(
+    request: ExportCheckpointRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportCheckpointResponse>;
+  exportCheckpoint(
+    request: ExportCheckpointRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportCheckpointResponse>;
+  /**
+   * Imports an archive made by ExportCheckpoint (on this or another daemon).
+   * The first message must be `start`, then the archive's bytes. The
+   * checkpoint is filed under start.name (default: the container it was taken
+   * of); RestoreContainer then restores it, creating the container from the
+   * checkpoint's spec when it does not exist here.
+   * | not an osvirt checkpoint archive | INVALID_ARGUMENT |
+   * | checkpoint name taken            | ALREADY_EXISTS |
+   */
+  importCheckpoint(
+    callback: (error: ServiceError | null, response: ImportCheckpointResponse) => void,
+  ): ClientWritableStream<ImportCheckpointRequest>;
+  importCheckpoint(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportCheckpointResponse) => void,
+  ): ClientWritableStream<ImportCheckpointRequest>;
+  importCheckpoint(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportCheckpointResponse) => void,
+  ): ClientWritableStream<ImportCheckpointRequest>;
+  importCheckpoint(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportCheckpointResponse) => void,
+  ): ClientWritableStream<ImportCheckpointRequest>;
 }
 
 export const ContainerServiceClient = makeGenericClientConstructor(
