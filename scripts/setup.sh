@@ -16,8 +16,9 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 
 # Debian packages: busybox-static for the busybox template, iproute2 for
 # networking, iptables for CRIU's network locking, util-linux for nsenter,
-# procps for pgrep, libcap2-bin for file capabilities, gcc/make for the helper.
-PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates openssl)
+# procps for pgrep, libcap2-bin for file capabilities, gcc/make for the helper,
+# clang/libbpf-dev/bpftool for the cgroup BPF address filter.
+PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates openssl clang libbpf-dev bpftool)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -47,5 +48,6 @@ bash scripts/install-criu.sh
 log "building TypeScript and the native helper"
 npx tsc -p tsconfig.json
 make -s -C native
+make -s -C drivers/common/ipfilter
 
 log "done: start the daemon with 'node bin/osvirtd' (or 'npm run daemon')"
