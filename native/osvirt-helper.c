@@ -8,7 +8,9 @@
  *
  *   run [options] -- ARGV       start a container and stay as its monitor
  *   exec --pid PID [opts] -- ARGV   run a process inside a running container
- *   criu-swrk [--keep-fd N]... -- CRIU_ARGV   bridge CRIU's RPC socket to stdio
+ *   criu-swrk [--keep-fd N]... [--run-dir DIR] -- CRIU_ARGV   bridge CRIU's RPC socket to stdio
+ *   restore --state DIR (--tty-fd N | --log-fd N) [swrk options] -- CRIU_ARGV
+ *                               one CRIU RESTORE over stdio, then monitor the restored init
  *   version
  *
  * Usage errors exit 2. The full option list is in usage() below.
@@ -61,7 +63,9 @@ static void usage(FILE *out)
 	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--device PATH]... [--no-default-mounts]\n"
 	      "      [--readonly-rootfs] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
-	      "  osvirt-helper criu-swrk [--keep-fd N]... -- CRIU_ARGV...\n"
+	      "  osvirt-helper criu-swrk [--keep-fd N]... [--run-dir DIR] [--cgroup DIR]... -- CRIU_ARGV...\n"
+	      "  osvirt-helper restore --state DIR (--tty-fd N | --log-fd N) [--keep-fd N]... [--run-dir DIR]\n"
+	      "      [--cgroup DIR]... -- CRIU_ARGV...\n"
 	      "  osvirt-helper version\n"
 	      "PROCESS OPTIONS: [--caps LIST|all] [--no-new-privs] [--rlimit NAME:SOFT:HARD]...\n"
 	      "      [--user UID:GID[:GID,GID...]] [--env K=V]... [--cwd DIR] [--tty]\n", out);
@@ -866,6 +870,7 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int errfd, i
 
 static pid_t g_child = -1;  /* killed if the handshake fails */
 static int g_statefd = -1;
+static bool g_frames_on_stdout; /* restore: stdout carries CRIU frames, not JSON events */
 
 static void remove_state_files(void)
 {
@@ -888,6 +893,10 @@ NORETURN FORMAT(1, 2) static void monitor_fail(const char *fmt, ...)
 	}
 	if (g_statefd >= 0)
 		remove_state_files();
+	if (g_frames_on_stdout) {
+		fprintf(stderr, "osvirt-helper: %s\n", msg);
+		exit(1);
+	}
 	json_quote(quoted, sizeof quoted, msg);
 	emit("{\"event\":\"error\",\"message\":%s}", quoted);
 	exit(1);
@@ -1146,6 +1155,64 @@ NORETURN static void monitor_loop(struct monitor *m)
 	}
 }
 
+/*
+ * The monitor of an init (started by run, or restored by restore): sockets exist
+ * and init.pid is written once this returns, so a caller may connect at once.
+ */
+static struct monitor *monitor_new(pid_t init, int master, int logpipe, bool tty)
+{
+	struct monitor *m = calloc(1, sizeof *m);
+	if (!m)
+		monitor_fail("calloc: %s", strerror(errno));
+	m->init = init;
+	m->master = master;
+	m->logpipe = logpipe;
+	m->con_listen = -1;
+	m->logfd = -1;
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		m->ctl[i] = m->con[i] = -1;
+	if ((m->ctl_listen = listen_unix("monitor.sock")) < 0)
+		monitor_fail("listen monitor.sock: %s", strerror(errno));
+	if (tty && (m->con_listen = listen_unix("console.sock")) < 0)
+		monitor_fail("listen console.sock: %s", strerror(errno));
+	char num[32];
+	snprintf(num, sizeof num, "%d\n", init);
+	if (write_file_atomic(g_statefd, "init.pid", num) < 0)
+		monitor_fail("write init.pid: %s", strerror(errno));
+	return m;
+}
+
+/*
+ * Detaches from the caller's pipes and serves until the init exits. SIGCHLD must
+ * be blocked since before the init existed, so an early exit is still pending.
+ */
+NORETURN static void monitor_serve(struct monitor *m)
+{
+	ignore_signal(SIGTERM); /* only the init's exit ends the monitor */
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int log = openat(g_statefd, "monitor.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (null >= 0)
+		dup2(null, 0);
+	if (log >= 0) {
+		dup2(log, 1);
+		dup2(log, 2);
+	}
+	m->logfd = openat(g_statefd, "console.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	m->sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (m->sigfd < 0) {
+		fprintf(stderr, "signalfd: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (m->master >= 0)
+		fcntl(m->master, F_SETFL, O_NONBLOCK);
+	if (m->logpipe >= 0)
+		fcntl(m->logpipe, F_SETFL, O_NONBLOCK);
+	monitor_loop(m);
+}
+
 static int ns_flag(const char *name)
 {
 	for (size_t i = 0; i < NNS; i++)
@@ -1366,20 +1433,7 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (fchdir(g_statefd) < 0)
 		monitor_fail("chdir %s: %s", c.state, strerror(errno));
-	struct monitor *m = calloc(1, sizeof *m);
-	m->init = pid;
-	m->master = master;
-	m->logpipe = logp[0];
-	m->con_listen = -1;
-	for (int i = 0; i < MAX_CLIENTS; i++)
-		m->ctl[i] = m->con[i] = -1;
-	/* Sockets exist before "created", so a caller can connect as soon as it hears "started". */
-	if ((m->ctl_listen = listen_unix("monitor.sock")) < 0)
-		monitor_fail("listen monitor.sock: %s", strerror(errno));
-	if (c.p.tty && (m->con_listen = listen_unix("console.sock")) < 0)
-		monitor_fail("listen console.sock: %s", strerror(errno));
-	if (write_file_atomic(g_statefd, "init.pid", num) < 0)
-		monitor_fail("write init.pid: %s", strerror(errno));
+	struct monitor *m = monitor_new(pid, master, logp[0], c.p.tty);
 	if (emit("{\"event\":\"created\",\"initPid\":%d,\"monitorPid\":%d}", pid, getpid()) < 0)
 		monitor_fail("stdout: %s", strerror(errno));
 
@@ -1411,25 +1465,7 @@ static int cmd_run(int argc, char **argv)
 
 	/* Protocol step 4: detach from the caller's pipes and serve. */
 	g_child = -1;
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	int log = openat(g_statefd, "monitor.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	if (null >= 0)
-		dup2(null, 0);
-	if (log >= 0) {
-		dup2(log, 1);
-		dup2(log, 2);
-	}
-	m->logfd = openat(g_statefd, "console.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	m->sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (m->sigfd < 0) {
-		fprintf(stderr, "signalfd: %s\n", strerror(errno));
-		exit(1);
-	}
-	if (master >= 0)
-		fcntl(master, F_SETFL, O_NONBLOCK);
-	if (m->logpipe >= 0)
-		fcntl(m->logpipe, F_SETFL, O_NONBLOCK);
-	monitor_loop(m);
+	monitor_serve(m);
 }
 
 /* ------------------------------------------------------------------ exec */
@@ -1661,30 +1697,55 @@ static int cmd_exec(int argc, char **argv)
 	return exec_wait(child, master, sigfd, resize_fd);
 }
 
-/* ------------------------------------------------------------------ criu-swrk */
+/* ------------------------------------------------------------------ criu-swrk and restore */
 
-static int cmd_criu_swrk(int argc, char **argv)
+/* Options shared by criu-swrk and restore: how CRIU is started. */
+struct swrk_cfg {
+	int keep[64];                   /* caller's descriptors criu inherits at the same number */
+	size_t nkeep;
+	const char *run_dir;            /* bind-mounted on /run in criu's private mount ns */
+	struct list cgroups;            /* criu (and what it creates) starts in these */
+	struct {
+		int from, to;           /* fd made by the helper, and its number in criu */
+	} give[2];
+	size_t ngive;
+	char **cmd;
+};
+
+static bool parse_swrk_opt(struct args *a, struct swrk_cfg *c)
 {
-	struct args a = {argc, argv, 0};
 	const char *v;
-	int keep[64];
-	size_t nkeep = 0;
-	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++) {
-		if (!(v = value(&a, "--keep-fd")))
-			usage_error("criu-swrk: unknown option '%s'", argv[a.i]);
-		if (nkeep == sizeof keep / sizeof keep[0])
-			usage_error("criu-swrk: too many --keep-fd");
-		keep[nkeep++] = (int)parse_ulong(v, "--keep-fd");
+	if ((v = value(a, "--keep-fd"))) {
+		if (c->nkeep == sizeof c->keep / sizeof c->keep[0])
+			usage_error("too many --keep-fd");
+		c->keep[c->nkeep++] = (int)parse_ulong(v, "--keep-fd");
+	} else if ((v = value(a, "--run-dir"))) {
+		if (v[0] != '/')
+			usage_error("--run-dir %s: expected an absolute path", v);
+		c->run_dir = v;
+	} else if ((v = value(a, "--cgroup"))) {
+		list_add(&c->cgroups, v);
+	} else {
+		return false;
 	}
-	char **cmd = parse_command(&a);
-	size_t ncmd = 0;
-	while (cmd[ncmd])
-		ncmd++;
+	return true;
+}
 
+/*
+ * Starts `CMD swrk <fd>` on one end of a SOCK_SEQPACKET socketpair; returns the
+ * other end. With run_dir, criu gets a private mount namespace whose /run is
+ * run_dir: CRIU keeps its kernel-feature cache (/run/criu.kdat) only on a
+ * tmpfs, and the host's /run may not be one.
+ */
+static int swrk_spawn(struct swrk_cfg *c, pid_t *child_out)
+{
+	size_t ncmd = 0;
+	while (c->cmd[ncmd])
+		ncmd++;
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		perror("osvirt-helper criu-swrk: socketpair");
-		return 1;
+		perror("osvirt-helper: socketpair");
+		return -1;
 	}
 	/* A seqpacket message must fit the send buffer whole; room for MAX_FRAME both ways. */
 	int size = 2 * MAX_FRAME;
@@ -1694,34 +1755,71 @@ static int cmd_criu_swrk(int argc, char **argv)
 		if (setsockopt(sv[i], SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0)
 			setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
 	}
-	ignore_signal(SIGPIPE);
 	pid_t child = fork();
 	if (child < 0) {
-		perror("osvirt-helper criu-swrk: fork");
-		return 1;
+		perror("osvirt-helper: fork");
+		return -1;
 	}
 	if (child == 0) {
 		char fdnum[16];
 		snprintf(fdnum, sizeof fdnum, "%d", sv[1]);
 		char **args = calloc(ncmd + 3, sizeof *args);
-		memcpy(args, cmd, ncmd * sizeof *args);
+		memcpy(args, c->cmd, ncmd * sizeof *args);
 		args[ncmd] = "swrk";
 		args[ncmd + 1] = fdnum;
+		char num[32];
+		snprintf(num, sizeof num, "%d\n", getpid());
+		for (size_t i = 0; i < c->cgroups.n; i++) {
+			char path[PATH_MAX];
+			snprintf(path, sizeof path, "%s/cgroup.procs", c->cgroups.v[i]);
+			if (write_file(path, num) < 0) {
+				fprintf(stderr, "osvirt-helper: join cgroup %s: %s\n", c->cgroups.v[i], strerror(errno));
+				_exit(126);
+			}
+		}
+		if (c->run_dir && (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0 ||
+				   mount(c->run_dir, "/run", NULL, MS_BIND, NULL) < 0)) {
+			fprintf(stderr, "osvirt-helper: private /run for criu from %s: %s\n", c->run_dir, strerror(errno));
+			_exit(126);
+		}
 		/* stdin/stdout carry the frames: CRIU must neither read nor write them. */
 		int null = open("/dev/null", O_RDONLY);
 		if (null < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0)
 			_exit(127);
+		close(null);
+		for (size_t i = 0; i < c->ngive; i++) {
+			if (c->give[i].from == c->give[i].to)
+				fcntl(c->give[i].to, F_SETFD, 0);
+			else if (dup2(c->give[i].from, c->give[i].to) < 0)
+				_exit(127);
+		}
 		close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
 		fcntl(sv[1], F_SETFD, 0);
-		for (size_t i = 0; i < nkeep; i++)
-			fcntl(keep[i], F_SETFD, 0);
+		for (size_t i = 0; i < c->nkeep; i++)
+			fcntl(c->keep[i], F_SETFD, 0);
+		for (size_t i = 0; i < c->ngive; i++)
+			fcntl(c->give[i].to, F_SETFD, 0);
 		signal(SIGPIPE, SIG_DFL);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		execvp(args[0], args);
-		fprintf(stderr, "osvirt-helper criu-swrk: exec %s: %s\n", args[0], strerror(errno));
+		fprintf(stderr, "osvirt-helper: exec %s: %s\n", args[0], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
 	close(sv[1]);
-	int sock = sv[0];
+	*child_out = child;
+	return sv[0];
+}
+
+typedef void (*frame_cb)(const uint8_t *buf, size_t len, void *arg);
+
+/*
+ * Relays CRIU's messages to stdout and the caller's frames (uint32 LE length +
+ * payload) from stdin until CRIU closes its end. Returns 0, or 1 on a broken frame.
+ */
+static int swrk_relay(int sock, frame_cb on_frame, void *arg)
+{
 	uint8_t *inbuf = malloc(MAX_FRAME), *outbuf = malloc(MAX_FRAME + 4);
 	bool stdin_open = true;
 	int rc = 0;
@@ -1739,11 +1837,13 @@ static int cmd_criu_swrk(int argc, char **argv)
 			if (n <= 0)
 				break; /* CRIU closed its end or exited */
 			if (n > MAX_FRAME) {
-				fprintf(stderr, "osvirt-helper criu-swrk: message of %zd bytes exceeds %d\n", n, MAX_FRAME);
+				fprintf(stderr, "osvirt-helper: criu message of %zd bytes exceeds %d\n", n, MAX_FRAME);
 				rc = 1;
 				break;
 			}
 			uint32_t len = (uint32_t)n;
+			if (on_frame)
+				on_frame(outbuf + 4, len, arg);
 			for (int i = 0; i < 4; i++)
 				outbuf[i] = (uint8_t)(len >> (8 * i));
 			if (write_all(STDOUT_FILENO, outbuf, len + 4) < 0)
@@ -1759,24 +1859,255 @@ static int cmd_criu_swrk(int argc, char **argv)
 			}
 			uint32_t len = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
 			if (r != 4 || len > MAX_FRAME || read_full(STDIN_FILENO, inbuf, len) != (ssize_t)len) {
-				fprintf(stderr, "osvirt-helper criu-swrk: truncated or oversized frame on stdin\n");
+				fprintf(stderr, "osvirt-helper: truncated or oversized frame on stdin\n");
 				rc = 1;
 				break;
 			}
 			if (len == 0) /* a seqpacket reader could not tell an empty message from EOF */
-				fprintf(stderr, "osvirt-helper criu-swrk: empty frame ignored\n");
+				fprintf(stderr, "osvirt-helper: empty frame ignored\n");
 			else if (send(sock, inbuf, len, 0) < 0)
-				fprintf(stderr, "osvirt-helper criu-swrk: send: %s\n", strerror(errno));
+				fprintf(stderr, "osvirt-helper: send: %s\n", strerror(errno));
 		}
 	}
-	close(sock);
+	free(inbuf);
+	free(outbuf);
+	return rc;
+}
+
+static int wait_status(pid_t child)
+{
 	int status;
 	while (waitpid(child, &status, 0) < 0)
 		if (errno != EINTR)
 			return 1;
-	if (rc)
-		return rc;
 	return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+static int cmd_criu_swrk(int argc, char **argv)
+{
+	struct args a = {argc, argv, 0};
+	struct swrk_cfg c = {0};
+	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++)
+		if (!parse_swrk_opt(&a, &c))
+			usage_error("criu-swrk: unknown option '%s'", argv[a.i]);
+	c.cmd = parse_command(&a);
+	ignore_signal(SIGPIPE);
+	pid_t child;
+	int sock = swrk_spawn(&c, &child);
+	if (sock < 0)
+		return 1;
+	int rc = swrk_relay(sock, NULL, NULL);
+	close(sock);
+	int status = wait_status(child);
+	return rc ? rc : status;
+}
+
+/*
+ * Just enough protobuf to read criu_resp {1: type, 2: success, 4: restore {1: pid}}
+ * from CRIU's answer: the restore helper must know the restored init by itself.
+ */
+static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return true;
+	}
+	return false;
+}
+
+/* Calls fn(field, wire type, varint value or length, payload) for each field; false when malformed. */
+static bool pb_fields(const uint8_t *p, const uint8_t *end, void (*fn)(uint64_t, int, uint64_t, const uint8_t *, void *), void *arg)
+{
+	while (p < end) {
+		uint64_t key, v;
+		if (!pb_varint(&p, end, &key))
+			return false;
+		int wt = (int)(key & 7);
+		const uint8_t *payload = NULL;
+		if (wt == 0) {
+			if (!pb_varint(&p, end, &v))
+				return false;
+		} else if (wt == 2) {
+			if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return false;
+			payload = p;
+			p += v;
+		} else if (wt == 1 || wt == 5) {
+			v = wt == 1 ? 8 : 4;
+			if (v > (uint64_t)(end - p))
+				return false;
+			p += v;
+		} else {
+			return false;
+		}
+		fn(key >> 3, wt, v, payload, arg);
+	}
+	return true;
+}
+
+#define CRIU_REQ_RESTORE 2
+
+struct restore_answer {
+	int64_t type, success, pid;
+	bool seen;                      /* a RESTORE answer arrived */
+};
+
+static void restore_pid_field(uint64_t field, int wt, uint64_t v, const uint8_t *payload, void *arg)
+{
+	(void)payload;
+	if (field == 1 && wt == 0)
+		((struct restore_answer *)arg)->pid = (int32_t)v;
+}
+
+static void restore_resp_field(uint64_t field, int wt, uint64_t v, const uint8_t *payload, void *arg)
+{
+	struct restore_answer *r = arg;
+	if (field == 1 && wt == 0)
+		r->type = (int64_t)v;
+	else if (field == 2 && wt == 0)
+		r->success = (int64_t)v;
+	else if (field == 4 && wt == 2)
+		pb_fields(payload, payload + v, restore_pid_field, r);
+}
+
+static void on_restore_frame(const uint8_t *buf, size_t len, void *arg)
+{
+	struct restore_answer one = {.type = -1, .success = 0, .pid = 0};
+	if (!pb_fields(buf, buf + len, restore_resp_field, &one) || one.type != CRIU_REQ_RESTORE)
+		return;
+	struct restore_answer *r = arg;
+	*r = one;
+	r->seen = true;
+}
+
+/*
+ * restore: like criu-swrk for one RESTORE request, but as the monitor-to-be. It
+ * is a subreaper and asks for the tree as its sibling-child (rst_sibling), gives
+ * CRIU the console (a pty slave) or the output pipe to inherit, and once CRIU
+ * answered success it monitors the restored init exactly as run monitors a
+ * started one. On failure it leaves no state files and exits with criu's status.
+ */
+static int cmd_restore(int argc, char **argv)
+{
+	struct args a = {argc, argv, 0};
+	struct swrk_cfg c = {0};
+	const char *v, *state = NULL;
+	int tty_fd = -1, log_fd = -1;
+	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++) {
+		if (parse_swrk_opt(&a, &c)) {
+		} else if ((v = value(&a, "--state"))) {
+			state = v;
+		} else if ((v = value(&a, "--tty-fd"))) {
+			tty_fd = (int)parse_ulong(v, "--tty-fd");
+		} else if ((v = value(&a, "--log-fd"))) {
+			log_fd = (int)parse_ulong(v, "--log-fd");
+		} else {
+			usage_error("restore: unknown option '%s'", argv[a.i]);
+		}
+	}
+	c.cmd = parse_command(&a);
+	if (!state)
+		usage_error("restore: --state is required");
+	if ((tty_fd >= 0) == (log_fd >= 0))
+		usage_error("restore: exactly one of --tty-fd and --log-fd");
+	bool tty = tty_fd >= 0;
+	int give = tty ? tty_fd : log_fd;
+	if (give < 3)
+		usage_error("restore: the fd given to criu must be 3 or above");
+	for (size_t i = 0; i < c.nkeep; i++)
+		if (c.keep[i] == give)
+			usage_error("restore: fd %d is both --keep-fd and given to criu", give);
+
+	g_frames_on_stdout = true;
+	setsid();
+	ignore_signal(SIGPIPE);
+	ignore_signal(SIGHUP);
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+		perror("osvirt-helper restore: PR_SET_CHILD_SUBREAPER");
+		return 1;
+	}
+	g_statefd = open(state, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (g_statefd < 0) {
+		fprintf(stderr, "osvirt-helper restore: open state dir %s: %s\n", state, strerror(errno));
+		return 1;
+	}
+	unlinkat(g_statefd, "exit", 0);
+	unlinkat(g_statefd, "console-pty", 0);
+	char num[32];
+	snprintf(num, sizeof num, "%d\n", getpid());
+	if (write_file_atomic(g_statefd, "monitor.pid", num) < 0) {
+		fprintf(stderr, "osvirt-helper restore: write monitor.pid: %s\n", strerror(errno));
+		return 1;
+	}
+
+	/* What the restored tree inherits: a pty slave (console) or a pipe's write end (output). */
+	int master = -1, logpipe = -1, theirs = -1;
+	if (tty) {
+		char name[64];
+		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, name, sizeof name) != 0) {
+			fprintf(stderr, "osvirt-helper restore: allocate pty: %s\n", strerror(errno));
+			return 1;
+		}
+		theirs = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+		struct winsize ws = {.ws_row = 24, .ws_col = 80};
+		ioctl(master, TIOCSWINSZ, &ws);
+		/* For an external /dev/console bind mount: criu mounts what this names. */
+		if (theirs < 0 || symlinkat(name, g_statefd, "console-pty") < 0) {
+			fprintf(stderr, "osvirt-helper restore: pty slave %s: %s\n", name, strerror(errno));
+			return 1;
+		}
+	} else {
+		int p[2];
+		if (pipe2(p, O_CLOEXEC) < 0) {
+			perror("osvirt-helper restore: pipe");
+			return 1;
+		}
+		logpipe = p[0];
+		theirs = p[1];
+	}
+	c.give[0].from = theirs;
+	c.give[0].to = give;
+	c.ngive = 1;
+
+	/* Blocked from now on: the restored init's exit stays pending for the monitor's signalfd. */
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	pid_t criu;
+	int sock = swrk_spawn(&c, &criu);
+	/* Only criu holds it now: our copy would keep the pipe from ending. */
+	close(theirs);
+	if (sock < 0) {
+		remove_state_files();
+		return 1;
+	}
+	struct restore_answer answer = {0};
+	int rc = swrk_relay(sock, on_restore_frame, &answer);
+	close(sock);
+	int status = wait_status(criu);
+	/* CRIU opens the caller's descriptors through /proc/<our pid>/fd: closed only now. */
+	for (size_t i = 0; i < c.nkeep; i++)
+		close(c.keep[i]);
+	bool ok = !rc && answer.seen && answer.success && answer.pid > 0;
+	if (!ok) {
+		unlinkat(g_statefd, "console-pty", 0);
+		remove_state_files();
+		if (answer.seen && answer.success && answer.pid > 0)
+			kill(answer.pid, SIGKILL); /* restored, but the caller broke the protocol */
+		return rc ? rc : status ? status : 1;
+	}
+	g_child = (pid_t)answer.pid; /* killed by monitor_fail: nothing would watch it */
+	if (fchdir(g_statefd) < 0)
+		monitor_fail("chdir %s: %s", state, strerror(errno));
+	struct monitor *m = monitor_new((pid_t)answer.pid, master, logpipe, tty);
+	g_child = -1;
+	fprintf(stderr, "osvirt-helper restore: monitoring restored init %d\n", (int)answer.pid);
+	monitor_serve(m);
 }
 
 /* Test peer for criu-swrk: echoes every message on the seqpacket fd given last. */
@@ -1814,6 +2145,8 @@ int main(int argc, char **argv)
 		return cmd_exec(argc - 2, argv + 2);
 	if (!strcmp(cmd, "criu-swrk"))
 		return cmd_criu_swrk(argc - 2, argv + 2);
+	if (!strcmp(cmd, "restore"))
+		return cmd_restore(argc - 2, argv + 2);
 	if (!strcmp(cmd, "seqpacket-echo"))
 		return cmd_seqpacket_echo(argc - 2, argv + 2);
 	usage_error("unknown subcommand '%s'", cmd);

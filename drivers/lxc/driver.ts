@@ -16,10 +16,12 @@ import {
   RlimitType,
 } from '../../src/gen/osvirt/v1/container';
 import type { GetInfoResponse } from '../../src/gen/osvirt/driver/v1/driver';
+import type { CheckpointOptions } from '../../src/gen/osvirt/v1/container';
 import {
   DRIVER_PROTOCOL_VERSION,
   RuntimeStatus,
   type ConsoleSession,
+  type CheckpointResult,
   type Driver,
   type DriverContext,
   type ExecOptions,
@@ -33,6 +35,8 @@ import { helperPath } from '../../src/paths';
 import { VERSION } from '../../src/version';
 import { ContainerCgroup, detectLayout, type Layout } from './cgroups';
 import { launch, LaunchError, monitorCommand, pidAlive, pidStartTime, readExitRecord, removeMonitorDir, waitExit, type ExitRecord } from './monitor';
+import { LxcCheckpointer } from './checkpoint';
+import { locateCriu } from '../../src/criu/criu-locate';
 import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, setupNetwork, teardownNetwork, type BridgeConfig, type NetworkRuntime } from './network';
 import { BUSYBOX_DEFAULT_INIT, mountOverlay, Templates, unmountAll } from './rootfs';
 
@@ -83,6 +87,8 @@ export class LxcDriver implements Driver {
   /** One shared exit watch per running container. */
   private readonly waits = new Map<string, Promise<RuntimeState>>();
   private readonly messages: string[] = [];
+  private criuOk = false;
+  private checkpointer?: LxcCheckpointer;
 
   constructor(opts: LxcDriverOptions = {}) {
     this.bridge = opts.bridge ?? DEFAULT_BRIDGE;
@@ -102,12 +108,15 @@ export class LxcDriver implements Driver {
     this.ipam = new Ipam(path.join(this.stateDir, 'ipam.json'), this.bridge);
     await fs.mkdir(path.join(this.stateDir, 'containers'), { recursive: true });
     if (this.layout.kind === 'hybrid' && !this.layout.v1['freezer']) this.messages.push('pause: no freezer cgroup controller');
-    this.messages.push('checkpoint: not wired into the lxc driver yet');
+    const criu = await locateCriu();
+    this.criuOk = criu.ok;
+    if (!criu.ok) this.messages.push(`checkpoint: ${criu.reason}`);
   }
 
   async info(): Promise<GetInfoResponse> {
     const caps = ['exec', 'console', 'stats'];
     if (this.layout.kind === 'v2' || this.layout.v1['freezer']) caps.push('pause');
+    if (this.criuOk) caps.push('checkpoint');
     return { name: this.name, version: VERSION, protocolVersion: DRIVER_PROTOCOL_VERSION, capabilities: caps, messages: this.messages };
   }
 
@@ -470,5 +479,32 @@ export class LxcDriver implements Driver {
     if (!rt) throw wrongState(id, 'STOPPED', 'running');
     const s = await this.cgroup(id).stats();
     return { name: id, time: new Date(), ...s, interfaces: await interfaceStats(rt.initPid) };
+  }
+
+  private cr(): LxcCheckpointer {
+    this.checkpointer ??= new LxcCheckpointer({
+      stateDir: this.stateDir,
+      helper: this.helper,
+      logger: this.logger,
+      bridge: this.bridge,
+      ipam: this.ipam,
+      dir: (id) => this.dir(id),
+      monitorDir: (id) => this.monitorDir(id),
+      cgroup: (id) => this.cgroup(id),
+      readRuntime: (id) => this.readRuntime(id),
+      cleanup: (id) => this.cleanup(id),
+      prepareRootfs: (id, spec) => this.prepareRootfs(id, spec),
+      wait: (id) => this.wait(id),
+      forgetWait: (id) => void this.waits.delete(id),
+    });
+    return this.checkpointer;
+  }
+
+  async checkpoint(id: string, imageDir: string, options: CheckpointOptions, parentImageDir: string): Promise<CheckpointResult> {
+    return this.cr().checkpoint(id, imageDir, options, parentImageDir);
+  }
+
+  async restore(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState> {
+    return this.cr().restore(id, spec, imageDir, tcpEstablished, timeoutMs);
   }
 }

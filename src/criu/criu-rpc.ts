@@ -7,6 +7,11 @@
 //
 // One helper (hence one criu process) serves one request: CRIU keeps global state per request
 // and only allows keep_open for a few read-only requests.
+//
+// restoreMonitored() uses `osvirt-helper restore` instead: the same relay for one RESTORE, after
+// which the helper stays as the restored init's monitor (see native/osvirt-helper.c). It hands
+// CRIU a console pty slave or an output pipe of its own to inherit, and the call resolves once
+// CRIU answered and the helper let go of our pipes, without waiting for the helper to exit.
 
 import { spawn, type StdioOptions } from "node:child_process";
 import * as fs from "node:fs";
@@ -138,6 +143,8 @@ export interface CriuCallOptions {
    * criu itself has exited (it shares our stderr pipe), so nothing is left running behind it.
    */
   signal?: AbortSignal;
+  /** Extra helper options before "--", e.g. ["--cgroup", dir]: criu starts in that cgroup. */
+  helperArgs?: string[];
 }
 
 export interface CriuRpcConfig {
@@ -147,6 +154,12 @@ export interface CriuRpcConfig {
   helperPath?: string;
   /** Lines of CRIU's log file attached to errors (default 20). */
   logTailLines?: number;
+  /**
+   * A directory on a tmpfs that criu sees as /run (in a private mount namespace the helper makes
+   * for it). CRIU keeps its kernel-feature cache (/run/criu.kdat) only on a tmpfs; without one it
+   * probes the kernel again on every call (~50 ms here).
+   */
+  runDir?: string;
 }
 
 export interface CriuVersion {
@@ -183,6 +196,29 @@ export interface CriuRestoreResult {
   pid: number;
   logFile: string | undefined;
   durationMs: number;
+}
+
+export interface CriuMonitoredRestoreParams extends CriuRestoreParams {
+  /** The monitor's state directory (monitor.pid, init.pid, monitor.sock, exit, ...). */
+  stateDir: string;
+  /**
+   * "tty": the helper allocates a pty, keeps the master as the console and gives criu the slave
+   * at `fd` (a symlink stateDir/console-pty names it, for an external /dev/console mount);
+   * "pipe": it gives criu the write end of a pipe at `fd` and logs what arrives on it.
+   * Name `fd` in opts.inherit_fd under the key of the dumped tty ("tty[rdev:dev]") or pipe.
+   */
+  console: "tty" | "pipe";
+  fd: number;
+  /**
+   * Called once the helper runs, before the request is sent: options that depend on what the
+   * helper made (e.g. the path of its pty, from stateDir/console-pty). Merged into opts.
+   */
+  patchOpts?: () => Promise<CriuOpts>;
+}
+
+export interface CriuMonitoredRestoreResult extends CriuRestoreResult {
+  /** The helper, now the restored init's monitor (and, with rst_sibling, its parent). */
+  monitorPid: number;
 }
 
 export function defaultHelperPath(): string {
@@ -239,11 +275,13 @@ function readLogError(file: string): string | undefined {
 export class CriuRpcClient {
   readonly criuPath: string;
   readonly helperPath: string;
+  readonly runDir: string | undefined;
   private readonly logTailLines: number;
 
   constructor(config: CriuRpcConfig) {
     this.criuPath = config.criuPath;
     this.helperPath = config.helperPath ?? defaultHelperPath();
+    this.runDir = config.runDir;
     this.logTailLines = config.logTailLines ?? 20;
   }
 
@@ -286,6 +324,28 @@ export class CriuRpcClient {
     return { logFile: this.logFileOf(opts, params), durationMs: Date.now() - started };
   }
 
+  /**
+   * RESTORE through `osvirt-helper restore`, which stays behind as the monitor of the restored
+   * init. Asks for rst_sibling so the init becomes the helper's child.
+   */
+  async restoreMonitored(params: CriuMonitoredRestoreParams): Promise<CriuMonitoredRestoreResult> {
+    const started = Date.now();
+    const opts: CriuOpts = { log_level: 4, rst_sibling: true, ...params.opts };
+    const stdio = [params.console === "tty" ? "--tty-fd" : "--log-fd", String(params.fd)];
+    const helperArgs = ["--state", params.stateDir, ...stdio, ...(params.helperArgs ?? [])];
+    let monitorPid = 0;
+    const how: { mode: "restore"; onSpawn: (pid: number) => void; patchOpts?: () => Promise<CriuOpts> } = {
+      mode: "restore",
+      onSpawn: (pid) => (monitorPid = pid),
+    };
+    if (params.patchOpts) how.patchOpts = params.patchOpts;
+    const resp = await this.request({ type: "RESTORE", opts }, { ...params, helperArgs }, how);
+    if (!resp.restore) {
+      throw new CriuError("PROTOCOL", "criu answered RESTORE without the restored pid", { request: "RESTORE" });
+    }
+    return { pid: resp.restore.pid, monitorPid, logFile: this.logFileOf(opts, params), durationMs: Date.now() - started };
+  }
+
   /** RESTORE from params.imagesDir; CRIU restores detached, the tree is not our child. */
   async restore(params: CriuRestoreParams): Promise<CriuRestoreResult> {
     const started = Date.now();
@@ -301,8 +361,13 @@ export class CriuRpcClient {
    * Sends one request and returns CRIU's final answer, answering notifications on the way.
    * Throws CriuError when CRIU reports failure or goes away without answering.
    */
-  request(req: CriuRequest, options: CriuCallOptions = {}): Promise<CriuResponse> {
+  request(
+    req: CriuRequest,
+    options: CriuCallOptions = {},
+    how: { mode?: "criu-swrk" | "restore"; onSpawn?: (pid: number) => void; patchOpts?: () => Promise<CriuOpts> } = {},
+  ): Promise<CriuResponse> {
     const type = req.type;
+    const mode = how.mode ?? "criu-swrk";
     try {
       fs.accessSync(this.helperPath, fs.constants.X_OK);
     } catch {
@@ -314,7 +379,9 @@ export class CriuRpcClient {
     }
 
     const stdio: StdioOptions = ["pipe", "pipe", "pipe"];
-    const args: string[] = ["criu-swrk"];
+    const args: string[] = [mode];
+    if (this.runDir !== undefined) args.push("--run-dir", this.runDir);
+    args.push(...(options.helperArgs ?? []));
     // A descriptor handed to criu appears in the helper (and criu) at its index in stdio.
     const pass = (fd: number): number => {
       const childFd = stdio.length;
@@ -349,10 +416,18 @@ export class CriuRpcClient {
     args.push("--", this.criuPath);
 
     const logFile = message.opts ? this.logFileOf(message.opts, options, type) : undefined;
-    const payload = encodeRequest(message);
+    let payload: Uint8Array;
+    try {
+      payload = encodeRequest(message);
+    } catch (err: unknown) {
+      for (const fd of opened) fs.closeSync(fd);
+      return Promise.reject(err);
+    }
 
     return new Promise<CriuResponse>((resolve, reject) => {
-      const child = spawn(this.helperPath, args, { stdio });
+      // The restore helper outlives us as a monitor: its own process group, not waited for.
+      const child = spawn(this.helperPath, args, { stdio, detached: mode === "restore" });
+      if (child.pid !== undefined) how.onSpawn?.(child.pid);
       // The helper holds its own copies now (spawn returns after exec).
       for (const fd of opened) fs.closeSync(fd);
 
@@ -436,7 +511,7 @@ export class CriuRpcClient {
         options.signal?.removeEventListener("abort", onAbort);
         reject(new CriuError("SPAWN_FAILED", `cannot run ${this.helperPath}`, { request: type, cause: err }));
       });
-      child.on("close", (code: number | null, signal: NodeJS.Signals | null) => {
+      const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
         void queue.then(() => {
           if (settled) return;
           settled = true;
@@ -465,9 +540,39 @@ export class CriuRpcClient {
           }
           resolve(final);
         });
-      });
+      };
+      if (mode === "restore") {
+        // Success leaves the helper running as a monitor with its stdio moved to its log: settle
+        // once it let go of our pipes (and then it is no business of ours any more).
+        let open = 2;
+        const ended = (): void => {
+          if (--open > 0) return;
+          child.unref();
+          void queue.then(() => {
+            const exited = child.exitCode !== null || child.signalCode !== null;
+            // A failed restore ends the helper: wait for its status, it says what went wrong.
+            if (!exited && !final?.success) child.once("exit", finish);
+            else finish(exited ? child.exitCode : null, exited ? child.signalCode : null);
+          });
+        };
+        child.stdout?.once("close", ended);
+        child.stderr?.once("close", ended);
+      } else {
+        child.on("close", finish);
+      }
 
-      child.stdin?.write(frame(payload));
+      if (!how.patchOpts) {
+        child.stdin?.write(frame(payload));
+      } else {
+        // Options that only exist once the helper runs (e.g. the pty it allocated).
+        how.patchOpts().then(
+          (extra) => child.stdin?.write(frame(encodeRequest({ ...message, opts: { images_dir_fd: -1, ...message.opts, ...extra } }))),
+          (err: unknown) => {
+            failure ??= new CriuError("ABORTED", `criu ${type} request not sent: ${err instanceof Error ? err.message : String(err)}`, { request: type, cause: err });
+            child.kill("SIGTERM");
+          },
+        );
+      }
     });
   }
 

@@ -1,0 +1,509 @@
+// Checkpoint and restore of lxc containers with CRIU (RPC mode through the native helper).
+//
+// A checkpoint directory (the core's <state>/checkpoints/<container>/<name>/) follows Podman's
+// layout: checkpoint/ holds CRIU's images (and dump.log), osvirt.json (the core's) the spec,
+// config.dump what this driver needs to restore (how stdio, mounts and the network were wired),
+// rootfs-diff.tar the overlay upper dir (the container's changes to its template).
+//
+// What is external to the dumped tree, and how each is handed back on restore:
+// - the root mount (an overlay the host mounted): `mnt[/]:ROOT` on dump, `mnt[ROOT]:<rootfs>` +
+//   root=<rootfs> on restore, after the overlay is mounted again (a clone first gets its own
+//   upper dir, unpacked from rootfs-diff.tar);
+// - host bind mounts (spec.mounts, and /dev/console of a tty container): `mnt[<dst>]:<key>`,
+//   then `mnt[<key>]:<source>`;
+// - the init's stdio: a pipe to the monitor (`pipe:[ino]`) or the monitor's pty (`tty[rdev:dev]`,
+//   external on dump, as libvirt's LXC driver does). On restore the new monitor
+//   (`osvirt-helper restore`) makes a new pipe or pty and CRIU gives it to the restored
+//   processes in place of the old one (inherit_fd), making the pty their controlling tty again;
+// - the veth's host end: `veth[<host end>]`, then `veth[<inside>]:<host end>@<bridge>`;
+// - cgroups: CRIU moves the tasks into osvirt/<name> (cg_root), which the driver creates first.
+// The network namespace itself (addresses, routes, sockets) is in the images.
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promises as fs, existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import type { Logger } from 'pino';
+import { CgroupManageMode, type CheckpointOptions, type CheckpointStats, type ContainerSpec, MountType } from '../../src/gen/osvirt/v1/container';
+import { RuntimeStatus, type CheckpointResult, type RuntimeState } from '../../src/core/driver';
+import { writeFileAtomic } from '../../src/core/atomic-file';
+import { errorMessage, missingFeature, OsvirtError, wrongState } from '../../src/core/errors';
+import { locateCriu } from '../../src/criu/criu-locate';
+import type { CriuCgMode, CriuOpts } from '../../src/criu/criu-messages';
+import { CriuError, CriuRpcClient } from '../../src/criu/criu-rpc';
+import { readStats } from '../../src/criu/criu-stats';
+import type { ContainerCgroup } from './cgroups';
+import { pidAlive, pidStartTime, readExitRecord, removeMonitorDir } from './monitor';
+import { ensureBridge, hasKernelFeature, hostIfName, ip, ipIn, linkExists, teardownNetwork, type BridgeConfig, type Ipam, type NetworkRuntime } from './network';
+import { isMountpoint, unmountAll } from './rootfs';
+
+const run = promisify(execFile);
+
+/** runtime.json, as the driver writes it. */
+export interface LxcRuntime {
+  initPid: number;
+  initStartTime: string;
+  monitorPid: number;
+  startTime: string;
+  network: NetworkRuntime;
+  rootfsMounted: string;
+}
+
+/** What the driver lends this module. */
+export interface CheckpointHost {
+  stateDir: string;
+  helper: string;
+  logger: Logger;
+  bridge: BridgeConfig;
+  ipam: Ipam;
+  dir(id: string): string;
+  monitorDir(id: string): string;
+  cgroup(id: string): ContainerCgroup;
+  readRuntime(id: string): Promise<LxcRuntime | undefined>;
+  /** Undo everything a run put on the host (network, cgroups, mounts, runtime.json). */
+  cleanup(id: string): Promise<void>;
+  prepareRootfs(id: string, spec: ContainerSpec): Promise<{ rootfs: string; mounted: string; extraMounts: string[] }>;
+  /** The driver's exit watch: resolves after the init exited and cleanup ran. */
+  wait(id: string): Promise<RuntimeState>;
+  /** Forget a finished exit watch (a new init is running). */
+  forgetWait(id: string): void;
+}
+
+/** config.dump: how the dumped container was wired, for restore. */
+interface CheckpointConfig {
+  format: 1;
+  container: string;
+  createdAt: string;
+  criuVersion: string;
+  /** "overlay": rootfs-diff.tar holds the upper dir; "path": a host directory used in place. */
+  rootfs: { kind: 'overlay' | 'path'; diff: string };
+  /** The key of the init's stdio (fd 0/1/2) as CRIU names it: "pipe:[ino]" or "tty[rdev:dev]". */
+  stdio: { kind: 'pipe' | 'tty' | 'none'; key: string };
+  /** Host-side mounts in the container: mountpoint (inside) -> CRIU key. */
+  mounts: { mountpoint: string; key: string }[];
+  network: { mode: 'bridge'; inside: string; bridge: string; address: string; hostEnd: string } | { mode: 'isolated' };
+  criu: { tcpEstablished: boolean; extUnixSk: boolean; fileLocks: boolean; shellJob: boolean; manageCgroupsMode: CriuCgMode };
+}
+
+const CONFIG_FILE = 'config.dump';
+const ROOTFS_DIFF = 'rootfs-diff.tar';
+/** The fd number criu gets the new console/pipe at (clear of the few the client passes). */
+const INHERIT_FD = 100;
+/** GNU tar keeping overlayfs whiteouts and opaque-dir xattrs, and ids as they are. */
+const TAR_XATTRS = ['--xattrs', '--xattrs-include=trusted.overlay.*', '--numeric-owner'];
+
+const MANAGE_MODE: Record<number, CriuCgMode> = {
+  [CgroupManageMode.CGROUP_MANAGE_MODE_UNSPECIFIED]: 'SOFT',
+  [CgroupManageMode.CGROUP_MANAGE_MODE_IGNORE]: 'IGNORE',
+  [CgroupManageMode.CGROUP_MANAGE_MODE_SOFT]: 'SOFT',
+  [CgroupManageMode.CGROUP_MANAGE_MODE_FULL]: 'FULL',
+  [CgroupManageMode.CGROUP_MANAGE_MODE_STRICT]: 'STRICT',
+};
+
+function criuFailed(op: string, id: string, e: unknown): OsvirtError {
+  if (e instanceof OsvirtError) return e;
+  const msg = e instanceof CriuError ? e.message : errorMessage(e);
+  return new OsvirtError('INTERNAL', 'CRIU_FAILED', `${op} of container "${id}" failed: ${msg}`, [], { container: id });
+}
+
+/** major:minor of every mount the daemon sees: a container mount with one of these came from the host. */
+function hostMountDevices(): Set<string> {
+  const out = new Set<string>();
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const dev = line.split(' ')[2];
+    if (dev) out.add(dev);
+  }
+  return out;
+}
+
+/** The container's mounts that are host resources (binds), deepest last, without "/". */
+function externalMounts(initPid: number): string[] {
+  const host = hostMountDevices();
+  const out: string[] = [];
+  for (const line of readFileSync(`/proc/${initPid}/mountinfo`, 'utf8').split('\n')) {
+    const f = line.split(' ');
+    const dev = f[2];
+    const mp = f[4];
+    if (!dev || !mp || mp === '/') continue;
+    if (host.has(dev)) out.push(mp.replace(/\\040/g, ' '));
+  }
+  return out;
+}
+
+/** How CRIU names the file behind fd 0..2 of the init, and whether it is the monitor's. */
+function stdioKey(initPid: number): CheckpointConfig['stdio'] {
+  for (const fd of [1, 0, 2]) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${initPid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target.startsWith('pipe:[')) return { kind: 'pipe', key: target };
+    const st = statSync(`/proc/${initPid}/fd/${fd}`);
+    // Unix98 pty slaves have majors 136..143.
+    const major = Math.floor(st.rdev / 256) & 0xfff;
+    if (st.isCharacterDevice() && major >= 136 && major <= 143) return { kind: 'tty', key: `tty[${st.rdev.toString(16)}:${st.dev.toString(16)}]` };
+  }
+  return { kind: 'none', key: '' };
+}
+
+/**
+ * Where CRIU puts the restored tasks: osvirt/<name> in each hierarchy osvirt manages, and only
+ * there. A root without a controller would apply to every hierarchy, named ones like
+ * name=systemd included, where osvirt does not put containers.
+ */
+function cgroupRoots(cg: ContainerCgroup, id: string): { ctrl?: string; path: string }[] {
+  const root = `/osvirt/${id}`;
+  if (cg.layout.kind === 'v2') return [{ path: root }];
+  const out: { ctrl?: string; path: string }[] = Object.keys(cg.layout.v1).map((ctrl) => ({ ctrl, path: root }));
+  // CRIU names the cgroup2 hierarchy's controller "" on a hybrid host.
+  if (cg.layout.unified) out.push({ ctrl: '', path: root });
+  return out;
+}
+
+function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = ((b[0] ?? 0) & 0xfe) | 0x02; // unicast, locally administered
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+export class LxcCheckpointer {
+  private client?: CriuRpcClient;
+  private version = '';
+
+  constructor(private readonly h: CheckpointHost) {}
+
+  /** The tmpfs criu sees as /run, so its kernel-feature cache (criu.kdat) survives between calls. */
+  private async runDir(): Promise<string> {
+    const dir = path.join(this.h.stateDir, 'criu-run');
+    if (isMountpoint(dir)) return dir;
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    try {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0700,nosuid,nodev,noexec', 'osvirt-criu-run', dir]);
+    } catch (e) {
+      throw missingFeature('tmpfs', `mounting criu's run directory at ${dir} failed: ${((e as { stderr?: string }).stderr ?? errorMessage(e)).trim()}`);
+    }
+    return dir;
+  }
+
+  private async criu(): Promise<CriuRpcClient> {
+    if (this.client) return this.client;
+    const loc = await locateCriu();
+    if (!loc.ok || !loc.path) throw new OsvirtError('FAILED_PRECONDITION', 'CRIU_UNAVAILABLE', `CRIU is not usable: ${loc.reason}`);
+    this.version = loc.version ?? '';
+    this.client = new CriuRpcClient({ criuPath: loc.path, helperPath: this.h.helper, runDir: await this.runDir() });
+    return this.client;
+  }
+
+  /** Options and container setups CRIU cannot (or osvirt does not yet) checkpoint, refused up front. */
+  private async refuseUnsupported(id: string, o: CheckpointOptions, parentImageDir: string, rt: LxcRuntime): Promise<void> {
+    if (o.lazyPages) {
+      throw new OsvirtError('FAILED_PRECONDITION', 'LAZY_PAGES_UNSUPPORTED', 'options.lazy_pages: lazy restore (userfaultfd with a page server) is not supported by the lxc driver: it has not been shown to work on this stack; checkpoint without it', [], { container: id });
+    }
+    if (parentImageDir) {
+      const soft = hasKernelFeature('CONFIG_MEM_SOFT_DIRTY');
+      const tracked = soft === false ? false : ((await (await this.criu()).featureCheck({ mem_track: true })).mem_track ?? false);
+      if (!tracked) {
+        throw missingFeature('soft-dirty memory tracking (CONFIG_MEM_SOFT_DIRTY)', 'options.parent_checkpoint makes an incremental dump, which needs CRIU memory tracking (track_mem); this kernel was built without CONFIG_MEM_SOFT_DIRTY. Take a full checkpoint instead');
+      }
+    }
+    if (!rt.rootfsMounted && existsSync(path.join(this.h.dir(id), 'approot'))) {
+      throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" runs on the host's root (an application container); the lxc driver checkpoints only containers with their own rootfs`, [], { container: id });
+    }
+    const own = (ns: string) => {
+      try {
+        return readlinkSync(`/proc/${rt.initPid}/ns/${ns}`) !== readlinkSync(`/proc/self/ns/${ns}`);
+      } catch {
+        return false;
+      }
+    };
+    if (!own('net')) throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" shares the host's network namespace; only containers with their own (network.none or network.bridge) can be checkpointed`, [], { container: id });
+  }
+
+  async checkpoint(id: string, imageDir: string, o: CheckpointOptions, parentImageDir: string): Promise<CheckpointResult> {
+    const rt = await this.h.readRuntime(id);
+    if (!rt || !pidAlive(rt.initPid) || pidStartTime(rt.initPid) !== rt.initStartTime || readExitRecord(this.h.monitorDir(id))) throw wrongState(id, 'STOPPED', 'running');
+    await this.refuseUnsupported(id, o, parentImageDir, rt);
+    const client = await this.criu();
+    const cpDir = path.dirname(imageDir);
+    const manageMode = MANAGE_MODE[o.manageCgroupsMode] ?? 'SOFT';
+
+    const stdio = stdioKey(rt.initPid);
+    const external = ['mnt[/]:ROOT'];
+    const mounts = externalMounts(rt.initPid).map((mountpoint, i) => ({ mountpoint, key: mountpoint === '/dev/console' ? 'console' : `m${i}` }));
+    for (const m of mounts) external.push(`mnt[${m.mountpoint}]:${m.key}`);
+    if (stdio.kind === 'tty') external.push(stdio.key);
+    let network: CheckpointConfig['network'] = { mode: 'isolated' };
+    const hostEnd = rt.network.hostInterfaces[0];
+    if (rt.network.bridge && hostEnd) {
+      external.push(`veth[${hostEnd}]`);
+      network = { mode: 'bridge', inside: rt.network.interfaceName ?? 'eth0', bridge: rt.network.bridge, address: rt.network.address ?? '', hostEnd };
+    }
+    const upper = path.join(this.h.dir(id), 'upper');
+    const overlay = !!rt.rootfsMounted && existsSync(upper);
+    const opts: CriuOpts = {
+      root: rt.rootfsMounted || undefined,
+      leave_running: o.leaveRunning,
+      tcp_established: o.tcpEstablished,
+      ext_unix_sk: o.extUnixSk,
+      file_locks: o.fileLocks,
+      shell_job: o.shellJob,
+      manage_cgroups: true,
+      manage_cgroups_mode: manageMode,
+      external,
+      notify_scripts: true,
+      log_file: 'dump.log',
+    };
+    if (!opts.root) delete opts.root;
+    // Only the hierarchies osvirt puts containers in: a named one (name=systemd) where the
+    // container sits at the root would make CRIU dump, and recreate, that whole hierarchy.
+    const cg = this.h.cgroup(id);
+    if (cg.layout.kind === 'hybrid') opts.cgroup_dump_controller = [...Object.keys(cg.layout.v1), ...(cg.layout.unified ? [''] : [])];
+    if (o.timeout && o.timeout.seconds > 0) opts.timeout = o.timeout.seconds;
+    if (parentImageDir) {
+      opts.parent_img = path.relative(imageDir, parentImageDir);
+      opts.track_mem = true;
+    }
+    const started = Date.now();
+    try {
+      await client.dump({
+        pid: rt.initPid,
+        imagesDir: imageDir,
+        opts,
+        onNotify: async (n) => {
+          // The tree is frozen here (also with leave_running): the upper dir is consistent with it.
+          if (n.script === 'post-dump' && overlay) await run('tar', [...TAR_XATTRS, '-C', upper, '-cf', path.join(cpDir, ROOTFS_DIFF), '.']);
+        },
+      });
+    } catch (e) {
+      throw criuFailed('checkpoint', id, e);
+    }
+    const dumpMs = Date.now() - started;
+    const config: CheckpointConfig = {
+      format: 1,
+      container: id,
+      createdAt: new Date().toISOString(),
+      criuVersion: this.version,
+      rootfs: { kind: overlay ? 'overlay' : 'path', diff: overlay ? ROOTFS_DIFF : '' },
+      stdio,
+      mounts,
+      network,
+      criu: { tcpEstablished: o.tcpEstablished, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks, shellJob: o.shellJob, manageCgroupsMode: manageMode },
+    };
+    await writeFileAtomic(path.join(cpDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n', 0o600);
+    const s = readStats(imageDir, 'dump')?.dump;
+    const stats: CheckpointStats = {
+      freezingTimeUs: s?.freezing_time ?? 0,
+      frozenTimeUs: s?.frozen_time ?? 0,
+      memdumpTimeUs: s?.memdump_time ?? 0,
+      memwriteTimeUs: s?.memwrite_time ?? 0,
+      pagesScanned: s?.pages_scanned ?? 0,
+      pagesWritten: s?.pages_written ?? 0,
+    };
+    this.h.logger.info({ container: id, ms: dumpMs, frozenUs: stats.frozenTimeUs, pagesWritten: stats.pagesWritten }, 'checkpointed');
+    let state: RuntimeState = { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, message: '' };
+    if (!o.leaveRunning) {
+      // CRIU killed the tree; wait for the monitor to notice and the driver to clean up, so a
+      // restore right after does not race with that cleanup.
+      await this.h.wait(id);
+      state = { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, finishTime: new Date(), message: 'checkpointed' };
+    }
+    return { criuVersion: this.version, stats, state };
+  }
+
+  private async readConfig(id: string, imageDir: string): Promise<CheckpointConfig> {
+    try {
+      const c = JSON.parse(await fs.readFile(path.join(path.dirname(imageDir), CONFIG_FILE), 'utf8')) as CheckpointConfig;
+      if (c.format !== 1) throw new Error(`unknown format ${String(c.format)}`);
+      return c;
+    } catch (e) {
+      throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNREADABLE', `the checkpoint cannot be restored into "${id}": ${CONFIG_FILE} is missing or unreadable (${errorMessage(e)})`, [], { container: id });
+    }
+  }
+
+  async restore(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState> {
+    const config = await this.readConfig(id, imageDir);
+    const clone = config.container !== id;
+    const old = await this.h.readRuntime(id);
+    if (old && pidAlive(old.monitorPid) && !readExitRecord(this.h.monitorDir(id))) throw wrongState(id, 'RUNNING', 'stopped');
+    if (clone && tcpEstablished) {
+      throw new OsvirtError('FAILED_PRECONDITION', 'CLONE_TCP_ESTABLISHED', `a clone cannot take over the TCP connections of "${config.container}", which keeps them; restore the clone without tcp_established (its connections are restored closed)`, [], { container: id });
+    }
+    if (config.criu.tcpEstablished && !tcpEstablished && !clone) {
+      throw new OsvirtError('FAILED_PRECONDITION', 'TCP_ESTABLISHED_REQUIRED', `the checkpoint holds established TCP connections (it was taken with tcp_established); restore it with tcp_established`, [], { container: id });
+    }
+    const client = await this.criu();
+    await this.h.cleanup(id);
+
+    const dir = this.h.dir(id);
+    const monitorDir = this.h.monitorDir(id);
+    const cg = this.h.cgroup(id);
+    let rootfsMounted = '';
+    let network: NetworkRuntime = { hostInterfaces: [] };
+    let monitorPid = 0;
+    try {
+      await removeMonitorDir(monitorDir);
+      await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
+      await cg.create(spec.resources, spec.devices);
+
+      // A clone gets its own copy of the container's changes to the template.
+      const upper = path.join(dir, 'upper');
+      if (config.rootfs.kind === 'overlay' && config.rootfs.diff) {
+        const have = await fs.readdir(upper).catch(() => undefined);
+        if (clone || !have) {
+          await fs.rm(upper, { recursive: true, force: true });
+          await fs.mkdir(upper, { recursive: true, mode: 0o755 });
+          await run('tar', [...TAR_XATTRS, '-C', upper, '-xpf', path.join(path.dirname(imageDir), config.rootfs.diff)]);
+        }
+      }
+      const rf = await this.h.prepareRootfs(id, spec);
+      rootfsMounted = rf.mounted;
+
+      const external = [`mnt[ROOT]:${rf.rootfs}`];
+      for (const m of config.mounts) {
+        if (m.key === 'console') continue; // the new pty's path, once the helper made it
+
+        const src = this.mountSource(spec, m.mountpoint);
+        if (!src) throw new OsvirtError('FAILED_PRECONDITION', 'MOUNT_SOURCE_UNKNOWN', `the checkpoint has a host mount at ${m.mountpoint} that spec.mounts no longer provides`, [], { container: id });
+        external.push(`mnt[${m.key}]:${src}`);
+      }
+
+      let readdress: { inside: string; address: string; gateway?: string | undefined } | undefined;
+      if (config.network.mode === 'bridge') {
+        const bridgeSpec = spec.network?.mode?.$case === 'bridge' ? spec.network.mode.value : undefined;
+        const bridge = bridgeSpec?.bridge || config.network.bridge;
+        const own = bridge === this.h.bridge.name;
+        const gw = own ? this.h.ipam.gateway() : undefined;
+        await ensureBridge(bridge, gw);
+        const hostEnd = hostIfName('ovh', id);
+        if (linkExists(hostEnd)) await ip('link', 'del', hostEnd).catch(() => undefined);
+        let address = config.network.address;
+        if (clone) {
+          if (bridgeSpec?.address) await this.h.ipam.reserve(id, bridgeSpec.address);
+          address = bridgeSpec?.address || (own ? await this.h.ipam.allocate(id) : '');
+          readdress = { inside: config.network.inside, address, gateway: gw?.address };
+        }
+        external.push(`veth[${config.network.inside}]:${hostEnd}@${bridge}`);
+        network = { hostInterfaces: [hostEnd], address, interfaceName: config.network.inside, bridge };
+      }
+
+      const tty = config.stdio.kind === 'tty';
+      const manageMode = config.criu.manageCgroupsMode;
+      const opts: CriuOpts = {
+        root: rf.rootfs,
+        tcp_established: tcpEstablished && !clone,
+        // A clone must not revive the original's connections next to it: they come back closed.
+        tcp_close: clone && config.criu.tcpEstablished,
+        ext_unix_sk: config.criu.extUnixSk,
+        file_locks: config.criu.fileLocks,
+        shell_job: config.criu.shellJob,
+        manage_cgroups: true,
+        manage_cgroups_mode: manageMode,
+        cg_root: cgroupRoots(cg, id),
+        external,
+        notify_scripts: true,
+        // The images dir is CRIU's work dir here: a work_dir_fd would name a directory of the
+        // host's mount namespace, where criu (in its own, see runDir) cannot mount its cgroup yard.
+        log_file: `restore-${id}.log`,
+      };
+      if (config.stdio.kind !== 'none') opts.inherit_fd = [{ key: config.stdio.key, fd: INHERIT_FD }];
+      const hostname = clone && !spec.hostname ? id : '';
+      const started = Date.now();
+      let restored;
+      try {
+        restored = await client.restoreMonitored({
+          imagesDir: imageDir,
+          stateDir: monitorDir,
+          console: tty ? 'tty' : 'pipe',
+          fd: INHERIT_FD,
+          opts,
+          // With IGNORE CRIU leaves the tasks where it runs: let that be the container's cgroups.
+          helperArgs: manageMode === 'IGNORE' ? cg.dirs().flatMap((d) => ['--cgroup', d]) : [],
+          ...(timeoutMs > 0 ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
+          patchOpts: async () => {
+            if (!config.mounts.some((m) => m.key === 'console')) return {};
+            // CRIU cannot bind through a symlink here: name the pty itself.
+            const link = path.join(monitorDir, 'console-pty');
+            for (let i = 0; i < 200 && !existsSync(link); i++) await new Promise((r) => setTimeout(r, 10));
+            return { external: [...external, `mnt[console]:${await fs.readlink(link)}`] };
+          },
+          onNotify: async (n) => {
+            // Restored, not yet resumed: give a clone its own identity before it runs.
+            if (n.script === 'post-restore' && n.pid && (readdress || hostname)) await this.reidentify(n.pid, readdress, hostname);
+          },
+        });
+      } catch (e) {
+        if (e instanceof CriuError && e.code === 'ABORTED') {
+          throw new OsvirtError('DEADLINE_EXCEEDED', 'RESTORE_TIMEOUT', `restore of "${id}" did not finish within ${timeoutMs} ms`, [], { container: id });
+        }
+        throw criuFailed('restore', id, e);
+      }
+      monitorPid = restored.monitorPid;
+      const initPid = restored.pid;
+      if (!pidAlive(monitorPid) || !existsSync(path.join(monitorDir, 'monitor.sock'))) {
+        throw new OsvirtError('INTERNAL', 'MONITOR_FAILED', `the monitor of restored container "${id}" did not come up; see ${path.join(monitorDir, 'monitor.log')}`);
+      }
+      if (network.bridge && network.hostInterfaces[0]) {
+        // CRIU enslaves the host end itself (@bridge); make sure, it is cheap and idempotent.
+        await ip('link', 'set', network.hostInterfaces[0], 'master', network.bridge, 'up');
+      }
+      const rt: LxcRuntime = {
+        initPid,
+        initStartTime: pidStartTime(initPid) ?? '',
+        monitorPid,
+        startTime: new Date().toISOString(),
+        network,
+        rootfsMounted,
+      };
+      await writeFileAtomic(path.join(dir, 'runtime.json'), JSON.stringify(rt, null, 2) + '\n');
+      this.h.forgetWait(id);
+      const rs = readStats(imageDir, 'restore')?.restore;
+      this.h.logger.info({ container: id, from: config.container, ms: Date.now() - started, restoreUs: rs?.restore_time, forkingUs: rs?.forking_time }, 'restored');
+      return { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid, exitCode: 0, signal: 0, startTime: new Date(rt.startTime), message: '' };
+    } catch (e) {
+      // Leave nothing half-made: the monitor (if any), every task in the cgroups, the mounts, the veth.
+      if (monitorPid) {
+        try {
+          process.kill(monitorPid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+      await cg.destroy().catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'cgroup cleanup after a failed restore'));
+      await teardownNetwork(network);
+      if (rootfsMounted) await unmountAll(rootfsMounted);
+      await fs.rm(path.join(dir, 'runtime.json'), { force: true });
+      await removeMonitorDir(monitorDir).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The host path a dumped mountpoint comes from now: spec.mounts, the deepest destination above it. */
+  private mountSource(spec: ContainerSpec, mountpoint: string): string | undefined {
+    let best: { dst: string; src: string } | undefined;
+    for (const m of spec.mounts) {
+      if (m.type !== MountType.MOUNT_TYPE_BIND) continue;
+      const dst = path.posix.normalize(m.destination);
+      if ((mountpoint === dst || mountpoint.startsWith(dst + '/')) && (!best || dst.length > best.dst.length)) best = { dst, src: m.source };
+    }
+    return best ? best.src + mountpoint.slice(best.dst.length) : undefined;
+  }
+
+  /**
+   * A clone runs next to its original on the same bridge: it gets its own MAC, address and
+   * hostname before its processes resume. Sockets bound to the old address keep it.
+   */
+  private async reidentify(pid: number, readdress: { inside: string; address: string; gateway?: string | undefined } | undefined, hostname: string): Promise<void> {
+    if (readdress) {
+      const dev = readdress.inside;
+      await ipIn(pid, 'link', 'set', dev, 'down');
+      await ipIn(pid, 'link', 'set', dev, 'address', randomMac());
+      await ipIn(pid, 'addr', 'flush', 'dev', dev);
+      await ipIn(pid, 'link', 'set', dev, 'up');
+      if (readdress.address) await ipIn(pid, 'addr', 'add', readdress.address, 'dev', dev);
+      if (readdress.gateway && readdress.address) await ipIn(pid, 'route', 'replace', 'default', 'via', readdress.gateway);
+    }
+    if (hostname) await run('nsenter', [`--uts=/proc/${pid}/ns/uts`, '--', 'hostname', hostname]);
+  }
+}
