@@ -19,7 +19,8 @@ import { execIn, sh } from './support/exec';
 import { busybox } from './support/specs';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const COUNTER = "n=0; while :; do n=$((n+1)); echo $n > /tmp/counter; sleep 0.05; done";
+// Written with a rename so a reader (or a dump) never sees a truncated file.
+const COUNTER = "n=0; while :; do n=$((n+1)); echo $n > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done";
 
 /** Mocha has no skip reasons: put the reason into each test's title. */
 function skipSuite(ctx: Mocha.Context, reason: string): never {
@@ -223,6 +224,10 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
   });
 
   it('survives 20 checkpoint/restore cycles, each one verified', async () => {
+    // Cgroup hierarchies osvirt does not manage (name=systemd here) must not grow.
+    const unmanaged = '/sys/fs/cgroup/systemd';
+    const countDirs = () => (existsSync(unmanaged) ? execFileSync('find', [unmanaged, '-type', 'd'], { encoding: 'utf8' }).split('\n').length : 0);
+    const dirsBefore = countDirs();
     await run('cycle', { process: { args: ['/bin/sh', '-c', COUNTER] } });
     await until(() => counter('cycle') >= 3, 'counter');
     let last = 0;
@@ -239,6 +244,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
       await api().deleteCheckpoint({ name: 'cycle', checkpoint: `c${i}`, allowMissing: false });
     }
     await remove('cycle');
+    assert.equal(countDirs(), dirsBefore, `${unmanaged} changed`);
   });
 
   it('restores a process tree joined by a unix socketpair and a pipe, writing to an open file', async () => {
@@ -405,6 +411,44 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     assert.ok(alive(r.status!.initPid));
     await until(() => counter('fail') > atDump, 'counting after the second restore');
     await remove('fail');
+  });
+
+  it('exports a checkpoint on one daemon, imports and restores it on a second', async () => {
+    await run('mover', { process: { args: ['/bin/sh', '-c', COUNTER] } });
+    await until(() => counter('mover') >= 3, 'counter');
+    await checkpoint('mover', 'travel');
+    const atDump = counter('mover');
+    const chunks: Buffer[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const s = c.containers.exportCheckpoint({ name: 'mover', checkpoint: 'travel' });
+      s.on('data', (m: { data: Buffer }) => chunks.push(m.data));
+      s.on('end', () => resolve());
+      s.on('error', reject);
+    });
+    const tar = Buffer.concat(chunks);
+    const members = execFileSync('tar', ['-tf', '-'], { input: tar, encoding: 'utf8' });
+    for (const m of ['./checkpoint/inventory.img', './rootfs-diff.tar', './config.dump', './osvirt.json']) assert.ok(members.includes(m), `archive lacks ${m}`);
+
+    const d2 = new TestDaemon();
+    try {
+      const c2 = await d2.start();
+      const imported = await new Promise<Checkpoint>((resolve, reject) => {
+        const s = c2.containers.importCheckpoint((err, res) => (err ? reject(err) : resolve(res.checkpoint!)));
+        s.write({ message: { $case: 'start', value: { name: '', checkpoint: '' } } });
+        for (let i = 0; i < tar.length; i += 1 << 20) s.write({ message: { $case: 'data', value: tar.subarray(i, i + (1 << 20)) } });
+        s.end();
+      });
+      assert.equal(imported.container, 'mover');
+      const restored = (await c2.api.containers.restoreContainer({ name: 'mover', checkpoint: 'travel', newName: '', tcpEstablished: false, timeout: undefined })).container!;
+      assert.equal(restored.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
+      const file = path.join(d2.stateDir, 'drivers', 'lxc', 'containers', 'mover', 'upper', 'tmp', 'counter');
+      const read = () => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) || 0 : 0);
+      await until(() => read() > atDump, 'counter moving on the second daemon');
+      assert.ok(read() < atDump + 40, `counter restarted or jumped: ${atDump} -> ${read()}`);
+    } finally {
+      await d2.destroy();
+    }
+    await remove('mover');
   });
 
   it('refuses what this kernel or osvirt cannot do with FAILED_PRECONDITION', async () => {

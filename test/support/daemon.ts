@@ -107,7 +107,8 @@ export class TestDaemon {
 export function killLeftovers(dir: string): void {
   let out = '';
   try {
-    out = execFileSync('pgrep', ['-f', `osvirt-helper run --state ${dir}`], { encoding: 'utf8' });
+    // Monitors of started (run) and restored (restore) containers.
+    out = execFileSync('pgrep', ['-f', `osvirt-helper (run|restore) .*--state ${dir}`], { encoding: 'utf8' });
   } catch {
     return; // pgrep exits 1 when nothing matches
   }
