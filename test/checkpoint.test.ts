@@ -427,7 +427,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     });
     const tar = Buffer.concat(chunks);
     const members = execFileSync('tar', ['-tf', '-'], { input: tar, encoding: 'utf8' });
-    for (const m of ['./checkpoint/inventory.img', './rootfs-diff.tar', './config.dump', './osvirt.json']) assert.ok(members.includes(m), `archive lacks ${m}`);
+    for (const m of ['./checkpoint/inventory.img', './rootfs-diff.tar', './config.dump', './spec.dump', './osvirt.json']) assert.ok(members.includes(m), `archive lacks ${m}`);
 
     const d2 = new TestDaemon();
     try {

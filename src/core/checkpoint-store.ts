@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import type { Readable } from 'node:stream';
 import * as path from 'node:path';
-import { Checkpoint } from '../gen/osvirt/v1/container';
+import { Checkpoint, ContainerSpec } from '../gen/osvirt/v1/container';
 import { writeFileAtomic } from './atomic-file';
 import { alreadyExists, invalidArgument, notFound } from './errors';
 import { validateName } from './validate';
@@ -54,6 +54,8 @@ export class CheckpointStore {
   }
 
   async commit(r: ReservedCheckpoint, cp: Checkpoint): Promise<Checkpoint> {
+    // spec.dump, as in Podman's layout: here the osvirt spec the container ran with.
+    if (cp.spec) await writeFileAtomic(path.join(r.dir, 'spec.dump'), JSON.stringify(ContainerSpec.toJSON(cp.spec), null, 2) + '\n', 0o600);
     cp.sizeBytes = await dirSize(r.dir);
     await writeFileAtomic(path.join(r.dir, 'osvirt.json'), JSON.stringify(Checkpoint.toJSON(cp), null, 2) + '\n', 0o600);
     return cp;

@@ -523,7 +523,9 @@ export class ContainerManager {
     if (newName) validateName('new_name', newName);
     const target = newName || name;
     const cp = await this.checkpoints.get(name, cpName);
-    return this.mutex.run(target, async () => {
+    // One restore per checkpoint at a time: CRIU writes its restore log and
+    // stats into the image directory.
+    return this.mutex.run(`checkpoint:${name}/${cpName}`, () => this.mutex.run(target, async () => {
       let live = this.live.get(target);
       const spec = ContainerSpec.fromPartial(live?.rec.spec ?? cp.checkpoint.spec ?? {});
       const driver = this.registry.require(spec.driver, 'checkpoint');
@@ -565,7 +567,7 @@ export class ContainerManager {
       this.events.emit(target, EventType.EVENT_TYPE_RESTORED, status, { checkpoint: cpName });
       this.watch(live);
       return this.toContainer(live.rec);
-    });
+    }));
   }
 
   async listCheckpoints(name: string): Promise<Checkpoint[]> {
@@ -581,6 +583,10 @@ export class ContainerManager {
       if (!(await this.checkpoints.exists(name, cpName))) {
         if (allowMissing) return;
         throw notFound('checkpoint', cpName);
+      }
+      const child = (await this.checkpoints.list(name)).find((c) => c.options?.parentCheckpoint === cpName);
+      if (child) {
+        throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_IN_USE', `checkpoint "${cpName}" is the parent of "${child.name}"; delete that one first`, [], { checkpoint: cpName });
       }
       await this.checkpoints.remove(name, cpName);
     });
