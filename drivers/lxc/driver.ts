@@ -70,13 +70,35 @@ const PROPAGATION: Record<number, string> = {
 
 const SLEEP = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * How a driver built on this one (jail, vserver) adds its semantics: it
+ * keeps the lxc machinery (helper, monitor, cgroups, rootfs, network,
+ * checkpoint) and hooks in where its model differs.
+ */
+export interface LxcExtension {
+  /** Check driver-specific options; throw INVALID_ARGUMENT / FAILED_PRECONDITION. */
+  validate?(id: string, spec: ContainerSpec): Promise<void>;
+  /** After the container's cgroups exist, before its init is cloned (e.g. attach BPF filters to cg.unifiedDir()). */
+  beforeLaunch?(id: string, spec: ContainerSpec, cg: ContainerCgroup): Promise<void>;
+  /** Extra `osvirt-helper run` options (placed before `--`). */
+  helperArgs?(id: string, spec: ContainerSpec): string[];
+  /** Called with the init's pid between "created" and "go", after network setup (e.g. host addresses). */
+  configure?(id: string, spec: ContainerSpec, initPid: number): Promise<void>;
+  /** After a run ended and its host resources are gone (also after a failed start); idempotent. */
+  afterStop?(id: string): Promise<void>;
+}
+
 export interface LxcDriverOptions {
   bridge?: BridgeConfig;
   helper?: string;
+  /** Registered name; "lxc" unless a driver is built on this one. */
+  name?: string;
+  extension?: LxcExtension;
 }
 
 export class LxcDriver implements Driver {
-  readonly name = 'lxc';
+  readonly name: string;
+  private readonly ext: LxcExtension;
   private stateDir = '';
   private logger!: Logger;
   private layout!: Layout;
@@ -91,6 +113,8 @@ export class LxcDriver implements Driver {
   private checkpointer?: LxcCheckpointer;
 
   constructor(opts: LxcDriverOptions = {}) {
+    this.name = opts.name ?? 'lxc';
+    this.ext = opts.extension ?? {};
     this.bridge = opts.bridge ?? DEFAULT_BRIDGE;
     this.helper = opts.helper ?? helperPath();
   }
@@ -105,7 +129,8 @@ export class LxcDriver implements Driver {
     }
     this.layout = detectLayout();
     this.templates = new Templates(path.join(this.stateDir, 'templates'));
-    this.ipam = new Ipam(path.join(this.stateDir, 'ipam.json'), this.bridge);
+    // One address table for every driver built on this one: they share the bridge.
+    this.ipam = new Ipam(path.join(path.dirname(this.stateDir), 'ipam.json'), this.bridge);
     await fs.mkdir(path.join(this.stateDir, 'containers'), { recursive: true });
     if (this.layout.kind === 'hybrid' && !this.layout.v1['freezer']) this.messages.push('pause: no freezer cgroup controller');
     const criu = await locateCriu();
@@ -150,6 +175,7 @@ export class LxcDriver implements Driver {
     }
     const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
     if (lxc && (lxc.uidMap.length > 0) !== (lxc.gidMap.length > 0)) throw invalidArgument('spec.lxc.gid_map', 'uid_map and gid_map go together');
+    await this.ext.validate?.(_id, spec);
   }
 
   async create(id: string, spec: ContainerSpec): Promise<void> {
@@ -235,6 +261,7 @@ export class LxcDriver implements Driver {
       await removeMonitorDir(monitorDir);
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
       await cg.create(spec.resources, spec.devices);
+      await this.ext.beforeLaunch?.(id, spec, cg);
       const rf = await this.prepareRootfs(id, spec);
       rootfsMounted = rf.mounted;
 
@@ -271,11 +298,13 @@ export class LxcDriver implements Driver {
       if (spec.rootfs?.readonly) args.push('--readonly-rootfs');
       if (spec.process?.tty) args.push('--tty');
       args.push(...this.processArgs(spec, boundingSet(spec.capabilities)));
+      args.push(...(this.ext.helperArgs?.(id, spec) ?? []));
       const argv = spec.process?.args.length ? spec.process.args : BUSYBOX_DEFAULT_INIT;
       args.push('--', ...argv);
 
       const launched = await launch(this.helper, args, async (initPid) => {
         network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
+        await this.ext.configure?.(id, spec, initPid);
       });
       const rt: Runtime = {
         initPid: launched.initPid,
@@ -292,6 +321,7 @@ export class LxcDriver implements Driver {
       await teardownNetwork(network);
       await cg.destroy().catch(() => undefined);
       if (rootfsMounted) await unmountAll(rootfsMounted);
+      await this.ext.afterStop?.(id).catch(() => undefined);
       if (e instanceof LaunchError) throw new OsvirtError('FAILED_PRECONDITION', 'START_FAILED', `container "${id}" failed to start: ${e.message}`, [], { container: id });
       throw e;
     }
@@ -305,6 +335,7 @@ export class LxcDriver implements Driver {
     await unmountAll(path.join(this.dir(id), 'rootfs'));
     await unmountAll(path.join(this.dir(id), 'approot'));
     if (rt) await fs.rm(path.join(this.dir(id), 'runtime.json'), { force: true });
+    await this.ext.afterStop?.(id);
   }
 
   async state(id: string): Promise<RuntimeState> {

@@ -85,8 +85,11 @@ export function hostIfName(prefix: string, container: string): string {
 }
 
 /** Addresses handed out on osvirt bridges, persisted so they survive restarts. */
+/** Shared by every Ipam in the process: drivers built on lxc share one table file. */
+const ipamMutex = new KeyedMutex();
+
 export class Ipam {
-  private readonly mutex = new KeyedMutex();
+  private readonly mutex = ipamMutex;
 
   constructor(private readonly file: string, private readonly bridge: BridgeConfig) {}
 
@@ -105,7 +108,7 @@ export class Ipam {
 
   /** The container's address, allocating the lowest free one the first time. */
   allocate(container: string): Promise<string> {
-    return this.mutex.run('ipam', async () => {
+    return this.mutex.run(this.file, async () => {
       const table = await this.load();
       const mine = table[container];
       if (mine) return mine;
@@ -127,7 +130,7 @@ export class Ipam {
 
   /** Record an address the spec chose, so it is not handed to another container. */
   reserve(container: string, addr: string): Promise<void> {
-    return this.mutex.run('ipam', async () => {
+    return this.mutex.run(this.file, async () => {
       const table = await this.load();
       const taken = Object.entries(table).find(([k, v]) => k !== container && v.split('/')[0] === addr.split('/')[0]);
       if (taken) throw new OsvirtError('ALREADY_EXISTS', 'ADDRESS_IN_USE', `address ${addr} is already used by container "${taken[0]}"`);
@@ -137,7 +140,7 @@ export class Ipam {
   }
 
   release(container: string): Promise<void> {
-    return this.mutex.run('ipam', async () => {
+    return this.mutex.run(this.file, async () => {
       const table = await this.load();
       if (!(container in table)) return;
       delete table[container];
