@@ -66,6 +66,7 @@ static void usage(FILE *out)
 	      "  osvirt-helper criu-swrk [--keep-fd N]... [--run-dir DIR] [--cgroup DIR]... -- CRIU_ARGV...\n"
 	      "  osvirt-helper restore --state DIR (--tty-fd N | --log-fd N) [--keep-fd N]... [--run-dir DIR]\n"
 	      "      [--cgroup DIR]... -- CRIU_ARGV...\n"
+	      "  osvirt-helper peercred FD\n"
 	      "  osvirt-helper version\n"
 	      "PROCESS OPTIONS: [--caps LIST|all] [--no-new-privs] [--rlimit NAME:SOFT:HARD]...\n"
 	      "      [--user UID:GID[:GID,GID...]] [--env K=V]... [--cwd DIR] [--tty]\n", out);
@@ -2126,6 +2127,29 @@ static int cmd_seqpacket_echo(int argc, char **argv)
 	}
 }
 
+/*
+ * peercred FD: print the SO_PEERCRED of the connected unix socket at FD.
+ * The daemon hands each accepted connection's socket to this (Node has no
+ * getsockopt) to learn who is calling.
+ */
+static int cmd_peercred(int argc, char **argv)
+{
+	if (argc != 1)
+		usage_error("peercred takes one file descriptor number");
+	char *end;
+	long fd = strtol(argv[0], &end, 10);
+	if (*end || fd < 0 || fd > INT_MAX)
+		usage_error("peercred: bad file descriptor '%s'", argv[0]);
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	if (getsockopt((int)fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		fprintf(stderr, "osvirt-helper peercred: getsockopt(SO_PEERCRED): %s\n", strerror(errno));
+		return 1;
+	}
+	printf("uid=%u gid=%u pid=%d\n", cred.uid, cred.gid, cred.pid);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -2147,6 +2171,8 @@ int main(int argc, char **argv)
 		return cmd_criu_swrk(argc - 2, argv + 2);
 	if (!strcmp(cmd, "restore"))
 		return cmd_restore(argc - 2, argv + 2);
+	if (!strcmp(cmd, "peercred"))
+		return cmd_peercred(argc - 2, argv + 2);
 	if (!strcmp(cmd, "seqpacket-echo"))
 		return cmd_seqpacket_echo(argc - 2, argv + 2);
 	usage_error("unknown subcommand '%s'", cmd);

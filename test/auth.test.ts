@@ -2,7 +2,7 @@
 // certificates, per-method roles and the audit log, through the real daemon.
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
@@ -114,9 +114,24 @@ describe('authentication, authorization and audit', function () {
   });
 
   it('does not let an unprivileged local user onto the admin socket', async () => {
+    chmodSync(d.dir, 0o755); // let others reach the socket file, so its own mode is what is tested
     const script = `require(${JSON.stringify(repoPath('dist', 'src', 'client.js'))}).connectAsync({address: 'unix://${d.socket}'}).api.system.getVersion({}).then(() => console.log('allowed'), (e) => console.log('refused', e.code))`;
     const { stdout } = await execFileP('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script]);
     assert.match(stdout, /refused/);
+    // Even with the file mode opened up, SO_PEERCRED keeps a stranger out and lets the osvirt group in.
+    chmodSync(d.socket, 0o666);
+    try {
+      const stranger = await execFileP('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script]);
+      assert.match(stranger.stdout, /refused 16/, 'UNAUTHENTICATED');
+      const gid = /^osvirt:[^:]*:(\d+):/m.exec(readFileSync('/etc/group', 'utf8'))?.[1];
+      if (gid) {
+        const member = await execFileP('setpriv', ['--reuid=65534', '--regid=65534', `--groups=${gid}`, process.execPath, '-e', script]);
+        assert.match(member.stdout, /allowed/);
+      }
+    } finally {
+      chmodSync(d.socket, 0o660);
+      chmodSync(d.dir, 0o700);
+    }
   });
 
   it('writes every mutating call to the audit log, with who, what, which container and the result', async () => {
@@ -138,7 +153,7 @@ describe('authentication, authorization and audit', function () {
       ['cn:rita', 'StartContainer', 'PERMISSION_DENIED'],
       [mine[2]?.['principal'], 'DeleteContainer', 'OK'],
     ]);
-    assert.match(String(mine[2]?.['principal']), /^uid:0$|^unix:unknown$/);
+    assert.equal(mine[2]?.['principal'], 'uid:0', 'the admin socket caller is identified by SO_PEERCRED');
     assert.ok(!lines.some((l) => l['method'] === 'GetContainer'), 'reads are not audited');
   });
 });
