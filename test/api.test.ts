@@ -4,7 +4,8 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { credentials, makeGenericClientConstructor, Metadata, status as Code, type ServiceError } from '@grpc/grpc-js';
+import { credentials, loadPackageDefinition, makeGenericClientConstructor, Metadata, status as Code, type ChannelCredentials, type Client as GrpcClient, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { service as healthService } from 'grpc-health-check';
 import { decodeStatusDetails } from '../src/api/status';
 import { ContainerServiceService, type ExecContainerResponse } from '../src/gen/osvirt/v1/container_service';
@@ -62,6 +63,23 @@ describe('osvirt.v1 API (real daemon)', function () {
     const v = await c.api.system.getVersion({});
     assert.equal(v.apiVersion, 'osvirt.v1');
     assert.deepEqual(v.driverProtocolVersions, [1]);
+  });
+
+  it('serves gRPC server reflection listing the osvirt services', async () => {
+    const def = protoLoader.loadSync(require.resolve('@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto'), { keepCase: true });
+    const pkg = loadPackageDefinition(def) as unknown as { grpc: { reflection: { v1: { ServerReflection: new (t: string, c: ChannelCredentials) => GrpcClient & { ServerReflectionInfo(): ClientDuplexStream<object, { list_services_response?: { service: { name: string }[] } }> } } } } };
+    const client = new pkg.grpc.reflection.v1.ServerReflection(`unix://${d.socket}`, credentials.createInsecure());
+    const names = await new Promise<string[]>((resolve, reject) => {
+      const call = client.ServerReflectionInfo();
+      call.on('data', (r) => {
+        resolve((r.list_services_response?.service ?? []).map((x: { name: string }) => x.name));
+        call.end();
+      });
+      call.on('error', reject);
+      call.write({ list_services: '' });
+    });
+    client.close();
+    for (const svc of ['osvirt.v1.ContainerService', 'osvirt.v1.EventService', 'osvirt.v1.SystemService']) assert.ok(names.includes(svc), `${svc} not in ${names.join(', ')}`);
   });
 
   it('implements every ContainerService method (none answers UNIMPLEMENTED for an empty request)', async () => {
