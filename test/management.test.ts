@@ -2,9 +2,9 @@
 // hierarchy): the manager's own client, run inside it, manages its workers
 // through its endpoint and is refused everything else.
 import { strict as assert } from 'node:assert';
-import { ContainerState } from '../src/gen/osvirt/v1/container';
+import { ContainerState, Mount, MountType } from '../src/gen/osvirt/v1/container';
 import { readDefinition } from '../src/cli/spec-file';
-import { repoPath } from '../src/paths';
+import { repoPath, repoRoot } from '../src/paths';
 import { isRoot, TestDaemon, type Client } from './support/daemon';
 import { execIn } from './support/exec';
 import { busybox } from './support/specs';
@@ -26,6 +26,9 @@ describe('management containers', function () {
   it('lets the manager start, stop and checkpoint its workers, and nothing else', async () => {
     for (const n of ['worker-1', 'worker-2', 'outsider']) await c.api.containers.createContainer({ name: n, spec: busybox() });
     const def = readDefinition(repoPath('examples', 'lxc-management.yaml'));
+    // The manager runs the client from this checkout, which may live under a
+    // directory an application container makes private (/tmp in CI): bind it.
+    def.spec!.mounts.push(Mount.fromPartial({ type: MountType.MOUNT_TYPE_BIND, source: repoRoot(), destination: repoRoot(), readonly: true }));
     await c.api.containers.createContainer(def);
     await c.api.containers.startContainer({ name: 'manager' });
 

@@ -17,6 +17,9 @@ YAML
 tmp=$(mktemp -d)
 trap 'for n in manager worker-1 worker-2 outsider; do osvirt delete --force "$n" >/dev/null 2>&1 || true; done; rm -rf "$tmp"' EXIT
 for n in worker-1 worker-2 outsider; do worker "$n" > "$tmp/$n.yaml"; osvirt create -f "$tmp/$n.yaml"; done
-osvirt create -f examples/lxc-management.yaml --start
+# The manager runs the client from this checkout: bind it in (an application
+# container keeps /tmp, /run and /var private, and the checkout may be there).
+{ cat examples/lxc-management.yaml; printf '  mounts:\n    - {type: MOUNT_TYPE_BIND, source: "%s", destination: "%s", readonly: true}\n' "$PWD" "$PWD"; } > "$tmp/manager.yaml"
+osvirt create -f "$tmp/manager.yaml" --start
 osvirt exec manager -- "$(command -v node)" "$PWD/examples/management/manage.js"
 osvirt list
