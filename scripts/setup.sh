@@ -17,8 +17,10 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # Debian packages: busybox-static for the busybox template, iproute2 for
 # networking, iptables for CRIU's network locking, util-linux for nsenter,
 # procps for pgrep, libcap2-bin for file capabilities, gcc/make for the helper,
-# clang/libbpf-dev/bpftool for the cgroup BPF address filter.
-PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates openssl clang libbpf-dev bpftool)
+# clang/libbpf-dev/bpftool for the cgroup BPF address filter, python3-grpcio and
+# protoc with the grpc plugin for the Python driver and client.
+PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates openssl clang libbpf-dev bpftool
+  python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -49,5 +51,7 @@ log "building TypeScript and the native helper"
 npx tsc -p tsconfig.json
 make -s -C native
 make -s -C drivers/common/ipfilter
+bash drivers/python-process/build.sh
+bash clients/python/generate.sh
 
 log "done: start the daemon with 'node bin/osvirtd' (or 'npm run daemon')"

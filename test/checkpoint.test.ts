@@ -292,7 +292,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
       // Without tcp_established the checkpoint cannot be restored: refused, nothing made.
       await rejects(restore('tcp', 'tcp'), Code.FAILED_PRECONDITION, 'TCP_ESTABLISHED_REQUIRED');
       await restore('tcp', 'tcp', { tcp: true });
-      const hostEnd = hostIfName('ovh', 'tcp');
+      const hostEnd = hostIfName('ovh', 'tcp', path.join(d.stateDir, 'drivers', 'ipam.json'));
       assert.match(execFileSync('ip', ['-o', 'link', 'show', hostEnd], { encoding: 'utf8' }), new RegExp(`master ${d.bridge} `));
       sock.write('after\n');
       await until(() => got.includes('after\n'), `echo after the restore (got ${JSON.stringify(got)})`);
@@ -301,7 +301,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
       sock.destroy();
     }
     await remove('tcp');
-    assert.ok(!existsSync(`/sys/class/net/${hostIfName('ovh', 'tcp')}`));
+    assert.ok(!existsSync(`/sys/class/net/${hostIfName('ovh', 'tcp', path.join(d.stateDir, 'drivers', 'ipam.json'))}`));
   });
 
   it('restores a console container whose console can be attached afterwards', async () => {
@@ -388,7 +388,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     await until(() => counter('fail') >= 3, 'counter');
     await checkpoint('fail', 'cp');
     const atDump = counter('fail');
-    const hostEnd = hostIfName('ovh', 'fail');
+    const hostEnd = hostIfName('ovh', 'fail', path.join(d.stateDir, 'drivers', 'ipam.json'));
     const monitors = () => {
       try {
         return execFileSync('pgrep', ['-f', `osvirt-helper restore --run-dir .* --state ${cdir('fail')}/monitor`], { encoding: 'utf8' }).trim();

@@ -34,7 +34,7 @@ import { CriuError, CriuRpcClient } from '../../src/criu/criu-rpc';
 import { readStats } from '../../src/criu/criu-stats';
 import type { ContainerCgroup } from './cgroups';
 import { pidAlive, pidStartTime, readExitRecord, removeMonitorDir } from './monitor';
-import { ensureBridge, hasKernelFeature, hostIfName, ip, ipIn, linkExists, teardownNetwork, type BridgeConfig, type Ipam, type NetworkRuntime } from './network';
+import { ensureBridge, hasKernelFeature, ip, ipIn, linkExists, teardownNetwork, type BridgeConfig, type Ipam, type NetworkRuntime } from './network';
 import { isMountpoint, unmountAll } from './rootfs';
 
 const run = promisify(execFile);
@@ -376,7 +376,7 @@ export class LxcCheckpointer {
         const own = bridge === this.h.bridge.name;
         const gw = own ? this.h.ipam.gateway() : undefined;
         await ensureBridge(bridge, gw);
-        const hostEnd = hostIfName('ovh', id);
+        const hostEnd = this.h.ipam.ifName('ovh', id);
         if (linkExists(hostEnd)) await ip('link', 'del', hostEnd).catch(() => undefined);
         let address = config.network.address;
         if (clone) {

@@ -86,6 +86,8 @@ export interface LxcExtension {
   configure?(id: string, spec: ContainerSpec, initPid: number): Promise<void>;
   /** After a run ended and its host resources are gone (also after a failed start); idempotent. */
   afterStop?(id: string): Promise<void>;
+  /** Extra `osvirt-helper exec` options, so exec'd processes get what the init got (seccomp, rlimits). */
+  execArgs?(id: string): string[];
 }
 
 export interface LxcDriverOptions {
@@ -342,7 +344,11 @@ export class LxcDriver implements Driver {
     if (!existsSync(this.dir(id))) throw notFound('container', id);
     const rt = await this.readRuntime(id);
     const base = { initPid: 0, exitCode: 0, signal: 0, message: '' };
-    if (!rt) return { ...base, status: RuntimeStatus.RUNTIME_STATUS_STOPPED };
+    if (!rt) {
+      // Stopped; the monitor's exit record (kept until the next start) says how.
+      const last = readExitRecord(this.monitorDir(id));
+      return last ? this.exitState(last) : { ...base, status: RuntimeStatus.RUNTIME_STATUS_STOPPED };
+    }
     const exit = readExitRecord(this.monitorDir(id));
     if (exit) return this.exitState(exit);
     const alive = pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime;
@@ -408,17 +414,26 @@ export class LxcDriver implements Driver {
     return done;
   }
 
+  /** NOT_FOUND for an id this driver never created (the contract's rule). */
+  private known(id: string): void {
+    if (!existsSync(this.dir(id))) throw notFound('container', id);
+  }
+
   async kill(id: string, signal: number): Promise<void> {
+    this.known(id);
     const rt = await this.readRuntime(id);
     if (!rt || !pidAlive(rt.initPid)) throw wrongState(id, 'STOPPED', 'running');
     process.kill(rt.initPid, signal);
   }
 
   async pause(id: string): Promise<void> {
+    this.known(id);
+    if (!(await this.readRuntime(id))) throw wrongState(id, 'STOPPED', 'running');
     await this.cgroup(id).freeze();
   }
 
   async resume(id: string): Promise<void> {
+    this.known(id);
     await this.cgroup(id).thaw();
   }
 
@@ -446,6 +461,7 @@ export class LxcDriver implements Driver {
   }
 
   async exec(o: ExecOptions): Promise<ExecSession> {
+    this.known(o.id);
     const rt = await this.readRuntime(o.id);
     if (!rt || !pidAlive(rt.initPid)) throw wrongState(o.id, 'STOPPED', 'running');
     const caps = readFileSync(`/proc/${rt.initPid}/status`, 'utf8').match(/^CapBnd:\s*([0-9a-f]+)/m)?.[1];
@@ -460,9 +476,12 @@ export class LxcDriver implements Driver {
     if (o.user) args.push('--user', `${o.user.uid}:${o.user.gid}`);
     args.push('--cwd', o.cwd || '/');
     if (o.tty) args.push('--tty', '--resize-fd', '3');
+    args.push(...(this.ext.execArgs?.(o.id) ?? []));
     args.push('--', ...o.args);
     const child = spawn(this.helper, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
     const resizePipe = child.stdio[3] as NodeJS.WritableStream | null;
+    // The helper may close its end first; that is not an error worth a crash.
+    resizePipe?.on('error', () => undefined);
     const resize = (rows: number, cols: number) => {
       if (o.tty && resizePipe && rows > 0 && cols > 0) resizePipe.write(`${rows} ${cols}\n`);
     };
@@ -488,6 +507,7 @@ export class LxcDriver implements Driver {
   }
 
   async console(id: string): Promise<ConsoleSession> {
+    this.known(id);
     const sock = path.join(this.monitorDir(id), 'console.sock');
     if (!existsSync(sock)) throw new OsvirtError('FAILED_PRECONDITION', 'NO_CONSOLE', `container "${id}" has no console socket (not started with a tty?)`);
     const c = net.connect(sock);
@@ -506,6 +526,7 @@ export class LxcDriver implements Driver {
   }
 
   async stats(id: string): Promise<ContainerStats> {
+    this.known(id);
     const rt = await this.readRuntime(id);
     if (!rt) throw wrongState(id, 'STOPPED', 'running');
     const s = await this.cgroup(id).stats();

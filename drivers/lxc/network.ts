@@ -79,9 +79,13 @@ export interface BridgeConfig {
 
 export const DEFAULT_BRIDGE: BridgeConfig = { name: 'osvirt0', subnet: '10.88.0.0/16' };
 
-/** Short, stable host interface names (IFNAMSIZ is 16 with the NUL). */
-export function hostIfName(prefix: string, container: string): string {
-  return `${prefix}${createHash('sha1').update(container).digest('hex').slice(0, 10)}`;
+/**
+ * Short, stable host interface names (IFNAMSIZ is 16 with the NUL). The
+ * scope (the daemon's address table file) keeps two daemons on one host,
+ * e.g. tests next to a real one, from naming their interfaces alike.
+ */
+export function hostIfName(prefix: string, container: string, scope: string): string {
+  return `${prefix}${createHash('sha1').update(`${scope}\0${container}`).digest('hex').slice(0, 10)}`;
 }
 
 /** Addresses handed out on osvirt bridges, persisted so they survive restarts. */
@@ -91,7 +95,12 @@ const ipamMutex = new KeyedMutex();
 export class Ipam {
   private readonly mutex = ipamMutex;
 
-  constructor(private readonly file: string, private readonly bridge: BridgeConfig) {}
+  constructor(readonly file: string, private readonly bridge: BridgeConfig) {}
+
+  /** Host interface name for a container's device, unique to this daemon. */
+  ifName(prefix: string, container: string): string {
+    return hostIfName(prefix, container, this.file);
+  }
 
   private async load(): Promise<Record<string, string>> {
     try {
@@ -215,8 +224,8 @@ export async function setupNetwork(container: string, pid: number, n: Network | 
       const gw = own ? ipam.gateway() : undefined;
       await ensureBridge(bridge, gw);
       const address = b.address || (own ? await ipam.allocate(container) : '');
-      const hostEnd = hostIfName('ovh', container);
-      const peer = hostIfName('ovc', container);
+      const hostEnd = ipam.ifName('ovh', container);
+      const peer = ipam.ifName('ovc', container);
       const inside = b.interfaceName || 'eth0';
       if (linkExists(hostEnd)) await ip('link', 'del', hostEnd).catch(() => undefined);
       await ip('link', 'add', hostEnd, ...(b.mtu ? ['mtu', String(b.mtu)] : []), 'type', 'veth', 'peer', 'name', peer, 'netns', String(pid));
@@ -231,7 +240,7 @@ export async function setupNetwork(container: string, pid: number, n: Network | 
       Object.assign(rt, { address, interfaceName: inside, bridge });
     } else if (mode.$case === 'macvlan' || mode.$case === 'vlan') {
       const m = mode.value;
-      const tmp = hostIfName(mode.$case === 'macvlan' ? 'ovm' : 'ovv', container);
+      const tmp = ipam.ifName(mode.$case === 'macvlan' ? 'ovm' : 'ovv', container);
       const inside = m.interfaceName || 'eth0';
       if (linkExists(tmp)) await ip('link', 'del', tmp).catch(() => undefined);
       if (mode.$case === 'macvlan') await ip('link', 'add', 'link', m.parent, 'name', tmp, 'type', 'macvlan', 'mode', MACVLAN_MODES[mode.value.mode] ?? 'bridge');

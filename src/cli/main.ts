@@ -10,6 +10,7 @@ import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import { VERSION } from '../version';
 import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
+import { registerConformance } from './conformance';
 import { ensureCa, issueClient, issueServer } from '../auth/certs';
 import type { Role } from '../auth/roles';
 
@@ -464,4 +465,5 @@ program
     }),
   );
 
+registerConformance(program);
 program.parseAsync().catch(report);

@@ -5,6 +5,8 @@ import pino from 'pino';
 import type { Driver } from '../core/driver';
 import { VERSION } from '../version';
 import { builtinDrivers } from '../drivers';
+import { loadPluginDir, parseDriverFlag } from '../plugin/manifest';
+import { MisconfiguredPlugin, PluginDriver } from '../plugin/plugin-driver';
 import { startDaemon } from './server';
 
 function collect(v: string, prev: string[]): string[] {
@@ -25,6 +27,8 @@ async function main(): Promise<void> {
     .option('--insecure-tcp', 'plaintext TCP on loopback without authentication (tests only)', false)
     .option('--drivers <list>', 'comma list of built-in drivers to enable (default: all)')
     .option('--driver-module <path>', 'load a driver from a JS module exporting createDriver() (repeatable)', collect, [])
+    .option('--plugin-dir <dir>', 'directory of plugin manifests (*.json) (default: <state-dir>/plugins.d)')
+    .option('--driver <name=unix:///path>', 'use the out-of-process driver serving at this socket (repeatable)', collect, [])
     .option('--bridge <name>', 'bridge the lxc driver creates for bridge networking', 'osvirt0')
     .option('--subnet <cidr>', 'IPv4 subnet of that bridge (the bridge takes the first address)', '10.88.0.0/16')
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env['OSVIRT_LOG_LEVEL'] ?? 'info')
@@ -32,6 +36,7 @@ async function main(): Promise<void> {
   const o = program.opts<{
     socket: string; roSocket?: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
     insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string; bridge: string; subnet: string;
+    pluginDir?: string; driver: string[];
   }>();
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
 
@@ -43,6 +48,22 @@ async function main(): Promise<void> {
     if (typeof m.createDriver !== 'function') throw new Error(`${mod} does not export createDriver()`);
     drivers.push(m.createDriver());
   }
+  // Out-of-process plugins: manifests first, then --driver flags. A broken
+  // manifest is listed as a FAILED driver with the reason; a name taken
+  // twice keeps the first.
+  const pluginDir = path.resolve(o.pluginDir ?? path.join(o.stateDir, 'plugins.d'));
+  const found = loadPluginDir(pluginDir);
+  const taken = new Set(drivers.map((d) => d.name));
+  const addPlugin = (d: Driver, source: string) => {
+    if (taken.has(d.name)) return logger.error({ driver: d.name, source }, `a driver named "${d.name}" is already registered; ignoring this one`);
+    taken.add(d.name);
+    drivers.push(d);
+  };
+  for (const p of found.problems) {
+    logger.error({ file: p.file }, p.message);
+    if (p.name) addPlugin(new MisconfiguredPlugin(p.name, p.message), p.file);
+  }
+  for (const cfg of [...found.plugins, ...o.driver.map(parseDriverFlag)]) addPlugin(new PluginDriver(cfg), cfg.source);
   if (!/^\d+\.\d+\.\d+\.\d+\/(\d|[12]\d|30)$/.test(o.subnet)) throw new Error(`--subnet ${o.subnet}: expected an IPv4 CIDR such as 10.88.0.0/16`);
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(o.bridge)) throw new Error(`--bridge ${o.bridge}: expected an interface name of at most 15 characters`);
   if (o.tlsCert || o.tlsKey || o.tlsCa) {

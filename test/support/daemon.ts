@@ -65,7 +65,7 @@ export class TestDaemon {
   async stop(): Promise<void> {
     this.client?.close();
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
     await new Promise<void>((resolve) => {
       p.once('exit', () => resolve());
       p.kill('SIGTERM');
@@ -76,7 +76,7 @@ export class TestDaemon {
   async crash(): Promise<void> {
     this.client?.close();
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
     await new Promise<void>((resolve) => {
       p.once('exit', () => resolve());
       p.kill('SIGKILL');
@@ -86,7 +86,7 @@ export class TestDaemon {
   /** Delete every container through the API, stop the daemon, remove what is left on the host. */
   async destroy(): Promise<void> {
     try {
-      if (this.proc && this.proc.exitCode === null) {
+      if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
         const list = await this.client.api.containers.listContainers({ pageSize: 1000, pageToken: '', driver: '', states: [] });
         // Joiners first: a container whose namespace others use goes last.
         for (const c of list.containers.reverse()) {
