@@ -456,7 +456,7 @@ export class LxcCheckpointer {
         network,
         rootfsMounted,
       };
-      await writeFileAtomic(path.join(dir, 'runtime.json'), JSON.stringify(rt, null, 2) + '\n');
+      await writeFileAtomic(path.join(dir, 'runtime.json'), JSON.stringify(rt, null, 2) + '\n', 0o644, false);
       this.h.forgetWait(id);
       const rs = readStats(imageDir, 'restore')?.restore;
       this.h.logger.info({ container: id, from: config.container, ms: Date.now() - started, restoreUs: rs?.restore_time, forkingUs: rs?.forking_time }, 'restored');

@@ -183,7 +183,7 @@ export class LxcDriver implements Driver {
   async create(id: string, spec: ContainerSpec): Promise<void> {
     await this.validate(id, spec);
     await fs.mkdir(this.dir(id), { recursive: true, mode: 0o700 });
-    await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify({ id, driver: spec.driver }) + '\n');
+    await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify({ id, driver: spec.driver }) + '\n', 0o644, false);
   }
 
   private async readRuntime(id: string): Promise<Runtime | undefined> {
@@ -316,7 +316,8 @@ export class LxcDriver implements Driver {
         network,
         rootfsMounted,
       };
-      await writeFileAtomic(path.join(this.dir(id), 'runtime.json'), JSON.stringify(rt, null, 2) + '\n');
+      // Runtime state: meaningless after a reboot, so not fsynced.
+      await writeFileAtomic(path.join(this.dir(id), 'runtime.json'), JSON.stringify(rt, null, 2) + '\n', 0o644, false);
       this.waits.delete(id);
       return { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, startTime: new Date(rt.startTime), message: '' };
     } catch (e) {

@@ -158,8 +158,13 @@ export class Ipam {
   }
 }
 
+/** Bridges this process has set up and seen since: checked again only if they vanish. */
+const readyBridges = new Set<string>();
+
 /** Create the bridge with its gateway address if it is not there yet. */
 export async function ensureBridge(name: string, gateway: { address: string; prefix: number } | undefined): Promise<void> {
+  const key = `${name}/${gateway?.address ?? ''}`;
+  if (readyBridges.has(key) && linkExists(name)) return;
   if (!linkExists(name)) {
     try {
       await ip('link', 'add', name, 'type', 'bridge');
@@ -174,6 +179,7 @@ export async function ensureBridge(name: string, gateway: { address: string; pre
     });
   }
   await ip('link', 'set', name, 'up');
+  readyBridges.add(key);
 }
 
 /** What was put on the host for a running container, to undo on stop. */
@@ -210,12 +216,29 @@ const MACVLAN_MODES: Record<number, string> = {
  * Wire the network namespace of `pid` (the not-yet-running init) as the
  * spec asks. Called between the helper's "created" and "go".
  */
+/** Run several `ip` commands in one process (`ip -batch`), optionally inside pid's netns: one fork instead of many. */
+export async function ipBatch(lines: string[], pid?: number): Promise<void> {
+  if (lines.length === 0) return;
+  const argv = pid ? ['nsenter', `--net=/proc/${pid}/ns/net`, '--', 'ip', '-batch', '-'] : ['ip', '-batch', '-'];
+  await new Promise<void>((resolve, reject) => {
+    const child = execFile(argv[0]!, argv.slice(1), (err, _out, stderr) => {
+      if (err) reject(new Error(`ip -batch${pid ? ` (in pid ${pid}'s netns)` : ''}: ${(stderr || err.message).trim()} [${lines.join('; ')}]`));
+      else resolve();
+    });
+    child.stdin!.end(lines.join('\n') + '\n');
+  });
+}
+
+/**
+ * Wire the network namespace of `pid` (the not-yet-running init) as the
+ * spec asks. Called between the helper's "created" and "go". Commands are
+ * batched: one `ip` on the host side and one inside, whatever the mode.
+ */
 export async function setupNetwork(container: string, pid: number, n: Network | undefined, ipam: Ipam, bridgeDefault: BridgeConfig): Promise<NetworkRuntime> {
   const mode = n?.mode;
   const rt: NetworkRuntime = { hostInterfaces: [] };
   if (!mode || mode.$case === 'host' || mode.$case === 'container') return rt;
-  await ipIn(pid, 'link', 'set', 'lo', 'up');
-  if (mode.$case === 'none') return rt;
+  const inside: string[] = ['link set lo up'];
   try {
     if (mode.$case === 'bridge') {
       const b = mode.value;
@@ -226,39 +249,43 @@ export async function setupNetwork(container: string, pid: number, n: Network | 
       const address = b.address || (own ? await ipam.allocate(container) : '');
       const hostEnd = ipam.ifName('ovh', container);
       const peer = ipam.ifName('ovc', container);
-      const inside = b.interfaceName || 'eth0';
+      const ifname = b.interfaceName || 'eth0';
       if (linkExists(hostEnd)) await ip('link', 'del', hostEnd).catch(() => undefined);
-      await ip('link', 'add', hostEnd, ...(b.mtu ? ['mtu', String(b.mtu)] : []), 'type', 'veth', 'peer', 'name', peer, 'netns', String(pid));
       rt.hostInterfaces.push(hostEnd);
-      await ip('link', 'set', hostEnd, 'master', bridge);
-      await ip('link', 'set', hostEnd, 'up');
-      await ipIn(pid, 'link', 'set', peer, 'name', inside);
-      if (b.macAddress) await ipIn(pid, 'link', 'set', inside, 'address', b.macAddress);
-      if (address) await ipIn(pid, 'addr', 'add', address, 'dev', inside);
-      await ipIn(pid, 'link', 'set', inside, 'up');
-      if (gw && address) await ipIn(pid, 'route', 'add', 'default', 'via', gw.address);
-      Object.assign(rt, { address, interfaceName: inside, bridge });
+      await ipBatch([
+        `link add ${hostEnd}${b.mtu ? ` mtu ${b.mtu}` : ''} type veth peer name ${peer} netns ${pid}`,
+        `link set ${hostEnd} master ${bridge}`,
+        `link set ${hostEnd} up`,
+      ]);
+      inside.push(`link set ${peer} name ${ifname}`);
+      if (b.macAddress) inside.push(`link set ${ifname} address ${b.macAddress}`);
+      if (address) inside.push(`addr add ${address} dev ${ifname}`);
+      inside.push(`link set ${ifname} up`);
+      if (gw && address) inside.push(`route add default via ${gw.address}`);
+      Object.assign(rt, { address, interfaceName: ifname, bridge });
     } else if (mode.$case === 'macvlan' || mode.$case === 'vlan') {
       const m = mode.value;
       const tmp = ipam.ifName(mode.$case === 'macvlan' ? 'ovm' : 'ovv', container);
-      const inside = m.interfaceName || 'eth0';
+      const ifname = m.interfaceName || 'eth0';
       if (linkExists(tmp)) await ip('link', 'del', tmp).catch(() => undefined);
-      if (mode.$case === 'macvlan') await ip('link', 'add', 'link', m.parent, 'name', tmp, 'type', 'macvlan', 'mode', MACVLAN_MODES[mode.value.mode] ?? 'bridge');
-      else {
-        try {
-          await ip('link', 'add', 'link', m.parent, 'name', tmp, 'type', 'vlan', 'id', String(mode.value.vlanId));
-        } catch (e) {
-          throw missingFeature('802.1q VLAN (CONFIG_VLAN_8021Q)', (e as Error).message);
-        }
-      }
+      const add =
+        mode.$case === 'macvlan'
+          ? `link add link ${m.parent} name ${tmp} type macvlan mode ${MACVLAN_MODES[mode.value.mode] ?? 'bridge'}`
+          : `link add link ${m.parent} name ${tmp} type vlan id ${mode.value.vlanId}`;
       rt.hostInterfaces.push(tmp);
-      await ip('link', 'set', tmp, 'netns', String(pid));
+      try {
+        await ipBatch([add, `link set ${tmp} netns ${pid}`]);
+      } catch (e) {
+        if (mode.$case === 'vlan') throw missingFeature('802.1q VLAN (CONFIG_VLAN_8021Q)', (e as Error).message);
+        throw e;
+      }
       rt.hostInterfaces = [];
-      await ipIn(pid, 'link', 'set', tmp, 'name', inside);
-      if (m.address) await ipIn(pid, 'addr', 'add', m.address, 'dev', inside);
-      await ipIn(pid, 'link', 'set', inside, 'up');
-      Object.assign(rt, { address: m.address, interfaceName: inside });
+      inside.push(`link set ${tmp} name ${ifname}`);
+      if (m.address) inside.push(`addr add ${m.address} dev ${ifname}`);
+      inside.push(`link set ${ifname} up`);
+      Object.assign(rt, { address: m.address, interfaceName: ifname });
     }
+    await ipBatch(inside, pid);
   } catch (e) {
     await teardownNetwork(rt);
     throw e;

@@ -125,7 +125,7 @@ export class ContainerManager {
         // Exit watchers of the lost connection must not act on what they saw.
         live.generation++;
         rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_UNKNOWN, reason: StateReason.STATE_REASON_DRIVER_UNAVAILABLE, message: `driver "${driver}" ${why}` };
-        await this.store.save(rec);
+        await this.store.saveStatus(rec);
       });
     }
   }
@@ -177,7 +177,7 @@ export class ContainerManager {
         this.events.emit(rec.name, rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, rec.status);
       }
     }
-    if (rec.status.state !== before) await this.store.save(rec);
+    if (rec.status.state !== before) await this.store.saveStatus(rec);
   }
 
   private lookup(name: string): Live {
@@ -306,13 +306,13 @@ export class ContainerManager {
         await this.released(name);
         const msg = isOsvirtError(e) ? e.message : 'start failed; see the daemon log';
         rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_START_FAILED, initPid: 0, message: msg };
-        await this.store.save(rec);
+        await this.store.saveStatus(rec);
         throw e;
       }
       live.generation++;
       live.expectedSignal = 0;
       rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message: '' };
-      await this.store.save(rec);
+      await this.store.saveStatus(rec);
       this.events.emit(name, EventType.EVENT_TYPE_STARTED, rec.status);
       this.watch(live);
       return this.toContainer(rec);
@@ -338,7 +338,7 @@ export class ContainerManager {
           live.generation++;
           this.applyExit(live, rs);
           await this.released(name);
-          await this.store.save(live.rec);
+          await this.store.saveStatus(live.rec);
           this.events.emit(name, live.rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, live.rec.status);
         }),
       (e) => this.logger.warn({ container: name, err: errorMessage(e) }, 'wait failed'),
@@ -395,7 +395,7 @@ export class ContainerManager {
       this.applyExit(live, rs);
       if (rec.status.state === ContainerState.CONTAINER_STATE_CRASHED) rec.status.state = ContainerState.CONTAINER_STATE_STOPPED;
       rec.status.reason = rs.signal ? StateReason.STATE_REASON_KILLED : StateReason.STATE_REASON_SHUTDOWN;
-      await this.store.save(rec);
+      await this.store.saveStatus(rec);
       this.events.emit(name, EventType.EVENT_TYPE_STOPPED, rec.status);
       return this.toContainer(rec);
     });
@@ -422,7 +422,7 @@ export class ContainerManager {
       const driver = this.registry.require(rec.spec.driver, 'pause');
       await driver.pause!(name);
       rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_PAUSED, reason: StateReason.STATE_REASON_PAUSED_BY_USER };
-      await this.store.save(rec);
+      await this.store.saveStatus(rec);
       this.events.emit(name, EventType.EVENT_TYPE_PAUSED, rec.status);
       return this.toContainer(rec);
     });
@@ -438,7 +438,7 @@ export class ContainerManager {
       const driver = this.registry.require(rec.spec.driver, 'pause');
       await driver.resume!(name);
       rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED };
-      await this.store.save(rec);
+      await this.store.saveStatus(rec);
       this.events.emit(name, EventType.EVENT_TYPE_RESUMED, rec.status);
       return this.toContainer(rec);
     });
@@ -510,7 +510,7 @@ export class ContainerManager {
       if (!opts.leaveRunning) {
         await this.released(name);
         rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_CHECKPOINTED, initPid: 0, finishTime: new Date() };
-        await this.store.save(rec);
+        await this.store.saveStatus(rec);
       }
       this.events.emit(name, EventType.EVENT_TYPE_CHECKPOINTED, rec.status, { checkpoint: checkpointName });
       return cp;
@@ -559,7 +559,7 @@ export class ContainerManager {
         this.events.emit(target, EventType.EVENT_TYPE_CREATED, status);
       } else {
         live.rec.status = status;
-        await this.store.save(live.rec);
+        await this.store.saveStatus(live.rec);
       }
       live.generation++;
       live.expectedSignal = 0;

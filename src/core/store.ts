@@ -1,6 +1,9 @@
 // Container definitions on disk: one human-readable JSON file per container
-// under <state>/containers/, in the proto's JSON mapping, written
-// crash-safely. This is the daemon's only durable memory of a container.
+// under <state>/containers/, in the proto's JSON mapping, written durably
+// (fsync) when the definition changes. The last observed status lives next to
+// it in <name>.status.json, replaced atomically but not fsynced (like
+// libvirt's config vs. runtime state): it is rebuilt from the drivers after a
+// restart, so a power loss costs at most a stale status, never a definition.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { ContainerSpec, ContainerStatus } from '../gen/osvirt/v1/container';
@@ -29,18 +32,24 @@ export class ContainerStore {
     return path.join(this.dir, `${name}.json`);
   }
 
+  /** Write the definition (durably) and the status. */
   async save(rec: ContainerRecord): Promise<void> {
-    const doc = {
-      name: rec.name,
-      uid: rec.uid,
-      createTime: rec.createTime.toISOString(),
-      spec: ContainerSpec.toJSON(rec.spec),
-      status: ContainerStatus.toJSON(rec.status),
-    };
+    const doc = { name: rec.name, uid: rec.uid, createTime: rec.createTime.toISOString(), spec: ContainerSpec.toJSON(rec.spec) };
     await writeFileAtomic(this.file(rec.name), JSON.stringify(doc, null, 2) + '\n', 0o600);
+    await this.saveStatus(rec);
+  }
+
+  /** Write only the status: cheap, atomic, not fsynced. */
+  async saveStatus(rec: ContainerRecord): Promise<void> {
+    await writeFileAtomic(this.statusFile(rec.name), JSON.stringify(ContainerStatus.toJSON(rec.status), null, 2) + '\n', 0o600, false);
+  }
+
+  private statusFile(name: string): string {
+    return path.join(this.dir, `${name}.status.json`);
   }
 
   async remove(name: string): Promise<void> {
+    await fs.rm(this.statusFile(name), { force: true });
     await fs.rm(this.file(name), { force: true });
   }
 
@@ -48,16 +57,20 @@ export class ContainerStore {
   async loadAll(onError: (file: string, err: unknown) => void): Promise<ContainerRecord[]> {
     const out: ContainerRecord[] = [];
     for (const entry of await fs.readdir(this.dir)) {
-      if (!entry.endsWith('.json') || entry.startsWith('.')) continue;
+      if (!entry.endsWith('.json') || entry.endsWith('.status.json') || entry.startsWith('.')) continue;
       const file = path.join(this.dir, entry);
       try {
         const doc = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
+        // A missing or unreadable status is not fatal: the driver reports the truth.
+        const status = await fs
+          .readFile(this.statusFile(String(doc['name'])), 'utf8')
+          .then((t) => JSON.parse(t) as unknown, () => doc['status'] ?? { state: 'CONTAINER_STATE_UNKNOWN' });
         out.push({
           name: String(doc['name']),
           uid: String(doc['uid']),
           createTime: new Date(String(doc['createTime'])),
           spec: ContainerSpec.fromJSON(doc['spec']),
-          status: ContainerStatus.fromJSON(doc['status'] ?? {}),
+          status: ContainerStatus.fromJSON(status),
         });
       } catch (e) {
         onError(file, e);
