@@ -187,6 +187,13 @@ export class LxcCheckpointer {
     return dir;
   }
 
+  /** Daemon shutdown: drop criu's run directory (remade on the next checkpoint). */
+  async close(): Promise<void> {
+    const dir = path.join(this.h.stateDir, 'criu-run');
+    if (isMountpoint(dir)) await run('umount', ['-l', dir]).catch(() => undefined);
+    this.client = undefined;
+  }
+
   private async criu(): Promise<CriuRpcClient> {
     if (this.client) return this.client;
     const loc = await locateCriu();

@@ -447,6 +447,10 @@ export class LxcDriver implements Driver {
     await fs.rm(this.dir(id), { recursive: true, force: true });
   }
 
+  async close(): Promise<void> {
+    await this.checkpointer?.close();
+  }
+
   async recover(items: { id: string; spec: ContainerSpec }[]): Promise<Record<string, RuntimeState>> {
     const out: Record<string, RuntimeState> = {};
     for (const { id } of items) {
