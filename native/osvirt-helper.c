@@ -11,6 +11,7 @@
  *   criu-swrk [--keep-fd N]... [--run-dir DIR] -- CRIU_ARGV   bridge CRIU's RPC socket to stdio
  *   restore --state DIR (--tty-fd N | --log-fd N) [swrk options] -- CRIU_ARGV
  *                               one CRIU RESTORE over stdio, then monitor the restored init
+ *   init                        a jail's pid 1: reaps, exits when nothing else is left (static build: osvirt-init)
  *   version
  *
  * Usage errors exit 2. The full option list is in usage() below.
@@ -20,13 +21,17 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/audit.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/openat2.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,15 +66,18 @@ static void usage(FILE *out)
 	      "      [--join net|ipc|uts:PATH]... [--uidmap IN:OUT:COUNT]... [--gidmap IN:OUT:COUNT]...\n"
 	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
 	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--device PATH]... [--no-default-mounts]\n"
-	      "      [--readonly-rootfs] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
+	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--mask PATH]... [--ro-path PATH]...\n"
+	      "      [--no-ns LIST] [--root-owned-ns uts,mnt] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper criu-swrk [--keep-fd N]... [--run-dir DIR] [--cgroup DIR]... -- CRIU_ARGV...\n"
 	      "  osvirt-helper restore --state DIR (--tty-fd N | --log-fd N) [--keep-fd N]... [--run-dir DIR]\n"
 	      "      [--cgroup DIR]... -- CRIU_ARGV...\n"
 	      "  osvirt-helper peercred FD\n"
+	      "  osvirt-helper init                 (as pid 1 of a pid namespace; SIGUSR1/SIGUSR2 from outside clear/set persist)\n"
 	      "  osvirt-helper version\n"
 	      "PROCESS OPTIONS: [--caps LIST|all] [--no-new-privs] [--rlimit NAME:SOFT:HARD]...\n"
-	      "      [--user UID:GID[:GID,GID...]] [--env K=V]... [--cwd DIR] [--tty]\n", out);
+	      "      [--user UID:GID[:GID,GID...]] [--env K=V]... [--cwd DIR] [--tty]\n"
+	      "      [--seccomp-deny SYSCALL[:ERRNO][:ARGn&MASK|:ARGn==V,V...|:ARGn!=V,V...]]...\n", out);
 }
 
 /* ------------------------------------------------------------------ utilities */
@@ -302,6 +310,20 @@ struct rlimit_opt {
 	struct rlimit lim;
 };
 
+/*
+ * One --seccomp-deny rule: the syscall fails with err, always (arg < 0) or
+ * when its argument (low 32 bits, what an int parameter means to the kernel)
+ * matches: '&' any bit of vals[0] set, '=' one of vals, '!' none of vals.
+ */
+struct deny_rule {
+	int nr;
+	int err;
+	int arg;
+	char op;
+	uint32_t vals[16];
+	size_t nvals;
+};
+
 struct proc_cfg {
 	char **argv;
 	struct list env;
@@ -319,6 +341,8 @@ struct proc_cfg {
 	gid_t groups[64];
 	size_t ngroups;
 	bool tty;
+	struct deny_rule *deny;
+	size_t ndeny;
 };
 
 static uint64_t parse_caps(const char *list)
@@ -366,6 +390,547 @@ static void parse_rlimit(struct proc_cfg *p, const char *v)
 	r->lim.rlim_max = parse_rlim(hard);
 	if (r->lim.rlim_cur > r->lim.rlim_max)
 		usage_error("--rlimit %s: soft limit above hard limit", v);
+}
+
+/* System calls --seccomp-deny knows by name (others: a number). */
+static const struct {
+	const char *name;
+	int nr;
+} syscall_names[] = {
+#ifdef __NR_accept
+	{"accept", __NR_accept},
+#endif
+#ifdef __NR_accept4
+	{"accept4", __NR_accept4},
+#endif
+#ifdef __NR_acct
+	{"acct", __NR_acct},
+#endif
+#ifdef __NR_add_key
+	{"add_key", __NR_add_key},
+#endif
+#ifdef __NR_adjtimex
+	{"adjtimex", __NR_adjtimex},
+#endif
+#ifdef __NR_bind
+	{"bind", __NR_bind},
+#endif
+#ifdef __NR_bpf
+	{"bpf", __NR_bpf},
+#endif
+#ifdef __NR_chroot
+	{"chroot", __NR_chroot},
+#endif
+#ifdef __NR_clock_adjtime
+	{"clock_adjtime", __NR_clock_adjtime},
+#endif
+#ifdef __NR_clock_settime
+	{"clock_settime", __NR_clock_settime},
+#endif
+#ifdef __NR_clone
+	{"clone", __NR_clone},
+#endif
+#ifdef __NR_clone3
+	{"clone3", __NR_clone3},
+#endif
+#ifdef __NR_connect
+	{"connect", __NR_connect},
+#endif
+#ifdef __NR_create_module
+	{"create_module", __NR_create_module},
+#endif
+#ifdef __NR_delete_module
+	{"delete_module", __NR_delete_module},
+#endif
+#ifdef __NR_execve
+	{"execve", __NR_execve},
+#endif
+#ifdef __NR_execveat
+	{"execveat", __NR_execveat},
+#endif
+#ifdef __NR_fanotify_init
+	{"fanotify_init", __NR_fanotify_init},
+#endif
+#ifdef __NR_finit_module
+	{"finit_module", __NR_finit_module},
+#endif
+#ifdef __NR_fsconfig
+	{"fsconfig", __NR_fsconfig},
+#endif
+#ifdef __NR_fsmount
+	{"fsmount", __NR_fsmount},
+#endif
+#ifdef __NR_fsopen
+	{"fsopen", __NR_fsopen},
+#endif
+#ifdef __NR_fspick
+	{"fspick", __NR_fspick},
+#endif
+#ifdef __NR_get_kernel_syms
+	{"get_kernel_syms", __NR_get_kernel_syms},
+#endif
+#ifdef __NR_get_mempolicy
+	{"get_mempolicy", __NR_get_mempolicy},
+#endif
+#ifdef __NR_init_module
+	{"init_module", __NR_init_module},
+#endif
+#ifdef __NR_io_uring_enter
+	{"io_uring_enter", __NR_io_uring_enter},
+#endif
+#ifdef __NR_io_uring_register
+	{"io_uring_register", __NR_io_uring_register},
+#endif
+#ifdef __NR_io_uring_setup
+	{"io_uring_setup", __NR_io_uring_setup},
+#endif
+#ifdef __NR_ioperm
+	{"ioperm", __NR_ioperm},
+#endif
+#ifdef __NR_iopl
+	{"iopl", __NR_iopl},
+#endif
+#ifdef __NR_ioctl
+	{"ioctl", __NR_ioctl},
+#endif
+#ifdef __NR_kcmp
+	{"kcmp", __NR_kcmp},
+#endif
+#ifdef __NR_kexec_file_load
+	{"kexec_file_load", __NR_kexec_file_load},
+#endif
+#ifdef __NR_kexec_load
+	{"kexec_load", __NR_kexec_load},
+#endif
+#ifdef __NR_keyctl
+	{"keyctl", __NR_keyctl},
+#endif
+#ifdef __NR_listen
+	{"listen", __NR_listen},
+#endif
+#ifdef __NR_lookup_dcookie
+	{"lookup_dcookie", __NR_lookup_dcookie},
+#endif
+#ifdef __NR_mbind
+	{"mbind", __NR_mbind},
+#endif
+#ifdef __NR_mknod
+	{"mknod", __NR_mknod},
+#endif
+#ifdef __NR_mknodat
+	{"mknodat", __NR_mknodat},
+#endif
+#ifdef __NR_mlock
+	{"mlock", __NR_mlock},
+#endif
+#ifdef __NR_mlock2
+	{"mlock2", __NR_mlock2},
+#endif
+#ifdef __NR_mlockall
+	{"mlockall", __NR_mlockall},
+#endif
+#ifdef __NR_mmap
+	{"mmap", __NR_mmap},
+#endif
+#ifdef __NR_mount
+	{"mount", __NR_mount},
+#endif
+#ifdef __NR_mount_setattr
+	{"mount_setattr", __NR_mount_setattr},
+#endif
+#ifdef __NR_move_mount
+	{"move_mount", __NR_move_mount},
+#endif
+#ifdef __NR_move_pages
+	{"move_pages", __NR_move_pages},
+#endif
+#ifdef __NR_msgctl
+	{"msgctl", __NR_msgctl},
+#endif
+#ifdef __NR_msgget
+	{"msgget", __NR_msgget},
+#endif
+#ifdef __NR_msgrcv
+	{"msgrcv", __NR_msgrcv},
+#endif
+#ifdef __NR_msgsnd
+	{"msgsnd", __NR_msgsnd},
+#endif
+#ifdef __NR_munlock
+	{"munlock", __NR_munlock},
+#endif
+#ifdef __NR_munlockall
+	{"munlockall", __NR_munlockall},
+#endif
+#ifdef __NR_name_to_handle_at
+	{"name_to_handle_at", __NR_name_to_handle_at},
+#endif
+#ifdef __NR_nfsservctl
+	{"nfsservctl", __NR_nfsservctl},
+#endif
+#ifdef __NR_open_by_handle_at
+	{"open_by_handle_at", __NR_open_by_handle_at},
+#endif
+#ifdef __NR_open_tree
+	{"open_tree", __NR_open_tree},
+#endif
+#ifdef __NR_perf_event_open
+	{"perf_event_open", __NR_perf_event_open},
+#endif
+#ifdef __NR_personality
+	{"personality", __NR_personality},
+#endif
+#ifdef __NR_pidfd_getfd
+	{"pidfd_getfd", __NR_pidfd_getfd},
+#endif
+#ifdef __NR_pivot_root
+	{"pivot_root", __NR_pivot_root},
+#endif
+#ifdef __NR_process_madvise
+	{"process_madvise", __NR_process_madvise},
+#endif
+#ifdef __NR_process_vm_readv
+	{"process_vm_readv", __NR_process_vm_readv},
+#endif
+#ifdef __NR_process_vm_writev
+	{"process_vm_writev", __NR_process_vm_writev},
+#endif
+#ifdef __NR_ptrace
+	{"ptrace", __NR_ptrace},
+#endif
+#ifdef __NR_query_module
+	{"query_module", __NR_query_module},
+#endif
+#ifdef __NR_quotactl
+	{"quotactl", __NR_quotactl},
+#endif
+#ifdef __NR_quotactl_fd
+	{"quotactl_fd", __NR_quotactl_fd},
+#endif
+#ifdef __NR_reboot
+	{"reboot", __NR_reboot},
+#endif
+#ifdef __NR_request_key
+	{"request_key", __NR_request_key},
+#endif
+#ifdef __NR_semctl
+	{"semctl", __NR_semctl},
+#endif
+#ifdef __NR_semget
+	{"semget", __NR_semget},
+#endif
+#ifdef __NR_semop
+	{"semop", __NR_semop},
+#endif
+#ifdef __NR_semtimedop
+	{"semtimedop", __NR_semtimedop},
+#endif
+#ifdef __NR_set_mempolicy
+	{"set_mempolicy", __NR_set_mempolicy},
+#endif
+#ifdef __NR_setdomainname
+	{"setdomainname", __NR_setdomainname},
+#endif
+#ifdef __NR_sethostname
+	{"sethostname", __NR_sethostname},
+#endif
+#ifdef __NR_setns
+	{"setns", __NR_setns},
+#endif
+#ifdef __NR_settimeofday
+	{"settimeofday", __NR_settimeofday},
+#endif
+#ifdef __NR_shmat
+	{"shmat", __NR_shmat},
+#endif
+#ifdef __NR_shmctl
+	{"shmctl", __NR_shmctl},
+#endif
+#ifdef __NR_shmdt
+	{"shmdt", __NR_shmdt},
+#endif
+#ifdef __NR_shmget
+	{"shmget", __NR_shmget},
+#endif
+#ifdef __NR_socket
+	{"socket", __NR_socket},
+#endif
+#ifdef __NR_socketpair
+	{"socketpair", __NR_socketpair},
+#endif
+#ifdef __NR_stime
+	{"stime", __NR_stime},
+#endif
+#ifdef __NR_swapoff
+	{"swapoff", __NR_swapoff},
+#endif
+#ifdef __NR_swapon
+	{"swapon", __NR_swapon},
+#endif
+#ifdef __NR_sysfs
+	{"sysfs", __NR_sysfs},
+#endif
+#ifdef __NR_syslog
+	{"syslog", __NR_syslog},
+#endif
+#ifdef __NR_umount
+	{"umount", __NR_umount},
+#endif
+#ifdef __NR_umount2
+	{"umount2", __NR_umount2},
+#endif
+#ifdef __NR_unshare
+	{"unshare", __NR_unshare},
+#endif
+#ifdef __NR_uselib
+	{"uselib", __NR_uselib},
+#endif
+#ifdef __NR_userfaultfd
+	{"userfaultfd", __NR_userfaultfd},
+#endif
+#ifdef __NR_ustat
+	{"ustat", __NR_ustat},
+#endif
+#ifdef __NR_vhangup
+	{"vhangup", __NR_vhangup},
+#endif
+#ifdef __NR_vm86
+	{"vm86", __NR_vm86},
+#endif
+#ifdef __NR_vm86old
+	{"vm86old", __NR_vm86old},
+#endif
+#ifdef __NR_chmod
+	{"chmod", __NR_chmod},
+#endif
+#ifdef __NR_fchmod
+	{"fchmod", __NR_fchmod},
+#endif
+#ifdef __NR_fchmodat
+	{"fchmodat", __NR_fchmodat},
+#endif
+#ifdef __NR_chown
+	{"chown", __NR_chown},
+#endif
+#ifdef __NR_fchown
+	{"fchown", __NR_fchown},
+#endif
+#ifdef __NR_fchownat
+	{"fchownat", __NR_fchownat},
+#endif
+#ifdef __NR_lchown
+	{"lchown", __NR_lchown},
+#endif
+#ifdef __NR_setxattr
+	{"setxattr", __NR_setxattr},
+#endif
+#ifdef __NR_lsetxattr
+	{"lsetxattr", __NR_lsetxattr},
+#endif
+#ifdef __NR_fsetxattr
+	{"fsetxattr", __NR_fsetxattr},
+#endif
+#ifdef __NR_removexattr
+	{"removexattr", __NR_removexattr},
+#endif
+#ifdef __NR_lremovexattr
+	{"lremovexattr", __NR_lremovexattr},
+#endif
+#ifdef __NR_fremovexattr
+	{"fremovexattr", __NR_fremovexattr},
+#endif
+#ifdef __NR_open
+	{"open", __NR_open},
+#endif
+#ifdef __NR_openat
+	{"openat", __NR_openat},
+#endif
+#ifdef __NR_openat2
+	{"openat2", __NR_openat2},
+#endif
+#ifdef __NR_kill
+	{"kill", __NR_kill},
+#endif
+#ifdef __NR_tkill
+	{"tkill", __NR_tkill},
+#endif
+#ifdef __NR_tgkill
+	{"tgkill", __NR_tgkill},
+#endif
+#ifdef __NR_prctl
+	{"prctl", __NR_prctl},
+#endif
+#ifdef __NR_setuid
+	{"setuid", __NR_setuid},
+#endif
+#ifdef __NR_setgid
+	{"setgid", __NR_setgid},
+#endif
+#ifdef __NR_setreuid
+	{"setreuid", __NR_setreuid},
+#endif
+#ifdef __NR_setregid
+	{"setregid", __NR_setregid},
+#endif
+#ifdef __NR_setresuid
+	{"setresuid", __NR_setresuid},
+#endif
+#ifdef __NR_setresgid
+	{"setresgid", __NR_setresgid},
+#endif
+#ifdef __NR_setgroups
+	{"setgroups", __NR_setgroups},
+#endif
+#ifdef __NR_capset
+	{"capset", __NR_capset},
+#endif
+#ifdef __NR_landlock_create_ruleset
+	{"landlock_create_ruleset", __NR_landlock_create_ruleset},
+#endif
+#ifdef __NR_seccomp
+	{"seccomp", __NR_seccomp},
+#endif
+};
+
+static const struct {
+	const char *name;
+	int err;
+} errno_names[] = {
+	{"EPERM", EPERM}, {"EACCES", EACCES}, {"ENOSYS", ENOSYS}, {"EAFNOSUPPORT", EAFNOSUPPORT},
+	{"EINVAL", EINVAL}, {"EOPNOTSUPP", EOPNOTSUPP}, {"EROFS", EROFS}, {"EADDRNOTAVAIL", EADDRNOTAVAIL},
+	{"ENOMEM", ENOMEM}, {"EAGAIN", EAGAIN},
+};
+
+static unsigned long parse_num(const char *s, const char *what)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 0);
+	if (errno || end == s || *end || *s == '-')
+		usage_error("%s: not a number: '%s'", what, s);
+	return v;
+}
+
+static void parse_deny(struct proc_cfg *p, const char *v)
+{
+	char *copy = strdup(v), *save = NULL;
+	char *name = strtok_r(copy, ":", &save), *f2 = strtok_r(NULL, ":", &save), *f3 = strtok_r(NULL, "", &save);
+	char *cond = NULL, *err = NULL;
+	if (f2 && !strncmp(f2, "arg", 3))
+		cond = f2;
+	else
+		err = f2, cond = f3;
+	if (!name || (f3 && !err))
+		usage_error("--seccomp-deny %s: expected SYSCALL[:ERRNO][:ARGn&MASK|ARGn==V,..|ARGn!=V,..]", v);
+	struct deny_rule r = {.nr = -1, .err = EPERM, .arg = -1};
+	for (size_t i = 0; i < sizeof syscall_names / sizeof syscall_names[0]; i++)
+		if (!strcmp(name, syscall_names[i].name))
+			r.nr = syscall_names[i].nr;
+	if (r.nr < 0)
+		r.nr = (int)parse_num(name, "--seccomp-deny: unknown system call");
+	if (err) {
+		size_t i;
+		for (i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++)
+			if (!strcmp(err, errno_names[i].name))
+				break;
+		r.err = i < sizeof errno_names / sizeof errno_names[0] ? errno_names[i].err
+								  : (int)parse_num(err, "--seccomp-deny: unknown errno");
+		if (r.err <= 0 || r.err > 4095)
+			usage_error("--seccomp-deny %s: errno out of range", v);
+	}
+	if (cond) {
+		char *rest;
+		r.arg = (int)strtol(cond + 3, &rest, 10);
+		if (rest == cond + 3 || r.arg < 0 || r.arg > 5)
+			usage_error("--seccomp-deny %s: expected arg0..arg5", v);
+		if (rest[0] == '&') {
+			r.op = '&';
+			rest += 1;
+		} else if ((rest[0] == '=' || rest[0] == '!') && rest[1] == '=') {
+			r.op = rest[0];
+			rest += 2;
+		} else {
+			usage_error("--seccomp-deny %s: expected &, == or != after arg%d", v, r.arg);
+		}
+		char *vsave = NULL;
+		for (char *t = strtok_r(rest, ",", &vsave); t; t = strtok_r(NULL, ",", &vsave)) {
+			if (r.nvals == sizeof r.vals / sizeof r.vals[0] || (r.op == '&' && r.nvals == 1))
+				usage_error("--seccomp-deny %s: too many values", v);
+			r.vals[r.nvals++] = (uint32_t)parse_num(t, "--seccomp-deny");
+		}
+		if (!r.nvals)
+			usage_error("--seccomp-deny %s: no value", v);
+	}
+	struct deny_rule *d = realloc(p->deny, (p->ndeny + 1) * sizeof *d);
+	if (!d)
+		exit(1);
+	d[p->ndeny++] = r;
+	p->deny = d;
+	free(copy);
+}
+
+#if defined(__x86_64__)
+#define SECCOMP_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "--seccomp-deny: unknown architecture"
+#endif
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i))
+#else
+#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i) + 4)
+#endif
+
+/*
+ * The deny rules as a classic BPF program. System calls of another ABI (i386,
+ * x32) fail with ENOSYS: their numbers differ, so a rule could not hold there.
+ * Installed while the process still has CAP_SYS_ADMIN, so no_new_privs is
+ * not forced on it (setuid programs keep working inside).
+ */
+static void install_seccomp(const struct proc_cfg *p)
+{
+	if (!p->ndeny)
+		return;
+	struct sock_filter *f = calloc(8 + p->ndeny * 24, sizeof *f);
+	if (!f)
+		child_fail("calloc");
+	size_t n = 0;
+#define EMIT(code, k, jt, jf) (f[n++] = (struct sock_filter)BPF_JUMP((code), (k), (jt), (jf)))
+	EMIT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch), 0, 0);
+	EMIT(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_ARCH, 1, 0);
+	EMIT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS, 0, 0);
+#if defined(__x86_64__)
+	EMIT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr), 0, 0);
+	EMIT(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1);
+	EMIT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS, 0, 0);
+#endif
+	for (size_t i = 0; i < p->ndeny; i++) {
+		const struct deny_rule *r = &p->deny[i];
+		uint32_t ret = SECCOMP_RET_ERRNO | ((uint32_t)r->err & SECCOMP_RET_DATA);
+		EMIT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr), 0, 0);
+		size_t jeq = n;
+		EMIT(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)r->nr, 0, 0);
+		if (r->arg >= 0) {
+			EMIT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(r->arg), 0, 0);
+			if (r->op == '&') {
+				EMIT(BPF_JMP | BPF_JSET | BPF_K, r->vals[0], 0, 1);
+			} else {
+				for (size_t j = 0; j < r->nvals; j++)
+					EMIT(BPF_JMP | BPF_JEQ | BPF_K, r->vals[j], (uint8_t)(r->nvals - j), 0);
+				if (r->op == '=')
+					EMIT(BPF_JMP | BPF_JA, 1, 0, 0);
+			}
+		}
+		EMIT(BPF_RET | BPF_K, ret, 0, 0);
+		f[jeq].jf = (uint8_t)(n - jeq - 1);
+	}
+	EMIT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW, 0, 0);
+#undef EMIT
+	struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+		child_fail("install the seccomp filter");
+	free(f);
 }
 
 static void parse_user(struct proc_cfg *p, const char *v)
@@ -436,6 +1001,8 @@ static bool parse_proc_opt(struct args *a, struct proc_cfg *p)
 		p->tty = true;
 	} else if ((v = value(a, "--cgroup"))) {
 		list_add(&p->cgroups, v);
+	} else if ((v = value(a, "--seccomp-deny"))) {
+		parse_deny(p, v);
 	} else {
 		return false;
 	}
@@ -492,6 +1059,7 @@ NORETURN static void become_process(const struct proc_cfg *p)
 	for (size_t i = 0; i < p->nrlimits; i++)
 		if (setrlimit(p->rlimits[i].resource, &p->rlimits[i].lim) < 0)
 			child_fail("setrlimit %d", p->rlimits[i].resource);
+	install_seccomp(p);
 	if (p->drop_caps)
 		drop_caps(p);
 	if (p->set_user) {
@@ -726,10 +1294,25 @@ struct run_cfg {
 	struct mnt *mounts;
 	size_t nmounts;
 	struct list devices;
-	bool default_mounts, readonly;
+	bool default_mounts, readonly, sysfs;
 	int console_fd;                 /* pty slave (--tty) */
 	char console_name[64];          /* its /dev/pts/N path */
+	unsigned dev_nodes;             /* DEV_* bits: what the standard /dev holds */
+	struct list masks, ro_paths;    /* container paths hidden / made read-only */
+	int owned_ns;                   /* CLONE_NEWUTS|CLONE_NEWNS: owned by a root-owned user ns */
 };
+
+/* The standard /dev content, selectable with --dev-nodes. */
+static const struct {
+	const char *name;
+	unsigned bit;
+} dev_node_names[] = {
+	{"null", 1 << 0}, {"zero", 1 << 1}, {"full", 1 << 2}, {"random", 1 << 3}, {"urandom", 1 << 4},
+	{"tty", 1 << 5}, {"ptmx", 1 << 6}, {"fd", 1 << 7},
+};
+#define DEV_NODES_ALL 0xff
+#define DEV_PTMX (1u << 6)
+#define DEV_FD (1u << 7)
 
 static void default_mounts(int rootfd, const struct run_cfg *c)
 {
@@ -740,13 +1323,17 @@ static void default_mounts(int rootfd, const struct run_cfg *c)
 	const struct mnt sysfs = {.type = "sysfs", .src = "sysfs", .dst = "/sys", .flags = nsd | MS_RDONLY};
 	const struct mnt sysbind = {.bind = true, .rec = true, .src = "/sys", .dst = "/sys",
 				    .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
-	apply_mount(rootfd, (c->ns & CLONE_NEWNET) ? &sysfs : &sysbind);
+	if (c->sysfs)
+		apply_mount(rootfd, (c->ns & CLONE_NEWNET) ? &sysfs : &sysbind);
 	const struct mnt dev = {.type = "tmpfs", .src = "tmpfs", .dst = "/dev",
 				.flags = MS_NOSUID | MS_STRICTATIME, .data = "mode=755,size=65536k"};
 	apply_mount(rootfd, &dev);
-	static const char *const nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"};
-	for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
-		make_device(rootfd, nodes[i], 0666);
+	for (size_t i = 0; i < sizeof dev_node_names / sizeof dev_node_names[0]; i++) {
+		char node[64];
+		snprintf(node, sizeof node, "/dev/%s", dev_node_names[i].name);
+		if ((c->dev_nodes & dev_node_names[i].bit) && !(dev_node_names[i].bit & (DEV_PTMX | DEV_FD)))
+			make_device(rootfd, node, 0666);
+	}
 	int devfd = open_in_root(rootfd, "/dev", 0);
 	if (devfd < 0)
 		child_fail("open /dev");
@@ -754,13 +1341,17 @@ static void default_mounts(int rootfd, const struct run_cfg *c)
 		{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
 		{"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"},
 	};
-	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+		if (!(c->dev_nodes & (i == 4 ? DEV_PTMX : DEV_FD)))
+			continue;
 		if (symlinkat(links[i][1], devfd, links[i][0]) < 0 && errno != EEXIST)
 			child_fail("symlink /dev/%s", links[i][0]);
+	}
 	close(devfd);
 	const struct mnt pts = {.type = "devpts", .src = "devpts", .dst = "/dev/pts", .flags = MS_NOSUID | MS_NOEXEC,
 				.data = "newinstance,ptmxmode=0666,mode=0620"};
-	apply_mount(rootfd, &pts);
+	if (c->dev_nodes & DEV_PTMX)
+		apply_mount(rootfd, &pts);
 	const struct mnt shm = {.type = "tmpfs", .src = "shm", .dst = "/dev/shm", .flags = nsd, .data = "mode=1777,size=65536k"};
 	apply_mount(rootfd, &shm);
 	const struct mnt mq = {.type = "mqueue", .src = "mqueue", .dst = "/dev/mqueue", .flags = nsd};
@@ -781,6 +1372,125 @@ static void default_mounts(int rootfd, const struct run_cfg *c)
 		const struct mnt console = {.bind = true, .src = c->console_name, .dst = "/dev/console"};
 		apply_mount(rootfd, &console);
 	}
+}
+
+/* Binds path (inside the root) over itself, read-only all the way down. A missing path is skipped. */
+static void make_readonly(int rootfd, const char *path)
+{
+	int fd = open_in_root(rootfd, path, 0);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return;
+		child_fail("read-only %s", path);
+	}
+	char src[64];
+	snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
+	if (mount(src, src, NULL, MS_BIND | MS_REC, NULL) < 0)
+		child_fail("read-only %s: bind", path);
+	close(fd);
+	fd = open_in_root(rootfd, path, 0);
+	struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+	if (fd < 0 || mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ro, sizeof ro) < 0)
+		child_fail("read-only %s: set flags", path);
+	close(fd);
+}
+
+/*
+ * Hides path (inside the root): a directory under an empty read-only tmpfs,
+ * anything else under the container's own null device (made, hidden, in its
+ * /dev when the container has no /dev/null), so no mount of the host's is
+ * needed and CRIU sees only container mounts. A missing path is skipped.
+ */
+static void mask_path(int rootfd, const char *path)
+{
+	int fd = open_in_root(rootfd, path, 0);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return;
+		child_fail("mask %s", path);
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		child_fail("mask %s: stat", path);
+	char target[64];
+	snprintf(target, sizeof target, "/proc/self/fd/%d", fd);
+	if (S_ISDIR(st.st_mode)) {
+		if (mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555") < 0)
+			child_fail("mask %s: tmpfs", path);
+		close(fd);
+		return;
+	}
+	int null = open_in_root(rootfd, "/dev/null", 0);
+	if (null < 0) {
+		int devfd = open_in_root(rootfd, "/dev", 0);
+		if (devfd < 0 || (mknodat(devfd, ".osvirt-null", S_IFCHR, makedev(1, 3)) < 0 && errno != EEXIST))
+			child_fail("mask %s: make a null device", path);
+		close(devfd);
+		null = open_in_root(rootfd, "/dev/.osvirt-null", 0);
+	}
+	char src[64];
+	snprintf(src, sizeof src, "/proc/self/fd/%d", null);
+	if (null < 0 || mount(src, target, NULL, MS_BIND, NULL) < 0)
+		child_fail("mask %s: bind a null device", path);
+	close(null);
+	close(fd);
+}
+
+/*
+ * Moves us into UTS and/or mount namespaces owned by a new user namespace that
+ * belongs to root: the kernel grants the owner of a user namespace every
+ * capability over what it owns, so any euid-0 process of the container may then
+ * set the hostname (uts) or mount (mnt; only what a user namespace may mount)
+ * without holding CAP_SYS_ADMIN over the host. The new mount namespace is a
+ * copy made from inside that user namespace, so every existing mount is locked:
+ * none can be unmounted to uncover what is below, nor made writable.
+ */
+static void enter_root_owned(int types)
+{
+	int ready[2], done[2];
+	if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0)
+		child_fail("pipe");
+	pid_t k = fork();
+	if (k < 0)
+		child_fail("fork");
+	if (k == 0) {
+		char b = 0;
+		close(ready[0]);
+		close(done[1]);
+		if (unshare(CLONE_NEWUSER) < 0)
+			b = 1;
+		else if (unshare(types) < 0)
+			b = 2;
+		if (write(ready[1], &b, 1) != 1 || b)
+			_exit(1);
+		(void)!read(done[0], &b, 1); /* until the container has joined */
+		_exit(0);
+	}
+	close(ready[1]);
+	close(done[0]);
+	char b = 9;
+	if (read(ready[0], &b, 1) != 1 || b) {
+		errno = b == 1 ? EPERM : errno;
+		child_fail("create root-owned namespaces (%s)", b == 1 ? "user namespace" : "uts/mnt namespace");
+	}
+	static const struct {
+		int type;
+		const char *name;
+	} order[] = {{CLONE_NEWUTS, "uts"}, {CLONE_NEWNS, "mnt"}};
+	for (size_t i = 0; i < 2; i++) {
+		if (!(types & order[i].type))
+			continue;
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/ns/%s", k, order[i].name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, order[i].type) < 0)
+			child_fail("join the root-owned %s namespace", order[i].name);
+		close(fd);
+	}
+	close(done[1]);
+	waitpid(k, NULL, 0);
+	if (chdir("/") < 0)
+		child_fail("chdir /");
 }
 
 static void setup_rootfs(const struct run_cfg *c)
@@ -804,6 +1514,10 @@ static void setup_rootfs(const struct run_cfg *c)
 		apply_mount(rootfd, &c->mounts[i]);
 	for (size_t i = 0; i < c->devices.n; i++)
 		make_device(rootfd, c->devices.v[i], 0);
+	for (size_t i = 0; i < c->ro_paths.n; i++)
+		make_readonly(rootfd, c->ro_paths.v[i]);
+	for (size_t i = 0; i < c->masks.n; i++)
+		mask_path(rootfd, c->masks.v[i]);
 	if (fchdir(rootfd) < 0)
 		child_fail("chdir rootfs");
 	if (syscall(SYS_pivot_root, ".", ".") < 0)
@@ -842,6 +1556,8 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int errfd, i
 		child_fail("unshare cgroup namespace");
 	if (c->rootfs)
 		setup_rootfs(c);
+	if (c->owned_ns)
+		enter_root_owned(c->owned_ns);
 	if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
 		child_fail("sethostname");
 	if (c->domainname && setdomainname(c->domainname, strlen(c->domainname)) < 0)
@@ -856,11 +1572,15 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int errfd, i
 			if (dup2(c->console_fd, i) < 0)
 				child_fail("dup2 console");
 	} else {
-		/* Opened after pivot_root so the init holds no fd pointing outside its mounts. */
+		/*
+		 * Opened after pivot_root so the init holds no fd pointing outside its
+		 * mounts. A container without /dev/null gets the output pipe as stdin
+		 * too (write-only: reading it fails, as reading nothing should).
+		 */
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (null < 0)
+		if (null < 0 && errno != ENOENT)
 			child_fail("open /dev/null");
-		if (dup2(null, 0) < 0 || dup2(outfd, 1) < 0 || dup2(outfd, 2) < 0)
+		if (dup2(null >= 0 ? null : outfd, 0) < 0 || dup2(outfd, 1) < 0 || dup2(outfd, 2) < 0)
 			child_fail("dup2 stdio");
 	}
 	/* Nothing but stdio and the error pipe (itself CLOEXEC) survives exec. */
@@ -1222,6 +1942,21 @@ static int ns_flag(const char *name)
 	return 0;
 }
 
+/* "uts,mnt" to CLONE_NEW* flags, each one of `allowed`. */
+static int ns_list(const char *opt, const char *v, int allowed)
+{
+	int out = 0;
+	char *copy = strdup(v), *save = NULL;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		int f = ns_flag(t);
+		if (!f || !(f & allowed))
+			usage_error("%s: unknown or unsupported namespace '%s'", opt, t);
+		out |= f;
+	}
+	free(copy);
+	return out;
+}
+
 static void add_idmap(struct list *l, const char *opt, const char *v)
 {
 	unsigned long in, out, count;
@@ -1241,6 +1976,9 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 	c->p.cwd = "/";
 	c->default_mounts = true;
 	c->console_fd = -1;
+	c->dev_nodes = DEV_NODES_ALL;
+	c->sysfs = true;
+	int no_ns = 0;
 	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++) {
 		if (parse_proc_opt(&a, &c->p)) {
 		} else if ((v = value(&a, "--state"))) {
@@ -1282,11 +2020,42 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 			c->default_mounts = false;
 		} else if (flag(&a, "--readonly-rootfs")) {
 			c->readonly = true;
+		} else if ((v = value(&a, "--dev-nodes"))) {
+			c->dev_nodes = 0;
+			char *copy = strdup(v), *save = NULL;
+			for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+				size_t i;
+				for (i = 0; i < sizeof dev_node_names / sizeof dev_node_names[0]; i++)
+					if (!strcmp(t, dev_node_names[i].name))
+						break;
+				if (i < sizeof dev_node_names / sizeof dev_node_names[0])
+					c->dev_nodes |= dev_node_names[i].bit;
+				else if (strcmp(t, "none"))
+					usage_error("--dev-nodes: unknown node '%s'", t);
+			}
+		} else if (flag(&a, "--no-sysfs")) {
+			c->sysfs = false;
+		} else if ((v = value(&a, "--mask"))) {
+			if (v[0] != '/')
+				usage_error("--mask %s: expected an absolute path", v);
+			list_add(&c->masks, v);
+		} else if ((v = value(&a, "--ro-path"))) {
+			if (v[0] != '/')
+				usage_error("--ro-path %s: expected an absolute path", v);
+			list_add(&c->ro_paths, v);
+		} else if ((v = value(&a, "--no-ns"))) {
+			no_ns |= ns_list("--no-ns", v, ~0);
+		} else if ((v = value(&a, "--root-owned-ns"))) {
+			c->owned_ns |= ns_list("--root-owned-ns", v, CLONE_NEWUTS | CLONE_NEWNS);
 		} else {
 			usage_error("run: unknown option '%s'", argv[a.i]);
 		}
 	}
 	c->p.argv = parse_command(&a);
+	/* --no-ns: share the caller's namespace after all (and then it has no hostname of its own). */
+	c->ns &= ~no_ns;
+	if (no_ns & CLONE_NEWUTS)
+		c->hostname = c->domainname = NULL;
 
 	/* Refuse combinations that would change the host instead of the container. */
 	if (!c->state)
@@ -1299,6 +2068,10 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 		usage_error("run: --mount, --device and --readonly-rootfs need --rootfs");
 	if ((c->hostname || c->domainname) && !(c->ns & CLONE_NEWUTS))
 		usage_error("run: --hostname/--domainname need uts in --ns");
+	if ((c->owned_ns & ~c->ns) || (c->owned_ns && !(c->ns & CLONE_NEWPID)))
+		usage_error("run: --root-owned-ns needs those namespaces (and pid) in --ns");
+	if (c->owned_ns && (c->ns & CLONE_NEWUSER))
+		usage_error("run: --root-owned-ns and a user namespace exclude each other");
 	for (size_t i = 0; i < c->njoins; i++)
 		for (size_t j = 0; j < c->njoins; j++)
 			if ((c->joins[i].type & c->ns) || (i != j && c->joins[i].type == c->joins[j].type))
@@ -2132,6 +2905,71 @@ static int cmd_seqpacket_echo(int argc, char **argv)
  * The daemon hands each accepted connection's socket to this (Node has no
  * getsockopt) to learn who is calling.
  */
+/* ------------------------------------------------------------------ init */
+
+/*
+ * A jail's pid 1 (FreeBSD jails have no init; this stands in for the kernel's
+ * bookkeeping of a jail's processes). It reaps orphans and exits, ending the
+ * pid namespace, once no other process is left, unless the jail persists.
+ * It starts out persisting, so the jail exists while it is being set up;
+ * signals sent from outside the pid namespace control it (signals from inside
+ * are ignored, as a jailed process cannot change its jail's parameters):
+ *   SIGUSR1  clear persist: exit as soon as nothing else runs
+ *   SIGUSR2  set persist again
+ *   SIGTERM, SIGINT  sent on to every process of the jail; exit once they are gone
+ *   others   sent on to every process of the jail
+ * kill(-1, 0) from pid 1 reaches exactly the other processes of its pid
+ * namespace, those that entered it from outside included, so no /proc scan is
+ * needed. Build it static (osvirt-init) to run in a root without a libc.
+ */
+static int cmd_init(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 0)
+		usage_error("init takes no arguments");
+	if (getpid() != 1)
+		usage_error("init must be pid 1 of a pid namespace");
+	sigset_t set;
+	sigfillset(&set);
+	sigdelset(&set, SIGSEGV);
+	sigdelset(&set, SIGBUS);
+	sigdelset(&set, SIGILL);
+	sigdelset(&set, SIGFPE);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	int sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sfd < 0) {
+		perror("osvirt init: signalfd");
+		return 1;
+	}
+	bool persist = true, stopping = false;
+	for (;;) {
+		struct pollfd pf = {.fd = sfd, .events = POLLIN};
+		/* Processes that entered from outside send no SIGCHLD here when they end: look again now and then. */
+		if (poll(&pf, 1, persist && !stopping ? -1 : 100) < 0 && errno != EINTR)
+			return 1;
+		struct signalfd_siginfo si;
+		while (read(sfd, &si, sizeof si) == sizeof si) {
+			int sig = (int)si.ssi_signo;
+			bool outside = si.ssi_pid == 0 && (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE);
+			if (sig == SIGCHLD || !outside)
+				continue;
+			if (sig == SIGUSR1)
+				persist = false;
+			else if (sig == SIGUSR2)
+				persist = true;
+			else {
+				kill(-1, sig);
+				if (sig == SIGTERM || sig == SIGINT)
+					stopping = true;
+			}
+		}
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		if ((!persist || stopping) && kill(-1, 0) < 0 && errno == ESRCH)
+			return 0;
+	}
+}
+
 static int cmd_peercred(int argc, char **argv)
 {
 	if (argc != 1)
@@ -2173,6 +3011,8 @@ int main(int argc, char **argv)
 		return cmd_restore(argc - 2, argv + 2);
 	if (!strcmp(cmd, "peercred"))
 		return cmd_peercred(argc - 2, argv + 2);
+	if (!strcmp(cmd, "init"))
+		return cmd_init(argc - 2, argv + 2);
 	if (!strcmp(cmd, "seqpacket-echo"))
 		return cmd_seqpacket_echo(argc - 2, argv + 2);
 	usage_error("unknown subcommand '%s'", cmd);

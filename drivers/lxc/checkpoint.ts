@@ -67,6 +67,10 @@ export interface CheckpointHost {
   wait(id: string): Promise<RuntimeState>;
   /** Forget a finished exit watch (a new init is running). */
   forgetWait(id: string): void;
+  /** Containers on the host's network stack may be checkpointed too. */
+  hostNetwork?: boolean;
+  /** The extension's hook, run again on restore once the cgroups exist (e.g. BPF filters). */
+  beforeLaunch?: ((id: string, spec: ContainerSpec, cg: ContainerCgroup) => Promise<void>) | undefined;
 }
 
 /** config.dump: how the dumped container was wired, for restore. */
@@ -225,7 +229,7 @@ export class LxcCheckpointer {
         return false;
       }
     };
-    if (!own('net')) throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" shares the host's network namespace; only containers with their own (network.none or network.bridge) can be checkpointed`, [], { container: id });
+    if (!own('net') && !this.h.hostNetwork) throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" shares the host's network namespace; only containers with their own (network.none or network.bridge) can be checkpointed`, [], { container: id });
   }
 
   async checkpoint(id: string, imageDir: string, o: CheckpointOptions, parentImageDir: string): Promise<CheckpointResult> {
@@ -353,6 +357,7 @@ export class LxcCheckpointer {
       await removeMonitorDir(monitorDir);
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
       await cg.create(spec.resources, spec.devices);
+      await this.h.beforeLaunch?.(id, spec, cg);
 
       // A clone gets its own copy of the container's changes to the template.
       const upper = path.join(dir, 'upper');

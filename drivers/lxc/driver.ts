@@ -88,6 +88,8 @@ export interface LxcExtension {
   afterStop?(id: string): Promise<void>;
   /** Extra `osvirt-helper exec` options, so exec'd processes get what the init got (seccomp, rlimits). */
   execArgs?(id: string): string[];
+  /** Containers on the host's network stack may be checkpointed (their sockets come back there). */
+  checkpointHostNetwork?: boolean;
 }
 
 export interface LxcDriverOptions {
@@ -553,6 +555,8 @@ export class LxcDriver implements Driver {
       prepareRootfs: (id, spec) => this.prepareRootfs(id, spec),
       wait: (id) => this.wait(id),
       forgetWait: (id) => void this.waits.delete(id),
+      hostNetwork: !!this.ext.checkpointHostNetwork,
+      beforeLaunch: this.ext.beforeLaunch?.bind(this.ext),
     });
     return this.checkpointer;
   }

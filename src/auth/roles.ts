@@ -28,6 +28,7 @@ export const METHOD_ROLES: Record<string, Role> = {
   '/osvirt.v1.EventService/WatchEvents': 'reader',
   '/osvirt.v1.SystemService/GetVersion': 'reader',
   '/osvirt.v1.SystemService/ListDrivers': 'reader',
+  '/osvirt.v1.JailService/ListJails': 'reader',
   '/grpc.health.v1.Health/Check': 'reader',
   '/grpc.health.v1.Health/Watch': 'reader',
   '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo': 'reader',
@@ -46,6 +47,7 @@ export const METHOD_ROLES: Record<string, Role> = {
   [`${C}DeleteCheckpoint`]: 'admin',
   [`${C}ExportCheckpoint`]: 'admin',
   [`${C}ImportCheckpoint`]: 'admin',
+  '/osvirt.v1.JailService/ImportJailConf': 'admin',
 };
 
 /** Methods that change something: every call to one is audited. */

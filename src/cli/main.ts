@@ -11,6 +11,7 @@ import { VERSION } from '../version';
 import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
 import { registerConformance } from './conformance';
+import { registerJail } from './jail';
 import { ensureCa, issueClient, issueServer } from '../auth/certs';
 import type { Role } from '../auth/roles';
 
@@ -466,4 +467,5 @@ program
   );
 
 registerConformance(program);
+registerJail(program);
 program.parseAsync().catch(report);

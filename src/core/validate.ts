@@ -163,6 +163,14 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
     if (!/^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/.test(k)) throw invalidArgument(`${f}.labels`, `invalid label key "${k.slice(0, 64)}"`);
     if (v.length > 253) throw invalidArgument(`${f}.labels[${k}]`, 'is longer than 253 characters');
   }
+  const sec = spec.security;
+  if (sec) {
+    sec.seccompDeny.forEach((n, i) => {
+      if (!/^[a-z0-9_]{1,40}$/.test(n)) throw invalidArgument(`${f}.security.seccomp_deny[${i}]`, 'must be a system call name such as "ptrace"');
+    });
+    sec.maskedPaths.forEach((p, i) => validateAbsPath(`${f}.security.masked_paths[${i}]`, p));
+    sec.readonlyPaths.forEach((p, i) => validateAbsPath(`${f}.security.readonly_paths[${i}]`, p));
+  }
   const mg = spec.management;
   if (mg) {
     mg.workers.forEach((w, i) => validateName(`${f}.management.workers[${i}]`, w));

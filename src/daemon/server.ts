@@ -18,6 +18,8 @@ import { containerService } from '../api/container-service';
 import { eventService } from '../api/event-service';
 import { systemService } from '../api/system-service';
 import { addReflectionAndHealth } from './reflection';
+import { JailServiceService } from '../gen/osvirt/v1/jail';
+import { jailService } from '../../drivers/jail/service';
 import { AuditLog } from '../auth/audit';
 import { authInterceptor } from '../auth/interceptor';
 import { ConnectionRegistry } from '../auth/listeners';
@@ -116,6 +118,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   server.addService(ContainerServiceService, containerService(manager, log));
   server.addService(EventServiceService, eventService(bus, log));
   server.addService(SystemServiceService, systemService(registry, log));
+  server.addService(JailServiceService, jailService(manager, registry, log));
   addReflectionAndHealth(server);
 
   for (const sock of [o.socket, o.roSocket].filter(Boolean)) {

@@ -568,6 +568,10 @@ export interface ContainerSpec {
   management?:
     | ManagementGrant
     | undefined;
+  /** Hardening: the default seccomp filter and masked /proc and /sys paths. */
+  security?:
+    | Security
+    | undefined;
   /** Typed options for one driver; must match `driver` when set. */
   driverOptions?: { $case: "lxc"; value: LxcOptions } | { $case: "jail"; value: JailOptions } | {
     $case: "vserver";
@@ -763,6 +767,32 @@ export interface Capabilities {
   drop: string[];
   /** Start from an empty set instead of the default; `add` then lists all kept. */
   dropAll: boolean;
+}
+
+/**
+ * Hardening of the container itself. The defaults are on; each part can be
+ * relaxed or extended per container.
+ * Default seccomp filter: refuses kexec_load, kexec_file_load, init_module,
+ * finit_module, delete_module, open_by_handle_at, iopl, ioperm, swapon,
+ * swapoff, acct, syslog, add_key, request_key, keyctl, bpf, perf_event_open,
+ * fspick, mount_setattr, and mount with MS_REMOUNT (so read-only /proc/sys
+ * stays read-only).
+ * Default masked paths (hidden): /proc/kcore, /proc/keys, /proc/timer_list,
+ * /proc/sched_debug, /proc/latency_stats, /proc/acpi, /proc/scsi,
+ * /sys/firmware. Default read-only: /proc/sys, /proc/sysrq-trigger,
+ * /proc/irq, /proc/bus, /proc/fs.
+ */
+export interface Security {
+  /** Run without the default seccomp filter. */
+  seccompUnconfined: boolean;
+  /** More system calls to refuse with EPERM, by name (e.g. "ptrace"). */
+  seccompDeny: string[];
+  /** Do not mask or make read-only the default /proc and /sys paths. */
+  unmaskPaths: boolean;
+  /** More absolute paths inside the container to hide. */
+  maskedPaths: string[];
+  /** More absolute paths inside the container to make read-only. */
+  readonlyPaths: string[];
 }
 
 /** What a management container may do to which worker containers. */
@@ -1269,6 +1299,7 @@ function createBaseContainerSpec(): ContainerSpec {
     stopSignal: 0,
     stopTimeout: undefined,
     management: undefined,
+    security: undefined,
     driverOptions: undefined,
   };
 }
@@ -1319,6 +1350,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     }
     if (message.management !== undefined) {
       ManagementGrant.encode(message.management, writer.uint32(122).fork()).join();
+    }
+    if (message.security !== undefined) {
+      Security.encode(message.security, writer.uint32(130).fork()).join();
     }
     switch (message.driverOptions?.$case) {
       case "lxc":
@@ -1473,6 +1507,14 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
             message.management = ManagementGrant.decode(reader, reader.uint32());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.security = Security.decode(reader, reader.uint32());
+            continue;
+          }
           case 20: {
             if (tag !== 162) {
               break;
@@ -1555,6 +1597,7 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
         ? Duration.fromJSON(object.stop_timeout)
         : undefined,
       management: isSet(object.management) ? ManagementGrant.fromJSON(object.management) : undefined,
+      security: isSet(object.security) ? Security.fromJSON(object.security) : undefined,
       driverOptions: isSet(object.lxc)
         ? { $case: "lxc", value: LxcOptions.fromJSON(object.lxc) }
         : isSet(object.jail)
@@ -1620,6 +1663,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     if (message.management !== undefined) {
       obj.management = ManagementGrant.toJSON(message.management);
     }
+    if (message.security !== undefined) {
+      obj.security = Security.toJSON(message.security);
+    }
     if (message.driverOptions?.$case === "lxc") {
       obj.lxc = LxcOptions.toJSON(message.driverOptions.value);
     } else if (message.driverOptions?.$case === "jail") {
@@ -1673,6 +1719,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
       : undefined;
     message.management = (object.management !== undefined && object.management !== null)
       ? ManagementGrant.fromPartial(object.management)
+      : undefined;
+    message.security = (object.security !== undefined && object.security !== null)
+      ? Security.fromPartial(object.security)
       : undefined;
     switch (object.driverOptions?.$case) {
       case "lxc": {
@@ -3598,6 +3647,159 @@ export const Capabilities: MessageFns<Capabilities> = {
     message.add = object.add?.map((e) => e) || [];
     message.drop = object.drop?.map((e) => e) || [];
     message.dropAll = object.dropAll ?? false;
+    return message;
+  },
+};
+
+function createBaseSecurity(): Security {
+  return { seccompUnconfined: false, seccompDeny: [], unmaskPaths: false, maskedPaths: [], readonlyPaths: [] };
+}
+
+export const Security: MessageFns<Security> = {
+  encode(message: Security, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seccompUnconfined !== false) {
+      writer.uint32(8).bool(message.seccompUnconfined);
+    }
+    for (const v of message.seccompDeny) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.unmaskPaths !== false) {
+      writer.uint32(24).bool(message.unmaskPaths);
+    }
+    for (const v of message.maskedPaths) {
+      writer.uint32(34).string(v!);
+    }
+    for (const v of message.readonlyPaths) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Security {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSecurity();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seccompUnconfined = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.seccompDeny.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.unmaskPaths = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.maskedPaths.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.readonlyPaths.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Security {
+    return {
+      seccompUnconfined: isSet(object.seccompUnconfined)
+        ? globalThis.Boolean(object.seccompUnconfined)
+        : isSet(object.seccomp_unconfined)
+        ? globalThis.Boolean(object.seccomp_unconfined)
+        : false,
+      seccompDeny: globalThis.Array.isArray(object?.seccompDeny)
+        ? object.seccompDeny.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.seccomp_deny)
+        ? object.seccomp_deny.map((e: any) => globalThis.String(e))
+        : [],
+      unmaskPaths: isSet(object.unmaskPaths)
+        ? globalThis.Boolean(object.unmaskPaths)
+        : isSet(object.unmask_paths)
+        ? globalThis.Boolean(object.unmask_paths)
+        : false,
+      maskedPaths: globalThis.Array.isArray(object?.maskedPaths)
+        ? object.maskedPaths.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.masked_paths)
+        ? object.masked_paths.map((e: any) => globalThis.String(e))
+        : [],
+      readonlyPaths: globalThis.Array.isArray(object?.readonlyPaths)
+        ? object.readonlyPaths.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.readonly_paths)
+        ? object.readonly_paths.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: Security): unknown {
+    const obj: any = {};
+    if (message.seccompUnconfined !== false) {
+      obj.seccompUnconfined = message.seccompUnconfined;
+    }
+    if (message.seccompDeny?.length) {
+      obj.seccompDeny = message.seccompDeny;
+    }
+    if (message.unmaskPaths !== false) {
+      obj.unmaskPaths = message.unmaskPaths;
+    }
+    if (message.maskedPaths?.length) {
+      obj.maskedPaths = message.maskedPaths;
+    }
+    if (message.readonlyPaths?.length) {
+      obj.readonlyPaths = message.readonlyPaths;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Security>, I>>(base?: I): Security {
+    return Security.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Security>, I>>(object: I): Security {
+    const message = createBaseSecurity();
+    message.seccompUnconfined = object.seccompUnconfined ?? false;
+    message.seccompDeny = object.seccompDeny?.map((e) => e) || [];
+    message.unmaskPaths = object.unmaskPaths ?? false;
+    message.maskedPaths = object.maskedPaths?.map((e) => e) || [];
+    message.readonlyPaths = object.readonlyPaths?.map((e) => e) || [];
     return message;
   },
 };

@@ -6,37 +6,558 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 
 export const protobufPackage = "osvirt.v1";
 
 export const protobufFileName = "osvirt/v1/jail.proto";
 
-/** Options for the jail driver (FreeBSD jail parameters; see the jail issue). */
+/** jail(8) values of the host, ip4, ip6, vnet and sysv* parameters. */
+export enum JailSysMode {
+  JAIL_SYS_MODE_UNSPECIFIED = 0,
+  JAIL_SYS_MODE_NEW = 1,
+  JAIL_SYS_MODE_INHERIT = 2,
+  JAIL_SYS_MODE_DISABLE = 3,
+}
+
+export function jailSysModeFromJSON(object: any): JailSysMode {
+  switch (object) {
+    case 0:
+    case "JAIL_SYS_MODE_UNSPECIFIED":
+      return JailSysMode.JAIL_SYS_MODE_UNSPECIFIED;
+    case 1:
+    case "JAIL_SYS_MODE_NEW":
+      return JailSysMode.JAIL_SYS_MODE_NEW;
+    case 2:
+    case "JAIL_SYS_MODE_INHERIT":
+      return JailSysMode.JAIL_SYS_MODE_INHERIT;
+    case 3:
+    case "JAIL_SYS_MODE_DISABLE":
+      return JailSysMode.JAIL_SYS_MODE_DISABLE;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum JailSysMode");
+  }
+}
+
+export function jailSysModeToJSON(object: JailSysMode): string {
+  switch (object) {
+    case JailSysMode.JAIL_SYS_MODE_UNSPECIFIED:
+      return "JAIL_SYS_MODE_UNSPECIFIED";
+    case JailSysMode.JAIL_SYS_MODE_NEW:
+      return "JAIL_SYS_MODE_NEW";
+    case JailSysMode.JAIL_SYS_MODE_INHERIT:
+      return "JAIL_SYS_MODE_INHERIT";
+    case JailSysMode.JAIL_SYS_MODE_DISABLE:
+      return "JAIL_SYS_MODE_DISABLE";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum JailSysMode");
+  }
+}
+
+/**
+ * Options for the jail driver: FreeBSD jail(8) parameters, emulated on Linux.
+ * Each field names the jail(8) parameter it stands for; docs/jail.md says how
+ * each one is built from Linux mechanisms and where it differs from FreeBSD.
+ * Parameters the core ContainerSpec already has are taken from there:
+ *   name           the container's name (the jail.conf block name)
+ *   stop.timeout   spec.stop_timeout (same meaning, same 10 s default)
+ * and spec.process must be empty (the jail's pid 1 is osvirt's; exec_start
+ * and command run the jail's programs). spec.rootfs may be used instead of
+ * `path` (e.g. the busybox template). spec.network may configure the veth of
+ * a vnet jail (bridge) and must be unset otherwise.
+ */
 export interface JailOptions {
-  /** jail(8) persist: the jail exists with no process. */
+  /**
+   * jid: the jail identifier. 0: the lowest free number, given at creation
+   * and kept until the jail is deleted (stable across restarts).
+   */
+  jid: number;
+  /**
+   * path: the jail's root directory on the host (pivot_root'ed into). "/"
+   * shares the host's directories, read-only. Empty: spec.rootfs.
+   */
+  path: string;
+  /**
+   * host: NEW gives the jail its own UTS namespace, INHERIT shares the host's
+   * hostname. Default: NEW when host_hostname or host_domainname is set,
+   * INHERIT otherwise (as on FreeBSD).
+   */
+  host: JailSysMode;
+  /** host.hostname */
+  hostHostname: string;
+  /** host.domainname */
+  hostDomainname: string;
+  /**
+   * ip4: NEW restricts the jail to ip4_addr, INHERIT leaves the host's IPv4
+   * addresses usable, DISABLE makes IPv4 sockets fail. Default: NEW when
+   * ip4_addr is set, otherwise no IPv4 (as DISABLE; FreeBSD's default too).
+   * Without vnet only.
+   */
+  ip4: JailSysMode;
+  /**
+   * ip4.addr: "[interface|]address[/netmask]"; the first is the primary
+   * address. Each is added to the interface at start when the host does not
+   * have it, and removed at stop.
+   */
+  ip4Addr: string[];
+  /** ip6: as ip4, for IPv6. */
+  ip6: JailSysMode;
+  /** ip6.addr: "[interface|]address[/prefix]". */
+  ip6Addr: string[];
+  /** interface: the host interface ip4.addr/ip6.addr are added to. Default "lo". */
+  interface: string;
+  /**
+   * vnet: NEW gives the jail its own network stack (a network namespace with
+   * a veth on the osvirt bridge, configured by spec.network.bridge);
+   * INHERIT (default) shares the host's.
+   */
+  vnet: JailSysMode;
+  /**
+   * persist: the jail exists with no process. Without it the jail is removed
+   * (the container stops) when its last process exits, once exec.poststart
+   * has run.
+   */
   persist: boolean;
+  /**
+   * securelevel: -1..3. Default -1 (Linux hosts have none). Enforced by
+   * dropping the capabilities the level forbids; nothing inside can lower it.
+   */
+  securelevel?:
+    | number
+    | undefined;
+  /** enforce_statfs: 0..2, default 2. See docs/jail.md. */
+  enforceStatfs?:
+    | number
+    | undefined;
+  /** children.max: 0 (default) forbids creating namespaces (nested jails). */
+  childrenMax: number;
+  /**
+   * devfs_ruleset: which device nodes /dev holds with mount_devfs: 1
+   * (hide all), 4 (devfsrules_jail, the default) or 5 (devfsrules_jail_vnet).
+   */
+  devfsRuleset?:
+    | number
+    | undefined;
+  /**
+   * mount.devfs: give the jail a /dev with the ruleset's nodes. Without it
+   * /dev is empty.
+   */
+  mountDevfs: boolean;
+  /** allow.set_hostname (default true): root in the jail may set its hostname. */
+  allowSetHostname?:
+    | boolean
+    | undefined;
+  /** allow.raw_sockets: root may create raw sockets (ping). */
+  allowRawSockets: boolean;
+  /** allow.chflags: root may set the immutable and append-only flags. */
+  allowChflags: boolean;
+  /**
+   * allow.mount: root may mount (effective only with enforce_statfs < 2 and
+   * a file system allowed below).
+   */
+  allowMount: boolean;
+  /** allow.mount.nullfs: bind mounts (Linux's nullfs). */
+  allowMountNullfs: boolean;
+  /**
+   * allow.mount.tmpfs, .procfs, .devfs, .fdescfs, .linprocfs, .linsysfs,
+   * .fusefs, .zfs: not supported on Linux (FAILED_PRECONDITION, see docs).
+   */
+  allowMountTmpfs: boolean;
+  allowMountProcfs: boolean;
+  allowMountDevfs: boolean;
+  allowMountFdescfs: boolean;
+  allowMountLinprocfs: boolean;
+  allowMountLinsysfs: boolean;
+  allowMountFusefs: boolean;
+  allowMountZfs: boolean;
+  /** allow.sysvipc: the same as sysvmsg, sysvsem and sysvshm all INHERIT. */
+  allowSysvipc: boolean;
+  /**
+   * sysvmsg, sysvsem, sysvshm: System V IPC. NEW: the jail's own key space;
+   * INHERIT: the host's objects; DISABLE (default): the calls fail. NEW and
+   * INHERIT cannot be mixed (Linux has one IPC namespace for all three).
+   */
+  sysvmsg: JailSysMode;
+  sysvsem: JailSysMode;
+  sysvshm: JailSysMode;
+  /**
+   * allow.socket_af: sockets of families other than UNIX, IPv4, IPv6 and
+   * netlink (FreeBSD's route).
+   */
+  allowSocketAf: boolean;
+  /** allow.reserved_ports (default true): root may bind ports below 1024. */
+  allowReservedPorts?:
+    | boolean
+    | undefined;
+  /** allow.mlock: mlock(2) and friends. */
+  allowMlock: boolean;
+  /**
+   * exec.prestart: sh(1) command lines run on the host before the jail is
+   * created. Every exec.* command must exit 0 or the jail is not created
+   * (or not removed).
+   */
+  execPrestart: string[];
+  /** exec.created: on the host, right after the jail is created. */
+  execCreated: string[];
+  /** exec.start: in the jail, after exec.created. */
+  execStart: string[];
+  /** command: an argv run in the jail after exec.start (no shell). */
+  command: string[];
+  /** exec.poststart: on the host, after exec.start and command. */
+  execPoststart: string[];
+  /** exec.prestop: on the host, before the jail is removed. */
+  execPrestop: string[];
+  /**
+   * exec.stop: in the jail, after exec.prestop; then every process gets
+   * SIGTERM and spec.stop_timeout to exit.
+   */
+  execStop: string[];
+  /** exec.poststop: on the host, after the jail is removed. */
+  execPoststop: string[];
+  /**
+   * exec.clean: run commands with only HOME, SHELL, USER, TERM and PATH set,
+   * in the user's home directory.
+   */
+  execClean: boolean;
+  /**
+   * exec.jail_user: the jail user (name or uid, from the jail's
+   * /etc/passwd) commands in the jail run as. Default root.
+   */
+  execJailUser: string;
+  /** exec.timeout: seconds a command may run; 0 (default) waits forever. */
+  execTimeout: number;
+  /**
+   * exec.consolelog: host file the output of commands in the jail is
+   * appended to.
+   */
+  execConsolelog: string;
+  /**
+   * mount: fstab(5) lines mounted into the jail when it is created: nullfs
+   * (a bind mount of a host directory) or tmpfs. The mount point is a host
+   * path under `path` (or, without path, the path inside the jail).
+   */
+  mount: string[];
+  /** mount.fstab: a host file of such lines. */
+  mountFstab: string;
+  /** Resource limits, as rctl(8) "jail:NAME:RESOURCE:deny=AMOUNT" rules. */
+  rctl?: JailRctl | undefined;
+}
+
+/** rctl(8) resources with the deny action. 0: no limit. */
+export interface JailRctl {
+  /** memoryuse: resident memory, bytes (memory.max / memory.limit_in_bytes). */
+  memoryuse: number;
+  /** maxproc: processes (pids.max). */
+  maxproc: number;
+  /** pcpu: CPU time in percent of one CPU (cpu.max / cfs_quota_us). */
+  pcpu: number;
+  /** openfiles: open files per process (RLIMIT_NOFILE). */
+  openfiles: number;
+  /** vmemoryuse: address space per process, bytes (RLIMIT_AS). */
+  vmemoryuse: number;
+}
+
+/** ImportJailConf input. */
+export interface ImportJailConfRequest {
+  /** The jail.conf(5) text. */
+  text: string;
+  /** Its file name, for error messages (default "jail.conf"). */
+  fileName: string;
+  /** Jails to import; empty: every jail defined in the text. */
+  names: string[];
+  /**
+   * Optional rctl.conf(5) text: "jail:NAME:RESOURCE:deny=AMOUNT" rules for
+   * the imported jails (memoryuse, maxproc, pcpu, openfiles, vmemoryuse).
+   */
+  rctlConf: string;
+  /** Start each jail after defining it (jail -c). */
+  start: boolean;
+  /** Parse and check only; define nothing. */
+  validateOnly: boolean;
+}
+
+/** ImportJailConf output. */
+export interface ImportJailConfResponse {
+  /** One per imported jail, in file order. */
+  jails: ImportedJail[];
+}
+
+/** A jail read from jail.conf. */
+export interface ImportedJail {
+  name: string;
+  /** The jail's options (spec.jail of its container). */
+  options?:
+    | JailOptions
+    | undefined;
+  /**
+   * spec.rootfs.template when the jail has no path (the osvirt.template
+   * parameter).
+   */
+  template: string;
+  /** stop.timeout in seconds, set as spec.stop_timeout; unset: the default. */
+  stopTimeout?:
+    | number
+    | undefined;
+  /** The container was defined (false with validate_only). */
+  created: boolean;
+  started: boolean;
+}
+
+/** ListJails input. */
+export interface ListJailsRequest {
+  /** At most this many (default 100, at most 1000). */
+  pageSize: number;
+  pageToken: string;
+}
+
+/** ListJails output. */
+export interface ListJailsResponse {
+  jails: Jail[];
+  nextPageToken: string;
+}
+
+/** One existing jail, as jls(8) shows it. */
+export interface Jail {
+  jid: number;
+  name: string;
+  /** ip4.addr and ip6.addr (addresses only); for a vnet jail, its veth address. */
   ip4Addr: string[];
   ip6Addr: string[];
-  securelevel: number;
+  /** The hostname the jail has now. */
+  hostname: string;
+  /** Its root directory on the host. */
+  path: string;
+  persist: boolean;
+  vnet: boolean;
+  /** Host pid of the jail's pid 1. */
+  initPid: number;
 }
 
 function createBaseJailOptions(): JailOptions {
-  return { persist: false, ip4Addr: [], ip6Addr: [], securelevel: 0 };
+  return {
+    jid: 0,
+    path: "",
+    host: 0,
+    hostHostname: "",
+    hostDomainname: "",
+    ip4: 0,
+    ip4Addr: [],
+    ip6: 0,
+    ip6Addr: [],
+    interface: "",
+    vnet: 0,
+    persist: false,
+    securelevel: undefined,
+    enforceStatfs: undefined,
+    childrenMax: 0,
+    devfsRuleset: undefined,
+    mountDevfs: false,
+    allowSetHostname: undefined,
+    allowRawSockets: false,
+    allowChflags: false,
+    allowMount: false,
+    allowMountNullfs: false,
+    allowMountTmpfs: false,
+    allowMountProcfs: false,
+    allowMountDevfs: false,
+    allowMountFdescfs: false,
+    allowMountLinprocfs: false,
+    allowMountLinsysfs: false,
+    allowMountFusefs: false,
+    allowMountZfs: false,
+    allowSysvipc: false,
+    sysvmsg: 0,
+    sysvsem: 0,
+    sysvshm: 0,
+    allowSocketAf: false,
+    allowReservedPorts: undefined,
+    allowMlock: false,
+    execPrestart: [],
+    execCreated: [],
+    execStart: [],
+    command: [],
+    execPoststart: [],
+    execPrestop: [],
+    execStop: [],
+    execPoststop: [],
+    execClean: false,
+    execJailUser: "",
+    execTimeout: 0,
+    execConsolelog: "",
+    mount: [],
+    mountFstab: "",
+    rctl: undefined,
+  };
 }
 
 export const JailOptions: MessageFns<JailOptions> = {
   encode(message: JailOptions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.persist !== false) {
-      writer.uint32(8).bool(message.persist);
+    if (message.jid !== 0) {
+      writer.uint32(8).uint32(message.jid);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    if (message.host !== 0) {
+      writer.uint32(24).int32(message.host);
+    }
+    if (message.hostHostname !== "") {
+      writer.uint32(34).string(message.hostHostname);
+    }
+    if (message.hostDomainname !== "") {
+      writer.uint32(42).string(message.hostDomainname);
+    }
+    if (message.ip4 !== 0) {
+      writer.uint32(48).int32(message.ip4);
     }
     for (const v of message.ip4Addr) {
-      writer.uint32(18).string(v!);
+      writer.uint32(58).string(v!);
+    }
+    if (message.ip6 !== 0) {
+      writer.uint32(64).int32(message.ip6);
     }
     for (const v of message.ip6Addr) {
-      writer.uint32(26).string(v!);
+      writer.uint32(74).string(v!);
     }
-    if (message.securelevel !== 0) {
-      writer.uint32(32).int32(message.securelevel);
+    if (message.interface !== "") {
+      writer.uint32(82).string(message.interface);
+    }
+    if (message.vnet !== 0) {
+      writer.uint32(88).int32(message.vnet);
+    }
+    if (message.persist !== false) {
+      writer.uint32(96).bool(message.persist);
+    }
+    if (message.securelevel !== undefined) {
+      writer.uint32(104).int32(message.securelevel);
+    }
+    if (message.enforceStatfs !== undefined) {
+      writer.uint32(112).uint32(message.enforceStatfs);
+    }
+    if (message.childrenMax !== 0) {
+      writer.uint32(120).uint32(message.childrenMax);
+    }
+    if (message.devfsRuleset !== undefined) {
+      writer.uint32(128).uint32(message.devfsRuleset);
+    }
+    if (message.mountDevfs !== false) {
+      writer.uint32(136).bool(message.mountDevfs);
+    }
+    if (message.allowSetHostname !== undefined) {
+      writer.uint32(144).bool(message.allowSetHostname);
+    }
+    if (message.allowRawSockets !== false) {
+      writer.uint32(152).bool(message.allowRawSockets);
+    }
+    if (message.allowChflags !== false) {
+      writer.uint32(160).bool(message.allowChflags);
+    }
+    if (message.allowMount !== false) {
+      writer.uint32(168).bool(message.allowMount);
+    }
+    if (message.allowMountNullfs !== false) {
+      writer.uint32(176).bool(message.allowMountNullfs);
+    }
+    if (message.allowMountTmpfs !== false) {
+      writer.uint32(184).bool(message.allowMountTmpfs);
+    }
+    if (message.allowMountProcfs !== false) {
+      writer.uint32(192).bool(message.allowMountProcfs);
+    }
+    if (message.allowMountDevfs !== false) {
+      writer.uint32(200).bool(message.allowMountDevfs);
+    }
+    if (message.allowMountFdescfs !== false) {
+      writer.uint32(208).bool(message.allowMountFdescfs);
+    }
+    if (message.allowMountLinprocfs !== false) {
+      writer.uint32(216).bool(message.allowMountLinprocfs);
+    }
+    if (message.allowMountLinsysfs !== false) {
+      writer.uint32(224).bool(message.allowMountLinsysfs);
+    }
+    if (message.allowMountFusefs !== false) {
+      writer.uint32(232).bool(message.allowMountFusefs);
+    }
+    if (message.allowMountZfs !== false) {
+      writer.uint32(240).bool(message.allowMountZfs);
+    }
+    if (message.allowSysvipc !== false) {
+      writer.uint32(248).bool(message.allowSysvipc);
+    }
+    if (message.sysvmsg !== 0) {
+      writer.uint32(256).int32(message.sysvmsg);
+    }
+    if (message.sysvsem !== 0) {
+      writer.uint32(264).int32(message.sysvsem);
+    }
+    if (message.sysvshm !== 0) {
+      writer.uint32(272).int32(message.sysvshm);
+    }
+    if (message.allowSocketAf !== false) {
+      writer.uint32(280).bool(message.allowSocketAf);
+    }
+    if (message.allowReservedPorts !== undefined) {
+      writer.uint32(288).bool(message.allowReservedPorts);
+    }
+    if (message.allowMlock !== false) {
+      writer.uint32(296).bool(message.allowMlock);
+    }
+    for (const v of message.execPrestart) {
+      writer.uint32(306).string(v!);
+    }
+    for (const v of message.execCreated) {
+      writer.uint32(314).string(v!);
+    }
+    for (const v of message.execStart) {
+      writer.uint32(322).string(v!);
+    }
+    for (const v of message.command) {
+      writer.uint32(330).string(v!);
+    }
+    for (const v of message.execPoststart) {
+      writer.uint32(338).string(v!);
+    }
+    for (const v of message.execPrestop) {
+      writer.uint32(346).string(v!);
+    }
+    for (const v of message.execStop) {
+      writer.uint32(354).string(v!);
+    }
+    for (const v of message.execPoststop) {
+      writer.uint32(362).string(v!);
+    }
+    if (message.execClean !== false) {
+      writer.uint32(368).bool(message.execClean);
+    }
+    if (message.execJailUser !== "") {
+      writer.uint32(378).string(message.execJailUser);
+    }
+    if (message.execTimeout !== 0) {
+      writer.uint32(384).uint32(message.execTimeout);
+    }
+    if (message.execConsolelog !== "") {
+      writer.uint32(394).string(message.execConsolelog);
+    }
+    for (const v of message.mount) {
+      writer.uint32(402).string(v!);
+    }
+    if (message.mountFstab !== "") {
+      writer.uint32(410).string(message.mountFstab);
+    }
+    if (message.rctl !== undefined) {
+      JailRctl.encode(message.rctl, writer.uint32(418).fork()).join();
     }
     return writer;
   },
@@ -59,7 +580,7 @@ export const JailOptions: MessageFns<JailOptions> = {
               break;
             }
 
-            message.persist = reader.bool();
+            message.jid = reader.uint32();
             continue;
           }
           case 2: {
@@ -67,23 +588,407 @@ export const JailOptions: MessageFns<JailOptions> = {
               break;
             }
 
-            message.ip4Addr.push(reader.string());
+            message.path = reader.string();
             continue;
           }
           case 3: {
-            if (tag !== 26) {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.host = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.hostHostname = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.hostDomainname = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.ip4 = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.ip4Addr.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.ip6 = reader.int32() as any;
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
               break;
             }
 
             message.ip6Addr.push(reader.string());
             continue;
           }
-          case 4: {
-            if (tag !== 32) {
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.interface = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.vnet = reader.int32() as any;
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.persist = reader.bool();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
               break;
             }
 
             message.securelevel = reader.int32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.enforceStatfs = reader.uint32();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.childrenMax = reader.uint32();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.devfsRuleset = reader.uint32();
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.mountDevfs = reader.bool();
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.allowSetHostname = reader.bool();
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.allowRawSockets = reader.bool();
+            continue;
+          }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.allowChflags = reader.bool();
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.allowMount = reader.bool();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.allowMountNullfs = reader.bool();
+            continue;
+          }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.allowMountTmpfs = reader.bool();
+            continue;
+          }
+          case 24: {
+            if (tag !== 192) {
+              break;
+            }
+
+            message.allowMountProcfs = reader.bool();
+            continue;
+          }
+          case 25: {
+            if (tag !== 200) {
+              break;
+            }
+
+            message.allowMountDevfs = reader.bool();
+            continue;
+          }
+          case 26: {
+            if (tag !== 208) {
+              break;
+            }
+
+            message.allowMountFdescfs = reader.bool();
+            continue;
+          }
+          case 27: {
+            if (tag !== 216) {
+              break;
+            }
+
+            message.allowMountLinprocfs = reader.bool();
+            continue;
+          }
+          case 28: {
+            if (tag !== 224) {
+              break;
+            }
+
+            message.allowMountLinsysfs = reader.bool();
+            continue;
+          }
+          case 29: {
+            if (tag !== 232) {
+              break;
+            }
+
+            message.allowMountFusefs = reader.bool();
+            continue;
+          }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.allowMountZfs = reader.bool();
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.allowSysvipc = reader.bool();
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.sysvmsg = reader.int32() as any;
+            continue;
+          }
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.sysvsem = reader.int32() as any;
+            continue;
+          }
+          case 34: {
+            if (tag !== 272) {
+              break;
+            }
+
+            message.sysvshm = reader.int32() as any;
+            continue;
+          }
+          case 35: {
+            if (tag !== 280) {
+              break;
+            }
+
+            message.allowSocketAf = reader.bool();
+            continue;
+          }
+          case 36: {
+            if (tag !== 288) {
+              break;
+            }
+
+            message.allowReservedPorts = reader.bool();
+            continue;
+          }
+          case 37: {
+            if (tag !== 296) {
+              break;
+            }
+
+            message.allowMlock = reader.bool();
+            continue;
+          }
+          case 38: {
+            if (tag !== 306) {
+              break;
+            }
+
+            message.execPrestart.push(reader.string());
+            continue;
+          }
+          case 39: {
+            if (tag !== 314) {
+              break;
+            }
+
+            message.execCreated.push(reader.string());
+            continue;
+          }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.execStart.push(reader.string());
+            continue;
+          }
+          case 41: {
+            if (tag !== 330) {
+              break;
+            }
+
+            message.command.push(reader.string());
+            continue;
+          }
+          case 42: {
+            if (tag !== 338) {
+              break;
+            }
+
+            message.execPoststart.push(reader.string());
+            continue;
+          }
+          case 43: {
+            if (tag !== 346) {
+              break;
+            }
+
+            message.execPrestop.push(reader.string());
+            continue;
+          }
+          case 44: {
+            if (tag !== 354) {
+              break;
+            }
+
+            message.execStop.push(reader.string());
+            continue;
+          }
+          case 45: {
+            if (tag !== 362) {
+              break;
+            }
+
+            message.execPoststop.push(reader.string());
+            continue;
+          }
+          case 46: {
+            if (tag !== 368) {
+              break;
+            }
+
+            message.execClean = reader.bool();
+            continue;
+          }
+          case 47: {
+            if (tag !== 378) {
+              break;
+            }
+
+            message.execJailUser = reader.string();
+            continue;
+          }
+          case 48: {
+            if (tag !== 384) {
+              break;
+            }
+
+            message.execTimeout = reader.uint32();
+            continue;
+          }
+          case 49: {
+            if (tag !== 394) {
+              break;
+            }
+
+            message.execConsolelog = reader.string();
+            continue;
+          }
+          case 50: {
+            if (tag !== 402) {
+              break;
+            }
+
+            message.mount.push(reader.string());
+            continue;
+          }
+          case 51: {
+            if (tag !== 410) {
+              break;
+            }
+
+            message.mountFstab = reader.string();
+            continue;
+          }
+          case 52: {
+            if (tag !== 418) {
+              break;
+            }
+
+            message.rctl = JailRctl.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -100,7 +1005,1282 @@ export const JailOptions: MessageFns<JailOptions> = {
 
   fromJSON(object: any): JailOptions {
     return {
+      jid: isSet(object.jid) ? globalThis.Number(object.jid) : 0,
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      host: isSet(object.host) ? jailSysModeFromJSON(object.host) : 0,
+      hostHostname: isSet(object.hostHostname)
+        ? globalThis.String(object.hostHostname)
+        : isSet(object.host_hostname)
+        ? globalThis.String(object.host_hostname)
+        : "",
+      hostDomainname: isSet(object.hostDomainname)
+        ? globalThis.String(object.hostDomainname)
+        : isSet(object.host_domainname)
+        ? globalThis.String(object.host_domainname)
+        : "",
+      ip4: isSet(object.ip4) ? jailSysModeFromJSON(object.ip4) : 0,
+      ip4Addr: globalThis.Array.isArray(object?.ip4Addr)
+        ? object.ip4Addr.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ip4_addr)
+        ? object.ip4_addr.map((e: any) => globalThis.String(e))
+        : [],
+      ip6: isSet(object.ip6) ? jailSysModeFromJSON(object.ip6) : 0,
+      ip6Addr: globalThis.Array.isArray(object?.ip6Addr)
+        ? object.ip6Addr.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ip6_addr)
+        ? object.ip6_addr.map((e: any) => globalThis.String(e))
+        : [],
+      interface: isSet(object.interface) ? globalThis.String(object.interface) : "",
+      vnet: isSet(object.vnet) ? jailSysModeFromJSON(object.vnet) : 0,
       persist: isSet(object.persist) ? globalThis.Boolean(object.persist) : false,
+      securelevel: isSet(object.securelevel) ? globalThis.Number(object.securelevel) : undefined,
+      enforceStatfs: isSet(object.enforceStatfs)
+        ? globalThis.Number(object.enforceStatfs)
+        : isSet(object.enforce_statfs)
+        ? globalThis.Number(object.enforce_statfs)
+        : undefined,
+      childrenMax: isSet(object.childrenMax)
+        ? globalThis.Number(object.childrenMax)
+        : isSet(object.children_max)
+        ? globalThis.Number(object.children_max)
+        : 0,
+      devfsRuleset: isSet(object.devfsRuleset)
+        ? globalThis.Number(object.devfsRuleset)
+        : isSet(object.devfs_ruleset)
+        ? globalThis.Number(object.devfs_ruleset)
+        : undefined,
+      mountDevfs: isSet(object.mountDevfs)
+        ? globalThis.Boolean(object.mountDevfs)
+        : isSet(object.mount_devfs)
+        ? globalThis.Boolean(object.mount_devfs)
+        : false,
+      allowSetHostname: isSet(object.allowSetHostname)
+        ? globalThis.Boolean(object.allowSetHostname)
+        : isSet(object.allow_set_hostname)
+        ? globalThis.Boolean(object.allow_set_hostname)
+        : undefined,
+      allowRawSockets: isSet(object.allowRawSockets)
+        ? globalThis.Boolean(object.allowRawSockets)
+        : isSet(object.allow_raw_sockets)
+        ? globalThis.Boolean(object.allow_raw_sockets)
+        : false,
+      allowChflags: isSet(object.allowChflags)
+        ? globalThis.Boolean(object.allowChflags)
+        : isSet(object.allow_chflags)
+        ? globalThis.Boolean(object.allow_chflags)
+        : false,
+      allowMount: isSet(object.allowMount)
+        ? globalThis.Boolean(object.allowMount)
+        : isSet(object.allow_mount)
+        ? globalThis.Boolean(object.allow_mount)
+        : false,
+      allowMountNullfs: isSet(object.allowMountNullfs)
+        ? globalThis.Boolean(object.allowMountNullfs)
+        : isSet(object.allow_mount_nullfs)
+        ? globalThis.Boolean(object.allow_mount_nullfs)
+        : false,
+      allowMountTmpfs: isSet(object.allowMountTmpfs)
+        ? globalThis.Boolean(object.allowMountTmpfs)
+        : isSet(object.allow_mount_tmpfs)
+        ? globalThis.Boolean(object.allow_mount_tmpfs)
+        : false,
+      allowMountProcfs: isSet(object.allowMountProcfs)
+        ? globalThis.Boolean(object.allowMountProcfs)
+        : isSet(object.allow_mount_procfs)
+        ? globalThis.Boolean(object.allow_mount_procfs)
+        : false,
+      allowMountDevfs: isSet(object.allowMountDevfs)
+        ? globalThis.Boolean(object.allowMountDevfs)
+        : isSet(object.allow_mount_devfs)
+        ? globalThis.Boolean(object.allow_mount_devfs)
+        : false,
+      allowMountFdescfs: isSet(object.allowMountFdescfs)
+        ? globalThis.Boolean(object.allowMountFdescfs)
+        : isSet(object.allow_mount_fdescfs)
+        ? globalThis.Boolean(object.allow_mount_fdescfs)
+        : false,
+      allowMountLinprocfs: isSet(object.allowMountLinprocfs)
+        ? globalThis.Boolean(object.allowMountLinprocfs)
+        : isSet(object.allow_mount_linprocfs)
+        ? globalThis.Boolean(object.allow_mount_linprocfs)
+        : false,
+      allowMountLinsysfs: isSet(object.allowMountLinsysfs)
+        ? globalThis.Boolean(object.allowMountLinsysfs)
+        : isSet(object.allow_mount_linsysfs)
+        ? globalThis.Boolean(object.allow_mount_linsysfs)
+        : false,
+      allowMountFusefs: isSet(object.allowMountFusefs)
+        ? globalThis.Boolean(object.allowMountFusefs)
+        : isSet(object.allow_mount_fusefs)
+        ? globalThis.Boolean(object.allow_mount_fusefs)
+        : false,
+      allowMountZfs: isSet(object.allowMountZfs)
+        ? globalThis.Boolean(object.allowMountZfs)
+        : isSet(object.allow_mount_zfs)
+        ? globalThis.Boolean(object.allow_mount_zfs)
+        : false,
+      allowSysvipc: isSet(object.allowSysvipc)
+        ? globalThis.Boolean(object.allowSysvipc)
+        : isSet(object.allow_sysvipc)
+        ? globalThis.Boolean(object.allow_sysvipc)
+        : false,
+      sysvmsg: isSet(object.sysvmsg) ? jailSysModeFromJSON(object.sysvmsg) : 0,
+      sysvsem: isSet(object.sysvsem) ? jailSysModeFromJSON(object.sysvsem) : 0,
+      sysvshm: isSet(object.sysvshm) ? jailSysModeFromJSON(object.sysvshm) : 0,
+      allowSocketAf: isSet(object.allowSocketAf)
+        ? globalThis.Boolean(object.allowSocketAf)
+        : isSet(object.allow_socket_af)
+        ? globalThis.Boolean(object.allow_socket_af)
+        : false,
+      allowReservedPorts: isSet(object.allowReservedPorts)
+        ? globalThis.Boolean(object.allowReservedPorts)
+        : isSet(object.allow_reserved_ports)
+        ? globalThis.Boolean(object.allow_reserved_ports)
+        : undefined,
+      allowMlock: isSet(object.allowMlock)
+        ? globalThis.Boolean(object.allowMlock)
+        : isSet(object.allow_mlock)
+        ? globalThis.Boolean(object.allow_mlock)
+        : false,
+      execPrestart: globalThis.Array.isArray(object?.execPrestart)
+        ? object.execPrestart.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exec_prestart)
+        ? object.exec_prestart.map((e: any) => globalThis.String(e))
+        : [],
+      execCreated: globalThis.Array.isArray(object?.execCreated)
+        ? object.execCreated.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exec_created)
+        ? object.exec_created.map((e: any) => globalThis.String(e))
+        : [],
+      execStart: globalThis.Array.isArray(object?.execStart)
+        ? object.execStart.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exec_start)
+        ? object.exec_start.map((e: any) => globalThis.String(e))
+        : [],
+      command: globalThis.Array.isArray(object?.command)
+        ? object.command.map((e: any) => globalThis.String(e))
+        : [],
+      execPoststart: globalThis.Array.isArray(object?.execPoststart)
+        ? object.execPoststart.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exec_poststart)
+        ? object.exec_poststart.map((e: any) => globalThis.String(e))
+        : [],
+      execPrestop: globalThis.Array.isArray(object?.execPrestop)
+        ? object.execPrestop.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exec_prestop)
+        ? object.exec_prestop.map((e: any) => globalThis.String(e))
+        : [],
+      execStop: globalThis.Array.isArray(object?.execStop)
+        ? object.execStop.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exec_stop)
+        ? object.exec_stop.map((e: any) => globalThis.String(e))
+        : [],
+      execPoststop: globalThis.Array.isArray(object?.execPoststop)
+        ? object.execPoststop.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.exec_poststop)
+        ? object.exec_poststop.map((e: any) => globalThis.String(e))
+        : [],
+      execClean: isSet(object.execClean)
+        ? globalThis.Boolean(object.execClean)
+        : isSet(object.exec_clean)
+        ? globalThis.Boolean(object.exec_clean)
+        : false,
+      execJailUser: isSet(object.execJailUser)
+        ? globalThis.String(object.execJailUser)
+        : isSet(object.exec_jail_user)
+        ? globalThis.String(object.exec_jail_user)
+        : "",
+      execTimeout: isSet(object.execTimeout)
+        ? globalThis.Number(object.execTimeout)
+        : isSet(object.exec_timeout)
+        ? globalThis.Number(object.exec_timeout)
+        : 0,
+      execConsolelog: isSet(object.execConsolelog)
+        ? globalThis.String(object.execConsolelog)
+        : isSet(object.exec_consolelog)
+        ? globalThis.String(object.exec_consolelog)
+        : "",
+      mount: globalThis.Array.isArray(object?.mount)
+        ? object.mount.map((e: any) => globalThis.String(e))
+        : [],
+      mountFstab: isSet(object.mountFstab)
+        ? globalThis.String(object.mountFstab)
+        : isSet(object.mount_fstab)
+        ? globalThis.String(object.mount_fstab)
+        : "",
+      rctl: isSet(object.rctl) ? JailRctl.fromJSON(object.rctl) : undefined,
+    };
+  },
+
+  toJSON(message: JailOptions): unknown {
+    const obj: any = {};
+    if (message.jid !== 0) {
+      obj.jid = Math.round(message.jid);
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.host !== 0) {
+      obj.host = jailSysModeToJSON(message.host);
+    }
+    if (message.hostHostname !== "") {
+      obj.hostHostname = message.hostHostname;
+    }
+    if (message.hostDomainname !== "") {
+      obj.hostDomainname = message.hostDomainname;
+    }
+    if (message.ip4 !== 0) {
+      obj.ip4 = jailSysModeToJSON(message.ip4);
+    }
+    if (message.ip4Addr?.length) {
+      obj.ip4Addr = message.ip4Addr;
+    }
+    if (message.ip6 !== 0) {
+      obj.ip6 = jailSysModeToJSON(message.ip6);
+    }
+    if (message.ip6Addr?.length) {
+      obj.ip6Addr = message.ip6Addr;
+    }
+    if (message.interface !== "") {
+      obj.interface = message.interface;
+    }
+    if (message.vnet !== 0) {
+      obj.vnet = jailSysModeToJSON(message.vnet);
+    }
+    if (message.persist !== false) {
+      obj.persist = message.persist;
+    }
+    if (message.securelevel !== undefined) {
+      obj.securelevel = Math.round(message.securelevel);
+    }
+    if (message.enforceStatfs !== undefined) {
+      obj.enforceStatfs = Math.round(message.enforceStatfs);
+    }
+    if (message.childrenMax !== 0) {
+      obj.childrenMax = Math.round(message.childrenMax);
+    }
+    if (message.devfsRuleset !== undefined) {
+      obj.devfsRuleset = Math.round(message.devfsRuleset);
+    }
+    if (message.mountDevfs !== false) {
+      obj.mountDevfs = message.mountDevfs;
+    }
+    if (message.allowSetHostname !== undefined) {
+      obj.allowSetHostname = message.allowSetHostname;
+    }
+    if (message.allowRawSockets !== false) {
+      obj.allowRawSockets = message.allowRawSockets;
+    }
+    if (message.allowChflags !== false) {
+      obj.allowChflags = message.allowChflags;
+    }
+    if (message.allowMount !== false) {
+      obj.allowMount = message.allowMount;
+    }
+    if (message.allowMountNullfs !== false) {
+      obj.allowMountNullfs = message.allowMountNullfs;
+    }
+    if (message.allowMountTmpfs !== false) {
+      obj.allowMountTmpfs = message.allowMountTmpfs;
+    }
+    if (message.allowMountProcfs !== false) {
+      obj.allowMountProcfs = message.allowMountProcfs;
+    }
+    if (message.allowMountDevfs !== false) {
+      obj.allowMountDevfs = message.allowMountDevfs;
+    }
+    if (message.allowMountFdescfs !== false) {
+      obj.allowMountFdescfs = message.allowMountFdescfs;
+    }
+    if (message.allowMountLinprocfs !== false) {
+      obj.allowMountLinprocfs = message.allowMountLinprocfs;
+    }
+    if (message.allowMountLinsysfs !== false) {
+      obj.allowMountLinsysfs = message.allowMountLinsysfs;
+    }
+    if (message.allowMountFusefs !== false) {
+      obj.allowMountFusefs = message.allowMountFusefs;
+    }
+    if (message.allowMountZfs !== false) {
+      obj.allowMountZfs = message.allowMountZfs;
+    }
+    if (message.allowSysvipc !== false) {
+      obj.allowSysvipc = message.allowSysvipc;
+    }
+    if (message.sysvmsg !== 0) {
+      obj.sysvmsg = jailSysModeToJSON(message.sysvmsg);
+    }
+    if (message.sysvsem !== 0) {
+      obj.sysvsem = jailSysModeToJSON(message.sysvsem);
+    }
+    if (message.sysvshm !== 0) {
+      obj.sysvshm = jailSysModeToJSON(message.sysvshm);
+    }
+    if (message.allowSocketAf !== false) {
+      obj.allowSocketAf = message.allowSocketAf;
+    }
+    if (message.allowReservedPorts !== undefined) {
+      obj.allowReservedPorts = message.allowReservedPorts;
+    }
+    if (message.allowMlock !== false) {
+      obj.allowMlock = message.allowMlock;
+    }
+    if (message.execPrestart?.length) {
+      obj.execPrestart = message.execPrestart;
+    }
+    if (message.execCreated?.length) {
+      obj.execCreated = message.execCreated;
+    }
+    if (message.execStart?.length) {
+      obj.execStart = message.execStart;
+    }
+    if (message.command?.length) {
+      obj.command = message.command;
+    }
+    if (message.execPoststart?.length) {
+      obj.execPoststart = message.execPoststart;
+    }
+    if (message.execPrestop?.length) {
+      obj.execPrestop = message.execPrestop;
+    }
+    if (message.execStop?.length) {
+      obj.execStop = message.execStop;
+    }
+    if (message.execPoststop?.length) {
+      obj.execPoststop = message.execPoststop;
+    }
+    if (message.execClean !== false) {
+      obj.execClean = message.execClean;
+    }
+    if (message.execJailUser !== "") {
+      obj.execJailUser = message.execJailUser;
+    }
+    if (message.execTimeout !== 0) {
+      obj.execTimeout = Math.round(message.execTimeout);
+    }
+    if (message.execConsolelog !== "") {
+      obj.execConsolelog = message.execConsolelog;
+    }
+    if (message.mount?.length) {
+      obj.mount = message.mount;
+    }
+    if (message.mountFstab !== "") {
+      obj.mountFstab = message.mountFstab;
+    }
+    if (message.rctl !== undefined) {
+      obj.rctl = JailRctl.toJSON(message.rctl);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<JailOptions>, I>>(base?: I): JailOptions {
+    return JailOptions.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JailOptions>, I>>(object: I): JailOptions {
+    const message = createBaseJailOptions();
+    message.jid = object.jid ?? 0;
+    message.path = object.path ?? "";
+    message.host = object.host ?? 0;
+    message.hostHostname = object.hostHostname ?? "";
+    message.hostDomainname = object.hostDomainname ?? "";
+    message.ip4 = object.ip4 ?? 0;
+    message.ip4Addr = object.ip4Addr?.map((e) => e) || [];
+    message.ip6 = object.ip6 ?? 0;
+    message.ip6Addr = object.ip6Addr?.map((e) => e) || [];
+    message.interface = object.interface ?? "";
+    message.vnet = object.vnet ?? 0;
+    message.persist = object.persist ?? false;
+    message.securelevel = object.securelevel ?? undefined;
+    message.enforceStatfs = object.enforceStatfs ?? undefined;
+    message.childrenMax = object.childrenMax ?? 0;
+    message.devfsRuleset = object.devfsRuleset ?? undefined;
+    message.mountDevfs = object.mountDevfs ?? false;
+    message.allowSetHostname = object.allowSetHostname ?? undefined;
+    message.allowRawSockets = object.allowRawSockets ?? false;
+    message.allowChflags = object.allowChflags ?? false;
+    message.allowMount = object.allowMount ?? false;
+    message.allowMountNullfs = object.allowMountNullfs ?? false;
+    message.allowMountTmpfs = object.allowMountTmpfs ?? false;
+    message.allowMountProcfs = object.allowMountProcfs ?? false;
+    message.allowMountDevfs = object.allowMountDevfs ?? false;
+    message.allowMountFdescfs = object.allowMountFdescfs ?? false;
+    message.allowMountLinprocfs = object.allowMountLinprocfs ?? false;
+    message.allowMountLinsysfs = object.allowMountLinsysfs ?? false;
+    message.allowMountFusefs = object.allowMountFusefs ?? false;
+    message.allowMountZfs = object.allowMountZfs ?? false;
+    message.allowSysvipc = object.allowSysvipc ?? false;
+    message.sysvmsg = object.sysvmsg ?? 0;
+    message.sysvsem = object.sysvsem ?? 0;
+    message.sysvshm = object.sysvshm ?? 0;
+    message.allowSocketAf = object.allowSocketAf ?? false;
+    message.allowReservedPorts = object.allowReservedPorts ?? undefined;
+    message.allowMlock = object.allowMlock ?? false;
+    message.execPrestart = object.execPrestart?.map((e) => e) || [];
+    message.execCreated = object.execCreated?.map((e) => e) || [];
+    message.execStart = object.execStart?.map((e) => e) || [];
+    message.command = object.command?.map((e) => e) || [];
+    message.execPoststart = object.execPoststart?.map((e) => e) || [];
+    message.execPrestop = object.execPrestop?.map((e) => e) || [];
+    message.execStop = object.execStop?.map((e) => e) || [];
+    message.execPoststop = object.execPoststop?.map((e) => e) || [];
+    message.execClean = object.execClean ?? false;
+    message.execJailUser = object.execJailUser ?? "";
+    message.execTimeout = object.execTimeout ?? 0;
+    message.execConsolelog = object.execConsolelog ?? "";
+    message.mount = object.mount?.map((e) => e) || [];
+    message.mountFstab = object.mountFstab ?? "";
+    message.rctl = (object.rctl !== undefined && object.rctl !== null) ? JailRctl.fromPartial(object.rctl) : undefined;
+    return message;
+  },
+};
+
+function createBaseJailRctl(): JailRctl {
+  return { memoryuse: 0, maxproc: 0, pcpu: 0, openfiles: 0, vmemoryuse: 0 };
+}
+
+export const JailRctl: MessageFns<JailRctl> = {
+  encode(message: JailRctl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.memoryuse !== 0) {
+      writer.uint32(8).uint64(message.memoryuse);
+    }
+    if (message.maxproc !== 0) {
+      writer.uint32(16).uint32(message.maxproc);
+    }
+    if (message.pcpu !== 0) {
+      writer.uint32(24).uint32(message.pcpu);
+    }
+    if (message.openfiles !== 0) {
+      writer.uint32(32).uint64(message.openfiles);
+    }
+    if (message.vmemoryuse !== 0) {
+      writer.uint32(40).uint64(message.vmemoryuse);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JailRctl {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJailRctl();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.memoryuse = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxproc = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pcpu = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.openfiles = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.vmemoryuse = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JailRctl {
+    return {
+      memoryuse: isSet(object.memoryuse) ? globalThis.Number(object.memoryuse) : 0,
+      maxproc: isSet(object.maxproc) ? globalThis.Number(object.maxproc) : 0,
+      pcpu: isSet(object.pcpu) ? globalThis.Number(object.pcpu) : 0,
+      openfiles: isSet(object.openfiles) ? globalThis.Number(object.openfiles) : 0,
+      vmemoryuse: isSet(object.vmemoryuse) ? globalThis.Number(object.vmemoryuse) : 0,
+    };
+  },
+
+  toJSON(message: JailRctl): unknown {
+    const obj: any = {};
+    if (message.memoryuse !== 0) {
+      obj.memoryuse = Math.round(message.memoryuse);
+    }
+    if (message.maxproc !== 0) {
+      obj.maxproc = Math.round(message.maxproc);
+    }
+    if (message.pcpu !== 0) {
+      obj.pcpu = Math.round(message.pcpu);
+    }
+    if (message.openfiles !== 0) {
+      obj.openfiles = Math.round(message.openfiles);
+    }
+    if (message.vmemoryuse !== 0) {
+      obj.vmemoryuse = Math.round(message.vmemoryuse);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<JailRctl>, I>>(base?: I): JailRctl {
+    return JailRctl.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JailRctl>, I>>(object: I): JailRctl {
+    const message = createBaseJailRctl();
+    message.memoryuse = object.memoryuse ?? 0;
+    message.maxproc = object.maxproc ?? 0;
+    message.pcpu = object.pcpu ?? 0;
+    message.openfiles = object.openfiles ?? 0;
+    message.vmemoryuse = object.vmemoryuse ?? 0;
+    return message;
+  },
+};
+
+function createBaseImportJailConfRequest(): ImportJailConfRequest {
+  return { text: "", fileName: "", names: [], rctlConf: "", start: false, validateOnly: false };
+}
+
+export const ImportJailConfRequest: MessageFns<ImportJailConfRequest> = {
+  encode(message: ImportJailConfRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== "") {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.fileName !== "") {
+      writer.uint32(18).string(message.fileName);
+    }
+    for (const v of message.names) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.rctlConf !== "") {
+      writer.uint32(34).string(message.rctlConf);
+    }
+    if (message.start !== false) {
+      writer.uint32(40).bool(message.start);
+    }
+    if (message.validateOnly !== false) {
+      writer.uint32(48).bool(message.validateOnly);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportJailConfRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportJailConfRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fileName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.names.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.rctlConf = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.start = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.validateOnly = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportJailConfRequest {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      fileName: isSet(object.fileName)
+        ? globalThis.String(object.fileName)
+        : isSet(object.file_name)
+        ? globalThis.String(object.file_name)
+        : "",
+      names: globalThis.Array.isArray(object?.names) ? object.names.map((e: any) => globalThis.String(e)) : [],
+      rctlConf: isSet(object.rctlConf)
+        ? globalThis.String(object.rctlConf)
+        : isSet(object.rctl_conf)
+        ? globalThis.String(object.rctl_conf)
+        : "",
+      start: isSet(object.start) ? globalThis.Boolean(object.start) : false,
+      validateOnly: isSet(object.validateOnly)
+        ? globalThis.Boolean(object.validateOnly)
+        : isSet(object.validate_only)
+        ? globalThis.Boolean(object.validate_only)
+        : false,
+    };
+  },
+
+  toJSON(message: ImportJailConfRequest): unknown {
+    const obj: any = {};
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.fileName !== "") {
+      obj.fileName = message.fileName;
+    }
+    if (message.names?.length) {
+      obj.names = message.names;
+    }
+    if (message.rctlConf !== "") {
+      obj.rctlConf = message.rctlConf;
+    }
+    if (message.start !== false) {
+      obj.start = message.start;
+    }
+    if (message.validateOnly !== false) {
+      obj.validateOnly = message.validateOnly;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportJailConfRequest>, I>>(base?: I): ImportJailConfRequest {
+    return ImportJailConfRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportJailConfRequest>, I>>(object: I): ImportJailConfRequest {
+    const message = createBaseImportJailConfRequest();
+    message.text = object.text ?? "";
+    message.fileName = object.fileName ?? "";
+    message.names = object.names?.map((e) => e) || [];
+    message.rctlConf = object.rctlConf ?? "";
+    message.start = object.start ?? false;
+    message.validateOnly = object.validateOnly ?? false;
+    return message;
+  },
+};
+
+function createBaseImportJailConfResponse(): ImportJailConfResponse {
+  return { jails: [] };
+}
+
+export const ImportJailConfResponse: MessageFns<ImportJailConfResponse> = {
+  encode(message: ImportJailConfResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jails) {
+      ImportedJail.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportJailConfResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportJailConfResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jails.push(ImportedJail.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportJailConfResponse {
+    return {
+      jails: globalThis.Array.isArray(object?.jails) ? object.jails.map((e: any) => ImportedJail.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ImportJailConfResponse): unknown {
+    const obj: any = {};
+    if (message.jails?.length) {
+      obj.jails = message.jails.map((e) => ImportedJail.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportJailConfResponse>, I>>(base?: I): ImportJailConfResponse {
+    return ImportJailConfResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportJailConfResponse>, I>>(object: I): ImportJailConfResponse {
+    const message = createBaseImportJailConfResponse();
+    message.jails = object.jails?.map((e) => ImportedJail.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseImportedJail(): ImportedJail {
+  return { name: "", options: undefined, template: "", stopTimeout: undefined, created: false, started: false };
+}
+
+export const ImportedJail: MessageFns<ImportedJail> = {
+  encode(message: ImportedJail, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.options !== undefined) {
+      JailOptions.encode(message.options, writer.uint32(18).fork()).join();
+    }
+    if (message.template !== "") {
+      writer.uint32(26).string(message.template);
+    }
+    if (message.stopTimeout !== undefined) {
+      writer.uint32(32).uint32(message.stopTimeout);
+    }
+    if (message.created !== false) {
+      writer.uint32(40).bool(message.created);
+    }
+    if (message.started !== false) {
+      writer.uint32(48).bool(message.started);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportedJail {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportedJail();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.options = JailOptions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.template = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.stopTimeout = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.created = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.started = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportedJail {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      options: isSet(object.options) ? JailOptions.fromJSON(object.options) : undefined,
+      template: isSet(object.template) ? globalThis.String(object.template) : "",
+      stopTimeout: isSet(object.stopTimeout)
+        ? globalThis.Number(object.stopTimeout)
+        : isSet(object.stop_timeout)
+        ? globalThis.Number(object.stop_timeout)
+        : undefined,
+      created: isSet(object.created) ? globalThis.Boolean(object.created) : false,
+      started: isSet(object.started) ? globalThis.Boolean(object.started) : false,
+    };
+  },
+
+  toJSON(message: ImportedJail): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.options !== undefined) {
+      obj.options = JailOptions.toJSON(message.options);
+    }
+    if (message.template !== "") {
+      obj.template = message.template;
+    }
+    if (message.stopTimeout !== undefined) {
+      obj.stopTimeout = Math.round(message.stopTimeout);
+    }
+    if (message.created !== false) {
+      obj.created = message.created;
+    }
+    if (message.started !== false) {
+      obj.started = message.started;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportedJail>, I>>(base?: I): ImportedJail {
+    return ImportedJail.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportedJail>, I>>(object: I): ImportedJail {
+    const message = createBaseImportedJail();
+    message.name = object.name ?? "";
+    message.options = (object.options !== undefined && object.options !== null)
+      ? JailOptions.fromPartial(object.options)
+      : undefined;
+    message.template = object.template ?? "";
+    message.stopTimeout = object.stopTimeout ?? undefined;
+    message.created = object.created ?? false;
+    message.started = object.started ?? false;
+    return message;
+  },
+};
+
+function createBaseListJailsRequest(): ListJailsRequest {
+  return { pageSize: 0, pageToken: "" };
+}
+
+export const ListJailsRequest: MessageFns<ListJailsRequest> = {
+  encode(message: ListJailsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListJailsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListJailsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListJailsRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListJailsRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListJailsRequest>, I>>(base?: I): ListJailsRequest {
+    return ListJailsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListJailsRequest>, I>>(object: I): ListJailsRequest {
+    const message = createBaseListJailsRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListJailsResponse(): ListJailsResponse {
+  return { jails: [], nextPageToken: "" };
+}
+
+export const ListJailsResponse: MessageFns<ListJailsResponse> = {
+  encode(message: ListJailsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jails) {
+      Jail.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListJailsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListJailsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jails.push(Jail.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListJailsResponse {
+    return {
+      jails: globalThis.Array.isArray(object?.jails) ? object.jails.map((e: any) => Jail.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListJailsResponse): unknown {
+    const obj: any = {};
+    if (message.jails?.length) {
+      obj.jails = message.jails.map((e) => Jail.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListJailsResponse>, I>>(base?: I): ListJailsResponse {
+    return ListJailsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListJailsResponse>, I>>(object: I): ListJailsResponse {
+    const message = createBaseListJailsResponse();
+    message.jails = object.jails?.map((e) => Jail.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseJail(): Jail {
+  return {
+    jid: 0,
+    name: "",
+    ip4Addr: [],
+    ip6Addr: [],
+    hostname: "",
+    path: "",
+    persist: false,
+    vnet: false,
+    initPid: 0,
+  };
+}
+
+export const Jail: MessageFns<Jail> = {
+  encode(message: Jail, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jid !== 0) {
+      writer.uint32(8).uint32(message.jid);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    for (const v of message.ip4Addr) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.ip6Addr) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.hostname !== "") {
+      writer.uint32(42).string(message.hostname);
+    }
+    if (message.path !== "") {
+      writer.uint32(50).string(message.path);
+    }
+    if (message.persist !== false) {
+      writer.uint32(56).bool(message.persist);
+    }
+    if (message.vnet !== false) {
+      writer.uint32(64).bool(message.vnet);
+    }
+    if (message.initPid !== 0) {
+      writer.uint32(72).int32(message.initPid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Jail {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJail();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.jid = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ip4Addr.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.ip6Addr.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.hostname = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.persist = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.vnet = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.initPid = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Jail {
+    return {
+      jid: isSet(object.jid) ? globalThis.Number(object.jid) : 0,
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
       ip4Addr: globalThis.Array.isArray(object?.ip4Addr)
         ? object.ip4Addr.map((e: any) => globalThis.String(e))
         : globalThis.Array.isArray(object?.ip4_addr)
@@ -111,14 +2291,25 @@ export const JailOptions: MessageFns<JailOptions> = {
         : globalThis.Array.isArray(object?.ip6_addr)
         ? object.ip6_addr.map((e: any) => globalThis.String(e))
         : [],
-      securelevel: isSet(object.securelevel) ? globalThis.Number(object.securelevel) : 0,
+      hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      persist: isSet(object.persist) ? globalThis.Boolean(object.persist) : false,
+      vnet: isSet(object.vnet) ? globalThis.Boolean(object.vnet) : false,
+      initPid: isSet(object.initPid)
+        ? globalThis.Number(object.initPid)
+        : isSet(object.init_pid)
+        ? globalThis.Number(object.init_pid)
+        : 0,
     };
   },
 
-  toJSON(message: JailOptions): unknown {
+  toJSON(message: Jail): unknown {
     const obj: any = {};
-    if (message.persist !== false) {
-      obj.persist = message.persist;
+    if (message.jid !== 0) {
+      obj.jid = Math.round(message.jid);
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
     }
     if (message.ip4Addr?.length) {
       obj.ip4Addr = message.ip4Addr;
@@ -126,23 +2317,169 @@ export const JailOptions: MessageFns<JailOptions> = {
     if (message.ip6Addr?.length) {
       obj.ip6Addr = message.ip6Addr;
     }
-    if (message.securelevel !== 0) {
-      obj.securelevel = Math.round(message.securelevel);
+    if (message.hostname !== "") {
+      obj.hostname = message.hostname;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.persist !== false) {
+      obj.persist = message.persist;
+    }
+    if (message.vnet !== false) {
+      obj.vnet = message.vnet;
+    }
+    if (message.initPid !== 0) {
+      obj.initPid = Math.round(message.initPid);
     }
     return obj;
   },
 
-  create<I extends Exact<DeepPartial<JailOptions>, I>>(base?: I): JailOptions {
-    return JailOptions.fromPartial(base ?? ({} as any));
+  create<I extends Exact<DeepPartial<Jail>, I>>(base?: I): Jail {
+    return Jail.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<JailOptions>, I>>(object: I): JailOptions {
-    const message = createBaseJailOptions();
-    message.persist = object.persist ?? false;
+  fromPartial<I extends Exact<DeepPartial<Jail>, I>>(object: I): Jail {
+    const message = createBaseJail();
+    message.jid = object.jid ?? 0;
+    message.name = object.name ?? "";
     message.ip4Addr = object.ip4Addr?.map((e) => e) || [];
     message.ip6Addr = object.ip6Addr?.map((e) => e) || [];
-    message.securelevel = object.securelevel ?? 0;
+    message.hostname = object.hostname ?? "";
+    message.path = object.path ?? "";
+    message.persist = object.persist ?? false;
+    message.vnet = object.vnet ?? false;
+    message.initPid = object.initPid ?? 0;
     return message;
   },
+};
+
+/** FreeBSD's jail tools over the osvirt API: jail.conf import and jls. */
+export type JailServiceService = typeof JailServiceService;
+export const JailServiceService = {
+  /**
+   * Define a container (driver "jail") for each jail of a jail.conf(5) text,
+   * like jail(8) reads /etc/jail.conf. All or nothing: when one cannot be
+   * defined (or, with start, started), none is left defined.
+   * Not idempotent: importing a name that exists fails.
+   * Errors:
+   *   INVALID_ARGUMENT      syntax error or bad parameter: the message and the
+   *                         BadRequest field ("text") give file:line:column
+   *                         (reason JAIL_CONF_SYNTAX / INVALID_FIELD)
+   *   NOT_FOUND             a name in `names` is not defined in the text
+   *   ALREADY_EXISTS        a container of that name exists
+   *   FAILED_PRECONDITION   the jail driver is not ready, a parameter is not
+   *                         supported on Linux, or a start failed (START_FAILED)
+   */
+  importJailConf: {
+    path: "/osvirt.v1.JailService/ImportJailConf" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportJailConfRequest): Buffer =>
+      Buffer.from(ImportJailConfRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportJailConfRequest => ImportJailConfRequest.decode(value),
+    responseSerialize: (value: ImportJailConfResponse): Buffer =>
+      Buffer.from(ImportJailConfResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportJailConfResponse => ImportJailConfResponse.decode(value),
+  },
+  /**
+   * The existing (running) jails, like jls(8): jid, addresses, hostname, path.
+   * Read-only, idempotent. Errors: FAILED_PRECONDITION when the jail driver
+   * is not ready; INVALID_ARGUMENT for a bad page token.
+   */
+  listJails: {
+    path: "/osvirt.v1.JailService/ListJails" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListJailsRequest): Buffer => Buffer.from(ListJailsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListJailsRequest => ListJailsRequest.decode(value),
+    responseSerialize: (value: ListJailsResponse): Buffer => Buffer.from(ListJailsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListJailsResponse => ListJailsResponse.decode(value),
+  },
+} as const;
+
+export interface JailServiceServer extends UntypedServiceImplementation {
+  /**
+   * Define a container (driver "jail") for each jail of a jail.conf(5) text,
+   * like jail(8) reads /etc/jail.conf. All or nothing: when one cannot be
+   * defined (or, with start, started), none is left defined.
+   * Not idempotent: importing a name that exists fails.
+   * Errors:
+   *   INVALID_ARGUMENT      syntax error or bad parameter: the message and the
+   *                         BadRequest field ("text") give file:line:column
+   *                         (reason JAIL_CONF_SYNTAX / INVALID_FIELD)
+   *   NOT_FOUND             a name in `names` is not defined in the text
+   *   ALREADY_EXISTS        a container of that name exists
+   *   FAILED_PRECONDITION   the jail driver is not ready, a parameter is not
+   *                         supported on Linux, or a start failed (START_FAILED)
+   */
+  importJailConf: handleUnaryCall<ImportJailConfRequest, ImportJailConfResponse>;
+  /**
+   * The existing (running) jails, like jls(8): jid, addresses, hostname, path.
+   * Read-only, idempotent. Errors: FAILED_PRECONDITION when the jail driver
+   * is not ready; INVALID_ARGUMENT for a bad page token.
+   */
+  listJails: handleUnaryCall<ListJailsRequest, ListJailsResponse>;
+}
+
+export interface JailServiceClient extends Client {
+  /**
+   * Define a container (driver "jail") for each jail of a jail.conf(5) text,
+   * like jail(8) reads /etc/jail.conf. All or nothing: when one cannot be
+   * defined (or, with start, started), none is left defined.
+   * Not idempotent: importing a name that exists fails.
+   * Errors:
+   *   INVALID_ARGUMENT      syntax error or bad parameter: the message and the
+   *                         BadRequest field ("text") give file:line:column
+   *                         (reason JAIL_CONF_SYNTAX / INVALID_FIELD)
+   *   NOT_FOUND             a name in `names` is not defined in the text
+   *   ALREADY_EXISTS        a container of that name exists
+   *   FAILED_PRECONDITION   the jail driver is not ready, a parameter is not
+   *                         supported on Linux, or a start failed (START_FAILED)
+   */
+  importJailConf(
+    request: ImportJailConfRequest,
+    callback: (error: ServiceError | null, response: ImportJailConfResponse) => void,
+  ): ClientUnaryCall;
+  importJailConf(
+    request: ImportJailConfRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportJailConfResponse) => void,
+  ): ClientUnaryCall;
+  importJailConf(
+    request: ImportJailConfRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportJailConfResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The existing (running) jails, like jls(8): jid, addresses, hostname, path.
+   * Read-only, idempotent. Errors: FAILED_PRECONDITION when the jail driver
+   * is not ready; INVALID_ARGUMENT for a bad page token.
+   */
+  listJails(
+    request: ListJailsRequest,
+    callback: (error: ServiceError | null, response: ListJailsResponse) => void,
+  ): ClientUnaryCall;
+  listJails(
+    request: ListJailsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListJailsResponse) => void,
+  ): ClientUnaryCall;
+  listJails(
+    request: ListJailsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListJailsResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const JailServiceClient = makeGenericClientConstructor(
+  JailServiceService,
+  "osvirt.v1.JailService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): JailServiceClient;
+  service: typeof JailServiceService;
+  serviceName: string;
 };
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
@@ -157,6 +2494,17 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
