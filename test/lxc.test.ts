@@ -191,7 +191,7 @@ describe('lxc driver (real containers)', function () {
   });
 
   it('pause really freezes (a counter stops) and resume thaws it', async () => {
-    const pid = await run('frz', { process: { args: ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done'] } });
+    const pid = await run('frz', { process: { args: ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done'] } });
     try {
       const counter = () => Number(readFileSync(`/proc/${pid}/root/tmp/n`, 'utf8'));
       await until(() => counter() > 2, 'counter running');

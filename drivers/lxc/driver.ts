@@ -34,6 +34,7 @@ import { errorMessage, invalidArgument, missingFeature, notFound, OsvirtError, w
 import { helperPath } from '../../src/paths';
 import { VERSION } from '../../src/version';
 import { ContainerCgroup, detectLayout, type Layout } from './cgroups';
+import { securityArgs } from './security';
 import { launch, LaunchError, monitorCommand, pidAlive, pidStartTime, readExitRecord, removeMonitorDir, waitExit, type ExitRecord } from './monitor';
 import { LxcCheckpointer } from './checkpoint';
 import { locateCriu } from '../../src/criu/criu-locate';
@@ -185,7 +186,9 @@ export class LxcDriver implements Driver {
   async create(id: string, spec: ContainerSpec): Promise<void> {
     await this.validate(id, spec);
     await fs.mkdir(this.dir(id), { recursive: true, mode: 0o700 });
-    await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify({ id, driver: spec.driver }) + '\n', 0o644, false);
+    // What every process entering the container later gets too (its seccomp filter).
+    const marker = { id, driver: spec.driver, execArgs: securityArgs(spec.security, { forExec: true }) };
+    await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify(marker) + '\n', 0o644, false);
   }
 
   private async readRuntime(id: string): Promise<Runtime | undefined> {
@@ -284,6 +287,9 @@ export class LxcDriver implements Driver {
         args.push('--join', `ipc:/proc/${pid}/ns/ipc`);
       } else ns.push('ipc');
       if (lxc?.uidMap.length) {
+        // The mapped root must be able to reach its root filesystem: make the
+        // directories on the way traversable (x only, nothing listable).
+        await this.allowTraverse(rf.rootfs);
         ns.push('user');
         for (const m of lxc.uidMap) args.push('--uidmap', `${m.containerId}:${m.hostId}:${m.size}`);
         for (const m of lxc.gidMap) args.push('--gidmap', `${m.containerId}:${m.hostId}:${m.size}`);
@@ -302,6 +308,7 @@ export class LxcDriver implements Driver {
       if (spec.rootfs?.readonly) args.push('--readonly-rootfs');
       if (spec.process?.tty) args.push('--tty');
       args.push(...this.processArgs(spec, boundingSet(spec.capabilities)));
+      args.push(...securityArgs(spec.security));
       args.push(...(this.ext.helperArgs?.(id, spec) ?? []));
       const argv = spec.process?.args.length ? spec.process.args : BUSYBOX_DEFAULT_INIT;
       args.push('--', ...argv);
@@ -329,6 +336,13 @@ export class LxcDriver implements Driver {
       await this.ext.afterStop?.(id).catch(() => undefined);
       if (e instanceof LaunchError) throw new OsvirtError('FAILED_PRECONDITION', 'START_FAILED', `container "${id}" failed to start: ${e.message}`, [], { container: id });
       throw e;
+    }
+  }
+
+  private async allowTraverse(target: string): Promise<void> {
+    for (let dir = path.dirname(path.resolve(target)); dir !== '/'; dir = path.dirname(dir)) {
+      const st = await fs.stat(dir);
+      if ((st.mode & 0o001) === 0) await fs.chmod(dir, (st.mode & 0o7777) | 0o001);
     }
   }
 
@@ -467,6 +481,16 @@ export class LxcDriver implements Driver {
     return out;
   }
 
+  /** The seccomp rules the container's init runs under, recorded at create. */
+  private async execSecurity(id: string): Promise<string[]> {
+    try {
+      const m = JSON.parse(await fs.readFile(path.join(this.dir(id), 'spec.json'), 'utf8')) as { execArgs?: string[] };
+      return m.execArgs ?? securityArgs(undefined, { forExec: true });
+    } catch {
+      return securityArgs(undefined, { forExec: true });
+    }
+  }
+
   async exec(o: ExecOptions): Promise<ExecSession> {
     this.known(o.id);
     const rt = await this.readRuntime(o.id);
@@ -483,6 +507,7 @@ export class LxcDriver implements Driver {
     if (o.user) args.push('--user', `${o.user.uid}:${o.user.gid}`);
     args.push('--cwd', o.cwd || '/');
     if (o.tty) args.push('--tty', '--resize-fd', '3');
+    args.push(...(await this.execSecurity(o.id)));
     args.push(...(this.ext.execArgs?.(o.id) ?? []));
     args.push('--', ...o.args);
     const child = spawn(this.helper, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
