@@ -390,7 +390,16 @@ export class ContainerManager {
       const timeout = timeoutMs ?? (rec.spec.stopTimeout ? rec.spec.stopTimeout.seconds * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
       live.generation++;
       live.expectedSignal = sig;
-      const rs = await driver.stop(name, sig, timeout);
+      let rs: RuntimeState;
+      try {
+        rs = await driver.stop(name, sig, timeout);
+      } catch (e) {
+        // The stop was refused (e.g. a jail's failing exec.prestop) and the
+        // container still runs: watch it again so its exit is recorded.
+        live.expectedSignal = 0;
+        this.watch(live);
+        throw e;
+      }
       await this.released(name);
       this.applyExit(live, rs);
       if (rec.status.state === ContainerState.CONTAINER_STATE_CRASHED) rec.status.state = ContainerState.CONTAINER_STATE_STOPPED;
