@@ -25,6 +25,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/openat2.h>
+#include <net/if.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
@@ -66,7 +67,7 @@ static void usage(FILE *out)
 	      "      [--join net|ipc|uts:PATH]... [--uidmap IN:OUT:COUNT]... [--gidmap IN:OUT:COUNT]...\n"
 	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
 	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--device PATH]... [--no-default-mounts]\n"
-	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--mask PATH]... [--ro-path PATH]...\n"
+	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--mask PATH]... [--ro-path PATH]...\n"
 	      "      [--no-ns LIST] [--root-owned-ns uts,mnt] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper criu-swrk [--keep-fd N]... [--run-dir DIR] [--cgroup DIR]... -- CRIU_ARGV...\n"
@@ -1295,12 +1296,29 @@ struct run_cfg {
 	size_t nmounts;
 	struct list devices;
 	bool default_mounts, readonly, sysfs;
+	bool lo_up;                     /* bring the new net ns's loopback up (saves an `ip` run) */
 	int console_fd;                 /* pty slave (--tty) */
 	char console_name[64];          /* its /dev/pts/N path */
 	unsigned dev_nodes;             /* DEV_* bits: what the standard /dev holds */
 	struct list masks, ro_paths;    /* container paths hidden / made read-only */
 	int owned_ns;                   /* CLONE_NEWUTS|CLONE_NEWNS: owned by a root-owned user ns */
 };
+
+/* --lo-up: "ip link set lo up" in the child's own network namespace, without running ip. */
+static void loopback_up(void)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		child_fail("loopback: socket");
+	struct ifreq ifr = {0};
+	strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+		child_fail("loopback: SIOCGIFFLAGS");
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+		child_fail("loopback: SIOCSIFFLAGS");
+	close(fd);
+}
 
 /* The standard /dev content, selectable with --dev-nodes. */
 static const struct {
@@ -1558,6 +1576,8 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int errfd, i
 		setup_rootfs(c);
 	if (c->owned_ns)
 		enter_root_owned(c->owned_ns);
+	if (c->lo_up)
+		loopback_up();
 	if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
 		child_fail("sethostname");
 	if (c->domainname && setdomainname(c->domainname, strlen(c->domainname)) < 0)
@@ -2035,6 +2055,8 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 			}
 		} else if (flag(&a, "--no-sysfs")) {
 			c->sysfs = false;
+		} else if (flag(&a, "--lo-up")) {
+			c->lo_up = true;
 		} else if ((v = value(&a, "--mask"))) {
 			if (v[0] != '/')
 				usage_error("--mask %s: expected an absolute path", v);

@@ -279,7 +279,10 @@ export class LxcDriver implements Driver {
         const pid = peerPids[netMode.value.container];
         if (!pid) throw wrongState(netMode.value.container, 'not running', 'running');
         args.push('--join', `net:/proc/${pid}/ns/net`);
-      } else if (netMode?.$case !== 'host') ns.push('net');
+      } else if (netMode?.$case !== 'host') {
+        ns.push('net');
+        args.push('--lo-up');
+      }
       const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
       if (lxc?.shareIpcWith) {
         const pid = peerPids[lxc.shareIpcWith];

@@ -237,8 +237,9 @@ export async function ipBatch(lines: string[], pid?: number): Promise<void> {
 export async function setupNetwork(container: string, pid: number, n: Network | undefined, ipam: Ipam, bridgeDefault: BridgeConfig): Promise<NetworkRuntime> {
   const mode = n?.mode;
   const rt: NetworkRuntime = { hostInterfaces: [] };
-  if (!mode || mode.$case === 'host' || mode.$case === 'container') return rt;
-  const inside: string[] = ['link set lo up'];
+  // Loopback is brought up by the helper itself (--lo-up): "none" needs no ip at all.
+  if (!mode || mode.$case === 'host' || mode.$case === 'container' || mode.$case === 'none') return rt;
+  const inside: string[] = [];
   try {
     if (mode.$case === 'bridge') {
       const b = mode.value;
