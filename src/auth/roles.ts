@@ -48,6 +48,9 @@ export const METHOD_ROLES: Record<string, Role> = {
   [`${C}ExportCheckpoint`]: 'admin',
   [`${C}ImportCheckpoint`]: 'admin',
   '/osvirt.v1.JailService/ImportJailConf': 'admin',
+  '/osvirt.v1.VServerService/ListVServerStats': 'reader',
+  '/osvirt.v1.VServerService/ExportVServerConfig': 'reader',
+  '/osvirt.v1.VServerService/ImportVServerConfig': 'admin',
 };
 
 /** Methods that change something: every call to one is audited. */

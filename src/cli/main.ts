@@ -12,6 +12,7 @@ import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
 import { registerConformance } from './conformance';
 import { registerJail } from './jail';
+import { registerVserver } from './vserver';
 import { ensureCa, issueClient, issueServer } from '../auth/certs';
 import type { Role } from '../auth/roles';
 
@@ -468,4 +469,5 @@ program
 
 registerConformance(program);
 registerJail(program);
+registerVserver(program);
 program.parseAsync().catch(report);

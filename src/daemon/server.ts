@@ -24,6 +24,7 @@ import { AuditLog } from '../auth/audit';
 import { authInterceptor } from '../auth/interceptor';
 import { ConnectionRegistry } from '../auth/listeners';
 import { ManagementEndpoints } from '../auth/management';
+import { vserverService, VServerServiceService } from '../../drivers/vserver/service';
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -119,6 +120,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   server.addService(EventServiceService, eventService(bus, log));
   server.addService(SystemServiceService, systemService(registry, log));
   server.addService(JailServiceService, jailService(manager, registry, log));
+  server.addService(VServerServiceService, vserverService(manager, registry, log));
   addReflectionAndHealth(server);
 
   for (const sock of [o.socket, o.roSocket].filter(Boolean)) {

@@ -11,15 +11,607 @@ export const protobufPackage = "osvirt.v1";
 
 export const protobufFileName = "osvirt/v1/vserver.proto";
 
-/** Options for the vserver driver (Linux-VServer security contexts). */
+/**
+ * Options for the vserver driver: a Linux-VServer guest ("security context")
+ * emulated on a stock Linux kernel. The guest shares the host's kernel and
+ * network stack; it is isolated by a pid and mount namespace behind
+ * pivot_root, a network context (a cgroup BPF filter restricting its
+ * sockets to its own addresses), a capability bounding set and limits.
+ *
+ * Every field has a counterpart in util-vserver's configuration directory
+ * /etc/vservers/NAME/, named in its comment; VServerService imports and
+ * exports that layout. docs/vserver.md says where Linux differs.
+ */
 export interface VServerOptions {
-  /** Context id, 2..49151. */
+  /**
+   * Context id (file `context`): 2..49151, unique among vserver guests.
+   * Required. Shown as CTX by vserver-stat.
+   */
   context: number;
-  addresses: string[];
+  /** The guest's util-vserver name (file `name`); empty: the container name. */
+  contextName: string;
+  /** Node and NIS domain name (directory `uts`). */
+  uts?:
+    | VServerUts
+    | undefined;
+  /**
+   * The network context: addresses and network flags (directory
+   * `interfaces`, file `nflags`).
+   */
+  network?:
+    | VServerNetwork
+    | undefined;
+  /** Changes to the guest's system capabilities (file `bcapabilities`). */
+  bcapabilities?:
+    | VServerSystemCapabilities
+    | undefined;
+  /** Context capabilities (file `ccapabilities`). */
+  ccapabilities: VServerOptions_ContextCapability[];
+  /** Context flags (file `flags`). */
+  flags: VServerOptions_ContextFlag[];
+  /** Resource limits (directory `rlimits`). */
+  rlimits?:
+    | VServerRlimits
+    | undefined;
+  /** How the guest is started and stopped (directory `apps/init`). */
+  init?: VServerInit | undefined;
+}
+
+/**
+ * Context capabilities (util-vserver's ccaps, lib/ccaps-v13.c). Each is
+ * mapped to a Linux capability where Linux has one narrow enough, or to a
+ * namespace owned by a user namespace that root owns (the kernel gives the
+ * owner of a user namespace every capability over what it owns, and
+ * nothing else). What needs CAP_SYS_ADMIN over the host is refused with
+ * FAILED_PRECONDITION: it would let the guest remove its network context.
+ * docs/vserver.md has the table.
+ */
+export enum VServerOptions_ContextCapability {
+  CONTEXT_CAPABILITY_UNSPECIFIED = 0,
+  /**
+   * CONTEXT_CAPABILITY_SET_UTSNAME - sethostname/setdomainname: the guest's UTS namespace is owned by a
+   * root-owned user namespace (osvirt-helper --root-owned-ns uts).
+   */
+  CONTEXT_CAPABILITY_SET_UTSNAME = 1,
+  /** CONTEXT_CAPABILITY_SET_RLIMIT - Raise hard rlimits: CAP_SYS_RESOURCE. */
+  CONTEXT_CAPABILITY_SET_RLIMIT = 2,
+  /**
+   * CONTEXT_CAPABILITY_RAW_ICMP - Raw ICMP sockets: CAP_NET_RAW, with packet sockets refused by a seccomp
+   * filter (osvirt-helper --seccomp-deny).
+   */
+  CONTEXT_CAPABILITY_RAW_ICMP = 3,
+  /** CONTEXT_CAPABILITY_SYSLOG - syslog(2) (dmesg): CAP_SYSLOG. */
+  CONTEXT_CAPABILITY_SYSLOG = 4,
+  /**
+   * CONTEXT_CAPABILITY_SECURE_MOUNT - Mounts in the guest's mount namespace, owned by a root-owned user
+   * namespace (--root-owned-ns mnt): bind mounts; new superblocks (tmpfs,
+   * proc) still need CAP_SYS_ADMIN and fail.
+   */
+  CONTEXT_CAPABILITY_SECURE_MOUNT = 5,
+  /**
+   * CONTEXT_CAPABILITY_SECURE_REMOUNT - Remounts there (same namespace as SECURE_MOUNT); the mounts the guest
+   * was started with are locked.
+   */
+  CONTEXT_CAPABILITY_SECURE_REMOUNT = 6,
+  /** CONTEXT_CAPABILITY_BINARY_MOUNT - Binary/network mounts: refused (CAP_SYS_ADMIN). */
+  CONTEXT_CAPABILITY_BINARY_MOUNT = 7,
+  /** CONTEXT_CAPABILITY_QUOTA_CTL - Quota ioctls: refused (CAP_SYS_ADMIN). */
+  CONTEXT_CAPABILITY_QUOTA_CTL = 8,
+  /** CONTEXT_CAPABILITY_ADMIN_MAPPER - Device mapper: refused (CAP_SYS_ADMIN). */
+  CONTEXT_CAPABILITY_ADMIN_MAPPER = 9,
+  /** CONTEXT_CAPABILITY_ADMIN_CLOOP - Loop devices: refused (CAP_SYS_ADMIN). */
+  CONTEXT_CAPABILITY_ADMIN_CLOOP = 10,
+  /** CONTEXT_CAPABILITY_FS_SECURITY - Security extended attributes: refused (CAP_SYS_ADMIN). */
+  CONTEXT_CAPABILITY_FS_SECURITY = 11,
+  /** CONTEXT_CAPABILITY_TIOCSTI - TIOCSTI: refused (CAP_SYS_ADMIN). */
+  CONTEXT_CAPABILITY_TIOCSTI = 12,
+  /** CONTEXT_CAPABILITY_OOM_ADJUST - Lower oom_score_adj: CAP_SYS_RESOURCE. */
+  CONTEXT_CAPABILITY_OOM_ADJUST = 13,
+  /** CONTEXT_CAPABILITY_AUDIT_CONTROL - Audit control: CAP_AUDIT_CONTROL. */
+  CONTEXT_CAPABILITY_AUDIT_CONTROL = 14,
+  /** CONTEXT_CAPABILITY_KTHREAD - Kernel threads: refused (no Linux counterpart). */
+  CONTEXT_CAPABILITY_KTHREAD = 15,
+  /** CONTEXT_CAPABILITY_NAMESPACE - New namespaces: refused (CAP_SYS_ADMIN). */
+  CONTEXT_CAPABILITY_NAMESPACE = 16,
+}
+
+export function vServerOptions_ContextCapabilityFromJSON(object: any): VServerOptions_ContextCapability {
+  switch (object) {
+    case 0:
+    case "CONTEXT_CAPABILITY_UNSPECIFIED":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_UNSPECIFIED;
+    case 1:
+    case "CONTEXT_CAPABILITY_SET_UTSNAME":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SET_UTSNAME;
+    case 2:
+    case "CONTEXT_CAPABILITY_SET_RLIMIT":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SET_RLIMIT;
+    case 3:
+    case "CONTEXT_CAPABILITY_RAW_ICMP":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_RAW_ICMP;
+    case 4:
+    case "CONTEXT_CAPABILITY_SYSLOG":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SYSLOG;
+    case 5:
+    case "CONTEXT_CAPABILITY_SECURE_MOUNT":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SECURE_MOUNT;
+    case 6:
+    case "CONTEXT_CAPABILITY_SECURE_REMOUNT":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SECURE_REMOUNT;
+    case 7:
+    case "CONTEXT_CAPABILITY_BINARY_MOUNT":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_BINARY_MOUNT;
+    case 8:
+    case "CONTEXT_CAPABILITY_QUOTA_CTL":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_QUOTA_CTL;
+    case 9:
+    case "CONTEXT_CAPABILITY_ADMIN_MAPPER":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_ADMIN_MAPPER;
+    case 10:
+    case "CONTEXT_CAPABILITY_ADMIN_CLOOP":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_ADMIN_CLOOP;
+    case 11:
+    case "CONTEXT_CAPABILITY_FS_SECURITY":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_FS_SECURITY;
+    case 12:
+    case "CONTEXT_CAPABILITY_TIOCSTI":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_TIOCSTI;
+    case 13:
+    case "CONTEXT_CAPABILITY_OOM_ADJUST":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_OOM_ADJUST;
+    case 14:
+    case "CONTEXT_CAPABILITY_AUDIT_CONTROL":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_AUDIT_CONTROL;
+    case 15:
+    case "CONTEXT_CAPABILITY_KTHREAD":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_KTHREAD;
+    case 16:
+    case "CONTEXT_CAPABILITY_NAMESPACE":
+      return VServerOptions_ContextCapability.CONTEXT_CAPABILITY_NAMESPACE;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum VServerOptions_ContextCapability");
+  }
+}
+
+export function vServerOptions_ContextCapabilityToJSON(object: VServerOptions_ContextCapability): string {
+  switch (object) {
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_UNSPECIFIED:
+      return "CONTEXT_CAPABILITY_UNSPECIFIED";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SET_UTSNAME:
+      return "CONTEXT_CAPABILITY_SET_UTSNAME";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SET_RLIMIT:
+      return "CONTEXT_CAPABILITY_SET_RLIMIT";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_RAW_ICMP:
+      return "CONTEXT_CAPABILITY_RAW_ICMP";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SYSLOG:
+      return "CONTEXT_CAPABILITY_SYSLOG";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SECURE_MOUNT:
+      return "CONTEXT_CAPABILITY_SECURE_MOUNT";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_SECURE_REMOUNT:
+      return "CONTEXT_CAPABILITY_SECURE_REMOUNT";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_BINARY_MOUNT:
+      return "CONTEXT_CAPABILITY_BINARY_MOUNT";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_QUOTA_CTL:
+      return "CONTEXT_CAPABILITY_QUOTA_CTL";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_ADMIN_MAPPER:
+      return "CONTEXT_CAPABILITY_ADMIN_MAPPER";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_ADMIN_CLOOP:
+      return "CONTEXT_CAPABILITY_ADMIN_CLOOP";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_FS_SECURITY:
+      return "CONTEXT_CAPABILITY_FS_SECURITY";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_TIOCSTI:
+      return "CONTEXT_CAPABILITY_TIOCSTI";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_OOM_ADJUST:
+      return "CONTEXT_CAPABILITY_OOM_ADJUST";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_AUDIT_CONTROL:
+      return "CONTEXT_CAPABILITY_AUDIT_CONTROL";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_KTHREAD:
+      return "CONTEXT_CAPABILITY_KTHREAD";
+    case VServerOptions_ContextCapability.CONTEXT_CAPABILITY_NAMESPACE:
+      return "CONTEXT_CAPABILITY_NAMESPACE";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum VServerOptions_ContextCapability");
+  }
+}
+
+/**
+ * Context flags (util-vserver's cflags, lib/cflags-v13.c). FAKEINIT, LOCK,
+ * NAMESPACE and NPROC hold by construction, PRIVATE is enforced; the others
+ * have no Linux counterpart on a shared network stack and are refused with
+ * FAILED_PRECONDITION (see docs/vserver.md).
+ */
+export enum VServerOptions_ContextFlag {
+  CONTEXT_FLAG_UNSPECIFIED = 0,
+  /** CONTEXT_FLAG_LOCK - No further context migration: holds (no process can leave its namespaces). */
+  CONTEXT_FLAG_LOCK = 1,
+  /** CONTEXT_FLAG_NPROC - Count processes per context: holds (nproc is the guest's pids limit). */
+  CONTEXT_FLAG_NPROC = 2,
+  /** CONTEXT_FLAG_PRIVATE - Nobody may enter the context: ExecContainer is refused. */
+  CONTEXT_FLAG_PRIVATE = 3,
+  /** CONTEXT_FLAG_FAKEINIT - The guest's init is pid 1: holds (own pid namespace). */
+  CONTEXT_FLAG_FAKEINIT = 4,
+  CONTEXT_FLAG_HIDEINFO = 5,
+  CONTEXT_FLAG_ULIMIT = 6,
+  /** CONTEXT_FLAG_NAMESPACE - Own mount namespace: holds. */
+  CONTEXT_FLAG_NAMESPACE = 7,
+  CONTEXT_FLAG_SCHED_HARD = 8,
+  CONTEXT_FLAG_SCHED_PRIO = 9,
+  CONTEXT_FLAG_SCHED_PAUSE = 10,
+  CONTEXT_FLAG_VIRT_MEM = 11,
+  CONTEXT_FLAG_VIRT_UPTIME = 12,
+  CONTEXT_FLAG_VIRT_CPU = 13,
+  CONTEXT_FLAG_VIRT_LOAD = 14,
+  CONTEXT_FLAG_HIDE_MOUNT = 15,
+  CONTEXT_FLAG_HIDE_NETIF = 16,
+  CONTEXT_FLAG_STATE_SETUP = 17,
+  CONTEXT_FLAG_STATE_INIT = 18,
+  CONTEXT_FLAG_SC_HELPER = 19,
+  CONTEXT_FLAG_PERSISTENT = 20,
+  CONTEXT_FLAG_REBOOT_KILL = 21,
+  CONTEXT_FLAG_FORK_RSS = 22,
+  CONTEXT_FLAG_PROLIFIC = 23,
+  CONTEXT_FLAG_IGNEG_NICE = 24,
+}
+
+export function vServerOptions_ContextFlagFromJSON(object: any): VServerOptions_ContextFlag {
+  switch (object) {
+    case 0:
+    case "CONTEXT_FLAG_UNSPECIFIED":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_UNSPECIFIED;
+    case 1:
+    case "CONTEXT_FLAG_LOCK":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_LOCK;
+    case 2:
+    case "CONTEXT_FLAG_NPROC":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_NPROC;
+    case 3:
+    case "CONTEXT_FLAG_PRIVATE":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_PRIVATE;
+    case 4:
+    case "CONTEXT_FLAG_FAKEINIT":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_FAKEINIT;
+    case 5:
+    case "CONTEXT_FLAG_HIDEINFO":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_HIDEINFO;
+    case 6:
+    case "CONTEXT_FLAG_ULIMIT":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_ULIMIT;
+    case 7:
+    case "CONTEXT_FLAG_NAMESPACE":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_NAMESPACE;
+    case 8:
+    case "CONTEXT_FLAG_SCHED_HARD":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_SCHED_HARD;
+    case 9:
+    case "CONTEXT_FLAG_SCHED_PRIO":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_SCHED_PRIO;
+    case 10:
+    case "CONTEXT_FLAG_SCHED_PAUSE":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_SCHED_PAUSE;
+    case 11:
+    case "CONTEXT_FLAG_VIRT_MEM":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_VIRT_MEM;
+    case 12:
+    case "CONTEXT_FLAG_VIRT_UPTIME":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_VIRT_UPTIME;
+    case 13:
+    case "CONTEXT_FLAG_VIRT_CPU":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_VIRT_CPU;
+    case 14:
+    case "CONTEXT_FLAG_VIRT_LOAD":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_VIRT_LOAD;
+    case 15:
+    case "CONTEXT_FLAG_HIDE_MOUNT":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_HIDE_MOUNT;
+    case 16:
+    case "CONTEXT_FLAG_HIDE_NETIF":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_HIDE_NETIF;
+    case 17:
+    case "CONTEXT_FLAG_STATE_SETUP":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_STATE_SETUP;
+    case 18:
+    case "CONTEXT_FLAG_STATE_INIT":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_STATE_INIT;
+    case 19:
+    case "CONTEXT_FLAG_SC_HELPER":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_SC_HELPER;
+    case 20:
+    case "CONTEXT_FLAG_PERSISTENT":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_PERSISTENT;
+    case 21:
+    case "CONTEXT_FLAG_REBOOT_KILL":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_REBOOT_KILL;
+    case 22:
+    case "CONTEXT_FLAG_FORK_RSS":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_FORK_RSS;
+    case 23:
+    case "CONTEXT_FLAG_PROLIFIC":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_PROLIFIC;
+    case 24:
+    case "CONTEXT_FLAG_IGNEG_NICE":
+      return VServerOptions_ContextFlag.CONTEXT_FLAG_IGNEG_NICE;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum VServerOptions_ContextFlag");
+  }
+}
+
+export function vServerOptions_ContextFlagToJSON(object: VServerOptions_ContextFlag): string {
+  switch (object) {
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_UNSPECIFIED:
+      return "CONTEXT_FLAG_UNSPECIFIED";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_LOCK:
+      return "CONTEXT_FLAG_LOCK";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_NPROC:
+      return "CONTEXT_FLAG_NPROC";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_PRIVATE:
+      return "CONTEXT_FLAG_PRIVATE";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_FAKEINIT:
+      return "CONTEXT_FLAG_FAKEINIT";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_HIDEINFO:
+      return "CONTEXT_FLAG_HIDEINFO";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_ULIMIT:
+      return "CONTEXT_FLAG_ULIMIT";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_NAMESPACE:
+      return "CONTEXT_FLAG_NAMESPACE";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_SCHED_HARD:
+      return "CONTEXT_FLAG_SCHED_HARD";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_SCHED_PRIO:
+      return "CONTEXT_FLAG_SCHED_PRIO";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_SCHED_PAUSE:
+      return "CONTEXT_FLAG_SCHED_PAUSE";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_VIRT_MEM:
+      return "CONTEXT_FLAG_VIRT_MEM";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_VIRT_UPTIME:
+      return "CONTEXT_FLAG_VIRT_UPTIME";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_VIRT_CPU:
+      return "CONTEXT_FLAG_VIRT_CPU";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_VIRT_LOAD:
+      return "CONTEXT_FLAG_VIRT_LOAD";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_HIDE_MOUNT:
+      return "CONTEXT_FLAG_HIDE_MOUNT";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_HIDE_NETIF:
+      return "CONTEXT_FLAG_HIDE_NETIF";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_STATE_SETUP:
+      return "CONTEXT_FLAG_STATE_SETUP";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_STATE_INIT:
+      return "CONTEXT_FLAG_STATE_INIT";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_SC_HELPER:
+      return "CONTEXT_FLAG_SC_HELPER";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_PERSISTENT:
+      return "CONTEXT_FLAG_PERSISTENT";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_REBOOT_KILL:
+      return "CONTEXT_FLAG_REBOOT_KILL";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_FORK_RSS:
+      return "CONTEXT_FLAG_FORK_RSS";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_PROLIFIC:
+      return "CONTEXT_FLAG_PROLIFIC";
+    case VServerOptions_ContextFlag.CONTEXT_FLAG_IGNEG_NICE:
+      return "CONTEXT_FLAG_IGNEG_NICE";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum VServerOptions_ContextFlag");
+  }
+}
+
+/** Directory `uts`. */
+export interface VServerUts {
+  /** File `uts/nodename`; empty: spec.hostname, else the container name. */
+  nodename: string;
+  /** File `uts/domainname`: the NIS domain name; empty: spec.domainname. */
+  domainname: string;
+}
+
+/** The guest's network context on the host's own network stack. */
+export interface VServerNetwork {
+  /**
+   * Directories `interfaces/<name>/`, in name order. The first address of
+   * each family is the guest's primary address (single_ip, lback_remap and
+   * the source of outgoing traffic). At most 16 per family.
+   */
+  interfaces: VServerInterface[];
+  /** File `interfaces/dev`: default host interface for the addresses. */
+  dev: string;
+  /** File `interfaces/prefix`: default prefix length. */
+  prefix: number;
+  /**
+   * nflags `single_ip`: a wildcard bind in the guest binds its primary
+   * address instead.
+   */
+  singleIp: boolean;
+  /**
+   * nflags `lback_remap`: 127.0.0.1 (and ::1) in the guest mean its primary
+   * address, for binds and connects.
+   */
+  lbackRemap: boolean;
+}
+
+/**
+ * One address of the guest (directory `interfaces/<name>/`). It is added to
+ * the host interface `dev` when the guest starts and removed when it stops,
+ * unless `nodev` says the host already has it.
+ */
+export interface VServerInterface {
+  /** The directory name, e.g. "0" (orders the addresses). */
+  name: string;
+  /** File `ip`: an IPv4 or IPv6 address, without prefix. Required. */
+  ip: string;
+  /**
+   * File `dev`: host interface, e.g. "eth0" or "lo"; default
+   * VServerNetwork.dev. Required unless nodev.
+   */
+  dev: string;
+  /**
+   * File `prefix`: prefix length for the host address; default
+   * VServerNetwork.prefix, else 32 (IPv4) or 128 (IPv6).
+   */
+  prefix: number;
+  /** File `name`: the address label suffix (`ip addr ... label DEV:NAME`). */
+  label: string;
+  /**
+   * File `nodev`: the host already has this address; osvirt neither adds
+   * nor removes it, only lets the guest use it.
+   */
+  nodev: boolean;
+  /** File `disabled`: ignore this interface. */
+  disabled: boolean;
+}
+
+/**
+ * File `bcapabilities`: the guest's capability bounding set starts from
+ * util-vserver's secure default (chown, dac_override, dac_read_search,
+ * fowner, fsetid, kill, setgid, setuid, net_bind_service, sys_chroot,
+ * sys_ptrace, sys_tty_config, lease, audit_write, sys_boot); lines `CAP_X`
+ * add to it, lines `!CAP_X` drop from it. Names are lowercase without
+ * "cap_" here. sys_admin, net_admin and bpf cannot be added: they would let
+ * the guest remove its own network context.
+ */
+export interface VServerSystemCapabilities {
+  add: string[];
+  drop: string[];
+}
+
+/**
+ * Directory `rlimits`: files `<resource>` (hard and soft), `<resource>.hard`,
+ * `<resource>.soft`, `<resource>.min`, each one number or "inf". Units are
+ * util-vserver's: as, rss and memlock in pages of 4096 bytes, msgqueue in
+ * bytes, the rest in counts.
+ */
+export interface VServerRlimits {
+  /** Processes in the guest: hard -> the pids cgroup limit (pids.max). */
+  nproc?:
+    | VServerRlimit
+    | undefined;
+  /** Address space: per-process RLIMIT_AS. */
+  as?:
+    | VServerRlimit
+    | undefined;
+  /**
+   * Resident memory of the guest: hard -> memory.max (v1:
+   * memory.limit_in_bytes), soft -> memory.high (v1:
+   * memory.soft_limit_in_bytes), min -> memory.min (cgroup v2 only).
+   */
+  rss?:
+    | VServerRlimit
+    | undefined;
+  /** Open files: per-process RLIMIT_NOFILE. */
+  nofile?:
+    | VServerRlimit
+    | undefined;
+  /**
+   * Open file descriptors: per-process RLIMIT_NOFILE (the smaller of nofile
+   * and openfd applies).
+   */
+  openfd?:
+    | VServerRlimit
+    | undefined;
+  /** Locked memory: per-process RLIMIT_MEMLOCK. */
+  memlock?:
+    | VServerRlimit
+    | undefined;
+  /** File locks: per-process RLIMIT_LOCKS (which Linux does not enforce). */
+  locks?:
+    | VServerRlimit
+    | undefined;
+  /** POSIX message queue bytes: RLIMIT_MSGQUEUE. */
+  msgqueue?: VServerRlimit | undefined;
+}
+
+/** One resource's limits. Unset: not configured. "inf" is the *_inf flag. */
+export interface VServerRlimit {
+  hard?: number | undefined;
+  soft?:
+    | number
+    | undefined;
+  /**
+   * Guaranteed minimum: only rss has a Linux counterpart (memory.min on
+   * cgroup v2); elsewhere it is refused.
+   */
+  min?: number | undefined;
+  hardInf: boolean;
+  softInf: boolean;
+  minInf: boolean;
+}
+
+/** Directory `apps/init`. */
+export interface VServerInit {
+  style: VServerInit_Style;
+  /** File `apps/init/runlevel.start` (or `runlevel`). */
+  runlevelStart: string;
+  /** File `apps/init/runlevel.stop`. */
+  runlevelStop: string;
+  /**
+   * File `apps/init/killseq`: "signal [wait signal]*". Empty: 15 5 9
+   * (SIGTERM to every process of the guest, wait up to 5 s, SIGKILL).
+   */
+  killseq: VServerKillStep[];
+}
+
+/** Init styles (file `apps/init/style`). */
+export enum VServerInit_Style {
+  /** STYLE_UNSPECIFIED - sysv, util-vserver's default; plain when spec.process.args is given. */
+  STYLE_UNSPECIFIED = 0,
+  /**
+   * STYLE_SYSV - A stub init (the guest's /bin/sh) runs `/etc/init.d/rc <runlevel>`
+   * (default 3) at start; StopContainer runs `rc <runlevel_stop>` (default
+   * 6) in the guest, then the kill sequence.
+   */
+  STYLE_SYSV = 1,
+  /**
+   * STYLE_PLAIN - The guest's own /sbin/init (or spec.process.args) is its pid 1, with
+   * the start runlevel as argument when given.
+   */
+  STYLE_PLAIN = 2,
+}
+
+export function vServerInit_StyleFromJSON(object: any): VServerInit_Style {
+  switch (object) {
+    case 0:
+    case "STYLE_UNSPECIFIED":
+      return VServerInit_Style.STYLE_UNSPECIFIED;
+    case 1:
+    case "STYLE_SYSV":
+      return VServerInit_Style.STYLE_SYSV;
+    case 2:
+    case "STYLE_PLAIN":
+      return VServerInit_Style.STYLE_PLAIN;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum VServerInit_Style");
+  }
+}
+
+export function vServerInit_StyleToJSON(object: VServerInit_Style): string {
+  switch (object) {
+    case VServerInit_Style.STYLE_UNSPECIFIED:
+      return "STYLE_UNSPECIFIED";
+    case VServerInit_Style.STYLE_SYSV:
+      return "STYLE_SYSV";
+    case VServerInit_Style.STYLE_PLAIN:
+      return "STYLE_PLAIN";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum VServerInit_Style");
+  }
+}
+
+/**
+ * One step of the kill sequence: send `signal` to every process of the
+ * guest, then wait up to `wait_seconds` for it to end before the next step.
+ */
+export interface VServerKillStep {
+  signal: number;
+  waitSeconds: number;
 }
 
 function createBaseVServerOptions(): VServerOptions {
-  return { context: 0, addresses: [] };
+  return {
+    context: 0,
+    contextName: "",
+    uts: undefined,
+    network: undefined,
+    bcapabilities: undefined,
+    ccapabilities: [],
+    flags: [],
+    rlimits: undefined,
+    init: undefined,
+  };
 }
 
 export const VServerOptions: MessageFns<VServerOptions> = {
@@ -27,8 +619,37 @@ export const VServerOptions: MessageFns<VServerOptions> = {
     if (message.context !== 0) {
       writer.uint32(8).uint32(message.context);
     }
-    for (const v of message.addresses) {
-      writer.uint32(18).string(v!);
+    if (message.contextName !== "") {
+      writer.uint32(18).string(message.contextName);
+    }
+    if (message.uts !== undefined) {
+      VServerUts.encode(message.uts, writer.uint32(26).fork()).join();
+    }
+    if (message.network !== undefined) {
+      VServerNetwork.encode(message.network, writer.uint32(34).fork()).join();
+    }
+    if (message.bcapabilities !== undefined) {
+      VServerSystemCapabilities.encode(message.bcapabilities, writer.uint32(42).fork()).join();
+    }
+    if (message.ccapabilities.length !== 0) {
+      writer.uint32(50).fork();
+      for (const v of message.ccapabilities) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.flags.length !== 0) {
+      writer.uint32(58).fork();
+      for (const v of message.flags) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.rlimits !== undefined) {
+      VServerRlimits.encode(message.rlimits, writer.uint32(66).fork()).join();
+    }
+    if (message.init !== undefined) {
+      VServerInit.encode(message.init, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -59,7 +680,83 @@ export const VServerOptions: MessageFns<VServerOptions> = {
               break;
             }
 
-            message.addresses.push(reader.string());
+            message.contextName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.uts = VServerUts.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.network = VServerNetwork.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.bcapabilities = VServerSystemCapabilities.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag === 48) {
+              message.ccapabilities.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 50) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.ccapabilities.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 7: {
+            if (tag === 56) {
+              message.flags.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 58) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.flags.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.rlimits = VServerRlimits.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.init = VServerInit.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -77,9 +774,22 @@ export const VServerOptions: MessageFns<VServerOptions> = {
   fromJSON(object: any): VServerOptions {
     return {
       context: isSet(object.context) ? globalThis.Number(object.context) : 0,
-      addresses: globalThis.Array.isArray(object?.addresses)
-        ? object.addresses.map((e: any) => globalThis.String(e))
+      contextName: isSet(object.contextName)
+        ? globalThis.String(object.contextName)
+        : isSet(object.context_name)
+        ? globalThis.String(object.context_name)
+        : "",
+      uts: isSet(object.uts) ? VServerUts.fromJSON(object.uts) : undefined,
+      network: isSet(object.network) ? VServerNetwork.fromJSON(object.network) : undefined,
+      bcapabilities: isSet(object.bcapabilities) ? VServerSystemCapabilities.fromJSON(object.bcapabilities) : undefined,
+      ccapabilities: globalThis.Array.isArray(object?.ccapabilities)
+        ? object.ccapabilities.map((e: any) => vServerOptions_ContextCapabilityFromJSON(e))
         : [],
+      flags: globalThis.Array.isArray(object?.flags)
+        ? object.flags.map((e: any) => vServerOptions_ContextFlagFromJSON(e))
+        : [],
+      rlimits: isSet(object.rlimits) ? VServerRlimits.fromJSON(object.rlimits) : undefined,
+      init: isSet(object.init) ? VServerInit.fromJSON(object.init) : undefined,
     };
   },
 
@@ -88,8 +798,29 @@ export const VServerOptions: MessageFns<VServerOptions> = {
     if (message.context !== 0) {
       obj.context = Math.round(message.context);
     }
-    if (message.addresses?.length) {
-      obj.addresses = message.addresses;
+    if (message.contextName !== "") {
+      obj.contextName = message.contextName;
+    }
+    if (message.uts !== undefined) {
+      obj.uts = VServerUts.toJSON(message.uts);
+    }
+    if (message.network !== undefined) {
+      obj.network = VServerNetwork.toJSON(message.network);
+    }
+    if (message.bcapabilities !== undefined) {
+      obj.bcapabilities = VServerSystemCapabilities.toJSON(message.bcapabilities);
+    }
+    if (message.ccapabilities?.length) {
+      obj.ccapabilities = message.ccapabilities.map((e) => vServerOptions_ContextCapabilityToJSON(e));
+    }
+    if (message.flags?.length) {
+      obj.flags = message.flags.map((e) => vServerOptions_ContextFlagToJSON(e));
+    }
+    if (message.rlimits !== undefined) {
+      obj.rlimits = VServerRlimits.toJSON(message.rlimits);
+    }
+    if (message.init !== undefined) {
+      obj.init = VServerInit.toJSON(message.init);
     }
     return obj;
   },
@@ -100,7 +831,1079 @@ export const VServerOptions: MessageFns<VServerOptions> = {
   fromPartial<I extends Exact<DeepPartial<VServerOptions>, I>>(object: I): VServerOptions {
     const message = createBaseVServerOptions();
     message.context = object.context ?? 0;
-    message.addresses = object.addresses?.map((e) => e) || [];
+    message.contextName = object.contextName ?? "";
+    message.uts = (object.uts !== undefined && object.uts !== null) ? VServerUts.fromPartial(object.uts) : undefined;
+    message.network = (object.network !== undefined && object.network !== null)
+      ? VServerNetwork.fromPartial(object.network)
+      : undefined;
+    message.bcapabilities = (object.bcapabilities !== undefined && object.bcapabilities !== null)
+      ? VServerSystemCapabilities.fromPartial(object.bcapabilities)
+      : undefined;
+    message.ccapabilities = object.ccapabilities?.map((e) => e) || [];
+    message.flags = object.flags?.map((e) => e) || [];
+    message.rlimits = (object.rlimits !== undefined && object.rlimits !== null)
+      ? VServerRlimits.fromPartial(object.rlimits)
+      : undefined;
+    message.init = (object.init !== undefined && object.init !== null)
+      ? VServerInit.fromPartial(object.init)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseVServerUts(): VServerUts {
+  return { nodename: "", domainname: "" };
+}
+
+export const VServerUts: MessageFns<VServerUts> = {
+  encode(message: VServerUts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodename !== "") {
+      writer.uint32(10).string(message.nodename);
+    }
+    if (message.domainname !== "") {
+      writer.uint32(18).string(message.domainname);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VServerUts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVServerUts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodename = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.domainname = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VServerUts {
+    return {
+      nodename: isSet(object.nodename) ? globalThis.String(object.nodename) : "",
+      domainname: isSet(object.domainname) ? globalThis.String(object.domainname) : "",
+    };
+  },
+
+  toJSON(message: VServerUts): unknown {
+    const obj: any = {};
+    if (message.nodename !== "") {
+      obj.nodename = message.nodename;
+    }
+    if (message.domainname !== "") {
+      obj.domainname = message.domainname;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VServerUts>, I>>(base?: I): VServerUts {
+    return VServerUts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VServerUts>, I>>(object: I): VServerUts {
+    const message = createBaseVServerUts();
+    message.nodename = object.nodename ?? "";
+    message.domainname = object.domainname ?? "";
+    return message;
+  },
+};
+
+function createBaseVServerNetwork(): VServerNetwork {
+  return { interfaces: [], dev: "", prefix: 0, singleIp: false, lbackRemap: false };
+}
+
+export const VServerNetwork: MessageFns<VServerNetwork> = {
+  encode(message: VServerNetwork, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.interfaces) {
+      VServerInterface.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.dev !== "") {
+      writer.uint32(18).string(message.dev);
+    }
+    if (message.prefix !== 0) {
+      writer.uint32(24).uint32(message.prefix);
+    }
+    if (message.singleIp !== false) {
+      writer.uint32(32).bool(message.singleIp);
+    }
+    if (message.lbackRemap !== false) {
+      writer.uint32(40).bool(message.lbackRemap);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VServerNetwork {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVServerNetwork();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.interfaces.push(VServerInterface.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.dev = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.prefix = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.singleIp = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.lbackRemap = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VServerNetwork {
+    return {
+      interfaces: globalThis.Array.isArray(object?.interfaces)
+        ? object.interfaces.map((e: any) => VServerInterface.fromJSON(e))
+        : [],
+      dev: isSet(object.dev) ? globalThis.String(object.dev) : "",
+      prefix: isSet(object.prefix) ? globalThis.Number(object.prefix) : 0,
+      singleIp: isSet(object.singleIp)
+        ? globalThis.Boolean(object.singleIp)
+        : isSet(object.single_ip)
+        ? globalThis.Boolean(object.single_ip)
+        : false,
+      lbackRemap: isSet(object.lbackRemap)
+        ? globalThis.Boolean(object.lbackRemap)
+        : isSet(object.lback_remap)
+        ? globalThis.Boolean(object.lback_remap)
+        : false,
+    };
+  },
+
+  toJSON(message: VServerNetwork): unknown {
+    const obj: any = {};
+    if (message.interfaces?.length) {
+      obj.interfaces = message.interfaces.map((e) => VServerInterface.toJSON(e));
+    }
+    if (message.dev !== "") {
+      obj.dev = message.dev;
+    }
+    if (message.prefix !== 0) {
+      obj.prefix = Math.round(message.prefix);
+    }
+    if (message.singleIp !== false) {
+      obj.singleIp = message.singleIp;
+    }
+    if (message.lbackRemap !== false) {
+      obj.lbackRemap = message.lbackRemap;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VServerNetwork>, I>>(base?: I): VServerNetwork {
+    return VServerNetwork.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VServerNetwork>, I>>(object: I): VServerNetwork {
+    const message = createBaseVServerNetwork();
+    message.interfaces = object.interfaces?.map((e) => VServerInterface.fromPartial(e)) || [];
+    message.dev = object.dev ?? "";
+    message.prefix = object.prefix ?? 0;
+    message.singleIp = object.singleIp ?? false;
+    message.lbackRemap = object.lbackRemap ?? false;
+    return message;
+  },
+};
+
+function createBaseVServerInterface(): VServerInterface {
+  return { name: "", ip: "", dev: "", prefix: 0, label: "", nodev: false, disabled: false };
+}
+
+export const VServerInterface: MessageFns<VServerInterface> = {
+  encode(message: VServerInterface, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.ip !== "") {
+      writer.uint32(18).string(message.ip);
+    }
+    if (message.dev !== "") {
+      writer.uint32(26).string(message.dev);
+    }
+    if (message.prefix !== 0) {
+      writer.uint32(32).uint32(message.prefix);
+    }
+    if (message.label !== "") {
+      writer.uint32(42).string(message.label);
+    }
+    if (message.nodev !== false) {
+      writer.uint32(48).bool(message.nodev);
+    }
+    if (message.disabled !== false) {
+      writer.uint32(56).bool(message.disabled);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VServerInterface {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVServerInterface();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ip = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.dev = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.prefix = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.label = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.nodev = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.disabled = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VServerInterface {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      ip: isSet(object.ip) ? globalThis.String(object.ip) : "",
+      dev: isSet(object.dev) ? globalThis.String(object.dev) : "",
+      prefix: isSet(object.prefix) ? globalThis.Number(object.prefix) : 0,
+      label: isSet(object.label) ? globalThis.String(object.label) : "",
+      nodev: isSet(object.nodev) ? globalThis.Boolean(object.nodev) : false,
+      disabled: isSet(object.disabled) ? globalThis.Boolean(object.disabled) : false,
+    };
+  },
+
+  toJSON(message: VServerInterface): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.ip !== "") {
+      obj.ip = message.ip;
+    }
+    if (message.dev !== "") {
+      obj.dev = message.dev;
+    }
+    if (message.prefix !== 0) {
+      obj.prefix = Math.round(message.prefix);
+    }
+    if (message.label !== "") {
+      obj.label = message.label;
+    }
+    if (message.nodev !== false) {
+      obj.nodev = message.nodev;
+    }
+    if (message.disabled !== false) {
+      obj.disabled = message.disabled;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VServerInterface>, I>>(base?: I): VServerInterface {
+    return VServerInterface.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VServerInterface>, I>>(object: I): VServerInterface {
+    const message = createBaseVServerInterface();
+    message.name = object.name ?? "";
+    message.ip = object.ip ?? "";
+    message.dev = object.dev ?? "";
+    message.prefix = object.prefix ?? 0;
+    message.label = object.label ?? "";
+    message.nodev = object.nodev ?? false;
+    message.disabled = object.disabled ?? false;
+    return message;
+  },
+};
+
+function createBaseVServerSystemCapabilities(): VServerSystemCapabilities {
+  return { add: [], drop: [] };
+}
+
+export const VServerSystemCapabilities: MessageFns<VServerSystemCapabilities> = {
+  encode(message: VServerSystemCapabilities, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.add) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.drop) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VServerSystemCapabilities {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVServerSystemCapabilities();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.add.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.drop.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VServerSystemCapabilities {
+    return {
+      add: globalThis.Array.isArray(object?.add) ? object.add.map((e: any) => globalThis.String(e)) : [],
+      drop: globalThis.Array.isArray(object?.drop) ? object.drop.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: VServerSystemCapabilities): unknown {
+    const obj: any = {};
+    if (message.add?.length) {
+      obj.add = message.add;
+    }
+    if (message.drop?.length) {
+      obj.drop = message.drop;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VServerSystemCapabilities>, I>>(base?: I): VServerSystemCapabilities {
+    return VServerSystemCapabilities.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VServerSystemCapabilities>, I>>(object: I): VServerSystemCapabilities {
+    const message = createBaseVServerSystemCapabilities();
+    message.add = object.add?.map((e) => e) || [];
+    message.drop = object.drop?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseVServerRlimits(): VServerRlimits {
+  return {
+    nproc: undefined,
+    as: undefined,
+    rss: undefined,
+    nofile: undefined,
+    openfd: undefined,
+    memlock: undefined,
+    locks: undefined,
+    msgqueue: undefined,
+  };
+}
+
+export const VServerRlimits: MessageFns<VServerRlimits> = {
+  encode(message: VServerRlimits, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nproc !== undefined) {
+      VServerRlimit.encode(message.nproc, writer.uint32(10).fork()).join();
+    }
+    if (message.as !== undefined) {
+      VServerRlimit.encode(message.as, writer.uint32(18).fork()).join();
+    }
+    if (message.rss !== undefined) {
+      VServerRlimit.encode(message.rss, writer.uint32(26).fork()).join();
+    }
+    if (message.nofile !== undefined) {
+      VServerRlimit.encode(message.nofile, writer.uint32(34).fork()).join();
+    }
+    if (message.openfd !== undefined) {
+      VServerRlimit.encode(message.openfd, writer.uint32(42).fork()).join();
+    }
+    if (message.memlock !== undefined) {
+      VServerRlimit.encode(message.memlock, writer.uint32(50).fork()).join();
+    }
+    if (message.locks !== undefined) {
+      VServerRlimit.encode(message.locks, writer.uint32(58).fork()).join();
+    }
+    if (message.msgqueue !== undefined) {
+      VServerRlimit.encode(message.msgqueue, writer.uint32(66).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VServerRlimits {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVServerRlimits();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nproc = VServerRlimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.as = VServerRlimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.rss = VServerRlimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.nofile = VServerRlimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.openfd = VServerRlimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.memlock = VServerRlimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.locks = VServerRlimit.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.msgqueue = VServerRlimit.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VServerRlimits {
+    return {
+      nproc: isSet(object.nproc) ? VServerRlimit.fromJSON(object.nproc) : undefined,
+      as: isSet(object.as) ? VServerRlimit.fromJSON(object.as) : undefined,
+      rss: isSet(object.rss) ? VServerRlimit.fromJSON(object.rss) : undefined,
+      nofile: isSet(object.nofile) ? VServerRlimit.fromJSON(object.nofile) : undefined,
+      openfd: isSet(object.openfd) ? VServerRlimit.fromJSON(object.openfd) : undefined,
+      memlock: isSet(object.memlock) ? VServerRlimit.fromJSON(object.memlock) : undefined,
+      locks: isSet(object.locks) ? VServerRlimit.fromJSON(object.locks) : undefined,
+      msgqueue: isSet(object.msgqueue) ? VServerRlimit.fromJSON(object.msgqueue) : undefined,
+    };
+  },
+
+  toJSON(message: VServerRlimits): unknown {
+    const obj: any = {};
+    if (message.nproc !== undefined) {
+      obj.nproc = VServerRlimit.toJSON(message.nproc);
+    }
+    if (message.as !== undefined) {
+      obj.as = VServerRlimit.toJSON(message.as);
+    }
+    if (message.rss !== undefined) {
+      obj.rss = VServerRlimit.toJSON(message.rss);
+    }
+    if (message.nofile !== undefined) {
+      obj.nofile = VServerRlimit.toJSON(message.nofile);
+    }
+    if (message.openfd !== undefined) {
+      obj.openfd = VServerRlimit.toJSON(message.openfd);
+    }
+    if (message.memlock !== undefined) {
+      obj.memlock = VServerRlimit.toJSON(message.memlock);
+    }
+    if (message.locks !== undefined) {
+      obj.locks = VServerRlimit.toJSON(message.locks);
+    }
+    if (message.msgqueue !== undefined) {
+      obj.msgqueue = VServerRlimit.toJSON(message.msgqueue);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VServerRlimits>, I>>(base?: I): VServerRlimits {
+    return VServerRlimits.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VServerRlimits>, I>>(object: I): VServerRlimits {
+    const message = createBaseVServerRlimits();
+    message.nproc = (object.nproc !== undefined && object.nproc !== null)
+      ? VServerRlimit.fromPartial(object.nproc)
+      : undefined;
+    message.as = (object.as !== undefined && object.as !== null) ? VServerRlimit.fromPartial(object.as) : undefined;
+    message.rss = (object.rss !== undefined && object.rss !== null) ? VServerRlimit.fromPartial(object.rss) : undefined;
+    message.nofile = (object.nofile !== undefined && object.nofile !== null)
+      ? VServerRlimit.fromPartial(object.nofile)
+      : undefined;
+    message.openfd = (object.openfd !== undefined && object.openfd !== null)
+      ? VServerRlimit.fromPartial(object.openfd)
+      : undefined;
+    message.memlock = (object.memlock !== undefined && object.memlock !== null)
+      ? VServerRlimit.fromPartial(object.memlock)
+      : undefined;
+    message.locks = (object.locks !== undefined && object.locks !== null)
+      ? VServerRlimit.fromPartial(object.locks)
+      : undefined;
+    message.msgqueue = (object.msgqueue !== undefined && object.msgqueue !== null)
+      ? VServerRlimit.fromPartial(object.msgqueue)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseVServerRlimit(): VServerRlimit {
+  return { hard: undefined, soft: undefined, min: undefined, hardInf: false, softInf: false, minInf: false };
+}
+
+export const VServerRlimit: MessageFns<VServerRlimit> = {
+  encode(message: VServerRlimit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hard !== undefined) {
+      writer.uint32(8).uint64(message.hard);
+    }
+    if (message.soft !== undefined) {
+      writer.uint32(16).uint64(message.soft);
+    }
+    if (message.min !== undefined) {
+      writer.uint32(24).uint64(message.min);
+    }
+    if (message.hardInf !== false) {
+      writer.uint32(32).bool(message.hardInf);
+    }
+    if (message.softInf !== false) {
+      writer.uint32(40).bool(message.softInf);
+    }
+    if (message.minInf !== false) {
+      writer.uint32(48).bool(message.minInf);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VServerRlimit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVServerRlimit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.hard = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.soft = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.min = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.hardInf = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.softInf = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.minInf = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VServerRlimit {
+    return {
+      hard: isSet(object.hard) ? globalThis.Number(object.hard) : undefined,
+      soft: isSet(object.soft) ? globalThis.Number(object.soft) : undefined,
+      min: isSet(object.min) ? globalThis.Number(object.min) : undefined,
+      hardInf: isSet(object.hardInf)
+        ? globalThis.Boolean(object.hardInf)
+        : isSet(object.hard_inf)
+        ? globalThis.Boolean(object.hard_inf)
+        : false,
+      softInf: isSet(object.softInf)
+        ? globalThis.Boolean(object.softInf)
+        : isSet(object.soft_inf)
+        ? globalThis.Boolean(object.soft_inf)
+        : false,
+      minInf: isSet(object.minInf)
+        ? globalThis.Boolean(object.minInf)
+        : isSet(object.min_inf)
+        ? globalThis.Boolean(object.min_inf)
+        : false,
+    };
+  },
+
+  toJSON(message: VServerRlimit): unknown {
+    const obj: any = {};
+    if (message.hard !== undefined) {
+      obj.hard = Math.round(message.hard);
+    }
+    if (message.soft !== undefined) {
+      obj.soft = Math.round(message.soft);
+    }
+    if (message.min !== undefined) {
+      obj.min = Math.round(message.min);
+    }
+    if (message.hardInf !== false) {
+      obj.hardInf = message.hardInf;
+    }
+    if (message.softInf !== false) {
+      obj.softInf = message.softInf;
+    }
+    if (message.minInf !== false) {
+      obj.minInf = message.minInf;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VServerRlimit>, I>>(base?: I): VServerRlimit {
+    return VServerRlimit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VServerRlimit>, I>>(object: I): VServerRlimit {
+    const message = createBaseVServerRlimit();
+    message.hard = object.hard ?? undefined;
+    message.soft = object.soft ?? undefined;
+    message.min = object.min ?? undefined;
+    message.hardInf = object.hardInf ?? false;
+    message.softInf = object.softInf ?? false;
+    message.minInf = object.minInf ?? false;
+    return message;
+  },
+};
+
+function createBaseVServerInit(): VServerInit {
+  return { style: 0, runlevelStart: "", runlevelStop: "", killseq: [] };
+}
+
+export const VServerInit: MessageFns<VServerInit> = {
+  encode(message: VServerInit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.style !== 0) {
+      writer.uint32(8).int32(message.style);
+    }
+    if (message.runlevelStart !== "") {
+      writer.uint32(18).string(message.runlevelStart);
+    }
+    if (message.runlevelStop !== "") {
+      writer.uint32(26).string(message.runlevelStop);
+    }
+    for (const v of message.killseq) {
+      VServerKillStep.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VServerInit {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVServerInit();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.style = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.runlevelStart = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.runlevelStop = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.killseq.push(VServerKillStep.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VServerInit {
+    return {
+      style: isSet(object.style) ? vServerInit_StyleFromJSON(object.style) : 0,
+      runlevelStart: isSet(object.runlevelStart)
+        ? globalThis.String(object.runlevelStart)
+        : isSet(object.runlevel_start)
+        ? globalThis.String(object.runlevel_start)
+        : "",
+      runlevelStop: isSet(object.runlevelStop)
+        ? globalThis.String(object.runlevelStop)
+        : isSet(object.runlevel_stop)
+        ? globalThis.String(object.runlevel_stop)
+        : "",
+      killseq: globalThis.Array.isArray(object?.killseq)
+        ? object.killseq.map((e: any) => VServerKillStep.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: VServerInit): unknown {
+    const obj: any = {};
+    if (message.style !== 0) {
+      obj.style = vServerInit_StyleToJSON(message.style);
+    }
+    if (message.runlevelStart !== "") {
+      obj.runlevelStart = message.runlevelStart;
+    }
+    if (message.runlevelStop !== "") {
+      obj.runlevelStop = message.runlevelStop;
+    }
+    if (message.killseq?.length) {
+      obj.killseq = message.killseq.map((e) => VServerKillStep.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VServerInit>, I>>(base?: I): VServerInit {
+    return VServerInit.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VServerInit>, I>>(object: I): VServerInit {
+    const message = createBaseVServerInit();
+    message.style = object.style ?? 0;
+    message.runlevelStart = object.runlevelStart ?? "";
+    message.runlevelStop = object.runlevelStop ?? "";
+    message.killseq = object.killseq?.map((e) => VServerKillStep.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseVServerKillStep(): VServerKillStep {
+  return { signal: 0, waitSeconds: 0 };
+}
+
+export const VServerKillStep: MessageFns<VServerKillStep> = {
+  encode(message: VServerKillStep, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.signal !== 0) {
+      writer.uint32(8).int32(message.signal);
+    }
+    if (message.waitSeconds !== 0) {
+      writer.uint32(16).uint32(message.waitSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VServerKillStep {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVServerKillStep();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.signal = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.waitSeconds = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VServerKillStep {
+    return {
+      signal: isSet(object.signal) ? globalThis.Number(object.signal) : 0,
+      waitSeconds: isSet(object.waitSeconds)
+        ? globalThis.Number(object.waitSeconds)
+        : isSet(object.wait_seconds)
+        ? globalThis.Number(object.wait_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: VServerKillStep): unknown {
+    const obj: any = {};
+    if (message.signal !== 0) {
+      obj.signal = Math.round(message.signal);
+    }
+    if (message.waitSeconds !== 0) {
+      obj.waitSeconds = Math.round(message.waitSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VServerKillStep>, I>>(base?: I): VServerKillStep {
+    return VServerKillStep.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VServerKillStep>, I>>(object: I): VServerKillStep {
+    const message = createBaseVServerKillStep();
+    message.signal = object.signal ?? 0;
+    message.waitSeconds = object.waitSeconds ?? 0;
     return message;
   },
 };
@@ -117,6 +1920,17 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
