@@ -71,6 +71,8 @@ export interface CheckpointHost {
   hostNetwork?: boolean;
   /** The extension's hook, run again on restore once the cgroups exist (e.g. BPF filters). */
   beforeLaunch?: ((id: string, spec: ContainerSpec, cg: ContainerCgroup) => Promise<void>) | undefined;
+  /** The extension's hook, run when a restore fails after beforeLaunch (e.g. remove host addresses). */
+  afterStop?: ((id: string) => Promise<void>) | undefined;
 }
 
 /** config.dump: how the dumped container was wired, for restore. */
@@ -487,6 +489,7 @@ export class LxcCheckpointer {
       if (rootfsMounted) await unmountAll(rootfsMounted);
       await fs.rm(path.join(dir, 'runtime.json'), { force: true });
       await removeMonitorDir(monitorDir).catch(() => undefined);
+      await this.h.afterStop?.(id).catch(() => undefined);
       throw e;
     }
   }

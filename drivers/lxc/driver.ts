@@ -585,6 +585,7 @@ export class LxcDriver implements Driver {
       forgetWait: (id) => void this.waits.delete(id),
       hostNetwork: !!this.ext.checkpointHostNetwork,
       beforeLaunch: this.ext.beforeLaunch?.bind(this.ext),
+      afterStop: this.ext.afterStop?.bind(this.ext),
     });
     return this.checkpointer;
   }
