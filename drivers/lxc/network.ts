@@ -301,7 +301,7 @@ export async function teardownNetwork(rt: NetworkRuntime | undefined): Promise<v
     // pair asynchronously and a delete can race it: retry until it is gone.
     for (let i = 0; i < 100 && linkExists(name); i++) {
       await ip('link', 'del', name).catch(() => undefined);
-      if (linkExists(name)) await new Promise((r) => setTimeout(r, 20));
+      if (linkExists(name)) await new Promise((r) => setTimeout(r, 5));
     }
   }
 }
