@@ -1,7 +1,7 @@
 // Starts the real osvirtd binary on a temporary socket and state dir, with
 // its own bridge and subnet, and tears down everything it made.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
@@ -99,6 +99,7 @@ export class TestDaemon {
       if (existsSync(`/sys/class/net/${this.bridge}`)) execFileSync('ip', ['link', 'del', this.bridge]);
       unmountUnder(this.dir);
       rmSync(this.dir, { recursive: true, force: true });
+      removeEmptyCgroupParents();
     }
   }
 }
@@ -144,5 +145,16 @@ export async function until<T>(fn: () => T | Promise<T>, what: string, ms = 1000
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The drivers' shared osvirt/ parent cgroups, once no container uses them (another daemon's keep them busy). */
+export function removeEmptyCgroupParents(): void {
+  for (const root of ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => path.join('/sys/fs/cgroup', d))]) {
+    try {
+      rmdirSync(path.join(root, 'osvirt'));
+    } catch {
+      // not there, or still in use
+    }
   }
 }
