@@ -67,7 +67,8 @@ static void usage(FILE *out)
 	      "      [--join net|ipc|uts:PATH]... [--uidmap IN:OUT:COUNT]... [--gidmap IN:OUT:COUNT]...\n"
 	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
 	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--device PATH]... [--no-default-mounts]\n"
-	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--mask PATH]... [--ro-path PATH]...\n"
+	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--host-overlay LOWER:UPPER:WORK]\n"
+	      "      [--mask PATH]... [--ro-path PATH]...\n"
 	      "      [--no-ns LIST] [--root-owned-ns uts,mnt] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper criu-swrk [--keep-fd N]... [--run-dir DIR] [--cgroup DIR]... -- CRIU_ARGV...\n"
@@ -1297,6 +1298,7 @@ struct run_cfg {
 	struct list devices;
 	bool default_mounts, readonly, sysfs;
 	bool lo_up;                     /* bring the new net ns's loopback up (saves an `ip` run) */
+	const char *host_overlay;       /* LOWER:UPPER:WORK mounted on --rootfs in the host's mount ns */
 	int console_fd;                 /* pty slave (--tty) */
 	char console_name[64];          /* its /dev/pts/N path */
 	unsigned dev_nodes;             /* DEV_* bits: what the standard /dev holds */
@@ -2057,6 +2059,8 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 			c->sysfs = false;
 		} else if (flag(&a, "--lo-up")) {
 			c->lo_up = true;
+		} else if ((v = value(&a, "--host-overlay"))) {
+			c->host_overlay = v;
 		} else if ((v = value(&a, "--mask"))) {
 			if (v[0] != '/')
 				usage_error("--mask %s: expected an absolute path", v);
@@ -2148,6 +2152,26 @@ static int cmd_run(int argc, char **argv)
 	if (write_file_atomic(g_statefd, "monitor.pid", num) < 0)
 		monitor_fail("write monitor.pid: %s", strerror(errno));
 
+	/*
+	 * --host-overlay: mount the copy-on-write root here, in the host's mount
+	 * namespace where the daemon (and CRIU) see it, instead of the daemon
+	 * running mount(8) first. The daemon unmounts it when the container stops.
+	 */
+	if (c.host_overlay) {
+		if (!c.rootfs)
+			monitor_fail("--host-overlay needs --rootfs");
+		char *spec = strdup(c.host_overlay), *save = NULL;
+		char *lower = strtok_r(spec, ":", &save), *upper = strtok_r(NULL, ":", &save), *work = strtok_r(NULL, "", &save);
+		if (!lower || !upper || !work)
+			monitor_fail("--host-overlay %s: expected LOWER:UPPER:WORK", c.host_overlay);
+		char data[3 * PATH_MAX + 64];
+		int n = snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+		if (n < 0 || (size_t)n >= sizeof data)
+			monitor_fail("--host-overlay: paths too long");
+		if (mount("overlay", c.rootfs, "overlay", 0, data) < 0)
+			monitor_fail("mount overlay on %s: %s", c.rootfs, strerror(errno));
+		free(spec);
+	}
 	if (c.rootfs) {
 		char *real = realpath(c.rootfs, NULL);
 		struct stat st;

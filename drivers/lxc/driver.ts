@@ -199,19 +199,30 @@ export class LxcDriver implements Driver {
     }
   }
 
-  private async prepareRootfs(id: string, spec: ContainerSpec): Promise<{ rootfs: string; mounted: string; extraMounts: string[] }> {
+  /**
+   * The root filesystem for a run. A copy-on-write root is mounted here, or,
+   * with deferOverlay, left to the helper (`--host-overlay`), which saves
+   * running mount(8) on the start path.
+   */
+  private async prepareRootfs(
+    id: string,
+    spec: ContainerSpec,
+    opts: { deferOverlay?: boolean } = {},
+  ): Promise<{ rootfs: string; mounted: string; extraMounts: string[]; overlay?: string }> {
     const src = spec.rootfs?.source;
     const base = this.dir(id);
-    if (src?.$case === 'template') {
-      const lower = await this.templates.ensure(src.value);
-      const r = await mountOverlay(lower, base);
-      return { rootfs: r, mounted: r, extraMounts: [] };
-    }
-    if (src?.$case === 'path') {
-      if (spec.rootfs?.copyOnWrite) {
-        const r = await mountOverlay(src.value, base);
+    const overlay = async (lower: string) => {
+      if (!opts.deferOverlay) {
+        const r = await mountOverlay(lower, base);
         return { rootfs: r, mounted: r, extraMounts: [] };
       }
+      for (const d of ['rootfs', 'upper', 'work']) await fs.mkdir(path.join(base, d), { recursive: true });
+      const r = path.join(base, 'rootfs');
+      return { rootfs: r, mounted: r, extraMounts: [], overlay: `${lower}:${path.join(base, 'upper')}:${path.join(base, 'work')}` };
+    };
+    if (src?.$case === 'template') return overlay(await this.templates.ensure(src.value));
+    if (src?.$case === 'path') {
+      if (spec.rootfs?.copyOnWrite) return overlay(src.value);
       return { rootfs: src.value, mounted: '', extraMounts: [] };
     }
     // Application container (lxc-execute style): each top-level host directory
@@ -269,11 +280,12 @@ export class LxcDriver implements Driver {
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
       await cg.create(spec.resources, spec.devices);
       await this.ext.beforeLaunch?.(id, spec, cg);
-      const rf = await this.prepareRootfs(id, spec);
+      const rf = await this.prepareRootfs(id, spec, { deferOverlay: true });
       rootfsMounted = rf.mounted;
 
       const ns = ['pid', 'mnt', 'uts', 'cgroup'];
       const args = ['run', '--state', monitorDir, '--rootfs', rf.rootfs];
+      if (rf.overlay) args.push('--host-overlay', rf.overlay);
       const netMode = spec.network?.mode;
       if (netMode?.$case === 'container') {
         const pid = peerPids[netMode.value.container];
