@@ -14,7 +14,7 @@ import { defaultTemplate } from '../src/conformance/spec-template';
 import { RemoteDriver } from '../src/plugin/remote-driver';
 import { spawnPlugin, type SpawnedPlugin } from '../src/plugin/spawn-plugin';
 import { repoPath } from '../src/paths';
-import { isRoot, unmountUnder } from './support/daemon';
+import { isRoot, removeEmptyCgroupParents, unmountUnder } from './support/daemon';
 
 // Nothing is skipped: checkpoint/restore runs too when the driver declares it.
 const SKIP = {};
@@ -39,6 +39,7 @@ describe('driver conformance suite', function () {
     for (const p of plugins) await p.stop();
     if (dir) {
       unmountUnder(dir);
+      removeEmptyCgroupParents();
       rmSync(dir, { recursive: true, force: true });
     }
   });

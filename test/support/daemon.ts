@@ -148,13 +148,15 @@ export async function until<T>(fn: () => T | Promise<T>, what: string, ms = 1000
   }
 }
 
-/** The drivers' shared osvirt/ parent cgroups, once no container uses them (another daemon's keep them busy). */
+/** The drivers' shared osvirt/ (and the Python driver's osvirt-py/) parent cgroups, once no container uses them (another daemon's keep them busy). */
 export function removeEmptyCgroupParents(): void {
   for (const root of ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => path.join('/sys/fs/cgroup', d))]) {
-    try {
-      rmdirSync(path.join(root, 'osvirt'));
-    } catch {
-      // not there, or still in use
+    for (const parent of ['osvirt', 'osvirt-py']) {
+      try {
+        rmdirSync(path.join(root, parent));
+      } catch {
+        // not there, or still in use
+      }
     }
   }
 }
