@@ -18,6 +18,8 @@ describe('native helper: jail building blocks', function () {
   let dir: string;
   let root: string;
   const monitors: ChildProcess[] = [];
+  /** Every container init started: killing a monitor does not end its init (it is reparented). */
+  const inits: number[] = [];
 
   before(function () {
     if (!isRoot()) return this.skip();
@@ -29,6 +31,8 @@ describe('native helper: jail building blocks', function () {
     for (const a of ['sh', 'cat', 'ls', 'hostname', 'mount', 'umount', 'unshare', 'sleep', 'echo', 'grep', 'ipcs']) symlinkSync('busybox', path.join(root, 'bin', a));
   });
   after(() => {
+    // SIGKILL to a pid namespace's init ends everything in it; then the monitors.
+    for (const pid of inits) spawnSync('kill', ['-9', String(pid)]);
     for (const m of monitors) if (m.pid) spawnSync('kill', ['-9', String(m.pid)]);
     if (dir) {
       spawnSync('sh', ['-c', `grep ' ${dir}' /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l`]);
@@ -46,6 +50,7 @@ describe('native helper: jail building blocks', function () {
     const lines = readline.createInterface({ input: m.stdout! })[Symbol.asyncIterator]();
     const created = JSON.parse((await lines.next()).value as string) as { event: string; initPid: number; message?: string };
     assert.equal(created.event, 'created', created.message);
+    inits.push(created.initPid);
     m.stdin!.write('go\n');
     const started = JSON.parse((await lines.next()).value as string) as { event: string; message?: string };
     assert.equal(started.event, 'started', started.message);
