@@ -4,10 +4,10 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { credentials, status as Code, type ServiceError } from '@grpc/grpc-js';
+import { credentials } from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { connect, promisify, type OsvirtClient } from '../client';
-import { decodeStatusDetails } from '../api/status';
+import { report } from './report';
 import { ImportedJail, Jail, JailServiceClient, type ListJailsResponse } from '../gen/osvirt/v1/jail';
 import type { ExecContainerResponse } from '../gen/osvirt/v1/container_service';
 
@@ -27,18 +27,6 @@ function clients(cmd: Command): { c: OsvirtClient; jails: ReturnType<typeof prom
   return { c, jails: promisify(raw), out: g.output };
 }
 
-function fail(e: unknown): never {
-  const se = e as Partial<ServiceError>;
-  if (typeof se.code === 'number') {
-    const d = decodeStatusDetails(se.metadata);
-    let msg = se.details || se.message || 'request failed';
-    if (se.code === Code.UNAVAILABLE) msg = `cannot reach osvirtd (${se.details}); is the daemon running? Start it with "osvirtd" or pass --connect`;
-    process.stderr.write(`osvirt: ${Code[se.code]}${d.errorInfo?.reason ? ` [${d.errorInfo.reason}]` : ''}: ${msg}\n`);
-    process.exit(se.code === Code.NOT_FOUND ? 3 : 1);
-  }
-  process.stderr.write(`osvirt: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-}
 
 async function allJails(jails: ReturnType<typeof promisify<JailServiceClient>>): Promise<Jail[]> {
   const out: Jail[] = [];
@@ -132,7 +120,7 @@ export function registerJail(program: Command): void {
         else for (const j of r.jails) process.stdout.write(`${j.name}: ${j.started ? 'created and started' : j.created ? 'created' : 'ok (not created)'}\n`);
         process.exit(0);
       } catch (e) {
-        fail(e);
+        report(e);
       }
     });
 
@@ -148,7 +136,7 @@ export function registerJail(program: Command): void {
         else process.stdout.write(formatJls(list, !!o.names));
         process.exit(0);
       } catch (e) {
-        fail(e);
+        report(e);
       }
     });
 
@@ -179,7 +167,7 @@ export function registerJail(program: Command): void {
         const r = await run(c, name, args, env, o.l && user ? user.home : '', user && (user.uid || user.gid) ? user : undefined, tty);
         process.exit(r.exitCode);
       } catch (e) {
-        fail(e);
+        report(e);
       }
     });
 }

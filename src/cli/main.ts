@@ -3,13 +3,13 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { Command, Option } from 'commander';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import { connect, promisify, type OsvirtClient } from '../client';
-import { decodeStatusDetails } from '../api/status';
 import { Container, ContainerState, StateReason, type Checkpoint, ContainerStats } from '../gen/osvirt/v1/container';
 import { EventType, Event } from '../gen/osvirt/v1/event_service';
 import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import { VERSION } from '../version';
 import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
+import { action, report } from './report';
 import { registerConformance } from './conformance';
 import { registerJail } from './jail';
 import { registerVserver } from './vserver';
@@ -60,25 +60,7 @@ function printContainer(ct: Container, out: Output): void {
   process.stdout.write(lines.map(([k, v]) => `${(k + ':').padEnd(11)} ${v}`).join('\n') + '\n');
 }
 
-/** Turn a gRPC error into a message that says what to do next, and an exit code. */
-function report(e: unknown): never {
-  const se = e as Partial<ServiceError>;
-  if (typeof se.code === 'number') {
-    const d = decodeStatusDetails(se.metadata);
-    let msg = se.details || se.message || 'request failed';
-    if (se.code === Code.UNAVAILABLE) msg = `cannot reach osvirtd (${se.details}); is the daemon running? Start it with "osvirtd" or pass --connect`;
-    const reason = d.errorInfo?.reason ? ` [${d.errorInfo.reason}]` : '';
-    process.stderr.write(`osvirt: ${Code[se.code]}${reason}: ${msg}\n`);
-    for (const v of d.badRequest?.fieldViolations ?? []) process.stderr.write(`  field ${v.field}: ${v.description}\n`);
-    process.exit(se.code === Code.NOT_FOUND ? 3 : 1);
-  }
-  process.stderr.write(`osvirt: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-}
 
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void>) {
-  return (...args: A) => fn(...args).then(() => process.exit(0), report);
-}
 
 const program = new Command('osvirt')
   .description('osvirt: manage containers through the osvirt daemon')

@@ -1,12 +1,12 @@
 // `osvirt vserver import DIR`, `osvirt vserver export NAME DIR` and
 // `osvirt vserver-stat`: util-vserver's configuration directories and its
 // context table, through osvirt.v1.VServerService.
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { credentials, status as Code, type ChannelCredentials, type ServiceError } from '@grpc/grpc-js';
-import { connect, DEFAULT_SOCKET, promisify } from '../client';
-import { decodeStatusDetails } from '../api/status';
+import { credentials } from '@grpc/grpc-js';
+import { connect, promisify } from '../client';
+import { action, report } from './report';
 import { ContainerSpec } from '../gen/osvirt/v1/container';
 import { VServerServiceClient, VServerStat } from '../gen/osvirt/v1/vserver_service';
 import { readConfigDir, writeConfigDir, type ConfigFiles } from '../../drivers/vserver/config-dir';
@@ -21,40 +21,12 @@ interface Global {
 }
 
 function vserverClient(g: Global): VServerServiceClient {
-  const address = g.connect ?? process.env['OSVIRT_CONNECT'] ?? `unix://${DEFAULT_SOCKET}`;
-  let target: string;
-  let creds: ChannelCredentials;
-  if (address.startsWith('unix://')) {
-    target = address;
-    creds = credentials.createInsecure();
-  } else if (address.startsWith('tcp://')) {
-    if (!g.tlsCa || !g.tlsCert || !g.tlsKey) throw new Error('tcp:// needs --tls-ca, --tls-cert and --tls-key (mutual TLS)');
-    target = address.slice('tcp://'.length);
-    creds = credentials.createSsl(readFileSync(g.tlsCa), readFileSync(g.tlsKey), readFileSync(g.tlsCert));
-  } else {
-    throw new Error(`cannot connect to "${address}": use unix:///path/to/osvirt.sock or tcp://host:port`);
-  }
-  return new VServerServiceClient(target, creds, { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  // The same connection as the other clients (address, TLS and credentials come with the channel).
+  const c = connect({ address: g.connect, tlsCert: g.tlsCert, tlsKey: g.tlsKey, tlsCa: g.tlsCa });
+  return new VServerServiceClient('unused', credentials.createInsecure(), { channelOverride: c.containers.getChannel() });
 }
 
-function fail(e: unknown): never {
-  const se = e as Partial<ServiceError>;
-  if (typeof se.code === 'number') {
-    const d = decodeStatusDetails(se.metadata);
-    let msg = se.details || se.message || 'request failed';
-    if (se.code === Code.UNAVAILABLE) msg = `cannot reach osvirtd (${se.details}); is the daemon running? Start it with "osvirtd" or pass --connect`;
-    const reason = d.errorInfo?.reason ? ` [${d.errorInfo.reason}]` : '';
-    process.stderr.write(`osvirt: ${Code[se.code]}${reason}: ${msg}\n`);
-    for (const v of d.badRequest?.fieldViolations ?? []) process.stderr.write(`  field ${v.field}: ${v.description}\n`);
-    process.exit(se.code === Code.NOT_FOUND ? 3 : 1);
-  }
-  process.stderr.write(`osvirt: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-}
 
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void>) {
-  return (...args: A) => fn(...args).then(() => process.exit(0), fail);
-}
 
 function toWire(files: ConfigFiles) {
   return [...files].map(([p, e]) => ({ path: p, content: e.content ?? Buffer.alloc(0), symlinkTarget: e.symlink ?? '' }));
