@@ -10,7 +10,6 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { credentials, status as Code, type ServiceError } from '@grpc/grpc-js';
 import { ContainerSpec, ContainerState, StateReason, type DeepPartial } from '../src/gen/osvirt/v1/container';
-import type { ExecContainerResponse } from '../src/gen/osvirt/v1/container_service';
 import { JailServiceClient, JailSysMode, type JailOptions } from '../src/gen/osvirt/v1/jail';
 import { promisify as promisifyClient } from '../src/client';
 import { decodeStatusDetails } from '../src/api/status';
@@ -115,25 +114,7 @@ describe('jail driver (FreeBSD jail semantics)', function () {
     assert.equal(r.exitCode, 0, `python in ${name}: ${r.stderr}`);
     return r.stdout.trim();
   }
-  function execAs(name: string, args: string[], uid: number): Promise<ExecResult> {
-    return new Promise((resolve, reject) => {
-      const s = c.containers.execContainer();
-      let stdout = '';
-      let stderr = '';
-      let exit: { exitCode: number; signal: number } | undefined;
-      s.on('data', (m: ExecContainerResponse) => {
-        const x = m.message;
-        if (x?.$case === 'stdout') stdout += x.value.toString();
-        else if (x?.$case === 'stderr') stderr += x.value.toString();
-        else if (x?.$case === 'exit') exit = x.value;
-      });
-      s.on('error', reject);
-      s.on('end', () => (exit ? resolve({ stdout, stderr, ...exit }) : reject(new Error('no exit'))));
-      s.write({ message: { $case: 'start', value: { name, args, env: [], cwd: '', user: { uid, gid: uid, additionalGids: [] }, tty: false, terminalSize: undefined } } });
-      s.write({ message: { $case: 'closeStdin', value: true } });
-      s.end();
-    });
-  }
+
   async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
     try {
       const r = await execFileP(process.execPath, [repoPath('bin', 'osvirt'), '--connect', `unix://${d.socket}`, ...args]);
@@ -348,7 +329,7 @@ for fam in (socket.AF_INET, socket.AF_INET6):
   it('allow.set_hostname (default on): root may set the hostname, nobody else; off: nobody', async () => {
     await jail('jhn', { persist: true, hostHostname: 'before' });
     assert.equal(await ok('jhn', 'hostname after && hostname'), 'after');
-    const r = await execAs('jhn', ['hostname', 'x'], 65534);
+    const r = await execIn(c, 'jhn', ['hostname', 'x'], { uid: 65534 });
     assert.notEqual(r.exitCode, 0, 'an unprivileged user cannot');
     assert.equal(os.hostname() === 'after', false, 'the host kept its name');
     await jail('jnohn', { persist: true, hostHostname: 'fixed', allowSetHostname: false });

@@ -9,7 +9,7 @@ export interface ExecResult {
   signal: number;
 }
 
-export function execIn(client: Client, name: string, args: string[], opts: { stdin?: string; tty?: boolean; env?: string[] } = {}): Promise<ExecResult> {
+export function execIn(client: Client, name: string, args: string[], opts: { stdin?: string; tty?: boolean; env?: string[]; uid?: number } = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const s = client.containers.execContainer();
     let stdout = '';
@@ -23,7 +23,7 @@ export function execIn(client: Client, name: string, args: string[], opts: { std
     });
     s.on('error', reject);
     s.on('end', () => (exit ? resolve({ stdout, stderr, ...exit }) : reject(new Error('exec stream ended without an exit message'))));
-    s.write({ message: { $case: 'start', value: { name, args, env: opts.env ?? [], cwd: '', user: undefined, tty: !!opts.tty, terminalSize: undefined } } });
+    s.write({ message: { $case: 'start', value: { name, args, env: opts.env ?? [], cwd: '', user: opts.uid === undefined ? undefined : { uid: opts.uid, gid: opts.uid, additionalGids: [] }, tty: !!opts.tty, terminalSize: undefined } } });
     if (opts.stdin !== undefined) s.write({ message: { $case: 'stdin', value: Buffer.from(opts.stdin) } });
     s.write({ message: { $case: 'closeStdin', value: true } });
     s.end();
