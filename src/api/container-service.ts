@@ -4,10 +4,11 @@ import type { ServerDuplexStream, ServerReadableStream, ServerUnaryCall, ServerW
 import type { Logger } from 'pino';
 import type { ContainerManager } from '../core/manager';
 import { invalidArgument } from '../core/errors';
-import { validateEnv, validatePage, validateSignal, validateStates } from '../core/validate';
+import { validatePage, validateSignal, validateStates } from '../core/validate';
 import type { ContainerServiceServer, ExecContainerRequest, ExecContainerResponse, AttachConsoleRequest, AttachConsoleResponse, ExportCheckpointRequest, ExportCheckpointResponse, ImportCheckpointRequest, ImportCheckpointResponse } from '../gen/osvirt/v1/container_service';
 import type { Duration } from '../gen/google/protobuf/duration';
 import { toServiceError } from './status';
+import { serveExecStream } from './exec-stream';
 
 export function unary<Req, Res>(logger: Logger, fn: (req: Req) => Promise<Res> | Res) {
   return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>): void => {
@@ -26,7 +27,6 @@ function durationMs(field: string, d: Duration | undefined): number | undefined 
   return d.seconds * 1000 + Math.floor(d.nanos / 1e6);
 }
 
-const MAX_CHUNK = 64 * 1024;
 
 export function containerService(m: ContainerManager, logger: Logger): ContainerServiceServer & UntypedServiceImplementation {
   return {
@@ -108,74 +108,9 @@ export function containerService(m: ContainerManager, logger: Logger): Container
         (e) => cb(toServiceError(e, logger)),
       );
     },
-    execContainer: (call: ServerDuplexStream<ExecContainerRequest, ExecContainerResponse>) => execSession(m, logger, call),
+    execContainer: (call: ServerDuplexStream<ExecContainerRequest, ExecContainerResponse>) => serveExecStream(call, logger, (st, o) => m.exec({ id: st.name, ...o })),
     attachConsole: (call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>) => consoleSession(m, logger, call),
   };
-}
-
-function execSession(m: ContainerManager, logger: Logger, call: ServerDuplexStream<ExecContainerRequest, ExecContainerResponse>): void {
-  let started = false;
-  let session: Awaited<ReturnType<ContainerManager['exec']>> | undefined;
-  const pending: ExecContainerRequest[] = [];
-  let clientEnded = false;
-  const fail = (e: unknown) => {
-    session?.kill();
-    call.emit('error', toServiceError(e, logger));
-  };
-  const handle = (msg: ExecContainerRequest) => {
-    if (!session) return void pending.push(msg);
-    const c = msg.message;
-    if (c?.$case === 'stdin') session.stdin.write(c.value);
-    else if (c?.$case === 'resize') session.resize(c.value.rows, c.value.cols);
-    else if (c?.$case === 'closeStdin') session.stdin.end();
-  };
-  call.on('data', (msg: ExecContainerRequest) => {
-    if (started) return handle(msg);
-    started = true;
-    const s = msg.message;
-    if (s?.$case !== 'start') return fail(invalidArgument('start', 'the first message of an exec session must be "start"'));
-    const st = s.value;
-    Promise.resolve()
-      .then(() => {
-        if (st.args.length === 0) throw invalidArgument('start.args', 'is required');
-        validateEnv('start.env', st.env);
-        if (st.cwd && !st.cwd.startsWith('/')) throw invalidArgument('start.cwd', 'must be an absolute path');
-        return m.exec({ id: st.name, args: st.args, env: st.env, cwd: st.cwd || '/', user: st.user, tty: st.tty, rows: st.terminalSize?.rows, cols: st.terminalSize?.cols });
-      })
-      .then((sess) => {
-        session = sess;
-        let open = 2;
-        const done = () => {
-          if (--open > 0) return;
-          sess.exit.then(
-            (exit) => {
-              call.write({ message: { $case: 'exit', value: exit } });
-              call.end();
-            },
-            fail,
-          );
-        };
-        const pipe = (r: NodeJS.ReadableStream, kind: 'stdout' | 'stderr') => {
-          r.on('data', (b: Buffer) => {
-            for (let i = 0; i < b.length; i += MAX_CHUNK) call.write({ message: { $case: kind, value: b.subarray(i, i + MAX_CHUNK) } } as ExecContainerResponse);
-          });
-          r.on('end', done);
-          r.on('error', done);
-        };
-        pipe(sess.stdout, 'stdout');
-        pipe(sess.stderr, 'stderr');
-        sess.stdin.on('error', () => undefined);
-        for (const p of pending.splice(0)) handle(p);
-        if (clientEnded && !st.tty) sess.stdin.end();
-      })
-      .catch(fail);
-  });
-  call.on('end', () => {
-    clientEnded = true;
-    if (session && !session.stdin.writableEnded) session.stdin.end();
-  });
-  call.on('cancelled', () => session?.kill());
-  call.on('error', () => session?.kill());
 }
 
 function consoleSession(m: ContainerManager, logger: Logger, call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>): void {

@@ -11,10 +11,10 @@ import type { Logger } from 'pino';
 import pino from 'pino';
 import { unary } from '../api/container-service';
 import { toServiceError } from '../api/status';
-import type { Capability, ConsoleSession, Driver, DriverInfo, ExecSession } from '../core/driver';
+import { serveExecStream } from '../api/exec-stream';
+import type { Capability, ConsoleSession, Driver, DriverInfo } from '../core/driver';
 import { invalidArgument } from '../core/errors';
 import { capabilityError } from '../core/registry';
-import { validateEnv } from '../core/validate';
 import {
   DriverServiceService,
   type ConsoleRequest,
@@ -26,7 +26,6 @@ import {
 import type { ContainerSpec } from '../gen/osvirt/v1/container';
 
 export const DRIVER_SERVICE = 'osvirt.driver.v1.DriverService';
-const MAX_CHUNK = 64 * 1024;
 
 export interface ServedDriver {
   socketPath: string;
@@ -128,79 +127,11 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
       return { state: await (await gated()).restore!(requireId(r.id), requireSpec(r.spec), r.imageDir, r.tcpEstablished, r.timeoutMs) };
     }),
     recover: unary(logger, async (r) => ({ states: await driver.recover(r.containers.map((c) => ({ id: c.id, spec: requireSpec(c.spec) }))) })),
-    exec: (call: ServerDuplexStream<ExecRequest, ExecResponse>) => serveExec(gated, logger, call),
+    // Headers tell the client the process runs (RemoteDriver.exec resolves on them).
+    exec: (call: ServerDuplexStream<ExecRequest, ExecResponse>) =>
+      serveExecStream(call, logger, async (st, o) => (await gated()).exec!({ id: requireId(st.id), ...o }), () => call.sendMetadata(new Metadata())),
     console: (call: ServerDuplexStream<ConsoleRequest, ConsoleResponse>) => serveConsole(gated, logger, call),
   };
-}
-
-function serveExec(gated: () => Promise<Driver>, logger: Logger, call: ServerDuplexStream<ExecRequest, ExecResponse>): void {
-  let started = false;
-  let session: ExecSession | undefined;
-  let tty = false;
-  let clientEnded = false;
-  const pending: ExecRequest[] = [];
-  const fail = (e: unknown) => {
-    session?.kill();
-    call.emit('error', toServiceError(e, logger));
-  };
-  const handle = (msg: ExecRequest) => {
-    if (!session) return void pending.push(msg);
-    const c = msg.message;
-    if (c?.$case === 'stdin') session.stdin.write(c.value);
-    else if (c?.$case === 'resize') session.resize(c.value.rows, c.value.cols);
-    else if (c?.$case === 'closeStdin' && !session.stdin.writableEnded) session.stdin.end();
-  };
-  call.on('data', (msg: ExecRequest) => {
-    if (started) return handle(msg);
-    started = true;
-    const s = msg.message;
-    if (s?.$case !== 'start') return fail(invalidArgument('start', 'the first message of an exec session must be "start"'));
-    const st = s.value;
-    tty = st.tty;
-    Promise.resolve()
-      .then(async () => {
-        requireId(st.id);
-        if (st.args.length === 0) throw invalidArgument('start.args', 'is required');
-        validateEnv('start.env', st.env);
-        if (st.cwd && !st.cwd.startsWith('/')) throw invalidArgument('start.cwd', 'must be an absolute path');
-        return (await gated()).exec!({ id: st.id, args: st.args, env: st.env, cwd: st.cwd || '/', user: st.user, tty: st.tty, rows: st.terminalSize?.rows, cols: st.terminalSize?.cols });
-      })
-      .then((sess) => {
-        session = sess;
-        // Headers tell the client the process runs (RemoteDriver.exec resolves on them).
-        call.sendMetadata(new Metadata());
-        let open = 2;
-        const done = () => {
-          if (--open > 0) return;
-          sess.exit.then(
-            (exit) => {
-              call.write({ message: { $case: 'exit', value: exit } });
-              call.end();
-            },
-            fail,
-          );
-        };
-        const pipe = (r: NodeJS.ReadableStream, kind: 'stdout' | 'stderr') => {
-          r.on('data', (b: Buffer) => {
-            for (let i = 0; i < b.length; i += MAX_CHUNK) call.write({ message: { $case: kind, value: b.subarray(i, i + MAX_CHUNK) } } as ExecResponse);
-          });
-          r.on('end', done);
-          r.on('error', done);
-        };
-        pipe(sess.stdout, 'stdout');
-        pipe(sess.stderr, 'stderr');
-        sess.stdin.on('error', () => undefined);
-        for (const p of pending.splice(0)) handle(p);
-        if (clientEnded && !tty && !sess.stdin.writableEnded) sess.stdin.end();
-      })
-      .catch(fail);
-  });
-  call.on('end', () => {
-    clientEnded = true;
-    if (session && !tty && !session.stdin.writableEnded) session.stdin.end();
-  });
-  call.on('cancelled', () => session?.kill());
-  call.on('error', () => session?.kill());
 }
 
 function serveConsole(gated: () => Promise<Driver>, logger: Logger, call: ServerDuplexStream<ConsoleRequest, ConsoleResponse>): void {
