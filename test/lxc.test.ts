@@ -13,7 +13,7 @@ import { decodeStatusDetails } from '../src/api/status';
 import { detectLayout } from '../drivers/lxc/cgroups';
 import { hasKernelFeature, hostIfName } from '../drivers/lxc/network';
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
-import { execIn, sh } from './support/exec';
+import { execIn, ncSend, sh } from './support/exec';
 import { busybox } from './support/specs';
 
 const layout = isRoot() ? detectLayout() : undefined;
@@ -148,9 +148,7 @@ describe('lxc driver (real containers)', function () {
       }), 'the container TCP server');
       assert.equal(String(reply).trim(), 'hello-from-a');
       assert.equal(await until(async () => (await sh(c, 'neta', 'cat /tmp/got')) || false, 'data at the server'), 'hello-from-host');
-      await sh(c, 'neta', 'nc -l -p 7001 > /tmp/fromb 2>&1 &');
-      await until(async () => (await execIn(c, 'netb', ['/bin/sh', '-c', `echo hello-from-b | nc ${ipA} 7001`])).exitCode === 0, 'container to container');
-      assert.equal(await until(async () => (await sh(c, 'neta', 'cat /tmp/fromb')) || false, 'data from b'), 'hello-from-b');
+      assert.equal(await ncSend(c, 'neta', 'netb', ipA, 7001, 'hello-from-b'), 'hello-from-b');
     } finally {
       await remove('neta');
       await remove('netb');
@@ -169,9 +167,7 @@ describe('lxc driver (real containers)', function () {
       await run('mvb', mv('192.168.231.3/24'));
       const pidA = (await c.api.containers.getContainer({ name: 'mva' })).container!.status!.initPid;
       assert.match(execFileSync('nsenter', ['-t', String(pidA), '-n', 'ip', '-d', 'link', 'show', 'eth0'], { encoding: 'utf8' }), /macvlan/);
-      await sh(c, 'mva', 'nc -l -p 7002 > /tmp/in 2>&1 &');
-      await until(async () => (await execIn(c, 'mvb', ['/bin/sh', '-c', 'echo over-macvlan | nc 192.168.231.2 7002'])).exitCode === 0, 'macvlan connection');
-      assert.equal(await until(async () => (await sh(c, 'mva', 'cat /tmp/in')) || false, 'macvlan data'), 'over-macvlan');
+      assert.equal(await ncSend(c, 'mva', 'mvb', '192.168.231.2', 7002, 'over-macvlan'), 'over-macvlan');
     } finally {
       await remove('mva');
       await remove('mvb');
@@ -217,9 +213,7 @@ describe('lxc driver (real containers)', function () {
       assert.notEqual(nsInode(pidB, 'pid'), nsInode(pidA, 'pid'));
       assert.notEqual(nsInode(pidB, 'mnt'), nsInode(pidA, 'mnt'));
       // A listener in one is reachable on 127.0.0.1 from the other: same stack.
-      await sh(c, 'drv', 'nc -l -p 7003 > /tmp/in 2>&1 &');
-      await until(async () => (await execIn(c, 'cli', ['/bin/sh', '-c', 'echo shared-net | nc 127.0.0.1 7003'])).exitCode === 0, 'loopback across containers');
-      assert.equal(await until(async () => (await sh(c, 'drv', 'cat /tmp/in')) || false, 'data'), 'shared-net');
+      assert.equal(await ncSend(c, 'drv', 'cli', '127.0.0.1', 7003, 'shared-net'), 'shared-net');
       // Joining a container that is not running is refused.
       await c.api.containers.createContainer({ name: 'cli2', spec: busybox({ network: { mode: { $case: 'container', value: { container: 'nosuch' } } } }) });
       await assert.rejects(c.api.containers.startContainer({ name: 'cli2' }), (e: ServiceError) => e.code === Code.NOT_FOUND);

@@ -36,3 +36,27 @@ export async function sh(client: Client, name: string, script: string): Promise<
   if (r.exitCode !== 0) throw new Error(`exec "${script}" in ${name} exited ${r.exitCode}: ${r.stderr}${r.stdout}`);
   return r.stdout.trim();
 }
+
+/**
+ * Send one line over TCP from container `from` to a one-shot busybox nc listener
+ * in container `to`, and return what the listener received.
+ *
+ * The listener's stdin is held open by a sleep: busybox nc follows nc 1.10, so a
+ * listener whose stdin is at EOF half-closes the connection as soon as it accepts,
+ * and a client that sees that EOF quits before it has sent its line.
+ */
+export async function ncSend(client: Client, to: string, from: string, address: string, port: number, text: string): Promise<string> {
+  const file = `/tmp/nc-${port}`;
+  await sh(client, to, `rm -f ${file}; (sleep 60 | nc -l -p ${port}) > ${file} 2>&1 &`);
+  const deadline = Date.now() + 10000;
+  while ((await execIn(client, from, ['/bin/sh', '-c', `echo ${text} | nc ${address} ${port}`])).exitCode !== 0) {
+    if (Date.now() > deadline) throw new Error(`no connection from ${from} to ${address}:${port} in ${to}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  for (;;) {
+    const got = await sh(client, to, `cat ${file}`);
+    if (got) return got;
+    if (Date.now() > deadline) throw new Error(`no data reached ${to}:${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
