@@ -44,6 +44,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
@@ -276,6 +277,112 @@ NORETURN FORMAT(2, 3) static void child_fail_code(int code, const char *fmt, ...
 	_exit(code);
 }
 #define child_fail(...) child_fail_code(125, __VA_ARGS__)
+
+/* ------------------------------------------------------------------ joining cgroups */
+
+/*
+ * Writing a pid to cgroup.procs takes the kernel's global cgroup_threadgroup_rwsem
+ * for writing, and taking it waits for an RCU grace period: 5 to 15 ms on this
+ * kind of host, on every container start and every exec. Two documented paths
+ * skip that lock, and these functions use them:
+ *   - clone3(CLONE_INTO_CGROUP) creates the child directly in a cgroup2
+ *     directory (fork only read-locks the rwsem);
+ *   - a v1 hierarchy's `tasks` file given "0" moves the calling thread, and the
+ *     kernel does not take the global lock for a thread moving itself. Every
+ *     process that does this here is single-threaded, so the thread is the
+ *     whole process.
+ * The files are opened by the parent (before any pivot_root or setns) and the
+ * child writes to them: the kernel checks the opener's credentials.
+ */
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+struct cgroup_join {
+	int v2dir;                      /* the cgroup2 directory, for CLONE_INTO_CGROUP, or -1 */
+	int v2procs;                    /* its cgroup.procs: the fallback when clone3 cannot place us */
+	int tasks[16];                  /* each v1 hierarchy's tasks file */
+	size_t ntasks;
+	bool placed;                    /* clone3 put the child in v2dir */
+};
+
+/* Open what cgroup_join_self needs for DIRS; fails with errno set and *bad naming the directory. */
+static int cgroup_join_open(const struct list *dirs, struct cgroup_join *j, const char **bad)
+{
+	*j = (struct cgroup_join){.v2dir = -1, .v2procs = -1};
+	for (size_t i = 0; i < dirs->n; i++) {
+		*bad = dirs->v[i];
+		int dir = open(dirs->v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct statfs sf;
+		if (dir < 0 || fstatfs(dir, &sf) < 0)
+			return -1;
+		if ((unsigned long)sf.f_type == CGROUP2_SUPER_MAGIC && j->v2dir < 0) {
+			j->v2dir = dir;
+			if ((j->v2procs = openat(dir, "cgroup.procs", O_WRONLY | O_CLOEXEC)) < 0)
+				return -1;
+			continue;
+		}
+		if (j->ntasks == sizeof j->tasks / sizeof j->tasks[0]) {
+			errno = E2BIG;
+			return -1;
+		}
+		int fd = openat(dir, (unsigned long)sf.f_type == CGROUP2_SUPER_MAGIC ? "cgroup.procs" : "tasks", O_WRONLY | O_CLOEXEC);
+		close(dir);
+		if (fd < 0)
+			return -1;
+		j->tasks[j->ntasks++] = fd;
+	}
+	return 0;
+}
+
+/* fork(), or clone with FLAGS, into the cgroup2 directory when there is one. */
+static pid_t clone_into(unsigned long flags, struct cgroup_join *j)
+{
+	if (j->v2dir >= 0) {
+		struct {
+			uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+		} args = {.flags = flags | CLONE_INTO_CGROUP, .exit_signal = SIGCHLD, .cgroup = (uint64_t)j->v2dir};
+		pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+		if (pid >= 0) {
+			j->placed = true;
+			return pid;
+		}
+		if (errno != ENOSYS && errno != E2BIG && errno != EINVAL)
+			return -1;
+		/* A kernel before 5.7: the child joins through cgroup.procs instead. */
+	}
+	return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+}
+
+static void cgroup_join_close(struct cgroup_join *j)
+{
+	if (j->v2dir >= 0)
+		close(j->v2dir);
+	if (j->v2procs >= 0)
+		close(j->v2procs);
+	for (size_t i = 0; i < j->ntasks; i++)
+		close(j->tasks[i]);
+	j->v2dir = j->v2procs = -1;
+	j->ntasks = 0;
+}
+
+/* In the child: join every hierarchy not joined at clone time, then close the files. */
+static int cgroup_join_self(struct cgroup_join *j)
+{
+	int rc = 0;
+	if (!j->placed && j->v2procs >= 0 && write(j->v2procs, "0", 1) != 1)
+		rc = -1;
+	for (size_t i = 0; i < j->ntasks && !rc; i++)
+		if (write(j->tasks[i], "0", 1) != 1)
+			rc = -1;
+	int saved = errno;
+	cgroup_join_close(j);
+	errno = saved;
+	return rc;
+}
 
 /* ------------------------------------------------------------------ process options shared by run and exec */
 
@@ -1304,6 +1411,7 @@ struct run_cfg {
 	unsigned dev_nodes;             /* DEV_* bits: what the standard /dev holds */
 	struct list masks, ro_paths;    /* container paths hidden / made read-only */
 	int owned_ns;                   /* CLONE_NEWUTS|CLONE_NEWNS: owned by a root-owned user ns */
+	struct cgroup_join *cg;         /* the container's cgroups, joined by the child itself */
 };
 
 /* --lo-up: "ip link set lo up" in the child's own network namespace, without running ip. */
@@ -1554,11 +1662,17 @@ static void setup_rootfs(const struct run_cfg *c)
 }
 
 /* The container init, from clone() to exec. */
-NORETURN static void run_child(const struct run_cfg *c, int syncfd, int errfd, int outfd)
+NORETURN static void run_child(const struct run_cfg *c, int syncfd, int joinedfd, int errfd, int outfd)
 {
 	g_errfd = errfd;
 	/* If the monitor dies before releasing us, die too (cleared again right before exec). */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	/* Into the container's cgroups first (see cgroup_join_self), and tell the monitor. */
+	if (cgroup_join_self(c->cg) < 0)
+		child_fail("join the container's cgroups");
+	if (write(joinedfd, "j", 1) != 1)
+		_exit(1);
+	close(joinedfd);
 	char go;
 	if (read(syncfd, &go, 1) != 1)
 		_exit(1); /* the monitor aborted */
@@ -1571,7 +1685,7 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int errfd, i
 	for (size_t i = 0; i < c->njoins; i++)
 		if (setns(c->joins[i].fd, c->joins[i].type) < 0)
 			child_fail("setns %s", c->joins[i].spec);
-	/* Now that the monitor moved us into the container's cgroups, they become our cgroup ns root. */
+	/* Now that we are in the container's cgroups, they become our cgroup ns root. */
 	if ((c->ns & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
 		child_fail("unshare cgroup namespace");
 	if (c->rootfs)
@@ -2201,8 +2315,9 @@ static int cmd_run(int argc, char **argv)
 		if ((c.ns & CLONE_NEWUSER) && fchown(c.console_fd, (uid_t)uid, (gid_t)gid) < 0)
 			monitor_fail("chown console: %s", strerror(errno));
 	}
-	int syncp[2], errp[2], logp[2] = {-1, -1};
-	if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || (!c.p.tty && pipe2(logp, O_CLOEXEC) < 0))
+	int syncp[2], joinedp[2], errp[2], logp[2] = {-1, -1};
+	if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(joinedp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+	    (!c.p.tty && pipe2(logp, O_CLOEXEC) < 0))
 		monitor_fail("pipe: %s", strerror(errno));
 	/* Blocked before clone so an early exit of the init is still queued for the signalfd. */
 	sigset_t chld;
@@ -2210,22 +2325,28 @@ static int cmd_run(int argc, char **argv)
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 
+	struct cgroup_join cg;
+	const char *bad = NULL;
+	if (cgroup_join_open(&c.p.cgroups, &cg, &bad) < 0)
+		monitor_fail("cgroup %s: %s", bad, strerror(errno));
+	c.cg = &cg;
 	/*
-	 * Raw clone(2) behaves like fork() with namespace flags. The cgroup ns is
-	 * left out on purpose: the child unshares it once it sits in its cgroups.
+	 * clone behaves like fork() with namespace flags. The cgroup ns is left out
+	 * on purpose: the child unshares it once it sits in its cgroups.
 	 */
 	int flags = c.ns & ~CLONE_NEWCGROUP;
-	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, NULL);
+	pid_t pid = clone_into((unsigned long)flags, &cg);
 	if (pid < 0)
 		monitor_fail("clone: %s", strerror(errno));
 	if (pid == 0) {
 		close(syncp[1]);
+		close(joinedp[0]);
 		close(errp[0]);
 		if (logp[0] >= 0)
 			close(logp[0]);
 		if (master >= 0)
 			close(master);
-		run_child(&c, syncp[0], errp[1], logp[1]);
+		run_child(&c, syncp[0], joinedp[1], errp[1], logp[1]);
 	}
 	g_child = pid;
 	close(syncp[0]);
@@ -2235,14 +2356,19 @@ static int cmd_run(int argc, char **argv)
 	if (c.console_fd >= 0)
 		close(c.console_fd);
 
-	/* Protocol step 2: cgroups and id maps while the child waits, then ask the caller. */
-	char path[PATH_MAX];
-	snprintf(num, sizeof num, "%d\n", pid);
-	for (size_t i = 0; i < c.p.cgroups.n; i++) {
-		snprintf(path, sizeof path, "%s/cgroup.procs", c.p.cgroups.v[i]);
-		if (write_file(path, num) < 0)
-			monitor_fail("join cgroup %s: %s", c.p.cgroups.v[i], strerror(errno));
+	cgroup_join_close(&cg);
+	close(joinedp[1]);
+	char joined;
+	if (read(joinedp[0], &joined, 1) != 1) {
+		char err[1024];
+		ssize_t n = read_full(errp[0], err, sizeof err - 1);
+		err[n > 0 ? n : 0] = '\0';
+		monitor_fail("%s", n > 1 ? err + 1 : "the init exited before joining its cgroups");
 	}
+	close(joinedp[0]);
+
+	/* Protocol step 2: id maps while the child waits, then ask the caller. */
+	char path[PATH_MAX];
 	if (c.ns & CLONE_NEWUSER) {
 		snprintf(path, sizeof path, "/proc/%d/uid_map", pid);
 		if (write_file(path, join_lines(&c.uidmap)) < 0)

@@ -484,6 +484,24 @@ describe('native helper (osvirt-helper)', function () {
     assert.notEqual(await exitOf(missing), 0);
     assert.deepEqual(fs.readdirSync(state), []);
 
+    // The child joins its cgroups itself, before "created": a v1 cpuset with no
+    // CPUs refuses it (ENOSPC), and the monitor reports that instead of "created".
+    const cpuset = '/sys/fs/cgroup/cpuset';
+    if (fs.existsSync(path.join(cpuset, 'tasks'))) {
+      const dir = path.join(cpuset, `osvirt-nh-${process.pid}-nocpus`);
+      fs.mkdirSync(dir);
+      cgroups.push(dir);
+      state = newStateDir();
+      const p = spawn(HELPER, ['run', '--state', state, '--rootfs', rootfs, '--ns', 'pid,mnt', '--cgroup', dir, '--', 'sleep', '1000'], { stdio: 'pipe' });
+      monitors.push(p);
+      const err = await nextEvent(new LineReader(p.stdout));
+      assert.equal(err?.event, 'error');
+      assert.match(err?.message ?? '', /^join the container's cgroups: No space left on device$/);
+      assert.notEqual(await exitOf(p), 0);
+      assert.equal(fs.readFileSync(path.join(dir, 'tasks'), 'utf8'), '', 'nothing is left in the cgroup');
+      assert.deepEqual(fs.readdirSync(state), []);
+    }
+
     // A rootfs without the command fails in the child, after "go".
     const empty = path.join(base, 'empty-rootfs');
     fs.mkdirSync(empty, { recursive: true });
