@@ -25,6 +25,10 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/openat2.h>
+#include <arpa/inet.h>
+#include <linux/if_link.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
 #include <net/if.h>
 #include <linux/seccomp.h>
 #include <poll.h>
@@ -69,6 +73,8 @@ static void usage(FILE *out)
 	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
 	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--device PATH]... [--no-default-mounts]\n"
 	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--host-overlay LOWER:UPPER:WORK]\n"
+	      "      [--veth HOST_IFNAME:IFNAME [--veth-bridge BR] [--veth-mtu N] [--veth-mac MAC]\n"
+	      "       [--veth-address A.B.C.D/N] [--veth-gateway A.B.C.D]]\n"
 	      "      [--mask PATH]... [--ro-path PATH]...\n"
 	      "      [--no-ns LIST] [--root-owned-ns uts,mnt] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
@@ -1389,6 +1395,15 @@ static void make_device(int rootfd, const char *path, mode_t force_mode)
 
 /* ------------------------------------------------------------------ run */
 
+/* --veth: see veth_create. */
+struct veth_cfg {
+	const char *host, *peer;        /* host end; the name inside (eth0) */
+	const char *bridge, *mac;
+	unsigned mtu;
+	const char *address;            /* A.B.C.D/PREFIX inside, optional */
+	const char *gateway;            /* default route inside, optional */
+};
+
 struct run_cfg {
 	struct proc_cfg p;
 	const char *state, *rootfs, *hostname, *domainname;
@@ -1412,6 +1427,7 @@ struct run_cfg {
 	struct list masks, ro_paths;    /* container paths hidden / made read-only */
 	int owned_ns;                   /* CLONE_NEWUTS|CLONE_NEWNS: owned by a root-owned user ns */
 	struct cgroup_join *cg;         /* the container's cgroups, joined by the child itself */
+	struct veth_cfg veth;           /* --veth: a pair on a bridge (veth.host set) */
 };
 
 /* --lo-up: "ip link set lo up" in the child's own network namespace, without running ip. */
@@ -1428,6 +1444,175 @@ static void loopback_up(void)
 	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
 		child_fail("loopback: SIOCSIFFLAGS");
 	close(fd);
+}
+
+/* ------------------------------------------------------------------ veth over rtnetlink */
+
+/*
+ * --veth: the monitor creates the pair with one RTM_NEWLINK (host end up and on
+ * its bridge, the peer born in the child's network namespace under its final
+ * name), and the child gives the peer its address, brings it up and adds the
+ * default route from inside. Two runs of ip(8) used to do this; each cost more
+ * than all of the netlink messages together.
+ */
+struct nlreq {
+	struct nlmsghdr h;
+	char buf[1024];
+};
+
+static struct rtattr *nl_put(struct nlreq *r, unsigned short type, const void *data, size_t len)
+{
+	size_t off = NLMSG_ALIGN(r->h.nlmsg_len);
+	if (off + RTA_SPACE(len) > sizeof *r) {
+		errno = EMSGSIZE;
+		return NULL;
+	}
+	struct rtattr *a = (struct rtattr *)((char *)r + off);
+	a->rta_type = type;
+	a->rta_len = (unsigned short)RTA_LENGTH(len);
+	if (len)
+		memcpy(RTA_DATA(a), data, len);
+	r->h.nlmsg_len = (unsigned)(off + RTA_SPACE(len));
+	return a;
+}
+
+static void nl_end(struct nlreq *r, struct rtattr *nest)
+{
+	nest->rta_len = (unsigned short)((char *)r + r->h.nlmsg_len - (char *)nest);
+}
+
+static void nl_init(struct nlreq *r, unsigned short type, unsigned short flags, const void *hdr, size_t len)
+{
+	memset(r, 0, sizeof *r);
+	r->h.nlmsg_type = type;
+	r->h.nlmsg_flags = (unsigned short)(NLM_F_REQUEST | NLM_F_ACK | flags);
+	r->h.nlmsg_len = (unsigned)NLMSG_LENGTH(len);
+	memcpy(NLMSG_DATA(&r->h), hdr, len);
+}
+
+/* Send one request in the caller's network namespace; 0, or -1 with the kernel's errno. */
+static int nl_talk(struct nlreq *r)
+{
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (fd < 0)
+		return -1;
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	char ack[1024];
+	ssize_t n = -1;
+	if (sendto(fd, r, r->h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) >= 0)
+		n = recv(fd, ack, sizeof ack, 0);
+	int saved = errno;
+	close(fd);
+	if (n < 0) {
+		errno = saved;
+		return -1;
+	}
+	struct nlmsghdr *h = (struct nlmsghdr *)ack;
+	if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != NLMSG_ERROR) {
+		errno = EPROTO;
+		return -1;
+	}
+	int err = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+	if (err) {
+		errno = -err;
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_mac(const char *s, unsigned char mac[6])
+{
+	unsigned v[6];
+	char end;
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &end) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++) {
+		if (v[i] > 0xff)
+			return -1;
+		mac[i] = (unsigned char)v[i];
+	}
+	return 0;
+}
+
+/* In the monitor: the pair, host end up on its bridge, the peer in PID's network namespace. */
+static int veth_create(const struct veth_cfg *v, pid_t pid, const char **what)
+{
+	struct nlreq r;
+	struct ifinfomsg host = {.ifi_family = AF_UNSPEC, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
+	nl_init(&r, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &host, sizeof host);
+	uint32_t mtu = v->mtu, ns = (uint32_t)pid;
+	*what = v->bridge;
+	uint32_t master = v->bridge ? if_nametoindex(v->bridge) : 0;
+	if (v->bridge && !master)
+		return -1;
+	*what = "netlink request";
+	struct rtattr *info, *data, *peer;
+	if (!nl_put(&r, IFLA_IFNAME, v->host, strlen(v->host) + 1) || (mtu && !nl_put(&r, IFLA_MTU, &mtu, 4)) ||
+	    (master && !nl_put(&r, IFLA_MASTER, &master, 4)) || !(info = nl_put(&r, IFLA_LINKINFO, NULL, 0)) ||
+	    !nl_put(&r, IFLA_INFO_KIND, "veth", 5) || !(data = nl_put(&r, IFLA_INFO_DATA, NULL, 0)) ||
+	    !(peer = nl_put(&r, VETH_INFO_PEER, &(struct ifinfomsg){.ifi_family = AF_UNSPEC}, sizeof(struct ifinfomsg))) ||
+	    !nl_put(&r, IFLA_IFNAME, v->peer, strlen(v->peer) + 1) || (mtu && !nl_put(&r, IFLA_MTU, &mtu, 4)) ||
+	    !nl_put(&r, IFLA_NET_NS_PID, &ns, 4))
+		return -1;
+	if (v->mac) {
+		unsigned char mac[6];
+		if (parse_mac(v->mac, mac) < 0) {
+			*what = v->mac;
+			errno = EINVAL;
+			return -1;
+		}
+		if (!nl_put(&r, IFLA_ADDRESS, mac, 6))
+			return -1;
+	}
+	nl_end(&r, peer);
+	nl_end(&r, data);
+	nl_end(&r, info);
+	*what = v->host;
+	return nl_talk(&r);
+}
+
+/* In the child, inside its network namespace: address, up, default route. */
+static void veth_configure_inside(const struct veth_cfg *v)
+{
+	unsigned idx = if_nametoindex(v->peer);
+	if (!idx)
+		child_fail("network: %s", v->peer);
+	struct nlreq r;
+	if (v->address) {
+		char addr[64];
+		snprintf(addr, sizeof addr, "%s", v->address);
+		char *slash = strchr(addr, '/');
+		unsigned prefix = slash ? (unsigned)atoi(slash + 1) : 32;
+		if (slash)
+			*slash = '\0';
+		struct in_addr a;
+		if (inet_pton(AF_INET, addr, &a) != 1 || prefix > 32) {
+			errno = EINVAL;
+			child_fail("network: address %s", v->address);
+		}
+		struct ifaddrmsg am = {.ifa_family = AF_INET, .ifa_prefixlen = (unsigned char)prefix, .ifa_index = idx};
+		nl_init(&r, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &am, sizeof am);
+		struct in_addr bcast = {.s_addr = prefix < 31 ? a.s_addr | htonl(prefix ? ~0U >> prefix : ~0U) : 0};
+		if (!nl_put(&r, IFA_LOCAL, &a, 4) || !nl_put(&r, IFA_ADDRESS, &a, 4) || (bcast.s_addr && !nl_put(&r, IFA_BROADCAST, &bcast, 4)) ||
+		    nl_talk(&r) < 0)
+			child_fail("network: add %s to %s", v->address, v->peer);
+	}
+	struct ifinfomsg up = {.ifi_family = AF_UNSPEC, .ifi_index = (int)idx, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
+	nl_init(&r, RTM_NEWLINK, 0, &up, sizeof up);
+	if (nl_talk(&r) < 0)
+		child_fail("network: bring %s up", v->peer);
+	if (v->gateway) {
+		struct in_addr gw;
+		if (inet_pton(AF_INET, v->gateway, &gw) != 1) {
+			errno = EINVAL;
+			child_fail("network: gateway %s", v->gateway);
+		}
+		struct rtmsg rm = {.rtm_family = AF_INET, .rtm_table = RT_TABLE_MAIN, .rtm_protocol = RTPROT_BOOT,
+				   .rtm_scope = RT_SCOPE_UNIVERSE, .rtm_type = RTN_UNICAST};
+		nl_init(&r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &rm, sizeof rm);
+		if (!nl_put(&r, RTA_GATEWAY, &gw, 4) || !nl_put(&r, RTA_OIF, &idx, 4) || nl_talk(&r) < 0)
+			child_fail("network: default route via %s", v->gateway);
+	}
 }
 
 /* The standard /dev content, selectable with --dev-nodes. */
@@ -1673,10 +1858,10 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int joinedfd
 	if (write(joinedfd, "j", 1) != 1)
 		_exit(1);
 	close(joinedfd);
-	char go;
-	if (read(syncfd, &go, 1) != 1)
+	/* "s": the monitor wrote our id maps. Everything up to exec is set up now, while the daemon configures. */
+	char step;
+	if (read(syncfd, &step, 1) != 1)
 		_exit(1); /* the monitor aborted */
-	close(syncfd);
 	umask(022);
 	/* Our ids are still the host's root, unmapped in the new user ns: become its root. */
 	if ((c->ns & CLONE_NEWUSER) &&
@@ -1694,6 +1879,8 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int joinedfd
 		enter_root_owned(c->owned_ns);
 	if (c->lo_up)
 		loopback_up();
+	if (c->veth.host)
+		veth_configure_inside(&c->veth);
 	if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
 		child_fail("sethostname");
 	if (c->domainname && setdomainname(c->domainname, strlen(c->domainname)) < 0)
@@ -1719,6 +1906,10 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int joinedfd
 		if (dup2(null >= 0 ? null : outfd, 0) < 0 || dup2(outfd, 1) < 0 || dup2(outfd, 2) < 0)
 			child_fail("dup2 stdio");
 	}
+	/* "g": the daemon has configured the container (network); run. */
+	if (read(syncfd, &step, 1) != 1)
+		_exit(1); /* the monitor aborted */
+	close(syncfd);
 	/* Nothing but stdio and the error pipe (itself CLOEXEC) survives exec. */
 	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		child_fail("close_range");
@@ -1726,6 +1917,16 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int joinedfd
 }
 
 static pid_t g_child = -1;  /* killed if the handshake fails */
+static char *g_host_mount;  /* --host-overlay: unmounted when the init is gone */
+static const char *g_host_veth; /* --veth: deleted when the init is gone */
+
+/* The monitor mounted the root, so it unmounts it, before anyone learns the init exited. */
+static void unmount_host_mount(void)
+{
+	if (g_host_mount && umount2(g_host_mount, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+		fprintf(stderr, "unmount %s: %s\n", g_host_mount, strerror(errno));
+	g_host_mount = NULL;
+}
 static int g_statefd = -1;
 static bool g_frames_on_stdout; /* restore: stdout carries CRIU frames, not JSON events */
 
@@ -1748,6 +1949,7 @@ NORETURN FORMAT(1, 2) static void monitor_fail(const char *fmt, ...)
 		kill(g_child, SIGKILL);
 		waitpid(g_child, NULL, 0);
 	}
+	unmount_host_mount();
 	if (g_statefd >= 0)
 		remove_state_files();
 	if (g_frames_on_stdout) {
@@ -1912,6 +2114,19 @@ NORETURN static void monitor_finish(struct monitor *m, int status)
 		drain_output(m, m->master);
 	if (m->logpipe >= 0)
 		drain_output(m, m->logpipe);
+	unmount_host_mount();
+	/*
+	 * The pair dies with the container's network namespace, but the kernel
+	 * cleans namespaces up asynchronously; deleting the host end now means it
+	 * is gone when the daemon learns of the exit.
+	 */
+	if (g_host_veth) {
+		struct nlreq r;
+		struct ifinfomsg del = {.ifi_family = AF_UNSPEC};
+		nl_init(&r, RTM_DELLINK, 0, &del, sizeof del);
+		if (nl_put(&r, IFLA_IFNAME, g_host_veth, strlen(g_host_veth) + 1) && nl_talk(&r) < 0 && errno != ENODEV)
+			fprintf(stderr, "delete %s: %s\n", g_host_veth, strerror(errno));
+	}
 	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 	int code = sig ? 128 + sig : WEXITSTATUS(status);
 	char when[64], buf[256];
@@ -2173,6 +2388,23 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 			c->sysfs = false;
 		} else if (flag(&a, "--lo-up")) {
 			c->lo_up = true;
+		} else if ((v = value(&a, "--veth"))) {
+			char *spec = strdup(v), *colon = strchr(spec, ':');
+			if (!colon || colon == spec || !colon[1] || strlen(spec) >= IFNAMSIZ + 1 + IFNAMSIZ)
+				usage_error("--veth %s: expected HOST_IFNAME:IFNAME", v);
+			*colon = '\0';
+			c->veth.host = spec;
+			c->veth.peer = colon + 1;
+		} else if ((v = value(&a, "--veth-bridge"))) {
+			c->veth.bridge = v;
+		} else if ((v = value(&a, "--veth-mac"))) {
+			c->veth.mac = v;
+		} else if ((v = value(&a, "--veth-mtu"))) {
+			c->veth.mtu = (unsigned)parse_ulong(v, "--veth-mtu");
+		} else if ((v = value(&a, "--veth-address"))) {
+			c->veth.address = v;
+		} else if ((v = value(&a, "--veth-gateway"))) {
+			c->veth.gateway = v;
 		} else if ((v = value(&a, "--host-overlay"))) {
 			c->host_overlay = v;
 		} else if ((v = value(&a, "--mask"))) {
@@ -2208,6 +2440,10 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 		usage_error("run: --mount, --device and --readonly-rootfs need --rootfs");
 	if ((c->hostname || c->domainname) && !(c->ns & CLONE_NEWUTS))
 		usage_error("run: --hostname/--domainname need uts in --ns");
+	if (c->veth.host && !(c->ns & CLONE_NEWNET))
+		usage_error("run: --veth needs net in --ns");
+	if (!c->veth.host && (c->veth.bridge || c->veth.mac || c->veth.mtu || c->veth.address || c->veth.gateway))
+		usage_error("run: --veth-* options need --veth");
 	if ((c->owned_ns & ~c->ns) || (c->owned_ns && !(c->ns & CLONE_NEWPID)))
 		usage_error("run: --root-owned-ns needs those namespaces (and pid) in --ns");
 	if (c->owned_ns && (c->ns & CLONE_NEWUSER))
@@ -2269,7 +2505,8 @@ static int cmd_run(int argc, char **argv)
 	/*
 	 * --host-overlay: mount the copy-on-write root here, in the host's mount
 	 * namespace where the daemon (and CRIU) see it, instead of the daemon
-	 * running mount(8) first. The daemon unmounts it when the container stops.
+	 * running mount(8) first. The monitor unmounts it when the init is gone
+	 * (and the daemon removes whatever a killed monitor left).
 	 */
 	if (c.host_overlay) {
 		if (!c.rootfs)
@@ -2285,6 +2522,8 @@ static int cmd_run(int argc, char **argv)
 		if (mount("overlay", c.rootfs, "overlay", 0, data) < 0)
 			monitor_fail("mount overlay on %s: %s", c.rootfs, strerror(errno));
 		free(spec);
+		/* Absolute: the monitor later works from the state dir. */
+		g_host_mount = realpath(c.rootfs, NULL);
 	}
 	if (c.rootfs) {
 		char *real = realpath(c.rootfs, NULL);
@@ -2377,6 +2616,15 @@ static int cmd_run(int argc, char **argv)
 		if (write_file(path, join_lines(&c.gidmap)) < 0)
 			monitor_fail("write gid_map: %s", strerror(errno));
 	}
+	if (c.veth.host) {
+		const char *what = NULL;
+		if (veth_create(&c.veth, pid, &what) < 0)
+			monitor_fail("veth %s: %s", what, strerror(errno));
+		g_host_veth = c.veth.host;
+	}
+	/* The child sets up its root, mounts and identity now, in parallel with the caller's configuration. */
+	if (write(syncp[1], "s", 1) != 1)
+		monitor_fail("signal the child: %s", strerror(errno));
 	if (fchdir(g_statefd) < 0)
 		monitor_fail("chdir %s: %s", c.state, strerror(errno));
 	struct monitor *m = monitor_new(pid, master, logp[0], c.p.tty);
@@ -2391,13 +2639,18 @@ static int cmd_run(int argc, char **argv)
 	if (strcmp(line, "go")) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		unmount_host_mount();
 		remove_state_files();
 		return 1;
 	}
 
-	/* Protocol step 3: release the child; its error pipe closes empty if exec worked. */
-	if (write(syncp[1], "g", 1) != 1)
-		monitor_fail("release child: %s", strerror(errno));
+	/*
+	 * Protocol step 3: release the child; its error pipe closes empty if exec
+	 * worked. A child whose setup failed is gone already (EPIPE): its error
+	 * pipe says why.
+	 */
+	bool released = write(syncp[1], "g", 1) == 1;
+	int saved = errno;
 	close(syncp[1]);
 	char err[1024];
 	ssize_t n = read_full(errp[0], err, sizeof err - 1);
@@ -2406,6 +2659,8 @@ static int cmd_run(int argc, char **argv)
 		err[n] = '\0';
 		monitor_fail("%s", err + 1);
 	}
+	if (!released)
+		monitor_fail("release child: %s", strerror(saved));
 	if (emit("{\"event\":\"started\"}") < 0)
 		fprintf(stderr, "stdout: %s\n", strerror(errno)); /* the container runs anyway */
 

@@ -399,6 +399,68 @@ describe('native helper (osvirt-helper)', function () {
     assert.ok(!fs.readdirSync(state).some((f) => f.endsWith('.tmp')), 'no temporary file left');
   });
 
+  it('makes a veth pair on a bridge over netlink, and removes it and its --host-overlay root before reporting the exit', async function () {
+    const tag = String(process.pid % 100000);
+    const bridge = `ovnb${tag}`;
+    const hostEnd = `ovnh${tag}`;
+    const ipJson = (args: string[]) => JSON.parse(spawnSync('ip', ['-j', '-d', ...args], { encoding: 'utf8' }).stdout || '[]') as Record<string, unknown>[];
+    spawnSync('ip', ['link', 'del', bridge]);
+    assert.equal(spawnSync('ip', ['link', 'add', bridge, 'type', 'bridge']).status, 0);
+    try {
+      spawnSync('ip', ['addr', 'add', '192.168.239.1/24', 'dev', bridge]);
+      spawnSync('ip', ['link', 'set', bridge, 'up']);
+      const upper = path.join(base, 'veth-upper');
+      const work = path.join(base, 'veth-work');
+      const root = path.join(base, 'veth-root');
+      for (const d of [upper, work, root]) fs.mkdirSync(d, { recursive: true });
+      const veth = ['--veth', `${hostEnd}:eth0`, '--veth-bridge', bridge, '--veth-mtu', '1400', '--veth-mac', '02:00:00:00:00:42',
+        '--veth-address', '192.168.239.2/24', '--veth-gateway', '192.168.239.1'];
+      const state = newStateDir();
+      const c = await start(state, ['--rootfs', root, '--host-overlay', `${rootfs}:${upper}:${work}`, '--ns', 'pid,mnt,net', ...veth, '--', 'sleep', '1000']);
+
+      // The host end: on the bridge, up, with the MTU.
+      const host = ipJson(['link', 'show', hostEnd])[0] ?? {};
+      assert.equal(host['master'], bridge);
+      assert.equal(host['mtu'], 1400);
+      assert.match(String(host['flags']), /\bUP\b/);
+      // The container end, seen from the host in the init's network namespace.
+      const inside = (args: string[]) => JSON.parse(spawnSync('nsenter', ['-t', String(c.initPid), '-n', 'ip', '-j', ...args], { encoding: 'utf8' }).stdout || '[]') as Record<string, unknown>[];
+      const eth0 = inside(['addr', 'show', 'eth0'])[0] ?? {};
+      assert.equal(eth0['address'], '02:00:00:00:00:42');
+      assert.equal(eth0['mtu'], 1400);
+      assert.deepEqual((eth0['addr_info'] as { family: string; local: string; prefixlen: number }[]).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`), ['192.168.239.2/24']);
+      assert.deepEqual(inside(['route', 'show', 'default']).map((r) => r['gateway']), ['192.168.239.1']);
+      assert.equal(spawnSync('nsenter', ['-t', String(c.initPid), '-n', path.join(rootfs, 'bin', 'busybox'), 'ping', '-c', '1', '-W', '2', '192.168.239.1']).status, 0, 'the bridge answers from inside');
+      assert.ok(readOr('/proc/self/mountinfo').includes(` ${root} `), 'the overlay root is mounted in the host namespace');
+
+      // The init exits: the monitor unmounts the root and deletes the pair before the exit record appears.
+      process.kill(c.initPid, 'SIGKILL');
+      assert.equal(await exitOf(c.proc), 0);
+      assert.ok(fs.existsSync(path.join(state, 'exit')));
+      assert.deepEqual(ipJson(['link', 'show', hostEnd]), []);
+      assert.ok(!readOr('/proc/self/mountinfo').includes(` ${root} `), 'the overlay root is unmounted');
+
+      // A missing bridge is named in the error, and nothing is left.
+      const bad = newStateDir();
+      const p = spawn(HELPER, ['run', '--state', bad, '--ns', 'pid,net', '--veth', `${hostEnd}:eth0`, '--veth-bridge', 'ovnb-nosuch', '--', 'true'], { stdio: 'pipe' });
+      monitors.push(p);
+      const err = await nextEvent(new LineReader(p.stdout));
+      assert.equal(err?.event, 'error');
+      assert.match(err?.message ?? '', /^veth ovnb-nosuch: No such device$/);
+      assert.notEqual(await exitOf(p), 0);
+      assert.deepEqual(ipJson(['link', 'show', hostEnd]), []);
+
+      // --veth needs a network namespace, and its options need --veth.
+      for (const args of [['--ns', 'pid', '--veth', 'a:b'], ['--ns', 'pid,net', '--veth-bridge', bridge]]) {
+        const r = spawnSync(HELPER, ['run', '--state', newStateDir(), ...args, '--', 'true'], { encoding: 'utf8' });
+        assert.equal(r.status, 2, r.stderr);
+      }
+    } finally {
+      spawnSync('ip', ['link', 'del', hostEnd]);
+      spawnSync('ip', ['link', 'del', bridge]);
+    }
+  });
+
   it('with --tty, relays console.sock to the pty, replays output, resizes and reports the exit', async function () {
     const state = newStateDir();
     const c = await start(state, ['--rootfs', rootfs, '--ns', 'pid,mnt,uts,ipc,net', '--tty', '--', 'sh']);

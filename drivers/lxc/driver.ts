@@ -38,7 +38,7 @@ import { securityArgs } from './security';
 import { launch, LaunchError, monitorCommand, pidAlive, pidStartTime, readExitRecord, removeMonitorDir, waitExit, type ExitRecord } from './monitor';
 import { LxcCheckpointer } from './checkpoint';
 import { locateCriu } from '../../src/criu/criu-locate';
-import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, setupNetwork, teardownNetwork, type BridgeConfig, type NetworkRuntime } from './network';
+import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, planVeth, setupNetwork, teardownNetwork, vethArgs, vethRuntime, type BridgeConfig, type NetworkRuntime } from './network';
 import { BUSYBOX_DEFAULT_INIT, mountOverlay, Templates, unmountAll } from './rootfs';
 
 /** What the driver remembers about a running container (runtime.json). */
@@ -295,6 +295,12 @@ export class LxcDriver implements Driver {
         ns.push('net');
         args.push('--lo-up');
       }
+      // A bridged veth is made by the helper itself (netlink), the rest by setupNetwork below.
+      if (netMode?.$case === 'bridge') {
+        const plan = await planVeth(id, netMode.value, this.ipam, this.bridge);
+        network = vethRuntime(plan);
+        args.push(...vethArgs(plan));
+      }
       const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
       if (lxc?.shareIpcWith) {
         const pid = peerPids[lxc.shareIpcWith];
@@ -329,7 +335,7 @@ export class LxcDriver implements Driver {
       args.push('--', ...argv);
 
       const launched = await launch(this.helper, args, async (initPid) => {
-        network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
+        if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
         await this.ext.configure?.(id, spec, initPid);
       });
       const rt: Runtime = {

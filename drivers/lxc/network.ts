@@ -8,7 +8,7 @@ import { promises as fs, existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { promisify } from 'node:util';
-import { MacvlanMode, type Network } from '../../src/gen/osvirt/v1/container';
+import { MacvlanMode, type BridgeNetwork, type Network } from '../../src/gen/osvirt/v1/container';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { missingFeature, OsvirtError } from '../../src/core/errors';
 import { KeyedMutex } from '../../src/core/keyed-mutex';
@@ -88,7 +88,12 @@ export function hostIfName(prefix: string, container: string, scope: string): st
   return `${prefix}${createHash('sha1').update(`${scope}\0${container}`).digest('hex').slice(0, 10)}`;
 }
 
-/** Addresses handed out on osvirt bridges, persisted so they survive restarts. */
+/**
+ * Addresses handed out on osvirt bridges, kept in a file so they survive daemon
+ * restarts. Written atomically but not fsynced, like dnsmasq's lease file: after
+ * a power loss a container may get another address on its next start unless its
+ * spec fixes one (network.bridge.address).
+ */
 /** Shared by every Ipam in the process: drivers built on lxc share one table file. */
 const ipamMutex = new KeyedMutex();
 
@@ -130,7 +135,7 @@ export class Ipam {
         if (used.has(n)) continue;
         const addr = `${intToIpv4(n)}/${prefix}`;
         table[container] = addr;
-        await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n');
+        await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n', 0o644, false);
         return addr;
       }
       throw new OsvirtError('RESOURCE_EXHAUSTED', 'SUBNET_EXHAUSTED', `no free address left in ${this.bridge.subnet}`);
@@ -144,7 +149,7 @@ export class Ipam {
       const taken = Object.entries(table).find(([k, v]) => k !== container && v.split('/')[0] === addr.split('/')[0]);
       if (taken) throw new OsvirtError('ALREADY_EXISTS', 'ADDRESS_IN_USE', `address ${addr} is already used by container "${taken[0]}"`);
       table[container] = addr;
-      await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n');
+      await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n', 0o644, false);
     });
   }
 
@@ -153,7 +158,7 @@ export class Ipam {
       const table = await this.load();
       if (!(container in table)) return;
       delete table[container];
-      await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n');
+      await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n', 0o644, false);
     });
   }
 }
@@ -234,6 +239,48 @@ export async function ipBatch(lines: string[], pid?: number): Promise<void> {
  * spec asks. Called between the helper's "created" and "go". Commands are
  * batched: one `ip` on the host side and one inside, whatever the mode.
  */
+/** A veth pair on a bridge, decided before the container exists. */
+export interface VethPlan {
+  hostEnd: string;
+  ifname: string;
+  bridge: string;
+  address: string;
+  gateway?: string | undefined;
+  mtu: number;
+  mac: string;
+}
+
+/**
+ * Everything a bridged veth needs from the host before the container exists:
+ * the bridge, the address lease and free host interface name. The pair itself
+ * is made by the helper (`--veth`, netlink) or, on restore, by setupNetwork.
+ */
+export async function planVeth(container: string, b: BridgeNetwork, ipam: Ipam, bridgeDefault: BridgeConfig): Promise<VethPlan> {
+  const bridge = b.bridge || bridgeDefault.name;
+  const own = bridge === bridgeDefault.name;
+  const gw = own ? ipam.gateway() : undefined;
+  await ensureBridge(bridge, gw);
+  const address = b.address || (own ? await ipam.allocate(container) : '');
+  const hostEnd = ipam.ifName('ovh', container);
+  if (linkExists(hostEnd)) await ip('link', 'del', hostEnd).catch(() => undefined);
+  return { hostEnd, ifname: b.interfaceName || 'eth0', bridge, address, gateway: gw && address ? gw.address : undefined, mtu: b.mtu, mac: b.macAddress };
+}
+
+/** The helper's --veth options for a plan. */
+export function vethArgs(p: VethPlan): string[] {
+  const a = ['--veth', `${p.hostEnd}:${p.ifname}`, '--veth-bridge', p.bridge];
+  if (p.mtu) a.push('--veth-mtu', String(p.mtu));
+  if (p.mac) a.push('--veth-mac', p.mac);
+  if (p.address) a.push('--veth-address', p.address);
+  if (p.gateway) a.push('--veth-gateway', p.gateway);
+  return a;
+}
+
+/** What a planned veth leaves on the host, for teardownNetwork. */
+export function vethRuntime(p: VethPlan): NetworkRuntime {
+  return { hostInterfaces: [p.hostEnd], address: p.address, interfaceName: p.ifname, bridge: p.bridge };
+}
+
 export async function setupNetwork(container: string, pid: number, n: Network | undefined, ipam: Ipam, bridgeDefault: BridgeConfig): Promise<NetworkRuntime> {
   const mode = n?.mode;
   const rt: NetworkRuntime = { hostInterfaces: [] };
@@ -242,28 +289,19 @@ export async function setupNetwork(container: string, pid: number, n: Network | 
   const inside: string[] = [];
   try {
     if (mode.$case === 'bridge') {
-      const b = mode.value;
-      const bridge = b.bridge || bridgeDefault.name;
-      const own = bridge === bridgeDefault.name;
-      const gw = own ? ipam.gateway() : undefined;
-      await ensureBridge(bridge, gw);
-      const address = b.address || (own ? await ipam.allocate(container) : '');
-      const hostEnd = ipam.ifName('ovh', container);
+      const p = await planVeth(container, mode.value, ipam, bridgeDefault);
+      Object.assign(rt, vethRuntime(p));
       const peer = ipam.ifName('ovc', container);
-      const ifname = b.interfaceName || 'eth0';
-      if (linkExists(hostEnd)) await ip('link', 'del', hostEnd).catch(() => undefined);
-      rt.hostInterfaces.push(hostEnd);
       await ipBatch([
-        `link add ${hostEnd}${b.mtu ? ` mtu ${b.mtu}` : ''} type veth peer name ${peer} netns ${pid}`,
-        `link set ${hostEnd} master ${bridge}`,
-        `link set ${hostEnd} up`,
+        `link add ${p.hostEnd}${p.mtu ? ` mtu ${p.mtu}` : ''} type veth peer name ${peer} netns ${pid}`,
+        `link set ${p.hostEnd} master ${p.bridge}`,
+        `link set ${p.hostEnd} up`,
       ]);
-      inside.push(`link set ${peer} name ${ifname}`);
-      if (b.macAddress) inside.push(`link set ${ifname} address ${b.macAddress}`);
-      if (address) inside.push(`addr add ${address} dev ${ifname}`);
-      inside.push(`link set ${ifname} up`);
-      if (gw && address) inside.push(`route add default via ${gw.address}`);
-      Object.assign(rt, { address, interfaceName: ifname, bridge });
+      inside.push(`link set ${peer} name ${p.ifname}`);
+      if (p.mac) inside.push(`link set ${p.ifname} address ${p.mac}`);
+      if (p.address) inside.push(`addr add ${p.address} dev ${p.ifname}`);
+      inside.push(`link set ${p.ifname} up`);
+      if (p.gateway) inside.push(`route add default via ${p.gateway}`);
     } else if (mode.$case === 'macvlan' || mode.$case === 'vlan') {
       const m = mode.value;
       const tmp = ipam.ifName(mode.$case === 'macvlan' ? 'ovm' : 'ovv', container);
