@@ -2,7 +2,7 @@
 // TCP connections. Every container goes through the real daemon and API.
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readlinkSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -351,6 +351,9 @@ describe('lxc driver (real containers)', function () {
     assert.ok(!readFileSync('/proc/self/mountinfo', 'utf8').includes(ctDir), 'a mount is left');
     assert.ok(!existsSync(ctDir), 'driver state left');
     assert.ok(!existsSync(path.join(d.stateDir, 'containers', 'gone.json')));
+    // The directory's content is removed in the background, from trash/.
+    const trash = path.join(d.stateDir, 'drivers', 'lxc', 'trash');
+    await until(() => !existsSync(trash) || readdirSync(trash).length === 0, 'the trash to empty');
   });
 
   it('starts 20 containers concurrently', async () => {

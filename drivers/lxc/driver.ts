@@ -116,6 +116,8 @@ export class LxcDriver implements Driver {
   private readonly messages: string[] = [];
   private criuOk = false;
   private checkpointer?: LxcCheckpointer;
+  /** Background removals of deleted containers' directories (see discard). */
+  private readonly removing = new Set<Promise<void>>();
 
   constructor(opts: LxcDriverOptions = {}) {
     this.name = opts.name ?? 'lxc';
@@ -137,6 +139,8 @@ export class LxcDriver implements Driver {
     // One address table for every driver built on this one: they share the bridge.
     this.ipam = new Ipam(path.join(path.dirname(this.stateDir), 'ipam.json'), this.bridge);
     await fs.mkdir(path.join(this.stateDir, 'containers'), { recursive: true });
+    // What a previous daemon was still removing when it stopped.
+    await fs.rm(path.join(this.stateDir, 'trash'), { recursive: true, force: true });
     if (this.layout.kind === 'hybrid' && !this.layout.v1['freezer']) this.messages.push('pause: no freezer cgroup controller');
     const criu = await locateCriu();
     this.criuOk = criu.ok;
@@ -481,10 +485,38 @@ export class LxcDriver implements Driver {
     await this.cleanup(id);
     await this.ipam.release(id);
     await unmountAll(this.dir(id));
-    await fs.rm(this.dir(id), { recursive: true, force: true });
+    await this.discard(this.dir(id));
+  }
+
+  /**
+   * Take a deleted container's directory away at once (a rename into trash/)
+   * and remove its content in the background: a root filesystem's upper layer
+   * can hold any number of files, and DeleteContainer need not wait for them.
+   * Whatever a stopped daemon left in trash/ is removed at the next start.
+   */
+  private async discard(dir: string): Promise<void> {
+    const trash = path.join(this.stateDir, 'trash');
+    await fs.mkdir(trash, { recursive: true });
+    const target = path.join(trash, `${path.basename(dir)}.${process.pid}.${Date.now()}`);
+    try {
+      await fs.rename(dir, target);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    this.removeInBackground(target);
+  }
+
+  private removeInBackground(dir: string): void {
+    const p: Promise<void> = fs
+      .rm(dir, { recursive: true, force: true })
+      .catch((e) => this.logger.warn({ dir, err: errorMessage(e) }, 'cannot remove a deleted container directory'))
+      .finally(() => this.removing.delete(p));
+    this.removing.add(p);
   }
 
   async close(): Promise<void> {
+    await Promise.all(this.removing);
     await this.checkpointer?.close();
   }
 
