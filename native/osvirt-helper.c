@@ -166,7 +166,12 @@ static int write_file(const char *path, const char *s)
 	return n == (ssize_t)strlen(s) ? 0 : -1;
 }
 
-/* Crash-safe replace: a reader sees the old file or the complete new one. */
+/*
+ * Atomic replace: a reader sees the old file or the complete new one. Not
+ * fsynced: what the monitor writes (pids, the exit record) describes processes
+ * that a power loss ends anyway, and a daemon or monitor crash keeps the page
+ * cache.
+ */
 static int write_file_atomic(int dirfd, const char *name, const char *s)
 {
 	char tmp[NAME_MAX + 1];
@@ -174,7 +179,7 @@ static int write_file_atomic(int dirfd, const char *name, const char *s)
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -1;
-	if (write_all(fd, s, strlen(s)) < 0 || fsync(fd) < 0) {
+	if (write_all(fd, s, strlen(s)) < 0) {
 		int saved = errno;
 		close(fd);
 		unlinkat(dirfd, tmp, 0);
@@ -182,10 +187,7 @@ static int write_file_atomic(int dirfd, const char *name, const char *s)
 		return -1;
 	}
 	close(fd);
-	if (renameat(dirfd, tmp, dirfd, name) < 0)
-		return -1;
-	fsync(dirfd);
-	return 0;
+	return renameat(dirfd, tmp, dirfd, name);
 }
 
 /* Writes s as a JSON string literal (with quotes) into out, truncating if needed. */
