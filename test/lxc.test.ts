@@ -391,6 +391,38 @@ describe('lxc driver (real containers)', function () {
     await remove('auto');
   });
 
+  it('starts containers through the helper launcher, and directly while a killed launcher comes back', async () => {
+    const sock = path.join(d.stateDir, 'drivers', 'lxc', 'launcher.sock');
+    const launcherPid = () => {
+      for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+        try {
+          if (readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').includes(sock)) return Number(p);
+        } catch {
+          // gone
+        }
+      }
+      return 0;
+    };
+    const parentOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+    const first = launcherPid();
+    assert.ok(first > 0, 'the driver runs a launcher');
+    try {
+      // Through the launcher: the monitor is a daemonized grandchild (init's), not the daemon's child.
+      const pid = await run('via-launcher');
+      assert.equal(parentOf(parentOf(pid)), 1);
+      process.kill(first, 'SIGKILL');
+      await until(() => launcherPid() !== first, 'the launcher to go');
+      // Without it the daemon spawns the monitor itself, and starts a new launcher.
+      const direct = await run('direct');
+      assert.equal(await sh(c, 'direct', 'hostname'), 'direct');
+      const second = await until(() => launcherPid(), 'a new launcher');
+      assert.notEqual(second, first);
+    } finally {
+      await remove('via-launcher');
+      await remove('direct');
+    }
+  });
+
   it('restarts a stopped container and stops one that ignores SIGTERM with SIGKILL after the timeout', async () => {
     await run('stubborn', { process: { args: ['/bin/sh', '-c', "trap '' TERM; while :; do sleep 1; done"] } });
     try {

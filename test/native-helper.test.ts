@@ -461,6 +461,59 @@ describe('native helper (osvirt-helper)', function () {
     }
   });
 
+  it('launcher: starts run monitors over its socket (adopted by init, exec\'d as "run"), ignores malformed requests, dies with its parent', async function () {
+    const sock = path.join(base, 'launcher.sock');
+    const launcher = spawn(HELPER, ['launcher', '--socket', sock], { stdio: ['ignore', 'pipe', 'pipe'] });
+    monitors.push(launcher);
+    assert.deepEqual(await nextEvent(new LineReader(launcher.stdout)), { event: 'ready' });
+    assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
+    const request = (args: string[]) => {
+      const body = Buffer.from(args.map((x) => x + '\0').join(''));
+      const len = Buffer.alloc(4);
+      if (os.endianness() === 'LE') len.writeUInt32LE(body.length);
+      else len.writeUInt32BE(body.length);
+      return Buffer.concat([len, body]);
+    };
+    const state = newStateDir();
+    const conn = await connectUnix(sock);
+    sockets.push(conn.sock);
+    conn.sock.write(request(['--state', state, '--rootfs', rootfs, '--ns', 'pid,mnt', '--', 'sleep', '1000']));
+    await waitFor('created', () => conn.received().includes('\n'));
+    const created = JSON.parse(conn.received()) as { event: string; initPid: number; monitorPid: number };
+    assert.equal(created.event, 'created');
+    pids.push(created.initPid);
+    conn.sock.write('go\n');
+    await waitFor('started', () => conn.received().includes('"started"'));
+    // A daemonized monitor: init's child, showing its own arguments.
+    const stat = readOr(`/proc/${created.monitorPid}/stat`);
+    assert.equal(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1], '1');
+    assert.deepEqual(readOr(`/proc/${created.monitorPid}/cmdline`).split('\0').slice(1, 4), ['run', '--state', state]);
+    assert.equal(readOr(path.join(state, 'monitor.pid')).trim(), String(created.monitorPid));
+
+    // Garbage is dropped without harm; the launcher keeps serving.
+    for (const junk of [Buffer.from([0xff, 0xff, 0xff, 0x7f]), Buffer.from('\x05\0\0\0abc')]) {
+      const j = await connectUnix(sock);
+      sockets.push(j.sock);
+      j.sock.end(junk);
+      await new Promise((r) => j.sock.once('close', r));
+      assert.equal(j.received(), '');
+    }
+    const again = await connectUnix(sock);
+    sockets.push(again.sock);
+    again.sock.write(request(['--state', newStateDir(), '--rootfs', path.join(base, 'nope'), '--ns', 'pid,mnt', '--', 'sh']));
+    await waitFor('an error event for a missing rootfs', () => again.received().includes('\n'));
+    assert.match(again.received(), /^\{"event":"error","message":"rootfs .*nope: No such file or directory"\}\n$/);
+    assert.equal(launcher.exitCode, null, 'the launcher is still running');
+
+    // It dies with the process that started it; its monitors do not.
+    const parent = spawn('sh', ['-c', `"${HELPER}" launcher --socket "${path.join(base, 'launcher2.sock')}" >/dev/null & echo $!; sleep 0.3`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = Number((await nextEvent(new LineReader(parent.stdout)) as unknown as number));
+    await exitOf(parent);
+    await waitFor('the orphaned launcher to exit', () => isGone(child));
+    assert.ok(!isGone(created.monitorPid), 'the monitor outlives launchers');
+    launcher.kill('SIGKILL');
+  });
+
   it('with --tty, relays console.sock to the pty, replays output, resizes and reports the exit', async function () {
     const state = newStateDir();
     const c = await start(state, ['--rootfs', rootfs, '--ns', 'pid,mnt,uts,ipc,net', '--tty', '--', 'sh']);

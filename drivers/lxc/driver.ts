@@ -39,6 +39,7 @@ import { launch, LaunchError, monitorCommand, pidAlive, pidStartTime, readExitRe
 import { LxcCheckpointer } from './checkpoint';
 import { locateCriu } from '../../src/criu/criu-locate';
 import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, planVeth, setupNetwork, teardownNetwork, vethArgs, vethRuntime, type BridgeConfig, type NetworkRuntime } from './network';
+import { Launcher } from './launcher';
 import { BUSYBOX_DEFAULT_INIT, mountOverlay, Templates, unmountAll } from './rootfs';
 
 /** What the driver remembers about a running container (runtime.json). */
@@ -116,6 +117,7 @@ export class LxcDriver implements Driver {
   private readonly messages: string[] = [];
   private criuOk = false;
   private checkpointer?: LxcCheckpointer;
+  private launcher?: Launcher;
   /** Background removals of deleted containers' directories (see discard). */
   private readonly removing = new Set<Promise<void>>();
 
@@ -139,6 +141,8 @@ export class LxcDriver implements Driver {
     // One address table for every driver built on this one: they share the bridge.
     this.ipam = new Ipam(path.join(path.dirname(this.stateDir), 'ipam.json'), this.bridge);
     await fs.mkdir(path.join(this.stateDir, 'containers'), { recursive: true });
+    this.launcher = new Launcher(this.helper, path.join(this.stateDir, 'launcher.sock'), this.logger);
+    await this.launcher.start();
     // What a previous daemon was still removing when it stopped.
     await fs.rm(path.join(this.stateDir, 'trash'), { recursive: true, force: true });
     if (this.layout.kind === 'hybrid' && !this.layout.v1['freezer']) this.messages.push('pause: no freezer cgroup controller');
@@ -288,7 +292,7 @@ export class LxcDriver implements Driver {
       rootfsMounted = rf.mounted;
 
       const ns = ['pid', 'mnt', 'uts', 'cgroup'];
-      const args = ['run', '--state', monitorDir, '--rootfs', rf.rootfs];
+      const args = ['--state', monitorDir, '--rootfs', rf.rootfs];
       if (rf.overlay) args.push('--host-overlay', rf.overlay);
       const netMode = spec.network?.mode;
       if (netMode?.$case === 'container') {
@@ -341,7 +345,7 @@ export class LxcDriver implements Driver {
       const launched = await launch(this.helper, args, async (initPid) => {
         if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
         await this.ext.configure?.(id, spec, initPid);
-      });
+      }, this.launcher);
       const rt: Runtime = {
         initPid: launched.initPid,
         initStartTime: pidStartTime(launched.initPid) ?? '',
@@ -516,6 +520,7 @@ export class LxcDriver implements Driver {
   }
 
   async close(): Promise<void> {
+    await this.launcher?.close();
     await Promise.all(this.removing);
     await this.checkpointer?.close();
   }

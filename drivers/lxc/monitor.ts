@@ -7,6 +7,7 @@ import { promises as fs, existsSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import type { Launcher } from './launcher';
 
 export interface ExitRecord {
   exitCode: number;
@@ -21,26 +22,72 @@ export interface Launched {
 
 export class LaunchError extends Error {}
 
-/**
- * Start the helper, run `configure(initPid)` while the init waits (network
- * setup), then release it. Resolves once the init has exec'd.
- */
-export async function launch(helper: string, args: string[], configure: (initPid: number) => Promise<void>): Promise<Launched> {
-  const child = spawn(helper, args, { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+/** Where a starting `run` helper's events come from and where "go" goes. */
+interface RunChannel {
+  events: NodeJS.ReadableStream;
+  send(line: string): void;
+  /** Rejects when the helper goes away (exit, closed connection). */
+  gone: Promise<never>;
+  stderr(): string;
+  /** The start is over: let go of the helper. */
+  release(): void;
+  /** After an abort: wait for the helper to finish. */
+  finished(): Promise<void>;
+}
+
+function spawnRun(helper: string, args: string[]): RunChannel {
+  const child = spawn(helper, ['run', ...args], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (b: Buffer) => {
     if (stderr.length < 8192) stderr += b.toString();
   });
-  const lines = readline.createInterface({ input: child.stdout });
-  const iter = lines[Symbol.asyncIterator]();
-  const exited = new Promise<never>((_, reject) => {
+  const gone = new Promise<never>((_, reject) => {
     child.once('exit', (code, sig) => reject(new LaunchError(`osvirt-helper exited (${sig ?? code}) during start: ${stderr.trim() || 'no message'}`)));
     child.once('error', (e) => reject(new LaunchError(`cannot run ${helper}: ${e.message}; build it with "make -C native"`)));
   });
-  exited.catch(() => undefined);
+  return {
+    events: child.stdout,
+    send: (line) => child.stdin.write(line),
+    gone,
+    stderr: () => stderr,
+    release() {
+      child.stdin.destroy();
+      child.stdout.destroy();
+      child.stderr.destroy();
+      child.unref();
+    },
+    finished: () => new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r()))),
+  };
+}
+
+function socketRun(sock: net.Socket): RunChannel {
+  const gone = new Promise<never>((_, reject) => {
+    sock.once('close', () => reject(new LaunchError('osvirt-helper closed the start connection (its message is in the daemon log)')));
+  });
+  return {
+    events: sock,
+    send: (line) => sock.write(line),
+    gone,
+    stderr: () => '',
+    release: () => sock.destroy(),
+    finished: () => new Promise((r) => (sock.closed ? r() : sock.once('close', () => r()))),
+  };
+}
+
+/**
+ * Start `osvirt-helper run ARGS` (through the launcher when there is one), run
+ * `configure(initPid)` while the init waits (network setup), then release it.
+ * Resolves once the init has exec'd.
+ */
+export async function launch(helper: string, args: string[], configure: (initPid: number) => Promise<void>, launcher?: Launcher): Promise<Launched> {
+  const sock = await launcher?.open(args);
+  const ch = sock ? socketRun(sock) : spawnRun(helper, args);
+  ch.gone.catch(() => undefined);
+  const lines = readline.createInterface({ input: ch.events });
+  const iter = lines[Symbol.asyncIterator]();
   const next = async (): Promise<Record<string, unknown>> => {
-    const r = await Promise.race([iter.next(), exited]);
-    if (r.done) return Promise.race([exited, Promise.reject(new LaunchError(`osvirt-helper closed its output: ${stderr.trim()}`))]);
+    const r = await Promise.race([iter.next(), ch.gone]);
+    if (r.done) return Promise.race([ch.gone, Promise.reject(new LaunchError(`osvirt-helper closed its output: ${ch.stderr().trim()}`))]);
     try {
       return JSON.parse(r.value) as Record<string, unknown>;
     } catch {
@@ -56,20 +103,17 @@ export async function launch(helper: string, args: string[], configure: (initPid
     try {
       await configure(initPid);
     } catch (e) {
-      child.stdin.end('abort\n');
-      await new Promise((r) => child.once('exit', r)).catch(() => undefined);
+      ch.send('abort\n');
+      await ch.finished().catch(() => undefined);
       throw e;
     }
-    child.stdin.write('go\n');
+    ch.send('go\n');
     const started = await next();
     if (started['event'] !== 'started') throw new LaunchError(String(started['message'] ?? JSON.stringify(started)));
     return { initPid, monitorPid };
   } finally {
     lines.close();
-    child.stdin.destroy();
-    child.stdout.destroy();
-    child.stderr.destroy();
-    child.unref();
+    ch.release();
   }
 }
 
