@@ -209,6 +209,7 @@ export class ContainerManager {
       try {
         await this.store.save(rec);
       } catch (e) {
+        await this.store.remove(name).catch(() => undefined);
         await driver.delete(name).catch(() => undefined);
         throw e;
       }
