@@ -2121,14 +2121,24 @@ NORETURN static void monitor_finish(struct monitor *m, int status)
 	/*
 	 * The pair dies with the container's network namespace, but the kernel
 	 * cleans namespaces up asynchronously; deleting the host end now means it
-	 * is gone when the daemon learns of the exit.
+	 * is gone when the daemon learns of the exit. RTM_DELLINK returns only after
+	 * the kernel has released the device (an RCU barrier: 20-30 ms here), while
+	 * the name leaves the host at the start of that: a child waits for the
+	 * release, the monitor only for the name to go.
 	 */
 	if (g_host_veth) {
-		struct nlreq r;
-		struct ifinfomsg del = {.ifi_family = AF_UNSPEC};
-		nl_init(&r, RTM_DELLINK, 0, &del, sizeof del);
-		if (nl_put(&r, IFLA_IFNAME, g_host_veth, strlen(g_host_veth) + 1) && nl_talk(&r) < 0 && errno != ENODEV)
-			fprintf(stderr, "delete %s: %s\n", g_host_veth, strerror(errno));
+		pid_t deleter = fork();
+		if (deleter == 0) {
+			close_range(3, ~0U, 0); /* hold none of the monitor's sockets open */
+			struct nlreq r;
+			struct ifinfomsg del = {.ifi_family = AF_UNSPEC};
+			nl_init(&r, RTM_DELLINK, 0, &del, sizeof del);
+			if (nl_put(&r, IFLA_IFNAME, g_host_veth, strlen(g_host_veth) + 1) && nl_talk(&r) < 0 && errno != ENODEV)
+				fprintf(stderr, "delete %s: %s\n", g_host_veth, strerror(errno));
+			_exit(0);
+		}
+		for (int i = 0; deleter > 0 && i < 50000 && if_nametoindex(g_host_veth); i++)
+			usleep(100);
 	}
 	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 	int code = sig ? 128 + sig : WEXITSTATUS(status);
