@@ -2815,13 +2815,11 @@ static int cmd_exec(int argc, char **argv)
 	ignore_signal(SIGPIPE);
 
 	char path[PATH_MAX];
-	for (size_t i = 0; i < p.cgroups.n; i++) {
-		snprintf(path, sizeof path, "%s/cgroup.procs", p.cgroups.v[i]);
-		char num[32];
-		snprintf(num, sizeof num, "%d\n", getpid());
-		if (write_file(path, num) < 0)
-			exec_fail("join cgroup %s", p.cgroups.v[i]);
-	}
+	/* Opened here, in the host's mount ns; the child joins them itself (see cgroup_join_self). */
+	struct cgroup_join cg;
+	const char *bad = NULL;
+	if (cgroup_join_open(&p.cgroups, &cg, &bad) < 0)
+		exec_fail("cgroup %s", bad);
 	/* All ns fds are opened first: after joining the mount ns, /proc/PID may not be the same. */
 	int fds[NNS];
 	for (size_t i = 0; i < NNS; i++) {
@@ -2837,17 +2835,32 @@ static int cmd_exec(int argc, char **argv)
 		if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 			exec_fail("open %s", path);
 	}
+	/*
+	 * The cgroup ns is left to the child: clone3(CLONE_INTO_CGROUP) needs the
+	 * parent's cgroup inside its cgroup ns, and the child joins the cgroups first.
+	 */
+	int cgns = -1;
 	for (size_t i = 0; i < NNS; i++) {
 		if (fds[i] < 0)
 			continue;
+		if (namespaces[i].flag == CLONE_NEWCGROUP) {
+			cgns = fds[i];
+			continue;
+		}
 		if (setns(fds[i], namespaces[i].flag) < 0)
 			exec_fail("setns %s", namespaces[i].name);
 		close(fds[i]);
-		/* Like nsenter: in a joined user ns, become its root unless --user says otherwise. */
-		if (namespaces[i].flag == CLONE_NEWUSER && !p.set_user) {
-			p.set_user = true;
-			p.uid = 0;
-			p.gid = 0;
+		if (namespaces[i].flag == CLONE_NEWUSER) {
+			/* Creating a child in a cgroup checks the creator's credentials, now the user ns's: the child joins instead. */
+			if (cg.v2dir >= 0)
+				close(cg.v2dir);
+			cg.v2dir = -1;
+			/* Like nsenter: in a joined user ns, become its root unless --user says otherwise. */
+			if (!p.set_user) {
+				p.set_user = true;
+				p.uid = 0;
+				p.gid = 0;
+			}
 		}
 	}
 	int master = -1, slave = -1;
@@ -2877,11 +2890,15 @@ static int cmd_exec(int argc, char **argv)
 	if (sigfd < 0)
 		exec_fail("signalfd");
 	/* fork() after setns(pid): only children enter the pid namespace. */
-	pid_t child = fork();
+	pid_t child = clone_into(0, &cg);
 	if (child < 0)
 		exec_fail("fork");
 	if (child == 0) {
 		g_errfd = errp[1];
+		if (cgroup_join_self(&cg) < 0)
+			child_fail("join the container's cgroups");
+		if (cgns >= 0 && setns(cgns, CLONE_NEWCGROUP) < 0)
+			child_fail("setns cgroup");
 		/* Own session: CRIU can only dump sessions that start inside the container. */
 		if (setsid() < 0)
 			child_fail("setsid");
@@ -2897,6 +2914,9 @@ static int cmd_exec(int argc, char **argv)
 		become_process(&p);
 	}
 	close(errp[1]);
+	cgroup_join_close(&cg);
+	if (cgns >= 0)
+		close(cgns);
 	if (slave >= 0)
 		close(slave);
 	char err[1024];

@@ -351,6 +351,14 @@ describe('native helper (osvirt-helper)', function () {
     for (const expected of ['marker=hidden', 'from the host', 'data=ro', 'root=ro', 'scratch=rw']) {
       assert.ok(out.includes(expected), `exec output lacks ${expected}:\n${exec.stdout}`);
     }
+    // Seen from the host: the exec'd process joins every cgroup; the exec helper relaying for it does not.
+    const bg = spawn(HELPER, ['exec', '--pid', String(c.initPid), ...cgs.flatMap((cg) => ['--cgroup', cg]), '--', 'sleep', '30'], { stdio: 'ignore' });
+    monitors.push(bg);
+    const procs = (cg: string) => readOr(path.join(cg, 'cgroup.procs')).split('\n').filter(Boolean);
+    await waitFor("the exec'd process in every cgroup", () => cgs.every((cg) => procs(cg).length === 2));
+    for (const cg of cgs) assert.ok(!procs(cg).includes(String(bg.pid)), `the exec helper itself joined ${cg}`);
+    bg.kill('SIGTERM'); // forwarded to the sleep
+    await exitOf(bg);
     if (fs.existsSync(DEVICE)) {
       const rdev = fs.statSync(DEVICE).rdev;
       const [major, minor] = [(rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00)];
@@ -578,14 +586,19 @@ describe('native helper (osvirt-helper)', function () {
 
   it('runs in a user namespace with id maps', async function () {
     const state = newStateDir();
-    const c = await start(state, ['--rootfs', rootfs, '--ns', 'user,pid,mnt,uts,ipc', '--uidmap', '0:200000:65536', '--gidmap', '0:200000:65536',
-      '--hostname', 'nh-user', '--', 'sleep', '1000']);
+    const cgs = makeCgroups();
+    const c = await start(state, ['--rootfs', rootfs, '--ns', 'user,pid,mnt,uts,ipc,cgroup', '--uidmap', '0:200000:65536', '--gidmap', '0:200000:65536',
+      '--hostname', 'nh-user', ...cgs.flatMap((cg) => ['--cgroup', cg]), '--', 'sleep', '1000']);
+    for (const cg of cgs) assert.ok(readOr(path.join(cg, 'cgroup.procs')).split('\n').includes(String(c.initPid)), `the init joined ${cg}`);
     assert.notEqual(nsInode(c.initPid, 'user'), nsInode('self', 'user'));
     assert.match(readOr(`/proc/${c.initPid}/uid_map`), /^\s*0\s+200000\s+65536\n$/);
     assert.match(readOr(`/proc/${c.initPid}/status`), /Uid:\s+200000\s+200000\s+200000\s+200000/);
-    const exec = await runHelper(['exec', '--pid', String(c.initPid), '--', 'sh', '-c', 'id; hostname; cat /dev/null && echo null-ok']);
+    const exec = await runHelper(['exec', '--pid', String(c.initPid), ...cgs.flatMap((cg) => ['--cgroup', cg]), '--', 'sh', '-c', 'id; hostname; cat /dev/null && echo null-ok; cat /proc/self/cgroup']);
     assert.equal(exec.code, 0, exec.stderr);
-    assert.equal(exec.stdout, 'uid=0(root) gid=0(root)\nnh-user\nnull-ok\n');
+    const [id, host, nullOk, ...cgLines] = exec.stdout.trim().split('\n');
+    assert.deepEqual([id, host, nullOk], ['uid=0(root) gid=0(root)', 'nh-user', 'null-ok']);
+    // In the user ns the child joins the cgroup2 directory itself: at the root of its cgroup ns, like the init.
+    for (const line of cgLines.filter((l) => /^\d+:[^:]*:/.test(l))) assert.match(line, /:\/$/, `exec outside the container's cgroups: ${line}`);
   });
 
   it('reports setup failures as an error event and leaves no process or state behind', async function () {
