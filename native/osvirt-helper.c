@@ -2989,9 +2989,17 @@ static int swrk_spawn(struct swrk_cfg *c, pid_t *child_out)
 		if (setsockopt(sv[i], SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0)
 			setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
 	}
-	pid_t child = fork();
+	/* CRIU (and the tree it restores) starts in these cgroups, joined as in `run`. */
+	struct cgroup_join cg;
+	const char *bad = NULL;
+	if (cgroup_join_open(&c->cgroups, &cg, &bad) < 0) {
+		fprintf(stderr, "osvirt-helper: cgroup %s: %s\n", bad, strerror(errno));
+		return -1;
+	}
+	pid_t child = clone_into(0, &cg);
 	if (child < 0) {
 		perror("osvirt-helper: fork");
+		cgroup_join_close(&cg);
 		return -1;
 	}
 	if (child == 0) {
@@ -3001,15 +3009,9 @@ static int swrk_spawn(struct swrk_cfg *c, pid_t *child_out)
 		memcpy(args, c->cmd, ncmd * sizeof *args);
 		args[ncmd] = "swrk";
 		args[ncmd + 1] = fdnum;
-		char num[32];
-		snprintf(num, sizeof num, "%d\n", getpid());
-		for (size_t i = 0; i < c->cgroups.n; i++) {
-			char path[PATH_MAX];
-			snprintf(path, sizeof path, "%s/cgroup.procs", c->cgroups.v[i]);
-			if (write_file(path, num) < 0) {
-				fprintf(stderr, "osvirt-helper: join cgroup %s: %s\n", c->cgroups.v[i], strerror(errno));
-				_exit(126);
-			}
+		if (cgroup_join_self(&cg) < 0) {
+			fprintf(stderr, "osvirt-helper: join the cgroups: %s\n", strerror(errno));
+			_exit(126);
 		}
 		if (c->run_dir && (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0 ||
 				   mount(c->run_dir, "/run", NULL, MS_BIND, NULL) < 0)) {
@@ -3041,6 +3043,7 @@ static int swrk_spawn(struct swrk_cfg *c, pid_t *child_out)
 		fprintf(stderr, "osvirt-helper: exec %s: %s\n", args[0], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
+	cgroup_join_close(&cg);
 	close(sv[1]);
 	*child_out = child;
 	return sv[0];
