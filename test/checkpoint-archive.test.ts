@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import type { ExportCheckpointResponse } from '../src/gen/osvirt/v1/container_service';
 import { Checkpoint } from '../src/gen/osvirt/v1/container';
-import { isRoot, TestDaemon, type Client } from './support/daemon';
+import { TestDaemon, useDaemon, type Client } from './support/daemon';
 import { busybox } from './support/specs';
 
 function importArchive(c: Client, data: Buffer, start: { name?: string; checkpoint?: string } = {}): Promise<Checkpoint> {
@@ -25,14 +25,9 @@ describe('checkpoint archives (export/import)', function () {
   this.timeout(60000);
   let d: TestDaemon;
   let c: Client;
-
-  before(async function () {
-    if (!isRoot()) return this.skip();
-    d = new TestDaemon();
-    c = await d.start();
-  });
-  after(async () => {
-    await d?.destroy();
+  useDaemon((daemon, client) => {
+    d = daemon;
+    c = client;
   });
 
   function archive(meta: object | string | undefined, withImages = true): Buffer {

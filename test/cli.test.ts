@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { readDefinition } from '../src/cli/spec-file';
 import { repoPath } from '../src/paths';
-import { isRoot, TestDaemon } from './support/daemon';
+import { TestDaemon, useDaemon } from './support/daemon';
 
 const execFileP = promisify(execFile);
 
@@ -14,13 +14,8 @@ describe('osvirt CLI and examples', function () {
   this.timeout(120000);
   let d: TestDaemon;
 
-  before(async function () {
-    if (!isRoot()) return this.skip();
-    d = new TestDaemon();
-    await d.start();
-  });
-  after(async () => {
-    await d?.destroy();
+  useDaemon((daemon) => {
+    d = daemon;
   });
 
   async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {

@@ -5,20 +5,15 @@ import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
 import { credentials, makeGenericClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
 import { ContainerServiceService } from '../src/gen/osvirt/v1/container_service';
-import { isRoot, TestDaemon, type Client } from './support/daemon';
+import { TestDaemon, useDaemon, type Client } from './support/daemon';
 
 describe('garbage input', function () {
   this.timeout(120000);
   let d: TestDaemon;
   let c: Client;
-
-  before(async function () {
-    if (!isRoot()) return this.skip();
-    d = new TestDaemon();
-    c = await d.start();
-  });
-  after(async () => {
-    await d?.destroy();
+  useDaemon((daemon, client) => {
+    d = daemon;
+    c = client;
   });
 
   it('answers random request bytes on every method with a status and stays up', async () => {

@@ -16,7 +16,7 @@ import { decodeStatusDetails } from '../src/api/status';
 import { detectLayout } from '../drivers/lxc/cgroups';
 import { IpFilter } from '../drivers/common/ipfilter';
 import { repoPath } from '../src/paths';
-import { isRoot, TestDaemon, until, type Client } from './support/daemon';
+import { isRoot, TestDaemon, useDaemon, until, type Client } from './support/daemon';
 import { execIn, type ExecResult } from './support/exec';
 
 const execFileP = promisify(execFile);
@@ -66,15 +66,11 @@ describe('jail driver (FreeBSD jail semantics)', function () {
   let jails: ReturnType<typeof promisifyClient<JailServiceClient>>;
   const made = new Set<string>();
 
-  before(async function () {
-    if (!isRoot()) return this.skip();
-    d = new TestDaemon();
-    c = await d.start();
+  useDaemon((daemon, client) => {
+    d = daemon;
+    c = client;
     const raw = new JailServiceClient('unused', credentials.createInsecure(), { channelOverride: c.containers.getChannel() });
     jails = promisifyClient(raw);
-  });
-  after(async () => {
-    await d?.destroy();
   });
 
   function spec(opts: DeepPartial<JailOptions>, extra: DeepPartial<ContainerSpec> = {}): ContainerSpec {

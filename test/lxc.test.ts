@@ -12,7 +12,7 @@ import type { AttachConsoleResponse } from '../src/gen/osvirt/v1/container_servi
 import { decodeStatusDetails } from '../src/api/status';
 import { detectLayout } from '../drivers/lxc/cgroups';
 import { hasKernelFeature, hostIfName } from '../drivers/lxc/network';
-import { isRoot, TestDaemon, until, type Client } from './support/daemon';
+import { isRoot, TestDaemon, useDaemon, until, type Client } from './support/daemon';
 import { execIn, ncSend, sh } from './support/exec';
 import { busybox } from './support/specs';
 
@@ -44,14 +44,9 @@ describe('lxc driver (real containers)', function () {
   this.timeout(120000);
   let d: TestDaemon;
   let c: Client;
-
-  before(async function () {
-    if (!isRoot()) return this.skip();
-    d = new TestDaemon();
-    c = await d.start();
-  });
-  after(async () => {
-    await d?.destroy();
+  useDaemon((daemon, client) => {
+    d = daemon;
+    c = client;
   });
 
   /** The host end of a container's veth (other osvirt daemons may have their own on this host). */

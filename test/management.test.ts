@@ -5,7 +5,7 @@ import { strict as assert } from 'node:assert';
 import { ContainerState, Mount, MountType } from '../src/gen/osvirt/v1/container';
 import { readDefinition } from '../src/cli/spec-file';
 import { repoPath, repoRoot } from '../src/paths';
-import { isRoot, TestDaemon, type Client } from './support/daemon';
+import { TestDaemon, useDaemon, type Client } from './support/daemon';
 import { execIn } from './support/exec';
 import { busybox } from './support/specs';
 
@@ -13,14 +13,9 @@ describe('management containers', function () {
   this.timeout(120000);
   let d: TestDaemon;
   let c: Client;
-
-  before(async function () {
-    if (!isRoot()) return this.skip();
-    d = new TestDaemon();
-    c = await d.start();
-  });
-  after(async () => {
-    await d?.destroy();
+  useDaemon((daemon, client) => {
+    d = daemon;
+    c = client;
   });
 
   it('lets the manager start, stop and checkpoint its workers, and nothing else', async () => {

@@ -160,3 +160,20 @@ export function removeEmptyCgroupParents(): void {
     }
   }
 }
+
+/**
+ * A daemon for the enclosing describe(): started in before() (the suite is
+ * skipped when not run as root), destroyed in after(). `ready` gets the daemon
+ * and its client once it is up, for the suite's own variables and setup.
+ */
+export function useDaemon(ready: (d: TestDaemon, c: Client) => void | Promise<void>, startArgs: string[] = []): void {
+  let daemon: TestDaemon | undefined;
+  before(async function () {
+    if (!isRoot()) return this.skip();
+    daemon = new TestDaemon();
+    await ready(daemon, await daemon.start(startArgs));
+  });
+  after(async () => {
+    await daemon?.destroy();
+  });
+}
