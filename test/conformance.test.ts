@@ -4,7 +4,7 @@
 // report and exit code, including for a driver that does not conform.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { runDriverSuite } from '../src/conformance/driver-suite';
@@ -92,6 +92,9 @@ describe('driver conformance suite', function () {
         // no such hierarchy here (pure cgroup v2)
       }
       assert.deepEqual(left, [], `conformance cgroups left in /sys/fs/cgroup/${ctl}/osvirt-py`);
+      // The shared parent goes with its last container.
+      const parent = `/sys/fs/cgroup/${ctl}/osvirt-py`;
+      if (existsSync(parent)) assert.ok(readdirSync(parent, { withFileTypes: true }).some((e) => e.isDirectory()), `${parent} is left empty`);
     }
   });
 

@@ -187,3 +187,10 @@ class ContainerCgroup:
                     if e.errno != errno.EBUSY:
                         raise
                     time.sleep(0.02)
+        # The shared osvirt-py/ parent goes with its last container (another
+        # container, or another driver instance, keeps it: EBUSY).
+        for d in self.dirs():
+            try:
+                os.rmdir(os.path.dirname(d))
+            except OSError:
+                pass
