@@ -2,6 +2,7 @@
 // same Node spawn overhead for every anchor so ratios stay fair.
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
+import { pidAlive } from '../../drivers/lxc/monitor';
 
 export interface RunResult {
   code: number | null;
@@ -72,20 +73,8 @@ export async function which(cmd: string): Promise<string | undefined> {
   return r?.code === 0 && p ? p : undefined;
 }
 
-export function pidAlive(pid: number): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
+/** Alive and not a zombie: the driver's own test. */
+export { pidAlive };
 
 export function killPid(pid: number, sig: NodeJS.Signals = 'SIGKILL'): void {
   try {
