@@ -61,6 +61,7 @@ function spawnRun(helper: string, args: string[]): RunChannel {
 }
 
 function socketRun(sock: net.Socket): RunChannel {
+  sock.on('error', () => undefined); // a reset ends in 'close' like any end
   const gone = new Promise<never>((_, reject) => {
     sock.once('close', () => reject(new LaunchError('osvirt-helper closed the start connection (its message is in the daemon log)')));
   });
