@@ -73,14 +73,17 @@ static void usage(FILE *out)
 	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
 	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--device PATH]... [--no-default-mounts]\n"
 	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--host-overlay LOWER:UPPER:WORK]\n"
+	      "      [--host-bind SRC (with a user namespace)]\n"
 	      "      [--veth HOST_IFNAME:IFNAME [--veth-bridge BR] [--veth-mtu N] [--veth-mac MAC]\n"
 	      "       [--veth-address A.B.C.D/N] [--veth-gateway A.B.C.D]]\n"
 	      "      [--mask PATH]... [--ro-path PATH]...\n"
 	      "      [--no-ns LIST] [--root-owned-ns uts,mnt] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper criu-swrk [--keep-fd N]... [--run-dir DIR] [--cgroup DIR]... -- CRIU_ARGV...\n"
-	      "  osvirt-helper restore --state DIR (--tty-fd N | --log-fd N) [--keep-fd N]... [--run-dir DIR]\n"
+	      "  osvirt-helper restore --state DIR (--tty-fd N [--tty-owner UID:GID] | --log-fd N) [--keep-fd N]... [--run-dir DIR]\n"
 	      "      [--cgroup DIR]... -- CRIU_ARGV...\n"
+	      "  osvirt-helper mount-root --uidmap IN:OUT:COUNT... --gidmap IN:OUT:COUNT... (--overlay LOWER:UPPER:WORK | --bind SRC) TARGET\n"
+	      "                               a user-namespaced container's idmapped root, mounted at TARGET (for restore)\n"
 	      "  osvirt-helper peercred FD\n"
 	      "  osvirt-helper launcher --socket PATH   (forks `run` monitors on request; see cmd_launcher)\n"
 	      "  osvirt-helper init                 (as pid 1 of a pid namespace; SIGUSR1/SIGUSR2 from outside clear/set persist)\n"
@@ -395,7 +398,7 @@ static int cgroup_join_self(struct cgroup_join *j)
 
 /* ------------------------------------------------------------------ process options shared by run and exec */
 
-/* In exec's setns order: the user ns first, because it owns all the others. */
+/* The namespaces exec joins; it enters the user ns (first here) last. */
 static const struct {
 	const char *name;
 	int flag;
@@ -1217,6 +1220,8 @@ struct mnt {
 	uint64_t attr_set, attr_clr;    /* MOUNT_ATTR_* applied to a bind after it exists */
 	uint64_t propagation;           /* MS_PRIVATE, MS_SLAVE, ... or 0 */
 	bool bind, rec, prop_rec;
+	bool has_tree;                  /* tree: an idmapped copy of src the monitor made (user namespace) */
+	int tree;
 };
 
 /*
@@ -1258,7 +1263,7 @@ static void apply_mount(int rootfd, const struct mnt *m)
 	bool dir = true;
 	struct stat st;
 	if (m->bind) {
-		if (stat(m->src, &st) < 0)
+		if ((m->has_tree ? fstat(m->tree, &st) : stat(m->src, &st)) < 0)
 			child_fail("mount %s: %s", m->dst, m->src);
 		dir = S_ISDIR(st.st_mode);
 	}
@@ -1269,7 +1274,9 @@ static void apply_mount(int rootfd, const struct mnt *m)
 	char target[64];
 	snprintf(target, sizeof target, "/proc/self/fd/%d", fd);
 	int r;
-	if (m->bind)
+	if (m->has_tree)
+		r = (int)syscall(SYS_move_mount, m->tree, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+	else if (m->bind)
 		r = mount(m->src, target, NULL, MS_BIND | (m->rec ? MS_REC : 0), NULL);
 	else
 		r = mount(m->src && *m->src ? m->src : m->type, target, m->type, m->flags, m->data);
@@ -1424,6 +1431,7 @@ struct run_cfg {
 	bool default_mounts, readonly, sysfs;
 	bool lo_up;                     /* bring the new net ns's loopback up (saves an `ip` run) */
 	const char *host_overlay;       /* LOWER:UPPER:WORK mounted on --rootfs in the host's mount ns */
+	const char *host_bind;          /* SRC bound (idmapped) on --rootfs in the host's mount ns */
 	int console_fd;                 /* pty slave (--tty) */
 	char console_name[64];          /* its /dev/pts/N path */
 	unsigned dev_nodes;             /* DEV_* bits: what the standard /dev holds */
@@ -1809,17 +1817,22 @@ static void enter_root_owned(int types)
 		child_fail("chdir /");
 }
 
-static void setup_rootfs(const struct run_cfg *c)
+/* Makes the root a mount point of its own (pivot_root needs one) and opens it. */
+static int open_rootfs(const struct run_cfg *c)
 {
 	/* Nothing we mount may propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		child_fail("make / private");
-	/* pivot_root needs the new root to be a mount point. */
 	if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
 		child_fail("bind rootfs %s", c->rootfs);
 	int rootfd = open(c->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		child_fail("open rootfs %s", c->rootfs);
+	return rootfd;
+}
+
+static void setup_rootfs(const struct run_cfg *c, int rootfd)
+{
 	/*
 	 * Standard mounts first, then the caller's: a --mount under /dev or /proc
 	 * would otherwise be hidden by the standard mount on top of it.
@@ -1866,18 +1879,21 @@ NORETURN static void run_child(const struct run_cfg *c, int syncfd, int joinedfd
 	if (read(syncfd, &step, 1) != 1)
 		_exit(1); /* the monitor aborted */
 	umask(022);
+	/*
+	 * The root is found while our ids are still the host's root (only our
+	 * capabilities are the new user namespace's): the path to it may run
+	 * through directories only root may enter, like the daemon's state dir.
+	 */
+	int rootfd = c->rootfs ? open_rootfs(c) : -1;
 	/* Our ids are still the host's root, unmapped in the new user ns: become its root. */
 	if ((c->ns & CLONE_NEWUSER) &&
 	    (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
 		child_fail("become root of the user namespace");
-	for (size_t i = 0; i < c->njoins; i++)
-		if (setns(c->joins[i].fd, c->joins[i].type) < 0)
-			child_fail("setns %s", c->joins[i].spec);
 	/* Now that we are in the container's cgroups, they become our cgroup ns root. */
 	if ((c->ns & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
 		child_fail("unshare cgroup namespace");
 	if (c->rootfs)
-		setup_rootfs(c);
+		setup_rootfs(c, rootfd);
 	if (c->owned_ns)
 		enter_root_owned(c->owned_ns);
 	if (c->lo_up)
@@ -2420,6 +2436,8 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 			c->veth.gateway = v;
 		} else if ((v = value(&a, "--host-overlay"))) {
 			c->host_overlay = v;
+		} else if ((v = value(&a, "--host-bind"))) {
+			c->host_bind = v;
 		} else if ((v = value(&a, "--mask"))) {
 			if (v[0] != '/')
 				usage_error("--mask %s: expected an absolute path", v);
@@ -2459,8 +2477,8 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 		usage_error("run: --veth-* options need --veth");
 	if ((c->owned_ns & ~c->ns) || (c->owned_ns && !(c->ns & CLONE_NEWPID)))
 		usage_error("run: --root-owned-ns needs those namespaces (and pid) in --ns");
-	if (c->owned_ns && (c->ns & CLONE_NEWUSER))
-		usage_error("run: --root-owned-ns and a user namespace exclude each other");
+	if (c->host_bind && (!(c->ns & CLONE_NEWUSER) || c->host_overlay))
+		usage_error("run: --host-bind is the idmapped root of a user namespace, without --host-overlay");
 	for (size_t i = 0; i < c->njoins; i++)
 		for (size_t j = 0; j < c->njoins; j++)
 			if ((c->joins[i].type & c->ns) || (i != j && c->joins[i].type == c->joins[j].type))
@@ -2493,6 +2511,165 @@ static char *join_lines(const struct list *l)
 	return s;
 }
 
+/* ------------------------------------------------------------------ idmapped mounts */
+
+/*
+ * A user namespace with exactly these maps, as an fd: what
+ * mount_setattr(MOUNT_ATTR_IDMAP) takes. Only the maps matter to an idmapped
+ * mount, so a short-lived child makes the namespace and is gone before we
+ * return (LXC does the same for its idmapped rootfs).
+ */
+static int userns_fd_for(const struct list *uidmap, const struct list *gidmap)
+{
+	int ready[2], done[2];
+	if (pipe2(ready, O_CLOEXEC) < 0)
+		return -1;
+	if (pipe2(done, O_CLOEXEC) < 0) {
+		close(ready[0]);
+		close(ready[1]);
+		return -1;
+	}
+	pid_t k = fork();
+	if (k < 0)
+		return -1;
+	if (k == 0) {
+		close(ready[0]);
+		close(done[1]);
+		char b = unshare(CLONE_NEWUSER) < 0 ? 1 : 0;
+		if (write(ready[1], &b, 1) != 1 || b)
+			_exit(1);
+		(void)!read(done[0], &b, 1); /* until the parent has the fd */
+		_exit(0);
+	}
+	close(ready[1]);
+	close(done[0]);
+	char b = 1, path[64];
+	int fd = -1, saved = 0;
+	if (read(ready[0], &b, 1) == 1 && !b) {
+		snprintf(path, sizeof path, "/proc/%d/uid_map", k);
+		if (write_file(path, join_lines(uidmap)) == 0) {
+			snprintf(path, sizeof path, "/proc/%d/gid_map", k);
+			if (write_file(path, join_lines(gidmap)) == 0) {
+				snprintf(path, sizeof path, "/proc/%d/ns/user", k);
+				fd = open(path, O_RDONLY | O_CLOEXEC);
+			}
+		}
+	} else {
+		errno = EPERM;
+	}
+	saved = errno;
+	close(ready[0]);
+	close(done[1]);
+	waitpid(k, NULL, 0);
+	errno = saved;
+	return fd;
+}
+
+/* A detached copy of the mount at src whose owners appear through userns's maps. */
+static int idmapped_clone(const char *src, int userns, bool recursive)
+{
+	int rec = recursive ? AT_RECURSIVE : 0;
+	int fd = (int)syscall(SYS_open_tree, AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
+	if (fd < 0)
+		return -1;
+	struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns};
+	if (mount_setattr(fd, "", AT_EMPTY_PATH | rec, &attr, sizeof attr) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * The root of a user-namespaced container, mounted at target in the host's
+ * mount namespace: what is root-owned on disk (a shared template, a user's
+ * directory) appears owned by the container's root, and nothing on disk is
+ * chowned. overlay "LOWER:UPPER:WORK": the lower layer is an idmapped mount
+ * (overlayfs itself cannot be idmapped), the upper holds the container's own
+ * files under its host ids, and its top directory belongs to the container's
+ * root. bind SRC: an idmapped bind of SRC, writes land 0-based on disk.
+ * On failure *what names the step.
+ */
+static int mount_idmapped_root(const char *overlay, const char *bind, const char *target, int userns,
+			       const struct list *uidmap, const struct list *gidmap, const char **what)
+{
+	int lower = -1, r = -1;
+	char *spec = NULL;
+	if (bind) {
+		*what = "idmapped mount of the root directory (does its filesystem support idmapped mounts?)";
+		lower = idmapped_clone(bind, userns, false);
+		if (lower < 0)
+			goto out;
+		*what = "attach the idmapped root";
+		r = (int)syscall(SYS_move_mount, lower, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+		goto out;
+	}
+	spec = strdup(overlay);
+	char *save = NULL;
+	char *low = strtok_r(spec, ":", &save), *upper = strtok_r(NULL, ":", &save), *work = strtok_r(NULL, "", &save);
+	*what = "overlay spec (expected LOWER:UPPER:WORK)";
+	if (!low || !upper || !work) {
+		errno = EINVAL;
+		goto out;
+	}
+	*what = "idmapped mount of the lower layer (does its filesystem support idmapped mounts?)";
+	lower = idmapped_clone(low, userns, false);
+	if (lower < 0)
+		goto out;
+	*what = "chown the upper layer to the container's root";
+	if (chown(upper, (uid_t)outer_id(uidmap, 0), (gid_t)outer_id(gidmap, 0)) < 0)
+		goto out;
+	char data[3 * PATH_MAX + 64];
+	int n = snprintf(data, sizeof data, "lowerdir=/proc/self/fd/%d,upperdir=%s,workdir=%s", lower, upper, work);
+	*what = "overlay paths too long";
+	if (n < 0 || (size_t)n >= sizeof data) {
+		errno = ENAMETOOLONG;
+		goto out;
+	}
+	*what = "mount the overlay";
+	r = mount("overlay", target, "overlay", 0, data);
+out:;
+	int saved = errno;
+	free(spec);
+	if (lower >= 0)
+		close(lower);
+	errno = saved;
+	return r;
+}
+
+/* mount-root: what --host-overlay / --host-bind do for run, for a root mounted before a restore. */
+static int cmd_mount_root(int argc, char **argv)
+{
+	struct args a = {argc, argv, 0};
+	struct list uidmap = {0}, gidmap = {0};
+	const char *v, *overlay = NULL, *bind = NULL, *target = NULL;
+	for (; a.i < argc; a.i++) {
+		if ((v = value(&a, "--uidmap")))
+			add_idmap(&uidmap, "--uidmap", v);
+		else if ((v = value(&a, "--gidmap")))
+			add_idmap(&gidmap, "--gidmap", v);
+		else if ((v = value(&a, "--overlay")))
+			overlay = v;
+		else if ((v = value(&a, "--bind")))
+			bind = v;
+		else if (argv[a.i][0] != '-' && !target)
+			target = argv[a.i];
+		else
+			usage_error("mount-root: unknown option '%s'", argv[a.i]);
+	}
+	if (!target || !uidmap.n || !gidmap.n || !overlay == !bind)
+		usage_error("mount-root: needs --uidmap, --gidmap, one of --overlay and --bind, and TARGET");
+	const char *what = "user namespace for the id mapping";
+	int userns = userns_fd_for(&uidmap, &gidmap);
+	if (userns < 0 || mount_idmapped_root(overlay, bind, target, userns, &uidmap, &gidmap, &what) < 0) {
+		fprintf(stderr, "osvirt-helper mount-root %s: %s: %s\n", target, what, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	struct run_cfg c = {0};
@@ -2521,23 +2698,50 @@ static int cmd_run(int argc, char **argv)
 	 * running mount(8) first. The monitor unmounts it when the init is gone
 	 * (and the daemon removes whatever a killed monitor left).
 	 */
-	if (c.host_overlay) {
+	/*
+	 * A user-namespaced container sees its root and its bind mounts through
+	 * idmapped mounts: what host root owns, its root owns. The init inherits
+	 * the detached bind copies made here and attaches them (apply_mount); a
+	 * source whose filesystem cannot be idmapped is bound plainly instead.
+	 */
+	int userns = -1;
+	if (c.ns & CLONE_NEWUSER) {
+		userns = userns_fd_for(&c.uidmap, &c.gidmap);
+		if (userns < 0)
+			monitor_fail("user namespace for the id mapping: %s", strerror(errno));
+		for (size_t i = 0; i < c.nmounts; i++) {
+			struct mnt *m = &c.mounts[i];
+			if (!m->bind)
+				continue;
+			m->tree = idmapped_clone(m->src, userns, m->rec);
+			m->has_tree = m->tree >= 0;
+		}
+	}
+	if (c.host_overlay || c.host_bind) {
 		if (!c.rootfs)
-			monitor_fail("--host-overlay needs --rootfs");
-		char *spec = strdup(c.host_overlay), *save = NULL;
-		char *lower = strtok_r(spec, ":", &save), *upper = strtok_r(NULL, ":", &save), *work = strtok_r(NULL, "", &save);
-		if (!lower || !upper || !work)
-			monitor_fail("--host-overlay %s: expected LOWER:UPPER:WORK", c.host_overlay);
-		char data[3 * PATH_MAX + 64];
-		int n = snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
-		if (n < 0 || (size_t)n >= sizeof data)
-			monitor_fail("--host-overlay: paths too long");
-		if (mount("overlay", c.rootfs, "overlay", 0, data) < 0)
-			monitor_fail("mount overlay on %s: %s", c.rootfs, strerror(errno));
-		free(spec);
+			monitor_fail("--host-overlay and --host-bind need --rootfs");
+		if (c.ns & CLONE_NEWUSER) {
+			const char *what = NULL;
+			if (mount_idmapped_root(c.host_overlay, c.host_bind, c.rootfs, userns, &c.uidmap, &c.gidmap, &what) < 0)
+				monitor_fail("rootfs %s: %s: %s", c.rootfs, what, strerror(errno));
+		} else {
+			char *spec = strdup(c.host_overlay), *save = NULL;
+			char *lower = strtok_r(spec, ":", &save), *upper = strtok_r(NULL, ":", &save), *work = strtok_r(NULL, "", &save);
+			if (!lower || !upper || !work)
+				monitor_fail("--host-overlay %s: expected LOWER:UPPER:WORK", c.host_overlay);
+			char data[3 * PATH_MAX + 64];
+			int n = snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+			if (n < 0 || (size_t)n >= sizeof data)
+				monitor_fail("--host-overlay: paths too long");
+			if (mount("overlay", c.rootfs, "overlay", 0, data) < 0)
+				monitor_fail("mount overlay on %s: %s", c.rootfs, strerror(errno));
+			free(spec);
+		}
 		/* Absolute: the monitor later works from the state dir. */
 		g_host_mount = realpath(c.rootfs, NULL);
 	}
+	if (userns >= 0)
+		close(userns);
 	if (c.rootfs) {
 		char *real = realpath(c.rootfs, NULL);
 		struct stat st;
@@ -2547,10 +2751,16 @@ static int cmd_run(int argc, char **argv)
 			monitor_fail("rootfs %s: %s", c.rootfs, strerror(ENOTDIR));
 		c.rootfs = real;
 	}
+	/*
+	 * Joined namespaces are entered here, with the host's privileges, and the
+	 * init is born in them: a user-namespaced init could not setns into a peer's
+	 * namespace (owned by the peer's user namespace) itself.
+	 */
 	for (size_t i = 0; i < c.njoins; i++) {
-		c.joins[i].fd = open(strchr(c.joins[i].spec, ':') + 1, O_RDONLY | O_CLOEXEC);
-		if (c.joins[i].fd < 0)
-			monitor_fail("open %s: %s", c.joins[i].spec, strerror(errno));
+		int fd = open(strchr(c.joins[i].spec, ':') + 1, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, c.joins[i].type) < 0)
+			monitor_fail("join %s: %s", c.joins[i].spec, strerror(errno));
+		close(fd);
 	}
 	int master = -1;
 	if (c.p.tty) {
@@ -2839,8 +3049,14 @@ static int cmd_exec(int argc, char **argv)
 	 * The cgroup ns is left to the child: clone3(CLONE_INTO_CGROUP) needs the
 	 * parent's cgroup inside its cgroup ns, and the child joins the cgroups first.
 	 */
+	/*
+	 * The user ns is joined last: until then we hold the host's privileges,
+	 * which may enter a namespace the container shares with another one
+	 * (joined network or IPC) and that its own user ns does not own.
+	 */
 	int cgns = -1;
-	for (size_t i = 0; i < NNS; i++) {
+	for (size_t n = 0; n < NNS; n++) {
+		size_t i = (n + 1) % NNS; /* namespaces[0] is user */
 		if (fds[i] < 0)
 			continue;
 		if (namespaces[i].flag == CLONE_NEWCGROUP) {
@@ -3233,8 +3449,12 @@ static int cmd_restore(int argc, char **argv)
 	struct swrk_cfg c = {0};
 	const char *v, *state = NULL;
 	int tty_fd = -1, log_fd = -1;
+	long tty_uid = -1, tty_gid = -1;
 	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++) {
 		if (parse_swrk_opt(&a, &c)) {
+		} else if ((v = value(&a, "--tty-owner"))) {
+			if (sscanf(v, "%ld:%ld", &tty_uid, &tty_gid) != 2 || tty_uid < 0 || tty_gid < 0)
+				usage_error("--tty-owner %s: expected UID:GID", v);
 		} else if ((v = value(&a, "--state"))) {
 			state = v;
 		} else if ((v = value(&a, "--tty-fd"))) {
@@ -3290,6 +3510,11 @@ static int cmd_restore(int argc, char **argv)
 			return 1;
 		}
 		theirs = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+		/* A user-namespaced container's root owns its console (CRIU sets the owner from inside). */
+		if (theirs >= 0 && tty_uid >= 0 && fchown(theirs, (uid_t)tty_uid, (gid_t)tty_gid) < 0) {
+			fprintf(stderr, "osvirt-helper restore: chown pty: %s\n", strerror(errno));
+			return 1;
+		}
 		struct winsize ws = {.ws_row = 24, .ws_col = 80};
 		ioctl(master, TIOCSWINSZ, &ws);
 		/* For an external /dev/console bind mount: criu mounts what this names. */
@@ -3568,6 +3793,8 @@ int main(int argc, char **argv)
 		return cmd_criu_swrk(argc - 2, argv + 2);
 	if (!strcmp(cmd, "restore"))
 		return cmd_restore(argc - 2, argv + 2);
+	if (!strcmp(cmd, "mount-root"))
+		return cmd_mount_root(argc - 2, argv + 2);
 	if (!strcmp(cmd, "peercred"))
 		return cmd_peercred(argc - 2, argv + 2);
 	if (!strcmp(cmd, "launcher"))

@@ -20,6 +20,9 @@ import { busybox } from './support/specs';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // Written with a rename so a reader (or a dump) never sees a truncated file.
+/** For what only a container without a user namespace can do. */
+const PRIVILEGED = { privileged: true };
+
 const COUNTER = "n=0; while :; do n=$((n+1)); echo $n > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done";
 
 /** Mocha has no skip reasons: put the reason into each test's title. */
@@ -271,7 +274,8 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
   });
 
   it('keeps an established TCP connection from a host client across checkpoint and restore', async () => {
-    await run('tcp', { network: { mode: { $case: 'bridge', value: {} } }, process: { args: ['/bin/sh', '-c', 'while :; do nc -l -p 5000 -e /bin/cat; done'] } });
+    // Privileged: CRIU cannot restore a veth into a user namespace (see the next test).
+    await run('tcp', { network: { mode: { $case: 'bridge', value: {} } }, security: PRIVILEGED, process: { args: ['/bin/sh', '-c', 'while :; do nc -l -p 5000 -e /bin/cat; done'] } });
     const ip = (await sh(c, 'tcp', "ip -4 -o addr show eth0 | awk '{print $4}'")).split('/')[0]!;
     const sock: net.Socket = await until(
       () =>
@@ -324,7 +328,8 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
   });
 
   it('restores a clone next to the running original: both run, independently', async () => {
-    const opid = await run('orig', { network: { mode: { $case: 'bridge', value: {} } }, process: { args: ['/bin/sh', '-c', COUNTER] } });
+    // Privileged: CRIU cannot restore a veth into a user namespace (see the next test).
+    const opid = await run('orig', { network: { mode: { $case: 'bridge', value: {} } }, security: PRIVILEGED, process: { args: ['/bin/sh', '-c', COUNTER] } });
     await sh(c, 'orig', 'echo original > /tmp/mark');
     await until(() => counter('orig') >= 5, 'counter');
     await checkpoint('orig', 'snap', { leaveRunning: true });
@@ -384,7 +389,8 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
   });
 
   it('a failed restore leaves nothing behind, and the checkpoint stays usable', async () => {
-    await run('fail', { network: { mode: { $case: 'bridge', value: {} } }, process: { args: ['/bin/sh', '-c', COUNTER] } });
+    // Privileged: CRIU cannot restore a veth into a user namespace (see the next test).
+    await run('fail', { network: { mode: { $case: 'bridge', value: {} } }, security: PRIVILEGED, process: { args: ['/bin/sh', '-c', COUNTER] } });
     await until(() => counter('fail') >= 3, 'counter');
     await checkpoint('fail', 'cp');
     const atDump = counter('fail');
@@ -464,5 +470,19 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     }
     assert.equal((await api().getContainer({ name: 'opts' })).container!.status!.state, ContainerState.CONTAINER_STATE_RUNNING);
     await remove('opts');
+  });
+
+  it('refuses before dumping a user-namespaced container with a veth (CRIU cannot restore it), which runs on', async () => {
+    const pid = await run('usrveth', { network: { mode: { $case: 'bridge', value: {} } }, process: { args: ['/bin/sh', '-c', COUNTER] } });
+    try {
+      assert.notEqual(readlinkSync(`/proc/${pid}/ns/user`), readlinkSync('/proc/self/ns/user'), 'a default container has its own user namespace');
+      const e = await rejects(checkpoint('usrveth', 'x'), Code.FAILED_PRECONDITION, 'CHECKPOINT_UNSUPPORTED');
+      assert.match(e.details, /user namespace.*veth|veth.*user namespace/);
+      assert.equal((await api().listCheckpoints({ name: 'usrveth', pageSize: 0, pageToken: '' })).checkpoints.length, 0);
+      const before = counter('usrveth');
+      await until(() => counter('usrveth') > before, 'the counter goes on', 5000);
+    } finally {
+      await remove('usrveth');
+    }
   });
 });

@@ -7,7 +7,7 @@
 // module uses the synchronous fs calls: a few microseconds each, where a trip
 // through libuv's thread pool cost more than the work (about 3 ms of every
 // container start went to two dozen awaited cgroup writes).
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Resources, Device } from '../../src/gen/osvirt/v1/container';
 import { missingFeature } from '../../src/core/errors';
@@ -287,8 +287,42 @@ export class ContainerCgroup {
   }
 
   /** Kill every process left in the cgroup and remove its directories. */
+  /**
+   * Delegate the container's cgroups to its root (a user-namespaced host uid):
+   * it may then make sub-cgroups and move its own processes between them, as
+   * systemd does. The limits set on the container's cgroup itself stay
+   * root-owned, so they cannot be raised from inside (cgroup v2's delegation
+   * model, applied to each v1 hierarchy too, as LXC does).
+   */
+  async delegate(uid: number, gid: number): Promise<void> {
+    for (const dir of this.dirs()) {
+      chownSync(dir, uid, gid);
+      for (const f of ['cgroup.procs', 'cgroup.threads', 'cgroup.subtree_control', 'tasks']) {
+        const file = path.join(dir, f);
+        if (existsSync(file)) chownSync(file, uid, gid);
+      }
+    }
+  }
+
+  /** Every cgroup at or below the container's, deepest first (a delegated tree may have sub-cgroups). */
+  private tree(): string[] {
+    const out: string[] = [];
+    const walk = (d: string) => {
+      let entries;
+      try {
+        entries = readdirSync(d, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) if (e.isDirectory()) walk(path.join(d, e.name));
+      out.push(d);
+    };
+    for (const d of this.dirs()) if (existsSync(d)) walk(d);
+    return out;
+  }
+
   async destroy(): Promise<void> {
-    const dirs = this.dirs().filter((d) => existsSync(d));
+    const dirs = this.tree();
     if (dirs.length === 0) return;
     await this.thaw().catch(() => undefined);
     for (let attempt = 0; attempt < 200; attempt++) {

@@ -63,6 +63,8 @@ export interface CheckpointHost {
   /** Undo everything a run put on the host (network, cgroups, mounts, runtime.json). */
   cleanup(id: string): Promise<void>;
   prepareRootfs(id: string, spec: ContainerSpec): Promise<{ rootfs: string; mounted: string; extraMounts: string[] }>;
+  /** The host uid and gid of the container's root when it runs in a user namespace. */
+  rootIds(id: string, spec: ContainerSpec): Promise<{ uid: number; gid: number } | undefined>;
   /** The driver's exit watch: resolves after the init exited and cleanup ran. */
   wait(id: string): Promise<RuntimeState>;
   /** Forget a finished exit watch (a new init is running). */
@@ -86,7 +88,7 @@ interface CheckpointConfig {
   /** The key of the init's stdio (fd 0/1/2) as CRIU names it: "pipe:[ino]" or "tty[rdev:dev]". */
   stdio: { kind: 'pipe' | 'tty' | 'none'; key: string };
   /** Host-side mounts in the container: mountpoint (inside) -> CRIU key. */
-  mounts: { mountpoint: string; key: string }[];
+  mounts: { mountpoint: string; key: string; device?: string }[];
   network: { mode: 'bridge'; inside: string; bridge: string; address: string; hostEnd: string } | { mode: 'isolated' };
   criu: { tcpEstablished: boolean; extUnixSk: boolean; fileLocks: boolean; shellJob: boolean; manageCgroupsMode: CriuCgMode };
 }
@@ -134,6 +136,24 @@ function externalMounts(initPid: number): string[] {
     if (host.has(dev)) out.push(mp.replace(/\\040/g, ' '));
   }
   return out;
+}
+
+/**
+ * A user namespace may not mknod, so there the helper binds the host's device
+ * nodes: /dev/null and the rest of the standard set, spec.devices (same path
+ * on the host) and /dev/null again over masked files. Which host node a bind
+ * at `mountpoint` shows, found by its device number; undefined for anything
+ * that is not a device node (spec.mounts binds: the spec says where they come from).
+ */
+function hostDeviceFor(initPid: number, mountpoint: string): string | undefined {
+  if (mountpoint === '/dev/console') return undefined;
+  const st = statSync(`/proc/${initPid}/root${mountpoint}`, { throwIfNoEntry: false });
+  if (!st || !(st.isCharacterDevice() || st.isBlockDevice())) return undefined;
+  for (const candidate of [mountpoint, '/dev/null']) {
+    const h = statSync(candidate, { throwIfNoEntry: false });
+    if (h && h.rdev === st.rdev && (h.isCharacterDevice() || h.isBlockDevice())) return candidate;
+  }
+  return undefined;
 }
 
 /** How CRIU names the file behind fd 0..2 of the init, and whether it is the monitor's. */
@@ -231,6 +251,12 @@ export class LxcCheckpointer {
         return false;
       }
     };
+    if (own('user') && rt.network.bridge) {
+      // Measured with CRIU 4.2.1 on Linux 6.18: RESTORE makes the veth through its usernsd, whose
+      // RTM_NEWLINK (the device's old ifindex, into the container's netns by IFLA_NET_NS_FD) the
+      // kernel answers with EOPNOTSUPP, so the image could never be restored. Refused before the dump.
+      throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" runs in a user namespace with a veth on a bridge: CRIU 4.2 cannot restore a veth into a user-namespaced container (its usernsd's RTM_NEWLINK fails with EOPNOTSUPP); checkpoint it with network.none, or make it security.privileged`, [], { container: id });
+    }
     if (!own('net') && !this.h.hostNetwork) throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" shares the host's network namespace; only containers with their own (network.none or network.bridge) can be checkpointed`, [], { container: id });
   }
 
@@ -244,7 +270,7 @@ export class LxcCheckpointer {
 
     const stdio = stdioKey(rt.initPid);
     const external = ['mnt[/]:ROOT'];
-    const mounts = externalMounts(rt.initPid).map((mountpoint, i) => ({ mountpoint, key: mountpoint === '/dev/console' ? 'console' : `m${i}` }));
+    const mounts = externalMounts(rt.initPid).map((mountpoint, i) => ({ mountpoint, key: mountpoint === '/dev/console' ? 'console' : `m${i}`, device: hostDeviceFor(rt.initPid, mountpoint) }));
     for (const m of mounts) external.push(`mnt[${m.mountpoint}]:${m.key}`);
     if (stdio.kind === 'tty') external.push(stdio.key);
     let network: CheckpointConfig['network'] = { mode: 'isolated' };
@@ -359,6 +385,14 @@ export class LxcCheckpointer {
       await removeMonitorDir(monitorDir);
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
       await cg.create(spec.resources, spec.devices);
+      const root = await this.h.rootIds(id, spec);
+      if (root) {
+        await cg.delegate(root.uid, root.gid);
+        // CRIU reads some images after its tasks entered the container's user
+        // namespace, through the image dir's fd: they need search permission on
+        // it (the directories above stay root's alone).
+        await fs.chmod(imageDir, 0o711);
+      }
       await this.h.beforeLaunch?.(id, spec, cg);
 
       // A clone gets its own copy of the container's changes to the template.
@@ -378,7 +412,7 @@ export class LxcCheckpointer {
       for (const m of config.mounts) {
         if (m.key === 'console') continue; // the new pty's path, once the helper made it
 
-        const src = this.mountSource(spec, m.mountpoint);
+        const src = m.device ?? this.mountSource(spec, m.mountpoint);
         if (!src) throw new OsvirtError('FAILED_PRECONDITION', 'MOUNT_SOURCE_UNKNOWN', `the checkpoint has a host mount at ${m.mountpoint} that spec.mounts no longer provides`, [], { container: id });
         external.push(`mnt[${m.key}]:${src}`);
       }
@@ -433,7 +467,7 @@ export class LxcCheckpointer {
           fd: INHERIT_FD,
           opts,
           // With IGNORE CRIU leaves the tasks where it runs: let that be the container's cgroups.
-          helperArgs: manageMode === 'IGNORE' ? cg.dirs().flatMap((d) => ['--cgroup', d]) : [],
+          helperArgs: [...(manageMode === 'IGNORE' ? cg.dirs().flatMap((d) => ['--cgroup', d]) : []), ...(tty && root ? ['--tty-owner', `${root.uid}:${root.gid}`] : [])],
           ...(timeoutMs > 0 ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
           patchOpts: async () => {
             if (!config.mounts.some((m) => m.key === 'console')) return {};

@@ -2,7 +2,8 @@
 // kernel's own features (namespaces, cgroups, pivot_root, capabilities,
 // veth/macvlan/bridge), the way LXC builds them. The native helper does the
 // clone/pivot_root/setns work; this file decides what to ask of it.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { promises as fs, existsSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -11,6 +12,8 @@ import type { Logger } from 'pino';
 import {
   type ContainerSpec,
   type ContainerStats,
+  type IdMap,
+  type IdMapping,
   MountPropagation,
   MountType,
   RlimitType,
@@ -40,7 +43,16 @@ import { LxcCheckpointer } from './checkpoint';
 import { locateCriu } from '../../src/criu/criu-locate';
 import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, planVeth, setupNetwork, teardownNetwork, vethArgs, vethRuntime, type BridgeConfig, type NetworkRuntime } from './network';
 import { Launcher } from './launcher';
-import { BUSYBOX_DEFAULT_INIT, mountOverlay, Templates, unmountAll } from './rootfs';
+import { BUSYBOX_DEFAULT_INIT, isMountpoint, mountOverlay, Templates, unmountAll } from './rootfs';
+import { IdAllocator } from './idmap';
+
+/** A container's user namespace maps; undefined: privileged (no user namespace). */
+interface UserNs {
+  uidMap: IdMap[];
+  gidMap: IdMap[];
+}
+
+const run = promisify(execFile);
 
 /** What the driver remembers about a running container (runtime.json). */
 interface Runtime {
@@ -71,6 +83,12 @@ const PROPAGATION: Record<number, string> = {
 };
 
 const SLEEP = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The host id that container id 0 maps to. */
+function outerId(map: IdMap[]): number {
+  const m = map.find((e) => e.containerId === 0);
+  return m ? m.hostId : -1;
+}
 
 /**
  * How a driver built on this one (jail, vserver) adds its semantics: it
@@ -110,6 +128,7 @@ export class LxcDriver implements Driver {
   private layout!: Layout;
   private templates!: Templates;
   private ipam!: Ipam;
+  private ids!: IdAllocator;
   private readonly bridge: BridgeConfig;
   private readonly helper: string;
   /** One shared exit watch per running container. */
@@ -140,6 +159,9 @@ export class LxcDriver implements Driver {
     this.templates = new Templates(path.join(this.stateDir, 'templates'));
     // One address table for every driver built on this one: they share the bridge.
     this.ipam = new Ipam(path.join(path.dirname(this.stateDir), 'ipam.json'), this.bridge);
+    // Likewise one table of host id ranges: no two containers' roots may be the same host user.
+    this.ids = new IdAllocator(path.join(path.dirname(this.stateDir), 'idmap.json'));
+    if (!existsSync('/proc/self/ns/user')) throw missingFeature('user namespaces', 'every container runs in its own user namespace; this kernel has none (CONFIG_USER_NS)');
     await fs.mkdir(path.join(this.stateDir, 'containers'), { recursive: true });
     this.launcher = new Launcher(this.helper, path.join(this.stateDir, 'launcher.sock'), this.logger);
     await this.launcher.start();
@@ -188,14 +210,50 @@ export class LxcDriver implements Driver {
     }
     const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
     if (lxc && (lxc.uidMap.length > 0) !== (lxc.gidMap.length > 0)) throw invalidArgument('spec.lxc.gid_map', 'uid_map and gid_map go together');
+    if (lxc?.uidMap.length && spec.security?.privileged) throw invalidArgument('spec.security.privileged', 'a privileged container has no user namespace, so it cannot have lxc.uid_map / gid_map');
+    for (const [field, maps] of [['uid_map', lxc?.uidMap ?? []], ['gid_map', lxc?.gidMap ?? []]] as const) {
+      if (maps.length && !maps.some((m) => m.containerId === 0 && m.size > 0)) throw invalidArgument(`spec.lxc.${field}`, 'must map container id 0 (the container\'s root)');
+      if (maps.some((m) => m.hostId === 0 && m.size > 0)) throw invalidArgument(`spec.lxc.${field}`, 'must not map host id 0: that would make a user of the container the host\'s root');
+    }
     await this.ext.validate?.(_id, spec);
+  }
+
+  /**
+   * The container's user namespace: the spec's own maps (lxc.uid_map), or the
+   * range allocated to it; undefined for a privileged container.
+   */
+  private async userNs(id: string, spec: ContainerSpec): Promise<UserNs | undefined> {
+    if (spec.security?.privileged) return undefined;
+    const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
+    if (lxc?.uidMap.length) return { uidMap: lxc.uidMap, gidMap: lxc.gidMap };
+    const r = await this.ids.allocate(id);
+    return { uidMap: [{ containerId: 0, hostId: r.uid, size: r.size }], gidMap: [{ containerId: 0, hostId: r.gid, size: r.size }] };
+  }
+
+  /** What `info` shows: the maps, or privileged. */
+  private async idMapping(id: string): Promise<IdMapping | undefined> {
+    const m = await this.readMarker(id);
+    if (m?.privileged) return { uidMap: [], gidMap: [], privileged: true };
+    if (m?.userNs) return { ...m.userNs, privileged: false };
+    const r = await this.ids.get(id);
+    if (!r) return undefined;
+    return { uidMap: [{ containerId: 0, hostId: r.uid, size: r.size }], gidMap: [{ containerId: 0, hostId: r.gid, size: r.size }], privileged: false };
+  }
+
+  private async readMarker(id: string): Promise<{ execArgs?: string[]; privileged?: boolean; userNs?: UserNs } | undefined> {
+    try {
+      return JSON.parse(await fs.readFile(path.join(this.dir(id), 'spec.json'), 'utf8')) as { execArgs?: string[]; privileged?: boolean; userNs?: UserNs };
+    } catch {
+      return undefined;
+    }
   }
 
   async create(id: string, spec: ContainerSpec): Promise<void> {
     await this.validate(id, spec);
     await fs.mkdir(this.dir(id), { recursive: true, mode: 0o700 });
+    const userNs = await this.userNs(id, spec);
     // What every process entering the container later gets too (its seccomp filter).
-    const marker = { id, driver: spec.driver, execArgs: securityArgs(spec.security, { forExec: true }) };
+    const marker = { id, driver: spec.driver, execArgs: securityArgs(spec.security, { forExec: true }), privileged: !userNs, userNs };
     await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify(marker) + '\n', 0o644, false);
   }
 
@@ -215,23 +273,42 @@ export class LxcDriver implements Driver {
   private async prepareRootfs(
     id: string,
     spec: ContainerSpec,
+    userNs: UserNs | undefined,
     opts: { deferOverlay?: boolean } = {},
-  ): Promise<{ rootfs: string; mounted: string; extraMounts: string[]; overlay?: string }> {
+  ): Promise<{ rootfs: string; mounted: string; extraMounts: string[]; overlay?: string; bind?: string }> {
     const src = spec.rootfs?.source;
     const base = this.dir(id);
+    const target = path.join(base, 'rootfs');
+    // A user-namespaced root is an idmapped mount the helper makes (run: the
+    // monitor, --host-overlay / --host-bind; restore: mount-root).
+    const mountRoot = async (what: string[]) => {
+      if (isMountpoint(target)) return;
+      const maps = [...userNs!.uidMap.map((m) => ['--uidmap', `${m.containerId}:${m.hostId}:${m.size}`]), ...userNs!.gidMap.map((m) => ['--gidmap', `${m.containerId}:${m.hostId}:${m.size}`])].flat();
+      try {
+        await run(this.helper, ['mount-root', ...maps, ...what, target]);
+      } catch (e) {
+        throw missingFeature('idmapped mounts', ((e as { stderr?: string }).stderr ?? errorMessage(e)).trim());
+      }
+    };
     const overlay = async (lower: string) => {
-      if (!opts.deferOverlay) {
+      const layers = `${lower}:${path.join(base, 'upper')}:${path.join(base, 'work')}`;
+      if (!opts.deferOverlay && !userNs) {
         const r = await mountOverlay(lower, base);
         return { rootfs: r, mounted: r, extraMounts: [] };
       }
       for (const d of ['rootfs', 'upper', 'work']) await fs.mkdir(path.join(base, d), { recursive: true });
-      const r = path.join(base, 'rootfs');
-      return { rootfs: r, mounted: r, extraMounts: [], overlay: `${lower}:${path.join(base, 'upper')}:${path.join(base, 'work')}` };
+      if (opts.deferOverlay) return { rootfs: target, mounted: target, extraMounts: [], overlay: layers };
+      await mountRoot(['--overlay', layers]);
+      return { rootfs: target, mounted: target, extraMounts: [] };
     };
     if (src?.$case === 'template') return overlay(await this.templates.ensure(src.value));
     if (src?.$case === 'path') {
       if (spec.rootfs?.copyOnWrite) return overlay(src.value);
-      return { rootfs: src.value, mounted: '', extraMounts: [] };
+      if (!userNs) return { rootfs: src.value, mounted: '', extraMounts: [] };
+      await fs.mkdir(target, { recursive: true });
+      if (opts.deferOverlay) return { rootfs: target, mounted: target, extraMounts: [], bind: src.value };
+      await mountRoot(['--bind', src.value]);
+      return { rootfs: target, mounted: target, extraMounts: [] };
     }
     // Application container (lxc-execute style): each top-level host directory
     // bound read-only into an empty root, symlinks (merged /usr) copied, and
@@ -242,6 +319,8 @@ export class LxcDriver implements Driver {
     const extraMounts: string[] = [];
     const scratch = ['tmp', 'run', 'var'];
     const skip = new Set(['proc', 'sys', 'dev', 'lost+found', ...scratch]);
+    // Mount points made here: a user-namespaced root may not create them in a root-owned directory.
+    for (const d of ['proc', 'sys', 'dev']) await fs.mkdir(path.join(root, d));
     for (const e of await fs.readdir('/', { withFileTypes: true })) {
       if (skip.has(e.name) || e.name.includes(':')) continue;
       if (e.isSymbolicLink()) await fs.symlink(await fs.readlink(path.join('/', e.name)), path.join(root, e.name));
@@ -286,14 +365,18 @@ export class LxcDriver implements Driver {
     try {
       await removeMonitorDir(monitorDir);
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
+      const userNs = await this.userNs(id, spec);
       await cg.create(spec.resources, spec.devices);
+      // Delegation: the container's root may organise its own cgroup subtree.
+      if (userNs) await cg.delegate(outerId(userNs.uidMap), outerId(userNs.gidMap));
       await this.ext.beforeLaunch?.(id, spec, cg);
-      const rf = await this.prepareRootfs(id, spec, { deferOverlay: true });
+      const rf = await this.prepareRootfs(id, spec, userNs, { deferOverlay: true });
       rootfsMounted = rf.mounted;
 
       const ns = ['pid', 'mnt', 'uts', 'cgroup'];
       const args = ['--state', monitorDir, '--rootfs', rf.rootfs];
       if (rf.overlay) args.push('--host-overlay', rf.overlay);
+      if (rf.bind) args.push('--host-bind', rf.bind);
       const netMode = spec.network?.mode;
       if (netMode?.$case === 'container') {
         const pid = peerPids[netMode.value.container];
@@ -315,13 +398,10 @@ export class LxcDriver implements Driver {
         if (!pid) throw wrongState(lxc.shareIpcWith, 'not running', 'running');
         args.push('--join', `ipc:/proc/${pid}/ns/ipc`);
       } else ns.push('ipc');
-      if (lxc?.uidMap.length) {
-        // The mapped root must be able to reach its root filesystem: make the
-        // directories on the way traversable (x only, nothing listable).
-        await this.allowTraverse(rf.rootfs);
+      if (userNs) {
         ns.push('user');
-        for (const m of lxc.uidMap) args.push('--uidmap', `${m.containerId}:${m.hostId}:${m.size}`);
-        for (const m of lxc.gidMap) args.push('--gidmap', `${m.containerId}:${m.hostId}:${m.size}`);
+        for (const m of userNs.uidMap) args.push('--uidmap', `${m.containerId}:${m.hostId}:${m.size}`);
+        for (const m of userNs.gidMap) args.push('--gidmap', `${m.containerId}:${m.hostId}:${m.size}`);
       }
       args.push('--ns', ns.join(','));
       for (const d of cg.dirs()) args.push('--cgroup', d);
@@ -336,7 +416,7 @@ export class LxcDriver implements Driver {
       for (const d of spec.devices) args.push('--device', d.path);
       if (spec.rootfs?.readonly) args.push('--readonly-rootfs');
       if (spec.process?.tty) args.push('--tty');
-      args.push(...this.processArgs(spec, boundingSet(spec.capabilities)));
+      args.push(...this.processArgs(spec, this.capabilities(spec, !userNs)));
       args.push(...securityArgs(spec.security));
       args.push(...(this.ext.helperArgs?.(id, spec) ?? []));
       const argv = spec.process?.args.length ? spec.process.args : BUSYBOX_DEFAULT_INIT;
@@ -368,11 +448,15 @@ export class LxcDriver implements Driver {
     }
   }
 
-  private async allowTraverse(target: string): Promise<void> {
-    for (let dir = path.dirname(path.resolve(target)); dir !== '/'; dir = path.dirname(dir)) {
-      const st = await fs.stat(dir);
-      if ((st.mode & 0o001) === 0) await fs.chmod(dir, (st.mode & 0o7777) | 0o001);
-    }
+  /**
+   * The bounding set. A privileged container (no user namespace) also loses
+   * sys_admin unless the spec adds it by name: with it, root could mount a
+   * fresh proc or sysfs and write the host's global settings.
+   */
+  private capabilities(spec: ContainerSpec, privileged: boolean): string[] {
+    const set = boundingSet(spec.capabilities);
+    if (!privileged || (spec.capabilities?.add ?? []).some((c) => c.toLowerCase().replace(/^cap_/, '') === 'sys_admin')) return set;
+    return set.filter((c) => c !== 'sys_admin');
   }
 
   /** Undo everything a run put on the host. Idempotent. */
@@ -387,6 +471,12 @@ export class LxcDriver implements Driver {
   }
 
   async state(id: string): Promise<RuntimeState> {
+    const st = await this.runtimeState(id);
+    const idMapping = await this.idMapping(id);
+    return idMapping ? { ...st, idMapping } : st;
+  }
+
+  private async runtimeState(id: string): Promise<RuntimeState> {
     if (!existsSync(this.dir(id))) throw notFound('container', id);
     const rt = await this.readRuntime(id);
     const base = { initPid: 0, exitCode: 0, signal: 0, message: '' };
@@ -488,6 +578,7 @@ export class LxcDriver implements Driver {
     if (rt && pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime) await this.stop(id, 9, 0);
     await this.cleanup(id);
     await this.ipam.release(id);
+    await this.ids.release(id);
     await unmountAll(this.dir(id));
     await this.discard(this.dir(id));
   }
@@ -541,12 +632,7 @@ export class LxcDriver implements Driver {
 
   /** The seccomp rules the container's init runs under, recorded at create. */
   private async execSecurity(id: string): Promise<string[]> {
-    try {
-      const m = JSON.parse(await fs.readFile(path.join(this.dir(id), 'spec.json'), 'utf8')) as { execArgs?: string[] };
-      return m.execArgs ?? securityArgs(undefined, { forExec: true });
-    } catch {
-      return securityArgs(undefined, { forExec: true });
-    }
+    return (await this.readMarker(id))?.execArgs ?? securityArgs(undefined, { forExec: true });
   }
 
   async exec(o: ExecOptions): Promise<ExecSession> {
@@ -635,7 +721,11 @@ export class LxcDriver implements Driver {
       cgroup: (id) => this.cgroup(id),
       readRuntime: (id) => this.readRuntime(id),
       cleanup: (id) => this.cleanup(id),
-      prepareRootfs: (id, spec) => this.prepareRootfs(id, spec),
+      prepareRootfs: async (id, spec) => this.prepareRootfs(id, spec, await this.userNs(id, spec)),
+      rootIds: async (id, spec) => {
+        const u = await this.userNs(id, spec);
+        return u ? { uid: outerId(u.uidMap), gid: outerId(u.gidMap) } : undefined;
+      },
       wait: (id) => this.wait(id),
       forgetWait: (id) => void this.waits.delete(id),
       hostNetwork: !!this.ext.checkpointHostNetwork,
@@ -650,6 +740,8 @@ export class LxcDriver implements Driver {
   }
 
   async restore(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState> {
-    return this.cr().restore(id, spec, imageDir, tcpEstablished, timeoutMs);
+    const st = await this.cr().restore(id, spec, imageDir, tcpEstablished, timeoutMs);
+    const idMapping = await this.idMapping(id);
+    return idMapping ? { ...st, idMapping } : st;
   }
 }

@@ -264,7 +264,7 @@ export class VServerDriver implements Driver {
     const args = securityArgs(undefined, { forExec: true });
     const defaults = args.filter((_, i) => args[i - 1] === '--seccomp-deny');
     if (!defaults.some(allow)) return spec.security;
-    const base: Security = spec.security ?? { seccompUnconfined: false, seccompDeny: [], unmaskPaths: false, maskedPaths: [], readonlyPaths: [] };
+    const base: Security = spec.security ?? { seccompUnconfined: false, seccompDeny: [], unmaskPaths: false, maskedPaths: [], readonlyPaths: [], privileged: false };
     return { ...base, seccompUnconfined: true, seccompDeny: [...defaults.filter((r) => !allow(r)), ...base.seccompDeny] };
   }
 

@@ -57,6 +57,10 @@ function printContainer(ct: Container, out: Output): void {
   if (s?.startTime) lines.push(['Started', s.startTime.toISOString()]);
   if (s?.message) lines.push(['Message', s.message]);
   lines.push(['Autostart', ct.spec?.autostart ? 'yes' : 'no']);
+  const ids = s?.idMapping;
+  const range = (m: { containerId: number; hostId: number; size: number }[]) => m.map((e) => `${e.containerId}-${e.containerId + e.size - 1} -> host ${e.hostId}-${e.hostId + e.size - 1}`).join(', ');
+  if (ids?.privileged) lines.push(['Security', 'PRIVILEGED: no user namespace, root inside is root on the host']);
+  else if (ids?.uidMap.length) lines.push(['UID map', range(ids.uidMap)], ['GID map', range(ids.gidMap)]);
   process.stdout.write(lines.map(([k, v]) => `${(k + ':').padEnd(11)} ${v}`).join('\n') + '\n');
 }
 

@@ -207,6 +207,7 @@ export class ContainerManager {
       };
       await driver.create(name, spec);
       try {
+        rec.status.idMapping = (await driver.state(name)).idMapping;
         await this.store.save(rec);
       } catch (e) {
         await this.store.remove(name).catch(() => undefined);
@@ -312,7 +313,7 @@ export class ContainerManager {
       }
       live.generation++;
       live.expectedSignal = 0;
-      rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message: '' };
+      rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message: '', idMapping: rs.idMapping ?? rec.status.idMapping };
       await this.store.saveStatus(rec);
       this.events.emit(name, EventType.EVENT_TYPE_STARTED, rec.status);
       this.watch(live);
@@ -561,7 +562,7 @@ export class ContainerManager {
         if (created) await driver.delete(target).catch(() => undefined);
         throw e;
       }
-      const status: ContainerStatus = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_RESTORED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), message: '' };
+      const status: ContainerStatus = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_RESTORED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), message: '', idMapping: rs.idMapping ?? live?.rec.status.idMapping };
       if (!live) {
         live = { rec: { name: target, uid: randomUUID(), createTime: new Date(), spec, status }, generation: 0, expectedSignal: 0 };
         this.live.set(target, live);

@@ -138,12 +138,19 @@ export function unmountUnder(dir: string): void {
 }
 
 /** Poll until fn returns truthy or the deadline passes. */
+/** Poll until fn gives a truthy value; a probe that throws means "not yet" (its last error is reported at the deadline). */
 export async function until<T>(fn: () => T | Promise<T>, what: string, ms = 10000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
-    const v = await fn();
+    let v: T | undefined;
+    let err: unknown;
+    try {
+      v = await fn();
+    } catch (e) {
+      err = e;
+    }
     if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${err ? ` (last probe: ${err instanceof Error ? err.message : String(err)})` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

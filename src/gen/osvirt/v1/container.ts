@@ -522,6 +522,21 @@ export interface ContainerStatus {
     | undefined;
   /** A human-readable detail, e.g. why the state is UNKNOWN. */
   message: string;
+  /**
+   * The host ids the container's users are (its user namespace's maps), or
+   * privileged=true when it runs without a user namespace. Set from creation
+   * on by drivers that run containers in user namespaces.
+   */
+  idMapping?: IdMapping | undefined;
+}
+
+/** How a container's ids map to the host's. */
+export interface IdMapping {
+  /** Lines of the user namespace's uid_map and gid_map. */
+  uidMap: IdMap[];
+  gidMap: IdMap[];
+  /** No user namespace: root inside is root on the host (security.privileged). */
+  privileged: boolean;
 }
 
 /** Everything a driver needs to build and run a container. */
@@ -772,6 +787,11 @@ export interface Capabilities {
 /**
  * Hardening of the container itself. The defaults are on; each part can be
  * relaxed or extended per container.
+ * Every container of the lxc, jail and vserver drivers runs in its own user
+ * namespace: its root is an unprivileged host uid from a range allocated to it
+ * alone (see IdMapping), and its root filesystem is an idmapped mount, so
+ * what is root-owned on disk is root-owned inside. Only `privileged` turns
+ * this off.
  * Default seccomp filter: refuses kexec_load, kexec_file_load, init_module,
  * finit_module, delete_module, open_by_handle_at, iopl, ioperm, swapon,
  * swapoff, acct, syslog, add_key, request_key, keyctl, bpf, perf_event_open,
@@ -793,6 +813,14 @@ export interface Security {
   maskedPaths: string[];
   /** More absolute paths inside the container to make read-only. */
   readonlyPaths: string[];
+  /**
+   * Run without a user namespace: root inside is root on the host. Not safe
+   * for untrusted workloads (LXC says the same of its privileged containers).
+   * Still confined: CAP_SYS_ADMIN is dropped from the bounding set unless
+   * capabilities.add names sys_admin, and the daemon logs a warning to the
+   * audit log. Excludes lxc.uid_map / gid_map.
+   */
+  privileged: boolean;
 }
 
 /** What a management container may do to which worker containers. */
@@ -1086,6 +1114,7 @@ function createBaseContainerStatus(): ContainerStatus {
     startTime: undefined,
     finishTime: undefined,
     message: "",
+    idMapping: undefined,
   };
 }
 
@@ -1114,6 +1143,9 @@ export const ContainerStatus: MessageFns<ContainerStatus> = {
     }
     if (message.message !== "") {
       writer.uint32(66).string(message.message);
+    }
+    if (message.idMapping !== undefined) {
+      IdMapping.encode(message.idMapping, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -1195,6 +1227,14 @@ export const ContainerStatus: MessageFns<ContainerStatus> = {
             message.message = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.idMapping = IdMapping.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1233,6 +1273,11 @@ export const ContainerStatus: MessageFns<ContainerStatus> = {
         ? fromJsonTimestamp(object.finish_time)
         : undefined,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      idMapping: isSet(object.idMapping)
+        ? IdMapping.fromJSON(object.idMapping)
+        : isSet(object.id_mapping)
+        ? IdMapping.fromJSON(object.id_mapping)
+        : undefined,
     };
   },
 
@@ -1262,6 +1307,9 @@ export const ContainerStatus: MessageFns<ContainerStatus> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.idMapping !== undefined) {
+      obj.idMapping = IdMapping.toJSON(message.idMapping);
+    }
     return obj;
   },
 
@@ -1278,6 +1326,118 @@ export const ContainerStatus: MessageFns<ContainerStatus> = {
     message.startTime = object.startTime ?? undefined;
     message.finishTime = object.finishTime ?? undefined;
     message.message = object.message ?? "";
+    message.idMapping = (object.idMapping !== undefined && object.idMapping !== null)
+      ? IdMapping.fromPartial(object.idMapping)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseIdMapping(): IdMapping {
+  return { uidMap: [], gidMap: [], privileged: false };
+}
+
+export const IdMapping: MessageFns<IdMapping> = {
+  encode(message: IdMapping, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.uidMap) {
+      IdMap.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.gidMap) {
+      IdMap.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.privileged !== false) {
+      writer.uint32(24).bool(message.privileged);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IdMapping {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIdMapping();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.uidMap.push(IdMap.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.gidMap.push(IdMap.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.privileged = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): IdMapping {
+    return {
+      uidMap: globalThis.Array.isArray(object?.uidMap)
+        ? object.uidMap.map((e: any) => IdMap.fromJSON(e))
+        : globalThis.Array.isArray(object?.uid_map)
+        ? object.uid_map.map((e: any) => IdMap.fromJSON(e))
+        : [],
+      gidMap: globalThis.Array.isArray(object?.gidMap)
+        ? object.gidMap.map((e: any) => IdMap.fromJSON(e))
+        : globalThis.Array.isArray(object?.gid_map)
+        ? object.gid_map.map((e: any) => IdMap.fromJSON(e))
+        : [],
+      privileged: isSet(object.privileged) ? globalThis.Boolean(object.privileged) : false,
+    };
+  },
+
+  toJSON(message: IdMapping): unknown {
+    const obj: any = {};
+    if (message.uidMap?.length) {
+      obj.uidMap = message.uidMap.map((e) => IdMap.toJSON(e));
+    }
+    if (message.gidMap?.length) {
+      obj.gidMap = message.gidMap.map((e) => IdMap.toJSON(e));
+    }
+    if (message.privileged !== false) {
+      obj.privileged = message.privileged;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<IdMapping>, I>>(base?: I): IdMapping {
+    return IdMapping.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<IdMapping>, I>>(object: I): IdMapping {
+    const message = createBaseIdMapping();
+    message.uidMap = object.uidMap?.map((e) => IdMap.fromPartial(e)) || [];
+    message.gidMap = object.gidMap?.map((e) => IdMap.fromPartial(e)) || [];
+    message.privileged = object.privileged ?? false;
     return message;
   },
 };
@@ -3652,7 +3812,14 @@ export const Capabilities: MessageFns<Capabilities> = {
 };
 
 function createBaseSecurity(): Security {
-  return { seccompUnconfined: false, seccompDeny: [], unmaskPaths: false, maskedPaths: [], readonlyPaths: [] };
+  return {
+    seccompUnconfined: false,
+    seccompDeny: [],
+    unmaskPaths: false,
+    maskedPaths: [],
+    readonlyPaths: [],
+    privileged: false,
+  };
 }
 
 export const Security: MessageFns<Security> = {
@@ -3671,6 +3838,9 @@ export const Security: MessageFns<Security> = {
     }
     for (const v of message.readonlyPaths) {
       writer.uint32(42).string(v!);
+    }
+    if (message.privileged !== false) {
+      writer.uint32(48).bool(message.privileged);
     }
     return writer;
   },
@@ -3728,6 +3898,14 @@ export const Security: MessageFns<Security> = {
             message.readonlyPaths.push(reader.string());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.privileged = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3767,6 +3945,7 @@ export const Security: MessageFns<Security> = {
         : globalThis.Array.isArray(object?.readonly_paths)
         ? object.readonly_paths.map((e: any) => globalThis.String(e))
         : [],
+      privileged: isSet(object.privileged) ? globalThis.Boolean(object.privileged) : false,
     };
   },
 
@@ -3787,6 +3966,9 @@ export const Security: MessageFns<Security> = {
     if (message.readonlyPaths?.length) {
       obj.readonlyPaths = message.readonlyPaths;
     }
+    if (message.privileged !== false) {
+      obj.privileged = message.privileged;
+    }
     return obj;
   },
 
@@ -3800,6 +3982,7 @@ export const Security: MessageFns<Security> = {
     message.unmaskPaths = object.unmaskPaths ?? false;
     message.maskedPaths = object.maskedPaths?.map((e) => e) || [];
     message.readonlyPaths = object.readonlyPaths?.map((e) => e) || [];
+    message.privileged = object.privileged ?? false;
     return message;
   },
 };

@@ -27,6 +27,7 @@ import {
   ContainerSpec,
   ContainerStats,
   ExecExit,
+  IdMapping,
   TerminalSize,
   User,
 } from "../../v1/container";
@@ -222,6 +223,11 @@ export interface RuntimeState {
   startTime?: Date | undefined;
   finishTime?: Date | undefined;
   message: string;
+  /**
+   * The container's id mapping (user namespace maps, or privileged), in every
+   * state from creation on; unset when the driver has none to report.
+   */
+  idMapping?: IdMapping | undefined;
 }
 
 /** A client message in an exec session. */
@@ -2042,7 +2048,16 @@ export const WaitResponse: MessageFns<WaitResponse> = {
 };
 
 function createBaseRuntimeState(): RuntimeState {
-  return { status: 0, initPid: 0, exitCode: 0, signal: 0, startTime: undefined, finishTime: undefined, message: "" };
+  return {
+    status: 0,
+    initPid: 0,
+    exitCode: 0,
+    signal: 0,
+    startTime: undefined,
+    finishTime: undefined,
+    message: "",
+    idMapping: undefined,
+  };
 }
 
 export const RuntimeState: MessageFns<RuntimeState> = {
@@ -2067,6 +2082,9 @@ export const RuntimeState: MessageFns<RuntimeState> = {
     }
     if (message.message !== "") {
       writer.uint32(58).string(message.message);
+    }
+    if (message.idMapping !== undefined) {
+      IdMapping.encode(message.idMapping, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -2140,6 +2158,14 @@ export const RuntimeState: MessageFns<RuntimeState> = {
             message.message = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.idMapping = IdMapping.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2177,6 +2203,11 @@ export const RuntimeState: MessageFns<RuntimeState> = {
         ? fromJsonTimestamp(object.finish_time)
         : undefined,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      idMapping: isSet(object.idMapping)
+        ? IdMapping.fromJSON(object.idMapping)
+        : isSet(object.id_mapping)
+        ? IdMapping.fromJSON(object.id_mapping)
+        : undefined,
     };
   },
 
@@ -2203,6 +2234,9 @@ export const RuntimeState: MessageFns<RuntimeState> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.idMapping !== undefined) {
+      obj.idMapping = IdMapping.toJSON(message.idMapping);
+    }
     return obj;
   },
 
@@ -2218,6 +2252,9 @@ export const RuntimeState: MessageFns<RuntimeState> = {
     message.startTime = object.startTime ?? undefined;
     message.finishTime = object.finishTime ?? undefined;
     message.message = object.message ?? "";
+    message.idMapping = (object.idMapping !== undefined && object.idMapping !== null)
+      ? IdMapping.fromPartial(object.idMapping)
+      : undefined;
     return message;
   },
 };
