@@ -1747,10 +1747,15 @@ static void mask_path(int rootfd, const char *path)
 	int null = open_in_root(rootfd, "/dev/null", 0);
 	if (null < 0) {
 		int devfd = open_in_root(rootfd, "/dev", 0);
-		if (devfd < 0 || (mknodat(devfd, ".osvirt-null", S_IFCHR, makedev(1, 3)) < 0 && errno != EEXIST))
+		if (devfd < 0)
+			child_fail("mask %s: open /dev", path);
+		if (mknodat(devfd, ".osvirt-null", S_IFCHR, makedev(1, 3)) == 0 || errno == EEXIST)
+			null = open_in_root(rootfd, "/dev/.osvirt-null", 0);
+		else if (errno == EPERM)
+			null = open("/dev/null", O_PATH | O_CLOEXEC); /* a user namespace may not mknod: the host's, as make_device does */
+		else
 			child_fail("mask %s: make a null device", path);
 		close(devfd);
-		null = open_in_root(rootfd, "/dev/.osvirt-null", 0);
 	}
 	char src[64];
 	snprintf(src, sizeof src, "/proc/self/fd/%d", null);
@@ -1771,46 +1776,78 @@ static void mask_path(int rootfd, const char *path)
  */
 static void enter_root_owned(int types)
 {
-	int ready[2], done[2];
-	if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0)
-		child_fail("pipe");
-	pid_t k = fork();
-	if (k < 0)
-		child_fail("fork");
-	if (k == 0) {
-		char b = 0;
-		close(ready[0]);
-		close(done[1]);
-		if (unshare(CLONE_NEWUSER) < 0)
-			b = 1;
-		else if (unshare(types) < 0)
-			b = 2;
-		if (write(ready[1], &b, 1) != 1 || b)
-			_exit(1);
-		(void)!read(done[0], &b, 1); /* until the container has joined */
-		_exit(0);
-	}
-	close(ready[1]);
-	close(done[0]);
-	char b = 9;
-	if (read(ready[0], &b, 1) != 1 || b) {
-		errno = b == 1 ? EPERM : errno;
-		child_fail("create root-owned namespaces (%s)", b == 1 ? "user namespace" : "uts/mnt namespace");
-	}
 	static const struct {
 		int type;
 		const char *name;
 	} order[] = {{CLONE_NEWUTS, "uts"}, {CLONE_NEWNS, "mnt"}};
-	for (size_t i = 0; i < 2; i++) {
+	/*
+	 * The child sends its namespaces back as fds: opening /proc/PID/ns of a
+	 * process in a user namespace nested in the container's own can be refused
+	 * (EACCES), while a process may always open its own.
+	 */
+	int sp[2], done[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0 || pipe2(done, O_CLOEXEC) < 0)
+		child_fail("socketpair");
+	pid_t k = fork();
+	if (k < 0)
+		child_fail("fork");
+	if (k == 0) {
+		close(sp[0]);
+		close(done[1]);
+		char b = 0;
+		int fds[2], n = 0;
+		if (unshare(CLONE_NEWUSER) < 0)
+			b = 1;
+		else if (unshare(types) < 0)
+			b = 2;
+		for (size_t i = 0; !b && i < 2; i++) {
+			if (!(types & order[i].type))
+				continue;
+			char path[64];
+			snprintf(path, sizeof path, "/proc/self/ns/%s", order[i].name);
+			if ((fds[n++] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+				b = 3;
+		}
+		struct iovec iov = {.iov_base = &b, .iov_len = 1};
+		char ctl[CMSG_SPACE(sizeof fds)] = {0};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+		if (!b && n) {
+			msg.msg_control = ctl;
+			msg.msg_controllen = CMSG_SPACE(n * sizeof(int));
+			struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+			memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+		}
+		if (sendmsg(sp[1], &msg, 0) != 1 || b)
+			_exit(1);
+		(void)!read(done[0], &b, 1); /* until the container has joined */
+		_exit(0);
+	}
+	close(sp[1]);
+	close(done[0]);
+	char b = 9;
+	int fds[2] = {-1, -1};
+	struct iovec iov = {.iov_base = &b, .iov_len = 1};
+	char ctl[CMSG_SPACE(sizeof fds)];
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+	if (recvmsg(sp[0], &msg, MSG_CMSG_CLOEXEC) != 1 || b) {
+		errno = b == 1 ? EPERM : errno;
+		child_fail("create root-owned namespaces (%s)", b == 1 ? "user namespace" : b == 2 ? "uts/mnt namespace" : "pass them back");
+	}
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	if (cm && cm->cmsg_type == SCM_RIGHTS)
+		memcpy(fds, CMSG_DATA(cm), cm->cmsg_len - CMSG_LEN(0));
+	for (size_t i = 0, n = 0; i < 2; i++) {
 		if (!(types & order[i].type))
 			continue;
-		char path[64];
-		snprintf(path, sizeof path, "/proc/%d/ns/%s", k, order[i].name);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		int fd = fds[n++];
 		if (fd < 0 || setns(fd, order[i].type) < 0)
 			child_fail("join the root-owned %s namespace", order[i].name);
 		close(fd);
 	}
+	close(sp[0]);
 	close(done[1]);
 	waitpid(k, NULL, 0);
 	if (chdir("/") < 0)

@@ -259,12 +259,13 @@ for fam in (socket.AF_INET, socket.AF_INET6):
   });
 
   it('securelevel: enforced by capabilities; a jail may raise its own, never lower it; allow.chflags', async () => {
-    await jail('jsl0', { path: '/', persist: true, allowChflags: true, securelevel: 0 });
+    // Privileged: the immutable flag needs CAP_LINUX_IMMUTABLE over the host's filesystem, which no user namespace has.
+    await jail('jsl0', { path: '/', persist: true, allowChflags: true, securelevel: 0 }, { security: { privileged: true } });
     await ok('jsl0', 'touch /tmp/f && chattr +i /tmp/f && lsattr /tmp/f | grep -q i && chattr -i /tmp/f');
     // Raising for oneself: drop what the higher level forbids.
     let r = await sh('jsl0', 'setpriv --bounding-set=-linux_immutable -- chattr +i /tmp/f');
     assert.notEqual(r.exitCode, 0, 'a raised level holds for the process that raised it');
-    await jail('jsl1', { path: '/', persist: true, allowChflags: true, securelevel: 1 });
+    await jail('jsl1', { path: '/', persist: true, allowChflags: true, securelevel: 1 }, { security: { privileged: true } });
     r = await sh('jsl1', 'touch /tmp/f && chattr +i /tmp/f');
     assert.notEqual(r.exitCode, 0, 'securelevel 1: system file flags are fixed');
     assert.match(r.stderr, /Operation not permitted/);
@@ -274,7 +275,7 @@ for fam in (socket.AF_INET, socket.AF_INET6):
     const capBnd = BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(await ok('jsl1', 'cat /proc/self/status'))![1]}`);
     assert.equal((capBnd >> 9n) & 1n, 0n, 'CAP_LINUX_IMMUTABLE is out of the bounding set');
     // Without allow.chflags root is unprivileged for chflags(2).
-    await jail('jnochflags', { path: '/', persist: true });
+    await jail('jnochflags', { path: '/', persist: true }, { security: { privileged: true } });
     r = await sh('jnochflags', 'touch /tmp/f && chattr +i /tmp/f');
     assert.notEqual(r.exitCode, 0);
     for (const n of ['jsl0', 'jsl1', 'jnochflags']) await remove(n);
@@ -357,9 +358,11 @@ print(port(81)); print(port(40123))
 libc = ctypes.CDLL(None, use_errno=True)
 buf = ctypes.create_string_buffer(4096)
 print('ok' if libc.mlock(buf, 4096) == 0 else errno.errorcode[ctypes.get_errno()])`;
-    await jail('jdefaults', { path: '/', persist: true, ip4: INHERIT });
+    // Privileged: on the host's own network stack, reserved ports and raw sockets need capabilities
+    // in the host's user namespace (docs/security.md, "What needs privileged").
+    await jail('jdefaults', { path: '/', persist: true, ip4: INHERIT }, { security: { privileged: true } });
     assert.deepEqual((await py('jdefaults', raw)).split('\n'), ['EPERM', 'EAFNOSUPPORT', 'ok', 'ok', 'EPERM'], 'defaults: raw off, socket_af off, reserved_ports on, mlock off');
-    await jail('jallow', { path: '/', persist: true, ip4: INHERIT, allowRawSockets: true, allowSocketAf: true, allowReservedPorts: false, allowMlock: true });
+    await jail('jallow', { path: '/', persist: true, ip4: INHERIT, allowRawSockets: true, allowSocketAf: true, allowReservedPorts: false, allowMlock: true }, { security: { privileged: true } });
     assert.deepEqual((await py('jallow', raw)).split('\n'), ['ok', 'ok', 'EACCES', 'ok', 'ok'], 'each turned the other way');
     for (const n of ['jdefaults', 'jallow']) await remove(n);
   });
@@ -484,7 +487,8 @@ print(r if r < 0 and False else ('ok' if r >= 0 else errno.errorcode[ctypes.get_
 
   it('imports a handbook-style jail.conf, starts it, and lists and enters it with jls and jexec', async () => {
     const jailsDir = path.join(d.dir, 'usr-local-jails');
-    const rc = '#!/bin/sh\necho rc ran > /var/run/rc.ran\nhttpd -h /etc -p 80\n';
+    // Port 8080: a reserved port on the host's stack needs a privileged jail (docs/security.md).
+    const rc = '#!/bin/sh\necho rc ran > /var/run/rc.ran\nhttpd -h /etc -p 8080\n';
     const shutdown = '#!/bin/sh\nkillall httpd\necho rc.shutdown ran\n';
     makeRoot(path.join(jailsDir, 'containers', 'classic'), { 'etc/rc': rc, 'etc/rc.shutdown': shutdown });
     const consolelog = path.join(d.dir, 'jail_console_classic.log');
@@ -591,7 +595,8 @@ classic {
     const drivers = await c.api.system.listDrivers({});
     if (!drivers.drivers.find((x) => x.name === 'jail')?.capabilities.includes('checkpoint')) return this.skip();
     const counter = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done &';
-    await jail('jcr', { vnet: NEW, persist: true, hostHostname: 'cr.example', mountDevfs: true, execStart: [counter] });
+    // Privileged: CRIU cannot restore a vnet jail's veth into a user namespace.
+    await jail('jcr', { vnet: NEW, persist: true, hostHostname: 'cr.example', mountDevfs: true, execStart: [counter] }, { security: { privileged: true } });
     const before = (await jails.listJails({ pageSize: 0, pageToken: '' })).jails.find((j) => j.name === 'jcr')!;
     await until(async () => Number(await ok('jcr', 'cat /tmp/count')) > 3, 'the counter to run');
     const cp = (await c.api.containers.checkpointContainer({ name: 'jcr', checkpoint: 'cp1', options: undefined })).checkpoint!;
@@ -612,8 +617,9 @@ classic {
 
     // On the host's stack: its address leaves with it and comes back, and the listening
     // socket and the address filter with them.
-    const get = () => execFileP('curl', ['-sf', '--max-time', '5', `http://${A(41)}/os-release`]).then((r) => r.stdout);
-    await jail('jcr2', { persist: true, mountDevfs: true, ip4Addr: [A(41)], execStart: ['httpd -h /etc -p 80', counter] });
+    const get = () => execFileP('curl', ['-sf', '--max-time', '5', `http://${A(41)}:8000/os-release`]).then((r) => r.stdout);
+    // Port 8000: a reserved port on the host's stack needs a privileged jail (docs/security.md).
+    await jail('jcr2', { persist: true, mountDevfs: true, ip4Addr: [A(41)], execStart: ['httpd -h /etc -p 8000', counter] });
     assert.match(await get(), /osvirt busybox/);
     await c.api.containers.checkpointContainer({ name: 'jcr2', checkpoint: 'cp2', options: undefined });
     assert.doesNotMatch(loAddresses(), new RegExp(`${A(41).replace(/\./g, '\\.')}/`));

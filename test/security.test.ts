@@ -3,7 +3,7 @@
 // user namespace makes container root an unprivileged host uid.
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { DEFAULT_MASKED } from '../drivers/lxc/security';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,22 +12,65 @@ import { isRoot, TestDaemon, type Client } from './support/daemon';
 import { execIn } from './support/exec';
 import { busybox } from './support/specs';
 
-// Calls a system call the filter refuses and prints the errno name it got.
+// The escape probe: each subcommand tries one thing a hostile root would, and
+// prints OK or the errno name it got, so a test can tell which mechanism
+// refused it. A write writes back the value already there, so even a probe
+// that succeeds changes nothing on the host.
 const PROBE_C = `
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/perf_event.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
-int main(int argc, char **argv) {
-  long r = -1;
-  if (!strcmp(argv[1], "finit_module")) r = syscall(SYS_finit_module, -1, "", 0);
-  else if (!strcmp(argv[1], "open_by_handle_at")) r = syscall(SYS_open_by_handle_at, -1, NULL, O_RDONLY);
-  else if (!strcmp(argv[1], "kexec_load")) r = syscall(SYS_kexec_load, 0, 0, NULL, 0);
-  printf("%s\\n", r == 0 ? "OK" : strerrorname_np(errno));
+static int report(long r) {
+  printf("%s\\n", r >= 0 ? "OK" : strerrorname_np(errno));
   return 0;
+}
+int main(int argc, char **argv) {
+  const char *c = argv[1];
+  if (!strcmp(c, "finit_module")) return report(syscall(SYS_finit_module, -1, "", 0));
+  if (!strcmp(c, "open_by_handle_at")) return report(syscall(SYS_open_by_handle_at, -1, NULL, O_RDONLY));
+  if (!strcmp(c, "kexec_load")) return report(syscall(SYS_kexec_load, 0, 0, NULL, 0));
+  if (!strcmp(c, "bpf")) return report(syscall(SYS_bpf, 0, NULL, 0));
+  if (!strcmp(c, "perf_event_open")) {
+    struct perf_event_attr a = {.type = PERF_TYPE_SOFTWARE, .size = sizeof a, .config = PERF_COUNT_SW_CPU_CLOCK};
+    return report(syscall(SYS_perf_event_open, &a, 0, -1, -1, 0));
+  }
+  if (!strcmp(c, "add_key")) return report(syscall(SYS_add_key, "user", "osvirt-probe", "x", 1, -2 /* session keyring */));
+  if (!strcmp(c, "mount")) { /* mount TYPE DIR [OPTIONS] */
+    mkdir(argv[3], 0700);
+    return report(mount(argv[2], argv[3], argv[2], 0, argc > 4 ? argv[4] : NULL));
+  }
+  if (!strcmp(c, "rewrite")) { /* rewrite FILE: write back what it holds */
+    char buf[4096] = {0};
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0) return report(-1);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0) return report(-1);
+    fd = open(argv[2], O_WRONLY);
+    if (fd < 0) return report(-1);
+    return report(write(fd, n ? buf : "\\n", n ? (size_t)n : 1));
+  }
+  if (!strcmp(c, "mknod")) /* mknod PATH MAJOR MINOR (block) */
+    return report(mknod(argv[2], S_IFBLK | 0600, makedev(atoi(argv[3]), atoi(argv[4]))));
+  if (!strcmp(c, "read")) { /* read PATH: its first 512 bytes */
+    char buf[512];
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0) return report(-1);
+    return report(read(fd, buf, sizeof buf));
+  }
+  if (!strcmp(c, "ptrace")) return report(ptrace(PTRACE_ATTACH, atoi(argv[2]), 0, 0));
+  printf("unknown probe %s\\n", c);
+  return 2;
 }
 `;
 
@@ -60,6 +103,100 @@ describe('container hardening', function () {
   }
   const sh = async (name: string, script: string) => execIn(c, name, ['/bin/sh', '-c', script]);
   const remove = (name: string) => c.api.containers.deleteContainer({ name, force: true, allowMissing: true });
+
+  /** The host's root block device (major, minor), if / is on one. */
+  function rootDevice(): { major: number; minor: number } | undefined {
+    const dev = statSync('/').dev;
+    const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+    const minor = (dev & 0xff) | ((dev >> 12) & ~0xff);
+    return existsSync(`/sys/dev/block/${major}:${minor}`) ? { major, minor } : undefined;
+  }
+
+  /** Runs every escape probe in the container; each result is OK or the errno name it got. */
+  async function escapes(name: string): Promise<Record<string, string>> {
+    const probe = async (...args: string[]) => {
+      const r = await execIn(c, name, ['/probe', ...args]);
+      return (r.stdout.trim() || r.stderr.trim()).split('\n').pop() ?? '';
+    };
+    const out: Record<string, string> = {};
+    out['proc mount'] = await probe('mount', 'proc', '/tmp/p');
+    out['global sysctl write'] = out['proc mount'] === 'OK' ? await probe('rewrite', '/tmp/p/sys/kernel/core_uses_pid') : 'not reached';
+    out['sysfs mount'] = await probe('mount', 'sysfs', '/tmp/s');
+    const thp = 'kernel/mm/transparent_hugepage/enabled';
+    out['sysfs write'] = out['sysfs mount'] === 'OK' ? await probe('rewrite', `/tmp/s/${existsSync(`/sys/${thp}`) ? thp : 'kernel/uevent_helper'}`) : 'not reached';
+    out['cgroup v1 mount'] = await probe('mount', 'cgroup', '/tmp/cg', 'memory');
+    out['release_agent write'] = out['cgroup v1 mount'] === 'OK' ? await probe('rewrite', '/tmp/cg/release_agent') : 'not reached';
+    const rd = rootDevice();
+    if (rd) {
+      out['mknod root disk'] = await probe('mknod', '/tmp/disk', String(rd.major), String(rd.minor));
+      out['read root disk'] = out['mknod root disk'] === 'OK' ? await probe('read', '/tmp/disk') : 'not reached';
+    }
+    for (const call of ['finit_module', 'open_by_handle_at', 'kexec_load', 'bpf', 'perf_event_open', 'add_key']) out[call] = await probe(call);
+    // A host process (the daemon) by its host pid: the container's pid namespace has no such pid.
+    out['ptrace host process'] = await probe('ptrace', String(d.proc!.pid!));
+    const remount = await sh(name, 'mount -o remount,rw /proc/sys 2>/dev/null && echo 1 > /proc/sys/kernel/sysrq && echo WROTE; echo h > /proc/sysrq-trigger 2>/dev/null && echo SYSRQ');
+    out['remount /proc/sys and sysrq'] = /WROTE|SYSRQ/.test(remount.stdout) ? 'OK' : 'refused';
+    return out;
+  }
+
+  /** What each escape must meet, and the mechanism that refuses it. */
+  function assertRefused(got: Record<string, string>, want: Record<string, { errno: RegExp; by: string }>): void {
+    // What would reach the host must fail; a step on the way (a mount, a mknod) may succeed.
+    const final = Object.keys(got).filter((k) => !/ mount$|^mknod /.test(k));
+    for (const k of final) assert.notEqual(got[k], 'OK', `${k} succeeded: ${JSON.stringify(got)}`);
+    for (const [k, w] of Object.entries(want)) {
+      if (!(k in got)) continue;
+      assert.match(got[k]!, w.errno, `${k}: refused by ${w.by} expected, got ${got[k]} (${JSON.stringify(got)})`);
+    }
+  }
+
+  const SECCOMP = (call: string) => ({ [call]: { errno: /^EPERM$/, by: 'the seccomp filter' } });
+
+  it('refuses every escape in a default (user-namespaced) container, each by the mechanism named', async function () {
+    const rd = rootDevice();
+    if (!rd) this.test!.title += ' (root disk part skipped: / is not on a block device here)';
+    const pid = await run('esc-default');
+    try {
+      assert.notEqual(readlinkSync(`/proc/${pid}/ns/user`), readlinkSync('/proc/self/ns/user'), 'the container has its own user namespace');
+      const got = await escapes('esc-default');
+      assertRefused(got, {
+        // A fresh procfs may even mount, but its global sysctls belong to the initial user namespace.
+        'global sysctl write': { errno: /^(EACCES|not reached)$/, by: 'the user namespace (global sysctls are owned by the host\'s root)' },
+        'sysfs write': { errno: /^(EACCES|not reached)$/, by: 'the user namespace (sysfs files are owned by the host\'s root)' },
+        // A v1 mount may succeed, but shows only the container's own subtree: no release_agent.
+        'release_agent write': { errno: /^(ENOENT|EACCES|not reached)$/, by: 'the cgroup namespace (the hierarchy root is the container\'s cgroup)' },
+        'mknod root disk': { errno: /^EPERM$/, by: 'the user namespace (no mknod)' },
+        ...SECCOMP('finit_module'), ...SECCOMP('open_by_handle_at'), ...SECCOMP('kexec_load'), ...SECCOMP('bpf'), ...SECCOMP('perf_event_open'), ...SECCOMP('add_key'),
+        'ptrace host process': { errno: /^ESRCH$/, by: 'the pid namespace (host processes have no pid inside)' },
+      });
+    } finally {
+      await remove('esc-default');
+    }
+  });
+
+  it('refuses every escape in a privileged container too (no sys_admin, device cgroup, seccomp, pid namespace)', async function () {
+    const rd = rootDevice();
+    if (!rd) this.test!.title += ' (root disk part skipped: / is not on a block device here)';
+    const pid = await run('esc-priv', { security: { privileged: true } });
+    try {
+      assert.equal(readlinkSync(`/proc/${pid}/ns/user`), readlinkSync('/proc/self/ns/user'), 'a privileged container shares the host\'s user namespace');
+      assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /^Uid:\s+0\s/m, 'its root is the host\'s root');
+      const capBnd = BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`);
+      assert.equal((capBnd >> 21n) & 1n, 0n, 'cap_sys_admin is not in the bounding set');
+      const got = await escapes('esc-priv');
+      assertRefused(got, {
+        'proc mount': { errno: /^EPERM$/, by: 'the missing CAP_SYS_ADMIN' },
+        'sysfs mount': { errno: /^EPERM$/, by: 'the missing CAP_SYS_ADMIN' },
+        'cgroup v1 mount': { errno: /^EPERM$/, by: 'the missing CAP_SYS_ADMIN' },
+        // mknod may work (CAP_MKNOD), opening the node may not: the device cgroup allows only the standard set.
+        'read root disk': { errno: /^(EPERM|not reached)$/, by: 'the device cgroup' },
+        ...SECCOMP('finit_module'), ...SECCOMP('open_by_handle_at'), ...SECCOMP('kexec_load'), ...SECCOMP('bpf'), ...SECCOMP('perf_event_open'), ...SECCOMP('add_key'),
+        'ptrace host process': { errno: /^ESRCH$/, by: 'the pid namespace' },
+      });
+    } finally {
+      await remove('esc-priv');
+    }
+  });
 
   it('refuses the known escapes in a default container', async () => {
     const pid = await run('hard');

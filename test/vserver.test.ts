@@ -236,8 +236,10 @@ describe('vserver driver (Linux-VServer guests)', function () {
       uts: { nodename: 'guest-a', domainname: 'vserver.test' },
       network: { interfaces: [{ name: '0', ip: ADDR.a, dev: 'lo', prefix: 32 }], singleIp: true, lbackRemap: true },
       bcapabilities: { drop: ['net_bind_service'], add: ['mknod'] },
-    }));
-    await start('vs-b', spec({ context: 321, network: { interfaces: [{ name: '0', ip: ADDR.b, dev: 'lo' }] }, ccapabilities: [Ccap.CONTEXT_CAPABILITY_SYSLOG, Ccap.CONTEXT_CAPABILITY_SET_RLIMIT] }));
+      // Privileged: mknod (which the next tests check) is refused to any user namespace.
+    }, { security: { privileged: true } }));
+    // Privileged: reading the kernel log (syslog) needs CAP_SYSLOG in the host's user namespace.
+    await start('vs-b', spec({ context: 321, network: { interfaces: [{ name: '0', ip: ADDR.b, dev: 'lo' }] }, ccapabilities: [Ccap.CONTEXT_CAPABILITY_SYSLOG, Ccap.CONTEXT_CAPABILITY_SET_RLIMIT] }, { security: { privileged: true } }));
     assert.ok(loAddresses().includes(ADDR.a) && loAddresses().includes(ADDR.b), 'both guests\' addresses are on the host\'s lo while they run');
 
     // A foreign address (B's, which the host has) is refused; A's own works and the host reaches it.
@@ -296,7 +298,8 @@ describe('vserver driver (Linux-VServer guests)', function () {
       context: 325,
       network: { interfaces: [{ name: '0', ip: ADDR.c, dev: 'lo' }] },
       ccapabilities: [Ccap.CONTEXT_CAPABILITY_SET_UTSNAME, Ccap.CONTEXT_CAPABILITY_SECURE_MOUNT, Ccap.CONTEXT_CAPABILITY_RAW_ICMP],
-    }));
+      // Privileged: raw ICMP on the host's own stack needs CAP_NET_RAW in the host's user namespace.
+    }, { security: { privileged: true } }));
     const hostName = execFileSync('hostname', { encoding: 'utf8' }).trim();
     assert.equal(await sh(c, 'vs-ccap', 'hostname renamed && uname -n'), 'renamed', 'set_utsname: the guest sets its own nodename');
     assert.equal(execFileSync('hostname', { encoding: 'utf8' }).trim(), hostName, 'the host\'s is untouched');

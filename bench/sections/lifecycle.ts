@@ -44,12 +44,12 @@ export async function runLifecycle(ctx: Ctx): Promise<SectionResult<LifecycleDat
   const mk = (id: string, label: string, osvirt: boolean): LifecycleVariant => ({ id, label, osvirt, startMs: [], stopMs: [], parts: {}, errors: [] });
   const runners: Runner[] = [];
 
-  const osvirtRunner = (id: string, label: string, network: ContainerSpec['network']): Runner => {
-    const spec = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'busybox' } }, network });
+  const osvirtRunner = (id: string, label: string, network: ContainerSpec['network'], privileged = false): Runner => {
+    const spec = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'busybox' } }, network, security: { privileged } });
     return {
       v: mk(id, label, true),
       async once(i) {
-        const name = `${prefix}${id === 'osvirt-veth' ? 'v' : 'n'}${i}`;
+        const name = `${prefix}${id === 'osvirt-veth' ? 'v' : id === 'osvirt-priv' ? 'p' : 'n'}${i}`;
         const a = hr();
         await client.api.containers.createContainer({ name, spec });
         const create = msSince(a);
@@ -70,6 +70,8 @@ export async function runLifecycle(ctx: Ctx): Promise<SectionResult<LifecycleDat
   };
   runners.push(osvirtRunner('osvirt-none', 'osvirt, no network', { mode: { $case: 'none', value: {} } }));
   runners.push(osvirtRunner('osvirt-veth', 'osvirt, veth on bridge', { mode: { $case: 'bridge', value: { bridge: '', address: '', interfaceName: '', macAddress: '', mtu: 0 } } }));
+  // What the default user namespace and idmapped root cost: the same container without them.
+  runners.push(osvirtRunner('osvirt-priv', 'osvirt privileged (no user namespace), no network', { mode: { $case: 'none', value: {} } }, true));
 
   const lxcV = mk('lxc', 'lxc-start (LXC 5)', false);
   if (ctx.tools.lxcStart) {
@@ -146,7 +148,7 @@ export async function runLifecycle(ctx: Ctx): Promise<SectionResult<LifecycleDat
     progress.tick('round', round + 1, total, measured && show ? `start p50 ms: ${show}` : '(warm-up)');
   }
 
-  const variants = [runners[0]!.v, runners[1]!.v, lxcV, runcV, floorV];
+  const variants = [runners[0]!.v, runners[1]!.v, runners[2]!.v, lxcV, runcV, floorV];
   const summary: LifecycleData['summary'] = {};
   for (const v of variants) {
     if (v.errors.length > Math.max(5, cfg.lifecycleRuns / 5)) v.skipped = `too many failures (${v.errors.length}); first: ${v.errors[0]}`;

@@ -63,6 +63,8 @@ export interface CheckpointHost {
   /** Undo everything a run put on the host (network, cgroups, mounts, runtime.json). */
   cleanup(id: string): Promise<void>;
   prepareRootfs(id: string, spec: ContainerSpec): Promise<{ rootfs: string; mounted: string; extraMounts: string[] }>;
+  /** Make the restored container's id range the one its image was dumped with. */
+  adoptIdRange(id: string, range: { uid: number; gid: number; size: number }): Promise<void>;
   /** The host uid and gid of the container's root when it runs in a user namespace. */
   rootIds(id: string, spec: ContainerSpec): Promise<{ uid: number; gid: number } | undefined>;
   /** The driver's exit watch: resolves after the init exited and cleanup ran. */
@@ -89,6 +91,8 @@ interface CheckpointConfig {
   stdio: { kind: 'pipe' | 'tty' | 'none'; key: string };
   /** Host-side mounts in the container: mountpoint (inside) -> CRIU key. */
   mounts: { mountpoint: string; key: string; device?: string }[];
+  /** The user namespace's first uid_map / gid_map line (container 0), when the container had one. */
+  idmap?: { uid: number; gid: number; size: number };
   network: { mode: 'bridge'; inside: string; bridge: string; address: string; hostEnd: string } | { mode: 'isolated' };
   criu: { tcpEstablished: boolean; extUnixSk: boolean; fileLocks: boolean; shellJob: boolean; manageCgroupsMode: CriuCgMode };
 }
@@ -154,6 +158,15 @@ function hostDeviceFor(initPid: number, mountpoint: string): string | undefined 
     if (h && h.rdev === st.rdev && (h.isCharacterDevice() || h.isBlockDevice())) return candidate;
   }
   return undefined;
+}
+
+/** The container's root range (the map line for id 0), if it runs in a user namespace. */
+function dumpedIdRange(initPid: number): { uid: number; gid: number; size: number } | undefined {
+  const first = (f: string) => readFileSync(`/proc/${initPid}/${f}`, 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)).find((l) => l[0] === 0);
+  const u = first('uid_map');
+  const g = first('gid_map');
+  if (!u || !g || (u[1] === 0 && u[2] === 4294967295)) return undefined;
+  return { uid: u[1]!, gid: g[1]!, size: Math.min(u[2]!, g[2]!) };
 }
 
 /** How CRIU names the file behind fd 0..2 of the init, and whether it is the monitor's. */
@@ -327,6 +340,7 @@ export class LxcCheckpointer {
       rootfs: { kind: overlay ? 'overlay' : 'path', diff: overlay ? ROOTFS_DIFF : '' },
       stdio,
       mounts,
+      idmap: dumpedIdRange(rt.initPid),
       network,
       criu: { tcpEstablished: o.tcpEstablished, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks, shellJob: o.shellJob, manageCgroupsMode: manageMode },
     };
@@ -385,6 +399,7 @@ export class LxcCheckpointer {
       await removeMonitorDir(monitorDir);
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
       await cg.create(spec.resources, spec.devices);
+      if (config.idmap) await this.h.adoptIdRange(id, config.idmap);
       const root = await this.h.rootIds(id, spec);
       if (root) {
         await cg.delegate(root.uid, root.gid);

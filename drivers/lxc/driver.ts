@@ -451,12 +451,16 @@ export class LxcDriver implements Driver {
   /**
    * The bounding set. A privileged container (no user namespace) also loses
    * sys_admin unless the spec adds it by name: with it, root could mount a
-   * fresh proc or sysfs and write the host's global settings.
+   * fresh proc or sysfs and write the host's global settings. On pure cgroup
+   * v2 it loses mknod too (no device cgroup program there).
    */
   private capabilities(spec: ContainerSpec, privileged: boolean): string[] {
     const set = boundingSet(spec.capabilities);
-    if (!privileged || (spec.capabilities?.add ?? []).some((c) => c.toLowerCase().replace(/^cap_/, '') === 'sys_admin')) return set;
-    return set.filter((c) => c !== 'sys_admin');
+    if (!privileged) return set;
+    const added = new Set((spec.capabilities?.add ?? []).map((c) => c.toLowerCase().replace(/^cap_/, '')));
+    // On pure cgroup v2 osvirt loads no device program, so nothing would stop a node made with mknod.
+    const withheld = ['sys_admin', ...(this.layout.kind === 'v2' ? ['mknod'] : [])].filter((c) => !added.has(c));
+    return set.filter((c) => !withheld.includes(c));
   }
 
   /** Undo everything a run put on the host. Idempotent. */
@@ -722,6 +726,14 @@ export class LxcDriver implements Driver {
       readRuntime: (id) => this.readRuntime(id),
       cleanup: (id) => this.cleanup(id),
       prepareRootfs: async (id, spec) => this.prepareRootfs(id, spec, await this.userNs(id, spec)),
+      adoptIdRange: async (id, range) => {
+        await this.ids.assign(id, range);
+        const marker = await this.readMarker(id);
+        if (marker?.userNs) {
+          const userNs = { uidMap: [{ containerId: 0, hostId: range.uid, size: range.size }], gidMap: [{ containerId: 0, hostId: range.gid, size: range.size }] };
+          await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify({ ...marker, userNs }) + '\n', 0o644, false);
+        }
+      },
       rootIds: async (id, spec) => {
         const u = await this.userNs(id, spec);
         return u ? { uid: outerId(u.uidMap), gid: outerId(u.gidMap) } : undefined;

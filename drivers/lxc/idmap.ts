@@ -117,6 +117,19 @@ export class IdAllocator {
     });
   }
 
+  /**
+   * Give the container this range, even one another container has: a
+   * checkpoint restored under a new name comes back with the maps CRIU
+   * recorded, which are the original's.
+   */
+  assign(container: string, range: IdRange): Promise<void> {
+    return mutex.run(this.file, async () => {
+      const table = await this.load();
+      table[container] = range;
+      await writeFileAtomic(this.file, JSON.stringify(table, null, 2) + '\n', 0o644);
+    });
+  }
+
   release(container: string): Promise<void> {
     return mutex.run(this.file, async () => {
       const table = await this.load();

@@ -11,6 +11,8 @@ export interface AuditEntry {
   container?: string | undefined;
   code: string;
   message: string;
+  /** Something an operator should know about a call that succeeded (a privileged container). */
+  warning?: string | undefined;
 }
 
 export class AuditLog {
@@ -31,6 +33,7 @@ export class AuditLog {
       container: e.container,
       result: e.code,
       message: e.message || undefined,
+      warning: e.warning,
     };
     try {
       // Synchronous on purpose: the record is on disk before the caller sees the result.

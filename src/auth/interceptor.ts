@@ -60,6 +60,7 @@ export function authInterceptor(authenticate: Authenticator, audit: AuditLog, lo
     let identity: Identity | undefined;
     let container: string | undefined;
     let closed = false;
+    let warning: string | undefined;
     let pending: [Code, string, string] | undefined;
     const deny = (code: Code, reason: string, message: string) => {
       closed = true;
@@ -91,6 +92,9 @@ export function authInterceptor(authenticate: Authenticator, audit: AuditLog, lo
             const name = requestContainer(msg);
             if (name !== undefined && container === undefined) container = name;
             if (pending) return deny(...pending);
+            if (short === 'CreateContainer' && (msg as { spec?: { security?: { privileged?: boolean } } }).spec?.security?.privileged) {
+              warning = 'PRIVILEGED container: no user namespace, root inside is root on the host';
+            }
             const g = identity?.grant;
             if (g && name !== undefined && short !== 'ListContainers' && !g.covers(name)) {
               return deny(Code.PERMISSION_DENIED, 'NOT_GRANTED', `management container "${g.container}" may not act on "${name}"`);
@@ -125,7 +129,8 @@ export function authInterceptor(authenticate: Authenticator, audit: AuditLog, lo
       },
       sendStatus: (st, next) => {
         if (!closed && identity && isMutating(method)) {
-          audit.record({ identity, method: short, container, code: Code[st.code ?? Code.OK] ?? String(st.code), message: st.code === Code.OK ? '' : (st.details ?? '') });
+          audit.record({ identity, method: short, container, code: Code[st.code ?? Code.OK] ?? String(st.code), message: st.code === Code.OK ? '' : (st.details ?? ''), warning });
+          if (warning && st.code === Code.OK) logger.warn({ container, principal: identity.principal }, warning);
         }
         if (identity && st.code !== Code.OK && st.code !== undefined) logger.debug({ method: short, principal: identity.principal, code: Code[st.code] }, 'call failed');
         next(st);
