@@ -59,7 +59,14 @@ export class LxcAnchor {
   private readonly names = new Set<string>();
   readonly criuEnv: NodeJS.ProcessEnv;
 
-  constructor(readonly lxcpath: string, readonly rootfs: string, cleanup: Cleanup, criuDir?: string) {
+  /**
+   * unprivileged: LXC's own unprivileged container (lxc.idmap) with an
+   * idmapped rootfs (lxc.rootfs.options = idmap=container). LXC 5.0.2 idmaps
+   * only a "dir" rootfs, so it runs on the shared rootfs itself, not on an
+   * overlay as osvirt does; the config loses its rootfs line before
+   * lxc-destroy, which would otherwise remove that directory.
+   */
+  constructor(readonly lxcpath: string, readonly rootfs: string, cleanup: Cleanup, criuDir?: string, readonly unprivileged?: { hostId: number }) {
     this.criuEnv = { ...process.env, PATH: `${criuDir ? criuDir + ':' : ''}${process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
     const pivotExisted = cgroupDirExists('lxc.pivot');
     cleanup.add('lxc containers', async () => {
@@ -75,9 +82,11 @@ export class LxcAnchor {
   }
 
   private config(name: string, rootfsSpec: string): string {
+    const u = this.unprivileged;
     return [
       `lxc.uts.name = ${name}`,
-      `lxc.rootfs.path = ${rootfsSpec}`,
+      `lxc.rootfs.path = ${u ? `dir:${this.rootfs}` : rootfsSpec}`,
+      ...(u ? ['lxc.rootfs.options = idmap=container', `lxc.idmap = u 0 ${u.hostId} 65536`, `lxc.idmap = g 0 ${u.hostId} 65536`] : []),
       'lxc.net.0.type = empty',
       'lxc.init.cmd = /idle.sh',
       'lxc.signal.halt = SIGTERM',
@@ -137,6 +146,14 @@ export class LxcAnchor {
     return r;
   }
 
+  /** Untimed, before destroy: an unprivileged anchor's config forgets the shared rootfs. */
+  async prepareDestroy(name: string): Promise<void> {
+    if (!this.unprivileged) return;
+    const file = path.join(this.lxcpath, name, 'config');
+    const lines = (await fs.readFile(file, 'utf8')).split('\n').filter((l) => !l.startsWith('lxc.rootfs.'));
+    await fs.writeFile(file, lines.join('\n'));
+  }
+
   async destroy(name: string): Promise<RunResult> {
     const r = await run('lxc-destroy', ['-P', this.lxcpath, '-n', name], { timeoutMs: 30000 });
     if (r.code !== 0) throw failure('lxc-destroy', r);
@@ -158,6 +175,7 @@ export class LxcAnchor {
 
   async forceRemove(name: string): Promise<void> {
     await run('lxc-stop', ['-P', this.lxcpath, '-n', name, '-k'], { timeoutMs: 20000 }).catch(() => undefined);
+    await this.prepareDestroy(name).catch(() => undefined);
     await run('lxc-destroy', ['-P', this.lxcpath, '-n', name, '-f'], { timeoutMs: 20000 }).catch(() => undefined);
     this.names.delete(name);
   }

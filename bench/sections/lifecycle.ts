@@ -74,23 +74,27 @@ export async function runLifecycle(ctx: Ctx): Promise<SectionResult<LifecycleDat
   runners.push(osvirtRunner('osvirt-priv', 'osvirt privileged (no user namespace), no network', { mode: { $case: 'none', value: {} } }, true));
 
   const lxcV = mk('lxc', 'lxc-start (LXC 5)', false);
+  const lxcU = mk('lxc-unpriv', 'lxc-start, unprivileged (lxc.idmap, idmapped dir rootfs)', false);
+  const lxcRunner = (v: LifecycleVariant, tag: string, lxc: LxcAnchor): Runner => ({
+    v,
+    async once(i) {
+      const name = `${prefix}${tag}${i}`;
+      const a = hr();
+      await lxc.create(name);
+      const create = msSince(a);
+      const start = (await lxc.start(name)).ms;
+      await waitForTermHandler(await lxc.initPid(name));
+      const stop = (await lxc.stop(name)).ms;
+      await lxc.prepareDestroy(name);
+      const del = (await lxc.destroy(name)).ms;
+      return { start: create + start, stop: stop + del, parts: { create, start, stop, delete: del } };
+    },
+  });
   if (ctx.tools.lxcStart) {
-    const lxc = new LxcAnchor(path.join(ctx.work, 'lxc'), ctx.anchorRootfs, ctx.cleanup);
-    runners.push({
-      v: lxcV,
-      async once(i) {
-        const name = `${prefix}l${i}`;
-        const a = hr();
-        await lxc.create(name);
-        const create = msSince(a);
-        const start = (await lxc.start(name)).ms;
-        await waitForTermHandler(await lxc.initPid(name));
-        const stop = (await lxc.stop(name)).ms;
-        const del = (await lxc.destroy(name)).ms;
-        return { start: create + start, stop: stop + del, parts: { create, start, stop, delete: del } };
-      },
-    });
-  } else lxcV.skipped = 'lxc-start is not installed (apt-get install lxc)';
+    runners.push(lxcRunner(lxcV, 'l', new LxcAnchor(path.join(ctx.work, 'lxc'), ctx.anchorRootfs, ctx.cleanup)));
+    // Far above the ranges osvirt allocates (1000000 up, 65536 each), so the two never share ids.
+    runners.push(lxcRunner(lxcU, 'u', new LxcAnchor(path.join(ctx.work, 'lxc-unpriv'), ctx.anchorRootfs, ctx.cleanup, undefined, { hostId: 4000000000 })));
+  } else lxcV.skipped = lxcU.skipped = 'lxc-start is not installed (apt-get install lxc)';
 
   const runcV = mk('runc', 'runc run (1.1)', false);
   if (ctx.tools.runc) {
@@ -148,7 +152,7 @@ export async function runLifecycle(ctx: Ctx): Promise<SectionResult<LifecycleDat
     progress.tick('round', round + 1, total, measured && show ? `start p50 ms: ${show}` : '(warm-up)');
   }
 
-  const variants = [runners[0]!.v, runners[1]!.v, runners[2]!.v, lxcV, runcV, floorV];
+  const variants = [runners[0]!.v, runners[1]!.v, runners[2]!.v, lxcV, lxcU, runcV, floorV];
   const summary: LifecycleData['summary'] = {};
   for (const v of variants) {
     if (v.errors.length > Math.max(5, cfg.lifecycleRuns / 5)) v.skipped = `too many failures (${v.errors.length}); first: ${v.errors[0]}`;

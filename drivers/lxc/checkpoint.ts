@@ -285,6 +285,8 @@ export class LxcCheckpointer {
     const external = ['mnt[/]:ROOT'];
     const mounts = externalMounts(rt.initPid).map((mountpoint, i) => ({ mountpoint, key: mountpoint === '/dev/console' ? 'console' : `m${i}`, device: hostDeviceFor(rt.initPid, mountpoint) }));
     for (const m of mounts) external.push(`mnt[${m.mountpoint}]:${m.key}`);
+    // Read while the init lives: without leave_running, the dump ends it.
+    const idmap = dumpedIdRange(rt.initPid);
     if (stdio.kind === 'tty') external.push(stdio.key);
     let network: CheckpointConfig['network'] = { mode: 'isolated' };
     const hostEnd = rt.network.hostInterfaces[0];
@@ -340,7 +342,7 @@ export class LxcCheckpointer {
       rootfs: { kind: overlay ? 'overlay' : 'path', diff: overlay ? ROOTFS_DIFF : '' },
       stdio,
       mounts,
-      idmap: dumpedIdRange(rt.initPid),
+      idmap,
       network,
       criu: { tcpEstablished: o.tcpEstablished, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks, shellJob: o.shellJob, manageCgroupsMode: manageMode },
     };
