@@ -46,6 +46,10 @@ describe('ipfilter policy encoding', () => {
     assert.deepEqual([...b.subarray(16, 20)], [10, 1, 2, 3], 'addresses are in network byte order');
     assert.deepEqual(decodePolicy(b), p);
     assert.equal(decodePolicy(Buffer.alloc(b.length)), undefined, 'a zeroed storage is "not configured"');
+    assert.equal(p.reservedPorts, false, 'reserved ports are off unless asked for');
+    const rp = normalizePolicy({ ipv4: ['10.1.2.3'], ipv4Mode: 'new', singleIp: true, loopbackRemap: false, reservedPorts: true });
+    assert.equal(encodePolicy(rp).readUInt32LE(0) & (1 << 7), 1 << 7, 'IPF_RESERVED_PORTS is bit 7 of the flags');
+    assert.deepEqual(decodePolicy(encodePolicy(rp)), rp);
     assert.equal(formatIpv6(ipv6Bytes('2001:db8:0:0:1:0:0:1')), '2001:db8::1:0:0:1');
     assert.equal(formatIpv6(ipv6Bytes('::')), '::');
     assert.equal(formatIpv6(ipv6Bytes('64:ff9b::1.2.3.4')), '64:ff9b::102:304');

@@ -8,6 +8,7 @@ import { errorText, type Ctx, type SectionResult } from '../lib/context';
 import { msSince, ratio, roundSummary, summarize, type Summary } from '../lib/stats';
 import { distributionPlot } from '../lib/svg';
 import { ms, num, times, type Report } from '../lib/report';
+import { chmod } from 'node:fs/promises';
 import * as path from 'node:path';
 
 export interface LifecycleVariant {
@@ -92,6 +93,10 @@ export async function runLifecycle(ctx: Ctx): Promise<SectionResult<LifecycleDat
   });
   if (ctx.tools.lxcStart) {
     runners.push(lxcRunner(lxcV, 'l', new LxcAnchor(path.join(ctx.work, 'lxc'), ctx.anchorRootfs, ctx.cleanup)));
+    // LXC's unprivileged container needs search permission for its root on every directory on the
+    // way ("Could not access ... Please grant it x access"): the bench's work dir is 0700.
+    // osvirt opens the root while its init still has the host's uid, so it needs no such grant.
+    await chmod(ctx.work, 0o711);
     // Far above the ranges osvirt allocates (1000000 up, 65536 each), so the two never share ids.
     runners.push(lxcRunner(lxcU, 'u', new LxcAnchor(path.join(ctx.work, 'lxc-unpriv'), ctx.anchorRootfs, ctx.cleanup, undefined, { hostId: 4000000000 })));
   } else lxcV.skipped = lxcU.skipped = 'lxc-start is not installed (apt-get install lxc)';

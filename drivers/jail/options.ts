@@ -374,6 +374,7 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
       // FreeBSD rewrites a wildcard bind only when the jail has exactly one address of the family.
       singleIp: (ip4 !== 'new' || v4.length <= 1) && (ip6 !== 'new' || v6.length <= 1),
       loopbackRemap: !hasLoopback,
+      reservedPorts: o.allowReservedPorts ?? true,
     };
   }
 

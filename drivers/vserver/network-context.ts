@@ -7,7 +7,7 @@ import type { IpFilterPolicy } from '../common/ipfilter';
 import { formatIpv6, ipv6Bytes } from '../common/ipfilter/policy';
 import { ip } from '../lxc/network';
 import type { VServerOptions } from '../../src/gen/osvirt/v1/vserver';
-import { activeInterfaces, interfaceDev, interfacePrefix } from './options';
+import { activeInterfaces, boundingSet, interfaceDev, interfacePrefix } from './options';
 
 /** An address osvirt puts on a host interface for a guest. */
 export interface HostAddress {
@@ -33,6 +33,7 @@ export function policyOf(o: VServerOptions): IpFilterPolicy {
     ipv6Mode: v6.length ? 'new' : 'disable',
     singleIp: !!o.network?.singleIp,
     loopbackRemap: !!o.network?.lbackRemap,
+    reservedPorts: boundingSet(o).includes('net_bind_service'),
   };
 }
 

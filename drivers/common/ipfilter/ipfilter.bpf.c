@@ -43,6 +43,8 @@
 #define IPF_V6_DISABLE (1u << 4)
 #define IPF_SINGLE_IP (1u << 5)      /* wildcard binds become the primary address */
 #define IPF_LOOPBACK_REMAP (1u << 6) /* loopback becomes the primary address */
+#define IPF_RESERVED_PORTS (1u << 7) /* ports < 1024 without CAP_NET_BIND_SERVICE over the host's netns */
+
 
 struct ipf_policy {
 	__u32 flags;
@@ -266,6 +268,17 @@ int osvipf_sockcrt(struct bpf_sock *sk)
 	return 1;
 }
 
+/*
+ * A bind program's return value 3 (1 | BPF_RET_BIND_NO_CAP_NET_BIND_SERVICE)
+ * allows the bind and skips the kernel's CAP_NET_BIND_SERVICE check: how a
+ * user-namespaced container on the host's stack may use a reserved port on
+ * its own addresses, and no other.
+ */
+static __always_inline int bind_ok(const struct ipf_policy *p)
+{
+	return (p->flags & IPF_RESERVED_PORTS) ? 3 : 1;
+}
+
 SEC("cgroup/bind4")
 int osvipf_bind4(struct bpf_sock_addr *ctx)
 {
@@ -279,7 +292,7 @@ int osvipf_bind4(struct bpf_sock_addr *ctx)
 		return deny(err);
 	if (a != ctx->user_ip4)
 		ctx->user_ip4 = a;
-	return 1;
+	return bind_ok(p);
 }
 
 SEC("cgroup/bind6")
@@ -297,7 +310,7 @@ int osvipf_bind6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[1] = a[1];
 	ctx->user_ip6[2] = a[2];
 	ctx->user_ip6[3] = a[3];
-	return 1;
+	return bind_ok(p);
 }
 
 /*

@@ -29,6 +29,12 @@ export interface IpFilterPolicy {
   singleIp: boolean;
   /** 127.0.0.0/8 and ::1 mean the primary address (VServer lback_remap; FreeBSD without a loopback address). */
   loopbackRemap: boolean;
+  /**
+   * Ports below 1024 on the container's own addresses without CAP_NET_BIND_SERVICE
+   * over the host's network namespace, which a user-namespaced container never has
+   * (jail allow.reserved_ports; a vserver guest with net_bind_service). Default false.
+   */
+  reservedPorts?: boolean;
 }
 
 /** A policy after validation: every field explicit, addresses in canonical form. */
@@ -39,6 +45,7 @@ export interface NormalizedPolicy {
   ipv6Mode: IpMode;
   singleIp: boolean;
   loopbackRemap: boolean;
+  reservedPorts: boolean;
 }
 
 /** Matches IPF_MAX_ADDRS in ipfilter.bpf.c (Linux-VServer's NB_IPV4ROOT was 16 too). */
@@ -54,6 +61,7 @@ const FLAG = {
   v6Disable: 1 << 4,
   singleIp: 1 << 5,
   loopbackRemap: 1 << 6,
+  reservedPorts: 1 << 7,
 } as const;
 
 const MODES: readonly IpMode[] = ['new', 'inherit', 'disable'];
@@ -139,6 +147,7 @@ export function normalizePolicy(p: IpFilterPolicy): NormalizedPolicy {
   for (const k of ['singleIp', 'loopbackRemap'] as const) {
     if (typeof p[k] !== 'boolean') throw invalidArgument(`policy.${k}`, 'must be true or false');
   }
+  if (p.reservedPorts !== undefined && typeof p.reservedPorts !== 'boolean') throw invalidArgument('policy.reservedPorts', 'must be true or false');
   return {
     ipv4: checkAddresses('policy.ipv4', p.ipv4, 4, ipv4Mode),
     ipv4Mode,
@@ -146,6 +155,7 @@ export function normalizePolicy(p: IpFilterPolicy): NormalizedPolicy {
     ipv6Mode,
     singleIp: p.singleIp,
     loopbackRemap: p.loopbackRemap,
+    reservedPorts: p.reservedPorts ?? false,
   };
 }
 
@@ -164,6 +174,7 @@ export function encodePolicy(p: NormalizedPolicy): Buffer {
   if (p.ipv6Mode === 'disable') flags |= FLAG.v6Disable;
   if (p.singleIp) flags |= FLAG.singleIp;
   if (p.loopbackRemap) flags |= FLAG.loopbackRemap;
+  if (p.reservedPorts) flags |= FLAG.reservedPorts;
   b.writeUInt32LE(flags, 0);
   b.writeUInt32LE(p.ipv4.length, 4);
   b.writeUInt32LE(p.ipv6.length, 8);
@@ -187,5 +198,6 @@ export function decodePolicy(b: Buffer): NormalizedPolicy | undefined {
     ipv6Mode: mode(FLAG.v6New, FLAG.v6Disable),
     singleIp: !!(flags & FLAG.singleIp),
     loopbackRemap: !!(flags & FLAG.loopbackRemap),
+    reservedPorts: !!(flags & FLAG.reservedPorts),
   };
 }
