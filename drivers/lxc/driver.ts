@@ -167,6 +167,7 @@ export class LxcDriver implements Driver {
     await this.launcher.start();
     // What a previous daemon was still removing when it stopped.
     await fs.rm(path.join(this.stateDir, 'trash'), { recursive: true, force: true });
+    await this.restoreIdRanges();
     if (this.layout.kind === 'hybrid' && !this.layout.v1['freezer']) this.messages.push('pause: no freezer cgroup controller');
     const criu = await locateCriu();
     this.criuOk = criu.ok;
@@ -230,6 +231,18 @@ export class LxcDriver implements Driver {
     return { uidMap: [{ containerId: 0, hostId: r.uid, size: r.size }], gidMap: [{ containerId: 0, hostId: r.gid, size: r.size }] };
   }
 
+  /** Every container's recorded range back into idmap.json, where a crash lost it. */
+  private async restoreIdRanges(): Promise<void> {
+    const ranges: Record<string, { uid: number; gid: number; size: number }> = {};
+    for (const id of await fs.readdir(path.join(this.stateDir, 'containers')).catch(() => [] as string[])) {
+      const u = (await this.readMarker(id))?.userNs;
+      const uid = u?.uidMap.find((m) => m.containerId === 0);
+      const gid = u?.gidMap.find((m) => m.containerId === 0);
+      if (uid && gid) ranges[id] = { uid: uid.hostId, gid: gid.hostId, size: Math.min(uid.size, gid.size) };
+    }
+    await this.ids.restore(ranges);
+  }
+
   /** What `info` shows: the maps, or privileged. */
   private async idMapping(id: string): Promise<IdMapping | undefined> {
     const m = await this.readMarker(id);
@@ -252,7 +265,10 @@ export class LxcDriver implements Driver {
     await this.validate(id, spec);
     await fs.mkdir(this.dir(id), { recursive: true, mode: 0o700 });
     const userNs = await this.userNs(id, spec);
-    // What every process entering the container later gets too (its seccomp filter).
+    // What every process entering the container later gets too (its seccomp filter), and its id
+    // range, which idmap.json is rebuilt from at init (IdAllocator.restore). Neither is fsynced:
+    // blocks are handed out lowest-free, so one lost with a power loss right after a create
+    // is handed to the same container again.
     const marker = { id, driver: spec.driver, execArgs: securityArgs(spec.security, { forExec: true }), privileged: !userNs, userNs };
     await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify(marker) + '\n', 0o644, false);
   }
