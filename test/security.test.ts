@@ -158,6 +158,13 @@ describe('container hardening', function () {
     const pid = await run('esc-default');
     try {
       assert.notEqual(readlinkSync(`/proc/${pid}/ns/user`), readlinkSync('/proc/self/ns/user'), 'the container has its own user namespace');
+      // The range the API reports is the one the host sees the init run as.
+      const ids = (await c.api.containers.getContainer({ name: 'esc-default' })).container!.status!.idMapping!;
+      assert.equal(ids.privileged, false);
+      const hostRoot = ids.uidMap.find((m) => m.containerId === 0)!.hostId;
+      assert.ok(hostRoot >= 65536, `container root is an unprivileged host uid (${hostRoot})`);
+      assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${hostRoot}\\s`, 'm'));
+      assert.equal(readFileSync(`/proc/${pid}/uid_map`, 'utf8').trim().split(/\s+/).join(' '), `0 ${hostRoot} 65536`);
       const got = await escapes('esc-default');
       assertRefused(got, {
         // A fresh procfs may even mount, but its global sysctls belong to the initial user namespace.
@@ -183,6 +190,9 @@ describe('container hardening', function () {
       assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /^Uid:\s+0\s/m, 'its root is the host\'s root');
       const capBnd = BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`);
       assert.equal((capBnd >> 21n) & 1n, 0n, 'cap_sys_admin is not in the bounding set');
+      assert.equal((await c.api.containers.getContainer({ name: 'esc-priv' })).container!.status!.idMapping!.privileged, true);
+      const audit = readFileSync(path.join(d.stateDir, 'audit.log'), 'utf8').split('\n').filter((l) => l.includes('"CreateContainer"') && l.includes('"esc-priv"'));
+      assert.match(audit.pop() ?? '', /"warning":"PRIVILEGED container/, 'the audit log warns of a privileged container');
       const got = await escapes('esc-priv');
       assertRefused(got, {
         'proc mount': { errno: /^EPERM$/, by: 'the missing CAP_SYS_ADMIN' },
