@@ -62,6 +62,29 @@ function blocks(ranges: SubidRange[], size: number): number[] {
   return out;
 }
 
+/**
+ * The lowest block (blocks ascending) that no used range overlaps, in one
+ * pass over both sorted lists: a scan per block cost O(n^2) per allocation and
+ * made the 500th container's create ~10x slower than the first.
+ */
+export function firstFree(blockStarts: number[], used: { start: number; end: number }[]): number | undefined {
+  const sorted = [...used].sort((a, b) => a.start - b.start);
+  let j = 0;
+  for (const b of blockStarts) {
+    const e = b + IDS_PER_CONTAINER;
+    while (j < sorted.length && sorted[j]!.end <= b) j++;
+    let overlap = false;
+    for (let k = j; k < sorted.length && sorted[k]!.start < e; k++) {
+      if (sorted[k]!.end > b) {
+        overlap = true;
+        break;
+      }
+    }
+    if (!overlap) return b;
+  }
+  return undefined;
+}
+
 export class IdAllocator {
   private readonly uids: SubidRange[];
   private readonly gids: SubidRange[];
@@ -125,9 +148,9 @@ export class IdAllocator {
       const mine = table[container];
       if (mine) return mine;
       // Free: no recorded range (an allocation, or a map a spec chose) overlaps the block.
-      const clear = (b: number, key: 'uid' | 'gid') => Object.values(table).every((r) => r[key] + r.size <= b || b + IDS_PER_CONTAINER <= r[key]);
-      const freeU = blocks(this.uids, IDS_PER_CONTAINER).find((b) => clear(b, 'uid'));
-      const freeG = blocks(this.gids, IDS_PER_CONTAINER).find((b) => clear(b, 'gid'));
+      const ranges = Object.values(table);
+      const freeU = firstFree(blocks(this.uids, IDS_PER_CONTAINER), ranges.map((r) => ({ start: r.uid, end: r.uid + r.size })));
+      const freeG = firstFree(blocks(this.gids, IDS_PER_CONTAINER), ranges.map((r) => ({ start: r.gid, end: r.gid + r.size })));
       if (freeU === undefined || freeG === undefined) {
         throw new OsvirtError('RESOURCE_EXHAUSTED', 'ID_RANGE_EXHAUSTED', `no free block of ${IDS_PER_CONTAINER} ${freeU === undefined ? 'uids' : 'gids'} left in the subordinate ranges (${this.source}); delete containers or give root a larger range in /etc/subuid and /etc/subgid`);
       }
