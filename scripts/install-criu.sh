@@ -170,7 +170,8 @@ find_debian_mirror() {
 }
 
 MIRROR="${OSVIRT_CRIU_MIRROR:-$(find_debian_mirror)}"
-MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+# Only the host's own configuration names the mirror: no built-in host.
+[[ -n "$MIRROR" ]] || die "no Debian mirror found in the host's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d); add one, or set OSVIRT_CRIU_MIRROR to the Debian mirror to use"
 MIRROR="${MIRROR%/}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 [[ -f "$KEYRING" ]] || die "$KEYRING is missing: install the debian-archive-keyring package"
@@ -199,7 +200,7 @@ apt-get "${APT_OPTS[@]}" update >"$APTLOG" 2>&1 \
 candidate="$(apt-cache "${APT_OPTS[@]}" show criu 2>>"$APTLOG" | sed -n 's/^Version:[[:space:]]*//p' | sort -V | tail -n1)"
 [[ -n "$candidate" ]] || apt_fail "criu is not in Debian unstable on $MIRROR"
 version_ge "$candidate" "$MIN_VERSION" \
-  || die "Debian unstable on $MIRROR only has criu $candidate (need >= $MIN_VERSION); a snapshot mirror may be too old, set OSVIRT_CRIU_MIRROR=http://deb.debian.org/debian"
+  || die "Debian unstable on $MIRROR only has criu $candidate (need >= $MIN_VERSION); a snapshot mirror may be too old: set OSVIRT_CRIU_MIRROR to a current Debian mirror"
 
 log "downloading criu $candidate and ${#SID_PACKAGES[@]} packages from sid"
 # apt drops privileges to _apt for downloads; let it write there.

@@ -44,7 +44,7 @@ import { locateCriu } from '../../src/criu/criu-locate';
 import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, planVeth, setupNetwork, teardownNetwork, vethArgs, vethRuntime, type BridgeConfig, type NetworkRuntime } from './network';
 import { Launcher } from './launcher';
 import { BUSYBOX_DEFAULT_INIT, isMountpoint, mountOverlay, Templates, unmountAll } from './rootfs';
-import { IdAllocator } from './idmap';
+import { IdAllocator, type IdRange } from './idmap';
 
 /** A container's user namespace maps; undefined: privileged (no user namespace). */
 interface UserNs {
@@ -83,6 +83,11 @@ const PROPAGATION: Record<number, string> = {
 };
 
 const SLEEP = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The maps of an allocated range: container ids 0.. are host ids uid.. and gid... */
+function userNsOf(r: IdRange): UserNs {
+  return { uidMap: [{ containerId: 0, hostId: r.uid, size: r.size }], gidMap: [{ containerId: 0, hostId: r.gid, size: r.size }] };
+}
 
 /** The host id that container id 0 maps to. */
 function outerId(map: IdMap[]): number {
@@ -228,7 +233,7 @@ export class LxcDriver implements Driver {
     const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
     if (lxc?.uidMap.length) return { uidMap: lxc.uidMap, gidMap: lxc.gidMap };
     const r = await this.ids.allocate(id);
-    return { uidMap: [{ containerId: 0, hostId: r.uid, size: r.size }], gidMap: [{ containerId: 0, hostId: r.gid, size: r.size }] };
+    return userNsOf(r);
   }
 
   /** Every container's recorded range back into idmap.json, where a crash lost it. */
@@ -250,7 +255,7 @@ export class LxcDriver implements Driver {
     if (m?.userNs) return { ...m.userNs, privileged: false };
     const r = await this.ids.get(id);
     if (!r) return undefined;
-    return { uidMap: [{ containerId: 0, hostId: r.uid, size: r.size }], gidMap: [{ containerId: 0, hostId: r.gid, size: r.size }], privileged: false };
+    return { ...userNsOf(r), privileged: false };
   }
 
   private async readMarker(id: string): Promise<{ execArgs?: string[]; privileged?: boolean; userNs?: UserNs } | undefined> {
@@ -746,7 +751,7 @@ export class LxcDriver implements Driver {
         await this.ids.assign(id, range);
         const marker = await this.readMarker(id);
         if (marker?.userNs) {
-          const userNs = { uidMap: [{ containerId: 0, hostId: range.uid, size: range.size }], gidMap: [{ containerId: 0, hostId: range.gid, size: range.size }] };
+          const userNs = userNsOf(range);
           await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify({ ...marker, userNs }) + '\n', 0o644, false);
         }
       },
