@@ -30,7 +30,13 @@ export function detectLayout(root = CGROUP_ROOT): Layout {
     const [, dir, type, opts] = line.split(' ');
     if (!dir || !dir.startsWith(root)) continue;
     if (type === 'cgroup2') unified = dir;
-    if (type === 'cgroup') for (const c of (opts ?? '').split(',')) if ((V1_CONTROLLERS as readonly string[]).includes(c)) v1[c] = dir;
+    if (type !== 'cgroup') continue;
+    for (const c of (opts ?? '').split(',')) {
+      if ((V1_CONTROLLERS as readonly string[]).includes(c)) v1[c] = dir;
+      // systemd's own tracking hierarchy: a container gets a cgroup of its own
+      // there too, or a systemd inside would share the host's.
+      if (c === 'name=systemd') v1[c] = dir;
+    }
   }
   if (Object.keys(v1).length === 0 && !unified) throw missingFeature('cgroups', `no cgroup hierarchy is mounted under ${root}`);
   return { kind: 'hybrid', v1, unified };
@@ -99,6 +105,29 @@ export class ContainerCgroup {
     if (this.layout.kind === 'v2') return path.join(this.layout.root, this.rel());
     const m = this.layout.v1[controller];
     return m ? path.join(m, this.rel()) : undefined;
+  }
+
+  /**
+   * The cgroup filesystems a system container sees at /sys/fs/cgroup, as
+   * `osvirt-helper --mount` lines (LXC's cgroup:mixed). They are mounted from
+   * inside the container's cgroup namespace, so each hierarchy's root is the
+   * container's own cgroup. Pure v2: cgroup2 itself, writable (the subtree is
+   * delegated). Hybrid: a tmpfs holding every v1 hierarchy read-only, except
+   * name=systemd, which the container's systemd writes, and the unified
+   * cgroup2, delegated like the v2 tree.
+   */
+  systemMounts(): string[] {
+    const nsd = 'nosuid,nodev,noexec';
+    if (this.layout.kind === 'v2') return [`cgroup2:cgroup2:/sys/fs/cgroup:${nsd}:`];
+    const out = [`tmpfs:tmpfs:/sys/fs/cgroup:${nsd},mode=755,size=1024k:`];
+    const byMount = new Map<string, string[]>();
+    for (const [c, mount] of Object.entries(this.layout.v1)) byMount.set(mount, [...(byMount.get(mount) ?? []), c]);
+    for (const [mount, controllers] of byMount) {
+      const writable = controllers.includes('name=systemd');
+      out.push(`cgroup:cgroup:/sys/fs/cgroup/${path.basename(mount)}:${writable ? '' : 'ro,'}${nsd},${controllers.join(',')}:`);
+    }
+    if (this.layout.unified) out.push(`cgroup2:cgroup2:/sys/fs/cgroup/${path.basename(this.layout.unified)}:${nsd}:`);
+    return out;
   }
 
   /** The cgroup2 directory (pure v2 or hybrid's unified), for BPF programs. */

@@ -45,6 +45,20 @@ import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, planVeth, se
 import { Launcher } from './launcher';
 import { BUSYBOX_DEFAULT_INIT, isMountpoint, mountOverlay, Templates, unmountAll } from './rootfs';
 import { IdAllocator, type IdRange } from './idmap';
+import { detectInit, INIT_PATHS, type InitInfo } from './init-detect';
+import { randomUUID } from 'node:crypto';
+
+/** How a system container's init is halted and what its exit means (boot.json, kept until the next start). */
+interface Boot {
+  kind: InitInfo['kind'];
+  haltSignal: number;
+  rebootSignal: number;
+}
+
+const SIGHUP = 1;
+const SIGINT = 2;
+/** systemd's DefaultLimitNOFILE hard limit: dbus-daemon raises its soft limit to 65536. */
+const SYSTEM_NOFILE_HARD = 524288;
 
 /** A container's user namespace maps; undefined: privileged (no user namespace). */
 interface UserNs {
@@ -206,7 +220,10 @@ export class LxcDriver implements Driver {
       const st = await fs.stat(src.value).catch(() => undefined);
       if (!st?.isDirectory()) throw invalidArgument('spec.rootfs.path', `${src.value} is not a directory on the host`);
     }
-    if (src.$case !== 'template' && !spec.process?.args.length) throw invalidArgument('spec.process.args', 'is required unless the rootfs is a template with a default init');
+    if (src.$case === 'path' && !spec.process?.args.length && !detectInit(src.value).system) {
+      throw invalidArgument('spec.process.args', `is required: ${src.value} has no /sbin/init to boot`);
+    }
+    if (src.$case === 'host' && !spec.process?.args.length) throw invalidArgument('spec.process.args', 'is required for an application container (rootfs.host)');
     for (const [i, m] of spec.mounts.entries()) {
       if (m.type === MountType.MOUNT_TYPE_BIND && !existsSync(m.source)) throw invalidArgument(`spec.mounts[${i}].source`, `${m.source} does not exist on the host`);
     }
@@ -274,7 +291,7 @@ export class LxcDriver implements Driver {
     // range, which idmap.json is rebuilt from at init (IdAllocator.restore). Neither is fsynced:
     // blocks are handed out lowest-free, so one lost with a power loss right after a create
     // is handed to the same container again.
-    const marker = { id, driver: spec.driver, execArgs: securityArgs(spec.security, { forExec: true }), privileged: !userNs, userNs };
+    const marker = { id, driver: spec.driver, execArgs: securityArgs(spec.security, { forExec: true, userNs: !!userNs }), privileged: !userNs, userNs };
     await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify(marker) + '\n', 0o644, false);
   }
 
@@ -357,6 +374,82 @@ export class LxcDriver implements Driver {
     return { rootfs: root, mounted: '', extraMounts };
   }
 
+  /**
+   * The init to run and, for a system container, how it boots. With no
+   * process.args a template's default runs (busybox: an idle shell), or the
+   * rootfs's own /sbin/init, as lxc-start does. args naming /sbin/init (or
+   * systemd) make a system container too.
+   */
+  private async bootPlan(spec: ContainerSpec): Promise<{ argv: string[]; boot?: Boot }> {
+    const args = spec.process?.args ?? [];
+    const src = spec.rootfs?.source;
+    const root = src?.$case === 'template' ? await this.templates.ensure(src.value) : src?.$case === 'path' ? src.value : undefined;
+    const busybox = src?.$case === 'template' && src.value === 'busybox';
+    if (!args.length && (!root || busybox)) return { argv: BUSYBOX_DEFAULT_INIT };
+    if (!root || (args.length && !INIT_PATHS.includes(args[0]!))) return { argv: args };
+    const info = detectInit(root, args[0] ?? '/sbin/init');
+    if (!info.system) {
+      if (args.length) return { argv: args };
+      throw invalidArgument('spec.process.args', `is empty and ${root} has no /sbin/init to boot`);
+    }
+    return { argv: args.length ? args : info.init, boot: { kind: info.kind, haltSignal: info.haltSignal, rebootSignal: info.rebootSignal } };
+  }
+
+  /**
+   * What a distribution's init expects of its container (systemd's "Container
+   * Interface"): cgroup filesystems it may write (cgroup:mixed), /run as a
+   * tmpfs, /run/host/container-manager, a stable machine id (container_uuid)
+   * and a NOFILE limit dbus can raise itself to. `container=osvirt` is in every
+   * container's environment already.
+   */
+  private async systemArgs(id: string, spec: ContainerSpec, cg: ContainerCgroup): Promise<string[]> {
+    const args: string[] = [];
+    for (const m of cg.systemMounts()) args.push('--mount', m);
+    const userRun = spec.mounts.some((m) => m.destination.replace(/\/+$/, '') === '/run');
+    if (!userRun) {
+      args.push('--mount', 'tmpfs:tmpfs:/run:nosuid,nodev,mode=755,size=20%:');
+      const manager = path.join(this.dir(id), 'container-manager');
+      await fs.writeFile(manager, 'osvirt\n', { mode: 0o644 });
+      args.push('--mount', `bind:${manager}:/run/host/container-manager:ro,nosuid,nodev,noexec:`);
+    }
+    // A machine id of its own that survives restarts: systemd adopts container_uuid when /etc/machine-id is empty.
+    const idFile = path.join(this.dir(id), 'machine-uuid');
+    let uuid = await fs.readFile(idFile, 'utf8').then((t) => t.trim()).catch(() => '');
+    if (!uuid) {
+      uuid = randomUUID();
+      await writeFileAtomic(idFile, uuid + '\n', 0o644, false);
+    }
+    args.push('--env', `container_uuid=${uuid}`);
+    if (!spec.process?.rlimits.some((r) => r.type === RlimitType.RLIMIT_TYPE_NOFILE)) {
+      // The hard limit can only rise with CAP_SYS_RESOURCE over the host; otherwise keep the daemon's own.
+      const own = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+      const ownHard = own === 'unlimited' ? SYSTEM_NOFILE_HARD : Number(own ?? 1024);
+      const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '0'}`);
+      const hard = (capEff >> 24n) & 1n ? Math.max(ownHard, SYSTEM_NOFILE_HARD) : ownHard;
+      args.push('--rlimit', `nofile:${Math.min(1024, hard)}:${hard}`);
+    }
+    return args;
+  }
+
+  private async writeBoot(id: string, boot: Boot | undefined): Promise<void> {
+    const file = path.join(this.dir(id), 'boot.json');
+    if (boot) await writeFileAtomic(file, JSON.stringify(boot) + '\n', 0o644, false);
+    else await fs.rm(file, { force: true });
+  }
+
+  private readBoot(id: string): Boot | undefined {
+    try {
+      return JSON.parse(readFileSync(path.join(this.dir(id), 'boot.json'), 'utf8')) as Boot;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The signal that halts this container's init: its init's (SIGRTMIN+3 for systemd), or 0 for "the default". */
+  async stopSignal(id: string): Promise<number> {
+    return this.readBoot(id)?.haltSignal ?? 0;
+  }
+
   private processArgs(spec: ContainerSpec, caps: string[]): string[] {
     const p = spec.process;
     const a: string[] = ['--caps', caps.join(',') || 'none'];
@@ -393,6 +486,8 @@ export class LxcDriver implements Driver {
       await this.ext.beforeLaunch?.(id, spec, cg);
       const rf = await this.prepareRootfs(id, spec, userNs, { deferOverlay: true });
       rootfsMounted = rf.mounted;
+      const { argv, boot } = await this.bootPlan(spec);
+      await this.writeBoot(id, boot);
 
       const ns = ['pid', 'mnt', 'uts', 'cgroup'];
       const args = ['--state', monitorDir, '--rootfs', rf.rootfs];
@@ -429,6 +524,7 @@ export class LxcDriver implements Driver {
       args.push('--hostname', spec.hostname || id);
       if (spec.domainname) args.push('--domainname', spec.domainname);
       for (const m of rf.extraMounts) args.push('--mount', m);
+      if (boot) args.push(...(await this.systemArgs(id, spec, cg)));
       for (const m of spec.mounts) {
         const opts = [...(m.readonly ? ['ro'] : []), ...m.options].join(',');
         if (m.type === MountType.MOUNT_TYPE_BIND) args.push('--mount', `rbind:${m.source}:${m.destination}:${opts}:${PROPAGATION[m.propagation] ?? ''}`);
@@ -436,11 +532,15 @@ export class LxcDriver implements Driver {
       }
       for (const d of spec.devices) args.push('--device', d.path);
       if (spec.rootfs?.readonly) args.push('--readonly-rootfs');
-      if (spec.process?.tty) args.push('--tty');
-      args.push(...this.processArgs(spec, this.capabilities(spec, !userNs)));
-      args.push(...securityArgs(spec.security));
+      // A system container always has a console: its getty runs there.
+      if (spec.process?.tty || boot) args.push('--tty');
+      const caps = this.capabilities(spec, !userNs);
+      // reboot(2) from a user namespace only ends the container's own pid namespace (SIGHUP for a
+      // reboot, SIGINT for a halt), which is how osvirt learns what its init asked for.
+      if (boot && userNs && !caps.includes('sys_boot') && !spec.capabilities?.drop.includes('sys_boot')) caps.push('sys_boot');
+      args.push(...this.processArgs(spec, caps));
+      args.push(...securityArgs(spec.security, { userNs: !!userNs }));
       args.push(...(this.ext.helperArgs?.(id, spec) ?? []));
-      const argv = spec.process?.args.length ? spec.process.args : BUSYBOX_DEFAULT_INIT;
       args.push('--', ...argv);
 
       const launched = await launch(this.helper, args, async (initPid) => {
@@ -508,10 +608,10 @@ export class LxcDriver implements Driver {
     if (!rt) {
       // Stopped; the monitor's exit record (kept until the next start) says how.
       const last = readExitRecord(this.monitorDir(id));
-      return last ? this.exitState(last) : { ...base, status: RuntimeStatus.RUNTIME_STATUS_STOPPED };
+      return last ? this.exitState(last, this.readBoot(id)) : { ...base, status: RuntimeStatus.RUNTIME_STATUS_STOPPED };
     }
     const exit = readExitRecord(this.monitorDir(id));
-    if (exit) return this.exitState(exit);
+    if (exit) return this.exitState(exit, this.readBoot(id));
     const alive = pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime;
     if (!alive) {
       if (pidAlive(rt.monitorPid)) return { ...base, status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid };
@@ -521,8 +621,17 @@ export class LxcDriver implements Driver {
     return { ...base, status: frozen ? RuntimeStatus.RUNTIME_STATUS_PAUSED : RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, startTime: new Date(rt.startTime) };
   }
 
-  private exitState(exit: ExitRecord): RuntimeState {
-    return { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: exit.exitCode, signal: exit.signal, finishTime: exit.finishedAt, message: '' };
+  /**
+   * How the init ended. A system container's init that called reboot(2) ends
+   * with SIGHUP (a reboot request) or SIGINT (halt or poweroff): the kernel's
+   * way of ending a pid namespace's init (pid_namespaces(7)). LXC reads them
+   * the same way; a halt is a clean stop, exit code 0.
+   */
+  private exitState(exit: ExitRecord, boot: Boot | undefined): RuntimeState {
+    const base = { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, finishTime: exit.finishedAt, rebootRequested: false };
+    if (boot && exit.signal === SIGINT) return { ...base, exitCode: 0, signal: 0, message: 'the init halted the container' };
+    if (boot && exit.signal === SIGHUP) return { ...base, exitCode: 0, signal: 0, message: 'the init asked for a reboot', rebootRequested: true };
+    return { ...base, exitCode: exit.exitCode, signal: exit.signal, message: '' };
   }
 
   wait(id: string): Promise<RuntimeState> {
@@ -534,7 +643,7 @@ export class LxcDriver implements Driver {
         const exit = await waitExit(this.monitorDir(id), rt.monitorPid);
         await this.cleanup(id).catch((e) => this.logger.warn({ container: id, err: errorMessage(e) }, 'cleanup after exit failed'));
         if (!exit) return { status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN, initPid: 0, exitCode: 0, signal: 0, message: 'the container monitor exited without an exit record' };
-        return this.exitState(exit);
+        return this.exitState(exit, this.readBoot(id));
       })().finally(() => this.waits.delete(id));
       this.waits.set(id, p);
     }

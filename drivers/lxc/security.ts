@@ -11,19 +11,36 @@ const MS_REMOUNT = 0x20;
 export const DEFAULT_SECCOMP_DENY = [
   'kexec_load', 'kexec_file_load', 'init_module', 'finit_module', 'delete_module', 'open_by_handle_at',
   'iopl', 'ioperm', 'swapon', 'swapoff', 'acct', 'syslog', 'add_key', 'request_key', 'keyctl', 'bpf',
-  'perf_event_open', 'fspick', 'mount_setattr',
+  'perf_event_open',
 ];
+
+/**
+ * Refused only where the container shares the host's user namespace
+ * (security.privileged): there a remount, fspick or mount_setattr could make
+ * a read-only /proc/sys writable again. In a user namespace they stay allowed,
+ * because systemd needs them to give its services their own mount namespaces
+ * (ProtectSystem=, PrivateTmp=, credentials: a MS_REMOUNT|MS_BIND|MS_RDONLY
+ * of each path), and the kernel's own rules already hold there: mounts the
+ * container inherited are locked (their flags cannot be cleared nor what is
+ * under them uncovered), and a writable /proc/sys still only lets the
+ * container's root write what its namespaces own (global sysctls belong to
+ * the host's root: EACCES). docs/security.md has the measurements.
+ */
+export const PRIVILEGED_SECCOMP_DENY = ['fspick', 'mount_setattr'];
 
 export const DEFAULT_MASKED = ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug', '/proc/latency_stats', '/proc/acpi', '/proc/scsi', '/sys/firmware'];
 
 export const DEFAULT_READONLY = ['/proc/sys', '/proc/sysrq-trigger', '/proc/irq', '/proc/bus', '/proc/fs'];
 
 /** `osvirt-helper run` / `exec` options for a spec's Security (undefined = all defaults). */
-export function securityArgs(sec: Security | undefined, opts: { forExec?: boolean } = {}): string[] {
+export function securityArgs(sec: Security | undefined, opts: { forExec?: boolean; userNs?: boolean } = {}): string[] {
   const args: string[] = [];
   if (!sec?.seccompUnconfined) {
     for (const s of DEFAULT_SECCOMP_DENY) args.push('--seccomp-deny', s);
-    args.push('--seccomp-deny', `mount:EPERM:arg3&${MS_REMOUNT}`);
+    if (!opts.userNs) {
+      for (const s of PRIVILEGED_SECCOMP_DENY) args.push('--seccomp-deny', s);
+      args.push('--seccomp-deny', `mount:EPERM:arg3&${MS_REMOUNT}`);
+    }
   }
   for (const s of sec?.seccompDeny ?? []) args.push('--seccomp-deny', s);
   if (opts.forExec) return args;

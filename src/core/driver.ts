@@ -6,10 +6,13 @@
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ContainerSpec, ContainerStats, CheckpointOptions, CheckpointStats, ExecExit, User } from '../gen/osvirt/v1/container';
-import type { GetInfoResponse, RuntimeState } from '../gen/osvirt/driver/v1/driver';
+import type { GetInfoResponse, RuntimeState as WireRuntimeState } from '../gen/osvirt/driver/v1/driver';
 
 export { RuntimeStatus } from '../gen/osvirt/driver/v1/driver';
-export type { RuntimeState, GetInfoResponse as DriverInfo };
+export type { GetInfoResponse as DriverInfo };
+
+/** osvirt.driver.v1.RuntimeState, with the flags most states leave unset optional. */
+export type RuntimeState = Omit<WireRuntimeState, 'rebootRequested'> & { rebootRequested?: boolean };
 
 export const DRIVER_PROTOCOL_VERSION = 1;
 
@@ -74,6 +77,8 @@ export interface Driver {
   /** Resolves when the init exits (at once when not running). */
   wait(id: string): Promise<RuntimeState>;
   recover(items: { id: string; spec: ContainerSpec }[]): Promise<Record<string, RuntimeState>>;
+  /** The signal that halts this container's init when neither the request nor the spec names one (0: SIGTERM). */
+  stopSignal?(id: string): Promise<number>;
 
   pause?(id: string): Promise<void>;
   resume?(id: string): Promise<void>;

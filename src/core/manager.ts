@@ -16,7 +16,7 @@ import {
 } from '../gen/osvirt/v1/container';
 import { EventType } from '../gen/osvirt/v1/event_service';
 import { DriverHealth } from '../gen/osvirt/v1/system_service';
-import { RuntimeStatus, type ConsoleSession, type ExecOptions, type ExecSession, type RuntimeState } from './driver';
+import { RuntimeStatus, type ConsoleSession, type Driver, type ExecOptions, type ExecSession, type RuntimeState } from './driver';
 import { alreadyExists, errorMessage, invalidArgument, isOsvirtError, notFound, OsvirtError, wrongState } from './errors';
 import type { EventBus } from './events';
 import { KeyedMutex } from './keyed-mutex';
@@ -338,6 +338,7 @@ export class ContainerManager {
           if (cur !== live || live.generation !== gen || !this.isActive(live.rec.status.state)) return;
           if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) return;
           live.generation++;
+          if (rs.rebootRequested && (await this.reboot(live, driver!))) return;
           this.applyExit(live, rs);
           await this.released(name);
           await this.store.saveStatus(live.rec);
@@ -345,6 +346,34 @@ export class ContainerManager {
         }),
       (e) => this.logger.warn({ container: name, err: errorMessage(e) }, 'wait failed'),
     ).catch((e) => this.logger.error({ container: name, err: errorMessage(e) }, 'recording exit failed'));
+  }
+
+  /**
+   * The container's own init asked for a reboot: start it again, as
+   * lxc-start does. Runs under the container's lock. False when the new start
+   * failed (the exit is then recorded as usual, with the failure in the log).
+   */
+  private async reboot(live: Live, driver: Driver): Promise<boolean> {
+    const name = live.rec.name;
+    const rec = live.rec;
+    await this.released(name);
+    this.events.emit(name, EventType.EVENT_TYPE_STOPPED, { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_SHUTDOWN, initPid: 0, message: 'rebooting' });
+    let rs: RuntimeState;
+    try {
+      const runSpec = this.hooks ? await this.hooks.beforeStart(name, rec.spec) : rec.spec;
+      rs = await driver.start(name, runSpec, this.peerPids(name, rec.spec));
+    } catch (e) {
+      this.logger.error({ container: name, err: errorMessage(e) }, 'restart after a reboot request failed');
+      await this.released(name);
+      return false;
+    }
+    live.expectedSignal = 0;
+    rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message: 'rebooted by its init', idMapping: rs.idMapping ?? rec.status.idMapping };
+    await this.store.saveStatus(rec);
+    this.events.emit(name, EventType.EVENT_TYPE_STARTED, rec.status);
+    this.logger.info({ container: name, initPid: rs.initPid }, 'rebooted at its init\'s request');
+    this.watch(live);
+    return true;
   }
 
   private async released(name: string): Promise<void> {
@@ -388,7 +417,8 @@ export class ContainerManager {
       const rec = live.rec;
       if (!this.isActive(rec.status.state) && rec.status.state !== ContainerState.CONTAINER_STATE_UNKNOWN) return this.toContainer(rec);
       const driver = this.registry.get(rec.spec.driver);
-      const sig = signal || rec.spec.stopSignal || SIGTERM;
+      // A system container's init has its own halt signal (SIGRTMIN+3 for systemd), like lxc.signal.halt.
+      const sig = signal || rec.spec.stopSignal || (await driver.stopSignal?.(name).catch(() => 0)) || SIGTERM;
       const timeout = timeoutMs ?? (rec.spec.stopTimeout ? rec.spec.stopTimeout.seconds * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
       live.generation++;
       live.expectedSignal = sig;

@@ -12,7 +12,7 @@ import pino from 'pino';
 import { unary } from '../api/container-service';
 import { toServiceError } from '../api/status';
 import { serveExecStream } from '../api/exec-stream';
-import type { Capability, ConsoleSession, Driver, DriverInfo } from '../core/driver';
+import type { Capability, ConsoleSession, Driver, DriverInfo, RuntimeState } from '../core/driver';
 import { invalidArgument } from '../core/errors';
 import { capabilityError } from '../core/registry';
 import {
@@ -71,6 +71,11 @@ export function gateCapabilities(driver: Driver, info: DriverInfo): Driver {
   };
 }
 
+/** A state as it goes on the wire: every flag set, false where the driver left it out. */
+function wire(s: RuntimeState): RuntimeState & { rebootRequested: boolean } {
+  return { ...s, rebootRequested: !!s.rebootRequested };
+}
+
 function requireId(id: string): string {
   if (!id) throw invalidArgument('id', 'is required');
   return id;
@@ -95,8 +100,8 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
       await driver.create(requireId(r.id), requireSpec(r.spec));
       return {};
     }),
-    start: unary(logger, async (r) => ({ state: await driver.start(requireId(r.id), requireSpec(r.spec), r.peerPids) })),
-    stop: unary(logger, async (r) => ({ state: await driver.stop(requireId(r.id), r.signal || 15, r.timeoutMs) })),
+    start: unary(logger, async (r) => ({ state: wire(await driver.start(requireId(r.id), requireSpec(r.spec), r.peerPids)) })),
+    stop: unary(logger, async (r) => ({ state: wire(await driver.stop(requireId(r.id), r.signal || 15, r.timeoutMs)) })),
     kill: unary(logger, async (r) => {
       await driver.kill(requireId(r.id), r.signal || 9);
       return {};
@@ -113,20 +118,20 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
       await driver.delete(requireId(r.id));
       return {};
     }),
-    state: unary(logger, async (r) => ({ state: await driver.state(requireId(r.id)) })),
-    wait: unary(logger, async (r) => ({ state: await driver.wait(requireId(r.id)) })),
+    state: unary(logger, async (r) => ({ state: wire(await driver.state(requireId(r.id))) })),
+    wait: unary(logger, async (r) => ({ state: wire(await driver.wait(requireId(r.id))) })),
     stats: unary(logger, async (r) => ({ stats: await (await gated()).stats!(requireId(r.id)) })),
     checkpoint: unary(logger, async (r) => {
       const opts = r.options ?? { leaveRunning: false, tcpEstablished: false, extUnixSk: false, fileLocks: false, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false };
       if (!r.imageDir.startsWith('/')) throw invalidArgument('image_dir', 'must be an absolute host path');
       const res = await (await gated()).checkpoint!(requireId(r.id), r.imageDir, opts, r.parentImageDir);
-      return { criuVersion: res.criuVersion, stats: res.stats, state: res.state };
+      return { criuVersion: res.criuVersion, stats: res.stats, state: wire(res.state) };
     }),
     restore: unary(logger, async (r) => {
       if (!r.imageDir.startsWith('/')) throw invalidArgument('image_dir', 'must be an absolute host path');
-      return { state: await (await gated()).restore!(requireId(r.id), requireSpec(r.spec), r.imageDir, r.tcpEstablished, r.timeoutMs) };
+      return { state: wire(await (await gated()).restore!(requireId(r.id), requireSpec(r.spec), r.imageDir, r.tcpEstablished, r.timeoutMs)) };
     }),
-    recover: unary(logger, async (r) => ({ states: await driver.recover(r.containers.map((c) => ({ id: c.id, spec: requireSpec(c.spec) }))) })),
+    recover: unary(logger, async (r) => ({ states: Object.fromEntries(Object.entries(await driver.recover(r.containers.map((c) => ({ id: c.id, spec: requireSpec(c.spec) })))).map(([k, v]) => [k, wire(v)])) })),
     // Headers tell the client the process runs (RemoteDriver.exec resolves on them).
     exec: (call: ServerDuplexStream<ExecRequest, ExecResponse>) =>
       serveExecStream(call, logger, async (st, o) => (await gated()).exec!({ id: requireId(st.id), ...o }), () => call.sendMetadata(new Metadata())),

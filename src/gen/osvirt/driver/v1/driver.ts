@@ -227,7 +227,14 @@ export interface RuntimeState {
    * The container's id mapping (user namespace maps, or privileged), in every
    * state from creation on; unset when the driver has none to report.
    */
-  idMapping?: IdMapping | undefined;
+  idMapping?:
+    | IdMapping
+    | undefined;
+  /**
+   * With STOPPED: the container's own init asked for a reboot (a system
+   * container's `reboot`), so the daemon starts it again, as lxc-start does.
+   */
+  rebootRequested: boolean;
 }
 
 /** A client message in an exec session. */
@@ -2057,6 +2064,7 @@ function createBaseRuntimeState(): RuntimeState {
     finishTime: undefined,
     message: "",
     idMapping: undefined,
+    rebootRequested: false,
   };
 }
 
@@ -2085,6 +2093,9 @@ export const RuntimeState: MessageFns<RuntimeState> = {
     }
     if (message.idMapping !== undefined) {
       IdMapping.encode(message.idMapping, writer.uint32(66).fork()).join();
+    }
+    if (message.rebootRequested !== false) {
+      writer.uint32(72).bool(message.rebootRequested);
     }
     return writer;
   },
@@ -2166,6 +2177,14 @@ export const RuntimeState: MessageFns<RuntimeState> = {
             message.idMapping = IdMapping.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.rebootRequested = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2208,6 +2227,11 @@ export const RuntimeState: MessageFns<RuntimeState> = {
         : isSet(object.id_mapping)
         ? IdMapping.fromJSON(object.id_mapping)
         : undefined,
+      rebootRequested: isSet(object.rebootRequested)
+        ? globalThis.Boolean(object.rebootRequested)
+        : isSet(object.reboot_requested)
+        ? globalThis.Boolean(object.reboot_requested)
+        : false,
     };
   },
 
@@ -2237,6 +2261,9 @@ export const RuntimeState: MessageFns<RuntimeState> = {
     if (message.idMapping !== undefined) {
       obj.idMapping = IdMapping.toJSON(message.idMapping);
     }
+    if (message.rebootRequested !== false) {
+      obj.rebootRequested = message.rebootRequested;
+    }
     return obj;
   },
 
@@ -2255,6 +2282,7 @@ export const RuntimeState: MessageFns<RuntimeState> = {
     message.idMapping = (object.idMapping !== undefined && object.idMapping !== null)
       ? IdMapping.fromPartial(object.idMapping)
       : undefined;
+    message.rebootRequested = object.rebootRequested ?? false;
     return message;
   },
 };
