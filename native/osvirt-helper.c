@@ -71,7 +71,7 @@ static void usage(FILE *out)
 	      "  osvirt-helper run --state DIR [--rootfs PATH] [--ns pid,mnt,uts,ipc,net,cgroup,user]\n"
 	      "      [--join net|ipc|uts:PATH]... [--uidmap IN:OUT:COUNT]... [--gidmap IN:OUT:COUNT]...\n"
 	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
-	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--device PATH]... [--no-default-mounts]\n"
+	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--write-file /PATH:CONTENT]... [--device PATH]... [--no-default-mounts]\n"
 	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--host-overlay LOWER:UPPER:WORK]\n"
 	      "      [--host-bind SRC (with a user namespace)]\n"
 	      "      [--veth HOST_IFNAME:IFNAME [--veth-bridge BR] [--veth-mtu N] [--veth-mac MAC]\n"
@@ -1436,6 +1436,7 @@ struct run_cfg {
 	char console_name[64];          /* its /dev/pts/N path */
 	unsigned dev_nodes;             /* DEV_* bits: what the standard /dev holds */
 	struct list masks, ro_paths;    /* container paths hidden / made read-only */
+	struct list files;              /* "PATH:CONTENT" files written after the mounts */
 	int owned_ns;                   /* CLONE_NEWUTS|CLONE_NEWNS: owned by a root-owned user ns */
 	struct cgroup_join *cg;         /* the container's cgroups, joined by the child itself */
 	struct veth_cfg veth;           /* --veth: a pair on a bridge (veth.host set) */
@@ -1868,6 +1869,38 @@ static int open_rootfs(const struct run_cfg *c)
 	return rootfd;
 }
 
+/*
+ * "PATH:CONTENT": a small file the container's init finds ready (e.g.
+ * /run/host/container-manager on the /run tmpfs), written by the container's
+ * root, so it is the container's own and a checkpoint carries it.
+ */
+static void write_file_in_root(int rootfd, const char *spec)
+{
+	const char *colon = strchr(spec, ':');
+	char path[PATH_MAX], parent[PATH_MAX], name[NAME_MAX + 1];
+	if ((size_t)(colon - spec) >= sizeof path)
+		child_fail("--write-file: path too long");
+	memcpy(path, spec, (size_t)(colon - spec));
+	path[colon - spec] = '\0';
+	split_path(path, parent, name);
+	int dir = open_in_root(rootfd, parent, S_IFDIR);
+	if (dir < 0)
+		child_fail("write %s: parent directory", path);
+	/* An O_PATH fd cannot be a base for creating a file: reopen the directory itself. */
+	char dirpath[64];
+	snprintf(dirpath, sizeof dirpath, "/proc/self/fd/%d", dir);
+	int d = open(dirpath, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	int fd = d < 0 ? -1 : openat(d, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		child_fail("write %s", path);
+	size_t len = strlen(colon + 1);
+	if (write(fd, colon + 1, len) != (ssize_t)len || write(fd, "\n", 1) != 1)
+		child_fail("write %s", path);
+	close(fd);
+	close(d);
+	close(dir);
+}
+
 static void setup_rootfs(const struct run_cfg *c, int rootfd)
 {
 	/*
@@ -1878,6 +1911,8 @@ static void setup_rootfs(const struct run_cfg *c, int rootfd)
 		default_mounts(rootfd, c);
 	for (size_t i = 0; i < c->nmounts; i++)
 		apply_mount(rootfd, &c->mounts[i]);
+	for (size_t i = 0; i < c->files.n; i++)
+		write_file_in_root(rootfd, c->files.v[i]);
 	for (size_t i = 0; i < c->devices.n; i++)
 		make_device(rootfd, c->devices.v[i], 0);
 	for (size_t i = 0; i < c->ro_paths.n; i++)
@@ -2429,6 +2464,10 @@ static void parse_run(struct run_cfg *c, int argc, char **argv)
 		} else if ((v = value(&a, "--mount"))) {
 			c->mounts = realloc(c->mounts, (c->nmounts + 1) * sizeof *c->mounts);
 			parse_mount(v, &c->mounts[c->nmounts++]);
+		} else if ((v = value(&a, "--write-file"))) {
+			if (v[0] != '/' || !strchr(v, ':'))
+				usage_error("--write-file %s: expected /PATH:CONTENT", v);
+			list_add(&c->files, v);
 		} else if ((v = value(&a, "--device"))) {
 			if (v[0] != '/')
 				usage_error("--device %s: expected an absolute path", v);

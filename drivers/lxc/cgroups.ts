@@ -333,6 +333,52 @@ export class ContainerCgroup {
     }
   }
 
+  /**
+   * The sub-cgroups the container made (systemd's slices and services), per
+   * hierarchy directory name, parents first: a checkpoint records them, as CRIU
+   * recreates only those holding a task, and systemd's inotify watches on the
+   * empty ones' cgroup.events must find them again on restore.
+   */
+  subtree(): Record<string, string[]> {
+    const out: Record<string, string[]> = {};
+    for (const top of this.dirs()) {
+      const rel: string[] = [];
+      const walk = (d: string, prefix: string) => {
+        let entries;
+        try {
+          entries = readdirSync(d, { withFileTypes: true });
+        } catch {
+          return;
+        }
+        for (const e of entries) {
+          if (!e.isDirectory()) continue;
+          rel.push(prefix + e.name);
+          walk(path.join(d, e.name), `${prefix}${e.name}/`);
+        }
+      };
+      walk(top, '');
+      if (rel.length) out[path.basename(path.dirname(path.dirname(top)))] = rel;
+    }
+    return out;
+  }
+
+  /** Makes the sub-cgroups subtree() recorded, owned like delegate() makes them. */
+  createSubtree(tree: Record<string, string[]>, owner: { uid: number; gid: number } | undefined): void {
+    for (const top of this.dirs()) {
+      for (const rel of tree[path.basename(path.dirname(path.dirname(top)))] ?? []) {
+        if (rel.split('/').includes('..')) continue;
+        const dir = path.join(top, rel);
+        mkdirSync(dir, { recursive: true });
+        if (!owner) continue;
+        chownSync(dir, owner.uid, owner.gid);
+        for (const f of ['cgroup.procs', 'cgroup.threads', 'cgroup.subtree_control', 'tasks']) {
+          const file = path.join(dir, f);
+          if (existsSync(file)) chownSync(file, owner.uid, owner.gid);
+        }
+      }
+    }
+  }
+
   /** Every cgroup at or below the container's, deepest first (a delegated tree may have sub-cgroups). */
   private tree(): string[] {
     const out: string[] = [];

@@ -39,6 +39,9 @@ import { isMountpoint, unmountAll } from './rootfs';
 
 const run = promisify(execFile);
 
+/** Directories a booted distribution's daemons watch with inotify, beyond CRIU's own hints. */
+const IRMAP_HINTS = ['/usr/share/dbus-1', '/etc/dbus-1', '/etc/systemd', '/usr/lib/systemd'];
+
 /** runtime.json, as the driver writes it. */
 export interface LxcRuntime {
   initPid: number;
@@ -95,6 +98,8 @@ interface CheckpointConfig {
   idmap?: { uid: number; gid: number; size: number };
   network: { mode: 'bridge'; inside: string; bridge: string; address: string; hostEnd: string } | { mode: 'isolated' };
   criu: { tcpEstablished: boolean; extUnixSk: boolean; fileLocks: boolean; shellJob: boolean; manageCgroupsMode: CriuCgMode };
+  /** Sub-cgroups the container had made (ContainerCgroup.subtree), recreated before CRIU restores. */
+  cgroupTree?: Record<string, string[]>;
 }
 
 const CONFIG_FILE = 'config.dump';
@@ -137,6 +142,11 @@ function externalMounts(initPid: number): string[] {
     const dev = f[2];
     const mp = f[4];
     if (!dev || !mp || mp === '/') continue;
+    // A cgroup filesystem shares its superblock with the host's mount of the
+    // same hierarchy, but it is the container's own (mounted in its cgroup
+    // namespace): CRIU dumps and mounts it again itself.
+    const fstype = f[f.indexOf('-') + 1];
+    if (fstype === 'cgroup' || fstype === 'cgroup2') continue;
     if (host.has(dev)) out.push(mp.replace(/\\040/g, ' '));
   }
   return out;
@@ -170,7 +180,13 @@ function dumpedIdRange(initPid: number): { uid: number; gid: number; size: numbe
 }
 
 /** How CRIU names the file behind fd 0..2 of the init, and whether it is the monitor's. */
-function stdioKey(initPid: number): CheckpointConfig['stdio'] {
+function stdioKey(initPid: number, others: number[]): CheckpointConfig['stdio'] {
+  const ttyKey = (file: string) => {
+    const st = statSync(file);
+    // Unix98 pty slaves have majors 136..143.
+    const major = Math.floor(st.rdev / 256) & 0xfff;
+    return st.isCharacterDevice() && major >= 136 && major <= 143 ? `tty[${st.rdev.toString(16)}:${st.dev.toString(16)}]` : undefined;
+  };
   for (const fd of [1, 0, 2]) {
     let target: string;
     try {
@@ -179,10 +195,31 @@ function stdioKey(initPid: number): CheckpointConfig['stdio'] {
       continue;
     }
     if (target.startsWith('pipe:[')) return { kind: 'pipe', key: target };
-    const st = statSync(`/proc/${initPid}/fd/${fd}`);
-    // Unix98 pty slaves have majors 136..143.
-    const major = Math.floor(st.rdev / 256) & 0xfff;
-    if (st.isCharacterDevice() && major >= 136 && major <= 143) return { kind: 'tty', key: `tty[${st.rdev.toString(16)}:${st.dev.toString(16)}]` };
+    const key = ttyKey(`/proc/${initPid}/fd/${fd}`);
+    if (key) return { kind: 'tty', key };
+  }
+  // A booted distribution's init gives its stdio up (systemd reopens /dev/null),
+  // and its getty holds the console instead: the monitor's pty, whose master is
+  // outside the container, so it is external like an init's console would be.
+  const consoleDev = (() => {
+    try {
+      return statSync(`/proc/${initPid}/root/dev/console`).rdev;
+    } catch {
+      return undefined;
+    }
+  })();
+  if (consoleDev === undefined) return { kind: 'none', key: '' };
+  for (const pid of others) {
+    for (const fd of [0, 1, 2]) {
+      try {
+        const file = `/proc/${pid}/fd/${fd}`;
+        if (statSync(file).rdev !== consoleDev) continue;
+        const key = ttyKey(file);
+        if (key) return { kind: 'tty', key };
+      } catch {
+        // gone, or no such fd
+      }
+    }
   }
   return { kind: 'none', key: '' };
 }
@@ -281,7 +318,7 @@ export class LxcCheckpointer {
     const cpDir = path.dirname(imageDir);
     const manageMode = MANAGE_MODE[o.manageCgroupsMode] ?? 'SOFT';
 
-    const stdio = stdioKey(rt.initPid);
+    const stdio = stdioKey(rt.initPid, await this.h.cgroup(id).pids());
     const external = ['mnt[/]:ROOT'];
     const mounts = externalMounts(rt.initPid).map((mountpoint, i) => ({ mountpoint, key: mountpoint === '/dev/console' ? 'console' : `m${i}`, device: hostDeviceFor(rt.initPid, mountpoint) }));
     for (const m of mounts) external.push(`mnt[${m.mountpoint}]:${m.key}`);
@@ -308,6 +345,10 @@ export class LxcCheckpointer {
       external,
       notify_scripts: true,
       log_file: 'dump.log',
+      // An inotify watch on an overlayfs root has no file handle CRIU can open,
+      // so CRIU finds its path by inode (irmap) in a few hinted directories.
+      // dbus-daemon watches /usr/share/dbus-1/system.d, which is not one of them.
+      irmap_scan_paths: IRMAP_HINTS,
     };
     if (!opts.root) delete opts.root;
     // Only the hierarchies osvirt puts containers in: a named one (name=systemd) where the
@@ -319,6 +360,7 @@ export class LxcCheckpointer {
       opts.parent_img = path.relative(imageDir, parentImageDir);
       opts.track_mem = true;
     }
+    const cgroupTree = cg.subtree();
     const started = Date.now();
     try {
       await client.dump({
@@ -345,6 +387,7 @@ export class LxcCheckpointer {
       idmap,
       network,
       criu: { tcpEstablished: o.tcpEstablished, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks, shellJob: o.shellJob, manageCgroupsMode: manageMode },
+      cgroupTree,
     };
     await writeFileAtomic(path.join(cpDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n', 0o600);
     const s = readStats(imageDir, 'dump')?.dump;
@@ -403,6 +446,7 @@ export class LxcCheckpointer {
       await cg.create(spec.resources, spec.devices);
       if (config.idmap) await this.h.adoptIdRange(id, config.idmap);
       const root = await this.h.rootIds(id, spec);
+      if (config.cgroupTree) cg.createSubtree(config.cgroupTree, root);
       if (root) {
         await cg.delegate(root.uid, root.gid);
         // CRIU reads some images after its tasks entered the container's user

@@ -408,9 +408,8 @@ export class LxcDriver implements Driver {
     const userRun = spec.mounts.some((m) => m.destination.replace(/\/+$/, '') === '/run');
     if (!userRun) {
       args.push('--mount', 'tmpfs:tmpfs:/run:nosuid,nodev,mode=755,size=20%:');
-      const manager = path.join(this.dir(id), 'container-manager');
-      await fs.writeFile(manager, 'osvirt\n', { mode: 0o644 });
-      args.push('--mount', `bind:${manager}:/run/host/container-manager:ro,nosuid,nodev,noexec:`);
+      // Written by the container's root into its own /run: no host file is bound, so a checkpoint carries it.
+      args.push('--write-file', '/run/host/container-manager:osvirt');
     }
     // A machine id of its own that survives restarts: systemd adopts container_uuid when /etc/machine-id is empty.
     const idFile = path.join(this.dir(id), 'machine-uuid');
@@ -420,6 +419,17 @@ export class LxcDriver implements Driver {
       await writeFileAtomic(idFile, uuid + '\n', 0o644, false);
     }
     args.push('--env', `container_uuid=${uuid}`);
+    if (!spec.security?.seccompUnconfined) {
+      // CRIU cannot dump a UTS namespace nested in the container's ("Can't dump
+      // nested uts namespace"), and systemd gives one to every service with
+      // ProtectHostname= (logind has it). Refused with EPERM, systemd logs "UTS
+      // namespace setup is prohibited (container manager?)" and runs the
+      // service in the container's own, which keeps a booted system
+      // checkpointable. clone3's flags are out of a filter's reach: ENOSYS makes
+      // glibc fall back to clone, whose flags it can see.
+      const CLONE_NEWUTS = 0x04000000;
+      args.push('--seccomp-deny', `unshare:EPERM:arg0&${CLONE_NEWUTS}`, '--seccomp-deny', `clone:EPERM:arg0&${CLONE_NEWUTS}`, '--seccomp-deny', 'clone3:ENOSYS');
+    }
     if (!spec.process?.rlimits.some((r) => r.type === RlimitType.RLIMIT_TYPE_NOFILE)) {
       // The hard limit can only rise with CAP_SYS_RESOURCE over the host; otherwise keep the daemon's own.
       const own = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
