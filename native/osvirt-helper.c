@@ -2260,7 +2260,18 @@ NORETURN static void monitor_loop(struct monitor *m)
 	struct pollfd pfd[4 + 2 * MAX_CLIENTS];
 	int kind[4 + 2 * MAX_CLIENTS], slot[4 + 2 * MAX_CLIENTS];
 	int outfd = m->master >= 0 ? m->master : m->logpipe;
+	/*
+	 * A pty master reads EIO while no slave is open, and that is not for good:
+	 * a booted init closes its console and its getty hangs it up (vhangup) and
+	 * opens it again. So the master is polled again a little later, while a
+	 * pipe's EOF is final.
+	 */
+	bool master_idle = false;
 	for (;;) {
+		if (master_idle) {
+			outfd = m->master;
+			master_idle = false;
+		}
 		int n = 0;
 #define ADD(fd_, k_, s_) (pfd[n] = (struct pollfd){.fd = (fd_), .events = POLLIN}, kind[n] = (k_), slot[n++] = (s_))
 		ADD(m->sigfd, K_SIG, 0);
@@ -2276,7 +2287,12 @@ NORETURN static void monitor_loop(struct monitor *m)
 				ADD(m->con[i], K_CON, i);
 		}
 #undef ADD
-		if (poll(pfd, (nfds_t)n, -1) < 0) {
+		int waited = poll(pfd, (nfds_t)n, outfd < 0 && m->master >= 0 ? 200 : -1);
+		if (waited == 0) {
+			master_idle = true;
+			continue;
+		}
+		if (waited < 0) {
 			if (errno == EINTR)
 				continue;
 			fprintf(stderr, "poll: %s\n", strerror(errno));

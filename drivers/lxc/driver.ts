@@ -829,7 +829,7 @@ export class LxcDriver implements Driver {
   async console(id: string): Promise<ConsoleSession> {
     this.known(id);
     const sock = path.join(this.monitorDir(id), 'console.sock');
-    if (!existsSync(sock)) throw new OsvirtError('FAILED_PRECONDITION', 'NO_CONSOLE', `container "${id}" has no console socket (not started with a tty?)`);
+    if (!existsSync(sock)) throw new OsvirtError('FAILED_PRECONDITION', 'NO_CONSOLE', `container "${id}" has no console: create it with process.tty = true (a system container, booting its own init, always has one)`, [], { container: id });
     const c = net.connect(sock);
     await new Promise<void>((resolve, reject) => {
       c.once('connect', resolve);
