@@ -10,7 +10,7 @@
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Resources, Device } from '../../src/gen/osvirt/v1/container';
-import { missingFeature } from '../../src/core/errors';
+import { missingFeature, OsvirtError } from '../../src/core/errors';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 const V1_CONTROLLERS = ['cpu', 'cpuacct', 'cpuset', 'memory', 'devices', 'freezer', 'pids', 'blkio'] as const;
@@ -399,6 +399,22 @@ export class ContainerCgroup {
   async destroy(): Promise<void> {
     const dirs = this.tree();
     if (dirs.length === 0) return;
+    // v1 has no cgroup.kill: freeze the whole tree first, so nothing can fork
+    // while its processes are being killed (a frozen task dies of SIGKILL once thawed).
+    const freezer = this.layout.kind === 'hybrid' ? this.ctl('freezer') : undefined;
+    if (freezer && existsSync(freezer)) {
+      await write(path.join(freezer, 'freezer.state'), 'FROZEN').catch(() => undefined);
+      for (const d of dirs) {
+        if (!d.startsWith(freezer)) continue;
+        for (const p of (await read(path.join(d, 'cgroup.procs')).catch(() => '')).split('\n').filter(Boolean).map(Number)) {
+          try {
+            process.kill(p, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+      }
+    }
     await this.thaw().catch(() => undefined);
     for (let attempt = 0; attempt < 200; attempt++) {
       let left = 0;
@@ -425,7 +441,10 @@ export class ContainerCgroup {
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           if (code === 'ENOENT') break;
-          if (code !== 'EBUSY' || attempt === 99) throw new Error(`cannot remove cgroup ${d}: ${code}`);
+          if (code !== 'EBUSY' || attempt === 99) {
+            const left = (await read(path.join(d, 'cgroup.procs')).catch(() => '')).split('\n').filter(Boolean);
+            throw new OsvirtError('FAILED_PRECONDITION', 'CLEANUP_INCOMPLETE', `cannot remove cgroup ${d}: ${code}${left.length ? ` (processes still in it: ${left.join(' ')})` : ''}; the container stays defined and a retry finishes the job`, [], { path: d });
+          }
           await SLEEP(20);
         }
       }
