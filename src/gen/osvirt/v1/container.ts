@@ -568,8 +568,10 @@ export interface ContainerSpec {
   autostart: boolean;
   labels: { [key: string]: string };
   /**
-   * Stop signal (default 15, SIGTERM) and how long StopContainer waits before
-   * SIGKILL when the request gives no timeout (default 10 s).
+   * Stop signal (default 15, SIGTERM; a system container's default is its
+   * init's halt signal, e.g. SIGRTMIN+3 = 37 for systemd, as lxc.signal.halt)
+   * and how long StopContainer waits before SIGKILL when the request gives no
+   * timeout (default 10 s).
    */
   stopSignal: number;
   stopTimeout?:
@@ -637,7 +639,12 @@ export interface HostRootfs {
 export interface Process {
   /**
    * argv; args[0] is looked up in the container's PATH. Defaults to the
-   * template's init (busybox: /bin/sh -c "sleep infinity"-like idle init).
+   * template's init: busybox's is an idle shell; any other template, and a
+   * rootfs.path, boots the root filesystem's own /sbin/init (lxc-start's
+   * default). Booting a distribution's init (empty args, or args naming
+   * /sbin/init or systemd) makes a system container: it gets the environment
+   * that init expects, a console, its init's halt signal as the default stop
+   * signal, and a reboot from inside starts it again.
    */
   args: string[];
   /** "KEY=VALUE" entries. */
@@ -647,7 +654,10 @@ export interface Process {
   user?:
     | User
     | undefined;
-  /** Give the init a pseudo-terminal console (AttachConsole). */
+  /**
+   * Give the init a pseudo-terminal console (AttachConsole). A system
+   * container always has one.
+   */
   tty: boolean;
   rlimits: Rlimit[];
   noNewPrivileges: boolean;
@@ -794,9 +804,13 @@ export interface Capabilities {
  * this off.
  * Default seccomp filter: refuses kexec_load, kexec_file_load, init_module,
  * finit_module, delete_module, open_by_handle_at, iopl, ioperm, swapon,
- * swapoff, acct, syslog, add_key, request_key, keyctl, bpf, perf_event_open,
- * fspick, mount_setattr, and mount with MS_REMOUNT (so read-only /proc/sys
- * stays read-only).
+ * swapoff, acct, syslog, add_key, request_key, keyctl, bpf and
+ * perf_event_open. A privileged container (no user namespace) also loses
+ * fspick, mount_setattr and mount with MS_REMOUNT (so read-only /proc/sys
+ * stays read-only); in a user namespace remounts are the kernel's to judge
+ * (systemd needs them for its services). A system container's processes may
+ * not make UTS namespaces of their own (CRIU cannot checkpoint those; systemd
+ * runs its services without one).
  * Default masked paths (hidden): /proc/kcore, /proc/keys, /proc/timer_list,
  * /proc/sched_debug, /proc/latency_stats, /proc/acpi, /proc/scsi,
  * /sys/firmware. Default read-only: /proc/sys, /proc/sysrq-trigger,
