@@ -21,6 +21,7 @@ import { renderControlPlane, runControlPlane } from './sections/control-plane';
 import { renderScale, runScale } from './sections/scale';
 import { renderNetwork, runNetwork } from './sections/network';
 import { renderContextSwitch, runContextSwitch } from './sections/context-switch';
+import { renderBoot, runBoot } from './sections/boot';
 import { renderSummary } from './sections/summary';
 
 interface Section {
@@ -38,6 +39,7 @@ const SECTIONS: Section[] = [
   { id: 'scale', what: 'many running containers: time, memory, Get/List latency', run: runScale, render: renderScale as any },
   { id: 'network', what: 'iperf3 TCP throughput: loopback vs veth vs macvlan', run: runNetwork, render: renderNetwork as any },
   { id: 'context-switch', what: 'lat_ctx ring of pipes on the host vs in a container', run: runContextSwitch, render: renderContextSwitch as any },
+  { id: 'boot', what: 'Debian booted by systemd: create until "running", and halt, vs lxc-start', run: runBoot, render: renderBoot as any },
 ];
 
 export interface BenchResults {

@@ -26,6 +26,8 @@ export interface BenchConfig {
   ctxSizes: number[];
   ctxProcs: number[];
   ctxCpu: number;
+  /** Section 8: Debian boots (and halts) per variant. */
+  bootRuns: number;
 }
 
 export function config(quick: boolean): BenchConfig {
@@ -47,6 +49,7 @@ export function config(quick: boolean): BenchConfig {
         ctxSizes: [0, 1, 8, 16, 32],
         ctxProcs: [10, 50, 100, 200, 500],
         ctxCpu: 0,
+        bootRuns: 2,
       }
     : {
         quick,
@@ -65,6 +68,7 @@ export function config(quick: boolean): BenchConfig {
         ctxSizes: [0, 1, 8, 16, 32],
         ctxProcs: [10, 50, 100, 200, 500],
         ctxCpu: 0,
+        bootRuns: 8,
       };
 }
 

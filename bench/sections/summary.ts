@@ -9,6 +9,7 @@ import type { ControlData } from './control-plane';
 import type { LifecycleData } from './lifecycle';
 import type { NetData } from './network';
 import type { ScaleData } from './scale';
+import type { BootData } from './boot';
 
 export function renderSummary(r: Report, sections: Record<string, SectionResult>): void {
   r.h(2, 'Summary');
@@ -76,6 +77,14 @@ export function renderSummary(r: Report, sections: Record<string, SectionResult>
     const all = Object.values(cs.overheadPct).flatMap((x) => Object.values(x));
     const seedAll = cs.seed.rows.flatMap((x) => x.ovr);
     rows.push(['context switch overhead container vs host, median over all S x N', pct(median(all)), `2013 LXC: ${pct(median(seedAll))}`]);
+  }
+  const boot = sections['boot']?.data as BootData | undefined;
+  if (boot?.summary['osvirt']) {
+    const l = boot.summary['lxc'];
+    const rb = boot.ratios.find((x) => x.metric === 'boot');
+    const rh = boot.ratios.find((x) => x.metric === 'halt');
+    rows.push(['Debian boot until "running", p50 ms', ms(boot.summary['osvirt'].boot.p50), l ? `lxc-start ${ms(l.boot.p50)} (${times(rb?.p50)})` : '-']);
+    rows.push(['Debian halt+delete, p50 ms', ms(boot.summary['osvirt'].halt.p50), l ? `lxc-stop+destroy ${ms(l.halt.p50)} (${times(rh?.p50)})` : '-']);
   }
   if (rows.length) r.table(['measure', 'osvirt', 'anchors measured in the same run (osvirt / anchor)'], rows, ['l', 'r', 'l']);
   r.p(`Sections: ${status}.`);
