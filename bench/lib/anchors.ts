@@ -57,6 +57,8 @@ function failure(what: string, r: RunResult, log?: string): Error {
 
 export class LxcAnchor {
   private readonly names = new Set<string>();
+  /** Every name used, destroyed or not: LXC leaves an unprivileged container's monitor cgroups behind. */
+  private readonly used = new Set<string>();
   readonly criuEnv: NodeJS.ProcessEnv;
 
   /**
@@ -71,7 +73,7 @@ export class LxcAnchor {
     const pivotExisted = cgroupDirExists('lxc.pivot');
     cleanup.add('lxc containers', async () => {
       for (const n of this.names) await this.forceRemove(n);
-      for (const n of this.names) {
+      for (const n of this.used) {
         removeCgroupDirs(`lxc.payload.${n}`);
         removeCgroupDirs(`lxc.monitor.${n}`);
       }
@@ -105,6 +107,7 @@ export class LxcAnchor {
   /** "Create": the container's config dir, with an overlay over the shared rootfs (like osvirt's). */
   async create(name: string): Promise<void> {
     this.names.add(name);
+    this.used.add(name);
     const dir = path.join(this.lxcpath, name);
     await fs.mkdir(path.join(dir, 'delta0'), { recursive: true });
     await fs.writeFile(path.join(dir, 'config'), this.config(name, `overlay:${this.rootfs}:${path.join(dir, 'delta0')}`));
@@ -113,6 +116,7 @@ export class LxcAnchor {
   /** A container with its own copied dir rootfs: lxc-checkpoint cannot restore an overlay rootfs (LXC 5.0.2). */
   async createWithCopy(name: string): Promise<void> {
     this.names.add(name);
+    this.used.add(name);
     const dir = path.join(this.lxcpath, name);
     await fs.mkdir(dir, { recursive: true });
     await runOk('cp', ['-a', this.rootfs, path.join(dir, 'rootfs')]);
