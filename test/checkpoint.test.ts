@@ -457,6 +457,28 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     await remove('mover');
   });
 
+  it('reclaims the CRIU run tmpfs a daemon killed with -9 left mounted', async () => {
+    const d2 = new TestDaemon();
+    const criuRun = path.join(d2.stateDir, 'drivers', 'lxc', 'criu-run');
+    const mounted = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === criuRun);
+    try {
+      const c2 = await d2.start();
+      await c2.api.containers.createContainer({ name: 'orphan-run', spec: busybox({}) });
+      await c2.api.containers.startContainer({ name: 'orphan-run' });
+      await c2.api.containers.checkpointContainer({ name: 'orphan-run', checkpoint: 'one', options: CheckpointOptions.fromPartial({ leaveRunning: true }) });
+      assert.ok(mounted(), 'a checkpoint mounts CRIU\'s run tmpfs');
+      await d2.crash();
+      assert.ok(mounted(), 'kill -9 leaves it mounted');
+      // The next daemon never checkpoints; its clean stop still takes the mount away.
+      const c3 = await d2.start();
+      await c3.api.containers.deleteContainer({ name: 'orphan-run', force: true, allowMissing: false });
+      await d2.stop();
+      assert.ok(!mounted(), `${criuRun} is still mounted after the next daemon stopped`);
+    } finally {
+      await d2.destroy();
+    }
+  });
+
   it('refuses what this kernel or osvirt cannot do with FAILED_PRECONDITION', async () => {
     await run('opts', { process: { args: ['/bin/sh', '-c', COUNTER] } });
     await rejects(checkpoint('opts', 'lazy', { lazyPages: true }), Code.FAILED_PRECONDITION, 'LAZY_PAGES_UNSUPPORTED');

@@ -757,7 +757,8 @@ export class LxcDriver implements Driver {
   async close(): Promise<void> {
     await this.launcher?.close();
     await Promise.all(this.removing);
-    await this.checkpointer?.close();
+    // Also when this daemon never checkpointed: a predecessor killed with -9 may have left CRIU's run tmpfs mounted.
+    await this.cr().close();
   }
 
   async recover(items: { id: string; spec: ContainerSpec }[]): Promise<Record<string, RuntimeState>> {
