@@ -24,6 +24,7 @@ import type { DriverRegistry } from './registry';
 import { CheckpointStore } from './checkpoint-store';
 import { type ContainerRecord, ContainerStore } from './store';
 import { validateCheckpointOptions, validateName, validateSpec } from './validate';
+import { faultPoint } from './faults';
 
 const SIGKILL = 9;
 const SIGTERM = 15;
@@ -82,8 +83,15 @@ export class ContainerManager {
     });
     await this.store.init();
     await this.checkpoints.init();
-    const recs = await this.store.loadAll((file, err) => this.logger.error({ file, err: errorMessage(err) }, 'cannot read container definition; left in place'));
-    for (const rec of recs) this.live.set(rec.name, { rec, generation: 0, expectedSignal: 0 });
+    const loaded = await this.store.loadAll((file, err) => this.logger.error({ file, err: errorMessage(err) }, 'cannot read container definition; left in place'));
+    const recs: ContainerRecord[] = [];
+    for (const rec of loaded) {
+      // A delete a crash interrupted is finished, never half-undone.
+      if (rec.intent?.op === 'delete' && this.registry.isReady(rec.spec.driver) && (await this.finishDelete(rec))) continue;
+      recs.push(rec);
+    }
+    // What osvirt had sent the init, so its exit reads as KILLED, not CRASHED.
+    for (const rec of recs) this.live.set(rec.name, { rec, generation: 0, expectedSignal: rec.intent?.signal ?? 0 });
 
     const byDriver = new Map<string, ContainerRecord[]>();
     for (const rec of recs) byDriver.set(rec.spec.driver, [...(byDriver.get(rec.spec.driver) ?? []), rec]);
@@ -112,6 +120,23 @@ export class ContainerManager {
       if (rec.spec.autostart && this.registry.isReady(rec.spec.driver) && !this.isActive(rec.status.state)) {
         this.start(rec.name).catch((e) => this.logger.error({ container: rec.name, err: errorMessage(e) }, 'autostart failed'));
       }
+    }
+  }
+
+  /** Completes a delete that a crash interrupted (recorded by its intent); false if the driver refused. */
+  private async finishDelete(rec: ContainerRecord): Promise<boolean> {
+    try {
+      await this.registry.get(rec.spec.driver).delete(rec.name).catch((e) => {
+        if (!(isOsvirtError(e) && e.code === 'NOT_FOUND')) throw e;
+      });
+      await this.hooks?.stopped(rec.name).catch(() => undefined);
+      await this.checkpoints.removeAll(rec.name);
+      await this.store.remove(rec.name);
+      this.logger.warn({ container: rec.name }, 'finished a delete that the previous daemon did not complete');
+      return true;
+    } catch (e) {
+      this.logger.error({ container: rec.name, err: errorMessage(e) }, 'cannot finish an interrupted delete; the container stays listed');
+      return false;
     }
   }
 
@@ -178,6 +203,11 @@ export class ContainerManager {
       }
     }
     if (rec.status.state !== before) await this.store.saveStatus(rec);
+    // A stop or kill osvirt had recorded is settled once the container no longer runs.
+    if (rec.intent && rec.intent.op !== 'delete' && !this.isActive(rec.status.state)) {
+      await this.store.clearIntent(rec.name);
+      rec.intent = undefined;
+    }
   }
 
   private lookup(name: string): Live {
@@ -257,16 +287,22 @@ export class ContainerManager {
       }
       const rec = live.rec;
       const driver = this.registry.get(rec.spec.driver);
-      if (this.isActive(rec.status.state) || rec.status.state === ContainerState.CONTAINER_STATE_UNKNOWN) {
+      const running = async () => {
+        if (!this.isActive(rec.status.state) && rec.status.state !== ContainerState.CONTAINER_STATE_UNKNOWN) return false;
         const rs = await driver.state(name);
-        if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) {
-          if (!force) throw wrongState(name, stateName(rec.status.state), 'stopped (or pass force)');
-          live.generation++;
-          live.expectedSignal = SIGKILL;
-          await driver.stop(name, SIGKILL, 0);
-        }
+        return rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED;
+      };
+      if (!force && (await running())) throw wrongState(name, stateName(rec.status.state), 'stopped (or pass force)');
+      // From here on the delete is recorded: a daemon killed now finishes it at its next start.
+      await this.store.saveIntent(name, { op: 'delete', signal: SIGKILL });
+      faultPoint('delete.after-intent');
+      if (await running()) {
+        live.generation++;
+        live.expectedSignal = SIGKILL;
+        await driver.stop(name, SIGKILL, 0);
       }
       await driver.delete(name);
+      faultPoint('delete.after-driver');
       await this.released(name);
       await this.checkpoints.removeAll(name);
       await this.store.remove(name);
@@ -313,6 +349,7 @@ export class ContainerManager {
       }
       live.generation++;
       live.expectedSignal = 0;
+      await this.store.clearIntent(name);
       rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message: '', idMapping: rs.idMapping ?? rec.status.idMapping };
       await this.store.saveStatus(rec);
       this.events.emit(name, EventType.EVENT_TYPE_STARTED, rec.status);
@@ -342,6 +379,7 @@ export class ContainerManager {
           this.applyExit(live, rs);
           await this.released(name);
           await this.store.saveStatus(live.rec);
+          await this.store.clearIntent(name);
           this.events.emit(name, live.rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, live.rec.status);
         }),
       (e) => this.logger.warn({ container: name, err: errorMessage(e) }, 'wait failed'),
@@ -422,6 +460,8 @@ export class ContainerManager {
       const timeout = timeoutMs ?? (rec.spec.stopTimeout ? rec.spec.stopTimeout.seconds * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
       live.generation++;
       live.expectedSignal = sig;
+      await this.store.saveIntent(name, { op: 'stop', signal: sig });
+      faultPoint('stop.after-intent');
       let rs: RuntimeState;
       try {
         rs = await driver.stop(name, sig, timeout);
@@ -429,6 +469,7 @@ export class ContainerManager {
         // The stop was refused (e.g. a jail's failing exec.prestop) and the
         // container still runs: watch it again so its exit is recorded.
         live.expectedSignal = 0;
+        await this.store.clearIntent(name);
         this.watch(live);
         throw e;
       }
@@ -437,6 +478,7 @@ export class ContainerManager {
       if (rec.status.state === ContainerState.CONTAINER_STATE_CRASHED) rec.status.state = ContainerState.CONTAINER_STATE_STOPPED;
       rec.status.reason = rs.signal ? StateReason.STATE_REASON_KILLED : StateReason.STATE_REASON_SHUTDOWN;
       await this.store.saveStatus(rec);
+      await this.store.clearIntent(name);
       this.events.emit(name, EventType.EVENT_TYPE_STOPPED, rec.status);
       return this.toContainer(rec);
     });
@@ -449,6 +491,7 @@ export class ContainerManager {
       if (!this.isActive(live.rec.status.state)) throw wrongState(name, stateName(live.rec.status.state), 'running or paused');
       const sig = signal || SIGKILL;
       live.expectedSignal = sig;
+      await this.store.saveIntent(name, { op: 'kill', signal: sig });
       await this.registry.get(live.rec.spec.driver).kill(name, sig);
     });
   }

@@ -15,6 +15,22 @@ export interface ContainerRecord {
   createTime: Date;
   spec: ContainerSpec;
   status: ContainerStatus;
+  /** What the daemon was doing to it when it last stopped (see Intent). */
+  intent?: Intent | undefined;
+}
+
+/**
+ * What the daemon is about to do to a container, recorded in
+ * <name>.intent.json before the first irreversible step and removed once the
+ * outcome is recorded: after a kill -9 the next daemon finishes a delete, and
+ * knows that an init it finds killed by SIGKILL was killed by osvirt (not
+ * crashed). Not fsynced: a daemon crash keeps the page cache, and a power loss
+ * takes the containers with it.
+ */
+export interface Intent {
+  op: 'delete' | 'stop' | 'kill';
+  /** The signal osvirt sends (or sent) the init. */
+  signal: number;
 }
 
 export class ContainerStore {
@@ -48,16 +64,35 @@ export class ContainerStore {
     return path.join(this.dir, `${name}.status.json`);
   }
 
+  private intentFile(name: string): string {
+    return path.join(this.dir, `${name}.intent.json`);
+  }
+
+  async saveIntent(name: string, intent: Intent): Promise<void> {
+    await writeFileAtomic(this.intentFile(name), JSON.stringify(intent) + '\n', 0o600, false);
+  }
+
+  async clearIntent(name: string): Promise<void> {
+    await fs.rm(this.intentFile(name), { force: true });
+  }
+
+  /** Removes the definition, its status, and last the intent (a delete's record of itself). */
   async remove(name: string): Promise<void> {
     await fs.rm(this.statusFile(name), { force: true });
     await fs.rm(this.file(name), { force: true });
+    await this.clearIntent(name);
   }
 
   /** Loads every definition; a corrupt file is reported, never deleted. */
   async loadAll(onError: (file: string, err: unknown) => void): Promise<ContainerRecord[]> {
     const out: ContainerRecord[] = [];
-    for (const entry of await fs.readdir(this.dir)) {
-      if (!entry.endsWith('.json') || entry.endsWith('.status.json') || entry.startsWith('.')) continue;
+    const entries = await fs.readdir(this.dir);
+    for (const entry of entries) {
+      // An intent whose definition is gone: a delete that got as far as removing it.
+      if (entry.endsWith('.intent.json') && !entries.includes(entry.replace(/\.intent\.json$/, '.json'))) await fs.rm(path.join(this.dir, entry), { force: true });
+    }
+    for (const entry of entries) {
+      if (!entry.endsWith('.json') || entry.endsWith('.status.json') || entry.endsWith('.intent.json') || entry.startsWith('.')) continue;
       const file = path.join(this.dir, entry);
       try {
         const doc = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
@@ -71,6 +106,7 @@ export class ContainerStore {
           createTime: new Date(String(doc['createTime'])),
           spec: ContainerSpec.fromJSON(doc['spec']),
           status: ContainerStatus.fromJSON(status),
+          intent: await fs.readFile(this.intentFile(String(doc['name'])), 'utf8').then((t) => JSON.parse(t) as Intent, () => undefined),
         });
       } catch (e) {
         onError(file, e);
