@@ -78,7 +78,7 @@ static void usage(FILE *out)
 	      "       [--veth-address A.B.C.D/N] [--veth-gateway A.B.C.D]]\n"
 	      "      [--mask PATH]... [--ro-path PATH]...\n"
 	      "      [--no-ns LIST] [--root-owned-ns uts,mnt] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
-	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
+	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [--ready-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
 	      "  osvirt-helper criu-swrk [--keep-fd N]... [--run-dir DIR] [--cgroup DIR]... -- CRIU_ARGV...\n"
 	      "  osvirt-helper restore --state DIR (--tty-fd N [--tty-owner UID:GID] | --log-fd N) [--keep-fd N]... [--run-dir DIR]\n"
 	      "      [--cgroup DIR]... -- CRIU_ARGV...\n"
@@ -3097,13 +3097,16 @@ static int cmd_exec(int argc, char **argv)
 	struct args a = {argc, argv, 0};
 	const char *v;
 	unsigned long pid = 0;
-	int resize_fd = -1;
+	int resize_fd = -1, ready_fd = -1;
 	for (; a.i < argc && strcmp(argv[a.i], "--"); a.i++) {
 		if (parse_proc_opt(&a, &p)) {
 		} else if ((v = value(&a, "--pid"))) {
 			pid = parse_ulong(v, "--pid");
 		} else if ((v = value(&a, "--resize-fd"))) {
 			resize_fd = (int)parse_ulong(v, "--resize-fd");
+		} else if ((v = value(&a, "--ready-fd"))) {
+			/* Gets one byte once the command runs in the container: a caller can tell "it started" from "it could not". */
+			ready_fd = (int)parse_ulong(v, "--ready-fd");
 		} else {
 			usage_error("exec: unknown option '%s'", argv[a.i]);
 		}
@@ -3236,6 +3239,11 @@ static int cmd_exec(int argc, char **argv)
 		return (unsigned char)err[0];
 	}
 	close(errp[0]);
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "1", 1) != 1)
+			fprintf(stderr, "osvirt-helper exec: ready fd: %s\n", strerror(errno));
+		close(ready_fd);
+	}
 	return exec_wait(child, master, sigfd, resize_fd);
 }
 

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { ContainerState } from '../src/gen/osvirt/v1/container';
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { busybox } from './support/specs';
+import { execIn } from './support/exec';
 
 describe('crash consistency (fault points)', function () {
   this.timeout(120000);
@@ -64,4 +65,59 @@ describe('crash consistency (fault points)', function () {
       await c2.api.containers.deleteContainer({ name: 'doomed', force: true, allowMissing: false });
     });
   }
+});
+
+describe('races between KillContainer and the next call', function () {
+  this.timeout(120000);
+  let d: TestDaemon;
+  let c: Client;
+  before(async function () {
+    if (!isRoot()) return this.skip();
+    d = new TestDaemon();
+    c = await d.start();
+  });
+  after(async () => {
+    await d?.destroy();
+  });
+
+  /** The gRPC status code name of a failed call, or OK. */
+  async function outcome(p: Promise<unknown>): Promise<string> {
+    try {
+      await p;
+      return 'OK';
+    } catch (e) {
+      const code = (e as { code?: number }).code;
+      return code === 9 ? 'FAILED_PRECONDITION' : code === 13 ? `INTERNAL: ${(e as Error).message}` : `code ${code}: ${(e as Error).message}`;
+    }
+  }
+
+  it('answers Pause, Resume and Exec right after a Kill with OK or FAILED_PRECONDITION, never INTERNAL or exit 125', async () => {
+    await c.api.containers.createContainer({ name: 'racer', spec: busybox() });
+    const seen = new Map<string, number>();
+    const note = (what: string) => seen.set(what, (seen.get(what) ?? 0) + 1);
+    for (let i = 0; i < 40; i++) {
+      await c.api.containers.startContainer({ name: 'racer' });
+      await c.api.containers.killContainer({ name: 'racer', signal: 9 });
+      const which = i % 3;
+      if (which === 0) note(`pause ${await outcome(c.api.containers.pauseContainer({ name: 'racer' }))}`);
+      else if (which === 1) note(`resume ${await outcome(c.api.containers.resumeContainer({ name: 'racer' }))}`);
+      else {
+        let r: string;
+        try {
+          const x = await execIn(c, 'racer', ['/bin/true']);
+          r = x.exitCode === 0 ? 'OK' : `exit ${x.exitCode}: ${x.stderr.trim()}`;
+        } catch (e) {
+          r = (e as { code?: number }).code === 9 ? 'FAILED_PRECONDITION' : `error ${(e as Error).message}`;
+        }
+        note(`exec ${r}`);
+      }
+      await until(async () => {
+        const s = (await c.api.containers.getContainer({ name: 'racer' })).container!.status!.state;
+        return s !== ContainerState.CONTAINER_STATE_RUNNING && s !== ContainerState.CONTAINER_STATE_PAUSED;
+      }, 'the kill to be recorded');
+    }
+    const bad = [...seen.keys()].filter((k) => !/ (OK|FAILED_PRECONDITION)$/.test(k));
+    assert.deepEqual(bad, [], JSON.stringify(Object.fromEntries(seen)));
+    await c.api.containers.deleteContainer({ name: 'racer', force: true, allowMissing: false });
+  });
 });

@@ -706,15 +706,34 @@ export class LxcDriver implements Driver {
     process.kill(rt.initPid, signal);
   }
 
-  async pause(id: string): Promise<void> {
+  /**
+   * Whether the init of this run still lives. Between a KillContainer and the
+   * manager recording the exit, the exit watch may already be tearing the
+   * run down: what the driver answers must go by the init, not by the record.
+   */
+  private initRunning(id: string, rt: Runtime | undefined): boolean {
+    return !!rt && pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime && !readExitRecord(this.monitorDir(id));
+  }
+
+  /** Runs a cgroup operation on a live container; the init dying under it is FAILED_PRECONDITION, not INTERNAL. */
+  private async whileRunning(id: string, op: () => Promise<void>): Promise<void> {
     this.known(id);
-    if (!(await this.readRuntime(id))) throw wrongState(id, 'STOPPED', 'running');
-    await this.cgroup(id).freeze();
+    const rt = await this.readRuntime(id);
+    if (!this.initRunning(id, rt)) throw wrongState(id, 'STOPPED', 'running');
+    try {
+      await op();
+    } catch (e) {
+      if (!this.initRunning(id, rt)) throw wrongState(id, 'STOPPED', 'running');
+      throw e;
+    }
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.whileRunning(id, () => this.cgroup(id).freeze());
   }
 
   async resume(id: string): Promise<void> {
-    this.known(id);
-    await this.cgroup(id).thaw();
+    await this.whileRunning(id, () => this.cgroup(id).thaw());
   }
 
   async delete(id: string): Promise<void> {
@@ -783,9 +802,14 @@ export class LxcDriver implements Driver {
   async exec(o: ExecOptions): Promise<ExecSession> {
     this.known(o.id);
     const rt = await this.readRuntime(o.id);
-    if (!rt || !pidAlive(rt.initPid)) throw wrongState(o.id, 'STOPPED', 'running');
-    const caps = readFileSync(`/proc/${rt.initPid}/status`, 'utf8').match(/^CapBnd:\s*([0-9a-f]+)/m)?.[1];
-    const args = ['exec', '--pid', String(rt.initPid)];
+    if (!rt || !this.initRunning(o.id, rt)) throw wrongState(o.id, 'STOPPED', 'running');
+    let caps: string | undefined;
+    try {
+      caps = readFileSync(`/proc/${rt.initPid}/status`, 'utf8').match(/^CapBnd:\s*([0-9a-f]+)/m)?.[1];
+    } catch {
+      throw wrongState(o.id, 'STOPPED', 'running');
+    }
+    const args = ['exec', '--pid', String(rt.initPid), '--ready-fd', '4'];
     for (const d of this.cgroup(o.id).dirs()) args.push('--cgroup', d);
     if (caps) {
       const mask = BigInt(`0x${caps}`);
@@ -799,8 +823,23 @@ export class LxcDriver implements Driver {
     args.push(...(await this.execSecurity(o.id)));
     args.push(...(this.ext.execArgs?.(o.id) ?? []));
     args.push('--', ...o.args);
-    const child = spawn(this.helper, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(this.helper, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
     const resizePipe = child.stdio[3] as NodeJS.WritableStream | null;
+    // The helper writes one byte on fd 4 once the command runs inside; EOF
+    // first means it could not get in. If the container died meanwhile (a
+    // KillContainer just before), that is FAILED_PRECONDITION, not an exit code.
+    const started = await new Promise<boolean>((resolve) => {
+      const ready = child.stdio[4] as NodeJS.ReadableStream | null;
+      if (!ready) return resolve(true);
+      ready.once('data', () => resolve(true));
+      ready.once('end', () => resolve(false));
+      ready.once('error', () => resolve(false));
+      child.once('error', () => resolve(false));
+    });
+    if (!started && !this.initRunning(o.id, await this.readRuntime(o.id))) {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      throw wrongState(o.id, 'STOPPED', 'running');
+    }
     // The helper may close its end first; that is not an error worth a crash.
     resizePipe?.on('error', () => undefined);
     const resize = (rows: number, cols: number) => {
