@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { ContainerState } from '../src/gen/osvirt/v1/container';
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { busybox } from './support/specs';
+import { locateCriu } from '../src/criu/criu-locate';
 import { execIn } from './support/exec';
 
 describe('crash consistency (fault points)', function () {
@@ -48,6 +49,28 @@ describe('crash consistency (fault points)', function () {
     for (const h of readdirSync('/sys/fs/cgroup')) if (existsSync(path.join('/sys/fs/cgroup', h, 'osvirt', name))) found.push(path.join('/sys/fs/cgroup', h, 'osvirt', name));
     return found;
   }
+
+  it('registers a complete dump whose daemon died before committing it: STOPPED with its checkpoint, restorable', async function () {
+    if (!(await locateCriu()).ok) return this.skip();
+    const c = await faulty('checkpoint.after-dump');
+    const counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done";
+    await c.api.containers.createContainer({ name: 'saved', spec: busybox({ process: { args: ['/bin/sh', '-c', counter] } }) });
+    await c.api.containers.startContainer({ name: 'saved' });
+    const file = path.join(d!.stateDir, 'drivers', 'lxc', 'containers', 'saved', 'upper', 'tmp', 'counter');
+    await until(() => existsSync(file) && Number(readFileSync(file, 'utf8')) >= 3, 'the counter');
+    await assert.rejects(c.api.containers.checkpointContainer({ name: 'saved', checkpoint: 'late', options: undefined }));
+    const c2 = await restart();
+    const cps = (await c2.api.containers.listCheckpoints({ name: 'saved', pageSize: 100, pageToken: '' })).checkpoints.map((x) => x.name);
+    assert.deepEqual(cps, ['late'], 'the complete dump is listed');
+    const st = (await c2.api.containers.getContainer({ name: 'saved' })).container!.status!;
+    assert.equal(ContainerState[st.state], 'CONTAINER_STATE_STOPPED');
+    const atDump = Number(readFileSync(file, 'utf8'));
+    await c2.api.containers.restoreContainer({ name: 'saved', checkpoint: 'late', newName: '', tcpEstablished: false, timeout: undefined });
+    await until(() => Number(readFileSync(file, 'utf8')) > atDump, 'the counter to go on from its checkpointed value');
+    assert.ok(Number(readFileSync(file, 'utf8')) < atDump + 40, 'it continued, it did not start over');
+    // No checkpoint directory is left that the API does not show.
+    assert.deepEqual(readdirSync(path.join(d!.stateDir, 'checkpoints', 'saved')), ['late']);
+  });
 
   for (const point of ['delete.after-intent', 'delete.after-driver']) {
     it(`finishes a force-delete of a running container interrupted at ${point}: gone, not CRASHED`, async () => {

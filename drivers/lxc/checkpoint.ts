@@ -32,6 +32,7 @@ import { locateCriu } from '../../src/criu/criu-locate';
 import type { CriuCgMode, CriuOpts } from '../../src/criu/criu-messages';
 import { CriuError, CriuRpcClient } from '../../src/criu/criu-rpc';
 import { readStats } from '../../src/criu/criu-stats';
+import { faultPoint } from '../../src/core/faults';
 import type { ContainerCgroup } from './cgroups';
 import { pidAlive, pidStartTime, readExitRecord, removeMonitorDir } from './monitor';
 import { ensureBridge, hasKernelFeature, ip, ipIn, linkExists, teardownNetwork, type BridgeConfig, type Ipam, type NetworkRuntime } from './network';
@@ -263,6 +264,35 @@ export class LxcCheckpointer {
     return dir;
   }
 
+  /**
+   * After a daemon crash: whether the images in imageDir are a complete dump
+   * this driver can restore. Complete: the config was committed, or CRIU wrote
+   * its dump statistics (the last thing a successful dump writes) and the
+   * container's init is gone (CRIU ended it). Then the config is committed and
+   * the dump's figures returned.
+   */
+  async adopt(id: string, imageDir: string): Promise<CheckpointResult | undefined> {
+    const cpDir = path.dirname(imageDir);
+    const config = path.join(cpDir, CONFIG_FILE);
+    if (!existsSync(config)) {
+      if (!existsSync(config + '.part') || !existsSync(path.join(imageDir, 'stats-dump')) || !existsSync(path.join(imageDir, 'inventory.img'))) return undefined;
+      const rt = await this.h.readRuntime(id);
+      if (rt && pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime) return undefined;
+      await fs.rename(config + '.part', config);
+    }
+    const c = JSON.parse(await fs.readFile(config, 'utf8')) as CheckpointConfig;
+    const s = readStats(imageDir, 'dump')?.dump;
+    const stats: CheckpointStats = {
+      freezingTimeUs: s?.freezing_time ?? 0,
+      frozenTimeUs: s?.frozen_time ?? 0,
+      memdumpTimeUs: s?.memdump_time ?? 0,
+      memwriteTimeUs: s?.memwrite_time ?? 0,
+      pagesScanned: s?.pages_scanned ?? 0,
+      pagesWritten: s?.pages_written ?? 0,
+    };
+    return { criuVersion: c.criuVersion, stats, state: { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, message: 'checkpointed' } };
+  }
+
   /** Daemon shutdown: drop criu's run directory (remade on the next checkpoint). */
   async close(): Promise<void> {
     const dir = path.join(this.h.stateDir, 'criu-run');
@@ -360,7 +390,23 @@ export class LxcCheckpointer {
       opts.parent_img = path.relative(imageDir, parentImageDir);
       opts.track_mem = true;
     }
-    const cgroupTree = cg.subtree();
+    const config: CheckpointConfig = {
+      format: 1,
+      container: id,
+      createdAt: new Date().toISOString(),
+      criuVersion: this.version,
+      rootfs: { kind: overlay ? 'overlay' : 'path', diff: overlay ? ROOTFS_DIFF : '' },
+      stdio,
+      mounts,
+      idmap,
+      network,
+      criu: { tcpEstablished: o.tcpEstablished, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks, shellJob: o.shellJob, manageCgroupsMode: manageMode },
+      cgroupTree: cg.subtree(),
+    };
+    // Written before the dump (as .part): once CRIU has killed the tasks the
+    // images are the workload's only copy, and a daemon killed before it
+    // renames this must still be able to restore them (adoptCheckpoint).
+    await writeFileAtomic(path.join(cpDir, CONFIG_FILE + '.part'), JSON.stringify(config, null, 2) + '\n', 0o600);
     const started = Date.now();
     try {
       await client.dump({
@@ -376,20 +422,8 @@ export class LxcCheckpointer {
       throw criuFailed('checkpoint', id, e);
     }
     const dumpMs = Date.now() - started;
-    const config: CheckpointConfig = {
-      format: 1,
-      container: id,
-      createdAt: new Date().toISOString(),
-      criuVersion: this.version,
-      rootfs: { kind: overlay ? 'overlay' : 'path', diff: overlay ? ROOTFS_DIFF : '' },
-      stdio,
-      mounts,
-      idmap,
-      network,
-      criu: { tcpEstablished: o.tcpEstablished, extUnixSk: o.extUnixSk, fileLocks: o.fileLocks, shellJob: o.shellJob, manageCgroupsMode: manageMode },
-      cgroupTree,
-    };
-    await writeFileAtomic(path.join(cpDir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n', 0o600);
+    faultPoint('checkpoint.after-dump');
+    await fs.rename(path.join(cpDir, CONFIG_FILE + '.part'), path.join(cpDir, CONFIG_FILE));
     const s = readStats(imageDir, 'dump')?.dump;
     const stats: CheckpointStats = {
       freezingTimeUs: s?.freezing_time ?? 0,

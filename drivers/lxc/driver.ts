@@ -931,6 +931,10 @@ export class LxcDriver implements Driver {
     return this.cr().checkpoint(id, imageDir, options, parentImageDir);
   }
 
+  async adoptCheckpoint(id: string, imageDir: string): Promise<CheckpointResult | undefined> {
+    return this.cr().adopt(id, imageDir);
+  }
+
   async restore(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState> {
     const st = await this.cr().restore(id, spec, imageDir, tcpEstablished, timeoutMs);
     const idMapping = await this.idMapping(id);

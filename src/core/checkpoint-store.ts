@@ -53,11 +53,35 @@ export class CheckpointStore {
     return { dir, imageDir };
   }
 
+  /**
+   * The checkpoint's record before the driver runs (pending.json): what a
+   * daemon killed during the dump needs to register a complete dump later.
+   */
+  async writePending(r: ReservedCheckpoint, cp: Checkpoint): Promise<void> {
+    await writeFileAtomic(path.join(r.dir, 'pending.json'), JSON.stringify(Checkpoint.toJSON(cp)) + '\n', 0o600, false);
+  }
+
+  /** Checkpoint directories with no osvirt.json: left by a daemon that died before committing them. */
+  async uncommitted(): Promise<{ container: string; name: string; reserved: ReservedCheckpoint; pending?: Checkpoint }[]> {
+    const out: { container: string; name: string; reserved: ReservedCheckpoint; pending?: Checkpoint }[] = [];
+    for (const container of await fs.readdir(this.root).catch(() => [] as string[])) {
+      if (container.startsWith('.')) continue;
+      for (const name of await fs.readdir(path.join(this.root, container)).catch(() => [] as string[])) {
+        if (await this.exists(container, name)) continue;
+        const dir = this.dir(container, name);
+        const pending = await fs.readFile(path.join(dir, 'pending.json'), 'utf8').then((t) => Checkpoint.fromJSON(JSON.parse(t)), () => undefined);
+        out.push({ container, name, reserved: { dir, imageDir: path.join(dir, 'checkpoint') }, ...(pending ? { pending } : {}) });
+      }
+    }
+    return out;
+  }
+
   async commit(r: ReservedCheckpoint, cp: Checkpoint): Promise<Checkpoint> {
     // spec.dump, as in Podman's layout: here the osvirt spec the container ran with.
     if (cp.spec) await writeFileAtomic(path.join(r.dir, 'spec.dump'), JSON.stringify(ContainerSpec.toJSON(cp.spec), null, 2) + '\n', 0o600);
     cp.sizeBytes = await dirSize(r.dir);
     await writeFileAtomic(path.join(r.dir, 'osvirt.json'), JSON.stringify(Checkpoint.toJSON(cp), null, 2) + '\n', 0o600);
+    await fs.rm(path.join(r.dir, 'pending.json'), { force: true });
     return cp;
   }
 

@@ -87,6 +87,8 @@ export interface Driver {
   stats?(id: string): Promise<ContainerStats>;
   checkpoint?(id: string, imageDir: string, options: CheckpointOptions, parentImageDir: string): Promise<CheckpointResult>;
   restore?(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState>;
+  /** After a daemon crash during a checkpoint: the figures of a complete dump in imageDir, or undefined (incomplete: the core removes it). */
+  adoptCheckpoint?(id: string, imageDir: string): Promise<CheckpointResult | undefined>;
   /** Daemon shutdown: release resources, leave containers running. */
   close?(): Promise<void>;
 }

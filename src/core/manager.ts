@@ -16,7 +16,7 @@ import {
 } from '../gen/osvirt/v1/container';
 import { EventType } from '../gen/osvirt/v1/event_service';
 import { DriverHealth } from '../gen/osvirt/v1/system_service';
-import { RuntimeStatus, type ConsoleSession, type Driver, type ExecOptions, type ExecSession, type RuntimeState } from './driver';
+import { RuntimeStatus, type CheckpointResult, type ConsoleSession, type Driver, type ExecOptions, type ExecSession, type RuntimeState } from './driver';
 import { alreadyExists, errorMessage, invalidArgument, isOsvirtError, notFound, OsvirtError, wrongState } from './errors';
 import type { EventBus } from './events';
 import { KeyedMutex } from './keyed-mutex';
@@ -92,6 +92,7 @@ export class ContainerManager {
     }
     // What osvirt had sent the init, so its exit reads as KILLED, not CRASHED.
     for (const rec of recs) this.live.set(rec.name, { rec, generation: 0, expectedSignal: rec.intent?.signal ?? 0 });
+    await this.recoverCheckpoints();
 
     const byDriver = new Map<string, ContainerRecord[]>();
     for (const rec of recs) byDriver.set(rec.spec.driver, [...(byDriver.get(rec.spec.driver) ?? []), rec]);
@@ -120,6 +121,39 @@ export class ContainerManager {
       if (rec.spec.autostart && this.registry.isReady(rec.spec.driver) && !this.isActive(rec.status.state)) {
         this.start(rec.name).catch((e) => this.logger.error({ container: rec.name, err: errorMessage(e) }, 'autostart failed'));
       }
+    }
+  }
+
+  /**
+   * Checkpoints a crashed daemon did not commit: a complete dump is
+   * registered (and its container, which the dump ended, shows STOPPED with
+   * reason CHECKPOINTED, restorable); anything else is removed, so no image
+   * directory is left that ListCheckpoints does not show.
+   */
+  private async recoverCheckpoints(): Promise<void> {
+    for (const u of await this.checkpoints.uncommitted()) {
+      const live = this.live.get(u.container);
+      let adopted: CheckpointResult | undefined;
+      if (u.pending && live && this.registry.isReady(u.pending.driver)) {
+        adopted = await this.registry
+          .get(u.pending.driver)
+          .adoptCheckpoint?.(u.container, u.reserved.imageDir)
+          .catch((e) => {
+            this.logger.error({ container: u.container, checkpoint: u.name, err: errorMessage(e) }, 'cannot adopt an interrupted checkpoint');
+            return undefined;
+          });
+      }
+      if (!adopted || !u.pending || !live) {
+        await this.checkpoints.remove(u.container, u.name);
+        this.logger.warn({ container: u.container, checkpoint: u.name }, 'removed an incomplete checkpoint a previous daemon left');
+        continue;
+      }
+      await this.checkpoints.commit(u.reserved, { ...u.pending, criuVersion: adopted.criuVersion, stats: adopted.stats });
+      if (!u.pending.options?.leaveRunning) {
+        live.rec.status = { ...live.rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_CHECKPOINTED, initPid: 0, finishTime: new Date(), message: '' };
+        await this.store.saveStatus(live.rec);
+      }
+      this.logger.warn({ container: u.container, checkpoint: u.name }, 'registered a complete checkpoint that a previous daemon did not');
     }
   }
 
@@ -572,6 +606,8 @@ export class ContainerManager {
       let parentDir = '';
       if (opts.parentCheckpoint) parentDir = (await this.checkpoints.get(name, opts.parentCheckpoint)).imageDir;
       const dir = await this.checkpoints.reserve(name, checkpointName);
+      const record: Checkpoint = { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: '', sizeBytes: 0, stats: undefined, options: opts, spec: rec.spec };
+      await this.checkpoints.writePending(dir, record);
       let result;
       try {
         if (!opts.leaveRunning) {
@@ -588,7 +624,7 @@ export class ContainerManager {
         }
         throw e;
       }
-      const cp = await this.checkpoints.commit(dir, { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: result.criuVersion, sizeBytes: 0, stats: result.stats, options: opts, spec: rec.spec });
+      const cp = await this.checkpoints.commit(dir, { ...record, criuVersion: result.criuVersion, stats: result.stats });
       if (!opts.leaveRunning) {
         await this.released(name);
         rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_CHECKPOINTED, initPid: 0, finishTime: new Date() };
