@@ -72,6 +72,18 @@ describe('crash consistency (fault points)', function () {
     assert.deepEqual(readdirSync(path.join(d!.stateDir, 'checkpoints', 'saved')), ['late']);
   });
 
+  it('removes what a create cut short left (driver state and id range, no definition)', async () => {
+    const c = await faulty('create.after-driver');
+    await assert.rejects(c.api.containers.createContainer({ name: 'halfborn', spec: busybox() }));
+    assert.ok(existsSync(path.join(d!.stateDir, 'drivers', 'lxc', 'containers', 'halfborn')), 'the driver had made its state');
+    const c2 = await restart();
+    assert.deepEqual((await c2.api.containers.listContainers({ pageSize: 100, pageToken: '', driver: '', states: [] })).containers.map((x) => x.name), []);
+    assert.deepEqual(traces('halfborn'), []);
+    assert.doesNotMatch(readFileSync(path.join(d!.stateDir, 'drivers', 'idmap.json'), 'utf8'), /halfborn/, 'its id range is free again');
+    await c2.api.containers.createContainer({ name: 'halfborn', spec: busybox() });
+    await c2.api.containers.deleteContainer({ name: 'halfborn', force: true, allowMissing: false });
+  });
+
   for (const point of ['delete.after-intent', 'delete.after-driver']) {
     it(`finishes a force-delete of a running container interrupted at ${point}: gone, not CRASHED`, async () => {
       const c = await faulty(point);

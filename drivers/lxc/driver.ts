@@ -780,8 +780,15 @@ export class LxcDriver implements Driver {
     await this.cr().close();
   }
 
-  async recover(items: { id: string; spec: ContainerSpec }[]): Promise<Record<string, RuntimeState>> {
+  async recover(items: { id: string; spec: ContainerSpec }[], opts: { removeOrphans?: boolean } = {}): Promise<Record<string, RuntimeState>> {
     const out: Record<string, RuntimeState> = {};
+    // A create that a crash cut short: this driver's state (and id range) exists, the definition does not.
+    const known = new Set(items.map((i) => i.id));
+    for (const id of opts.removeOrphans ? await fs.readdir(path.join(this.stateDir, 'containers')).catch(() => [] as string[]) : []) {
+      if (known.has(id)) continue;
+      this.logger.warn({ container: id, driver: this.name }, 'removing the state of a container with no definition (a create or delete a crash interrupted)');
+      await this.delete(id).catch((e) => this.logger.error({ container: id, err: errorMessage(e) }, 'cannot remove an orphaned container state'));
+    }
     for (const { id } of items) {
       try {
         out[id] = existsSync(this.dir(id)) ? await this.state(id) : { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, message: '' };

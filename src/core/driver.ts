@@ -76,7 +76,13 @@ export interface Driver {
   state(id: string): Promise<RuntimeState>;
   /** Resolves when the init exits (at once when not running). */
   wait(id: string): Promise<RuntimeState>;
-  recover(items: { id: string; spec: ContainerSpec }[]): Promise<Record<string, RuntimeState>>;
+  /**
+   * After a daemon restart: the state of each defined container. With
+   * removeOrphans the items are every container the daemon has a definition
+   * of, and the driver removes the state of any other it finds (a create or
+   * delete a crash cut short).
+   */
+  recover(items: { id: string; spec: ContainerSpec }[], opts?: { removeOrphans?: boolean }): Promise<Record<string, RuntimeState>>;
   /** The signal that halts this container's init when neither the request nor the spec names one (0: SIGTERM). */
   stopSignal?(id: string): Promise<number>;
 

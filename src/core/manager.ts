@@ -83,7 +83,11 @@ export class ContainerManager {
     });
     await this.store.init();
     await this.checkpoints.init();
-    const loaded = await this.store.loadAll((file, err) => this.logger.error({ file, err: errorMessage(err) }, 'cannot read container definition; left in place'));
+    let unreadable = 0;
+    const loaded = await this.store.loadAll((file, err) => {
+      unreadable++;
+      this.logger.error({ file, err: errorMessage(err) }, 'cannot read container definition; left in place');
+    });
     const recs: ContainerRecord[] = [];
     for (const rec of loaded) {
       // A delete a crash interrupted is finished, never half-undone.
@@ -95,6 +99,8 @@ export class ContainerManager {
     await this.recoverCheckpoints();
 
     const byDriver = new Map<string, ContainerRecord[]>();
+    // Every ready driver is asked, with no containers too: it removes what a create a crash cut short left behind.
+    for (const n of this.registry.names()) if (this.registry.isReady(n)) byDriver.set(n, []);
     for (const rec of recs) byDriver.set(rec.spec.driver, [...(byDriver.get(rec.spec.driver) ?? []), rec]);
     for (const [driverName, list] of byDriver) {
       if (!this.registry.isReady(driverName)) {
@@ -108,7 +114,8 @@ export class ContainerManager {
       const driver = this.registry.get(driverName);
       let states: Record<string, RuntimeState> = {};
       try {
-        states = await driver.recover(list.map((r) => ({ id: r.name, spec: r.spec })));
+        // Orphans only when every definition could be read: a driver must never drop the state of a container whose definition is merely unreadable.
+        states = await driver.recover(list.map((r) => ({ id: r.name, spec: r.spec })), { removeOrphans: unreadable === 0 });
       } catch (e) {
         this.logger.error({ driver: driverName, err: errorMessage(e) }, 'driver recover failed');
       }
@@ -270,6 +277,7 @@ export class ContainerManager {
         status: { state: ContainerState.CONTAINER_STATE_DEFINED, reason: StateReason.STATE_REASON_CREATED, exitCode: 0, signal: 0, initPid: 0, message: '' },
       };
       await driver.create(name, spec);
+      faultPoint('create.after-driver');
       try {
         rec.status.idMapping = (await driver.state(name)).idMapping;
         await this.store.save(rec);
