@@ -832,6 +832,20 @@ export class LxcDriver implements Driver {
     args.push('--', ...o.args);
     const child = spawn(this.helper, args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
     const resizePipe = child.stdio[3] as NodeJS.WritableStream | null;
+    // Output is taken at once: a short command may be done before the ready byte is read below,
+    // and Node drains (and drops) an exited child's unread stdio.
+    const stdout = child.stdout.pipe(new PassThrough());
+    const stderr = child.stderr.pipe(new PassThrough());
+    // Listened for at once, for the same reason.
+    const exit = new Promise<{ exitCode: number; signal: number }>((resolve, reject) => {
+      child.once('error', (e) => reject(new Error(`cannot run the helper: ${e.message}`)));
+      child.once('close', (code, sig) => {
+        if (sig) resolve({ exitCode: 128, signal: 0 });
+        else if (code !== null && code >= 129 && code <= 128 + 64) resolve({ exitCode: code, signal: code - 128 });
+        else resolve({ exitCode: code ?? 0, signal: 0 });
+      });
+    });
+    exit.catch(() => undefined);
     // The helper writes one byte on fd 4 once the command runs inside; EOF
     // first means it could not get in. If the container died meanwhile (a
     // KillContainer just before), that is FAILED_PRECONDITION, not an exit code.
@@ -853,18 +867,10 @@ export class LxcDriver implements Driver {
       if (o.tty && resizePipe && rows > 0 && cols > 0) resizePipe.write(`${rows} ${cols}\n`);
     };
     if (o.rows && o.cols) resize(o.rows, o.cols);
-    const exit = new Promise<{ exitCode: number; signal: number }>((resolve, reject) => {
-      child.once('error', (e) => reject(new Error(`cannot run the helper: ${e.message}`)));
-      child.once('close', (code, sig) => {
-        if (sig) resolve({ exitCode: 128, signal: 0 });
-        else if (code !== null && code >= 129 && code <= 128 + 64) resolve({ exitCode: code, signal: code - 128 });
-        else resolve({ exitCode: code ?? 0, signal: 0 });
-      });
-    });
     return {
       stdin: child.stdin,
-      stdout: child.stdout,
-      stderr: child.stderr,
+      stdout,
+      stderr,
       resize,
       exit,
       kill: () => {

@@ -68,6 +68,8 @@ export const ADMIN_GROUP = 'osvirt';
 export class ConnectionRegistry {
   private seq = 0;
   private readonly conns = new Map<string, IdentityResult>();
+  /** Every accepted socket, so a shutdown can end the ones a long stream keeps open. */
+  private readonly sockets = new Set<net.Socket>();
   private readonly servers: (net.Server | tls.Server)[] = [];
   private readonly injectors = new Map<string, ReturnType<Server['createConnectionInjector']>>();
 
@@ -86,7 +88,11 @@ export class ConnectionRegistry {
   private inject(sock: net.Socket, who: IdentityResult): void {
     const id = `${TAG}${++this.seq}`;
     this.conns.set(id, who);
-    sock.once('close', () => this.conns.delete(id));
+    this.sockets.add(sock);
+    sock.once('close', () => {
+      this.conns.delete(id);
+      this.sockets.delete(sock);
+    });
     // grpc-js reports socket.remoteAddress as the call's peer; make it our tag.
     Object.defineProperty(sock, 'remoteAddress', { value: id, configurable: true });
     Object.defineProperty(sock, 'remotePort', { value: undefined, configurable: true });
@@ -193,7 +199,19 @@ export class ConnectionRegistry {
     return (server.address() as net.AddressInfo).port;
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  /**
+   * Stops accepting, then waits up to graceMs for clients to finish. A
+   * connection still open then (an exec stream into a paused container, a
+   * console, a WatchEvents) is cut: net.Server.close would otherwise wait for
+   * it forever and the daemon would never exit.
+   */
+  async close(graceMs = 2000): Promise<void> {
+    const closed = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
+    await Promise.race([closed, late]);
+    clearTimeout(timer);
+    for (const sock of this.sockets) sock.destroy();
+    await closed;
   }
 }
