@@ -6,6 +6,7 @@ import { credentials, type CallOptions, type ChannelCredentials, type ClientUnar
 import { ContainerServiceClient } from './gen/osvirt/v1/container_service';
 import { EventServiceClient } from './gen/osvirt/v1/event_service';
 import { SystemServiceClient } from './gen/osvirt/v1/system_service';
+import { TemplateServiceClient } from './gen/osvirt/v1/template_service';
 
 export const DEFAULT_SOCKET = '/run/osvirt/osvirt.sock';
 
@@ -21,6 +22,7 @@ export interface OsvirtClient {
   containers: ContainerServiceClient;
   events: EventServiceClient;
   system: SystemServiceClient;
+  templates: TemplateServiceClient;
   target: string;
   close(): void;
 }
@@ -46,15 +48,18 @@ export function connect(o: ConnectOptions = {}): OsvirtClient {
   const containers = new ContainerServiceClient(target, creds, opts);
   const events = new EventServiceClient(target, creds, opts);
   const system = new SystemServiceClient(target, creds, opts);
+  const templates = new TemplateServiceClient(target, creds, opts);
   return {
     containers,
     events,
     system,
+    templates,
     target: address,
     close: () => {
       containers.close();
       events.close();
       system.close();
+      templates.close();
     },
   };
 }
@@ -92,5 +97,5 @@ export function promisify<C extends object>(client: C): Promisified<C> {
 /** Connect and return promise-style unary APIs next to the raw clients (for streams). */
 export function connectAsync(o: ConnectOptions = {}) {
   const c = connect(o);
-  return { ...c, api: { containers: promisify(c.containers), system: promisify(c.system) } };
+  return { ...c, api: { containers: promisify(c.containers), system: promisify(c.system), templates: promisify(c.templates) } };
 }

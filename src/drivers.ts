@@ -9,5 +9,5 @@ export interface BuiltinOptions {
 }
 
 export function builtinDrivers(o: BuiltinOptions = {}): Driver[] {
-  return [new LxcDriver(o.lxc), new JailDriver(o.lxc), new VServerDriver({ bridge: o.lxc?.bridge, helper: o.lxc?.helper })];
+  return [new LxcDriver(o.lxc), new JailDriver(o.lxc), new VServerDriver({ bridge: o.lxc?.bridge, helper: o.lxc?.helper, templates: o.lxc?.templates })];
 }

@@ -4,7 +4,7 @@
 // clone/pivot_root/setns work; this file decides what to ask of it.
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { promises as fs, existsSync, readFileSync } from 'node:fs';
+import { promises as fs, existsSync, readFileSync, readlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -136,6 +136,8 @@ export interface LxcDriverOptions {
   helper?: string;
   /** Registered name; "lxc" unless a driver is built on this one. */
   name?: string;
+  /** The daemon's shared templates (default: a directory of this driver's own). */
+  templates?: Templates;
   extension?: LxcExtension;
 }
 
@@ -164,6 +166,7 @@ export class LxcDriver implements Driver {
     this.ext = opts.extension ?? {};
     this.bridge = opts.bridge ?? DEFAULT_BRIDGE;
     this.helper = opts.helper ?? helperPath();
+    if (opts.templates) this.templates = opts.templates;
   }
 
   async init(ctx: DriverContext): Promise<void> {
@@ -175,7 +178,8 @@ export class LxcDriver implements Driver {
       if (!existsSync(`/proc/self/ns/${ns}`)) throw missingFeature(`${ns} namespaces`, `/proc/self/ns/${ns} does not exist`);
     }
     this.layout = detectLayout();
-    this.templates = new Templates(path.join(this.stateDir, 'templates'));
+    this.templates ??= new Templates(path.join(this.stateDir, 'templates'));
+    await this.templates.removeStale();
     // One address table for every driver built on this one: they share the bridge.
     this.ipam = new Ipam(path.join(path.dirname(this.stateDir), 'ipam.json'), this.bridge);
     // Likewise one table of host id ranges: no two containers' roots may be the same host user.
@@ -215,7 +219,7 @@ export class LxcDriver implements Driver {
   async validate(_id: string, spec: ContainerSpec): Promise<void> {
     const src = spec.rootfs?.source;
     if (!src) throw invalidArgument('spec.rootfs', 'is required: a template ("busybox"), a path, or host: {} for an application container');
-    if (src.$case === 'template') await this.templates.ensure(src.value);
+    if (src.$case === 'template') await this.templates.ensure(src.value, spec.rootfs?.templateOptions);
     if (src.$case === 'path') {
       const st = await fs.stat(src.value).catch(() => undefined);
       if (!st?.isDirectory()) throw invalidArgument('spec.rootfs.path', `${src.value} is not a directory on the host`);
@@ -339,7 +343,7 @@ export class LxcDriver implements Driver {
       await mountRoot(['--overlay', layers]);
       return { rootfs: target, mounted: target, extraMounts: [] };
     };
-    if (src?.$case === 'template') return overlay(await this.templates.ensure(src.value));
+    if (src?.$case === 'template') return overlay(await this.templates.ensure(src.value, spec.rootfs?.templateOptions));
     if (src?.$case === 'path') {
       if (spec.rootfs?.copyOnWrite) return overlay(src.value);
       if (!userNs) return { rootfs: src.value, mounted: '', extraMounts: [] };
@@ -383,7 +387,7 @@ export class LxcDriver implements Driver {
   private async bootPlan(spec: ContainerSpec): Promise<{ argv: string[]; boot?: Boot }> {
     const args = spec.process?.args ?? [];
     const src = spec.rootfs?.source;
-    const root = src?.$case === 'template' ? await this.templates.ensure(src.value) : src?.$case === 'path' ? src.value : undefined;
+    const root = src?.$case === 'template' ? await this.templates.ensure(src.value, spec.rootfs?.templateOptions) : src?.$case === 'path' ? src.value : undefined;
     const busybox = src?.$case === 'template' && src.value === 'busybox';
     if (!args.length && (!root || busybox)) return { argv: BUSYBOX_DEFAULT_INIT };
     if (!root || (args.length && !INIT_PATHS.includes(args[0]!))) return { argv: args };
@@ -857,7 +861,16 @@ export class LxcDriver implements Driver {
       ready.once('error', () => resolve(false));
       child.once('error', () => resolve(false));
     });
-    if (!started && !this.initRunning(o.id, await this.readRuntime(o.id))) {
+    // An init on its way out may not be a zombie yet, but its namespaces are gone already.
+    const nsGone = () => {
+      try {
+        readlinkSync(`/proc/${rt.initPid}/ns/net`);
+        return false;
+      } catch {
+        return true;
+      }
+    };
+    if (!started && (nsGone() || !this.initRunning(o.id, await this.readRuntime(o.id)))) {
       if (child.exitCode === null) child.kill('SIGKILL');
       throw wrongState(o.id, 'STOPPED', 'running');
     }

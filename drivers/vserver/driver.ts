@@ -19,6 +19,7 @@ import { writeFileAtomic } from '../../src/core/atomic-file';
 import { errorMessage, invalidArgument, missingFeature, OsvirtError, wrongState } from '../../src/core/errors';
 import { IpFilter, type IpFilterOptions } from '../common/ipfilter';
 import { ContainerCgroup, detectLayout, type Layout } from '../lxc/cgroups';
+import type { Templates } from '../lxc/templates';
 import { LxcDriver } from '../lxc/driver';
 import { securityArgs } from '../lxc/security';
 import { linkExists, type BridgeConfig } from '../lxc/network';
@@ -48,6 +49,7 @@ export interface VServerDriverOptions {
   bridge?: BridgeConfig | undefined;
   helper?: string | undefined;
   filter?: IpFilterOptions | undefined;
+  templates?: Templates | undefined;
 }
 
 /** What the driver keeps per guest (<state>/guests/<name>.json). */
@@ -98,6 +100,7 @@ export class VServerDriver implements Driver {
     this.lxc = new LxcDriver({
       bridge: opts.bridge,
       helper: opts.helper,
+      templates: opts.templates,
       name: 'vserver',
       extension: {
         beforeLaunch: (id, spec, cg) => this.beforeLaunch(id, spec, cg),

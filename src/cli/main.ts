@@ -6,6 +6,7 @@ import { connect, promisify, type OsvirtClient } from '../client';
 import { Container, ContainerState, StateReason, type Checkpoint, ContainerStats } from '../gen/osvirt/v1/container';
 import { EventType, Event } from '../gen/osvirt/v1/event_service';
 import { DriverHealth } from '../gen/osvirt/v1/system_service';
+import { Template, type BuildTemplateResponse } from '../gen/osvirt/v1/template_service';
 import { VERSION } from '../version';
 import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
@@ -450,6 +451,57 @@ program
       const v = await promisify(c.system).getVersion({});
       if (out === 'json') process.stdout.write(JSON.stringify({ client: VERSION, daemon: v }, null, 2) + '\n');
       else process.stdout.write(`client: ${VERSION}\ndaemon: ${v.version} (${v.apiVersion}, kernel ${v.kernel})\n`);
+    }),
+  );
+
+const template = program.command('template').description('templates: the shared read-only root filesystems containers start from');
+const signalName = (n: number) => (n === 37 ? 'SIGRTMIN+3' : n === 30 ? 'SIGPWR' : n === 15 ? 'SIGTERM' : n === 12 ? 'SIGUSR2' : String(n));
+template
+  .command('list')
+  .alias('ls')
+  .description('list built templates')
+  .action(
+    action(async (_o: unknown, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const ts = (await promisify(c.templates).listTemplates({})).templates;
+      if (out === 'json') return void process.stdout.write(JSON.stringify(ts.map((t) => Template.toJSON(t)), null, 2) + '\n');
+      const rows = [['KEY', 'RELEASE', 'SIZE', 'INIT', 'HALT', 'USED BY']];
+      for (const t of ts) rows.push([t.key, t.options?.release || '-', `${Math.round(t.sizeBytes / 1048576)} MiB`, t.init.join(' ').slice(0, 30), signalName(t.haltSignal), t.usedBy.join(',') || '-']);
+      process.stdout.write(table(rows));
+    }),
+  );
+template
+  .command('build <name>')
+  .description('build a template ahead of use, showing progress (debian: mmdebstrap from the host\'s Debian mirror)')
+  .option('--release <suite>', 'Debian release: bookworm (default) or trixie')
+  .option('--variant <variant>', 'mmdebstrap variant (default minbase)')
+  .option('--package <name>', 'an extra Debian package (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .action(
+    action(async (name: string, o: { release?: string; variant?: string; package: string[] }, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const t = await new Promise<Template>((resolve, reject) => {
+        let built: Template | undefined;
+        const s = c.templates.buildTemplate({ name, options: { release: o.release ?? '', variant: o.variant ?? '', packages: o.package } });
+        s.on('data', (m: BuildTemplateResponse) => {
+          if (m.message?.$case === 'progress' && out !== 'json') process.stderr.write(`  ${m.message.value}\n`);
+          else if (m.message?.$case === 'template') built = m.message.value;
+        });
+        s.on('error', reject);
+        s.on('end', () => (built ? resolve(built) : reject(new Error('the build stream ended without a template'))));
+      });
+      if (out === 'json') process.stdout.write(JSON.stringify(Template.toJSON(t), null, 2) + '\n');
+      else process.stdout.write(`${t.key} built (${Math.round(t.sizeBytes / 1048576)} MiB, init ${t.init.join(' ')}, halt ${signalName(t.haltSignal)})\n`);
+    }),
+  );
+template
+  .command('rm <key>')
+  .description('remove a template no container uses')
+  .option('--allow-missing', 'succeed if it does not exist')
+  .action(
+    action(async (key: string, o: { allowMissing?: boolean }, cmd: Command) => {
+      const { c } = client(cmd);
+      await promisify(c.templates).removeTemplate({ key, allowMissing: !!o.allowMissing });
+      process.stdout.write(`${key} removed\n`);
     }),
   );
 

@@ -460,6 +460,11 @@ export class ContainerManager {
     await this.hooks?.stopped(name).catch((e) => this.logger.error({ container: name, err: errorMessage(e) }, 'stop hook failed'));
   }
 
+  /** Every definition, by name (for the template service's "used by"). */
+  definitions(): { name: string; spec: ContainerSpec }[] {
+    return [...this.live.values()].map((l) => ({ name: l.rec.name, spec: l.rec.spec }));
+  }
+
   /** Labels of a defined container (for grant selectors). */
   labelsOf(name: string): Record<string, string> | undefined {
     return this.live.get(name)?.rec.spec.labels;

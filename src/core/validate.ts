@@ -86,6 +86,8 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
   if (src?.$case === 'template' && !NAME_RE.test(src.value)) throw invalidArgument(`${f}.rootfs.template`, 'must be a template name such as "busybox"');
   if (src?.$case === 'path') validateAbsPath(`${f}.rootfs.path`, src.value);
   if (spec.rootfs?.copyOnWrite && src?.$case !== 'path') throw invalidArgument(`${f}.rootfs.copy_on_write`, 'only applies to rootfs.path');
+  const to = spec.rootfs?.templateOptions;
+  if (to && (to.release || to.variant || to.packages.length) && src?.$case !== 'template') throw invalidArgument(`${f}.rootfs.template_options`, 'only applies to rootfs.template');
 
   const p = spec.process;
   if (p) {

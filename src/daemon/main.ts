@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import pino from 'pino';
 import type { Driver } from '../core/driver';
 import { VERSION } from '../version';
+import { Templates } from '../../drivers/lxc/templates';
 import { builtinDrivers } from '../drivers';
 import { loadPluginDir, parseDriverFlag } from '../plugin/manifest';
 import { MisconfiguredPlugin, PluginDriver } from '../plugin/plugin-driver';
@@ -30,18 +31,21 @@ async function main(): Promise<void> {
     .option('--plugin-dir <dir>', 'directory of plugin manifests (*.json) (default: <state-dir>/plugins.d)')
     .option('--driver <name=unix:///path>', 'use the out-of-process driver serving at this socket (repeatable)', collect, [])
     .option('--bridge <name>', 'bridge the lxc driver creates for bridge networking', 'osvirt0')
+    .option('--template-dir <dir>', 'where templates (shared root filesystems) are built (default: <state-dir>/drivers/lxc/templates)')
     .option('--subnet <cidr>', 'IPv4 subnet of that bridge (the bridge takes the first address)', '10.88.0.0/16')
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env['OSVIRT_LOG_LEVEL'] ?? 'info')
     .parse();
   const o = program.opts<{
     socket: string; roSocket?: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
     insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string; bridge: string; subnet: string;
-    pluginDir?: string; driver: string[];
+    pluginDir?: string; driver: string[]; templateDir?: string;
   }>();
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
 
   const wanted = o.drivers === undefined ? undefined : o.drivers.split(',').map((s) => s.trim()).filter(Boolean);
-  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet } } }).filter((d) => !wanted || wanted.includes(d.name));
+  // One template store for every built-in driver (and TemplateService).
+  const templates = new Templates(path.resolve(o.templateDir ?? path.join(o.stateDir, 'drivers', 'lxc', 'templates')));
+  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet }, templates } }).filter((d) => !wanted || wanted.includes(d.name));
   for (const mod of o.driverModule) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const m = require(path.resolve(mod)) as { createDriver?: () => Driver };
@@ -78,6 +82,7 @@ async function main(): Promise<void> {
     insecureTcp: o.insecureTcp,
     drivers,
     logger,
+    templates,
   });
   // Machine-readable readiness line for supervisors and tests.
   process.stdout.write(JSON.stringify({ ready: true, socket: path.resolve(o.socket), pid: process.pid, tcpPort: daemon.tcpPort ?? null }) + '\n');

@@ -25,6 +25,9 @@ import { authInterceptor } from '../auth/interceptor';
 import { ConnectionRegistry } from '../auth/listeners';
 import { ManagementEndpoints } from '../auth/management';
 import { vserverService, VServerServiceService } from '../../drivers/vserver/service';
+import { TemplateServiceService } from '../gen/osvirt/v1/template_service';
+import { templateService } from '../api/template-service';
+import type { Templates } from '../../drivers/lxc/templates';
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -38,6 +41,8 @@ export interface DaemonOptions {
   insecureTcp?: boolean;
   drivers: Driver[];
   logger: Logger;
+  /** The shared templates the built-in drivers build root filesystems from (TemplateService). */
+  templates?: Templates | undefined;
 }
 
 export interface Daemon {
@@ -119,6 +124,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   server.addService(ContainerServiceService, containerService(manager, log));
   server.addService(EventServiceService, eventService(bus, log));
   server.addService(SystemServiceService, systemService(registry, log));
+  if (o.templates) server.addService(TemplateServiceService, templateService(o.templates, manager, log));
   server.addService(JailServiceService, jailService(manager, registry, log));
   server.addService(VServerServiceService, vserverService(manager, registry, log));
   addReflectionAndHealth(server);

@@ -1,27 +1,25 @@
-// The Debian root filesystem the system-container tests boot, built once per
-// test run with mmdebstrap from the host's configured mirror.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+// The Debian template the system-container tests boot: built once per test
+// run (through the daemon, as users build it) into a template directory the
+// run's daemons share, and removed when the run ends (root-hooks.ts).
+import { existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { DeepPartial, Rootfs } from '../../src/gen/osvirt/v1/container';
+import { hostDebianMirror } from '../../drivers/lxc/templates';
 
 export type DebianTemplate = { rootfs: DeepPartial<Rootfs>; daemonArgs: string[] } | { skip: string };
 
-let cached: Promise<DebianTemplate> | undefined;
+/** The run's shared template directory (one per mocha process). */
+export function sharedTemplateDir(): string {
+  return path.join(os.tmpdir(), `osvirt-test-templates-${process.pid}`);
+}
 
-export function debianTemplate(): Promise<DebianTemplate> {
-  cached ??= (async () => {
-    if (!existsSync('/usr/bin/mmdebstrap')) return { skip: 'mmdebstrap is not installed' };
-    const dir = path.join(os.tmpdir(), 'osvirt-test-debian', 'rootfs');
-    if (!existsSync(path.join(dir, 'sbin', 'init'))) {
-      const tmp = `${dir}.tmp`;
-      rmSync(tmp, { recursive: true, force: true });
-      mkdirSync(path.dirname(dir), { recursive: true });
-      execFileSync('mmdebstrap', ['--quiet', '--variant=minbase', '--include=systemd,systemd-sysv,dbus,iproute2,procps', 'bookworm', tmp], { stdio: 'inherit' });
-      renameSync(tmp, dir);
-    }
-    return { rootfs: { source: { $case: 'path', value: dir }, copyOnWrite: true }, daemonArgs: [] };
-  })();
-  return cached;
+export async function debianTemplate(): Promise<DebianTemplate> {
+  if (!existsSync('/usr/bin/mmdebstrap')) return { skip: 'mmdebstrap is not installed' };
+  try {
+    hostDebianMirror();
+  } catch (e) {
+    return { skip: (e as Error).message };
+  }
+  return { rootfs: { source: { $case: 'template', value: 'debian' } }, daemonArgs: ['--template-dir', sharedTemplateDir()] };
 }

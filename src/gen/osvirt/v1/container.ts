@@ -629,6 +629,24 @@ export interface Rootfs {
   copyOnWrite: boolean;
   /** Mount the root read-only. */
   readonly: boolean;
+  /** Parameters of a `template` that takes them (debian). */
+  templateOptions?: TemplateOptions | undefined;
+}
+
+/** What a template is built with. Each distinct set is built once and shared. */
+export interface TemplateOptions {
+  /** Debian suite: "bookworm" (default) or "trixie". */
+  release: string;
+  /**
+   * mmdebstrap variant: "minbase" (default), "essential", "apt", "required",
+   * "important" or "standard".
+   */
+  variant: string;
+  /**
+   * Debian packages added to the default set (systemd, systemd-sysv, dbus,
+   * iproute2, procps).
+   */
+  packages: string[];
 }
 
 /** Options for an application container sharing the host's filesystem. */
@@ -2013,7 +2031,7 @@ export const ContainerSpec_LabelsEntry: MessageFns<ContainerSpec_LabelsEntry> = 
 };
 
 function createBaseRootfs(): Rootfs {
-  return { source: undefined, copyOnWrite: false, readonly: false };
+  return { source: undefined, copyOnWrite: false, readonly: false, templateOptions: undefined };
 }
 
 export const Rootfs: MessageFns<Rootfs> = {
@@ -2034,6 +2052,9 @@ export const Rootfs: MessageFns<Rootfs> = {
     }
     if (message.readonly !== false) {
       writer.uint32(40).bool(message.readonly);
+    }
+    if (message.templateOptions !== undefined) {
+      TemplateOptions.encode(message.templateOptions, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -2091,6 +2112,14 @@ export const Rootfs: MessageFns<Rootfs> = {
             message.readonly = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.templateOptions = TemplateOptions.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2118,6 +2147,11 @@ export const Rootfs: MessageFns<Rootfs> = {
         ? globalThis.Boolean(object.copy_on_write)
         : false,
       readonly: isSet(object.readonly) ? globalThis.Boolean(object.readonly) : false,
+      templateOptions: isSet(object.templateOptions)
+        ? TemplateOptions.fromJSON(object.templateOptions)
+        : isSet(object.template_options)
+        ? TemplateOptions.fromJSON(object.template_options)
+        : undefined,
     };
   },
 
@@ -2135,6 +2169,9 @@ export const Rootfs: MessageFns<Rootfs> = {
     }
     if (message.readonly !== false) {
       obj.readonly = message.readonly;
+    }
+    if (message.templateOptions !== undefined) {
+      obj.templateOptions = TemplateOptions.toJSON(message.templateOptions);
     }
     return obj;
   },
@@ -2166,6 +2203,110 @@ export const Rootfs: MessageFns<Rootfs> = {
     }
     message.copyOnWrite = object.copyOnWrite ?? false;
     message.readonly = object.readonly ?? false;
+    message.templateOptions = (object.templateOptions !== undefined && object.templateOptions !== null)
+      ? TemplateOptions.fromPartial(object.templateOptions)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTemplateOptions(): TemplateOptions {
+  return { release: "", variant: "", packages: [] };
+}
+
+export const TemplateOptions: MessageFns<TemplateOptions> = {
+  encode(message: TemplateOptions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.release !== "") {
+      writer.uint32(10).string(message.release);
+    }
+    if (message.variant !== "") {
+      writer.uint32(18).string(message.variant);
+    }
+    for (const v of message.packages) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TemplateOptions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTemplateOptions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.release = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.variant = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.packages.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TemplateOptions {
+    return {
+      release: isSet(object.release) ? globalThis.String(object.release) : "",
+      variant: isSet(object.variant) ? globalThis.String(object.variant) : "",
+      packages: globalThis.Array.isArray(object?.packages) ? object.packages.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: TemplateOptions): unknown {
+    const obj: any = {};
+    if (message.release !== "") {
+      obj.release = message.release;
+    }
+    if (message.variant !== "") {
+      obj.variant = message.variant;
+    }
+    if (message.packages?.length) {
+      obj.packages = message.packages;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TemplateOptions>, I>>(base?: I): TemplateOptions {
+    return TemplateOptions.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TemplateOptions>, I>>(object: I): TemplateOptions {
+    const message = createBaseTemplateOptions();
+    message.release = object.release ?? "";
+    message.variant = object.variant ?? "";
+    message.packages = object.packages?.map((e) => e) || [];
     return message;
   },
 };
