@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { readDefinition } from '../src/cli/spec-file';
 import { repoPath } from '../src/paths';
 import { TestDaemon, useDaemon } from './support/daemon';
+import { debianTemplate, sharedTemplateDir } from './support/debian';
 
 const execFileP = promisify(execFile);
 
@@ -14,9 +15,10 @@ describe('osvirt CLI and examples', function () {
   this.timeout(120000);
   let d: TestDaemon;
 
+  // The run's shared template directory: the debian example boots the template the run builds once.
   useDaemon((daemon) => {
     d = daemon;
-  });
+  }, ['--template-dir', sharedTemplateDir()]);
 
   async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
     try {
@@ -60,10 +62,16 @@ describe('osvirt CLI and examples', function () {
     assert.equal(r.code, 0, r.stderr);
   });
 
-  it('runs every example under examples/, each documented in the README', async () => {
+  it('runs every example under examples/, each documented in the README', async function () {
+    this.timeout(300000);
     const readme = readFileSync(repoPath('README.md'), 'utf8');
+    const debian = await debianTemplate();
     for (const f of readdirSync(repoPath('examples')).filter((x) => x.endsWith('.yaml'))) {
       assert.ok(readme.includes(`examples/${f}`), `README does not show examples/${f}`);
+      if (f === 'lxc-debian.yaml' && 'skip' in debian) {
+        this.test!.title += ` (${f} skipped: ${debian.skip})`;
+        continue;
+      }
       const def = readDefinition(repoPath('examples', f));
       const r = await cli('create', '-f', repoPath('examples', f), '--start');
       assert.equal(r.code, 0, `${f}: ${r.stderr}`);

@@ -102,7 +102,7 @@ describe('templates (TemplateService)', function () {
     assert.match(await code(build(c, 'busybox', { release: 'bookworm', variant: '', packages: [] })), /^3 .*options/);
     const bad = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'debian' }, templateOptions: { packages: ['Not A Package'] } } });
     assert.match(await code(c.api.containers.createContainer({ name: 'bad-pkg', spec: bad })), /^3 .*spec\.rootfs\.template_options\.packages\[0\]/);
-    const onPath = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'path', value: '/' }, templateOptions: { release: 'bookworm' } }, process: { args: ['/bin/true'] } });
+    const onPath = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'path', value: '/srv' }, templateOptions: { release: 'bookworm' } }, process: { args: ['/bin/true'] } });
     assert.match(await code(c.api.containers.createContainer({ name: 'bad-opts', spec: onPath })), /^3 .*spec\.rootfs\.template_options/);
     assert.deepEqual((await c.api.templates.listTemplates({})).templates.map((t) => t.key), before);
     assert.deepEqual((await c.api.containers.listContainers({ pageSize: 10, pageToken: '', driver: '', states: [] })).containers, []);
