@@ -4,7 +4,7 @@
 // clone/pivot_root/setns work; this file decides what to ask of it.
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { promises as fs, existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { promises as fs, existsSync, lstatSync, readFileSync, readlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -46,6 +46,8 @@ import { Launcher } from './launcher';
 import { BUSYBOX_DEFAULT_INIT, isMountpoint, mountOverlay, Templates, unmountAll } from './rootfs';
 import { IdAllocator, type IdRange } from './idmap';
 import { detectInit, INIT_PATHS, type InitInfo } from './init-detect';
+import { ensureNat, formatPort, natTable, nftPath, publishPorts, resolvConf, unpublishPorts } from './nat';
+import { normalizeOptions, templateKey } from './templates';
 import { randomUUID } from 'node:crypto';
 
 /** How a system container's init is halted and what its exit means (boot.json, kept until the next start). */
@@ -459,6 +461,51 @@ export class LxcDriver implements Driver {
     }
   }
 
+  /** FAILED_PRECONDITION naming the container that already publishes one of these host ports. */
+  private async checkPortsFree(id: string, bridge: string, spec: ContainerSpec): Promise<void> {
+    const nft = nftPath();
+    if (!nft) return;
+    const listing = await run(nft, ['list', 'table', 'ip', natTable(bridge)]).then((r) => r.stdout, () => '');
+    for (const [i, p] of spec.ports.entries()) {
+      const proto = p.protocol || 'tcp';
+      for (const line of listing.split('\n')) {
+        const m = new RegExp(`(ip daddr (\\S+)|fib daddr type local) ${proto} dport ${p.hostPort} .*comment "osvirt:([a-z0-9-]+)"`).exec(line);
+        if (!m || m[3] === id) continue;
+        const theirIp = m[2] ?? '';
+        if (p.hostIp && theirIp && theirIp !== p.hostIp) continue;
+        throw new OsvirtError('FAILED_PRECONDITION', 'PORT_IN_USE', `spec.ports[${i}]: ${formatPort(p)} is already published by container "${m[3]}"`, [], { container: id });
+      }
+    }
+  }
+
+  /**
+   * The host's name servers for a bridged container, written into its own
+   * /etc/resolv.conf (on a copy-on-write root only: a plain rootfs.path is the
+   * user's directory). Skipped when the spec mounts one, or the image's is a
+   * symlink (a resolver of its own, like systemd-resolved).
+   */
+  private resolvArgs(id: string, spec: ContainerSpec): string[] {
+    if (spec.mounts.some((m) => m.destination.replace(/\/+$/, '') === '/etc/resolv.conf')) return [];
+    const src = spec.rootfs?.source;
+    const lower = src?.$case === 'template' ? this.templates.path(templateKey(src.value, normalizeOptions(src.value, spec.rootfs?.templateOptions))) : src?.$case === 'path' && spec.rootfs?.copyOnWrite ? src.value : undefined;
+    if (!lower) return [];
+    for (const f of [path.join(lower, 'etc/resolv.conf'), path.join(this.dir(id), 'upper/etc/resolv.conf')]) {
+      try {
+        if (lstatSync(f).isSymbolicLink()) return [];
+      } catch {
+        // not there
+      }
+    }
+    let host = '';
+    try {
+      host = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      return [];
+    }
+    const conf = resolvConf(host);
+    return conf ? ['--write-file', `/etc/resolv.conf:${conf.trimEnd()}`] : [];
+  }
+
   /** The signal that halts this container's init: its init's (SIGRTMIN+3 for systemd), or 0 for "the default". */
   async stopSignal(id: string): Promise<number> {
     return this.readBoot(id)?.haltSignal ?? 0;
@@ -490,6 +537,7 @@ export class LxcDriver implements Driver {
     const monitorDir = this.monitorDir(id);
     let rootfsMounted = '';
     let network: NetworkRuntime = { hostInterfaces: [] };
+    let publish: { bridge: string; address: string } | undefined;
     try {
       await removeMonitorDir(monitorDir);
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
@@ -521,6 +569,17 @@ export class LxcDriver implements Driver {
         const plan = await planVeth(id, netMode.value, this.ipam, this.bridge);
         network = vethRuntime(plan);
         args.push(...vethArgs(plan));
+        // The daemon's own bridge gets NAT (masquerade) and the port chains.
+        if (plan.bridge === this.bridge.name) await ensureNat(this.bridge.name, this.bridge.subnet);
+        if (spec.ports.length) {
+          if (!nftPath()) throw missingFeature('nftables (nft)', 'spec.ports are published as nftables DNAT rules; apt-get install nftables');
+          await this.checkPortsFree(id, plan.bridge, spec);
+          // Removed by cleanup with the rest of the run (also after a failed start).
+          network.publishedOn = plan.bridge;
+        }
+        const dns = this.resolvArgs(id, spec);
+        args.push(...dns);
+        if (plan.address) publish = { bridge: plan.bridge, address: plan.address.split('/')[0]! };
       }
       const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
       if (lxc?.shareIpcWith) {
@@ -559,6 +618,8 @@ export class LxcDriver implements Driver {
 
       const launched = await launch(this.helper, args, async (initPid) => {
         if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
+        // Published before the init goes: its server may be reached as soon as it listens.
+        if (publish && spec.ports.length) await publishPorts(id, publish.bridge, publish.address, spec.ports);
         await this.ext.configure?.(id, spec, initPid);
       }, this.launcher);
       const rt: Runtime = {
@@ -574,6 +635,7 @@ export class LxcDriver implements Driver {
       this.waits.delete(id);
       return { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, startTime: new Date(rt.startTime), message: '' };
     } catch (e) {
+      if (network.publishedOn) await unpublishPorts(id, network.publishedOn).catch(() => undefined);
       await teardownNetwork(network);
       await cg.destroy().catch(() => undefined);
       if (rootfsMounted) await unmountAll(rootfsMounted);
@@ -601,6 +663,7 @@ export class LxcDriver implements Driver {
   /** Undo everything a run put on the host. Idempotent. */
   private async cleanup(id: string): Promise<void> {
     const rt = await this.readRuntime(id);
+    if (rt?.network.publishedOn) await unpublishPorts(id, rt.network.publishedOn);
     await teardownNetwork(rt?.network);
     await this.cgroup(id).destroy();
     await unmountAll(path.join(this.dir(id), 'rootfs'));

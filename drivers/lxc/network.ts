@@ -193,6 +193,8 @@ export interface NetworkRuntime {
   address?: string | undefined;
   interfaceName?: string | undefined;
   bridge?: string | undefined;
+  /** The bridge whose nftables table holds this run's published ports. */
+  publishedOn?: string | undefined;
 }
 
 /** Check a network spec against this kernel before anything is created. */

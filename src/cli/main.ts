@@ -58,6 +58,7 @@ function printContainer(ct: Container, out: Output): void {
   if (s?.startTime) lines.push(['Started', s.startTime.toISOString()]);
   if (s?.message) lines.push(['Message', s.message]);
   lines.push(['Autostart', ct.spec?.autostart ? 'yes' : 'no']);
+  if (ct.spec?.ports.length) lines.push(['Ports', ct.spec.ports.map((p) => `${p.hostIp || '0.0.0.0'}:${p.hostPort}->${p.containerPort}/${p.protocol || 'tcp'}`).join(', ')]);
   const ids = s?.idMapping;
   const range = (m: { containerId: number; hostId: number; size: number }[]) => m.map((e) => `${e.containerId}-${e.containerId + e.size - 1} -> host ${e.hostId}-${e.hostId + e.size - 1}`).join(', ');
   if (ids?.privileged) lines.push(['Security', 'PRIVILEGED: no user namespace, root inside is root on the host']);
@@ -122,8 +123,9 @@ program
         process.stdout.write(JSON.stringify(all.map((x) => Container.toJSON(x)), null, 2) + '\n');
         return;
       }
-      const rows = [['NAME', 'DRIVER', 'STATE', 'PID', 'AUTOSTART']];
-      for (const x of all) rows.push([x.name, x.spec?.driver ?? '', stateName(x.status?.state ?? 0), x.status?.initPid ? String(x.status.initPid) : '-', x.spec?.autostart ? 'yes' : 'no']);
+      const ports = (x: Container) => x.spec?.ports.map((p) => `${p.hostIp ? p.hostIp + ':' : ''}${p.hostPort}->${p.containerPort}/${p.protocol || 'tcp'}`).join(',') || '-';
+      const rows = [['NAME', 'DRIVER', 'STATE', 'PID', 'AUTOSTART', 'PORTS']];
+      for (const x of all) rows.push([x.name, x.spec?.driver ?? '', stateName(x.status?.state ?? 0), x.status?.initPid ? String(x.status.initPid) : '-', x.spec?.autostart ? 'yes' : 'no', ports(x)]);
       process.stdout.write(table(rows));
     }),
   );

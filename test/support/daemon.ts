@@ -97,6 +97,16 @@ export class TestDaemon {
       await this.stop();
       killLeftovers(this.stateDir);
       if (existsSync(`/sys/class/net/${this.bridge}`)) execFileSync('ip', ['link', 'del', this.bridge]);
+      // The bridge's NAT table goes with it (drivers/lxc/nat.ts).
+      for (const nft of ['/usr/sbin/nft', '/sbin/nft']) {
+        if (!existsSync(nft)) continue;
+        try {
+          execFileSync(nft, ['delete', 'table', 'ip', `osvirt-${this.bridge}`], { stdio: 'ignore' });
+        } catch {
+          // never made (no bridged container)
+        }
+        break;
+      }
       unmountUnder(this.dir);
       rmSync(this.dir, { recursive: true, force: true });
       removeEmptyCgroupParents();

@@ -589,6 +589,12 @@ export interface ContainerSpec {
   security?:
     | Security
     | undefined;
+  /**
+   * Ports of a bridged container published on the host (nftables DNAT in
+   * osvirt's own table), reachable from other hosts and network namespaces
+   * and from the host's own loopback.
+   */
+  ports: PortMapping[];
   /** Typed options for one driver; must match `driver` when set. */
   driverOptions?: { $case: "lxc"; value: LxcOptions } | { $case: "jail"; value: JailOptions } | {
     $case: "vserver";
@@ -735,6 +741,18 @@ export interface Network {
     /** Join another (running) container's network namespace. */
     { $case: "container"; value: JoinNetwork }
     | undefined;
+}
+
+/** A container port published on the host. */
+export interface PortMapping {
+  /** 1..65535, unique per host_ip and protocol among running containers. */
+  hostPort: number;
+  /** 1..65535. */
+  containerPort: number;
+  /** "tcp" (default) or "udp". */
+  protocol: string;
+  /** An IPv4 address of the host; default: every host address. */
+  hostIp: string;
 }
 
 /** Network mode "none". */
@@ -1492,6 +1510,7 @@ function createBaseContainerSpec(): ContainerSpec {
     stopTimeout: undefined,
     management: undefined,
     security: undefined,
+    ports: [],
     driverOptions: undefined,
   };
 }
@@ -1545,6 +1564,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     }
     if (message.security !== undefined) {
       Security.encode(message.security, writer.uint32(130).fork()).join();
+    }
+    for (const v of message.ports) {
+      PortMapping.encode(v!, writer.uint32(138).fork()).join();
     }
     switch (message.driverOptions?.$case) {
       case "lxc":
@@ -1707,6 +1729,14 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
             message.security = Security.decode(reader, reader.uint32());
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.ports.push(PortMapping.decode(reader, reader.uint32()));
+            continue;
+          }
           case 20: {
             if (tag !== 162) {
               break;
@@ -1790,6 +1820,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
         : undefined,
       management: isSet(object.management) ? ManagementGrant.fromJSON(object.management) : undefined,
       security: isSet(object.security) ? Security.fromJSON(object.security) : undefined,
+      ports: globalThis.Array.isArray(object?.ports)
+        ? object.ports.map((e: any) => PortMapping.fromJSON(e))
+        : [],
       driverOptions: isSet(object.lxc)
         ? { $case: "lxc", value: LxcOptions.fromJSON(object.lxc) }
         : isSet(object.jail)
@@ -1858,6 +1891,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     if (message.security !== undefined) {
       obj.security = Security.toJSON(message.security);
     }
+    if (message.ports?.length) {
+      obj.ports = message.ports.map((e) => PortMapping.toJSON(e));
+    }
     if (message.driverOptions?.$case === "lxc") {
       obj.lxc = LxcOptions.toJSON(message.driverOptions.value);
     } else if (message.driverOptions?.$case === "jail") {
@@ -1915,6 +1951,7 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     message.security = (object.security !== undefined && object.security !== null)
       ? Security.fromPartial(object.security)
       : undefined;
+    message.ports = object.ports?.map((e) => PortMapping.fromPartial(e)) || [];
     switch (object.driverOptions?.$case) {
       case "lxc": {
         if (object.driverOptions?.value !== undefined && object.driverOptions?.value !== null) {
@@ -3150,6 +3187,135 @@ export const Network: MessageFns<Network> = {
         break;
       }
     }
+    return message;
+  },
+};
+
+function createBasePortMapping(): PortMapping {
+  return { hostPort: 0, containerPort: 0, protocol: "", hostIp: "" };
+}
+
+export const PortMapping: MessageFns<PortMapping> = {
+  encode(message: PortMapping, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostPort !== 0) {
+      writer.uint32(8).uint32(message.hostPort);
+    }
+    if (message.containerPort !== 0) {
+      writer.uint32(16).uint32(message.containerPort);
+    }
+    if (message.protocol !== "") {
+      writer.uint32(26).string(message.protocol);
+    }
+    if (message.hostIp !== "") {
+      writer.uint32(34).string(message.hostIp);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PortMapping {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePortMapping();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.hostPort = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.containerPort = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.protocol = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.hostIp = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PortMapping {
+    return {
+      hostPort: isSet(object.hostPort)
+        ? globalThis.Number(object.hostPort)
+        : isSet(object.host_port)
+        ? globalThis.Number(object.host_port)
+        : 0,
+      containerPort: isSet(object.containerPort)
+        ? globalThis.Number(object.containerPort)
+        : isSet(object.container_port)
+        ? globalThis.Number(object.container_port)
+        : 0,
+      protocol: isSet(object.protocol) ? globalThis.String(object.protocol) : "",
+      hostIp: isSet(object.hostIp)
+        ? globalThis.String(object.hostIp)
+        : isSet(object.host_ip)
+        ? globalThis.String(object.host_ip)
+        : "",
+    };
+  },
+
+  toJSON(message: PortMapping): unknown {
+    const obj: any = {};
+    if (message.hostPort !== 0) {
+      obj.hostPort = Math.round(message.hostPort);
+    }
+    if (message.containerPort !== 0) {
+      obj.containerPort = Math.round(message.containerPort);
+    }
+    if (message.protocol !== "") {
+      obj.protocol = message.protocol;
+    }
+    if (message.hostIp !== "") {
+      obj.hostIp = message.hostIp;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PortMapping>, I>>(base?: I): PortMapping {
+    return PortMapping.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PortMapping>, I>>(object: I): PortMapping {
+    const message = createBasePortMapping();
+    message.hostPort = object.hostPort ?? 0;
+    message.containerPort = object.containerPort ?? 0;
+    message.protocol = object.protocol ?? "";
+    message.hostIp = object.hostIp ?? "";
     return message;
   },
 };
