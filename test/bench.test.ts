@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { repoPath } from '../src/paths';
 import { isRoot } from './support/daemon';
 
-const SECTIONS = ['lifecycle', 'checkpoint', 'control-plane', 'scale', 'network', 'context-switch'];
+const SECTIONS = ['lifecycle', 'checkpoint', 'control-plane', 'scale', 'network', 'context-switch', 'boot'];
 
 describe('bench --quick (smoke)', function () {
   this.timeout(240_000);

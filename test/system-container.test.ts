@@ -2,6 +2,7 @@
 // systemd, seen from the host. Few boots, shared between the checks, because
 // each is a real boot (see the README's test budget).
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { ContainerSpec, ContainerState, type DeepPartial } from '../src/gen/osvirt/v1/container';
@@ -144,6 +145,10 @@ describe('system containers (Debian booted by systemd)', function () {
     assert.deepEqual(traces('deb'), []);
     await c.api.containers.deleteContainer({ name: 'deb', force: false, allowMissing: false });
     assert.deepEqual(traces('deb'), []);
+    // No veth left on the bridge, and no nftables rule of its own.
+    assert.deepEqual(readdirSync(`/sys/class/net/${d.bridge}/brif`), []);
+    const nft = ['/usr/sbin/nft', '/sbin/nft'].find((p) => existsSync(p));
+    if (nft) assert.doesNotMatch(execFileSync(nft, ['list', 'ruleset'], { encoding: 'utf8' }), /osvirt:deb"/);
     assert.ok(!existsSync(path.join(d.stateDir, 'drivers', 'lxc', 'containers', 'deb')));
   });
 

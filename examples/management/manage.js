@@ -28,7 +28,7 @@ const attempt = async (step, fn) => {
   }
   await attempt('start outsider', async () => (await api.startContainer({ name: 'outsider' })).container.name);
   await attempt('get outsider', async () => (await api.getContainer({ name: 'outsider' })).container.name);
-  await attempt('create', async () => (await api.createContainer({ name: 'sneaky', spec: { driver: 'lxc', mounts: [], devices: [], labels: {}, autostart: false, hostname: '', domainname: '', stopSignal: 0 } })).container.name);
+  await attempt('create', async () => (await api.createContainer({ name: 'sneaky', spec: { driver: 'lxc', mounts: [], devices: [], labels: {}, autostart: false, hostname: '', domainname: '', stopSignal: 0, ports: [] } })).container.name);
   await attempt('delete worker-2', async () => api.deleteContainer({ name: 'worker-2', force: true, allowMissing: false }));
   c.close();
 })();
