@@ -3,7 +3,7 @@
 // Markdown report, and leaves nothing behind. No timing assertions: the
 // figures depend on the machine.
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -59,7 +59,7 @@ describe('bench --quick (smoke)', function () {
     for (const id of ['control-plane', 'scale']) assert.ok(res.sections[id]!.data, `${id} has data`);
 
     const md = readFileSync(path.join(out, 'smoke.md'), 'utf8');
-    for (const h of ['## Summary', '## 1. Start latency', '## 3. Checkpoint', '## 4. Control plane', '## 5. Scale', '## 6. Network', '## 7. CPU overhead']) assert.ok(md.includes(h), `report lacks "${h}"`);
+    for (const h of ['## Summary', '## 1. Start latency', '## 3. Checkpoint', '## 4. Control plane', '## 5. Scale', '## 6. Network', '## 7. CPU overhead', '## 8. Booting a distribution']) assert.ok(md.includes(h), `report lacks "${h}"`);
     const svgs = readdirSync(out).filter((f) => f.endsWith('.svg'));
     assert.ok(svgs.includes('smoke-start.svg') && svgs.includes('smoke-stop.svg'), `plots: ${svgs.join(', ')}`);
     for (const f of svgs) assert.match(readFileSync(path.join(out, f), 'utf8'), /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
@@ -67,6 +67,8 @@ describe('bench --quick (smoke)', function () {
     // Everything it made is gone: its work dir, its bridge, any process of its run.
     assert.ok(res.workDir && !existsSync(res.workDir), `work dir ${res.workDir} left behind`);
     assert.ok(!existsSync(`/sys/class/net/obn${(child.pid ?? 0) % 100000}`), 'bench bridge left behind');
+    const nft = ['/usr/sbin/nft', '/sbin/nft'].find((p) => existsSync(p));
+    if (nft) assert.doesNotMatch(execFileSync(nft, ['list', 'tables'], { encoding: 'utf8' }), new RegExp(`osvirt-obn${(child.pid ?? 0) % 100000}\\b`), 'the bench bridge\'s NAT table left behind');
     const leftovers = readdirSync('/proc')
       .filter((p) => /^\d+$/.test(p))
       .filter((p) => {

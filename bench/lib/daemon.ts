@@ -9,6 +9,7 @@ import * as readline from 'node:readline';
 import { connectAsync } from '../../src/client';
 import { repoPath } from '../../src/paths';
 import { killPid, pidsWithCmdline, pool } from './proc';
+import { removeNat } from '../../drivers/lxc/nat';
 
 export type Client = ReturnType<typeof connectAsync>;
 
@@ -170,6 +171,8 @@ export class BenchDaemon {
       for (const pid of pidsWithCmdline(this.dir)) killPid(pid);
       for (const n of names) removeCgroupDirs(path.join('osvirt', n));
       for (const l of hostLinksMatching((name) => name === this.bridge)) deleteLink(l);
+      // The bridge's NAT table (drivers/lxc/nat.ts) goes with the bridge.
+      await removeNat(this.bridge);
       unmountUnder(this.dir);
       rmSync(this.dir, { recursive: true, force: true });
     }
