@@ -84,6 +84,8 @@ describe('system containers (Debian booted by systemd)', function () {
       assert.equal(await sh(c, 'deb', 'readlink /proc/1/exe'), '/usr/lib/systemd/systemd');
       // Container interface: the manager's name, /run as tmpfs, a machine id of its own.
       assert.equal(await sh(c, 'deb', 'cat /run/host/container-manager'), 'osvirt');
+      // The hostname is the container's: the template carries no /etc/hostname of the build host's.
+      assert.equal(await sh(c, 'deb', 'hostname'), 'deb');
       assert.equal(await sh(c, 'deb', 'systemd-detect-virt --container'), 'container-other');
       assert.match(await sh(c, 'deb', 'findmnt -n -o FSTYPE /run'), /^tmpfs$/);
       assert.match(await sh(c, 'deb', 'cat /etc/machine-id'), /^[0-9a-f]{32}$/);

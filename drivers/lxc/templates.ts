@@ -83,6 +83,14 @@ export function templateKey(name: string, opts: TemplateMeta['options']): string
  * .sources), skipping security and updates suites. Never a built-in host:
  * without one, FAILED_PRECONDITION says so.
  */
+/** Suites of the Debian archive proper (a third-party repository may use the same names, hence isDebianArchive). */
+const DEBIAN_SUITES = ['bullseye', 'bookworm', 'trixie', 'forky', 'sid', 'oldstable', 'stable', 'testing', 'unstable'];
+
+/** A Debian archive (…/debian), not its security archive nor a third-party repository. */
+function isDebianArchive(uri: string): boolean {
+  return /\/debian\/?$/.test(uri) && !/security/.test(uri);
+}
+
 export function hostDebianMirror(): string {
   const fromEnv = process.env['OSVIRT_DEBIAN_MIRROR'];
   if (fromEnv) return fromEnv;
@@ -101,16 +109,34 @@ export function hostDebianMirror(): string {
         if (!/\bdeb\b/.test(field('Types')) || /^\s*Enabled:\s*no/mi.test(stanza)) continue;
         const suites = field('Suites').split(/\s+/);
         const uri = field('URIs').split(/\s+/)[0];
-        if (uri && suites.some((s) => /^[a-z]+$/.test(s)) && !/security/.test(uri)) return uri;
+        if (uri && suites.some((s) => DEBIAN_SUITES.includes(s)) && isDebianArchive(uri)) return uri;
       }
     } else {
       for (const line of text.split('\n')) {
         const m = /^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+([a-z]+)\s/.exec(line);
-        if (m && !/security/.test(m[1]!)) return m[1]!;
+        if (m && DEBIAN_SUITES.includes(m[2]!) && isDebianArchive(m[1]!)) return m[1]!;
       }
     }
   }
   throw missingFeature('a Debian mirror', 'the debian template is built from the Debian mirror in the host\'s apt sources (/etc/apt/sources.list or /etc/apt/sources.list.d), and none names one; add one, or set OSVIRT_DEBIAN_MIRROR');
+}
+
+/**
+ * Removes a directory tree that a build may have mounted things in: every
+ * mount below it is detached first, and nothing is removed while one is left
+ * (a recursive rm would otherwise walk into the mounted filesystem).
+ */
+async function removeTree(dir: string): Promise<void> {
+  const below = () =>
+    readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[4] ?? '')
+      .filter((m) => m === dir || m.startsWith(dir + '/'))
+      .sort((a, b) => b.length - a.length);
+  for (const m of below()) await run('umount', ['-l', m]).catch(() => undefined);
+  const left = below();
+  if (left.length) throw new OsvirtError('FAILED_PRECONDITION', 'TEMPLATE_BUSY', `cannot remove ${dir}: still mounted at ${left.join(', ')}`);
+  await fs.rm(dir, { recursive: true, force: true });
 }
 
 async function dirSize(dir: string): Promise<number> {
@@ -182,7 +208,7 @@ export class Templates {
     for (const e of await fs.readdir(this.dir).catch(() => [] as string[])) {
       const pid = Number(/\.(?:tmp|rm)-(\d+)/.exec(e)?.[1] ?? 0);
       if (!pid || (pid !== process.pid && existsSync(`/proc/${pid}`))) continue;
-      await fs.rm(path.join(this.dir, e), { recursive: true, force: true });
+      await removeTree(path.join(this.dir, e));
     }
   }
 
@@ -231,13 +257,15 @@ export class Templates {
     const dir = this.path(key);
     const tmp = `${dir}.tmp-${process.pid}`;
     await fs.mkdir(this.dir, { recursive: true });
-    await fs.rm(tmp, { recursive: true, force: true });
+    await removeTree(tmp);
     const include = [...DEBIAN_PACKAGES, ...opts.packages].join(',');
     const args = [
       `--variant=${opts.variant}`,
       `--include=${include}`,
       // No copy of the host's machine id or apt caches: every container makes its own id.
       '--customize-hook=rm -f "$1"/etc/machine-id && touch "$1"/etc/machine-id',
+      // mmdebstrap copies the host's hostname and resolv.conf: the container's are its own.
+      '--customize-hook=rm -f "$1"/etc/hostname && : > "$1"/etc/resolv.conf',
       '--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages',
       opts.release,
       tmp,
@@ -246,7 +274,11 @@ export class Templates {
     progress?.(`mmdebstrap ${args.map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' ')}`);
     let tail: string[] = [];
     const code = await new Promise<number>((resolve, reject) => {
-      const child = spawn('mmdebstrap', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      // In a mount namespace of its own: the /proc, /sys and /dev mounts it
+      // makes in the new root vanish with it, even if it is killed mid-build
+      // (on the host's they would stay, and removing the half-built tree
+      // would reach into the host's /dev/shm).
+      const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'mmdebstrap', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       const onData = (b: Buffer) => {
         for (const line of b.toString().split('\n').map((l) => l.trimEnd()).filter(Boolean)) {
           tail = [...tail.slice(-30), line];
@@ -259,7 +291,7 @@ export class Templates {
       child.once('close', (c) => resolve(c ?? 1));
     });
     if (code !== 0) {
-      await fs.rm(tmp, { recursive: true, force: true });
+      await removeTree(tmp);
       throw new OsvirtError('INTERNAL', 'TEMPLATE_BUILD_FAILED', `building the debian template (${opts.release}, ${opts.variant}) failed: mmdebstrap exited ${code}:\n${tail.join('\n')}`);
     }
     const init = detectInit(tmp);
