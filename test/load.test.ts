@@ -46,7 +46,9 @@ describe('load: 20 containers, 24 concurrent clients', function () {
       list: () => api.listContainers({ pageSize: 100, pageToken: '', driver: '', states: [] }),
       exec: async (name) => {
         const r = await execIn(c, name, ['/bin/true']);
-        if (r.exitCode !== 0) throw Object.assign(new Error(`exec exit ${r.exitCode}: ${r.stderr}`), { code: 13 });
+        // 0, or killed with its container by another client's stop or kill (SIGKILL, SIGTERM).
+        // 125-127 would mean the exec could not get in or run: a bug when the container ran.
+        if (![0, 128 + 9, 128 + 15].includes(r.exitCode)) throw Object.assign(new Error(`exec exit ${r.exitCode}: ${r.stderr}`), { code: 13 });
       },
     };
     const kinds = Object.keys(calls);
