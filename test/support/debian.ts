@@ -1,7 +1,7 @@
 // The Debian template the system-container tests boot: built once per test
 // run (through the daemon, as users build it) into a template directory the
 // run's daemons share, and removed when the run ends (root-hooks.ts).
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { DeepPartial, Rootfs } from '../../src/gen/osvirt/v1/container';
@@ -9,9 +9,20 @@ import { hostDebianMirror } from '../../drivers/lxc/templates';
 
 export type DebianTemplate = { rootfs: DeepPartial<Rootfs>; daemonArgs: string[] } | { skip: string };
 
-/** The run's shared template directory (one per mocha process). */
+let cleanupArmed = false;
+
+/**
+ * The run's shared template directory (one per mocha process). It is removed
+ * when the process exits (root-hooks.ts removes it at the end of `npm test`;
+ * this covers single-file runs without the config too).
+ */
 export function sharedTemplateDir(): string {
-  return path.join(os.tmpdir(), `osvirt-test-templates-${process.pid}`);
+  const dir = path.join(os.tmpdir(), `osvirt-test-templates-${process.pid}`);
+  if (!cleanupArmed) {
+    cleanupArmed = true;
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return dir;
 }
 
 export async function debianTemplate(): Promise<DebianTemplate> {
