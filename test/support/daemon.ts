@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { connectAsync } from '../../src/client';
 import { repoPath } from '../../src/paths';
+import { removeNat } from '../../drivers/lxc/nat';
 
 export type Client = ReturnType<typeof connectAsync>;
 
@@ -98,15 +99,7 @@ export class TestDaemon {
       killLeftovers(this.stateDir);
       if (existsSync(`/sys/class/net/${this.bridge}`)) execFileSync('ip', ['link', 'del', this.bridge]);
       // The bridge's NAT table goes with it (drivers/lxc/nat.ts).
-      for (const nft of ['/usr/sbin/nft', '/sbin/nft']) {
-        if (!existsSync(nft)) continue;
-        try {
-          execFileSync(nft, ['delete', 'table', 'ip', `osvirt-${this.bridge}`], { stdio: 'ignore' });
-        } catch {
-          // never made (no bridged container)
-        }
-        break;
-      }
+      await removeNat(this.bridge);
       unmountUnder(this.dir);
       rmSync(this.dir, { recursive: true, force: true });
       removeEmptyCgroupParents();
