@@ -243,6 +243,24 @@ describe('networking a real system needs: NAT, published ports, DNS', function (
     }
   });
 
+  it('without nft: bridged containers still start, GetInfo says NAT is unavailable, spec.ports is refused naming nftables', async () => {
+    // The daemon in a mount namespace of its own where /dev/null hides nft.
+    const hide = NFT!;
+    const d4 = new TestDaemon({ wrap: ['unshare', '--mount', '--propagation', 'slave', '--', 'sh', '-c', `mount --bind /dev/null ${hide} && exec "$@"`, 'sh'] });
+    const c4 = await d4.start();
+    try {
+      const lxc = (await c4.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc')!;
+      assert.ok(lxc.messages.some((m) => /^nat: nft \(nftables\) is not installed/.test(m)), lxc.messages.join('\n'));
+      await c4.api.containers.createContainer({ name: 'nonat', spec: bridged() });
+      await c4.api.containers.startContainer({ name: 'nonat' });
+      assert.match(await sh(c4, 'nonat', 'ip -4 -o addr show eth0'), /inet 10\./);
+      assert.doesNotMatch(nft('list', 'tables'), new RegExp(`osvirt-${d4.bridge}\\b`), 'no table was made');
+      assert.match(await code(c4.api.containers.createContainer({ name: 'noports', spec: bridged({ ports: [port({ hostPort: 18088 })] }) })), /^9 .*nftables/);
+    } finally {
+      await d4.destroy();
+    }
+  });
+
   describe('DNS', () => {
     const hostServers = () => [...readFileSync('/etc/resolv.conf', 'utf8').matchAll(/^\s*nameserver\s+(\S+)/gm)].map((m) => m[1]!).filter((s) => !/^127\.|^::1$/.test(s));
     const names = (conf: string) => [...conf.matchAll(/^nameserver\s+(\S+)$/gm)].map((m) => m[1]);

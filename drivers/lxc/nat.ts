@@ -12,7 +12,7 @@
 // removed by the next daemon that sets up NAT: its rules would otherwise
 // keep rewriting that subnet's traffic and holding its host ports.
 import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
@@ -25,7 +25,14 @@ const NFT = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'];
 const TABLE_PREFIX = 'osvirt-';
 
 export function nftPath(): string | undefined {
-  return NFT.find((p) => existsSync(p));
+  return NFT.find((p) => {
+    try {
+      accessSync(p, constants.X_OK);
+      return statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  });
 }
 
 export function natTable(bridge: string): string {

@@ -29,7 +29,11 @@ export class TestDaemon {
   tcpPort?: number;
   stderr = '';
 
-  constructor(opts: { bridge?: string; subnet?: string } = {}) {
+  /** A command the daemon runs under (e.g. unshare with a mount that hides a tool), its argv first. */
+  readonly wrap: string[];
+
+  constructor(opts: { bridge?: string; subnet?: string; wrap?: string[] } = {}) {
+    this.wrap = opts.wrap ?? [];
     counter++;
     this.dir = mkdtempSync(path.join(os.tmpdir(), 'osvirt-test-'));
     this.socket = path.join(this.dir, 'osvirt.sock');
@@ -40,7 +44,8 @@ export class TestDaemon {
 
   async start(extra: string[] = []): Promise<Client> {
     const main = repoPath('dist', 'src', 'daemon', 'main.js');
-    this.proc = spawn(process.execPath, [main, '--socket', this.socket, '--state-dir', this.stateDir, '--bridge', this.bridge, '--subnet', this.subnet, '--log-level', 'warn', ...extra], {
+    const argv = [...this.wrap, process.execPath];
+    this.proc = spawn(argv[0]!, [...argv.slice(1), main, '--socket', this.socket, '--state-dir', this.stateDir, '--bridge', this.bridge, '--subnet', this.subnet, '--log-level', 'warn', ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc.stderr!.on('data', (b: Buffer) => (this.stderr += b.toString()));
