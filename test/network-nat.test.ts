@@ -184,7 +184,7 @@ describe('networking a real system needs: NAT, published ports, DNS', function (
     assert.deepEqual((await c.api.containers.listContainers({ pageSize: 10, pageToken: '', driver: '', states: [] })).containers.map((x) => x.name), []);
   });
 
-  it('removes, when the daemon starts, the rules of containers that are gone, and keeps those of running ones', async () => {
+  it('removes, when the daemon starts, the rules of containers that are gone, keeps those of running ones, and makes them again when the table was flushed', async () => {
     await run('keeper', bridged({ process: { args: ['/bin/sh', '-c', SERVE] }, ports: [port({ hostPort: 18083, containerPort: 8080 })] }));
     try {
       await d.stop();
@@ -196,6 +196,13 @@ describe('networking a real system needs: NAT, published ports, DNS', function (
       assert.equal(rulesOf('ghost'), 0, 'the rules of a container that is gone');
       assert.equal(rulesOf('keeper'), 2);
       await until(() => get('http://127.0.0.1:18083/').includes('served-by-keeper'), 'the running container\'s port');
+      // The whole table gone under a stopped daemon (as `nft flush ruleset` does): the next one makes it again.
+      await d.stop();
+      nft('delete', 'table', 'ip', `osvirt-${d.bridge}`);
+      c = await d.start();
+      assert.equal(rulesOf('keeper'), 2, 'the running container\'s rules are back');
+      assert.match(table(), /masquerade/);
+      await until(() => get('http://127.0.0.1:18083/').includes('served-by-keeper'), 'the running container\'s port, published again');
     } finally {
       await remove('keeper');
     }

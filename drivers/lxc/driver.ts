@@ -923,22 +923,36 @@ export class LxcDriver implements Driver {
         out[id] = { status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN, initPid: 0, exitCode: 0, signal: 0, message: errorMessage(e) };
       }
     }
-    await this.sweepPortRules();
+    await this.reconcilePortRules(items, out);
     return out;
   }
 
   /**
    * Port rules of containers that are gone (their state was lost, or a crash
    * came between a delete's cleanup and its end) would hold host ports
-   * forever. A rule is live while its container still holds the address it
-   * points to: the address table is shared by every driver on the bridge.
+   * forever: a rule is live while its container still holds the address it
+   * points to (the address table is shared by every driver on the bridge).
+   * A running container whose rules are missing (`nft flush ruleset`, a
+   * firewall reload) gets them again, so restarting the daemon repairs them.
    */
-  private async sweepPortRules(): Promise<void> {
+  private async reconcilePortRules(items: { id: string; spec: ContainerSpec }[], states: Record<string, RuntimeState>): Promise<void> {
     if (!nftPath()) return;
     try {
       const leases = await this.ipam.leases();
-      const removed = await sweepPorts(this.bridge.name, (c, address) => leases[c]?.split('/')[0] === address);
+      const { removed, present } = await sweepPorts(this.bridge.name, (c, address) => leases[c]?.split('/')[0] === address);
       if (removed.length) this.logger.warn({ driver: this.name, containers: removed }, 'removed the published-port rules of containers that are gone');
+      for (const { id, spec } of items) {
+        if (!spec.ports.length || present.has(id) || states[id]?.status !== RuntimeStatus.RUNTIME_STATUS_RUNNING) continue;
+        const net = (await this.readRuntime(id))?.network;
+        if (net?.publishedOn !== this.bridge.name || !net.address) continue;
+        try {
+          await ensureNat(this.bridge.name, this.bridge.subnet, this.logger);
+          await this.publish(id, net.publishedOn, net.address, spec);
+          this.logger.warn({ container: id, driver: this.name }, 'published the ports of a running container again: its rules were gone (nft flush ruleset?)');
+        } catch (e) {
+          this.logger.error({ container: id, driver: this.name, err: errorMessage(e) }, 'cannot publish the ports of a running container again');
+        }
+      }
     } catch (e) {
       this.logger.warn({ driver: this.name, err: errorMessage(e) }, 'cannot check the published-port rules');
     }

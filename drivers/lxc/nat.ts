@@ -302,11 +302,13 @@ export async function unpublishPorts(container: string, bridge: string): Promise
 
 /**
  * Removes the port rules whose container is gone: `live` says whether a
- * container still holds that address (its lease). Returns their names.
+ * container still holds that address (its lease). Returns their names, and
+ * the containers whose rules are there.
  */
-export async function sweepPorts(bridge: string, live: (container: string, address: string) => boolean): Promise<string[]> {
-  if (!nftPath()) return [];
-  const stale = parsePortRules(await nftList('-a', 'list', 'table', 'ip', natTable(bridge))).filter((r) => !live(r.container, r.address));
+export async function sweepPorts(bridge: string, live: (container: string, address: string) => boolean): Promise<{ removed: string[]; present: Set<string> }> {
+  if (!nftPath()) return { removed: [], present: new Set() };
+  const rules = parsePortRules(await nftList('-a', 'list', 'table', 'ip', natTable(bridge)));
+  const stale = rules.filter((r) => !live(r.container, r.address));
   await deleteRules(stale);
-  return [...new Set(stale.map((r) => r.container))];
+  return { removed: [...new Set(stale.map((r) => r.container))], present: new Set(rules.filter((r) => !stale.includes(r)).map((r) => r.container)) };
 }
