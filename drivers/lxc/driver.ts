@@ -500,8 +500,27 @@ export class LxcDriver implements Driver {
     const nat = natUnavailable();
     if (nat) throw missingFeature('nftables (nft)', `spec.ports are published as nftables DNAT rules: ${nat}`);
     if (!address) throw new OsvirtError('FAILED_PRECONDITION', 'NO_ADDRESS', `container "${id}" has no address on ${bridge} to publish its ports to`, [], { container: id });
-    await writeFileAtomic(this.portsFile(id), JSON.stringify({ bridge }) + '\n', 0o644, false);
-    await publishPorts(id, bridge, address.split('/')[0]!, spec.ports);
+    const to = address.split('/')[0]!;
+    await writeFileAtomic(this.portsFile(id), JSON.stringify({ bridge, address: to }) + '\n', 0o644, false);
+    await publishPorts(id, bridge, to, spec.ports);
+  }
+
+  /**
+   * Does a container of any driver on this bridge publish ports to this
+   * address? Its ports.json says so: the drivers built on this one keep their
+   * containers' directories side by side (<state>/drivers/<driver>/containers).
+   */
+  private async publishesTo(container: string, address: string): Promise<boolean> {
+    const drivers = path.dirname(this.stateDir);
+    for (const d of await fs.readdir(drivers).catch(() => [] as string[])) {
+      try {
+        const rec = JSON.parse(await fs.readFile(path.join(drivers, d, 'containers', container, 'ports.json'), 'utf8')) as { address?: string };
+        if (rec.address === address) return true;
+      } catch {
+        // not this driver's, or no ports
+      }
+    }
+    return false;
   }
 
   /** Removes the container's port rules, if it has any (runtime.json or ports.json says where). Idempotent. */
@@ -928,18 +947,16 @@ export class LxcDriver implements Driver {
   }
 
   /**
-   * Port rules of containers that are gone (their state was lost, or a crash
-   * came between a delete's cleanup and its end) would hold host ports
-   * forever: a rule is live while its container still holds the address it
-   * points to (the address table is shared by every driver on the bridge).
-   * A running container whose rules are missing (`nft flush ruleset`, a
-   * firewall reload) gets them again, so restarting the daemon repairs them.
+   * Port rules of containers that are gone (their state was lost) would hold
+   * host ports forever: a rule is live while its container's ports.json
+   * names the address it points to (publishesTo). A running container whose
+   * rules are missing (`nft flush ruleset`, a firewall reload) gets them
+   * again, so restarting the daemon repairs them.
    */
   private async reconcilePortRules(items: { id: string; spec: ContainerSpec }[], states: Record<string, RuntimeState>): Promise<void> {
     if (!nftPath()) return;
     try {
-      const leases = await this.ipam.leases();
-      const { removed, present } = await sweepPorts(this.bridge.name, (c, address) => leases[c]?.split('/')[0] === address);
+      const { removed, present } = await sweepPorts(this.bridge.name, (c, address) => this.publishesTo(c, address));
       if (removed.length) this.logger.warn({ driver: this.name, containers: removed }, 'removed the published-port rules of containers that are gone');
       for (const { id, spec } of items) {
         if (!spec.ports.length || present.has(id) || states[id]?.status !== RuntimeStatus.RUNTIME_STATUS_RUNNING) continue;

@@ -302,13 +302,14 @@ export async function unpublishPorts(container: string, bridge: string): Promise
 
 /**
  * Removes the port rules whose container is gone: `live` says whether a
- * container still holds that address (its lease). Returns their names, and
- * the containers whose rules are there.
+ * container still publishes to that address. Returns their names, and the
+ * containers whose rules are there.
  */
-export async function sweepPorts(bridge: string, live: (container: string, address: string) => boolean): Promise<{ removed: string[]; present: Set<string> }> {
+export async function sweepPorts(bridge: string, live: (container: string, address: string) => Promise<boolean>): Promise<{ removed: string[]; present: Set<string> }> {
   if (!nftPath()) return { removed: [], present: new Set() };
   const rules = parsePortRules(await nftList('-a', 'list', 'table', 'ip', natTable(bridge)));
-  const stale = rules.filter((r) => !live(r.container, r.address));
+  const stale: PortRule[] = [];
+  for (const r of rules) if (!(await live(r.container, r.address))) stale.push(r);
   await deleteRules(stale);
   return { removed: [...new Set(stale.map((r) => r.container))], present: new Set(rules.filter((r) => !stale.includes(r)).map((r) => r.container)) };
 }

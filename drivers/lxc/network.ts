@@ -153,11 +153,6 @@ export class Ipam {
     });
   }
 
-  /** Every container's address (CIDR), by name. */
-  leases(): Promise<Record<string, string>> {
-    return this.mutex.run(this.file, () => this.load());
-  }
-
   release(container: string): Promise<void> {
     return this.mutex.run(this.file, async () => {
       const table = await this.load();
