@@ -81,6 +81,12 @@ export interface CheckpointHost {
   beforeLaunch?: ((id: string, spec: ContainerSpec, cg: ContainerCgroup) => Promise<void>) | undefined;
   /** The extension's hook, run when a restore fails after beforeLaunch (e.g. remove host addresses). */
   afterStop?: ((id: string) => Promise<void>) | undefined;
+  /** Publish spec.ports to the container's address on the bridge, as a start does. */
+  publish(id: string, bridge: string, address: string, spec: ContainerSpec): Promise<void>;
+  /** Remove the container's port rules (a failed restore). Idempotent. */
+  unpublish(id: string): Promise<void>;
+  /** A file of the driver's that a start binds at this mountpoint (a generated resolv.conf), made for this container. */
+  hostFile(id: string, spec: ContainerSpec, mountpoint: string): Promise<string | undefined>;
 }
 
 /** config.dump: how the dumped container was wired, for restore. */
@@ -507,7 +513,7 @@ export class LxcCheckpointer {
       for (const m of config.mounts) {
         if (m.key === 'console') continue; // the new pty's path, once the helper made it
 
-        const src = m.device ?? this.mountSource(spec, m.mountpoint);
+        const src = m.device ?? this.mountSource(spec, m.mountpoint) ?? (await this.h.hostFile(id, spec, m.mountpoint));
         if (!src) throw new OsvirtError('FAILED_PRECONDITION', 'MOUNT_SOURCE_UNKNOWN', `the checkpoint has a host mount at ${m.mountpoint} that spec.mounts no longer provides`, [], { container: id });
         external.push(`mnt[${m.key}]:${src}`);
       }
@@ -529,6 +535,11 @@ export class LxcCheckpointer {
         }
         external.push(`veth[${config.network.inside}]:${hostEnd}@${bridge}`);
         network = { hostInterfaces: [hostEnd], address, interfaceName: config.network.inside, bridge };
+        // The ports point at the address the restored container will have; published before it runs, as at a start.
+        if (spec.ports.length) {
+          network.publishedOn = bridge;
+          await this.h.publish(id, bridge, address, spec);
+        }
       }
 
       const tty = config.stdio.kind === 'tty';
@@ -614,6 +625,7 @@ export class LxcCheckpointer {
         }
       }
       await cg.destroy().catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'cgroup cleanup after a failed restore'));
+      await this.h.unpublish(id).catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'port rules cleanup after a failed restore'));
       await teardownNetwork(network);
       if (rootfsMounted) await unmountAll(rootfsMounted);
       await fs.rm(path.join(dir, 'runtime.json'), { force: true });

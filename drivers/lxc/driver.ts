@@ -34,6 +34,7 @@ import {
 import { boundingSet, CAPABILITY_NAMES } from '../../src/core/capabilities';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { errorMessage, invalidArgument, missingFeature, notFound, OsvirtError, wrongState } from '../../src/core/errors';
+import { faultPoint } from '../../src/core/faults';
 import { helperPath } from '../../src/paths';
 import { VERSION } from '../../src/version';
 import { ContainerCgroup, detectLayout, type Layout } from './cgroups';
@@ -46,7 +47,8 @@ import { Launcher } from './launcher';
 import { BUSYBOX_DEFAULT_INIT, isMountpoint, mountOverlay, Templates, unmountAll } from './rootfs';
 import { IdAllocator, type IdRange } from './idmap';
 import { detectInit, INIT_PATHS, type InitInfo } from './init-detect';
-import { ensureNat, formatPort, natTable, nftPath, publishPorts, resolvConf, unpublishPorts } from './nat';
+import { ensureNat, forwardingProblem, natUnavailable, nftPath, publishPorts, sweepPorts, unpublishPorts } from './nat';
+import { containerResolv } from './dns';
 import { normalizeOptions, templateKey } from './templates';
 import { randomUUID } from 'node:crypto';
 
@@ -141,6 +143,8 @@ export interface LxcDriverOptions {
   /** The daemon's shared templates (default: a directory of this driver's own). */
   templates?: Templates;
   extension?: LxcExtension;
+  /** The host's resolver configuration bridged containers' /etc/resolv.conf is made from (default /etc/resolv.conf). */
+  resolvConf?: string;
 }
 
 export class LxcDriver implements Driver {
@@ -153,6 +157,7 @@ export class LxcDriver implements Driver {
   private ipam!: Ipam;
   private ids!: IdAllocator;
   private readonly bridge: BridgeConfig;
+  private readonly resolvConf: string;
   private readonly helper: string;
   /** One shared exit watch per running container. */
   private readonly waits = new Map<string, Promise<RuntimeState>>();
@@ -167,6 +172,7 @@ export class LxcDriver implements Driver {
     this.name = opts.name ?? 'lxc';
     this.ext = opts.extension ?? {};
     this.bridge = opts.bridge ?? DEFAULT_BRIDGE;
+    this.resolvConf = opts.resolvConf ?? '/etc/resolv.conf';
     this.helper = opts.helper ?? helperPath();
     if (opts.templates) this.templates = opts.templates;
   }
@@ -197,13 +203,24 @@ export class LxcDriver implements Driver {
     const criu = await locateCriu();
     this.criuOk = criu.ok;
     if (!criu.ok) this.messages.push(`checkpoint: ${criu.reason}`);
+    // Said once at start; GetInfo says it again for as long as it holds.
+    const nat = natUnavailable();
+    if (nat) this.logger.warn({ driver: this.name, bridge: this.bridge.name }, `nat: ${nat}`);
+    const dns = containerResolv(this.resolvConf);
+    if (dns.note) this.logger[dns.conf ? 'info' : 'warn']({ driver: this.name }, dns.note);
   }
 
   async info(): Promise<GetInfoResponse> {
     const caps = ['exec', 'console', 'stats'];
     if (this.layout.kind === 'v2' || this.layout.v1['freezer']) caps.push('pause');
     if (this.criuOk) caps.push('checkpoint');
-    return { name: this.name, version: VERSION, protocolVersion: DRIVER_PROTOCOL_VERSION, capabilities: caps, messages: this.messages };
+    // Bridge networking's limits on this host: NAT (nft, forwarding) and the containers' name servers.
+    const messages = [...this.messages];
+    const nat = natUnavailable() ?? forwardingProblem();
+    if (nat) messages.push(`nat: ${nat}`);
+    const dns = containerResolv(this.resolvConf);
+    if (dns.note && !dns.conf) messages.push(dns.note);
+    return { name: this.name, version: VERSION, protocolVersion: DRIVER_PROTOCOL_VERSION, capabilities: caps, messages };
   }
 
   private dir(id: string): string {
@@ -234,6 +251,14 @@ export class LxcDriver implements Driver {
       if (m.type === MountType.MOUNT_TYPE_BIND && !existsSync(m.source)) throw invalidArgument(`spec.mounts[${i}].source`, `${m.source} does not exist on the host`);
     }
     checkNetworkSupport(spec.network);
+    if (spec.ports.length) {
+      // The port rules live in the daemon's bridge's table, next to its masquerade and route_localnet.
+      const mode = spec.network?.mode;
+      const bridge = mode?.$case === 'bridge' ? mode.value.bridge || this.bridge.name : '';
+      if (bridge !== this.bridge.name) throw invalidArgument('spec.ports', `ports are published only for containers on the daemon's bridge (${this.bridge.name}), not on ${bridge || 'this network'}`);
+      const nat = natUnavailable();
+      if (nat) throw missingFeature('nftables (nft)', `spec.ports are published as nftables DNAT rules: ${nat}`);
+    }
     if (spec.devices.length && this.layout.kind === 'v2') {
       throw missingFeature('device cgroup on cgroup v2', 'passing devices needs a BPF device program, which osvirt does not load yet');
     }
@@ -461,49 +486,103 @@ export class LxcDriver implements Driver {
     }
   }
 
-  /** FAILED_PRECONDITION naming the container that already publishes one of these host ports. */
-  private async checkPortsFree(id: string, bridge: string, spec: ContainerSpec): Promise<void> {
-    const nft = nftPath();
-    if (!nft) return;
-    const listing = await run(nft, ['list', 'table', 'ip', natTable(bridge)]).then((r) => r.stdout, () => '');
-    for (const [i, p] of spec.ports.entries()) {
-      const proto = p.protocol || 'tcp';
-      for (const line of listing.split('\n')) {
-        const m = new RegExp(`(ip daddr (\\S+)|fib daddr type local) ${proto} dport ${p.hostPort} .*comment "osvirt:([a-z0-9-]+)"`).exec(line);
-        if (!m || m[3] === id) continue;
-        const theirIp = m[2] ?? '';
-        if (p.hostIp && theirIp && theirIp !== p.hostIp) continue;
-        throw new OsvirtError('FAILED_PRECONDITION', 'PORT_IN_USE', `spec.ports[${i}]: ${formatPort(p)} is already published by container "${m[3]}"`, [], { container: id });
-      }
-    }
+  private portsFile(id: string): string {
+    return path.join(this.dir(id), 'ports.json');
   }
 
   /**
-   * The host's name servers for a bridged container, written into its own
-   * /etc/resolv.conf (on a copy-on-write root only: a plain rootfs.path is the
-   * user's directory). Skipped when the spec mounts one, or the image's is a
-   * symlink (a resolver of its own, like systemd-resolved).
+   * Publishes the container's ports (nat.ts checks that nobody else holds
+   * them). ports.json is written first: a daemon that dies before it could
+   * record the run still finds and removes the rules (unpublish, at cleanup).
    */
-  private resolvArgs(id: string, spec: ContainerSpec): string[] {
-    if (spec.mounts.some((m) => m.destination.replace(/\/+$/, '') === '/etc/resolv.conf')) return [];
-    const src = spec.rootfs?.source;
-    const lower = src?.$case === 'template' ? this.templates.path(templateKey(src.value, normalizeOptions(src.value, spec.rootfs?.templateOptions))) : src?.$case === 'path' && spec.rootfs?.copyOnWrite ? src.value : undefined;
-    if (!lower) return [];
-    for (const f of [path.join(lower, 'etc/resolv.conf'), path.join(this.dir(id), 'upper/etc/resolv.conf')]) {
+  private async publish(id: string, bridge: string, address: string, spec: ContainerSpec): Promise<void> {
+    if (!spec.ports.length) return;
+    const nat = natUnavailable();
+    if (nat) throw missingFeature('nftables (nft)', `spec.ports are published as nftables DNAT rules: ${nat}`);
+    if (!address) throw new OsvirtError('FAILED_PRECONDITION', 'NO_ADDRESS', `container "${id}" has no address on ${bridge} to publish its ports to`, [], { container: id });
+    const to = address.split('/')[0]!;
+    await writeFileAtomic(this.portsFile(id), JSON.stringify({ bridge, address: to }) + '\n', 0o644, false);
+    await publishPorts(id, bridge, to, spec.ports);
+  }
+
+  /**
+   * Does a container of any driver on this bridge publish ports to this
+   * address? Its ports.json says so: the drivers built on this one keep their
+   * containers' directories side by side (<state>/drivers/<driver>/containers).
+   */
+  private async publishesTo(container: string, address: string): Promise<boolean> {
+    const drivers = path.dirname(this.stateDir);
+    for (const d of await fs.readdir(drivers).catch(() => [] as string[])) {
       try {
-        if (lstatSync(f).isSymbolicLink()) return [];
+        const rec = JSON.parse(await fs.readFile(path.join(drivers, d, 'containers', container, 'ports.json'), 'utf8')) as { address?: string };
+        if (rec.address === address) return true;
       } catch {
-        // not there
+        // not this driver's, or no ports
       }
     }
-    let host = '';
+    return false;
+  }
+
+  /** Removes the container's port rules, if it has any (runtime.json or ports.json says where). Idempotent. */
+  private async unpublish(id: string, bridge?: string): Promise<void> {
+    let on = bridge;
     try {
-      host = readFileSync('/etc/resolv.conf', 'utf8');
+      on ??= (JSON.parse(await fs.readFile(this.portsFile(id), 'utf8')) as { bridge?: string }).bridge;
     } catch {
-      return [];
+      // no ports published
     }
-    const conf = resolvConf(host);
-    return conf ? ['--write-file', `/etc/resolv.conf:${conf.trimEnd()}`] : [];
+    if (on) await unpublishPorts(id, on);
+    await fs.rm(this.portsFile(id), { force: true });
+  }
+
+  /**
+   * The host's name servers (dns.ts) for a bridged container's /etc/resolv.conf.
+   * On a copy-on-write root (a template, rootfs.copy_on_write) the file is
+   * written into the container's own upper layer: the container may change it
+   * and a checkpoint carries it. A root osvirt does not own (a plain
+   * rootfs.path is the user's directory, rootfs.host the host's /etc) gets a
+   * generated file bound read-only over it instead, as Docker and Podman
+   * do, and only over an existing regular file: nothing is created there.
+   * Skipped when the spec mounts its own, or the image's file is a symlink (a
+   * resolver of its own, like systemd-resolved), or the host has no server a
+   * container can reach (GetInfo says so).
+   */
+  private async dnsArgs(id: string, spec: ContainerSpec): Promise<string[]> {
+    if (spec.mounts.some((m) => path.posix.normalize(m.destination).replace(/\/+$/, '') === '/etc/resolv.conf')) return [];
+    const src = spec.rootfs?.source;
+    const lower = src?.$case === 'template' ? this.templates.path(templateKey(src.value, normalizeOptions(src.value, spec.rootfs?.templateOptions))) : src?.$case === 'path' && spec.rootfs?.copyOnWrite ? src.value : undefined;
+    const isSymlink = (f: string) => {
+      try {
+        return lstatSync(f).isSymbolicLink();
+      } catch {
+        return false;
+      }
+    };
+    if (lower) {
+      if (isSymlink(path.join(lower, 'etc/resolv.conf')) || isSymlink(path.join(this.dir(id), 'upper/etc/resolv.conf'))) return [];
+      const conf = containerResolv(this.resolvConf).conf;
+      return conf ? ['--write-file', `/etc/resolv.conf:${conf.trimEnd()}`] : [];
+    }
+    const file = await this.resolvFile(id, spec);
+    return file ? ['--mount', `bind:${file}:/etc/resolv.conf:ro:`] : [];
+  }
+
+  /** The generated resolv.conf bound over a root osvirt does not own (see dnsArgs), or undefined for none. */
+  private async resolvFile(id: string, spec: ContainerSpec): Promise<string | undefined> {
+    const src = spec.rootfs?.source;
+    const root = src?.$case === 'path' ? src.value : src?.$case === 'host' ? '/' : undefined;
+    if (!root) return undefined;
+    try {
+      if (!lstatSync(path.join(root, 'etc/resolv.conf')).isFile()) return undefined;
+    } catch {
+      return undefined;
+    }
+    const conf = containerResolv(this.resolvConf).conf;
+    if (!conf) return undefined;
+    // Readable by the container's root: the helper binds an idmapped copy, made as the host's root.
+    const file = path.join(this.dir(id), 'resolv.conf');
+    await writeFileAtomic(file, conf, 0o644, false);
+    return file;
   }
 
   /** The signal that halts this container's init: its init's (SIGRTMIN+3 for systemd), or 0 for "the default". */
@@ -537,7 +616,7 @@ export class LxcDriver implements Driver {
     const monitorDir = this.monitorDir(id);
     let rootfsMounted = '';
     let network: NetworkRuntime = { hostInterfaces: [] };
-    let publish: { bridge: string; address: string } | undefined;
+    let dns: string[] = [];
     try {
       await removeMonitorDir(monitorDir);
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
@@ -570,16 +649,14 @@ export class LxcDriver implements Driver {
         network = vethRuntime(plan);
         args.push(...vethArgs(plan));
         // The daemon's own bridge gets NAT (masquerade) and the port chains.
-        if (plan.bridge === this.bridge.name) await ensureNat(this.bridge.name, this.bridge.subnet);
+        if (plan.bridge === this.bridge.name) await ensureNat(this.bridge.name, this.bridge.subnet, this.logger);
+        // Published before the init exists (the address is known): its server may be reached as soon as it listens.
         if (spec.ports.length) {
-          if (!nftPath()) throw missingFeature('nftables (nft)', 'spec.ports are published as nftables DNAT rules; apt-get install nftables');
-          await this.checkPortsFree(id, plan.bridge, spec);
-          // Removed by cleanup with the rest of the run (also after a failed start).
           network.publishedOn = plan.bridge;
+          await this.publish(id, plan.bridge, plan.address, spec);
+          faultPoint('start.after-publish');
         }
-        const dns = this.resolvArgs(id, spec);
-        args.push(...dns);
-        if (plan.address) publish = { bridge: plan.bridge, address: plan.address.split('/')[0]! };
+        dns = await this.dnsArgs(id, spec);
       }
       const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
       if (lxc?.shareIpcWith) {
@@ -603,6 +680,8 @@ export class LxcDriver implements Driver {
         if (m.type === MountType.MOUNT_TYPE_BIND) args.push('--mount', `rbind:${m.source}:${m.destination}:${opts}:${PROPAGATION[m.propagation] ?? ''}`);
         else args.push('--mount', `tmpfs:tmpfs:${m.destination}:${opts}:${PROPAGATION[m.propagation] ?? ''}`);
       }
+      // After the root's own mounts and the spec's: a bind over /etc/resolv.conf must land on the file the container sees.
+      args.push(...dns);
       for (const d of spec.devices) args.push('--device', d.path);
       if (spec.rootfs?.readonly) args.push('--readonly-rootfs');
       // A system container always has a console: its getty runs there.
@@ -618,8 +697,6 @@ export class LxcDriver implements Driver {
 
       const launched = await launch(this.helper, args, async (initPid) => {
         if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
-        // Published before the init goes: its server may be reached as soon as it listens.
-        if (publish && spec.ports.length) await publishPorts(id, publish.bridge, publish.address, spec.ports);
         await this.ext.configure?.(id, spec, initPid);
       }, this.launcher);
       const rt: Runtime = {
@@ -635,7 +712,7 @@ export class LxcDriver implements Driver {
       this.waits.delete(id);
       return { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, startTime: new Date(rt.startTime), message: '' };
     } catch (e) {
-      if (network.publishedOn) await unpublishPorts(id, network.publishedOn).catch(() => undefined);
+      await this.unpublish(id, network.publishedOn).catch((err: unknown) => this.logger.warn({ container: id, err: errorMessage(err) }, 'cannot remove the port rules of a failed start'));
       await teardownNetwork(network);
       await cg.destroy().catch(() => undefined);
       if (rootfsMounted) await unmountAll(rootfsMounted);
@@ -663,7 +740,7 @@ export class LxcDriver implements Driver {
   /** Undo everything a run put on the host. Idempotent. */
   private async cleanup(id: string): Promise<void> {
     const rt = await this.readRuntime(id);
-    if (rt?.network.publishedOn) await unpublishPorts(id, rt.network.publishedOn);
+    await this.unpublish(id, rt?.network.publishedOn);
     await teardownNetwork(rt?.network);
     await this.cgroup(id).destroy();
     await unmountAll(path.join(this.dir(id), 'rootfs'));
@@ -865,7 +942,37 @@ export class LxcDriver implements Driver {
         out[id] = { status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN, initPid: 0, exitCode: 0, signal: 0, message: errorMessage(e) };
       }
     }
+    await this.reconcilePortRules(items, out);
     return out;
+  }
+
+  /**
+   * Port rules of containers that are gone (their state was lost) would hold
+   * host ports forever: a rule is live while its container's ports.json
+   * names the address it points to (publishesTo). A running container whose
+   * rules are missing (`nft flush ruleset`, a firewall reload) gets them
+   * again, so restarting the daemon repairs them.
+   */
+  private async reconcilePortRules(items: { id: string; spec: ContainerSpec }[], states: Record<string, RuntimeState>): Promise<void> {
+    if (!nftPath()) return;
+    try {
+      const { removed, present } = await sweepPorts(this.bridge.name, (c, address) => this.publishesTo(c, address));
+      if (removed.length) this.logger.warn({ driver: this.name, containers: removed }, 'removed the published-port rules of containers that are gone');
+      for (const { id, spec } of items) {
+        if (!spec.ports.length || present.has(id) || states[id]?.status !== RuntimeStatus.RUNTIME_STATUS_RUNNING) continue;
+        const net = (await this.readRuntime(id))?.network;
+        if (net?.publishedOn !== this.bridge.name || !net.address) continue;
+        try {
+          await ensureNat(this.bridge.name, this.bridge.subnet, this.logger);
+          await this.publish(id, net.publishedOn, net.address, spec);
+          this.logger.warn({ container: id, driver: this.name }, 'published the ports of a running container again: its rules were gone (nft flush ruleset?)');
+        } catch (e) {
+          this.logger.error({ container: id, driver: this.name, err: errorMessage(e) }, 'cannot publish the ports of a running container again');
+        }
+      }
+    } catch (e) {
+      this.logger.warn({ driver: this.name, err: errorMessage(e) }, 'cannot check the published-port rules');
+    }
   }
 
   /** The seccomp rules the container's init runs under, recorded at create. */
@@ -1012,6 +1119,12 @@ export class LxcDriver implements Driver {
       hostNetwork: !!this.ext.checkpointHostNetwork,
       beforeLaunch: this.ext.beforeLaunch?.bind(this.ext),
       afterStop: this.ext.afterStop?.bind(this.ext),
+      publish: async (id, bridge, address, spec) => {
+        if (bridge === this.bridge.name) await ensureNat(this.bridge.name, this.bridge.subnet, this.logger);
+        await this.publish(id, bridge, address, spec);
+      },
+      unpublish: (id) => this.unpublish(id),
+      hostFile: async (id, spec, mountpoint) => (mountpoint === '/etc/resolv.conf' ? this.resolvFile(id, spec) : undefined),
     });
     return this.checkpointer;
   }

@@ -10,6 +10,7 @@ import * as readline from 'node:readline';
 import pino from 'pino';
 import { connect } from '../client';
 import type { Driver } from '../core/driver';
+import { removeNat } from '../../drivers/lxc/nat';
 import { repoPath } from '../paths';
 import { gateCapabilities } from '../plugin/driver-server';
 import { RemoteDriver } from '../plugin/remote-driver';
@@ -215,6 +216,8 @@ export async function runRepoDrivers(o: RepoRunOptions = {}): Promise<Report[]> 
     for (const p of plugins) await p.stop();
     unmountUnder(dir);
     if (existsSync(`/sys/class/net/${bridge}`)) execFileSync('ip', ['link', 'del', bridge]);
+    // The bridge's NAT table (drivers/lxc/nat.ts) goes with the bridge.
+    await removeNat(bridge);
     rmSync(dir, { recursive: true, force: true });
   }
   return reports;

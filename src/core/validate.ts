@@ -86,17 +86,19 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
   if (src?.$case === 'template' && !NAME_RE.test(src.value)) throw invalidArgument(`${f}.rootfs.template`, 'must be a template name such as "busybox"');
   if (src?.$case === 'path') validateAbsPath(`${f}.rootfs.path`, src.value);
   if (spec.rootfs?.copyOnWrite && src?.$case !== 'path') throw invalidArgument(`${f}.rootfs.copy_on_write`, 'only applies to rootfs.path');
-  const seenPorts = new Set<string>();
+  const seenPorts: { hostIp: string; hostPort: number; protocol: string }[] = [];
   for (const [i, pm] of spec.ports.entries()) {
     const pf = `${f}.ports[${i}]`;
     if (spec.network?.mode?.$case !== 'bridge') throw invalidArgument(`${pf}`, 'ports are published only for bridge networking (network.bridge)');
     if (pm.hostPort < 1 || pm.hostPort > 65535) throw invalidArgument(`${pf}.host_port`, 'must be 1..65535');
     if (pm.containerPort < 1 || pm.containerPort > 65535) throw invalidArgument(`${pf}.container_port`, 'must be 1..65535');
     if (pm.protocol && pm.protocol !== 'tcp' && pm.protocol !== 'udp') throw invalidArgument(`${pf}.protocol`, 'must be "tcp" or "udp"');
-    if (pm.hostIp && !/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(pm.hostIp)) throw invalidArgument(`${pf}.host_ip`, 'must be an IPv4 address');
-    const k = `${pm.hostIp || '*'}:${pm.hostPort}/${pm.protocol || 'tcp'}`;
-    if (seenPorts.has(k)) throw invalidArgument(`${pf}.host_port`, `${k} is published twice`);
-    seenPorts.add(k);
+    if (pm.hostIp && !net.isIPv4(pm.hostIp)) throw invalidArgument(`${pf}.host_ip`, 'must be an IPv4 address of the host (empty or 0.0.0.0: every host address)');
+    // An empty host_ip (or 0.0.0.0) is every host address, so it overlaps any other on the same port.
+    const mine = { hostIp: pm.hostIp === '0.0.0.0' ? '' : pm.hostIp, hostPort: pm.hostPort, protocol: pm.protocol || 'tcp' };
+    const dup = seenPorts.findIndex((o) => o.hostPort === mine.hostPort && o.protocol === mine.protocol && (!o.hostIp || !mine.hostIp || o.hostIp === mine.hostIp));
+    if (dup >= 0) throw invalidArgument(`${pf}.host_port`, `${mine.hostIp || '*'}:${mine.hostPort}/${mine.protocol} is already published by ${f}.ports[${dup}]`);
+    seenPorts.push(mine);
   }
   const to = spec.rootfs?.templateOptions;
   if (to && (to.release || to.variant || to.packages.length) && src?.$case !== 'template') throw invalidArgument(`${f}.rootfs.template_options`, 'only applies to rootfs.template');

@@ -33,19 +33,20 @@ async function main(): Promise<void> {
     .option('--bridge <name>', 'bridge the lxc driver creates for bridge networking', 'osvirt0')
     .option('--template-dir <dir>', 'where templates (shared root filesystems) are built (default: <state-dir>/drivers/lxc/templates)')
     .option('--subnet <cidr>', 'IPv4 subnet of that bridge (the bridge takes the first address)', '10.88.0.0/16')
+    .option('--resolv-conf <file>', 'the host resolver configuration bridged containers\' /etc/resolv.conf is made from (loopback servers are left out)', '/etc/resolv.conf')
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env['OSVIRT_LOG_LEVEL'] ?? 'info')
     .parse();
   const o = program.opts<{
     socket: string; roSocket?: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
     insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string; bridge: string; subnet: string;
-    pluginDir?: string; driver: string[]; templateDir?: string;
+    pluginDir?: string; driver: string[]; templateDir?: string; resolvConf: string;
   }>();
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
 
   const wanted = o.drivers === undefined ? undefined : o.drivers.split(',').map((s) => s.trim()).filter(Boolean);
   // One template store for every built-in driver (and TemplateService).
   const templates = new Templates(path.resolve(o.templateDir ?? path.join(o.stateDir, 'drivers', 'lxc', 'templates')));
-  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet }, templates } }).filter((d) => !wanted || wanted.includes(d.name));
+  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet }, templates, resolvConf: path.resolve(o.resolvConf) } }).filter((d) => !wanted || wanted.includes(d.name));
   for (const mod of o.driverModule) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const m = require(path.resolve(mod)) as { createDriver?: () => Driver };

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { connectAsync } from '../../src/client';
 import { repoPath } from '../../src/paths';
+import { removeNat } from '../../drivers/lxc/nat';
 
 export type Client = ReturnType<typeof connectAsync>;
 
@@ -28,7 +29,11 @@ export class TestDaemon {
   tcpPort?: number;
   stderr = '';
 
-  constructor(opts: { bridge?: string; subnet?: string } = {}) {
+  /** A command the daemon runs under (e.g. unshare with a mount that hides a tool), its argv first. */
+  readonly wrap: string[];
+
+  constructor(opts: { bridge?: string; subnet?: string; wrap?: string[] } = {}) {
+    this.wrap = opts.wrap ?? [];
     counter++;
     this.dir = mkdtempSync(path.join(os.tmpdir(), 'osvirt-test-'));
     this.socket = path.join(this.dir, 'osvirt.sock');
@@ -39,7 +44,8 @@ export class TestDaemon {
 
   async start(extra: string[] = []): Promise<Client> {
     const main = repoPath('dist', 'src', 'daemon', 'main.js');
-    this.proc = spawn(process.execPath, [main, '--socket', this.socket, '--state-dir', this.stateDir, '--bridge', this.bridge, '--subnet', this.subnet, '--log-level', 'warn', ...extra], {
+    const argv = [...this.wrap, process.execPath];
+    this.proc = spawn(argv[0]!, [...argv.slice(1), main, '--socket', this.socket, '--state-dir', this.stateDir, '--bridge', this.bridge, '--subnet', this.subnet, '--log-level', 'warn', ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc.stderr!.on('data', (b: Buffer) => (this.stderr += b.toString()));
@@ -98,15 +104,7 @@ export class TestDaemon {
       killLeftovers(this.stateDir);
       if (existsSync(`/sys/class/net/${this.bridge}`)) execFileSync('ip', ['link', 'del', this.bridge]);
       // The bridge's NAT table goes with it (drivers/lxc/nat.ts).
-      for (const nft of ['/usr/sbin/nft', '/sbin/nft']) {
-        if (!existsSync(nft)) continue;
-        try {
-          execFileSync(nft, ['delete', 'table', 'ip', `osvirt-${this.bridge}`], { stdio: 'ignore' });
-        } catch {
-          // never made (no bridged container)
-        }
-        break;
-      }
+      await removeNat(this.bridge);
       unmountUnder(this.dir);
       rmSync(this.dir, { recursive: true, force: true });
       removeEmptyCgroupParents();

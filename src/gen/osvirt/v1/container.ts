@@ -590,9 +590,10 @@ export interface ContainerSpec {
     | Security
     | undefined;
   /**
-   * Ports of a bridged container published on the host (nftables DNAT in
-   * osvirt's own table), reachable from other hosts and network namespaces
-   * and from the host's own loopback.
+   * Ports of a container on the daemon's bridge published on the host
+   * (nftables DNAT in osvirt's own table), reachable from other hosts and
+   * network namespaces, from the host's own loopback and from other
+   * containers through a host address. Published at start, removed at stop.
    */
   ports: PortMapping[];
   /** Typed options for one driver; must match `driver` when set. */
@@ -745,13 +746,17 @@ export interface Network {
 
 /** A container port published on the host. */
 export interface PortMapping {
-  /** 1..65535, unique per host_ip and protocol among running containers. */
+  /**
+   * 1..65535, unique per host_ip and protocol within the spec; at start it
+   * must not be published by another running container (of any osvirt
+   * daemon on the host) nor listened on by a host process.
+   */
   hostPort: number;
   /** 1..65535. */
   containerPort: number;
   /** "tcp" (default) or "udp". */
   protocol: string;
-  /** An IPv4 address of the host; default: every host address. */
+  /** An IPv4 address the host has; empty or "0.0.0.0": every host address. */
   hostIp: string;
 }
 

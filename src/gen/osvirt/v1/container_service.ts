@@ -3716,6 +3716,7 @@ export const ContainerServiceService = {
    * | name taken                          | ALREADY_EXISTS      |
    * | driver unknown or not initialised    | FAILED_PRECONDITION |
    * | kernel feature missing (e.g. 802.1q) | FAILED_PRECONDITION |
+   * | spec.ports without nftables (nft)    | FAILED_PRECONDITION |
    */
   createContainer: {
     path: "/osvirt.v1.ContainerService/CreateContainer" as const,
@@ -3775,6 +3776,7 @@ export const ContainerServiceService = {
    * container succeeds and changes nothing.
    * | PAUSED                               | FAILED_PRECONDITION |
    * | the driver could not build it        | FAILED_PRECONDITION with the reason, or INTERNAL |
+   * | a spec.ports host port is taken by another container or a host process, or its host_ip is not the host's | FAILED_PRECONDITION (PORT_IN_USE, HOST_IP_NOT_LOCAL) naming it |
    */
   startContainer: {
     path: "/osvirt.v1.ContainerService/StartContainer" as const,
@@ -3996,6 +3998,7 @@ export interface ContainerServiceServer extends UntypedServiceImplementation {
    * | name taken                          | ALREADY_EXISTS      |
    * | driver unknown or not initialised    | FAILED_PRECONDITION |
    * | kernel feature missing (e.g. 802.1q) | FAILED_PRECONDITION |
+   * | spec.ports without nftables (nft)    | FAILED_PRECONDITION |
    */
   createContainer: handleUnaryCall<CreateContainerRequest, CreateContainerResponse>;
   /** Returns a container and its current status. Idempotent. */
@@ -4016,6 +4019,7 @@ export interface ContainerServiceServer extends UntypedServiceImplementation {
    * container succeeds and changes nothing.
    * | PAUSED                               | FAILED_PRECONDITION |
    * | the driver could not build it        | FAILED_PRECONDITION with the reason, or INTERNAL |
+   * | a spec.ports host port is taken by another container or a host process, or its host_ip is not the host's | FAILED_PRECONDITION (PORT_IN_USE, HOST_IP_NOT_LOCAL) naming it |
    */
   startContainer: handleUnaryCall<StartContainerRequest, StartContainerResponse>;
   /**
@@ -4101,6 +4105,7 @@ export interface ContainerServiceClient extends Client {
    * | name taken                          | ALREADY_EXISTS      |
    * | driver unknown or not initialised    | FAILED_PRECONDITION |
    * | kernel feature missing (e.g. 802.1q) | FAILED_PRECONDITION |
+   * | spec.ports without nftables (nft)    | FAILED_PRECONDITION |
    */
   createContainer(
     request: CreateContainerRequest,
@@ -4177,6 +4182,7 @@ export interface ContainerServiceClient extends Client {
    * container succeeds and changes nothing.
    * | PAUSED                               | FAILED_PRECONDITION |
    * | the driver could not build it        | FAILED_PRECONDITION with the reason, or INTERNAL |
+   * | a spec.ports host port is taken by another container or a host process, or its host_ip is not the host's | FAILED_PRECONDITION (PORT_IN_USE, HOST_IP_NOT_LOCAL) naming it |
    */
   startContainer(
     request: StartContainerRequest,
