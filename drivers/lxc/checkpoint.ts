@@ -251,6 +251,19 @@ function randomMac(): string {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
+/** CRIU's figures of the dump in imageDir (its stats-dump file). */
+function dumpStats(imageDir: string): CheckpointStats {
+  const s = readStats(imageDir, 'dump')?.dump;
+  return {
+    freezingTimeUs: s?.freezing_time ?? 0,
+    frozenTimeUs: s?.frozen_time ?? 0,
+    memdumpTimeUs: s?.memdump_time ?? 0,
+    memwriteTimeUs: s?.memwrite_time ?? 0,
+    pagesScanned: s?.pages_scanned ?? 0,
+    pagesWritten: s?.pages_written ?? 0,
+  };
+}
+
 export class LxcCheckpointer {
   private client?: CriuRpcClient;
   private version = '';
@@ -287,15 +300,7 @@ export class LxcCheckpointer {
       await fs.rename(config + '.part', config);
     }
     const c = JSON.parse(await fs.readFile(config, 'utf8')) as CheckpointConfig;
-    const s = readStats(imageDir, 'dump')?.dump;
-    const stats: CheckpointStats = {
-      freezingTimeUs: s?.freezing_time ?? 0,
-      frozenTimeUs: s?.frozen_time ?? 0,
-      memdumpTimeUs: s?.memdump_time ?? 0,
-      memwriteTimeUs: s?.memwrite_time ?? 0,
-      pagesScanned: s?.pages_scanned ?? 0,
-      pagesWritten: s?.pages_written ?? 0,
-    };
+    const stats = dumpStats(imageDir);
     return { criuVersion: c.criuVersion, stats, state: { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, message: 'checkpointed' } };
   }
 
@@ -430,15 +435,7 @@ export class LxcCheckpointer {
     const dumpMs = Date.now() - started;
     faultPoint('checkpoint.after-dump');
     await fs.rename(path.join(cpDir, CONFIG_FILE + '.part'), path.join(cpDir, CONFIG_FILE));
-    const s = readStats(imageDir, 'dump')?.dump;
-    const stats: CheckpointStats = {
-      freezingTimeUs: s?.freezing_time ?? 0,
-      frozenTimeUs: s?.frozen_time ?? 0,
-      memdumpTimeUs: s?.memdump_time ?? 0,
-      memwriteTimeUs: s?.memwrite_time ?? 0,
-      pagesScanned: s?.pages_scanned ?? 0,
-      pagesWritten: s?.pages_written ?? 0,
-    };
+    const stats = dumpStats(imageDir);
     this.h.logger.info({ container: id, ms: dumpMs, frozenUs: stats.frozenTimeUs, pagesWritten: stats.pagesWritten }, 'checkpointed');
     let state: RuntimeState = { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, message: '' };
     if (!o.leaveRunning) {
