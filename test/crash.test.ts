@@ -2,9 +2,10 @@
 // operation (OSVIRT_FAULT_POINTS, src/core/faults.ts), and the next daemon
 // must find each container either fully there or fully gone.
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { ContainerState } from '../src/gen/osvirt/v1/container';
+import { ContainerSpec, ContainerState, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { busybox } from './support/specs';
 import { locateCriu } from '../src/criu/criu-locate';
@@ -50,6 +51,150 @@ describe('crash consistency (fault points)', function () {
     return found;
   }
 
+  /**
+   * What a container may have put on the host, seen from the host: processes
+   * in its cgroups, monitors, mounts under its state, veths on the daemon's
+   * bridge, port rules naming it. Empty when nothing is left.
+   */
+  function hostTraces(name: string): string[] {
+    const found: string[] = [];
+    const walk = (dir: string): void => {
+      let entries: string[];
+      try {
+        entries = readdirSync(dir);
+      } catch {
+        return;
+      }
+      const procs = existsSync(path.join(dir, 'cgroup.procs')) ? readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean) : [];
+      if (procs.length) found.push(`processes ${procs.join(',')} in ${dir}`);
+      for (const e of entries) if (!e.includes('.')) walk(path.join(dir, e));
+    };
+    for (const h of readdirSync('/sys/fs/cgroup')) walk(path.join('/sys/fs/cgroup', h, 'osvirt', name));
+    const cdir = path.join(d!.stateDir, 'drivers', 'lxc', 'containers', name);
+    try {
+      found.push(...execFileSync('pgrep', ['-af', `osvirt-helper .*${cdir}/`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean).map((l) => `monitor ${l}`));
+    } catch {
+      // none (pgrep exits 1)
+    }
+    for (const l of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) if (l.split(' ')[4]?.startsWith(cdir)) found.push(`mount ${l.split(' ')[4]}`);
+    if (existsSync(`/sys/class/net/${d!.bridge}`)) found.push(...readdirSync(`/sys/class/net/${d!.bridge}/brif`).map((i) => `veth ${i} on ${d!.bridge}`));
+    try {
+      const rules = execFileSync('nft', ['list', 'table', 'ip', `osvirt-${d!.bridge}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      found.push(...rules.split('\n').filter((l) => l.includes(`"osvirt:${name}"`)).map((l) => `nft rule ${l.trim()}`));
+    } catch {
+      // no table: no rules
+    }
+    return found;
+  }
+
+  /**
+   * Stops the daemon cleanly (SIGTERM) and checks the host holds nothing of
+   * its state: no mount under its directory (CRIU's run tmpfs included), no
+   * monitor, no veth on its bridge, no port rule.
+   */
+  async function stopAndAssertClean(): Promise<void> {
+    await d!.stop();
+    const left: string[] = [];
+    for (const l of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) if (l.split(' ')[4]?.startsWith(d!.dir)) left.push(`mount ${l.split(' ')[4]}`);
+    try {
+      left.push(...execFileSync('pgrep', ['-af', `osvirt-helper .*${d!.dir}/`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean));
+    } catch {
+      // none
+    }
+    if (existsSync(`/sys/class/net/${d!.bridge}`)) left.push(...readdirSync(`/sys/class/net/${d!.bridge}/brif`).map((i) => `veth ${i}`));
+    try {
+      left.push(...execFileSync('nft', ['list', 'table', 'ip', `osvirt-${d!.bridge}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter((l) => /"osvirt:[a-z0-9-]+"/.test(l)));
+    } catch {
+      // no table
+    }
+    assert.deepEqual(left, [], 'a stopped daemon with no containers leaves nothing on the host');
+  }
+
+  const bridgedServer = (extra: DeepPartial<ContainerSpec> = {}) =>
+    busybox({
+      network: { mode: { $case: 'bridge', value: {} } },
+      ports: [{ hostPort: 18290, containerPort: 8080, protocol: 'tcp', hostIp: '' }],
+      process: { args: ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done'] },
+      ...extra,
+    });
+
+  // CRIU 4.2 cannot restore a veth into a user namespace (HOST-FACTS): checkpointed bridged containers are privileged.
+  const CRIU_VETH: DeepPartial<ContainerSpec> = { security: { privileged: true } };
+
+  /** After a restart: the container can be started, runs, and is deleted without a trace. */
+  async function usable(c: Client, name: string): Promise<void> {
+    await c.api.containers.startContainer({ name });
+    assert.equal((await execIn(c, name, ['/bin/true'])).exitCode, 0);
+    await c.api.containers.deleteContainer({ name, force: true, allowMissing: false });
+    assert.deepEqual(hostTraces(name), []);
+  }
+
+  for (const point of ['start.before-go', 'start.after-launch']) {
+    it(`leaves nothing running or published when a start dies at ${point}, and the container starts again`, async () => {
+      const c = await faulty(point);
+      await c.api.containers.createContainer({ name: 'starter', spec: bridgedServer() });
+      await assert.rejects(c.api.containers.startContainer({ name: 'starter' }));
+      const c2 = await restart();
+      const st = (await c2.api.containers.getContainer({ name: 'starter' })).container!.status!;
+      // A start that did not answer did not happen: the tree it began is gone with its veth and port rules.
+      assert.notEqual(ContainerState[st.state], 'CONTAINER_STATE_RUNNING');
+      await until(() => hostTraces('starter').length === 0 || undefined, 'the interrupted start\'s leftovers to be gone', 5000).catch(() => assert.deepEqual(hostTraces('starter'), []));
+      await usable(c2, 'starter');
+      await stopAndAssertClean();
+    });
+  }
+
+  it('abandons a checkpoint whose daemon died while CRIU dumped: the workload runs on, no checkpoint is left', async function () {
+    if (!(await locateCriu()).ok) return this.skip();
+    const c = await faulty('checkpoint.during-dump');
+    await c.api.containers.createContainer({ name: 'midump', spec: bridgedServer(CRIU_VETH) });
+    await c.api.containers.startContainer({ name: 'midump' });
+    const file = path.join(d!.stateDir, 'drivers', 'lxc', 'containers', 'midump', 'upper', 'tmp', 'counter');
+    await until(() => existsSync(file) && Number(readFileSync(file, 'utf8')) >= 3, 'the counter');
+    await assert.rejects(c.api.containers.checkpointContainer({ name: 'midump', checkpoint: 'cut', options: undefined }));
+    const c2 = await restart();
+    const st = (await c2.api.containers.getContainer({ name: 'midump' })).container!.status!;
+    const cps = (await c2.api.containers.listCheckpoints({ name: 'midump', pageSize: 100, pageToken: '' })).checkpoints.map((x) => x.name);
+    const dirs = existsSync(path.join(d!.stateDir, 'checkpoints', 'midump')) ? readdirSync(path.join(d!.stateDir, 'checkpoints', 'midump')) : [];
+    assert.deepEqual(dirs, cps, 'no checkpoint directory the API does not show');
+    if (cps.length) {
+      // CRIU finished before it noticed: then the dump is complete and registered.
+      assert.equal(ContainerState[st.state], 'CONTAINER_STATE_STOPPED');
+      await c2.api.containers.restoreContainer({ name: 'midump', checkpoint: 'cut', newName: '', tcpEstablished: false, timeout: undefined });
+    } else {
+      assert.equal(ContainerState[st.state], 'CONTAINER_STATE_RUNNING', 'the dump failed, so CRIU resumed the tasks');
+    }
+    const at = Number(readFileSync(file, 'utf8'));
+    await until(() => Number(readFileSync(file, 'utf8')) > at, 'the workload to run on');
+    await c2.api.containers.deleteContainer({ name: 'midump', force: true, allowMissing: false });
+    assert.deepEqual(hostTraces('midump'), []);
+    await stopAndAssertClean();
+  });
+
+  for (const point of ['restore.during-criu', 'restore.after-criu']) {
+    it(`keeps the checkpoint restorable and nothing running when a restore dies at ${point}`, async function () {
+      if (!(await locateCriu()).ok) return this.skip();
+      const c = await faulty(point);
+      await c.api.containers.createContainer({ name: 'phoenix', spec: bridgedServer(CRIU_VETH) });
+      await c.api.containers.startContainer({ name: 'phoenix' });
+      const file = path.join(d!.stateDir, 'drivers', 'lxc', 'containers', 'phoenix', 'upper', 'tmp', 'counter');
+      await until(() => existsSync(file) && Number(readFileSync(file, 'utf8')) >= 3, 'the counter');
+      await c.api.containers.checkpointContainer({ name: 'phoenix', checkpoint: 'ash', options: undefined });
+      await assert.rejects(c.api.containers.restoreContainer({ name: 'phoenix', checkpoint: 'ash', newName: '', tcpEstablished: false, timeout: undefined }));
+      const c2 = await restart();
+      const st = (await c2.api.containers.getContainer({ name: 'phoenix' })).container!.status!;
+      assert.notEqual(ContainerState[st.state], 'CONTAINER_STATE_RUNNING');
+      assert.deepEqual((await c2.api.containers.listCheckpoints({ name: 'phoenix', pageSize: 100, pageToken: '' })).checkpoints.map((x) => x.name), ['ash']);
+      await until(() => hostTraces('phoenix').length === 0 || undefined, 'the interrupted restore\'s leftovers to be gone', 5000).catch(() => assert.deepEqual(hostTraces('phoenix'), []));
+      const atDump = Number(readFileSync(file, 'utf8'));
+      await c2.api.containers.restoreContainer({ name: 'phoenix', checkpoint: 'ash', newName: '', tcpEstablished: false, timeout: undefined });
+      await until(() => Number(readFileSync(file, 'utf8')) > atDump, 'the restored counter to go on');
+      await c2.api.containers.deleteContainer({ name: 'phoenix', force: true, allowMissing: false });
+      assert.deepEqual(hostTraces('phoenix'), []);
+      await stopAndAssertClean();
+    });
+  }
+
   it('registers a complete dump whose daemon died before committing it: STOPPED with its checkpoint, restorable', async function () {
     if (!(await locateCriu()).ok) return this.skip();
     const c = await faulty('checkpoint.after-dump');
@@ -70,6 +215,8 @@ describe('crash consistency (fault points)', function () {
     assert.ok(Number(readFileSync(file, 'utf8')) < atDump + 40, 'it continued, it did not start over');
     // No checkpoint directory is left that the API does not show.
     assert.deepEqual(readdirSync(path.join(d!.stateDir, 'checkpoints', 'saved')), ['late']);
+    await c2.api.containers.deleteContainer({ name: 'saved', force: true, allowMissing: false });
+    await stopAndAssertClean();
   });
 
   it('removes what a create cut short left (driver state and id range, no definition)', async () => {
@@ -98,6 +245,7 @@ describe('crash consistency (fault points)', function () {
       // The name is free again.
       await c2.api.containers.createContainer({ name: 'doomed', spec: busybox() });
       await c2.api.containers.deleteContainer({ name: 'doomed', force: true, allowMissing: false });
+      await stopAndAssertClean();
     });
   }
 });

@@ -426,6 +426,7 @@ export class LxcCheckpointer {
         opts,
         onNotify: async (n) => {
           // The tree is frozen here (also with leave_running): the upper dir is consistent with it.
+          if (n.script === 'post-dump') faultPoint('checkpoint.during-dump');
           if (n.script === 'post-dump' && overlay) await run('tar', [...TAR_XATTRS, '-C', upper, '-cf', path.join(cpDir, ROOTFS_DIFF), '.']);
         },
       });
@@ -580,6 +581,7 @@ export class LxcCheckpointer {
             return { external: [...external, `mnt[console]:${await fs.readlink(link)}`] };
           },
           onNotify: async (n) => {
+            if (n.script === 'post-restore') faultPoint('restore.during-criu');
             // Restored, not yet resumed: give a clone its own identity before it runs.
             if (n.script === 'post-restore' && n.pid && (readdress || hostname)) await this.reidentify(n.pid, readdress, hostname);
           },
@@ -592,6 +594,7 @@ export class LxcCheckpointer {
       }
       monitorPid = restored.monitorPid;
       const initPid = restored.pid;
+      faultPoint('restore.after-criu');
       if (!pidAlive(monitorPid) || !existsSync(path.join(monitorDir, 'monitor.sock'))) {
         throw new OsvirtError('INTERNAL', 'MONITOR_FAILED', `the monitor of restored container "${id}" did not come up; see ${path.join(monitorDir, 'monitor.log')}`);
       }

@@ -696,9 +696,13 @@ export class LxcDriver implements Driver {
       args.push('--', ...argv);
 
       const launched = await launch(this.helper, args, async (initPid) => {
+        // The monitor and its init exist, the init waits for "go".
+        faultPoint('start.before-go');
         if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
         await this.ext.configure?.(id, spec, initPid);
       }, this.launcher);
+      // The init runs; without runtime.json the next daemon reads STOPPED and its cleanup kills the tree.
+      faultPoint('start.after-launch');
       const rt: Runtime = {
         initPid: launched.initPid,
         initStartTime: pidStartTime(launched.initPid) ?? '',

@@ -5,7 +5,19 @@
 const points = new Set((process.env['OSVIRT_FAULT_POINTS'] ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 
 /** The points osvirt defines (docs/crash-consistency.md says what each one proves). */
-export const FAULT_POINTS = ['create.after-driver', 'delete.after-intent', 'delete.after-driver', 'stop.after-intent', 'checkpoint.after-dump', 'start.after-publish'] as const;
+export const FAULT_POINTS = [
+  'create.after-driver',
+  'delete.after-intent',
+  'delete.after-driver',
+  'stop.after-intent',
+  'start.after-publish',
+  'start.before-go',
+  'start.after-launch',
+  'checkpoint.during-dump',
+  'checkpoint.after-dump',
+  'restore.during-criu',
+  'restore.after-criu',
+] as const;
 
 export function faultPoint(name: (typeof FAULT_POINTS)[number]): void {
   if (points.size && points.has(name)) {
