@@ -52,8 +52,8 @@ describe('crash consistency (fault points)', function () {
   }
 
   /**
-   * What a container may have put on the host, seen from the host: processes
-   * in its cgroups, monitors, mounts under its state, veths on the daemon's
+   * What a container that is not running may have left on the host, seen
+   * from the host: its cgroups (and processes in them), monitors, mounts under its state, veths on the daemon's
    * bridge, port rules naming it. Empty when nothing is left.
    */
   function hostTraces(name: string): string[] {
@@ -69,7 +69,11 @@ describe('crash consistency (fault points)', function () {
       if (procs.length) found.push(`processes ${procs.join(',')} in ${dir}`);
       for (const e of entries) if (!e.includes('.')) walk(path.join(dir, e));
     };
-    for (const h of readdirSync('/sys/fs/cgroup')) walk(path.join('/sys/fs/cgroup', h, 'osvirt', name));
+    for (const h of readdirSync('/sys/fs/cgroup')) {
+      const dir = path.join('/sys/fs/cgroup', h, 'osvirt', name);
+      if (existsSync(dir)) found.push(`cgroup ${dir}`);
+      walk(dir);
+    }
     const cdir = path.join(d!.stateDir, 'drivers', 'lxc', 'containers', name);
     try {
       found.push(...execFileSync('pgrep', ['-af', `osvirt-helper .*${cdir}/`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean).map((l) => `monitor ${l}`));
@@ -194,6 +198,40 @@ describe('crash consistency (fault points)', function () {
       await stopAndAssertClean();
     });
   }
+
+  const loHas = (addr: string) => execFileSync('ip', ['-o', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' }).includes(` ${addr}/`);
+
+  it('takes back a jail\'s host address when its start died after the launch', async () => {
+    const addr = `198.51.100.${100 + (process.pid % 100)}`;
+    const c = await faulty('start.after-launch');
+    const spec = ContainerSpec.fromPartial({ driver: 'jail', rootfs: { source: { $case: 'template', value: 'busybox' } }, driverOptions: { $case: 'jail', value: { persist: true, ip4Addr: [addr] } } });
+    await c.api.containers.createContainer({ name: 'jcut', spec });
+    await assert.rejects(c.api.containers.startContainer({ name: 'jcut' }));
+    assert.ok(loHas(addr), 'the jail had put its address on lo');
+    const c2 = await restart();
+    assert.ok(!loHas(addr), 'recover removed the address of the jail that is not running');
+    assert.deepEqual(hostTraces('jcut'), []);
+    await c2.api.containers.startContainer({ name: 'jcut' });
+    assert.ok(loHas(addr));
+    await c2.api.containers.deleteContainer({ name: 'jcut', force: true, allowMissing: false });
+    assert.ok(!loHas(addr));
+    await stopAndAssertClean();
+  });
+
+  it('takes back a vserver guest\'s address when its start died after the launch', async () => {
+    const addr = `10.${150 + (process.pid % 50)}.${(process.pid >> 6) % 250}.9`;
+    const c = await faulty('start.after-launch');
+    const spec = ContainerSpec.fromPartial({ driver: 'vserver', rootfs: { source: { $case: 'template', value: 'busybox' } }, driverOptions: { $case: 'vserver', value: { context: 377, network: { interfaces: [{ name: '0', ip: addr, dev: 'lo', prefix: 32 }] } } } });
+    await c.api.containers.createContainer({ name: 'vcut', spec });
+    await assert.rejects(c.api.containers.startContainer({ name: 'vcut' }));
+    assert.ok(loHas(addr), 'the guest had put its address on lo');
+    const c2 = await restart();
+    assert.ok(!loHas(addr), 'recover removed the address of the guest that is not running');
+    assert.deepEqual(hostTraces('vcut'), []);
+    await usable(c2, 'vcut');
+    assert.ok(!loHas(addr));
+    await stopAndAssertClean();
+  });
 
   it('registers a complete dump whose daemon died before committing it: STOPPED with its checkpoint, restorable', async function () {
     if (!(await locateCriu()).ok) return this.skip();
