@@ -22,6 +22,7 @@ import { renderScale, runScale } from './sections/scale';
 import { renderNetwork, runNetwork } from './sections/network';
 import { renderContextSwitch, runContextSwitch } from './sections/context-switch';
 import { renderBoot, runBoot } from './sections/boot';
+import { renderImages, runImages } from './sections/images';
 import { renderSummary } from './sections/summary';
 
 interface Section {
@@ -40,6 +41,7 @@ const SECTIONS: Section[] = [
   { id: 'network', what: 'iperf3 TCP throughput: loopback vs veth vs macvlan', run: runNetwork, render: renderNetwork as any },
   { id: 'context-switch', what: 'lat_ctx ring of pipes on the host vs in a container', run: runContextSwitch, render: renderContextSwitch as any },
   { id: 'boot', what: 'Debian booted by systemd: create until "running", and halt, vs lxc-start', run: runBoot, render: renderBoot as any },
+  { id: 'images', what: 'OCI images: pull + unpack vs skopeo + umoci and podman pull; start vs podman run and runc run', run: runImages, render: renderImages as any },
 ];
 
 export interface BenchResults {

@@ -72,7 +72,7 @@ static void usage(FILE *out)
 	      "      [--join net|ipc|uts:PATH]... [--uidmap IN:OUT:COUNT]... [--gidmap IN:OUT:COUNT]...\n"
 	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
 	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--write-file /PATH:CONTENT]... [--device PATH]... [--no-default-mounts]\n"
-	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--host-overlay LOWER:UPPER:WORK]\n"
+	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--host-overlay LOWER[:LOWER...]:UPPER:WORK]\n"
 	      "      [--host-bind SRC (with a user namespace)]\n"
 	      "      [--veth HOST_IFNAME:IFNAME [--veth-bridge BR] [--veth-mtu N] [--veth-mac MAC]\n"
 	      "       [--veth-address A.B.C.D/N] [--veth-gateway A.B.C.D]]\n"
@@ -2675,58 +2675,121 @@ static int idmapped_clone(const char *src, int userns, bool recursive)
 }
 
 /*
+ * Mounts overlay "LOWER[:LOWER...]:UPPER:WORK" (lower layers top first, as
+ * overlayfs lists them) on target. With userns >= 0 each lower layer is an
+ * idmapped mount (overlayfs itself cannot be idmapped): what is root-owned
+ * on disk (a shared template, an image's layers) appears owned by the
+ * container's root; the upper holds the container's own files under its host
+ * ids, and its top directory belongs to the container's root. Layers are
+ * added one by one ("lowerdir+", Linux 6.8), so an image of any depth mounts:
+ * the one-page limit of mount(2)'s option string never applies. On failure
+ * *what names the step.
+ */
+static int mount_overlay_layers(const char *overlay, const char *target, int userns, const struct list *uidmap,
+				const struct list *gidmap, const char **what)
+{
+	int r = -1, fsfd = -1, mnt = -1;
+	size_t n = 1;
+	for (const char *p = overlay; *p; p++)
+		n += *p == ':';
+	char *spec = strdup(overlay);
+	char **parts = calloc(n, sizeof *parts);
+	int *fds = calloc(n, sizeof *fds);
+	*what = "out of memory";
+	if (!spec || !parts || !fds)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		fds[i] = -1;
+	char *save = NULL;
+	size_t k = 0;
+	for (char *t = strtok_r(spec, ":", &save); t && k < n; t = strtok_r(NULL, ":", &save))
+		parts[k++] = t;
+	*what = "overlay spec (expected LOWER[:LOWER...]:UPPER:WORK)";
+	if (k < 3) {
+		errno = EINVAL;
+		goto out;
+	}
+	size_t nlower = k - 2;
+	const char *upper = parts[k - 2], *work = parts[k - 1];
+	if (userns >= 0) {
+		*what = "idmapped mount of a lower layer (does its filesystem support idmapped mounts?)";
+		for (size_t i = 0; i < nlower; i++) {
+			fds[i] = idmapped_clone(parts[i], userns, false);
+			if (fds[i] < 0)
+				goto out;
+		}
+		*what = "chown the upper layer to the container's root";
+		if (chown(upper, (uid_t)outer_id(uidmap, 0), (gid_t)outer_id(gidmap, 0)) < 0)
+			goto out;
+	}
+	*what = "fsopen overlay";
+	fsfd = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+	if (fsfd < 0)
+		goto out;
+	for (size_t i = 0; i < nlower; i++) {
+		char fdpath[64];
+		const char *layer = parts[i];
+		if (fds[i] >= 0) {
+			snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fds[i]);
+			layer = fdpath;
+		}
+		*what = "add a lower layer (lowerdir+ needs Linux 6.8)";
+		if (syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, "lowerdir+", layer, 0) < 0)
+			goto out;
+	}
+	*what = "overlay source";
+	if (syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, "source", "overlay", 0) < 0)
+		goto out;
+	*what = "overlay upperdir";
+	if (syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0)
+		goto out;
+	*what = "overlay workdir";
+	if (syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, "workdir", work, 0) < 0)
+		goto out;
+	*what = "create the overlay";
+	if (syscall(SYS_fsconfig, fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		goto out;
+	*what = "fsmount the overlay";
+	mnt = (int)syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, 0);
+	if (mnt < 0)
+		goto out;
+	*what = "attach the overlay";
+	r = (int)syscall(SYS_move_mount, mnt, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+out:;
+	int saved = errno;
+	if (mnt >= 0)
+		close(mnt);
+	if (fsfd >= 0)
+		close(fsfd);
+	for (size_t i = 0; fds && i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(fds);
+	free(parts);
+	free(spec);
+	errno = saved;
+	return r;
+}
+
+/*
  * The root of a user-namespaced container, mounted at target in the host's
- * mount namespace: what is root-owned on disk (a shared template, a user's
- * directory) appears owned by the container's root, and nothing on disk is
- * chowned. overlay "LOWER:UPPER:WORK": the lower layer is an idmapped mount
- * (overlayfs itself cannot be idmapped), the upper holds the container's own
- * files under its host ids, and its top directory belongs to the container's
- * root. bind SRC: an idmapped bind of SRC, writes land 0-based on disk.
- * On failure *what names the step.
+ * mount namespace: overlay (see mount_overlay_layers), or bind SRC: an
+ * idmapped bind of SRC, writes land 0-based on disk. On failure *what names
+ * the step.
  */
 static int mount_idmapped_root(const char *overlay, const char *bind, const char *target, int userns,
 			       const struct list *uidmap, const struct list *gidmap, const char **what)
 {
-	int lower = -1, r = -1;
-	char *spec = NULL;
-	if (bind) {
-		*what = "idmapped mount of the root directory (does its filesystem support idmapped mounts?)";
-		lower = idmapped_clone(bind, userns, false);
-		if (lower < 0)
-			goto out;
-		*what = "attach the idmapped root";
-		r = (int)syscall(SYS_move_mount, lower, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
-		goto out;
-	}
-	spec = strdup(overlay);
-	char *save = NULL;
-	char *low = strtok_r(spec, ":", &save), *upper = strtok_r(NULL, ":", &save), *work = strtok_r(NULL, "", &save);
-	*what = "overlay spec (expected LOWER:UPPER:WORK)";
-	if (!low || !upper || !work) {
-		errno = EINVAL;
-		goto out;
-	}
-	*what = "idmapped mount of the lower layer (does its filesystem support idmapped mounts?)";
-	lower = idmapped_clone(low, userns, false);
-	if (lower < 0)
-		goto out;
-	*what = "chown the upper layer to the container's root";
-	if (chown(upper, (uid_t)outer_id(uidmap, 0), (gid_t)outer_id(gidmap, 0)) < 0)
-		goto out;
-	char data[3 * PATH_MAX + 64];
-	int n = snprintf(data, sizeof data, "lowerdir=/proc/self/fd/%d,upperdir=%s,workdir=%s", lower, upper, work);
-	*what = "overlay paths too long";
-	if (n < 0 || (size_t)n >= sizeof data) {
-		errno = ENAMETOOLONG;
-		goto out;
-	}
-	*what = "mount the overlay";
-	r = mount("overlay", target, "overlay", 0, data);
-out:;
+	if (!bind)
+		return mount_overlay_layers(overlay, target, userns, uidmap, gidmap, what);
+	*what = "idmapped mount of the root directory (does its filesystem support idmapped mounts?)";
+	int tree = idmapped_clone(bind, userns, false);
+	if (tree < 0)
+		return -1;
+	*what = "attach the idmapped root";
+	int r = (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
 	int saved = errno;
-	free(spec);
-	if (lower >= 0)
-		close(lower);
+	close(tree);
 	errno = saved;
 	return r;
 }
@@ -2817,17 +2880,9 @@ static int cmd_run(int argc, char **argv)
 			if (mount_idmapped_root(c.host_overlay, c.host_bind, c.rootfs, userns, &c.uidmap, &c.gidmap, &what) < 0)
 				monitor_fail("rootfs %s: %s: %s", c.rootfs, what, strerror(errno));
 		} else {
-			char *spec = strdup(c.host_overlay), *save = NULL;
-			char *lower = strtok_r(spec, ":", &save), *upper = strtok_r(NULL, ":", &save), *work = strtok_r(NULL, "", &save);
-			if (!lower || !upper || !work)
-				monitor_fail("--host-overlay %s: expected LOWER:UPPER:WORK", c.host_overlay);
-			char data[3 * PATH_MAX + 64];
-			int n = snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
-			if (n < 0 || (size_t)n >= sizeof data)
-				monitor_fail("--host-overlay: paths too long");
-			if (mount("overlay", c.rootfs, "overlay", 0, data) < 0)
-				monitor_fail("mount overlay on %s: %s", c.rootfs, strerror(errno));
-			free(spec);
+			const char *what = NULL;
+			if (mount_overlay_layers(c.host_overlay, c.rootfs, -1, NULL, NULL, &what) < 0)
+				monitor_fail("--host-overlay %s on %s: %s: %s", c.host_overlay, c.rootfs, what, strerror(errno));
 		}
 		/* Absolute: the monitor later works from the state dir. */
 		g_host_mount = realpath(c.rootfs, NULL);

@@ -7,6 +7,7 @@ import { ContainerServiceClient } from './gen/osvirt/v1/container_service';
 import { EventServiceClient } from './gen/osvirt/v1/event_service';
 import { SystemServiceClient } from './gen/osvirt/v1/system_service';
 import { TemplateServiceClient } from './gen/osvirt/v1/template_service';
+import { ImageServiceClient } from './gen/osvirt/v1/image_service';
 
 export const DEFAULT_SOCKET = '/run/osvirt/osvirt.sock';
 
@@ -23,6 +24,7 @@ export interface OsvirtClient {
   events: EventServiceClient;
   system: SystemServiceClient;
   templates: TemplateServiceClient;
+  images: ImageServiceClient;
   target: string;
   close(): void;
 }
@@ -49,17 +51,20 @@ export function connect(o: ConnectOptions = {}): OsvirtClient {
   const events = new EventServiceClient(target, creds, opts);
   const system = new SystemServiceClient(target, creds, opts);
   const templates = new TemplateServiceClient(target, creds, opts);
+  const images = new ImageServiceClient(target, creds, opts);
   return {
     containers,
     events,
     system,
     templates,
+    images,
     target: address,
     close: () => {
       containers.close();
       events.close();
       system.close();
       templates.close();
+      images.close();
     },
   };
 }
@@ -97,5 +102,5 @@ export function promisify<C extends object>(client: C): Promisified<C> {
 /** Connect and return promise-style unary APIs next to the raw clients (for streams). */
 export function connectAsync(o: ConnectOptions = {}) {
   const c = connect(o);
-  return { ...c, api: { containers: promisify(c.containers), system: promisify(c.system), templates: promisify(c.templates) } };
+  return { ...c, api: { containers: promisify(c.containers), system: promisify(c.system), templates: promisify(c.templates), images: promisify(c.images) } };
 }

@@ -10,6 +10,7 @@ import type { LifecycleData } from './lifecycle';
 import type { NetData } from './network';
 import type { ScaleData } from './scale';
 import type { BootData } from './boot';
+import type { ImagesData } from './images';
 
 export function renderSummary(r: Report, sections: Record<string, SectionResult>): void {
   r.h(2, 'Summary');
@@ -85,6 +86,13 @@ export function renderSummary(r: Report, sections: Record<string, SectionResult>
     const rh = boot.ratios.find((x) => x.metric === 'halt');
     rows.push(['Debian boot until "running", p50 ms', ms(boot.summary['osvirt'].boot.p50), l ? `lxc-start ${ms(l.boot.p50)} (${times(rb?.p50)})` : '-']);
     rows.push(['Debian halt+delete, p50 ms', ms(boot.summary['osvirt'].halt.p50), l ? `lxc-stop+destroy ${ms(l.halt.p50)} (${times(rh?.p50)})` : '-']);
+  }
+  const img = sections['images']?.data as ImagesData | undefined;
+  for (const kind of ['pull', 'start'] as const) {
+    const o = img?.summary[`${kind}:osvirt`];
+    if (!img || !o) continue;
+    const anchors = img.ratios.filter((x) => x.metric === kind).map((x) => `${x.anchor} ${ms(img.summary[`${kind}:${x.anchor}`]!.p50)} (${times(x.p50)})`);
+    rows.push([kind === 'pull' ? `image pull + unpack (${img.layers} layers, ${img.imageMiB} MiB), p50 ms` : 'start from an image, p50 ms', ms(o.p50), anchors.join(', ') || '-']);
   }
   if (rows.length) r.table(['measure', 'osvirt', 'anchors measured in the same run (osvirt / anchor)'], rows, ['l', 'r', 'l']);
   r.p(`Sections: ${status}.`);

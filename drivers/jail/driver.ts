@@ -113,8 +113,8 @@ export class JailDriver implements Driver {
   private translate(spec: ContainerSpec, plan: JailPlan): ContainerSpec {
     const o = plan.options;
     let rootfs = spec.rootfs;
-    if (o.path === '/') rootfs = { source: { $case: 'host', value: {} }, copyOnWrite: false, readonly: false };
-    else if (o.path) rootfs = { source: { $case: 'path', value: o.path }, copyOnWrite: false, readonly: false };
+    if (o.path === '/') rootfs = { source: { $case: 'host', value: {} }, copyOnWrite: false, readonly: false, pullPolicy: 0, imageDigest: '' };
+    else if (o.path) rootfs = { source: { $case: 'path', value: o.path }, copyOnWrite: false, readonly: false, pullPolicy: 0, imageDigest: '' };
     const network = plan.vnet
       ? spec.network?.mode ? spec.network : { mode: { $case: 'bridge' as const, value: BridgeNetwork.fromPartial({}) } }
       : { mode: { $case: 'host' as const, value: {} } };

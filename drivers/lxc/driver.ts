@@ -50,6 +50,7 @@ import { detectInit, INIT_PATHS, type InitInfo } from './init-detect';
 import { ensureNat, forwardingProblem, natUnavailable, nftPath, publishPorts, sweepPorts, unpublishPorts } from './nat';
 import { containerResolv } from './dns';
 import { normalizeOptions, templateKey } from './templates';
+import type { ImageStore } from '../../src/images/store';
 import { randomUUID } from 'node:crypto';
 
 /** How a system container's init is halted and what its exit means (boot.json, kept until the next start). */
@@ -145,6 +146,8 @@ export interface LxcDriverOptions {
   extension?: LxcExtension;
   /** The host's resolver configuration bridged containers' /etc/resolv.conf is made from (default /etc/resolv.conf). */
   resolvConf?: string;
+  /** The daemon's image store (Rootfs.image); without it, images are refused. */
+  images?: ImageStore;
 }
 
 export class LxcDriver implements Driver {
@@ -154,6 +157,7 @@ export class LxcDriver implements Driver {
   private logger!: Logger;
   private layout!: Layout;
   private templates!: Templates;
+  private readonly images: ImageStore | undefined;
   private ipam!: Ipam;
   private ids!: IdAllocator;
   private readonly bridge: BridgeConfig;
@@ -175,6 +179,15 @@ export class LxcDriver implements Driver {
     this.resolvConf = opts.resolvConf ?? '/etc/resolv.conf';
     this.helper = opts.helper ?? helperPath();
     if (opts.templates) this.templates = opts.templates;
+    this.images = opts.images;
+  }
+
+  /** An image root's layer directories, top first. */
+  private imageLayers(spec: ContainerSpec): string[] {
+    if (!this.images) throw missingFeature('an image store', `the ${this.name} driver was started without one (osvirtd gives it one)`);
+    const digest = spec.rootfs?.imageDigest;
+    if (!digest) throw invalidArgument('spec.rootfs.image_digest', 'is empty: the daemon sets it when it creates a container from an image');
+    return this.images.layerDirs(digest);
   }
 
   async init(ctx: DriverContext): Promise<void> {
@@ -239,6 +252,7 @@ export class LxcDriver implements Driver {
     const src = spec.rootfs?.source;
     if (!src) throw invalidArgument('spec.rootfs', 'is required: a template ("busybox"), a path, or host: {} for an application container');
     if (src.$case === 'template') await this.templates.ensure(src.value, spec.rootfs?.templateOptions);
+    if (src.$case === 'image') this.imageLayers(spec);
     if (src.$case === 'path') {
       const st = await fs.stat(src.value).catch(() => undefined);
       if (!st?.isDirectory()) throw invalidArgument('spec.rootfs.path', `${src.value} is not a directory on the host`);
@@ -371,6 +385,8 @@ export class LxcDriver implements Driver {
       return { rootfs: target, mounted: target, extraMounts: [] };
     };
     if (src?.$case === 'template') return overlay(await this.templates.ensure(src.value, spec.rootfs?.templateOptions));
+    // An image's layers, top first, shared read-only under the container's own upper layer.
+    if (src?.$case === 'image') return overlay(this.imageLayers(spec).join(':'));
     if (src?.$case === 'path') {
       if (spec.rootfs?.copyOnWrite) return overlay(src.value);
       if (!userNs) return { rootfs: src.value, mounted: '', extraMounts: [] };
@@ -550,7 +566,17 @@ export class LxcDriver implements Driver {
   private async dnsArgs(id: string, spec: ContainerSpec): Promise<string[]> {
     if (spec.mounts.some((m) => path.posix.normalize(m.destination).replace(/\/+$/, '') === '/etc/resolv.conf')) return [];
     const src = spec.rootfs?.source;
-    const lower = src?.$case === 'template' ? this.templates.path(templateKey(src.value, normalizeOptions(src.value, spec.rootfs?.templateOptions))) : src?.$case === 'path' && spec.rootfs?.copyOnWrite ? src.value : undefined;
+    const lower =
+      src?.$case === 'template'
+        ? this.templates.path(templateKey(src.value, normalizeOptions(src.value, spec.rootfs?.templateOptions)))
+        : src?.$case === 'image'
+          ? (() => {
+              const layers = this.imageLayers(spec);
+              return layers.find((l) => existsSync(path.join(l, 'etc'))) ?? layers[0];
+            })()
+          : src?.$case === 'path' && spec.rootfs?.copyOnWrite
+            ? src.value
+            : undefined;
     const isSymlink = (f: string) => {
       try {
         return lstatSync(f).isSymbolicLink();

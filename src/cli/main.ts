@@ -1,5 +1,5 @@
 // osvirt: the command-line client (virsh / lxc-* style).
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import { connect, promisify, type OsvirtClient } from '../client';
@@ -7,6 +7,7 @@ import { Container, ContainerState, StateReason, type Checkpoint, ContainerStats
 import { EventType, Event } from '../gen/osvirt/v1/event_service';
 import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import { Template, type BuildTemplateResponse } from '../gen/osvirt/v1/template_service';
+import { Image, type ExportImageResponse, type ImportImageResponse, type PullImageResponse, type PullProgress } from '../gen/osvirt/v1/image_service';
 import { VERSION } from '../version';
 import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
@@ -58,6 +59,8 @@ function printContainer(ct: Container, out: Output): void {
   if (s?.startTime) lines.push(['Started', s.startTime.toISOString()]);
   if (s?.message) lines.push(['Message', s.message]);
   lines.push(['Autostart', ct.spec?.autostart ? 'yes' : 'no']);
+  const root = ct.spec?.rootfs?.source;
+  if (root?.$case === 'image') lines.push(['Image', `${root.value} (${ct.spec!.rootfs!.imageDigest || 'not resolved'})`]);
   if (ct.spec?.ports.length) lines.push(['Ports', ct.spec.ports.map((p) => `${p.hostIp || '0.0.0.0'}:${p.hostPort}->${p.containerPort}/${p.protocol || 'tcp'}`).join(', ')]);
   const ids = s?.idMapping;
   const range = (m: { containerId: number; hostId: number; size: number }[]) => m.map((e) => `${e.containerId}-${e.containerId + e.size - 1} -> host ${e.hostId}-${e.hostId + e.size - 1}`).join(', ');
@@ -504,6 +507,148 @@ template
       const { c } = client(cmd);
       await promisify(c.templates).removeTemplate({ key, allowMissing: !!o.allowMissing });
       process.stdout.write(`${key} removed\n`);
+    }),
+  );
+
+const image = program.command('image').description('OCI images pulled from registries (rootfs: {image: "HOST/REPO:TAG"})');
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+image
+  .command('pull <reference>')
+  .description('pull an image (HOST[:PORT]/REPO[:TAG] or @sha256:...), showing progress per layer')
+  .option('--platform <os/arch[/variant]>', 'the platform to pick from an index (default: the host\'s)')
+  .action(
+    action(async (reference: string, o: { platform?: string }, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const [os, architecture, variant] = (o.platform ?? '').split('/');
+      const platform = o.platform ? { os: os ?? 'linux', architecture: architecture ?? '', variant: variant ?? '' } : undefined;
+      const tty = process.stderr.isTTY && out !== 'json';
+      const layers = new Map<string, PullProgress>();
+      const draw = () => {
+        const done = [...layers.values()].reduce((n, p) => n + p.bytesDone, 0);
+        const total = [...layers.values()].reduce((n, p) => n + p.bytesTotal, 0);
+        const width = 30;
+        const fill = total ? Math.round((done / total) * width) : 0;
+        process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${mib(done)} / ${mib(total)}, ${[...layers.values()].filter((p) => p.status === 'done' || p.status === 'exists').length}/${layers.size} blobs `);
+      };
+      const img = await new Promise<Image>((resolve, reject) => {
+        let got: Image | undefined;
+        const s = c.images.pullImage({ image: reference, platform });
+        s.on('data', (m: PullImageResponse) => {
+          if (m.message?.$case === 'progress') {
+            const p = m.message.value;
+            layers.set(p.digest, p);
+            if (tty) draw();
+            else if (out !== 'json' && (p.status === 'done' || p.status === 'exists' || p.status === 'verified')) process.stderr.write(`  ${p.digest.slice(7, 19)} ${p.status} ${mib(p.bytesTotal)}\n`);
+          } else if (m.message?.$case === 'image') got = m.message.value;
+        });
+        s.on('error', reject);
+        s.on('end', () => (got ? resolve(got) : reject(new Error('the pull stream ended without the image'))));
+      });
+      if (tty) process.stderr.write('\n');
+      if (out === 'json') process.stdout.write(JSON.stringify(Image.toJSON(img), null, 2) + '\n');
+      else process.stdout.write(`${img.names[0] ?? reference} ${img.digest} (${img.layers.length} layers, ${mib(img.sizeBytes)})\n`);
+    }),
+  );
+image
+  .command('list')
+  .alias('ls')
+  .description('list stored images')
+  .action(
+    action(async (_o: unknown, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const imgs = (await promisify(c.images).listImages({})).images;
+      if (out === 'json') return void process.stdout.write(JSON.stringify(imgs.map((i) => Image.toJSON(i)), null, 2) + '\n');
+      const rows = [['NAME', 'DIGEST', 'PLATFORM', 'SIZE', 'USED BY']];
+      for (const i of imgs) rows.push([i.names.join(',') || '<none>', i.digest.slice(7, 19), [i.platform?.os, i.platform?.architecture, i.platform?.variant].filter(Boolean).join('/'), mib(i.sizeBytes), i.usedBy.join(',') || '-']);
+      process.stdout.write(table(rows));
+    }),
+  );
+image
+  .command('inspect <image>')
+  .description('an image with its config (JSON)')
+  .action(
+    action(async (ref: string, _o: unknown, cmd: Command) => {
+      const { c } = client(cmd);
+      const i = (await promisify(c.images).getImage({ image: ref })).image!;
+      process.stdout.write(JSON.stringify(Image.toJSON(i), null, 2) + '\n');
+    }),
+  );
+image
+  .command('rm <image>')
+  .description('remove an image name (or, by digest, the image); refused while a container uses it')
+  .option('--allow-missing', 'succeed if it does not exist')
+  .option('--force', 'remove it although containers use it (they keep its layers)')
+  .action(
+    action(async (ref: string, o: { allowMissing?: boolean; force?: boolean }, cmd: Command) => {
+      const { c } = client(cmd);
+      await promisify(c.images).removeImage({ image: ref, allowMissing: !!o.allowMissing, force: !!o.force });
+      process.stdout.write(`${ref} removed\n`);
+    }),
+  );
+image
+  .command('prune')
+  .description('remove the blobs and layers nothing references (with --all, also images no container uses)')
+  .option('--all', 'also images no container uses')
+  .action(
+    action(async (o: { all?: boolean }, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const r = await promisify(c.images).pruneImages({ all: !!o.all });
+      if (out === 'json') return void process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      process.stdout.write(`removed ${r.images.length} images, ${r.blobs} blobs, ${r.layers} layers: ${mib(r.reclaimedBytes)} freed\n`);
+    }),
+  );
+
+image
+  .command('import <file>')
+  .description('import an oci-archive or docker-archive tar (skopeo copy ... oci-archive:FILE, podman save), showing progress')
+  .option('--name <HOST/REPO:TAG>', 'the name to give the image (default: the archive\'s)')
+  .action(
+    action(async (file: string, o: { name?: string }, cmd: Command) => {
+      const { c, out } = client(cmd);
+      const total = statSync(file).size;
+      const tty = process.stderr.isTTY && out !== 'json';
+      const res = await new Promise<ImportImageResponse>((resolve, reject) => {
+        const call = c.images.importImage((err: ServiceError | null, r?: ImportImageResponse) => (err ? reject(err) : resolve(r!)));
+        call.write({ message: { $case: 'start', value: { name: o.name ?? '' } } });
+        let sent = 0;
+        const src = createReadStream(file, { highWaterMark: 1 << 20 });
+        src.on('data', (b) => {
+          sent += b.length;
+          if (tty) process.stderr.write(`\rsent ${mib(sent)} / ${mib(total)} `);
+          if (!call.write({ message: { $case: 'data', value: b as Buffer } })) {
+            src.pause();
+            call.once('drain', () => src.resume());
+          }
+        });
+        src.on('end', () => {
+          if (tty) process.stderr.write('\n');
+          call.end();
+        });
+        src.on('error', reject);
+      });
+      if (out === 'json') process.stdout.write(JSON.stringify(res.images.map((i) => Image.toJSON(i)), null, 2) + '\n');
+      else for (const i of res.images) process.stdout.write(`${i.names.join(',')} ${i.digest} imported\n`);
+    }),
+  );
+image
+  .command('export <image> <file>')
+  .description('export an image as an oci-archive tar')
+  .action(
+    action(async (ref: string, file: string, _o: unknown, cmd: Command) => {
+      const { c } = client(cmd);
+      const outFile = createWriteStream(file);
+      await new Promise<void>((resolve, reject) => {
+        const s = c.images.exportImage({ image: ref });
+        s.on('data', (m: ExportImageResponse) => {
+          if (!outFile.write(m.data)) {
+            s.pause();
+            outFile.once('drain', () => s.resume());
+          }
+        });
+        s.on('end', () => outFile.end(() => resolve()));
+        s.on('error', reject);
+      });
+      process.stdout.write(`${ref} exported to ${file}\n`);
     }),
   );
 

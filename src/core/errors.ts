@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'UNAUTHENTICATED'
   | 'RESOURCE_EXHAUSTED'
   | 'DEADLINE_EXCEEDED'
+  | 'DATA_LOSS'
   | 'INTERNAL';
 
 export interface FieldViolation {

@@ -39,6 +39,9 @@ interface Live {
 }
 
 /** Things outside the core that follow a container's runs (management endpoints). */
+/** Completes a spec at create (e.g. from its image: src/images/spec.ts); may pull. */
+export type SpecPreparer = (spec: ContainerSpec) => Promise<ContainerSpec>;
+
 export interface LifecycleHooks {
   /** Before the driver starts it: may add to the spec the driver runs. */
   beforeStart(name: string, spec: ContainerSpec): Promise<ContainerSpec>;
@@ -62,6 +65,8 @@ function stateName(s: ContainerState): string {
 export class ContainerManager {
   private readonly live = new Map<string, Live>();
   hooks: LifecycleHooks | undefined;
+  /** Runs before a create takes the name (a pull can take a while). */
+  prepareSpec: SpecPreparer | undefined;
   private readonly mutex = new KeyedMutex();
   readonly checkpoints: CheckpointStore;
 
@@ -265,8 +270,17 @@ export class ContainerManager {
     validateName('name', name);
     validateSpec(spec);
     const driver = this.registry.get(spec.driver);
+    if (this.prepareSpec) {
+      // Before a pull that could take minutes: a taken name fails at once.
+      if (this.live.has(name)) throw alreadyExists('container', name);
+      spec = await this.prepareSpec(spec);
+      // What the preparer filled in (an image's env, user, command) is held to the same rules.
+      validateSpec(spec);
+    }
+    const full = spec;
     // The name is reserved under its own lock so two creates cannot both win.
     return this.mutex.run(name, async () => {
+      const spec = full;
       if (this.live.has(name)) throw alreadyExists('container', name);
       await driver.validate(name, spec);
       const rec: ContainerRecord = {

@@ -5,6 +5,7 @@ import pino from 'pino';
 import type { Driver } from '../core/driver';
 import { VERSION } from '../version';
 import { Templates } from '../../drivers/lxc/templates';
+import { ImageStore } from '../images/store';
 import { builtinDrivers } from '../drivers';
 import { loadPluginDir, parseDriverFlag } from '../plugin/manifest';
 import { MisconfiguredPlugin, PluginDriver } from '../plugin/plugin-driver';
@@ -32,6 +33,8 @@ async function main(): Promise<void> {
     .option('--driver <name=unix:///path>', 'use the out-of-process driver serving at this socket (repeatable)', collect, [])
     .option('--bridge <name>', 'bridge the lxc driver creates for bridge networking', 'osvirt0')
     .option('--template-dir <dir>', 'where templates (shared root filesystems) are built (default: <state-dir>/drivers/lxc/templates)')
+    .option('--image-dir <dir>', 'where pulled OCI images are stored (default: <state-dir>/images)')
+    .option('--insecure-registry <host[:port]>', 'a registry reached over plain HTTP, not TLS (repeatable; for a registry on loopback)', collect, [])
     .option('--subnet <cidr>', 'IPv4 subnet of that bridge (the bridge takes the first address)', '10.88.0.0/16')
     .option('--resolv-conf <file>', 'the host resolver configuration bridged containers\' /etc/resolv.conf is made from (loopback servers are left out)', '/etc/resolv.conf')
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env['OSVIRT_LOG_LEVEL'] ?? 'info')
@@ -39,14 +42,16 @@ async function main(): Promise<void> {
   const o = program.opts<{
     socket: string; roSocket?: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
     insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string; bridge: string; subnet: string;
-    pluginDir?: string; driver: string[]; templateDir?: string; resolvConf: string;
+    pluginDir?: string; driver: string[]; templateDir?: string; resolvConf: string; imageDir?: string; insecureRegistry: string[];
   }>();
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
 
   const wanted = o.drivers === undefined ? undefined : o.drivers.split(',').map((s) => s.trim()).filter(Boolean);
   // One template store for every built-in driver (and TemplateService).
   const templates = new Templates(path.resolve(o.templateDir ?? path.join(o.stateDir, 'drivers', 'lxc', 'templates')));
-  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet }, templates, resolvConf: path.resolve(o.resolvConf) } }).filter((d) => !wanted || wanted.includes(d.name));
+  // One image store for the daemon (ImageService) and every driver whose containers run images.
+  const images = new ImageStore(path.resolve(o.imageDir ?? path.join(o.stateDir, 'images')), { insecureRegistries: o.insecureRegistry, logger });
+  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet }, templates, images, resolvConf: path.resolve(o.resolvConf) } }).filter((d) => !wanted || wanted.includes(d.name));
   for (const mod of o.driverModule) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const m = require(path.resolve(mod)) as { createDriver?: () => Driver };
@@ -84,6 +89,7 @@ async function main(): Promise<void> {
     drivers,
     logger,
     templates,
+    images,
   });
   // Machine-readable readiness line for supervisors and tests.
   process.stdout.write(JSON.stringify({ ready: true, socket: path.resolve(o.socket), pid: process.pid, tcpPort: daemon.tcpPort ?? null }) + '\n');

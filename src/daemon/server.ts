@@ -28,6 +28,10 @@ import { vserverService, VServerServiceService } from '../../drivers/vserver/ser
 import { TemplateServiceService } from '../gen/osvirt/v1/template_service';
 import { templateService } from '../api/template-service';
 import type { Templates } from '../../drivers/lxc/templates';
+import { ImageServiceService } from '../gen/osvirt/v1/image_service';
+import { imageService } from '../api/image-service';
+import type { ImageStore } from '../images/store';
+import { applyImage } from '../images/spec';
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -43,6 +47,8 @@ export interface DaemonOptions {
   logger: Logger;
   /** The shared templates the built-in drivers build root filesystems from (TemplateService). */
   templates?: Templates | undefined;
+  /** The OCI image store (ImageService, Rootfs.image). */
+  images?: ImageStore | undefined;
 }
 
 export interface Daemon {
@@ -120,11 +126,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     },
     stopped: (name) => mgmt.close(name),
   };
+  if (o.images) {
+    const images = o.images;
+    await images.init();
+    manager.prepareSpec = (spec) => applyImage(spec, images);
+  }
   await manager.init();
   server.addService(ContainerServiceService, containerService(manager, log));
   server.addService(EventServiceService, eventService(bus, log));
   server.addService(SystemServiceService, systemService(registry, log));
   if (o.templates) server.addService(TemplateServiceService, templateService(o.templates, manager, log));
+  if (o.images) server.addService(ImageServiceService, imageService(o.images, manager, log));
   server.addService(JailServiceService, jailService(manager, registry, log));
   server.addService(VServerServiceService, vserverService(manager, registry, log));
   addReflectionAndHealth(server);
@@ -176,6 +188,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         });
       });
       await registry.closeAll();
+      o.images?.close();
       await fs.rm(o.socket, { force: true });
       if (o.roSocket) await fs.rm(o.roSocket, { force: true });
       await fs.rm(pidFile, { force: true });

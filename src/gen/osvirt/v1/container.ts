@@ -181,6 +181,52 @@ export function stateReasonToJSON(object: StateReason): string {
   }
 }
 
+/** When CreateContainer pulls a Rootfs.image. */
+export enum PullPolicy {
+  /** PULL_POLICY_UNSPECIFIED - If not present. */
+  PULL_POLICY_UNSPECIFIED = 0,
+  /** PULL_POLICY_IF_NOT_PRESENT - Only when no image of that name is stored. */
+  PULL_POLICY_IF_NOT_PRESENT = 1,
+  /** PULL_POLICY_ALWAYS - Always ask the registry (fetches only what changed). */
+  PULL_POLICY_ALWAYS = 2,
+  /** PULL_POLICY_NEVER - Never: a missing image is FAILED_PRECONDITION. */
+  PULL_POLICY_NEVER = 3,
+}
+
+export function pullPolicyFromJSON(object: any): PullPolicy {
+  switch (object) {
+    case 0:
+    case "PULL_POLICY_UNSPECIFIED":
+      return PullPolicy.PULL_POLICY_UNSPECIFIED;
+    case 1:
+    case "PULL_POLICY_IF_NOT_PRESENT":
+      return PullPolicy.PULL_POLICY_IF_NOT_PRESENT;
+    case 2:
+    case "PULL_POLICY_ALWAYS":
+      return PullPolicy.PULL_POLICY_ALWAYS;
+    case 3:
+    case "PULL_POLICY_NEVER":
+      return PullPolicy.PULL_POLICY_NEVER;
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum PullPolicy");
+  }
+}
+
+export function pullPolicyToJSON(object: PullPolicy): string {
+  switch (object) {
+    case PullPolicy.PULL_POLICY_UNSPECIFIED:
+      return "PULL_POLICY_UNSPECIFIED";
+    case PullPolicy.PULL_POLICY_IF_NOT_PRESENT:
+      return "PULL_POLICY_IF_NOT_PRESENT";
+    case PullPolicy.PULL_POLICY_ALWAYS:
+      return "PULL_POLICY_ALWAYS";
+    case PullPolicy.PULL_POLICY_NEVER:
+      return "PULL_POLICY_NEVER";
+    default:
+      throw new globalThis.Error("Unrecognized enum value " + object + " for enum PullPolicy");
+  }
+}
+
 /** setrlimit resources. */
 export enum RlimitType {
   RLIMIT_TYPE_UNSPECIFIED = 0,
@@ -628,6 +674,15 @@ export interface Rootfs {
      * private /tmp, /run and /var (like lxc-execute).
      */
     { $case: "host"; value: HostRootfs }
+    | //
+    /**
+     * An OCI image, "HOST[:PORT]/REPO[:TAG]" or "HOST[:PORT]/REPO@sha256:HEX"
+     * (ImageService). Its layers are shared read-only under the container's
+     * copy-on-write layer; its config gives the process defaults (entrypoint
+     * and cmd, env, working dir, user, stop signal), each overridden by the
+     * spec's own.
+     */
+    { $case: "image"; value: string }
     | undefined;
   /**
    * With `path`: put a copy-on-write layer over the directory instead of
@@ -637,7 +692,17 @@ export interface Rootfs {
   /** Mount the root read-only. */
   readonly: boolean;
   /** Parameters of a `template` that takes them (debian). */
-  templateOptions?: TemplateOptions | undefined;
+  templateOptions?:
+    | TemplateOptions
+    | undefined;
+  /** With `image`: when to pull it. */
+  pullPolicy: PullPolicy;
+  /**
+   * With `image`: the digest of the image the container was created from,
+   * set by the daemon at create. The container keeps running that image when
+   * its tag moves.
+   */
+  imageDigest: string;
 }
 
 /** What a template is built with. Each distinct set is built once and shared. */
@@ -2073,7 +2138,14 @@ export const ContainerSpec_LabelsEntry: MessageFns<ContainerSpec_LabelsEntry> = 
 };
 
 function createBaseRootfs(): Rootfs {
-  return { source: undefined, copyOnWrite: false, readonly: false, templateOptions: undefined };
+  return {
+    source: undefined,
+    copyOnWrite: false,
+    readonly: false,
+    templateOptions: undefined,
+    pullPolicy: 0,
+    imageDigest: "",
+  };
 }
 
 export const Rootfs: MessageFns<Rootfs> = {
@@ -2088,6 +2160,9 @@ export const Rootfs: MessageFns<Rootfs> = {
       case "host":
         HostRootfs.encode(message.source.value, writer.uint32(26).fork()).join();
         break;
+      case "image":
+        writer.uint32(58).string(message.source.value);
+        break;
     }
     if (message.copyOnWrite !== false) {
       writer.uint32(32).bool(message.copyOnWrite);
@@ -2097,6 +2172,12 @@ export const Rootfs: MessageFns<Rootfs> = {
     }
     if (message.templateOptions !== undefined) {
       TemplateOptions.encode(message.templateOptions, writer.uint32(50).fork()).join();
+    }
+    if (message.pullPolicy !== 0) {
+      writer.uint32(64).int32(message.pullPolicy);
+    }
+    if (message.imageDigest !== "") {
+      writer.uint32(74).string(message.imageDigest);
     }
     return writer;
   },
@@ -2138,6 +2219,14 @@ export const Rootfs: MessageFns<Rootfs> = {
             message.source = { $case: "host", value: HostRootfs.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.source = { $case: "image", value: reader.string() };
+            continue;
+          }
           case 4: {
             if (tag !== 32) {
               break;
@@ -2162,6 +2251,22 @@ export const Rootfs: MessageFns<Rootfs> = {
             message.templateOptions = TemplateOptions.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.pullPolicy = reader.int32() as any;
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.imageDigest = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2182,6 +2287,8 @@ export const Rootfs: MessageFns<Rootfs> = {
         ? { $case: "path", value: globalThis.String(object.path) }
         : isSet(object.host)
         ? { $case: "host", value: HostRootfs.fromJSON(object.host) }
+        : isSet(object.image)
+        ? { $case: "image", value: globalThis.String(object.image) }
         : undefined,
       copyOnWrite: isSet(object.copyOnWrite)
         ? globalThis.Boolean(object.copyOnWrite)
@@ -2194,6 +2301,16 @@ export const Rootfs: MessageFns<Rootfs> = {
         : isSet(object.template_options)
         ? TemplateOptions.fromJSON(object.template_options)
         : undefined,
+      pullPolicy: isSet(object.pullPolicy)
+        ? pullPolicyFromJSON(object.pullPolicy)
+        : isSet(object.pull_policy)
+        ? pullPolicyFromJSON(object.pull_policy)
+        : 0,
+      imageDigest: isSet(object.imageDigest)
+        ? globalThis.String(object.imageDigest)
+        : isSet(object.image_digest)
+        ? globalThis.String(object.image_digest)
+        : "",
     };
   },
 
@@ -2205,6 +2322,8 @@ export const Rootfs: MessageFns<Rootfs> = {
       obj.path = message.source.value;
     } else if (message.source?.$case === "host") {
       obj.host = HostRootfs.toJSON(message.source.value);
+    } else if (message.source?.$case === "image") {
+      obj.image = message.source.value;
     }
     if (message.copyOnWrite !== false) {
       obj.copyOnWrite = message.copyOnWrite;
@@ -2214,6 +2333,12 @@ export const Rootfs: MessageFns<Rootfs> = {
     }
     if (message.templateOptions !== undefined) {
       obj.templateOptions = TemplateOptions.toJSON(message.templateOptions);
+    }
+    if (message.pullPolicy !== 0) {
+      obj.pullPolicy = pullPolicyToJSON(message.pullPolicy);
+    }
+    if (message.imageDigest !== "") {
+      obj.imageDigest = message.imageDigest;
     }
     return obj;
   },
@@ -2242,12 +2367,20 @@ export const Rootfs: MessageFns<Rootfs> = {
         }
         break;
       }
+      case "image": {
+        if (object.source?.value !== undefined && object.source?.value !== null) {
+          message.source = { $case: "image", value: object.source.value };
+        }
+        break;
+      }
     }
     message.copyOnWrite = object.copyOnWrite ?? false;
     message.readonly = object.readonly ?? false;
     message.templateOptions = (object.templateOptions !== undefined && object.templateOptions !== null)
       ? TemplateOptions.fromPartial(object.templateOptions)
       : undefined;
+    message.pullPolicy = object.pullPolicy ?? 0;
+    message.imageDigest = object.imageDigest ?? "";
     return message;
   },
 };

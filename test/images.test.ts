@@ -1,0 +1,322 @@
+// OCI images end to end against a real registry (Debian's docker-registry on
+// loopback): images built with umoci and pushed with skopeo are pulled,
+// inspected, run as containers with their own entrypoint, env, working
+// directory and user, refused removal while used, removed and pruned.
+import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { ContainerSpec, ContainerState, PullPolicy, type DeepPartial } from '../src/gen/osvirt/v1/container';
+import type { Image, PullImageResponse, PullImageRequest } from '../src/gen/osvirt/v1/image_service';
+import { isRoot, TestDaemon, until, type Client } from './support/daemon';
+import { execIn } from './support/exec';
+import { haveImageTools, ImageBuilder, TestRegistry } from './support/registry';
+
+/** A pull through the stream: the progress messages and the image. */
+async function pull(c: Client, req: Partial<PullImageRequest>): Promise<{ progress: PullImageResponse[]; image: { $case: 'image'; value: Image } }> {
+  const call = c.images.pullImage({ image: '', platform: undefined, ...req });
+  const msgs: PullImageResponse[] = [];
+  await new Promise<void>((resolve, reject) => {
+    call.on('data', (m: PullImageResponse) => msgs.push(m));
+    call.on('end', () => resolve());
+    call.on('error', reject);
+  });
+  const last = msgs[msgs.length - 1]?.message;
+  if (last?.$case !== 'image') throw new Error(`a pull ends with the image, not ${JSON.stringify(last)}`);
+  return { progress: msgs.slice(0, -1), image: last };
+}
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'OK';
+  } catch (e) {
+    // grpc-js's message is "<code> <NAME>: <details>"; keep the code and the details.
+    return `${(e as { code?: number }).code} ${(e as Error).message.replace(/^\d+ [A-Z_]+: /, '')}`;
+  }
+}
+
+/** ImportImage from a file: start, then the bytes. */
+async function importFile(c: Client, file: string, name = ''): Promise<Image[]> {
+  return new Promise((resolve, reject) => {
+    const call = c.images.importImage((err: Error | null, r?: { images: Image[] }) => (err ? reject(err) : resolve(r!.images)));
+    call.write({ message: { $case: 'start', value: { name } } });
+    call.write({ message: { $case: 'data', value: readFileSync(file) } });
+    call.end();
+  });
+}
+
+/** ExportImage into a file. */
+async function exportFile(c: Client, image: string, file: string): Promise<void> {
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const s = c.images.exportImage({ image });
+    s.on('data', (m: { data: Buffer }) => chunks.push(m.data));
+    s.on('end', () => resolve());
+    s.on('error', reject);
+  });
+  writeFileSync(file, Buffer.concat(chunks));
+}
+
+const execFileP = promisify(execFile);
+
+const imageSpec = (image: string, extra: DeepPartial<ContainerSpec> = {}) =>
+  ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'image', value: image } }, network: { mode: { $case: 'none', value: {} } }, ...extra });
+
+describe('images from a real registry', function () {
+  this.timeout(180000);
+  let reg: TestRegistry;
+  let builder: ImageBuilder;
+  let d: TestDaemon;
+  let c: Client;
+
+  before(async function () {
+    if (!isRoot()) return this.skip();
+    const missing = haveImageTools();
+    if (missing) return this.skip();
+    reg = new TestRegistry();
+    await reg.start();
+    builder = new ImageBuilder();
+    await builder.init();
+    await builder.build('app', {
+      entrypoint: ['/bin/sh', '-c'],
+      cmd: ['echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) cwd=$(pwd) greeting=$GREETING who=$WHO" > /tmp/report; exec sleep 1000'],
+      env: ['GREETING=hello', 'WHO=image', 'PATH=/bin'],
+      workdir: '/work',
+      user: 'app',
+      stopSignal: 'SIGUSR1',
+    });
+    await builder.build('amd', { cmd: ['/bin/sleep', '1000'], arch: 'amd64', marker: 'amd64' });
+    await builder.build('arm', { cmd: ['/bin/sleep', '1000'], arch: 'arm64', marker: 'arm64' });
+    builder.index('multi', [
+      { tag: 'amd', architecture: 'amd64' },
+      { tag: 'arm', architecture: 'arm64' },
+    ]);
+    await reg.push(builder.layout, 'app', 'test/app:v1');
+    await reg.push(builder.layout, 'multi', 'test/multi:v1', true);
+    d = new TestDaemon();
+    c = await d.start(['--insecure-registry', reg.host]);
+  });
+  after(async () => {
+    await d?.destroy();
+    await reg?.stop();
+    builder?.remove();
+  });
+
+  it('pulls an image with progress per layer, stores each blob verified and each layer unpacked once', async () => {
+    const ref = `${reg.host}/test/app:v1`;
+    const { progress, image } = await pull(c, { image: ref });
+    assert.equal(image.$case, 'image');
+    const img = image.value;
+    assert.deepEqual(img.names, [ref]);
+    assert.match(img.digest, /^sha256:[a-f0-9]{64}$/);
+    assert.equal(img.layers.length, 2);
+    assert.deepEqual(img.config?.entrypoint, ['/bin/sh', '-c']);
+    assert.equal(img.config?.workingDir, '/work');
+    assert.equal(img.config?.user, 'app');
+    assert.equal(img.platform?.architecture, 'amd64');
+    // Progress names every layer and ends each one "done".
+    for (const l of img.layers) assert.ok(progress.some((m) => m.message?.$case === 'progress' && m.message.value.digest === l.digest && m.message.value.status === 'done'), `layer ${l.digest} done`);
+    const store = path.join(d.stateDir, 'images');
+    assert.equal(statSync(store).mode & 0o777, 0o700, 'the store is root-only');
+    for (const l of img.layers) {
+      assert.ok(existsSync(path.join(store, 'blobs', 'sha256', l.digest.slice(7))), 'the compressed layer is kept');
+      assert.ok(existsSync(path.join(store, 'layers', l.diffId.slice(7))), 'the layer is unpacked under its diff_id');
+    }
+    // The second layer's whiteout is an overlay whiteout (a 0/0 character device).
+    const top = path.join(store, 'layers', img.layers[1]!.diffId.slice(7));
+    const wh = statSync(path.join(top, 'etc', 'removed'));
+    assert.ok(wh.isCharacterDevice() && wh.rdev === 0, 'etc/removed is a whiteout');
+    // Pulling again fetches nothing: every blob "exists".
+    const again = await pull(c, { image: ref });
+    assert.ok(again.progress.every((m) => m.message?.$case === 'progress' && m.message.value.status === 'exists'), JSON.stringify(again.progress));
+    assert.equal(again.image.value.digest, img.digest);
+    const listed = (await c.api.images.listImages({})).images.map((i) => i.names[0]);
+    assert.deepEqual(listed, [ref]);
+  });
+
+  it('runs a container from the image with its entrypoint, env, working directory and user, the spec overriding each', async () => {
+    const ref = `${reg.host}/test/app:v1`;
+    const ct = (await c.api.containers.createContainer({ name: 'fromimg', spec: imageSpec(ref, { process: { env: ['WHO=spec'] } }) })).container!;
+    assert.equal(ct.spec?.rootfs?.imageDigest, (await c.api.images.getImage({ image: ref })).image!.digest, 'the container is pinned to the image digest');
+    assert.equal(ct.spec?.stopSignal, 10, 'StopSignal SIGUSR1');
+    const pid = (await c.api.containers.startContainer({ name: 'fromimg' })).container!.status!.initPid;
+    const report = await until(() => readFileSync(`/proc/${pid}/root/tmp/report`, 'utf8'), 'the entrypoint to write its report');
+    assert.equal(report.trim(), 'uid=1000 gid=1000 groups=1000 2000 cwd=/work greeting=hello who=spec');
+    // The root is an overlay of the image's layers (the host sees it), with the whiteout applied.
+    const mnt = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === path.join(d.stateDir, 'drivers', 'lxc', 'containers', 'fromimg', 'rootfs'));
+    assert.match(mnt ?? '', / - overlay /, 'an overlay root');
+    assert.equal((await execIn(c, 'fromimg', ['/bin/cat', '/etc/removed'])).exitCode, 1, 'the deleted file stays deleted');
+    assert.equal((await execIn(c, 'fromimg', ['/bin/cat', '/etc/marker'])).stdout.trim(), 'app');
+    // The user's own idmapped view: files of uid 1000 in the image are uid 1000 inside.
+    assert.match((await execIn(c, 'fromimg', ['/bin/sh', '-c', 'ls -ldn /work'])).stdout, /^d\S+\s+\d+\s+1000\s+1000 /);
+    // The shared layers are not written: a file made inside lands in the container's own upper layer.
+    await execIn(c, 'fromimg', ['/bin/sh', '-c', 'echo mine > /tmp/own']);
+    assert.ok(existsSync(path.join(d.stateDir, 'drivers', 'lxc', 'containers', 'fromimg', 'upper', 'tmp', 'own')));
+  });
+
+  it('refuses to remove an image a container uses, naming it; then removes and prunes what nothing references', async () => {
+    const ref = `${reg.host}/test/app:v1`;
+    assert.match(await code(c.api.images.removeImage({ image: ref, allowMissing: false, force: false })), /^9 .*"fromimg"/);
+    assert.deepEqual((await c.api.images.getImage({ image: ref })).image!.usedBy, ['fromimg']);
+    await c.api.containers.deleteContainer({ name: 'fromimg', force: true, allowMissing: false });
+    const store = path.join(d.stateDir, 'images');
+    const before = { blobs: readdirSync(path.join(store, 'blobs', 'sha256')).length, layers: readdirSync(path.join(store, 'layers')).length };
+    await c.api.images.removeImage({ image: ref, allowMissing: false, force: false });
+    assert.match(await code(c.api.images.getImage({ image: ref })), /^5 /);
+    const r = await c.api.images.pruneImages({ all: false });
+    assert.equal(r.layers, 2);
+    assert.equal(r.blobs, 4, 'manifest, config and two layers');
+    assert.ok(r.reclaimedBytes > 1_000_000, 'busybox is a megabyte or two');
+    assert.equal(readdirSync(path.join(store, 'blobs', 'sha256')).length, before.blobs - 4);
+    assert.equal(readdirSync(path.join(store, 'layers')).length, before.layers - 2);
+    assert.equal(await code(c.api.images.removeImage({ image: ref, allowMissing: true, force: false })), 'OK');
+  });
+
+  it('picks the host platform from an index, another on request, and lists what there is when none matches', async () => {
+    const ref = `${reg.host}/test/multi:v1`;
+    const host = (await pull(c, { image: ref })).image.value;
+    assert.equal(host.platform?.architecture, 'amd64');
+    const arm = (await pull(c, { image: ref, platform: { os: 'linux', architecture: 'arm64', variant: '' } })).image.value;
+    assert.equal(arm.platform?.architecture, 'arm64');
+    assert.notEqual(arm.digest, host.digest);
+    assert.match(await code(pull(c, { image: ref, platform: { os: 'linux', architecture: 's390x', variant: '' } })), /^9 .*no image for linux\/s390x; it has: linux\/amd64, linux\/arm64/);
+    await c.api.images.pruneImages({ all: true });
+    assert.deepEqual((await c.api.images.listImages({})).images, []);
+  });
+
+  it('answers bad references and missing images clearly, and creates nothing', async () => {
+    assert.match(await code(pull(c, { image: 'busybox' })), /^3 image: image reference .*names no registry host/);
+    assert.match(await code(pull(c, { image: `${reg.host}/test/app:NO TAG` })), /^3 image: /);
+    assert.match(await code(pull(c, { image: `${reg.host}/test/nothing:v1` })), /^5 /);
+    assert.match(await code(pull(c, { image: `${reg.host}/test/app:v9` })), /^5 /);
+    assert.match(await code(c.api.containers.createContainer({ name: 'badimg', spec: imageSpec('busybox') })), /^3 spec\.rootfs\.image: /);
+    assert.match(await code(c.api.containers.createContainer({ name: 'badimg', spec: imageSpec(`${reg.host}/test/app:v1`, { rootfs: { source: { $case: 'image', value: `${reg.host}/test/app:v1` }, pullPolicy: PullPolicy.PULL_POLICY_NEVER } }) })), /^9 spec\.rootfs\.image: .*pull policy is never/);
+    const list = await c.api.containers.listContainers({ pageSize: 100, pageToken: '', driver: '', states: [] });
+    assert.deepEqual(list.containers.map((x) => x.name), []);
+  });
+
+  it('imports docker-archive and oci-archive tars written by skopeo, exports one that imports again, and runs it', async () => {
+    const dockerTar = path.join(builder.dir, 'app-docker.tar');
+    const ociTar = path.join(builder.dir, 'app-oci.tar');
+    await execFileP('skopeo', ['copy', '--quiet', `oci:${builder.layout}:app`, `docker-archive:${dockerTar}:${reg.host}/imported/app:v2`]);
+    await execFileP('skopeo', ['copy', '--quiet', `oci:${builder.layout}:app`, `oci-archive:${ociTar}:${reg.host}/oci/app:v3`]);
+    const [fromDocker] = await importFile(c, dockerTar);
+    assert.deepEqual(fromDocker!.names, [`${reg.host}/imported/app:v2`]);
+    assert.deepEqual(fromDocker!.config?.entrypoint, ['/bin/sh', '-c']);
+    assert.equal(fromDocker!.layers.length, 2);
+    const [fromOci] = await importFile(c, ociTar);
+    assert.deepEqual(fromOci!.names, [`${reg.host}/oci/app:v3`]);
+    // The same layers, stored once: both images' diff_ids are one set of directories.
+    assert.deepEqual(fromOci!.layers.map((l) => l.diffId), fromDocker!.layers.map((l) => l.diffId));
+    // Export, forget, import again: the same image.
+    const back = path.join(builder.dir, 'exported.tar');
+    await exportFile(c, `${reg.host}/oci/app:v3`, back);
+    await c.api.images.removeImage({ image: `${reg.host}/oci/app:v3`, allowMissing: false, force: false });
+    await c.api.images.removeImage({ image: `${reg.host}/imported/app:v2`, allowMissing: false, force: false });
+    await c.api.images.pruneImages({ all: true });
+    const [again] = await importFile(c, back);
+    assert.equal(again!.digest, fromOci!.digest);
+    await c.api.containers.createContainer({ name: 'imported', spec: imageSpec(`${reg.host}/oci/app:v3`, { rootfs: { source: { $case: 'image', value: `${reg.host}/oci/app:v3` }, pullPolicy: PullPolicy.PULL_POLICY_NEVER } }) });
+    const pid = (await c.api.containers.startContainer({ name: 'imported' })).container!.status!.initPid;
+    assert.match(await until(() => readFileSync(`/proc/${pid}/root/tmp/report`, 'utf8'), 'the imported image to run'), /uid=1000 .*who=image/);
+    await c.api.containers.deleteContainer({ name: 'imported', force: true, allowMissing: false });
+    // Garbage is refused, naming the field, and stores nothing.
+    const junk = path.join(builder.dir, 'junk.tar');
+    writeFileSync(junk, 'this is not a tar archive at all'.repeat(100));
+    assert.match(await code(importFile(c, junk)), /^3 data: /);
+    assert.deepEqual(readdirSync(path.join(d.stateDir, 'images', 'tmp')), []);
+  });
+
+  it('refuses a blob whose content does not match its digest, and keeps nothing of it', async () => {
+    const ref = `${reg.host}/test/app:v1`;
+    const img = (await pull(c, { image: ref })).image.value;
+    await c.api.images.removeImage({ image: ref, allowMissing: false, force: false });
+    await c.api.images.pruneImages({ all: true });
+    const layer = img.layers[0]!;
+    const file = reg.blobFile(layer.digest);
+    const good = readFileSync(file);
+    const bad = Buffer.from(good);
+    bad[bad.length >> 1] = (bad[bad.length >> 1] ?? 0) ^ 0xff;
+    writeFileSync(file, bad);
+    try {
+      assert.match(await code(pull(c, { image: ref })), /^15 .*has the digest sha256:/);
+      const store = path.join(d.stateDir, 'images');
+      assert.ok(!existsSync(path.join(store, 'blobs', 'sha256', layer.digest.slice(7))), 'the bad blob is not kept');
+      assert.deepEqual(readdirSync(path.join(store, 'tmp')), [], 'no partial download is left');
+      assert.ok(!existsSync(path.join(store, 'layers', layer.diffId.slice(7))));
+    } finally {
+      writeFileSync(file, good);
+    }
+    await pull(c, { image: ref });
+  });
+});
+
+describe('images from a registry with TLS and basic auth', function () {
+  this.timeout(120000);
+  let reg: TestRegistry;
+  let builder: ImageBuilder;
+  let d: TestDaemon | undefined;
+  let certs = '';
+  let authFile = '';
+
+  before(async function () {
+    if (!isRoot()) return this.skip();
+    if (haveImageTools()) return this.skip();
+    reg = new TestRegistry({ tls: true, user: 'alice', password: 's3cret' });
+    await reg.start();
+    builder = new ImageBuilder();
+    await builder.init();
+    await builder.build('app', { cmd: ['/bin/sleep', '1000'] });
+    await reg.push(builder.layout, 'app', 'private/app:v1');
+    // The host's own registry configuration: the registry's CA where podman and docker look for it.
+    certs = path.join('/etc/containers/certs.d', reg.host);
+    mkdirSync(certs, { recursive: true });
+    writeFileSync(path.join(certs, 'ca.crt'), readFileSync(reg.ca!));
+    authFile = path.join(reg.dir, 'auth.json');
+  });
+  afterEach(async () => {
+    await d?.destroy();
+    d = undefined;
+    delete process.env['REGISTRY_AUTH_FILE'];
+  });
+  after(async () => {
+    if (certs) rmSync(certs, { recursive: true, force: true });
+    await reg?.stop();
+    builder?.remove();
+  });
+
+  it('is refused without credentials (UNAUTHENTICATED), and pulls with those of an auth.json', async () => {
+    d = new TestDaemon();
+    let c = await d.start();
+    assert.match(await code(pull(c, { image: `${reg.host}/private/app:v1` })), /^16 .*user name and password/);
+    await d.destroy();
+    writeFileSync(authFile, JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from('alice:wrong').toString('base64') } } }));
+    process.env['REGISTRY_AUTH_FILE'] = authFile;
+    d = new TestDaemon();
+    c = await d.start();
+    assert.match(await code(pull(c, { image: `${reg.host}/private/app:v1` })), /^16 .*refused the stored credentials/);
+    await d.destroy();
+    writeFileSync(authFile, JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from('alice:s3cret').toString('base64') } } }));
+    d = new TestDaemon();
+    c = await d.start();
+    const img = (await pull(c, { image: `${reg.host}/private/app:v1` })).image.value;
+    assert.equal(img.layers.length, 2);
+    await c.api.containers.createContainer({ name: 'private', spec: imageSpec(`${reg.host}/private/app:v1`) });
+    const st = (await c.api.containers.startContainer({ name: 'private' })).container!.status!;
+    assert.equal(ContainerState[st.state], 'CONTAINER_STATE_RUNNING');
+  });
+
+  it('does not trust a registry whose CA is not configured', async () => {
+    rmSync(certs, { recursive: true, force: true });
+    try {
+      d = new TestDaemon();
+      const c = await d.start();
+      assert.match(await code(pull(c, { image: `${reg.host}/private/app:v1` })), /^14 .*certs\.d/);
+    } finally {
+      mkdirSync(certs, { recursive: true });
+      writeFileSync(path.join(certs, 'ca.crt'), readFileSync(reg.ca!));
+    }
+  });
+});
