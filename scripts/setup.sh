@@ -22,10 +22,11 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # and iperf3 for the benchmarks' anchors, mmdebstrap for the debian template,
 # nftables for the default bridge's NAT and published ports, attr (setfattr) for
 # the overlay whiteouts of unpacked image layers, and docker-registry, skopeo and
-# umoci for the image tests (a real registry, images pushed to it).
+# umoci for the image tests (a real registry, images pushed to it), and podman as
+# the image bench's anchor.
 PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates openssl clang libbpf-dev bpftool
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto
-  lxc runc iperf3 mmdebstrap nftables attr docker-registry skopeo umoci)
+  lxc runc iperf3 mmdebstrap nftables attr docker-registry skopeo umoci podman)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

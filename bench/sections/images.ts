@@ -3,7 +3,7 @@
 // PullImage next to `skopeo copy` + `umoci unpack` and `podman pull`), then
 // a container is started from it (osvirt Create+Start next to `podman run -d`
 // and `runc run -d` on the unpacked bundle), interleaved round by round.
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { ContainerSpec } from '../../src/gen/osvirt/v1/container';
 import type { PullImageResponse } from '../../src/gen/osvirt/v1/image_service';
@@ -34,7 +34,18 @@ export interface ImagesData {
 }
 
 const hr = () => process.hrtime.bigint();
+
+/**
+ * podman's default rlimits are above this host's hard limits (no
+ * CAP_SYS_RESOURCE here): nofile at the host's hard limit, and nproc at 4096
+ * (runc refused every nproc at the host's own hard limit, 96369, in a test).
+ */
 const IMAGE = 'bench/app:v1';
+
+function hostUlimits(): string[] {
+  const hard = /^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+  return [...(hard ? ['--ulimit', `nofile=${hard}:${hard}`] : []), '--ulimit', 'nproc=4096:4096'];
+}
 
 export async function runImages(ctx: Ctx): Promise<SectionResult<ImagesData>> {
   const t0 = Date.now();
@@ -144,7 +155,7 @@ export async function runImages(ctx: Ctx): Promise<SectionResult<ImagesData>> {
   const startPodman = async (i: number) => {
     const name = `${prefix}pod${i}`;
     const a = hr();
-    const r = await run('podman', ['run', '-d', '--name', name, '--network', 'none', ref], { timeoutMs: 60000 });
+    const r = await run('podman', ['run', '-d', '--name', name, '--network', 'none', ...hostUlimits(), ref], { timeoutMs: 60000 });
     const t = msSince(a);
     await run('podman', ['rm', '-f', '-t', '0', name], { timeoutMs: 60000 });
     if (r.code !== 0) throw new Error(`podman run: ${r.stderr.trim()}`);
@@ -218,7 +229,7 @@ export function renderImages(r: Report, res: SectionResult<ImagesData>): void {
   }
   r.p(
     `A ${d.layers}-layer image (${d.imageMiB} MiB, gzip layers of mostly incompressible data, built with umoci) in Debian's docker-registry over TLS on loopback. ` +
-      `Pull: from nothing stored until the image is unpacked and ready (osvirt: PullImage after PruneImages, which downloads, verifies every digest and unpacks each layer into the shared store; skopeo copy into an OCI layout + umoci unpack into a bundle; podman pull after podman rmi). ${d.pullRuns} rounds, interleaved. ` +
+      `Pull: from nothing stored until the image is unpacked and ready (osvirt: PullImage after PruneImages, which downloads, verifies every digest and unpacks each layer into the shared store; skopeo copy into an OCI layout + umoci unpack into a bundle; podman pull after podman rmi). ${d.pullRuns} rounds, interleaved. This host's NOFILE hard limit is below podman's default, so podman runs with --ulimit nofile at the host's hard limit and nproc=4096. ` +
       `Start: until the container runs (osvirt: CreateContainer + StartContainer with rootfs.image, an overlay of the layers in a user namespace; podman run -d; runc run -d on umoci's bundle). ${d.startRuns} rounds. Times in ms.`,
   );
   const rows = (vs: Variant[], kind: string) =>
