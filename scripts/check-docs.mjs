@@ -68,6 +68,8 @@ function headings(file) {
   const seen = new Map();
   const duplicates = [];
   for (const { n, line } of proseLines(readFileSync(file, 'utf8'))) {
+    // Explicit anchors (<a id="x"></a>) count too.
+    for (const a of line.matchAll(/<a\s+(?:name|id)="([^"]+)"/g)) anchors.add(a[1]);
     const m = /^#{1,6}\s+(.*)$/.exec(line);
     if (!m) continue;
     const text = headingText(m[1]);
@@ -76,10 +78,6 @@ function headings(file) {
     if (count > 0) duplicates.push({ n, text });
     seen.set(base, count + 1);
     anchors.add(count ? `${base}-${count}` : base);
-  }
-  for (const { n, line } of proseLines(readFileSync(file, 'utf8'))) {
-    for (const m of line.matchAll(/<a\s+(?:name|id)="([^"]+)"/g)) anchors.add(m[1]);
-    void n;
   }
   return { anchors, duplicates };
 }
