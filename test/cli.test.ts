@@ -62,12 +62,13 @@ describe('osvirt CLI and examples', function () {
     assert.equal(r.code, 0, r.stderr);
   });
 
-  it('runs every example under examples/, each documented in the README', async function () {
+  it('runs every example under examples/, each documented in the README or docs/', async function () {
     this.timeout(300000);
-    const readme = readFileSync(repoPath('README.md'), 'utf8');
+    const pages = [repoPath('README.md'), ...readdirSync(repoPath('docs'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.md')).map((f) => repoPath('docs', f))];
+    const readme = pages.map((p) => readFileSync(p, 'utf8')).join('\n');
     const debian = await debianTemplate();
     for (const f of readdirSync(repoPath('examples')).filter((x) => x.endsWith('.yaml'))) {
-      assert.ok(readme.includes(`examples/${f}`), `README does not show examples/${f}`);
+      assert.ok(readme.includes(`examples/${f}`), `neither README.md nor docs/ shows examples/${f}`);
       if (f === 'lxc-debian.yaml' && 'skip' in debian) {
         this.test!.title += ` (${f} skipped: ${debian.skip})`;
         continue;

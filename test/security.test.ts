@@ -267,7 +267,7 @@ describe('container hardening', function () {
 
   it('maps container root to an unprivileged host uid with a user namespace', async () => {
     // No probe bind here: a mapped root cannot create the mount target in a
-    // rootfs owned by host root (see the README's user namespace note).
+    // rootfs owned by host root (see docs/security.md, on a plain rootfs.path).
     await c.api.containers.createContainer({ name: 'userns', spec: busybox({ driverOptions: { $case: 'lxc', value: { uidMap: [{ containerId: 0, hostId: 200000, size: 65536 }], gidMap: [{ containerId: 0, hostId: 200000, size: 65536 }] } } }) });
     const pid = (await c.api.containers.startContainer({ name: 'userns' })).container!.status!.initPid;
     try {

@@ -1,6 +1,6 @@
 // A real distribution as a system container: Debian booted by its own
-// systemd, seen from the host. Few boots, shared between the checks, because
-// each is a real boot (see the README's test budget).
+// systemd, seen from the host (docs/system-containers.md). Few boots, shared
+// between the checks, because each is a real boot.
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
