@@ -3,7 +3,7 @@
 // inspected, run as containers with their own entrypoint, env, working
 // directory and user, refused removal while used, removed and pruned.
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -12,6 +12,7 @@ import type { Image, PullImageResponse, PullImageRequest } from '../src/gen/osvi
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { execIn } from './support/exec';
 import { haveImageTools, ImageBuilder, TestRegistry } from './support/registry';
+import { repoPath } from '../src/paths';
 
 /** A pull through the stream: the progress messages and the image. */
 async function pull(c: Client, req: Partial<PullImageRequest>): Promise<{ progress: PullImageResponse[]; image: { $case: 'image'; value: Image } }> {
@@ -306,6 +307,31 @@ describe('images from a registry with TLS and basic auth', function () {
     await c.api.containers.createContainer({ name: 'private', spec: imageSpec(`${reg.host}/private/app:v1`) });
     const st = (await c.api.containers.startContainer({ name: 'private' })).container!.status!;
     assert.equal(ContainerState[st.state], 'CONTAINER_STATE_RUNNING');
+  });
+
+  it('osvirt login checks the password against the registry and keeps it for pulls; logout forgets it', async () => {
+    d = new TestDaemon();
+    const c = await d.start();
+    const cli = (args: string[], input = '') => {
+      try {
+        return { code: 0, out: execFileSync(repoPath('bin', 'osvirt'), ['--connect', `unix://${d!.socket}`, ...args], { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] }) };
+      } catch (e) {
+        return { code: (e as { status: number }).status, out: String((e as { stderr?: string }).stderr) };
+      }
+    };
+    const bad = cli(['login', reg.host, '-u', 'alice', '--password-stdin'], 'wrong\n');
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.out, /UNAUTHENTICATED/);
+    assert.ok(!existsSync(path.join(d.stateDir, 'images', 'auth.json')), 'refused credentials are not stored');
+    const good = cli(['login', reg.host, '-u', 'alice', '--password-stdin'], 's3cret\n');
+    assert.equal(good.code, 0, good.out);
+    const auth = path.join(d.stateDir, 'images', 'auth.json');
+    assert.equal(statSync(auth).mode & 0o777, 0o600);
+    assert.equal((JSON.parse(readFileSync(auth, 'utf8')) as { auths: Record<string, { auth: string }> }).auths[reg.host]!.auth, Buffer.from('alice:s3cret').toString('base64'));
+    assert.equal((await pull(c, { image: `${reg.host}/private/app:v1` })).image.value.layers.length, 2);
+    assert.equal(cli(['logout', reg.host]).code, 0);
+    await c.api.images.pruneImages({ all: true });
+    assert.match(await code(pull(c, { image: `${reg.host}/private/app:v1` })), /^16 /);
   });
 
   it('does not trust a registry whose CA is not configured', async () => {

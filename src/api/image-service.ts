@@ -97,6 +97,14 @@ export function imageService(store: ImageStore, manager: ContainerManager, logge
         (e) => call.emit('error', toServiceError(e, logger)),
       );
     },
+    login: unary(logger, async (req) => {
+      await store.login(req.registry, req.username, req.password);
+      return {};
+    }),
+    logout: unary(logger, async (req) => {
+      await store.logout(req.registry);
+      return {};
+    }),
     pruneImages: unary(logger, async (req) => {
       const r = await store.prune(req.all, new Set(users().keys()));
       return { images: r.images, blobs: r.blobs, layers: r.layers, reclaimedBytes: r.reclaimed };

@@ -38,6 +38,8 @@ export const METHOD_ROLES: Record<string, Role> = {
   '/osvirt.v1.ImageService/PruneImages': 'admin',
   '/osvirt.v1.ImageService/ImportImage': 'admin',
   '/osvirt.v1.ImageService/ExportImage': 'admin',
+  '/osvirt.v1.ImageService/Login': 'admin',
+  '/osvirt.v1.ImageService/Logout': 'admin',
   '/osvirt.v1.JailService/ListJails': 'reader',
   '/grpc.health.v1.Health/Check': 'reader',
   '/grpc.health.v1.Health/Watch': 'reader',

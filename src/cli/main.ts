@@ -652,6 +652,37 @@ image
     }),
   );
 
+program
+  .command('login <registry>')
+  .description('check a user name and password against a registry and keep them for the daemon\'s pulls')
+  .requiredOption('-u, --username <name>', 'user name')
+  .option('-p, --password <password>', 'password (visible in ps; prefer --password-stdin)')
+  .option('--password-stdin', 'read the password from standard input')
+  .action(
+    action(async (registry: string, o: { username: string; password?: string; passwordStdin?: boolean }, cmd: Command) => {
+      let password = o.password ?? '';
+      if (o.passwordStdin) {
+        const chunks: Buffer[] = [];
+        for await (const c of process.stdin) chunks.push(c as Buffer);
+        password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+      }
+      if (!password) throw new Error('give the password with --password-stdin (or -p)');
+      const { c } = client(cmd);
+      await promisify(c.images).login({ registry, username: o.username, password });
+      process.stdout.write(`logged in to ${registry}\n`);
+    }),
+  );
+program
+  .command('logout <registry>')
+  .description('forget the credentials login stored for a registry')
+  .action(
+    action(async (registry: string, _o: unknown, cmd: Command) => {
+      const { c } = client(cmd);
+      await promisify(c.images).logout({ registry });
+      process.stdout.write(`logged out of ${registry}\n`);
+    }),
+  );
+
 registerConformance(program);
 registerJail(program);
 registerVserver(program);

@@ -17,7 +17,7 @@ export interface Reference {
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
-const HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?$/;
+export const HOST_RE = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?$/;
 
 /** Parses a reference; throws an Error whose message says what is wrong. */
 export function parseReference(text: string): Reference {
@@ -37,7 +37,7 @@ export function parseReference(text: string): Reference {
   if (slash < 0 || !(first.includes('.') || first.includes(':') || first === 'localhost' || first.startsWith('['))) {
     throw new Error(`"${text}" names no registry host: write it out, e.g. "registry.example.org/${rest}" (osvirt has no default registry)`);
   }
-  if (!HOST.test(first)) throw new Error(`"${first}" is not a registry host[:port]`);
+  if (!HOST_RE.test(first)) throw new Error(`"${first}" is not a registry host[:port]`);
   let repo = rest.slice(slash + 1);
   let tag: string | undefined;
   const colon = repo.lastIndexOf(':');

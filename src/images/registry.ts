@@ -105,6 +105,30 @@ export class RegistryClient {
     return a;
   }
 
+  /** Drops the tokens of a host (its credentials changed). */
+  forget(host: string): void {
+    for (const k of [...this.tokens.keys()]) if (k.startsWith(`${host} `)) this.tokens.delete(k);
+  }
+
+  /**
+   * Checks credentials against a registry's /v2/ endpoint (the version
+   * check every registry answers), through the challenge it answers with.
+   */
+  async ping(host: string): Promise<void> {
+    const ref: Reference = { host, repository: '' };
+    const url = new URL(`${this.insecure(host) ? 'http' : 'https'}://${host}/v2/`);
+    let res = await this.raw(url, { 'user-agent': 'osvirt' });
+    res.body.resume();
+    if (res.status === 401) {
+      const challenge = String(res.headers['www-authenticate'] ?? '');
+      const auth = await this.authorize(ref, '', challenge);
+      res = await this.raw(url, { 'user-agent': 'osvirt', authorization: auth });
+      res.body.resume();
+    }
+    if (res.status === 401 || res.status === 403) throw new RegistryError('UNAUTHENTICATED', `${host} refused the user name and password`);
+    if (res.status !== 200) throw new RegistryError('UNAVAILABLE', `${host} answered ${res.status} on /v2/: is it a registry?`);
+  }
+
   close(): void {
     for (const a of this.agents.values()) a.destroy();
     this.agents.clear();
@@ -186,7 +210,8 @@ export class RegistryClient {
     if (!realm) throw new RegistryError('UNAUTHENTICATED', `${ref.host}'s bearer challenge names no realm`);
     const url = new URL(realm);
     if (params.get('service')) url.searchParams.set('service', params.get('service')!);
-    url.searchParams.set('scope', params.get('scope') ?? scope);
+    const sc = params.get('scope') ?? scope;
+    if (sc) url.searchParams.set('scope', sc);
     const res = await this.raw(url, { 'user-agent': 'osvirt', ...(basic ? { authorization: basic } : {}) });
     const text = await readAll(res.body, 1 << 20);
     if (res.status === 401 || res.status === 403) throw new RegistryError('UNAUTHENTICATED', `the token service of ${ref.host} (${url.host}) refused the ${creds ? 'stored credentials' : 'anonymous request'}`);

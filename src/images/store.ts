@@ -21,7 +21,7 @@ import { writeFileAtomic } from '../core/atomic-file';
 import { KeyedMutex } from '../core/keyed-mutex';
 import { OsvirtError, errorMessage, invalidArgument } from '../core/errors';
 import type { Image, ImageConfig, Platform, PullProgress } from '../gen/osvirt/v1/image_service';
-import { formatReference, nameOf, parseReference, type Reference } from './reference';
+import { formatReference, HOST_RE, nameOf, parseReference, type Reference } from './reference';
 import { MEDIA, RegistryClient, RegistryError, readAuthFiles, type Credentials } from './registry';
 import { compressionOf, LayerError, unpackLayer } from './unpack';
 
@@ -72,8 +72,58 @@ export class ImageStore {
     readonly root: string,
     private readonly opts: ImageStoreOptions,
   ) {
-    this.credentials = readAuthFiles(opts.authFiles ?? defaultAuthFiles());
+    this.credentials = readAuthFiles([this.authFile(), ...(opts.authFiles ?? defaultAuthFiles())]);
     this.registry = new RegistryClient({ insecure: opts.insecureRegistries ?? [], credentials: (h) => this.credentials.get(h), ...(opts.certDirs ? { certDirs: opts.certDirs } : {}) });
+  }
+
+  /** Where Login keeps credentials: read first, before the host's auth files. */
+  private authFile(): string {
+    return path.join(this.root, 'auth.json');
+  }
+
+  /** Checks credentials against a registry and keeps them for its pulls. */
+  async login(host: string, username: string, password: string): Promise<void> {
+    if (!host || !HOST_RE.test(host)) throw invalidArgument('registry', `"${host}" is not a registry host[:port]`);
+    if (!username) throw invalidArgument('username', 'is required');
+    if (!password) throw invalidArgument('password', 'is required');
+    const probe = new RegistryClient({ insecure: this.opts.insecureRegistries ?? [], credentials: () => ({ username, password }), ...(this.opts.certDirs ? { certDirs: this.opts.certDirs } : {}) });
+    try {
+      await probe.ping(host);
+    } catch (e) {
+      throw asOsvirtError(e, host);
+    } finally {
+      probe.close();
+    }
+    await this.lock.run('auth.json', async () => {
+      const doc = this.readOwnAuth();
+      doc.auths[host] = { auth: Buffer.from(`${username}:${password}`).toString('base64') };
+      await writeFileAtomic(this.authFile(), JSON.stringify(doc, null, 2) + '\n', 0o600);
+      this.credentials.set(host, { username, password });
+      this.registry.forget(host);
+    });
+  }
+
+  /** Forgets what login stored for a registry (the host's own auth files still count). */
+  async logout(host: string): Promise<void> {
+    if (!host || !HOST_RE.test(host)) throw invalidArgument('registry', `"${host}" is not a registry host[:port]`);
+    await this.lock.run('auth.json', async () => {
+      const doc = this.readOwnAuth();
+      delete doc.auths[host];
+      await writeFileAtomic(this.authFile(), JSON.stringify(doc, null, 2) + '\n', 0o600);
+      this.credentials.delete(host);
+      const fallback = readAuthFiles(this.opts.authFiles ?? defaultAuthFiles()).get(host);
+      if (fallback) this.credentials.set(host, fallback);
+      this.registry.forget(host);
+    });
+  }
+
+  private readOwnAuth(): { auths: Record<string, { auth: string }> } {
+    try {
+      const doc = JSON.parse(readFileSync(this.authFile(), 'utf8')) as { auths?: Record<string, { auth: string }> };
+      return { auths: doc.auths ?? {} };
+    } catch {
+      return { auths: {} };
+    }
   }
 
   async init(): Promise<void> {
