@@ -76,7 +76,7 @@ describe('images from a real registry', function () {
     if (!isRoot()) return this.skip();
     const missing = haveImageTools();
     if (missing) return this.skip();
-    reg = new TestRegistry();
+    reg = new TestRegistry({ logRequests: true });
     await reg.start();
     builder = new ImageBuilder();
     await builder.init();
@@ -228,6 +228,25 @@ describe('images from a real registry', function () {
     writeFileSync(junk, 'this is not a tar archive at all'.repeat(100));
     assert.match(await code(importFile(c, junk)), /^3 data: /);
     assert.deepEqual(readdirSync(path.join(d.stateDir, 'images', 'tmp')), []);
+  });
+
+  it('shares the downloads of two concurrent pulls of one image, and a prune in between takes nothing they need', async () => {
+    const ref = `${reg.host}/test/app:v1`;
+    await c.api.images.pruneImages({ all: true });
+    const img = (await c.api.images.listImages({})).images;
+    assert.deepEqual(img, []);
+    const before = new Map<string, number>();
+    const layers = (await pull(c, { image: ref })).image.value.layers;
+    await c.api.images.removeImage({ image: ref, allowMissing: false, force: false });
+    await c.api.images.pruneImages({ all: true });
+    for (const l of layers) before.set(l.digest, reg.blobGets(l.digest));
+    const [a, b] = await Promise.all([pull(c, { image: ref }), pull(c, { image: ref }), c.api.images.pruneImages({ all: true })]);
+    assert.equal(a.image.value.digest, b.image.value.digest);
+    for (const l of layers) assert.equal(reg.blobGets(l.digest) - before.get(l.digest)!, 1, `layer ${l.digest} fetched once for both pulls`);
+    // Everything the image needs is still there: a container starts from it.
+    await c.api.containers.createContainer({ name: 'shared', spec: imageSpec(ref) });
+    await c.api.containers.startContainer({ name: 'shared' });
+    await c.api.containers.deleteContainer({ name: 'shared', force: true, allowMissing: false });
   });
 
   it('refuses a blob whose content does not match its digest, and keeps nothing of it', async () => {

@@ -206,7 +206,30 @@ export class ImageStore {
    * the manifest, the platform's entry of an index, the config and the
    * layers not stored yet. `progress` is told about each blob.
    */
-  async pull(text: string, field: string, platform: Platform | undefined, progress: (p: PullProgress) => void = () => undefined): Promise<ImageRecord> {
+  /**
+   * Pulls and imports add blobs and layers before they record the image that
+   * owns them; prune must not take those. Writers (pull, import) run side by
+   * side; prune waits for them and holds new ones back while it works.
+   */
+  private writers = new Set<Promise<unknown>>();
+  private pruning: Promise<unknown> | undefined;
+
+  private async asWriter<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.pruning) await this.pruning.catch(() => undefined);
+    const p = fn();
+    this.writers.add(p);
+    try {
+      return await p;
+    } finally {
+      this.writers.delete(p);
+    }
+  }
+
+  pull(text: string, field: string, platform: Platform | undefined, progress: (p: PullProgress) => void = () => undefined): Promise<ImageRecord> {
+    return this.asWriter(() => this.pullNow(text, field, platform, progress));
+  }
+
+  private async pullNow(text: string, field: string, platform: Platform | undefined, progress: (p: PullProgress) => void): Promise<ImageRecord> {
     const ref = ImageStore.parse(text, field);
     const want = platform?.os || platform?.architecture ? { os: platform.os || 'linux', architecture: platform.architecture || hostPlatform().architecture, variant: platform.variant } : hostPlatform();
     try {
@@ -286,7 +309,11 @@ export class ImageStore {
    * (asked once the archive is in) may name the image(s) instead of the
    * archive's own names.
    */
-  async importArchive(data: AsyncIterable<Buffer>, givenName: () => string): Promise<ImageRecord[]> {
+  importArchive(data: AsyncIterable<Buffer>, givenName: () => string): Promise<ImageRecord[]> {
+    return this.asWriter(() => this.importNow(data, givenName));
+  }
+
+  private async importNow(data: AsyncIterable<Buffer>, givenName: () => string): Promise<ImageRecord[]> {
     const work = path.join(this.root, 'tmp', `import-${randomBytes(6).toString('hex')}`);
     const file = `${work}.tar`;
     await fs.mkdir(work, { mode: 0o700 });
@@ -559,6 +586,20 @@ export class ImageStore {
    * container uses, then the blobs and layers no image left references.
    */
   async prune(all: boolean, inUse: Set<string>): Promise<{ images: string[]; blobs: number; layers: number; reclaimed: number }> {
+    while (this.pruning) await this.pruning.catch(() => undefined);
+    const p = (async () => {
+      await Promise.allSettled([...this.writers]);
+      return this.pruneNow(all, inUse);
+    })();
+    this.pruning = p;
+    try {
+      return await p;
+    } finally {
+      if (this.pruning === p) this.pruning = undefined;
+    }
+  }
+
+  private async pruneNow(all: boolean, inUse: Set<string>): Promise<{ images: string[]; blobs: number; layers: number; reclaimed: number }> {
     return this.lock.run('images.json', async () => {
       const images = this.readRecords();
       const removed: string[] = [];

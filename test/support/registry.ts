@@ -41,7 +41,7 @@ export class TestRegistry {
   /** With TLS: the CA that signed its certificate. */
   ca?: string;
 
-  constructor(readonly opts: { tls?: boolean; user?: string; password?: string } = {}) {}
+  constructor(readonly opts: { tls?: boolean; user?: string; password?: string; logRequests?: boolean } = {}) {}
 
   get host(): string {
     return `127.0.0.1:${this.port}`;
@@ -49,7 +49,7 @@ export class TestRegistry {
 
   async start(): Promise<void> {
     this.port = await freePort();
-    const lines = ['version: 0.1', 'log:', '  level: warn', 'storage:', '  filesystem:', `    rootdirectory: ${path.join(this.dir, 'data')}`, '  delete:', '    enabled: true', 'http:', `  addr: 127.0.0.1:${this.port}`];
+    const lines = ['version: 0.1', 'log:', `  level: ${this.opts.logRequests ? 'info' : 'warn'}`, 'storage:', '  filesystem:', `    rootdirectory: ${path.join(this.dir, 'data')}`, '  delete:', '    enabled: true', 'http:', `  addr: 127.0.0.1:${this.port}`];
     if (this.opts.tls) {
       this.makeCerts();
       lines.push('  tls:', `    certificate: ${path.join(this.dir, 'server.crt')}`, `    key: ${path.join(this.dir, 'server.key')}`);
@@ -107,6 +107,11 @@ export class TestRegistry {
       copyFileSync(this.ca!, path.join(d, 'ca.crt'));
     }
     return d;
+  }
+
+  /** How many GETs of a blob the registry served (logRequests). */
+  blobGets(digest: string): number {
+    return this.log.split('\n').filter((l) => l.includes(`blobs/${digest}`) && /GET/.test(l) && /response completed|http.response.status=200/.test(l)).length;
   }
 
   /** The file of a blob in the registry's storage (to corrupt it). */
