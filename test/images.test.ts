@@ -249,6 +249,23 @@ describe('images from a real registry', function () {
     await c.api.containers.deleteContainer({ name: 'shared', force: true, allowMissing: false });
   });
 
+  it('reads the host\'s registries.conf: insecure without the daemon flag, blocked refused, the search list named for a short name', async () => {
+    const conf = path.join(builder.dir, 'registries.conf');
+    writeFileSync(conf, [`unqualified-search-registries = ["${reg.host}"]`, '[[registry]]', `location = "${reg.host}"`, 'insecure = true', '[[registry]]', `location = "${reg.host}/blocked"`, 'blocked = true', ''].join('\n'));
+    process.env['CONTAINERS_REGISTRIES_CONF'] = conf;
+    const d2 = new TestDaemon();
+    try {
+      const c2 = await d2.start();
+      delete process.env['CONTAINERS_REGISTRIES_CONF'];
+      assert.equal((await pull(c2, { image: `${reg.host}/test/app:v1` })).image.value.layers.length, 2);
+      assert.match(await code(pull(c2, { image: `${reg.host}/blocked/app:v1` })), /^7 .*blocked in the host's registries\.conf/);
+      assert.match(await code(pull(c2, { image: 'test/app:v1' })), new RegExp(`^3 image: .*e\\.g\\. "${reg.host.replace(/\./g, '\\.')}/test/app:v1"`));
+    } finally {
+      delete process.env['CONTAINERS_REGISTRIES_CONF'];
+      await d2.destroy();
+    }
+  });
+
   it('refuses a blob whose content does not match its digest, and keeps nothing of it', async () => {
     const ref = `${reg.host}/test/app:v1`;
     const img = (await pull(c, { image: ref })).image.value;

@@ -25,7 +25,7 @@ export async function applyImage(spec: ContainerSpec, store: ImageStore): Promis
   const src = spec.rootfs?.source;
   if (src?.$case !== 'image') return spec;
   const field = 'spec.rootfs.image';
-  ImageStore.parse(src.value, field);
+  store.parseRef(src.value, field);
   const policy = spec.rootfs!.pullPolicy;
   let rec = store.find(src.value);
   if (policy === PullPolicy.PULL_POLICY_ALWAYS || (!rec && policy !== PullPolicy.PULL_POLICY_NEVER)) rec = await store.pull(src.value, field, undefined);

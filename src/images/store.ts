@@ -24,6 +24,7 @@ import type { Image, ImageConfig, Platform, PullProgress } from '../gen/osvirt/v
 import { formatReference, HOST_RE, nameOf, parseReference, type Reference } from './reference';
 import { MEDIA, RegistryClient, RegistryError, readAuthFiles, type Credentials } from './registry';
 import { compressionOf, LayerError, unpackLayer } from './unpack';
+import { isBlocked, readRegistriesConf, registriesConfFiles, type RegistriesConf } from './registries-conf';
 
 /** images.json's record of one image. */
 interface ImageRecord {
@@ -55,6 +56,8 @@ const hex = (digest: string) => digest.replace(/^sha256:/, '');
 
 export interface ImageStoreOptions {
   insecureRegistries?: string[];
+  /** The host's registries.conf (default: read from registriesConfFiles()). */
+  registriesConf?: RegistriesConf;
   /** auth.json / config.json files to read credentials from, first match wins. */
   authFiles?: string[];
   certDirs?: string[];
@@ -67,13 +70,18 @@ export class ImageStore {
   /** Downloads and unpacks in flight, by blob digest: two pulls share one. */
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly credentials: Map<string, Credentials>;
+  private readonly conf: RegistriesConf;
+  private readonly insecure: string[];
 
   constructor(
     readonly root: string,
     private readonly opts: ImageStoreOptions,
   ) {
     this.credentials = readAuthFiles([this.authFile(), ...(opts.authFiles ?? defaultAuthFiles())]);
-    this.registry = new RegistryClient({ insecure: opts.insecureRegistries ?? [], credentials: (h) => this.credentials.get(h), ...(opts.certDirs ? { certDirs: opts.certDirs } : {}) });
+    this.conf = opts.registriesConf ?? readRegistriesConf(registriesConfFiles());
+    for (const p of this.conf.problems) opts.logger.warn({ problem: p }, 'cannot read a registries.conf file');
+    this.insecure = [...(opts.insecureRegistries ?? []), ...this.conf.insecure];
+    this.registry = new RegistryClient({ insecure: this.insecure, credentials: (h) => this.credentials.get(h), ...(opts.certDirs ? { certDirs: opts.certDirs } : {}) });
   }
 
   /** Where Login keeps credentials: read first, before the host's auth files. */
@@ -86,7 +94,7 @@ export class ImageStore {
     if (!host || !HOST_RE.test(host)) throw invalidArgument('registry', `"${host}" is not a registry host[:port]`);
     if (!username) throw invalidArgument('username', 'is required');
     if (!password) throw invalidArgument('password', 'is required');
-    const probe = new RegistryClient({ insecure: this.opts.insecureRegistries ?? [], credentials: () => ({ username, password }), ...(this.opts.certDirs ? { certDirs: this.opts.certDirs } : {}) });
+    const probe = new RegistryClient({ insecure: this.insecure, credentials: () => ({ username, password }), ...(this.opts.certDirs ? { certDirs: this.opts.certDirs } : {}) });
     try {
       await probe.ping(host);
     } catch (e) {
@@ -168,6 +176,18 @@ export class ImageStore {
     }
   }
 
+  /** parse(), naming the host's search registries when a short name is refused. */
+  parseRef(text: string, field: string): Reference {
+    try {
+      return ImageStore.parse(text, field);
+    } catch (e) {
+      if (this.conf.search.length && /names no registry host/.test(errorMessage(e))) {
+        throw invalidArgument(field, `image reference "${text}" names no registry host; osvirt does not guess one: write it out, e.g. "${this.conf.search[0]}/${text}" (registries.conf searches ${this.conf.search.join(', ')})`);
+      }
+      throw e;
+    }
+  }
+
   /** The stored image a name, digest or digest prefix (12+ hex digits) means, if any. */
   find(text: string): ImageRecord | undefined {
     const images = this.readRecords();
@@ -230,7 +250,9 @@ export class ImageStore {
   }
 
   private async pullNow(text: string, field: string, platform: Platform | undefined, progress: (p: PullProgress) => void): Promise<ImageRecord> {
-    const ref = ImageStore.parse(text, field);
+    const ref = this.parseRef(text, field);
+    const blocked = isBlocked(this.conf, ref.host, ref.repository);
+    if (blocked) throw new OsvirtError('PERMISSION_DENIED', 'REGISTRY_BLOCKED', `pull ${text}: "${blocked}" is blocked in the host's registries.conf`, [], { image: text });
     const want = platform?.os || platform?.architecture ? { os: platform.os || 'linux', architecture: platform.architecture || hostPlatform().architecture, variant: platform.variant } : hostPlatform();
     try {
       let m = await this.registry.manifest(ref, ref.digest ?? ref.tag!);
