@@ -45,9 +45,7 @@ export function compressionOf(mediaType: string): Compression {
 }
 
 function zstdStream(): Transform {
-  let out: Transform;
-  const d = new Decompress((chunk) => out.push(Buffer.from(chunk)));
-  out = new Transform({
+  const out: Transform = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       try {
         d.push(chunk);
@@ -65,6 +63,7 @@ function zstdStream(): Transform {
       }
     },
   });
+  const d = new Decompress((chunk) => out.push(Buffer.from(chunk)));
   return out;
 }
 
