@@ -6,7 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
-#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -25,7 +25,8 @@
  *   others   sent on to every process of the jail
  * kill(-1, 0) from pid 1 reaches exactly the other processes of its pid
  * namespace, those that entered it from outside included, so no /proc scan is
- * needed. Build it static (osvirt-init) to run in a root without a libc.
+ * needed. It has no dependency but libc and no stdio, so the static
+ * osvirt-init (init/main.c) that runs it in a root without a libc stays small.
  */
 const char *init_refusal(int argc)
 {
@@ -47,7 +48,9 @@ int init_run(void)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	int sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sfd < 0) {
-		perror("osvirt init: signalfd");
+		const char *parts[] = {"osvirt init: signalfd: ", strerror(errno), "\n"};
+		for (size_t i = 0; i < 3; i++)
+			(void)!write(STDERR_FILENO, parts[i], strlen(parts[i]));
 		return 1;
 	}
 	bool persist = true, stopping = false;
