@@ -3,415 +3,11 @@
 #include "seccomp.h"
 
 #include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "args.h"
-
-/* System calls --seccomp-deny knows by name (others: a number). */
-static const struct {
-	const char *name;
-	int nr;
-} syscall_names[] = {
-#ifdef __NR_accept
-	{"accept", __NR_accept},
-#endif
-#ifdef __NR_accept4
-	{"accept4", __NR_accept4},
-#endif
-#ifdef __NR_acct
-	{"acct", __NR_acct},
-#endif
-#ifdef __NR_add_key
-	{"add_key", __NR_add_key},
-#endif
-#ifdef __NR_adjtimex
-	{"adjtimex", __NR_adjtimex},
-#endif
-#ifdef __NR_bind
-	{"bind", __NR_bind},
-#endif
-#ifdef __NR_bpf
-	{"bpf", __NR_bpf},
-#endif
-#ifdef __NR_chroot
-	{"chroot", __NR_chroot},
-#endif
-#ifdef __NR_clock_adjtime
-	{"clock_adjtime", __NR_clock_adjtime},
-#endif
-#ifdef __NR_clock_settime
-	{"clock_settime", __NR_clock_settime},
-#endif
-#ifdef __NR_clone
-	{"clone", __NR_clone},
-#endif
-#ifdef __NR_clone3
-	{"clone3", __NR_clone3},
-#endif
-#ifdef __NR_connect
-	{"connect", __NR_connect},
-#endif
-#ifdef __NR_create_module
-	{"create_module", __NR_create_module},
-#endif
-#ifdef __NR_delete_module
-	{"delete_module", __NR_delete_module},
-#endif
-#ifdef __NR_execve
-	{"execve", __NR_execve},
-#endif
-#ifdef __NR_execveat
-	{"execveat", __NR_execveat},
-#endif
-#ifdef __NR_fanotify_init
-	{"fanotify_init", __NR_fanotify_init},
-#endif
-#ifdef __NR_finit_module
-	{"finit_module", __NR_finit_module},
-#endif
-#ifdef __NR_fsconfig
-	{"fsconfig", __NR_fsconfig},
-#endif
-#ifdef __NR_fsmount
-	{"fsmount", __NR_fsmount},
-#endif
-#ifdef __NR_fsopen
-	{"fsopen", __NR_fsopen},
-#endif
-#ifdef __NR_fspick
-	{"fspick", __NR_fspick},
-#endif
-#ifdef __NR_get_kernel_syms
-	{"get_kernel_syms", __NR_get_kernel_syms},
-#endif
-#ifdef __NR_get_mempolicy
-	{"get_mempolicy", __NR_get_mempolicy},
-#endif
-#ifdef __NR_init_module
-	{"init_module", __NR_init_module},
-#endif
-#ifdef __NR_io_uring_enter
-	{"io_uring_enter", __NR_io_uring_enter},
-#endif
-#ifdef __NR_io_uring_register
-	{"io_uring_register", __NR_io_uring_register},
-#endif
-#ifdef __NR_io_uring_setup
-	{"io_uring_setup", __NR_io_uring_setup},
-#endif
-#ifdef __NR_ioperm
-	{"ioperm", __NR_ioperm},
-#endif
-#ifdef __NR_iopl
-	{"iopl", __NR_iopl},
-#endif
-#ifdef __NR_ioctl
-	{"ioctl", __NR_ioctl},
-#endif
-#ifdef __NR_kcmp
-	{"kcmp", __NR_kcmp},
-#endif
-#ifdef __NR_kexec_file_load
-	{"kexec_file_load", __NR_kexec_file_load},
-#endif
-#ifdef __NR_kexec_load
-	{"kexec_load", __NR_kexec_load},
-#endif
-#ifdef __NR_keyctl
-	{"keyctl", __NR_keyctl},
-#endif
-#ifdef __NR_listen
-	{"listen", __NR_listen},
-#endif
-#ifdef __NR_lookup_dcookie
-	{"lookup_dcookie", __NR_lookup_dcookie},
-#endif
-#ifdef __NR_mbind
-	{"mbind", __NR_mbind},
-#endif
-#ifdef __NR_mknod
-	{"mknod", __NR_mknod},
-#endif
-#ifdef __NR_mknodat
-	{"mknodat", __NR_mknodat},
-#endif
-#ifdef __NR_mlock
-	{"mlock", __NR_mlock},
-#endif
-#ifdef __NR_mlock2
-	{"mlock2", __NR_mlock2},
-#endif
-#ifdef __NR_mlockall
-	{"mlockall", __NR_mlockall},
-#endif
-#ifdef __NR_mmap
-	{"mmap", __NR_mmap},
-#endif
-#ifdef __NR_mount
-	{"mount", __NR_mount},
-#endif
-#ifdef __NR_mount_setattr
-	{"mount_setattr", __NR_mount_setattr},
-#endif
-#ifdef __NR_move_mount
-	{"move_mount", __NR_move_mount},
-#endif
-#ifdef __NR_move_pages
-	{"move_pages", __NR_move_pages},
-#endif
-#ifdef __NR_msgctl
-	{"msgctl", __NR_msgctl},
-#endif
-#ifdef __NR_msgget
-	{"msgget", __NR_msgget},
-#endif
-#ifdef __NR_msgrcv
-	{"msgrcv", __NR_msgrcv},
-#endif
-#ifdef __NR_msgsnd
-	{"msgsnd", __NR_msgsnd},
-#endif
-#ifdef __NR_munlock
-	{"munlock", __NR_munlock},
-#endif
-#ifdef __NR_munlockall
-	{"munlockall", __NR_munlockall},
-#endif
-#ifdef __NR_name_to_handle_at
-	{"name_to_handle_at", __NR_name_to_handle_at},
-#endif
-#ifdef __NR_nfsservctl
-	{"nfsservctl", __NR_nfsservctl},
-#endif
-#ifdef __NR_open_by_handle_at
-	{"open_by_handle_at", __NR_open_by_handle_at},
-#endif
-#ifdef __NR_open_tree
-	{"open_tree", __NR_open_tree},
-#endif
-#ifdef __NR_perf_event_open
-	{"perf_event_open", __NR_perf_event_open},
-#endif
-#ifdef __NR_personality
-	{"personality", __NR_personality},
-#endif
-#ifdef __NR_pidfd_getfd
-	{"pidfd_getfd", __NR_pidfd_getfd},
-#endif
-#ifdef __NR_pivot_root
-	{"pivot_root", __NR_pivot_root},
-#endif
-#ifdef __NR_process_madvise
-	{"process_madvise", __NR_process_madvise},
-#endif
-#ifdef __NR_process_vm_readv
-	{"process_vm_readv", __NR_process_vm_readv},
-#endif
-#ifdef __NR_process_vm_writev
-	{"process_vm_writev", __NR_process_vm_writev},
-#endif
-#ifdef __NR_ptrace
-	{"ptrace", __NR_ptrace},
-#endif
-#ifdef __NR_query_module
-	{"query_module", __NR_query_module},
-#endif
-#ifdef __NR_quotactl
-	{"quotactl", __NR_quotactl},
-#endif
-#ifdef __NR_quotactl_fd
-	{"quotactl_fd", __NR_quotactl_fd},
-#endif
-#ifdef __NR_reboot
-	{"reboot", __NR_reboot},
-#endif
-#ifdef __NR_request_key
-	{"request_key", __NR_request_key},
-#endif
-#ifdef __NR_semctl
-	{"semctl", __NR_semctl},
-#endif
-#ifdef __NR_semget
-	{"semget", __NR_semget},
-#endif
-#ifdef __NR_semop
-	{"semop", __NR_semop},
-#endif
-#ifdef __NR_semtimedop
-	{"semtimedop", __NR_semtimedop},
-#endif
-#ifdef __NR_set_mempolicy
-	{"set_mempolicy", __NR_set_mempolicy},
-#endif
-#ifdef __NR_setdomainname
-	{"setdomainname", __NR_setdomainname},
-#endif
-#ifdef __NR_sethostname
-	{"sethostname", __NR_sethostname},
-#endif
-#ifdef __NR_setns
-	{"setns", __NR_setns},
-#endif
-#ifdef __NR_settimeofday
-	{"settimeofday", __NR_settimeofday},
-#endif
-#ifdef __NR_shmat
-	{"shmat", __NR_shmat},
-#endif
-#ifdef __NR_shmctl
-	{"shmctl", __NR_shmctl},
-#endif
-#ifdef __NR_shmdt
-	{"shmdt", __NR_shmdt},
-#endif
-#ifdef __NR_shmget
-	{"shmget", __NR_shmget},
-#endif
-#ifdef __NR_socket
-	{"socket", __NR_socket},
-#endif
-#ifdef __NR_socketpair
-	{"socketpair", __NR_socketpair},
-#endif
-#ifdef __NR_stime
-	{"stime", __NR_stime},
-#endif
-#ifdef __NR_swapoff
-	{"swapoff", __NR_swapoff},
-#endif
-#ifdef __NR_swapon
-	{"swapon", __NR_swapon},
-#endif
-#ifdef __NR_sysfs
-	{"sysfs", __NR_sysfs},
-#endif
-#ifdef __NR_syslog
-	{"syslog", __NR_syslog},
-#endif
-#ifdef __NR_umount
-	{"umount", __NR_umount},
-#endif
-#ifdef __NR_umount2
-	{"umount2", __NR_umount2},
-#endif
-#ifdef __NR_unshare
-	{"unshare", __NR_unshare},
-#endif
-#ifdef __NR_uselib
-	{"uselib", __NR_uselib},
-#endif
-#ifdef __NR_userfaultfd
-	{"userfaultfd", __NR_userfaultfd},
-#endif
-#ifdef __NR_ustat
-	{"ustat", __NR_ustat},
-#endif
-#ifdef __NR_vhangup
-	{"vhangup", __NR_vhangup},
-#endif
-#ifdef __NR_vm86
-	{"vm86", __NR_vm86},
-#endif
-#ifdef __NR_vm86old
-	{"vm86old", __NR_vm86old},
-#endif
-#ifdef __NR_chmod
-	{"chmod", __NR_chmod},
-#endif
-#ifdef __NR_fchmod
-	{"fchmod", __NR_fchmod},
-#endif
-#ifdef __NR_fchmodat
-	{"fchmodat", __NR_fchmodat},
-#endif
-#ifdef __NR_chown
-	{"chown", __NR_chown},
-#endif
-#ifdef __NR_fchown
-	{"fchown", __NR_fchown},
-#endif
-#ifdef __NR_fchownat
-	{"fchownat", __NR_fchownat},
-#endif
-#ifdef __NR_lchown
-	{"lchown", __NR_lchown},
-#endif
-#ifdef __NR_setxattr
-	{"setxattr", __NR_setxattr},
-#endif
-#ifdef __NR_lsetxattr
-	{"lsetxattr", __NR_lsetxattr},
-#endif
-#ifdef __NR_fsetxattr
-	{"fsetxattr", __NR_fsetxattr},
-#endif
-#ifdef __NR_removexattr
-	{"removexattr", __NR_removexattr},
-#endif
-#ifdef __NR_lremovexattr
-	{"lremovexattr", __NR_lremovexattr},
-#endif
-#ifdef __NR_fremovexattr
-	{"fremovexattr", __NR_fremovexattr},
-#endif
-#ifdef __NR_open
-	{"open", __NR_open},
-#endif
-#ifdef __NR_openat
-	{"openat", __NR_openat},
-#endif
-#ifdef __NR_openat2
-	{"openat2", __NR_openat2},
-#endif
-#ifdef __NR_kill
-	{"kill", __NR_kill},
-#endif
-#ifdef __NR_tkill
-	{"tkill", __NR_tkill},
-#endif
-#ifdef __NR_tgkill
-	{"tgkill", __NR_tgkill},
-#endif
-#ifdef __NR_prctl
-	{"prctl", __NR_prctl},
-#endif
-#ifdef __NR_setuid
-	{"setuid", __NR_setuid},
-#endif
-#ifdef __NR_setgid
-	{"setgid", __NR_setgid},
-#endif
-#ifdef __NR_setreuid
-	{"setreuid", __NR_setreuid},
-#endif
-#ifdef __NR_setregid
-	{"setregid", __NR_setregid},
-#endif
-#ifdef __NR_setresuid
-	{"setresuid", __NR_setresuid},
-#endif
-#ifdef __NR_setresgid
-	{"setresgid", __NR_setresgid},
-#endif
-#ifdef __NR_setgroups
-	{"setgroups", __NR_setgroups},
-#endif
-#ifdef __NR_capset
-	{"capset", __NR_capset},
-#endif
-#ifdef __NR_landlock_create_ruleset
-	{"landlock_create_ruleset", __NR_landlock_create_ruleset},
-#endif
-#ifdef __NR_seccomp
-	{"seccomp", __NR_seccomp},
-#endif
-};
 
 static const struct {
 	const char *name;
@@ -421,6 +17,21 @@ static const struct {
 	{"EINVAL", EINVAL}, {"EOPNOTSUPP", EOPNOTSUPP}, {"EROFS", EROFS}, {"EADDRNOTAVAIL", EADDRNOTAVAIL},
 	{"ENOMEM", ENOMEM}, {"EAGAIN", EAGAIN},
 };
+
+/* A system call of this architecture by name (libseccomp's table) or number; -1 when neither. */
+static int syscall_nr(const char *name, struct error *e)
+{
+	int nr = seccomp_syscall_resolve_name(name);
+	if (nr >= 0)
+		return nr;
+	/* Negative: unknown, or a call this architecture does not have. */
+	unsigned long num;
+	if (parse_num(name, "--seccomp-deny: unknown system call", &num, e) < 0)
+		return -1;
+	if (num > INT32_MAX)
+		return err_usage(e, "--seccomp-deny: system call number out of range: '%s'", name);
+	return (int)num;
+}
 
 static int parse_rule(char *copy, const char *v, struct deny_rule *r, struct error *e)
 {
@@ -433,16 +44,10 @@ static int parse_rule(char *copy, const char *v, struct deny_rule *r, struct err
 		err = f2, cond = f3;
 	if (!name || (f3 && !err))
 		return err_usage(e, "--seccomp-deny %s: expected SYSCALL[:ERRNO][:ARGn&MASK|ARGn==V,..|ARGn!=V,..]", v);
-	*r = (struct deny_rule){.nr = -1, .err = EPERM, .arg = -1};
-	for (size_t i = 0; i < ARRAY_SIZE(syscall_names); i++)
-		if (!strcmp(name, syscall_names[i].name))
-			r->nr = syscall_names[i].nr;
+	*r = (struct deny_rule){.err = EPERM, .arg = -1};
+	if ((r->nr = syscall_nr(name, e)) < 0)
+		return -1;
 	unsigned long num;
-	if (r->nr < 0) {
-		if (parse_num(name, "--seccomp-deny: unknown system call", &num, e) < 0)
-			return -1;
-		r->nr = (int)num;
-	}
 	if (err) {
 		size_t i;
 		for (i = 0; i < ARRAY_SIZE(errno_names); i++)
@@ -453,7 +58,7 @@ static int parse_rule(char *copy, const char *v, struct deny_rule *r, struct err
 		} else {
 			if (parse_num(err, "--seccomp-deny: unknown errno", &num, e) < 0)
 				return -1;
-			r->err = (int)num;
+			r->err = num > 4095 ? 0 : (int)num;
 		}
 		if (r->err <= 0 || r->err > 4095)
 			return err_usage(e, "--seccomp-deny %s: errno out of range", v);
@@ -509,66 +114,240 @@ void seccomp_policy_free(struct seccomp_policy *p)
 	p->n = 0;
 }
 
-#if defined(__x86_64__)
-#define SECCOMP_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
-#else
-#error "--seccomp-deny: unknown architecture"
-#endif
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i))
-#else
-#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i) + 4)
-#endif
-
 /*
- * The deny rules as a classic BPF program. System calls of another ABI (i386,
- * x32) fail with ENOSYS: their numbers differ, so a rule could not hold there.
- * Installed while the process still has CAP_SYS_ADMIN, so no_new_privs is
- * not forced on it (setuid programs keep working inside).
+ * Rules become libseccomp rules through "cubes": a cube constrains each
+ * argument's low 32 bits to (arg & mask) == datum (mask 0: any value), which
+ * is one libseccomp rule of SCMP_CMP_MASKED_EQ comparisons. A mask within the
+ * low 32 bits leaves the high half free, as the kernel ignores it for an int.
+ * Every condition, and the complement of every condition, is a union of cubes:
+ *   '&' M   one cube per bit of M;        its complement: (arg & M) == 0
+ *   '==' V  one full-mask cube per value; its complement: the aligned blocks
+ *           that tile the 32-bit values between those of V
+ *   '!=' V  the other way round
+ * libseccomp has no rule order (an unconditional rule wins over conditional
+ * ones, overlapping conditions are tried in its own order), so the first-match
+ * order of the deny list is made explicit: a rule covers only what no earlier
+ * rule with another errno for the same call covers. Rules with the same errno
+ * may overlap freely.
  */
+#define MAX_CUBES 4096
+
+struct cube {
+	uint32_t mask[6], datum[6];
+};
+
+struct cubes {
+	struct cube *v;
+	size_t n;
+};
+
+static int cubes_push(struct cubes *c, const struct cube *x, struct error *e)
+{
+	if (c->n == MAX_CUBES)
+		return err_usage(e, "--seccomp-deny: the rules for one system call are too complex to compile");
+	if (!(c->n & (c->n + 1))) { /* grow at 0, 1, 3, 7, ...: capacity stays n + 1 rounded up to a power of two */
+		struct cube *v = realloc(c->v, 2 * (c->n + 1) * sizeof *v);
+		if (!v)
+			return err_sys(e, "seccomp rules");
+		c->v = v;
+	}
+	c->v[c->n++] = *x;
+	return 0;
+}
+
+static void cubes_free(struct cubes *c)
+{
+	free(c->v);
+	c->v = NULL;
+	c->n = 0;
+}
+
+/* The aligned blocks [b, b + 2^k) that tile [lo, hi] (32-bit values), as cubes on arg. */
+static int push_range(struct cubes *out, int arg, uint64_t lo, uint64_t hi, struct error *e)
+{
+	while (lo <= hi) {
+		int k = lo ? __builtin_ctzll(lo) : 32;
+		if (k > 32)
+			k = 32;
+		while (k > 0 && lo + (1ULL << k) - 1 > hi)
+			k--;
+		struct cube c = {0};
+		c.mask[arg] = (uint32_t)(0xffffffffULL & ~((1ULL << k) - 1));
+		c.datum[arg] = (uint32_t)lo;
+		if (c.mask[arg] == 0) {
+			/* Every value: a cube without a constraint on arg. */
+			c.datum[arg] = 0;
+		}
+		if (cubes_push(out, &c, e) < 0)
+			return -1;
+		lo += 1ULL << k;
+	}
+	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Every 32-bit value of arg except vals. */
+static int push_complement(struct cubes *out, int arg, const uint32_t *vals, size_t n, struct error *e)
+{
+	uint32_t sorted[16];
+	memcpy(sorted, vals, n * sizeof *vals);
+	qsort(sorted, n, sizeof *sorted, cmp_u32);
+	uint64_t next = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (sorted[i] > next && push_range(out, arg, next, (uint64_t)sorted[i] - 1, e) < 0)
+			return -1;
+		if ((uint64_t)sorted[i] + 1 > next)
+			next = (uint64_t)sorted[i] + 1;
+	}
+	return next <= 0xffffffffULL ? push_range(out, arg, next, 0xffffffffULL, e) : 0;
+}
+
+static int push_values(struct cubes *out, int arg, const uint32_t *vals, size_t n, struct error *e)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct cube c = {0};
+		c.mask[arg] = 0xffffffffU;
+		c.datum[arg] = vals[i];
+		if (cubes_push(out, &c, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The calls r matches (or, with negate, those it does not match), as cubes. */
+static int rule_cubes(const struct deny_rule *r, bool negate, struct cubes *out, struct error *e)
+{
+	struct cube c = {0};
+	if (r->arg < 0)
+		return negate ? 0 : cubes_push(out, &c, e);
+	int a = r->arg;
+	switch (r->op) {
+	case '&':
+		if (negate) {
+			c.mask[a] = r->vals[0];
+			return cubes_push(out, &c, e);
+		}
+		for (int b = 0; b < 32; b++) {
+			if (!(r->vals[0] & (1U << b)))
+				continue;
+			c.mask[a] = c.datum[a] = 1U << b;
+			if (cubes_push(out, &c, e) < 0)
+				return -1;
+		}
+		return 0;
+	case '=':
+		return negate ? push_complement(out, a, r->vals, r->nvals, e) : push_values(out, a, r->vals, r->nvals, e);
+	default: /* '!' */
+		return negate ? push_values(out, a, r->vals, r->nvals, e) : push_complement(out, a, r->vals, r->nvals, e);
+	}
+}
+
+/* a ∩ b, or false when they share no value. */
+static bool intersect(const struct cube *a, const struct cube *b, struct cube *out)
+{
+	for (int k = 0; k < 6; k++) {
+		uint32_t common = a->mask[k] & b->mask[k];
+		if ((a->datum[k] ^ b->datum[k]) & common)
+			return false;
+		out->mask[k] = a->mask[k] | b->mask[k];
+		out->datum[k] = a->datum[k] | b->datum[k];
+	}
+	return true;
+}
+
+/* *acc = *acc ∩ other, pairwise. */
+static int cubes_and(struct cubes *acc, const struct cubes *other, struct error *e)
+{
+	struct cubes out = {0};
+	for (size_t i = 0; i < acc->n; i++) {
+		for (size_t j = 0; j < other->n; j++) {
+			struct cube x;
+			if (intersect(&acc->v[i], &other->v[j], &x) && cubes_push(&out, &x, e) < 0) {
+				cubes_free(&out);
+				return -1;
+			}
+		}
+	}
+	cubes_free(acc);
+	*acc = out;
+	return 0;
+}
+
+static int add_cube(scmp_filter_ctx ctx, const struct deny_rule *r, const struct cube *c, struct error *e)
+{
+	struct scmp_arg_cmp cmp[6];
+	unsigned n = 0;
+	for (unsigned k = 0; k < 6; k++)
+		if (c->mask[k])
+			cmp[n++] = (struct scmp_arg_cmp){.arg = k, .op = SCMP_CMP_MASKED_EQ, .datum_a = c->mask[k], .datum_b = c->datum[k]};
+	int rc = seccomp_rule_add_exact_array(ctx, SCMP_ACT_ERRNO((uint32_t)r->err), r->nr, n, cmp);
+	if (rc < 0)
+		return err_errno(e, -rc, "seccomp rule for system call %d", r->nr);
+	return 0;
+}
+
+/* What rule i of p adds: its calls, less those an earlier rule with another errno decides. */
+static int add_rule(scmp_filter_ctx ctx, const struct seccomp_policy *p, size_t i, struct error *e)
+{
+	const struct deny_rule *r = &p->rules[i];
+	struct cubes acc = {0}, other = {0};
+	int rc = rule_cubes(r, false, &acc, e);
+	for (size_t j = 0; j < i && !rc && acc.n; j++) {
+		const struct deny_rule *q = &p->rules[j];
+		if (q->nr != r->nr || q->err == r->err)
+			continue;
+		rc = rule_cubes(q, true, &other, e);
+		if (!rc)
+			rc = cubes_and(&acc, &other, e);
+		cubes_free(&other);
+	}
+	for (size_t k = 0; k < acc.n && !rc; k++)
+		rc = add_cube(ctx, r, &acc.v[k], e);
+	cubes_free(&acc);
+	return rc;
+}
+
+int seccomp_build(const struct seccomp_policy *p, scmp_filter_ctx *out, struct error *e)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (!ctx)
+		return err_errno(e, ENOMEM, "seccomp_init");
+	int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ERRNO(ENOSYS));
+	/*
+	 * Loaded while the process still has CAP_SYS_ADMIN, so no_new_privs is not
+	 * forced on it (setuid programs keep working inside); --no-new-privs sets it.
+	 */
+	if (!rc)
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+	if (rc < 0) {
+		seccomp_release(ctx);
+		return err_errno(e, -rc, "seccomp filter attributes");
+	}
+	for (size_t i = 0; i < p->n; i++) {
+		if (add_rule(ctx, p, i, e) < 0) {
+			seccomp_release(ctx);
+			return -1;
+		}
+	}
+	*out = ctx;
+	return 0;
+}
+
 int seccomp_install(const struct seccomp_policy *p, struct error *e)
 {
 	if (!p->n)
 		return 0;
-	AUTO_FREE struct sock_filter *f = calloc(8 + p->n * 24, sizeof *f);
-	if (!f)
-		return err_sys(e, "calloc");
-	size_t n = 0;
-#define EMIT(code, k, jt, jf) (f[n++] = (struct sock_filter)BPF_JUMP((code), (k), (jt), (jf)))
-	EMIT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch), 0, 0);
-	EMIT(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_ARCH, 1, 0);
-	EMIT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS, 0, 0);
-#if defined(__x86_64__)
-	EMIT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr), 0, 0);
-	EMIT(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1);
-	EMIT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS, 0, 0);
-#endif
-	for (size_t i = 0; i < p->n; i++) {
-		const struct deny_rule *r = &p->rules[i];
-		uint32_t ret = SECCOMP_RET_ERRNO | ((uint32_t)r->err & SECCOMP_RET_DATA);
-		EMIT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr), 0, 0);
-		size_t jeq = n;
-		EMIT(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)r->nr, 0, 0);
-		if (r->arg >= 0) {
-			EMIT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(r->arg), 0, 0);
-			if (r->op == '&') {
-				EMIT(BPF_JMP | BPF_JSET | BPF_K, r->vals[0], 0, 1);
-			} else {
-				for (size_t j = 0; j < r->nvals; j++)
-					EMIT(BPF_JMP | BPF_JEQ | BPF_K, r->vals[j], (uint8_t)(r->nvals - j), 0);
-				if (r->op == '=')
-					EMIT(BPF_JMP | BPF_JA, 1, 0, 0);
-			}
-		}
-		EMIT(BPF_RET | BPF_K, ret, 0, 0);
-		f[jeq].jf = (uint8_t)(n - jeq - 1);
-	}
-	EMIT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW, 0, 0);
-#undef EMIT
-	struct sock_fprog prog = {.len = (unsigned short)n, .filter = f};
-	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-		return err_sys(e, "install the seccomp filter");
+	scmp_filter_ctx ctx;
+	if (seccomp_build(p, &ctx, e) < 0)
+		return -1;
+	int rc = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (rc < 0)
+		return err_errno(e, -rc, "install the seccomp filter");
 	return 0;
 }

@@ -1,8 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-/* --seccomp-deny: a deny list compiled to a seccomp filter. */
+/*
+ * --seccomp-deny: a deny list compiled to a seccomp filter with libseccomp.
+ *
+ * The policy is the one the hand-written BPF had: every rule makes a system
+ * call fail with its errno, always or when one argument's low 32 bits (what
+ * an int parameter means to the kernel) match; the first rule that matches
+ * a call decides; everything else is allowed; calls of another ABI (i386,
+ * x32) fail with ENOSYS, since their numbers differ and no rule could hold
+ * there. The filter is loaded without no_new_privs (see seccomp.c).
+ */
 #ifndef OSVIRT_SECCOMP_H
 #define OSVIRT_SECCOMP_H
 
+#include <seccomp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,8 +20,8 @@
 
 /*
  * One --seccomp-deny rule: the syscall fails with err, always (arg < 0) or
- * when its argument (low 32 bits, what an int parameter means to the kernel)
- * matches: '&' any bit of vals[0] set, '=' one of vals, '!' none of vals.
+ * when its argument's low 32 bits match: '&' any bit of vals[0] set, '=' one
+ * of vals, '!' none of vals.
  */
 struct deny_rule {
 	int nr;
@@ -29,7 +39,9 @@ struct seccomp_policy {
 
 /* Parses SYSCALL[:ERRNO][:ARGn&MASK|:ARGn==V,V...|:ARGn!=V,V...] and appends it. */
 int seccomp_parse_deny(struct seccomp_policy *p, const char *spec, struct error *e);
-/* Installs the filter on the calling thread (nothing without rules). */
+/* The libseccomp filter for p (not loaded); free it with seccomp_release. */
+int seccomp_build(const struct seccomp_policy *p, scmp_filter_ctx *out, struct error *e);
+/* Builds and loads the filter on the calling thread (nothing without rules). */
 int seccomp_install(const struct seccomp_policy *p, struct error *e);
 void seccomp_policy_free(struct seccomp_policy *p);
 
