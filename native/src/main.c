@@ -67,24 +67,6 @@ static int cmd_init(int argc, char **argv)
 	return init_run();
 }
 
-/* Test peer for criu-swrk: echoes every message on the seqpacket fd given last. */
-static int cmd_seqpacket_echo(int argc, char **argv)
-{
-	if (argc < 1)
-		usage_error("seqpacket-echo: missing fd");
-	int fd = (int)arg_ulong(argv[argc - 1], "seqpacket-echo");
-	char *buf = malloc(MAX_FRAME);
-	if (!buf)
-		return 1;
-	for (;;) {
-		ssize_t n = recv(fd, buf, MAX_FRAME, MSG_TRUNC);
-		if (n <= 0 || n > MAX_FRAME)
-			return n < 0 || n > MAX_FRAME;
-		if (send(fd, buf, (size_t)n, 0) < 0)
-			return 1;
-	}
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -114,7 +96,5 @@ int main(int argc, char **argv)
 		return cmd_launcher(argc - 2, argv + 2, argv[0]);
 	if (!strcmp(cmd, "init"))
 		return cmd_init(argc - 2, argv + 2);
-	if (!strcmp(cmd, "seqpacket-echo"))
-		return cmd_seqpacket_echo(argc - 2, argv + 2);
 	usage_error("unknown subcommand '%s'", cmd);
 }
