@@ -13,26 +13,33 @@ void usage(FILE *out)
 	      "  osvirt-helper run --state DIR [--rootfs PATH] [--ns pid,mnt,uts,ipc,net,cgroup,user]\n"
 	      "      [--join net|ipc|uts:PATH]... [--uidmap IN:OUT:COUNT]... [--gidmap IN:OUT:COUNT]...\n"
 	      "      [--cgroup DIR]... [--hostname NAME] [--domainname NAME]\n"
-	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--write-file /PATH:CONTENT]... [--device PATH]... [--no-default-mounts]\n"
+	      "      [--mount TYPE:SRC:DST:OPTS:PROPAGATION]... [--write-file /PATH:CONTENT]... [--device PATH]... "
+	      "[--no-default-mounts]\n"
 	      "      [--readonly-rootfs] [--dev-nodes LIST] [--no-sysfs] [--lo-up] [--host-overlay LOWER:UPPER:WORK]\n"
 	      "      [--host-bind SRC (with a user namespace)]\n"
 	      "      [--veth HOST_IFNAME:IFNAME [--veth-bridge BR] [--veth-mtu N] [--veth-mac MAC]\n"
 	      "       [--veth-address A.B.C.D/N] [--veth-gateway A.B.C.D]]\n"
 	      "      [--mask PATH]... [--ro-path PATH]...\n"
 	      "      [--no-ns LIST] [--root-owned-ns uts,mnt] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
-	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [--ready-fd N] [PROCESS OPTIONS] -- ARG0 ARGS...\n"
+	      "  osvirt-helper exec --pid PID [--cgroup DIR]... [--resize-fd N] [--ready-fd N] [PROCESS OPTIONS] -- "
+	      "ARG0 ARGS...\n"
 	      "  osvirt-helper criu-swrk [--keep-fd N]... [--run-dir DIR] [--cgroup DIR]... -- CRIU_ARGV...\n"
-	      "  osvirt-helper restore --state DIR (--tty-fd N [--tty-owner UID:GID] | --log-fd N) [--keep-fd N]... [--run-dir DIR]\n"
+	      "  osvirt-helper restore --state DIR (--tty-fd N [--tty-owner UID:GID] | --log-fd N) [--keep-fd N]... "
+	      "[--run-dir DIR]\n"
 	      "      [--cgroup DIR]... -- CRIU_ARGV...\n"
-	      "  osvirt-helper mount-root --uidmap IN:OUT:COUNT... --gidmap IN:OUT:COUNT... (--overlay LOWER:UPPER:WORK | --bind SRC) TARGET\n"
-	      "                               a user-namespaced container's idmapped root, mounted at TARGET (for restore)\n"
+	      "  osvirt-helper mount-root --uidmap IN:OUT:COUNT... --gidmap IN:OUT:COUNT... (--overlay "
+	      "LOWER:UPPER:WORK | --bind SRC) TARGET\n"
+	      "                               a user-namespaced container's idmapped root, mounted at TARGET (for "
+	      "restore)\n"
 	      "  osvirt-helper peercred FD\n"
 	      "  osvirt-helper launcher --socket PATH   (forks `run` monitors on request; see cmd_launcher)\n"
-	      "  osvirt-helper init                 (as pid 1 of a pid namespace; SIGUSR1/SIGUSR2 from outside clear/set persist)\n"
+	      "  osvirt-helper init                 (as pid 1 of a pid namespace; SIGUSR1/SIGUSR2 from outside "
+	      "clear/set persist)\n"
 	      "  osvirt-helper version\n"
 	      "PROCESS OPTIONS: [--caps LIST|all] [--no-new-privs] [--rlimit NAME:SOFT:HARD]...\n"
 	      "      [--user UID:GID[:GID,GID...]] [--env K=V]... [--cwd DIR] [--tty]\n"
-	      "      [--seccomp-deny SYSCALL[:ERRNO][:ARGn&MASK|:ARGn==V,V...|:ARGn!=V,V...]]...\n", out);
+	      "      [--seccomp-deny SYSCALL[:ERRNO][:ARGn&MASK|:ARGn==V,V...|:ARGn!=V,V...]]...\n",
+	      out);
 }
 
 bool flag(struct args *a, const char *name)
@@ -58,7 +65,8 @@ const char *value(struct args *a, const char *name)
 char **parse_command(struct args *a)
 {
 	if (a->i >= a->argc || strcmp(a->argv[a->i], "--"))
-		usage_error("expected '--' before the command, got '%s'", a->i < a->argc ? a->argv[a->i] : "end of arguments");
+		usage_error("expected '--' before the command, got '%s'",
+			    a->i < a->argc ? a->argv[a->i] : "end of arguments");
 	if (a->i + 1 >= a->argc)
 		usage_error("missing command after '--'");
 	return a->argv + a->i + 1;

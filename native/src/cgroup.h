@@ -10,8 +10,8 @@
 #include "utils.h"
 
 struct cgroup_join {
-	int v2dir;    /* the cgroup2 directory, for CLONE_INTO_CGROUP, or -1 */
-	int v2procs;  /* its cgroup.procs: the fallback when clone3 cannot place us */
+	int v2dir;     /* the cgroup2 directory, for CLONE_INTO_CGROUP, or -1 */
+	int v2procs;   /* its cgroup.procs: the fallback when clone3 cannot place us */
 	int tasks[16]; /* each v1 hierarchy's tasks file */
 	size_t ntasks;
 	bool placed; /* clone3 put the child in v2dir */

@@ -24,7 +24,7 @@
 
 /* Options shared by criu-swrk and restore: how CRIU is started. */
 struct swrk_cfg {
-	int keep[64];        /* caller's descriptors criu inherits at the same number */
+	int keep[64]; /* caller's descriptors criu inherits at the same number */
 	size_t nkeep;
 	const char *run_dir; /* bind-mounted on /run in criu's private mount ns */
 	struct list cgroups; /* criu (and what it creates) starts in these */
@@ -202,7 +202,8 @@ static int swrk_relay(int sock, frame_cb on_frame, void *arg)
 				shutdown(sock, SHUT_WR); /* CRIU's swrk loop ends on EOF */
 				continue;
 			}
-			uint32_t len = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+			uint32_t len = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
+				       (uint32_t)hdr[3] << 24;
 			if (r != 4 || len > MAX_FRAME || read_full(STDIN_FILENO, inbuf, len) != (ssize_t)len) {
 				fprintf(stderr, "osvirt-helper: truncated or oversized frame on stdin\n");
 				return 1;
@@ -251,8 +252,8 @@ static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 }
 
 /* Calls fn(field, wire type, varint value or length, payload) for each field; false when malformed. */
-static bool pb_fields(const uint8_t *p, const uint8_t *end, void (*fn)(uint64_t, int, uint64_t, const uint8_t *, void *),
-		      void *arg)
+static bool pb_fields(const uint8_t *p, const uint8_t *end,
+		      void (*fn)(uint64_t, int, uint64_t, const uint8_t *, void *), void *arg)
 {
 	while (p < end) {
 		uint64_t key, v;

@@ -105,7 +105,8 @@ static int exec_wait(pid_t child, int master, int sigfd, int resize_fd)
 				unsigned rows, cols;
 				*nl = '\0';
 				if (sscanf(rbuf, "%u %u", &rows, &cols) == 2) {
-					struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+					struct winsize ws = {.ws_row = (unsigned short)rows,
+							     .ws_col = (unsigned short)cols};
 					ioctl(master, TIOCSWINSZ, &ws);
 				}
 				rlen -= (size_t)(nl + 1 - rbuf);

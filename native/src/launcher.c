@@ -81,7 +81,8 @@ int cmd_launcher(int argc, char **argv, char *argv0)
 	strcpy(addr.sun_path, path);
 	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	unlink(path);
-	if (l < 0 || bind(l, (struct sockaddr *)&addr, sizeof addr) < 0 || chmod(path, 0600) < 0 || listen(l, 128) < 0) {
+	if (l < 0 || bind(l, (struct sockaddr *)&addr, sizeof addr) < 0 || chmod(path, 0600) < 0 ||
+	    listen(l, 128) < 0) {
 		fprintf(stderr, "osvirt-helper launcher: %s: %s\n", path, strerror(errno));
 		return 1;
 	}
@@ -90,8 +91,8 @@ int cmd_launcher(int argc, char **argv, char *argv0)
 	for (;;) {
 		int conn = accept4(l, NULL, NULL, SOCK_CLOEXEC);
 		if (conn < 0) {
-			if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM)
+			if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM)
 				continue;
 			fprintf(stderr, "osvirt-helper launcher: accept: %s\n", strerror(errno));
 			return 1;

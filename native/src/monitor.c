@@ -372,20 +372,14 @@ NORETURN static void monitor_loop(struct monitor *m)
 						monitor_finish(m, status);
 				break;
 			}
-			case K_CTL_LISTEN:
-				on_accept(m, false);
-				break;
-			case K_CON_LISTEN:
-				on_accept(m, true);
-				break;
+			case K_CTL_LISTEN: on_accept(m, false); break;
+			case K_CON_LISTEN: on_accept(m, true); break;
 			case K_OUT:
 				/* EOF/EIO: no writer left; stop polling (the exit arrives by SIGCHLD). */
 				if (!drain_output(m, outfd))
 					outfd = -1;
 				break;
-			case K_CTL:
-				on_ctl_input(m, i);
-				break;
+			case K_CTL: on_ctl_input(m, i); break;
 			case K_CON: {
 				char buf[4096];
 				ssize_t r = read(m->con[i], buf, sizeof buf);

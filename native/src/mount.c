@@ -58,7 +58,8 @@ int apply_mount(int rootfd, const struct mnt *m, struct error *e)
 	snprintf(target, sizeof target, "/proc/self/fd/%d", fd);
 	int r;
 	if (m->has_tree)
-		r = (int)syscall(SYS_move_mount, m->tree, "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+		r = (int)syscall(SYS_move_mount, m->tree, "", fd, "",
+				 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
 	else if (m->bind)
 		r = mount(m->src, target, NULL, MS_BIND | (m->rec ? MS_REC : 0), NULL);
 	else
@@ -267,7 +268,9 @@ int mount_idmapped_root(const char *overlay, const char *bind, const char *targe
 	if (bind) {
 		lower = idmapped_clone(bind, userns, false);
 		if (lower < 0)
-			return err_sys(e, "idmapped mount of the root directory (does its filesystem support idmapped mounts?)");
+			return err_sys(
+				e,
+				"idmapped mount of the root directory (does its filesystem support idmapped mounts?)");
 		if (syscall(SYS_move_mount, lower, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			return err_sys(e, "attach the idmapped root");
 		return 0;

@@ -66,7 +66,8 @@ int veth_create(const struct veth_cfg *v, pid_t pid, struct error *e)
 	if (!nl_put(&r, IFLA_IFNAME, v->host, strlen(v->host) + 1) || (mtu && !nl_put(&r, IFLA_MTU, &mtu, 4)) ||
 	    (master && !nl_put(&r, IFLA_MASTER, &master, 4)) || !(info = nl_put(&r, IFLA_LINKINFO, NULL, 0)) ||
 	    !nl_put(&r, IFLA_INFO_KIND, "veth", 5) || !(data = nl_put(&r, IFLA_INFO_DATA, NULL, 0)) ||
-	    !(peer = nl_put(&r, VETH_INFO_PEER, &(struct ifinfomsg){.ifi_family = AF_UNSPEC}, sizeof(struct ifinfomsg))) ||
+	    !(peer = nl_put(&r, VETH_INFO_PEER, &(struct ifinfomsg){.ifi_family = AF_UNSPEC},
+			    sizeof(struct ifinfomsg))) ||
 	    !nl_put(&r, IFLA_IFNAME, v->peer, strlen(v->peer) + 1) || (mtu && !nl_put(&r, IFLA_MTU, &mtu, 4)) ||
 	    !nl_put(&r, IFLA_NET_NS_PID, &ns, 4))
 		return err_sys(e, "veth netlink request");
@@ -108,7 +109,8 @@ int veth_configure_inside(const struct veth_cfg *v, struct error *e)
 		    (bcast.s_addr && !nl_put(&r, IFA_BROADCAST, &bcast, 4)) || nl_talk(&r) < 0)
 			return err_sys(e, "network: add %s to %s", v->address, v->peer);
 	}
-	struct ifinfomsg up = {.ifi_family = AF_UNSPEC, .ifi_index = (int)idx, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
+	struct ifinfomsg up = {
+		.ifi_family = AF_UNSPEC, .ifi_index = (int)idx, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
 	nl_init(&r, RTM_NEWLINK, 0, &up, sizeof up);
 	if (nl_talk(&r) < 0)
 		return err_sys(e, "network: bring %s up", v->peer);
@@ -116,8 +118,11 @@ int veth_configure_inside(const struct veth_cfg *v, struct error *e)
 		struct in_addr gw;
 		if (inet_pton(AF_INET, v->gateway, &gw) != 1)
 			return err_errno(e, EINVAL, "network: gateway %s", v->gateway);
-		struct rtmsg rm = {.rtm_family = AF_INET, .rtm_table = RT_TABLE_MAIN, .rtm_protocol = RTPROT_BOOT,
-				   .rtm_scope = RT_SCOPE_UNIVERSE, .rtm_type = RTN_UNICAST};
+		struct rtmsg rm = {.rtm_family = AF_INET,
+				   .rtm_table = RT_TABLE_MAIN,
+				   .rtm_protocol = RTPROT_BOOT,
+				   .rtm_scope = RT_SCOPE_UNIVERSE,
+				   .rtm_type = RTN_UNICAST};
 		nl_init(&r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &rm, sizeof rm);
 		if (!nl_put(&r, RTA_GATEWAY, &gw, 4) || !nl_put(&r, RTA_OIF, &idx, 4) || nl_talk(&r) < 0)
 			return err_sys(e, "network: default route via %s", v->gateway);

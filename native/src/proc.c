@@ -19,6 +19,8 @@ const struct ns_name namespaces[NNS] = {{"user", CLONE_NEWUSER}, {"ipc", CLONE_N
 					{"net", CLONE_NEWNET},   {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP},
 					{"mnt", CLONE_NEWNS}};
 
+/* Bit i of a capability set is cap_names[i]. */
+// clang-format off
 static const char *const cap_names[] = {
 	"chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
 	"setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
@@ -27,16 +29,18 @@ static const char *const cap_names[] = {
 	"lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
 	"wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
 };
+// clang-format on
 
 static const struct {
 	const char *name;
 	int resource;
 } rlimit_names[] = {
-	{"as", RLIMIT_AS}, {"core", RLIMIT_CORE}, {"cpu", RLIMIT_CPU}, {"data", RLIMIT_DATA},
-	{"fsize", RLIMIT_FSIZE}, {"locks", RLIMIT_LOCKS}, {"memlock", RLIMIT_MEMLOCK},
-	{"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE}, {"nofile", RLIMIT_NOFILE},
-	{"nproc", RLIMIT_NPROC}, {"rss", RLIMIT_RSS}, {"rtprio", RLIMIT_RTPRIO},
-	{"rttime", RLIMIT_RTTIME}, {"sigpending", RLIMIT_SIGPENDING}, {"stack", RLIMIT_STACK},
+	{"as", RLIMIT_AS},           {"core", RLIMIT_CORE},         {"cpu", RLIMIT_CPU},
+	{"data", RLIMIT_DATA},       {"fsize", RLIMIT_FSIZE},       {"locks", RLIMIT_LOCKS},
+	{"memlock", RLIMIT_MEMLOCK}, {"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE},
+	{"nofile", RLIMIT_NOFILE},   {"nproc", RLIMIT_NPROC},       {"rss", RLIMIT_RSS},
+	{"rtprio", RLIMIT_RTPRIO},   {"rttime", RLIMIT_RTTIME},     {"sigpending", RLIMIT_SIGPENDING},
+	{"stack", RLIMIT_STACK},
 };
 
 int ns_flag(const char *name)

@@ -19,8 +19,8 @@ static const struct {
 	const char *name;
 	unsigned bit;
 } dev_node_names[] = {
-	{"null", 1 << 0}, {"zero", 1 << 1}, {"full", 1 << 2}, {"random", 1 << 3}, {"urandom", 1 << 4},
-	{"tty", 1 << 5},  {"ptmx", DEV_PTMX}, {"fd", DEV_FD},
+	{"null", 1 << 0},    {"zero", 1 << 1}, {"full", 1 << 2},   {"random", 1 << 3},
+	{"urandom", 1 << 4}, {"tty", 1 << 5},  {"ptmx", DEV_PTMX}, {"fd", DEV_FD},
 };
 
 int parse_dev_nodes(const char *v, unsigned *out, struct error *e)
@@ -51,12 +51,19 @@ static int default_mounts(int rootfd, const struct run_cfg *c, struct error *e)
 		return -1;
 	/* A fresh sysfs shows the netns's devices, so it is only allowed with our own net ns. */
 	const struct mnt sysfs = {.type = "sysfs", .src = "sysfs", .dst = "/sys", .flags = nsd | MS_RDONLY};
-	const struct mnt sysbind = {.bind = true, .rec = true, .src = "/sys", .dst = "/sys",
-				    .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
+	const struct mnt sysbind = {.bind = true,
+				    .rec = true,
+				    .src = "/sys",
+				    .dst = "/sys",
+				    .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+						MOUNT_ATTR_NOEXEC};
 	if (c->sysfs && apply_mount(rootfd, (c->ns & CLONE_NEWNET) ? &sysfs : &sysbind, e) < 0)
 		return -1;
-	const struct mnt dev = {.type = "tmpfs", .src = "tmpfs", .dst = "/dev",
-				.flags = MS_NOSUID | MS_STRICTATIME, .data = "mode=755,size=65536k"};
+	const struct mnt dev = {.type = "tmpfs",
+				.src = "tmpfs",
+				.dst = "/dev",
+				.flags = MS_NOSUID | MS_STRICTATIME,
+				.data = "mode=755,size=65536k"};
 	if (apply_mount(rootfd, &dev, e) < 0)
 		return -1;
 	for (size_t i = 0; i < ARRAY_SIZE(dev_node_names); i++) {
@@ -70,7 +77,7 @@ static int default_mounts(int rootfd, const struct run_cfg *c, struct error *e)
 	if (devfd < 0)
 		return err_sys(e, "open /dev");
 	static const char *const links[][2] = {
-		{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+		{"fd", "/proc/self/fd"},       {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
 		{"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
@@ -79,11 +86,15 @@ static int default_mounts(int rootfd, const struct run_cfg *c, struct error *e)
 		if (symlinkat(links[i][1], devfd, links[i][0]) < 0 && errno != EEXIST)
 			return err_sys(e, "symlink /dev/%s", links[i][0]);
 	}
-	const struct mnt pts = {.type = "devpts", .src = "devpts", .dst = "/dev/pts", .flags = MS_NOSUID | MS_NOEXEC,
+	const struct mnt pts = {.type = "devpts",
+				.src = "devpts",
+				.dst = "/dev/pts",
+				.flags = MS_NOSUID | MS_NOEXEC,
 				.data = "newinstance,ptmxmode=0666,mode=0620"};
 	if ((c->dev_nodes & DEV_PTMX) && apply_mount(rootfd, &pts, e) < 0)
 		return -1;
-	const struct mnt shm = {.type = "tmpfs", .src = "shm", .dst = "/dev/shm", .flags = nsd, .data = "mode=1777,size=65536k"};
+	const struct mnt shm = {
+		.type = "tmpfs", .src = "shm", .dst = "/dev/shm", .flags = nsd, .data = "mode=1777,size=65536k"};
 	if (apply_mount(rootfd, &shm, e) < 0)
 		return -1;
 	const struct mnt mq = {.type = "mqueue", .src = "mqueue", .dst = "/dev/mqueue", .flags = nsd};
@@ -141,7 +152,8 @@ static int mask_path(int rootfd, const char *path, struct error *e)
 	char target[64];
 	snprintf(target, sizeof target, "/proc/self/fd/%d", fd);
 	if (S_ISDIR(st.st_mode)) {
-		if (mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555") < 0)
+		if (mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555") <
+		    0)
 			return err_sys(e, "mask %s: tmpfs", path);
 		return 0;
 	}
@@ -153,7 +165,10 @@ static int mask_path(int rootfd, const char *path, struct error *e)
 		if (mknodat(devfd, ".osvirt-null", S_IFCHR, makedev(1, 3)) == 0 || errno == EEXIST)
 			null = open_in_root(rootfd, "/dev/.osvirt-null", 0);
 		else if (errno == EPERM)
-			null = open("/dev/null", O_PATH | O_CLOEXEC); /* a user namespace may not mknod: the host's, as make_device does */
+			null = open(
+				"/dev/null",
+				O_PATH |
+					O_CLOEXEC); /* a user namespace may not mknod: the host's, as make_device does */
 		else
 			return err_sys(e, "mask %s: make a null device", path);
 	}

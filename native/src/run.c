@@ -94,7 +94,9 @@ static int enter_root_owned(int types, struct error *e)
 		if (b == 1)
 			errno = EPERM;
 		return err_sys(e, "create root-owned namespaces (%s)",
-			       b == 1 ? "user namespace" : b == 2 ? "uts/mnt namespace" : "pass them back");
+			       b == 1   ? "user namespace"
+			       : b == 2 ? "uts/mnt namespace"
+					: "pass them back");
 	}
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
 	if (cm && cm->cmsg_type == SCM_RIGHTS)
@@ -364,11 +366,13 @@ int parse_run(struct run_cfg *c, int argc, char **argv, struct error *e)
 	if ((c->owned_ns & ~c->ns) || (c->owned_ns && !(c->ns & CLONE_NEWPID)))
 		return err_usage(e, "run: --root-owned-ns needs those namespaces (and pid) in --ns");
 	if (c->host_bind && (!(c->ns & CLONE_NEWUSER) || c->host_overlay))
-		return err_usage(e, "run: --host-bind is the idmapped root of a user namespace, without --host-overlay");
+		return err_usage(e,
+				 "run: --host-bind is the idmapped root of a user namespace, without --host-overlay");
 	for (size_t i = 0; i < c->njoins; i++)
 		for (size_t j = 0; j < c->njoins; j++)
 			if ((c->joins[i].type & c->ns) || (i != j && c->joins[i].type == c->joins[j].type))
-				return err_usage(e, "run: --join %s conflicts with --ns or another --join", c->joins[i].spec);
+				return err_usage(e, "run: --join %s conflicts with --ns or another --join",
+						 c->joins[i].spec);
 	bool userns = c->ns & CLONE_NEWUSER;
 	if (userns != (c->uidmap.n > 0) || userns != (c->gidmap.n > 0))
 		return err_usage(e, "run: user in --ns needs --uidmap and --gidmap (and they need it)");
@@ -405,7 +409,8 @@ static int prepare_root(struct run_cfg *c, struct error *e)
 		if (!c->rootfs)
 			return err_set(e, 1, "--host-overlay and --host-bind need --rootfs");
 		if (c->ns & CLONE_NEWUSER) {
-			if (mount_idmapped_root(c->host_overlay, c->host_bind, c->rootfs, userns, &c->uidmap, &c->gidmap, e) < 0) {
+			if (mount_idmapped_root(c->host_overlay, c->host_bind, c->rootfs, userns, &c->uidmap,
+						&c->gidmap, e) < 0) {
 				char text[1200];
 				err_text(e, text, sizeof text);
 				return err_set(e, 1, "rootfs %s: %s", c->rootfs, text);

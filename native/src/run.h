@@ -29,12 +29,12 @@ struct run_cfg {
 	size_t nmounts;
 	struct list devices;
 	bool default_mounts, readonly, sysfs;
-	bool lo_up;               /* bring the new net ns's loopback up (saves an `ip` run) */
-	const char *host_overlay; /* LOWER:UPPER:WORK mounted on --rootfs in the host's mount ns */
-	const char *host_bind;    /* SRC bound (idmapped) on --rootfs in the host's mount ns */
-	int console_fd;           /* pty slave (--tty) */
-	char console_name[64];    /* its /dev/pts/N path */
-	unsigned dev_nodes;       /* DEV_* bits: what the standard /dev holds */
+	bool lo_up;                  /* bring the new net ns's loopback up (saves an `ip` run) */
+	const char *host_overlay;    /* LOWER:UPPER:WORK mounted on --rootfs in the host's mount ns */
+	const char *host_bind;       /* SRC bound (idmapped) on --rootfs in the host's mount ns */
+	int console_fd;              /* pty slave (--tty) */
+	char console_name[64];       /* its /dev/pts/N path */
+	unsigned dev_nodes;          /* DEV_* bits: what the standard /dev holds */
 	struct list masks, ro_paths; /* container paths hidden / made read-only */
 	struct list files;           /* "PATH:CONTENT" files written after the mounts */
 	int owned_ns;                /* CLONE_NEWUTS|CLONE_NEWNS: owned by a root-owned user ns */

@@ -13,8 +13,8 @@ static const struct {
 	const char *name;
 	int err;
 } errno_names[] = {
-	{"EPERM", EPERM}, {"EACCES", EACCES}, {"ENOSYS", ENOSYS}, {"EAFNOSUPPORT", EAFNOSUPPORT},
-	{"EINVAL", EINVAL}, {"EOPNOTSUPP", EOPNOTSUPP}, {"EROFS", EROFS}, {"EADDRNOTAVAIL", EADDRNOTAVAIL},
+	{"EPERM", EPERM},   {"EACCES", EACCES},         {"ENOSYS", ENOSYS}, {"EAFNOSUPPORT", EAFNOSUPPORT},
+	{"EINVAL", EINVAL}, {"EOPNOTSUPP", EOPNOTSUPP}, {"EROFS", EROFS},   {"EADDRNOTAVAIL", EADDRNOTAVAIL},
 	{"ENOMEM", ENOMEM}, {"EAGAIN", EAGAIN},
 };
 
@@ -241,9 +241,11 @@ static int rule_cubes(const struct deny_rule *r, bool negate, struct cubes *out,
 		}
 		return 0;
 	case '=':
-		return negate ? push_complement(out, a, r->vals, r->nvals, e) : push_values(out, a, r->vals, r->nvals, e);
+		return negate ? push_complement(out, a, r->vals, r->nvals, e)
+			      : push_values(out, a, r->vals, r->nvals, e);
 	default: /* '!' */
-		return negate ? push_values(out, a, r->vals, r->nvals, e) : push_complement(out, a, r->vals, r->nvals, e);
+		return negate ? push_values(out, a, r->vals, r->nvals, e)
+			      : push_complement(out, a, r->vals, r->nvals, e);
 	}
 }
 
@@ -284,7 +286,8 @@ static int add_cube(scmp_filter_ctx ctx, const struct deny_rule *r, const struct
 	unsigned n = 0;
 	for (unsigned k = 0; k < 6; k++)
 		if (c->mask[k])
-			cmp[n++] = (struct scmp_arg_cmp){.arg = k, .op = SCMP_CMP_MASKED_EQ, .datum_a = c->mask[k], .datum_b = c->datum[k]};
+			cmp[n++] = (struct scmp_arg_cmp){
+				.arg = k, .op = SCMP_CMP_MASKED_EQ, .datum_a = c->mask[k], .datum_b = c->datum[k]};
 	int rc = seccomp_rule_add_exact_array(ctx, SCMP_ACT_ERRNO((uint32_t)r->err), r->nr, n, cmp);
 	if (rc < 0)
 		return err_errno(e, -rc, "seccomp rule for system call %d", r->nr);

@@ -18,34 +18,33 @@ struct test {
 void test_register(const struct test *t);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-#define TEST(name)                                                                                \
-	static void test_##name(void);                                                            \
-	__attribute__((constructor)) static void register_##name(void)                           \
-	{                                                                                         \
-		static const struct test t = {#name, test_##name};                                \
-		test_register(&t);                                                                \
-	}                                                                                         \
+#define TEST(name)                                                     \
+	static void test_##name(void);                                 \
+	__attribute__((constructor)) static void register_##name(void) \
+	{                                                              \
+		static const struct test t = {#name, test_##name};     \
+		test_register(&t);                                     \
+	}                                                              \
 	static void test_##name(void)
 
-#define CHECK(cond)                                                                               \
-	do {                                                                                      \
-		if (!(cond))                                                                      \
-			test_fail(__FILE__, __LINE__, "%s", #cond);                               \
+#define CHECK(cond)                                                 \
+	do {                                                        \
+		if (!(cond))                                        \
+			test_fail(__FILE__, __LINE__, "%s", #cond); \
 	} while (0)
 
-#define CHECK_INT(got, want)                                                                      \
-	do {                                                                                      \
-		long long g_ = (long long)(got), w_ = (long long)(want);                          \
-		if (g_ != w_)                                                                     \
-			test_fail(__FILE__, __LINE__, "%s is %lld, want %lld", #got, g_, w_);      \
+#define CHECK_INT(got, want)                                                                  \
+	do {                                                                                  \
+		long long g_ = (long long)(got), w_ = (long long)(want);                      \
+		if (g_ != w_)                                                                 \
+			test_fail(__FILE__, __LINE__, "%s is %lld, want %lld", #got, g_, w_); \
 	} while (0)
 
-#define CHECK_STR(got, want)                                                                      \
-	do {                                                                                      \
-		const char *g_ = (got), *w_ = (want);                                             \
-		if (!g_ || strcmp(g_, w_))                                                        \
-			test_fail(__FILE__, __LINE__, "%s is \"%s\", want \"%s\"", #got,           \
-				  g_ ? g_ : "(null)", w_);                                        \
+#define CHECK_STR(got, want)                                                                                      \
+	do {                                                                                                      \
+		const char *g_ = (got), *w_ = (want);                                                             \
+		if (!g_ || strcmp(g_, w_))                                                                        \
+			test_fail(__FILE__, __LINE__, "%s is \"%s\", want \"%s\"", #got, g_ ? g_ : "(null)", w_); \
 	} while (0)
 
 #endif

@@ -3,14 +3,14 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
-#include "harness.h"
 #include "criu.h"
+#include "harness.h"
 #include "idmap.h"
 #include "mount.h"
 #include "net_device.h"
@@ -88,8 +88,9 @@ TEST(process_options)
 {
 	struct error e;
 	struct proc_cfg p = {.cwd = "/"};
-	char *argv[] = {"--env", "A=1", "--env=B=2", "--cwd", "/tmp", "--no-new-privs", "--tty", "--cgroup", "/x",
-			"--caps", "chown", "--seccomp-deny", "unshare", "--other", "--env", "=bad", NULL};
+	char *argv[] = {"--env",   "A=1",      "--env=B=2", "--cwd",  "/tmp",  "--no-new-privs",
+			"--tty",   "--cgroup", "/x",        "--caps", "chown", "--seccomp-deny",
+			"unshare", "--other",  "--env",     "=bad",   NULL};
 	struct args a = {16, argv, 0};
 	int taken = 0;
 	for (; a.i < 13; a.i++)
@@ -202,17 +203,23 @@ TEST(run_command_lines)
 {
 	struct run_cfg c;
 	struct error e;
-	CHECK_INT(parse_run_args(&c, &e,
-				 (char *[]){"--state", "/s", "--rootfs", "/r", "--ns", "pid,mnt,uts,net,user", "--uidmap",
-					    "0:100000:65536", "--gidmap", "0:100000:65536", "--hostname", "h",
-					    "--veth", "vh0:eth0", "--veth-mtu", "1400", "--no-ns", "user", "--", "/sbin/init",
-					    NULL}),
+	CHECK_INT(parse_run_args(&c, &e, (char *[]){"--state",    "/s",
+						    "--rootfs",   "/r",
+						    "--ns",       "pid,mnt,uts,net,user",
+						    "--uidmap",   "0:100000:65536",
+						    "--gidmap",   "0:100000:65536",
+						    "--hostname", "h",
+						    "--veth",     "vh0:eth0",
+						    "--veth-mtu", "1400",
+						    "--no-ns",    "user",
+						    "--",         "/sbin/init",
+						    NULL}),
 		  -1); /* --no-ns user leaves id maps without a user namespace */
 	CHECK_STR(e.msg, "run: user in --ns needs --uidmap and --gidmap (and they need it)");
 	CHECK_INT(parse_run_args(&c, &e,
-				 (char *[]){"--state", "/s", "--rootfs", "/r", "--ns", "pid,mnt,uts,net", "--hostname", "h",
-					    "--veth", "vh0:eth0", "--veth-mtu=1400", "--dev-nodes", "null", "--mask", "/proc/kcore",
-					    "--", "/sbin/init", "-v", NULL}),
+				 (char *[]){"--state", "/s", "--rootfs", "/r", "--ns", "pid,mnt,uts,net", "--hostname",
+					    "h", "--veth", "vh0:eth0", "--veth-mtu=1400", "--dev-nodes", "null",
+					    "--mask", "/proc/kcore", "--", "/sbin/init", "-v", NULL}),
 		  0);
 	CHECK_INT(c.ns, CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWNET);
 	CHECK_STR(c.veth.host, "vh0");
@@ -225,7 +232,10 @@ TEST(run_command_lines)
 	CHECK_STR(e.msg, "run: --rootfs needs mnt in --ns");
 	CHECK_INT(parse_run_args(&c, &e, (char *[]){"--state", "/s", "--ns", "bogus", "--", "x", NULL}), -1);
 	CHECK_STR(e.msg, "--ns: unknown namespace 'bogus'");
-	CHECK_INT(parse_run_args(&c, &e, (char *[]){"--state", "/s", "--ns", "net", "--join", "net:/proc/1/ns/net", "--", "x", NULL}), -1);
+	CHECK_INT(parse_run_args(
+			  &c, &e,
+			  (char *[]){"--state", "/s", "--ns", "net", "--join", "net:/proc/1/ns/net", "--", "x", NULL}),
+		  -1);
 	CHECK_STR(e.msg, "run: --join net:/proc/1/ns/net conflicts with --ns or another --join");
 	CHECK_INT(parse_run_args(&c, &e, (char *[]){"--state", "/s", "--veth-mtu", "9000", "--", "x", NULL}), -1);
 	CHECK_STR(e.msg, "run: --veth-* options need --veth");

@@ -74,7 +74,8 @@ static bool bpf_run(const struct sock_filter *f, size_t len, const struct seccom
 		uint32_t k = i->k, src = BPF_SRC(i->code) == BPF_X ? x : k;
 		switch (BPF_CLASS(i->code)) {
 		case BPF_LD:
-			if (BPF_MODE(i->code) == BPF_ABS && BPF_SIZE(i->code) == BPF_W && k + 4 <= sizeof *d && !(k & 3))
+			if (BPF_MODE(i->code) == BPF_ABS && BPF_SIZE(i->code) == BPF_W && k + 4 <= sizeof *d &&
+			    !(k & 3))
 				memcpy(&a, (const char *)d + k, 4);
 			else if (BPF_MODE(i->code) == BPF_IMM)
 				a = k;
@@ -123,17 +124,14 @@ static bool bpf_run(const struct sock_filter *f, size_t len, const struct seccom
 			pc += t ? i->jt : i->jf;
 			break;
 		}
-		case BPF_RET:
-			*ret = BPF_RVAL(i->code) == BPF_A ? a : k;
-			return true;
+		case BPF_RET: *ret = BPF_RVAL(i->code) == BPF_A ? a : k; return true;
 		case BPF_MISC:
 			if (BPF_MISCOP(i->code) == BPF_TAX)
 				x = a;
 			else
 				a = x;
 			break;
-		default:
-			return false;
+		default: return false;
 		}
 	}
 	return false; /* fell off the end: not a valid program */
@@ -236,7 +234,8 @@ static void same_decisions(const char *const *specs)
 			break;
 		}
 		if (want != got) {
-			test_fail(__FILE__, __LINE__, "%s...: arch %#x nr %d args %#llx %#llx %#llx %#llx: reference %#x, libseccomp %#x",
+			test_fail(__FILE__, __LINE__,
+				  "%s...: arch %#x nr %d args %#llx %#llx %#llx %#llx: reference %#x, libseccomp %#x",
 				  specs[0], d.arch, d.nr, (unsigned long long)d.args[0], (unsigned long long)d.args[1],
 				  (unsigned long long)d.args[2], (unsigned long long)d.args[3], want, got);
 			mismatches++;
@@ -248,13 +247,14 @@ static void same_decisions(const char *const *specs)
 /* drivers/lxc/security.ts: DEFAULT_SECCOMP_DENY, plus PRIVILEGED_SECCOMP_DENY and the remount rule outside a user namespace. */
 #define LXC_DEFAULT                                                                                                   \
 	"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "open_by_handle_at", "iopl", \
-		"ioperm", "swapon", "swapoff", "acct", "syslog", "add_key", "request_key", "keyctl", "bpf",          \
+		"ioperm", "swapon", "swapoff", "acct", "syslog", "add_key", "request_key", "keyctl", "bpf",           \
 		"perf_event_open"
 #define LXC_PRIVILEGED "fspick", "mount_setattr", "mount:EPERM:arg3&32"
 /* drivers/lxc/driver.ts: system containers. */
 #define SYSTEM_CONTAINER "unshare:EPERM:arg0&67108864", "clone:EPERM:arg0&67108864", "clone3:ENOSYS"
 /* drivers/vserver/options.ts: raw_icmp. */
-#define VSERVER_RAW_ICMP "socket:EAFNOSUPPORT:arg0==17", "socket:EAFNOSUPPORT:arg1==10,2058,524298,526346", "io_uring_setup:EPERM"
+#define VSERVER_RAW_ICMP \
+	"socket:EAFNOSUPPORT:arg0==17", "socket:EAFNOSUPPORT:arg1==10,2058,524298,526346", "io_uring_setup:EPERM"
 
 TEST(filter_matches_reference_for_the_driver_policies)
 {
@@ -272,11 +272,13 @@ TEST(filter_matches_reference_for_rule_shapes)
 	/* The first rule that matches decides, also between errnos of one call. */
 	same_decisions((const char *const[]){"fchdir:EPERM:arg0&0x100", "fchdir:ENOSYS", NULL});
 	same_decisions((const char *const[]){"fchmod:ENOSYS", "fchmod:EPERM:arg0&0x100", NULL});
-	same_decisions((const char *const[]){"fsync:EPERM:arg0&0x100", "fsync:EACCES:arg0&0x300", "fsync:EROFS:arg1==0", NULL});
+	same_decisions((const char *const[]){"fsync:EPERM:arg0&0x100", "fsync:EACCES:arg0&0x300", "fsync:EROFS:arg1==0",
+					     NULL});
 	same_decisions((const char *const[]){"dup:EPERM:arg0!=0,1,2", "dup:EACCES:arg0==1,2,3,4294967295",
 					     "dup:ENOSYS:arg1!=0", "dup:EINVAL", NULL});
 	same_decisions((const char *const[]){"close:EPERM:arg0==0", "close:EPERM:arg0!=0", NULL});
-	same_decisions((const char *const[]){"ioctl:EPERM:arg1&0", "ioctl:EACCES:arg2==4294967295,0", "ioctl:12:arg5!=7", NULL});
+	same_decisions((const char *const[]){"ioctl:EPERM:arg1&0", "ioctl:EACCES:arg2==4294967295,0",
+					     "ioctl:12:arg5!=7", NULL});
 	/* A system call by number, and one the kernel has not got. */
 	same_decisions((const char *const[]){"186:EACCES", "999", NULL});
 }
@@ -335,15 +337,15 @@ static void in_filtered_child(const char *const *specs, int (*fn)(void))
 }
 
 /* The call returned -1 with err (0: did not fail with a policy errno). */
-#define EXPECT(call, err)                                                                                             \
-	do {                                                                                                          \
-		errno = 0;                                                                                            \
-		long r_ = (long)(call);                                                                               \
-		int got_ = r_ < 0 ? errno : 0;                                                                        \
-		if (got_ != (err)) {                                                                                  \
-			fprintf(stderr, "  %s: errno %d, want %d\n", #call, got_, (err));                               \
-			bad++;                                                                                        \
-		}                                                                                                     \
+#define EXPECT(call, err)                                                                 \
+	do {                                                                              \
+		errno = 0;                                                                \
+		long r_ = (long)(call);                                                   \
+		int got_ = r_ < 0 ? errno : 0;                                            \
+		if (got_ != (err)) {                                                      \
+			fprintf(stderr, "  %s: errno %d, want %d\n", #call, got_, (err)); \
+			bad++;                                                            \
+		}                                                                         \
 	} while (0)
 
 static int plain_and_masked(void)
@@ -378,8 +380,9 @@ static int plain_and_masked(void)
 
 TEST(kernel_denies_what_the_policy_denies)
 {
-	in_filtered_child((const char *const[]){"getppid:EACCES", "close:EPERM:arg0&0x600", "close:EROFS:arg0==0x1008,0x1009",
-						"dup:EACCES:arg0!=7000,7001", "fchdir:EPERM:arg0&0x100", "fchdir:ENOSYS", NULL},
+	in_filtered_child((const char *const[]){"getppid:EACCES", "close:EPERM:arg0&0x600",
+						"close:EROFS:arg0==0x1008,0x1009", "dup:EACCES:arg0!=7000,7001",
+						"fchdir:EPERM:arg0&0x100", "fchdir:ENOSYS", NULL},
 			  plain_and_masked);
 }
 
@@ -412,6 +415,7 @@ static int driver_policies(void)
 
 TEST(kernel_applies_the_driver_policies)
 {
-	in_filtered_child((const char *const[]){LXC_DEFAULT, LXC_PRIVILEGED, SYSTEM_CONTAINER, VSERVER_RAW_ICMP, "chroot", NULL},
-			  driver_policies);
+	in_filtered_child(
+		(const char *const[]){LXC_DEFAULT, LXC_PRIVILEGED, SYSTEM_CONTAINER, VSERVER_RAW_ICMP, "chroot", NULL},
+		driver_policies);
 }
