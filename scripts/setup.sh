@@ -17,6 +17,8 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # Debian packages: busybox-static for the busybox template, iproute2 for
 # networking, iptables for CRIU's network locking, util-linux for nsenter,
 # procps for pgrep, libcap2-bin for file capabilities, gcc/make for the helper,
+# libseccomp-dev (and its runtime libseccomp2) for the helper's seccomp filter,
+# clang-format for scripts/check-format-c.sh,
 # clang/libbpf-dev/bpftool for the cgroup BPF address filter, python3-grpcio and
 # protoc with the grpc plugin for the Python driver and client, and lxc, runc
 # and iperf3 for the benchmarks' anchors, mmdebstrap for the debian template,
@@ -24,7 +26,8 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # the overlay whiteouts of unpacked image layers, and docker-registry, skopeo and
 # umoci for the image tests (a real registry, images pushed to it), and podman as
 # the image bench's anchor.
-PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev ca-certificates openssl clang libbpf-dev bpftool
+PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev libseccomp-dev libseccomp2 clang-format
+  ca-certificates openssl clang libbpf-dev bpftool
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto
   lxc runc iperf3 mmdebstrap nftables attr docker-registry skopeo umoci podman)
 missing=()

@@ -19,6 +19,8 @@ function findRepoRoot(): string {
 
 const ROOT = findRepoRoot();
 const HELPER = path.join(ROOT, 'native', 'build', 'osvirt-helper');
+/** Test peer for criu-swrk (native/tests/seqpacket-echo.c, `make -C native test-tools`). */
+const ECHO_PEER = path.join(ROOT, 'native', 'build', 'test-tools', 'seqpacket-echo');
 const BUSYBOX_APPLETS = ['sh', 'sleep', 'cat', 'echo', 'hostname', 'ls', 'id', 'grep', 'readlink', 'stty', 'tty', 'touch', 'test'];
 
 const DEVICE = '/dev/net/tun'; // any host device node will do; tun is built into this kernel
@@ -660,11 +662,17 @@ describe('native helper (osvirt-helper)', function () {
   });
 
   it('criu-swrk relays frames to one seqpacket message each and returns the peer exit code', async function () {
+    // The echo peer is a test-only tool, built apart from the helper, which does not have it.
+    const make = spawnSync('make', ['-s', '-C', path.join(ROOT, 'native'), 'test-tools'], { encoding: 'utf8' });
+    assert.equal(make.status, 0, `make -C native test-tools failed:\n${make.stdout}${make.stderr}`);
+    const gone = await runHelper(['seqpacket-echo', '3']);
+    assert.equal(gone.code, 2, 'the production helper has no seqpacket-echo command');
+    assert.match(gone.stderr, /unknown subcommand 'seqpacket-echo'/);
     const frame = (payload: Buffer) => Buffer.concat([Buffer.from(new Uint32Array([payload.length]).buffer), payload]);
     const big = Buffer.alloc(512 * 1024, 7);
     const messages = [Buffer.from('hello'), Buffer.from('x'), big, Buffer.from('bye')];
     const r = await new Promise<{ code: number | null; out: Buffer; err: string }>((resolve, reject) => {
-      const proc = spawn(HELPER, ['criu-swrk', '--', HELPER, 'seqpacket-echo'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const proc = spawn(HELPER, ['criu-swrk', '--', ECHO_PEER], { stdio: ['pipe', 'pipe', 'pipe'] });
       const chunks: Buffer[] = [];
       let err = '';
       proc.stdout.on('data', (d: Buffer) => chunks.push(d));

@@ -9,7 +9,7 @@
 // and only allows keep_open for a few read-only requests.
 //
 // restoreMonitored() uses `osvirt-helper restore` instead: the same relay for one RESTORE, after
-// which the helper stays as the restored init's monitor (see native/osvirt-helper.c). It hands
+// which the helper stays as the restored init's monitor (see native/src/criu.c). It hands
 // CRIU a console pty slave or an output pipe of its own to inherit, and the call resolves once
 // CRIU answered and the helper let go of our pipes, without waiting for the helper to exit.
 
