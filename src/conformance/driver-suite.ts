@@ -12,7 +12,8 @@ import type { ContainerSpec } from '../gen/osvirt/v1/container';
 import { RuntimeStatus, type Capability, type Driver, type DriverInfo, type RuntimeState } from '../core/driver';
 import { DRIVER_PROTOCOL_VERSION } from '../core/driver';
 import type { ErrorCode } from '../core/errors';
-import { check, CheckFailed, codeOf, describe, expectCode, expectStatus, ok, pidAlive, Skip, until, withTimeout } from './checks';
+import { pidAlive } from '../host/processes';
+import { check, CheckFailed, codeOf, describe, expectCode, expectStatus, ok, Skip, until, withTimeout } from './checks';
 import type { CaseResult, Level, Report } from './report';
 import { consoleShell, scripted, type SpecTemplate } from './spec-template';
 
