@@ -698,7 +698,7 @@ export class LxcDriver implements Driver {
       args.push('--', ...argv);
 
       const launched = await launch(this.helper, args, async (initPid) => {
-        if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
+        if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam);
         await this.ext.configure?.(id, spec, initPid);
       }, this.launcher);
       const rt: Runtime = {
