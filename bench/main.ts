@@ -10,7 +10,8 @@ import { repoPath } from '../src/paths';
 import { IDLE_SCRIPT } from './lib/anchors';
 import { Cleanup } from './lib/cleanup';
 import { config, errorText, type Ctx, type SectionResult } from './lib/context';
-import { BenchDaemon, freeSubnet, unmountUnder } from './lib/daemon';
+import { BenchDaemon, freeSubnet } from './lib/daemon';
+import { unmountUnder } from '../src/host/mounts';
 import { defaultUplink, findTools, hostInfo, type HostInfo } from './lib/host';
 import { Progress } from './lib/progress';
 import { runOk } from './lib/proc';
@@ -132,9 +133,10 @@ async function main(): Promise<number> {
   cleanup.installSignalHandlers(() => progress.flush());
 
   const work = mkdtempSync(path.join(os.tmpdir(), 'osvirt-bench-'));
-  cleanup.add('temp dir', () => {
-    unmountUnder(work);
-    return fs.rm(work, { recursive: true, force: true });
+  cleanup.add('temp dir', async () => {
+    const left = await unmountUnder(work);
+    if (left.length) throw new Error(`${work} is left in place: still mounted at ${left.join(', ')}`);
+    await fs.rm(work, { recursive: true, force: true });
   });
   const prefix = `b${(process.pid % 46656).toString(36)}-`;
   const sections: Record<string, SectionResult> = {};
@@ -172,7 +174,7 @@ async function main(): Promise<number> {
       progress.note(`${x.status}${x.reason ? ': ' + x.reason : ''} (${x.seconds.toFixed(1)} s)`);
       if (x.status === 'failed') exitCode = 1;
       // Leave nothing of one section behind for the next.
-      await daemon.deleteAll().catch(() => undefined);
+      await daemon.deleteAll(8).catch(() => undefined);
     }
   } catch (e) {
     progress.flush();

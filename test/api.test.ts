@@ -219,17 +219,23 @@ describe('osvirt.v1 API (real daemon)', function () {
     assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
     assert.ok(results.filter((r) => r.status === 'rejected').every((r) => (r.reason as ServiceError).code === Code.ALREADY_EXISTS));
 
-    const started: WatchEventsResponse[] = [];
-    const stream = c.events.watchEvents({ containers: ['race'], types: [EventType.EVENT_TYPE_STARTED] });
-    stream.on('data', (e: WatchEventsResponse) => started.push(e));
+    const events: WatchEventsResponse[] = [];
+    const stream = c.events.watchEvents({ containers: ['race'], types: [EventType.EVENT_TYPE_STARTED, EventType.EVENT_TYPE_STOPPED] });
+    stream.on('data', (e: WatchEventsResponse) => events.push(e));
     stream.on('error', () => undefined);
     await new Promise((r) => stream.once('metadata', r));
     const starts = await Promise.all(Array.from({ length: 8 }, () => c.api.containers.startContainer({ name: 'race' })));
     const pids = new Set(starts.map((s) => s.container!.status!.initPid));
     assert.equal(pids.size, 1, 'every concurrent Start saw the same init');
-    await new Promise((r) => setTimeout(r, 200));
+    // Events arrive in order: once the stop's event is here, every start's is too.
+    await c.api.containers.stopContainer({ name: 'race', signal: 9 });
+    await until(() => events.some((e) => e.event?.type === EventType.EVENT_TYPE_STOPPED), 'the STOPPED event');
     stream.cancel();
-    assert.equal(started.length, 1, 'the container was started exactly once');
+    assert.deepEqual(
+      events.map((e) => e.event?.type),
+      [EventType.EVENT_TYPE_STARTED, EventType.EVENT_TYPE_STOPPED],
+      'the container was started exactly once',
+    );
     await c.api.containers.deleteContainer({ name: 'race', force: true, allowMissing: false });
   });
 
@@ -247,7 +253,7 @@ describe('osvirt.v1 API (real daemon)', function () {
     await c.api.containers.createContainer({ name: 'keep-a', spec: busybox() });
     await c.api.containers.createContainer({ name: 'keep-b', spec: busybox({ labels: { tier: 'db' } }) });
     const pid = (await c.api.containers.startContainer({ name: 'keep-b' })).container!.status!.initPid;
-    for (const how of ['stop', 'crash'] as const) {
+    for (const how of ['stop', 'kill'] as const) {
       await d[how]();
       c = await d.start(['--driver-module', processDriver]);
       const a = (await c.api.containers.getContainer({ name: 'keep-a' })).container!;

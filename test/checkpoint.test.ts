@@ -3,7 +3,7 @@
 // client whose connection survives, /proc, cgroup directories, mounts and links.
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,11 +14,11 @@ import { CheckpointOptions, ContainerState, type Checkpoint, type ContainerSpec,
 import type { AttachConsoleResponse } from '../src/gen/osvirt/v1/container_service';
 import { EventType, type WatchEventsResponse } from '../src/gen/osvirt/v1/event_service';
 import { hasKernelFeature, hostIfName } from '../drivers/lxc/network';
-import { isRoot, TestDaemon, until, type Client } from './support/daemon';
+import { pidAlive } from '../src/host/processes';
+import { holds, isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { execIn, sh } from './support/exec';
 import { busybox } from './support/specs';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // Written with a rename so a reader (or a dump) never sees a truncated file.
 /** For what only a container without a user namespace can do. */
 const PRIVILEGED = { privileged: true };
@@ -48,13 +48,24 @@ async function rejects(p: Promise<unknown>, code: Code, reason?: string): Promis
   assert.fail(`expected ${Code[code]}, but the call succeeded`);
 }
 
-function alive(pid: number): boolean {
-  try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+/**
+ * Is /tmp/lock in the container of initPid held by a flock? A /proc/locks line
+ * ("1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF") names the file
+ * by inode and the holder by pid: either identifies the tree's lock.
+ */
+function flockHeld(initPid: number): boolean {
+  const ino = statSync(`/proc/${initPid}/root/tmp/lock`).ino;
+  const holder = (pid: string | undefined) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8') === '/tree\0lock\0';
+    } catch {
+      return false;
+    }
+  };
+  return readFileSync('/proc/locks', 'utf8')
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .some((f) => f[1] === 'FLOCK' && (f[5]?.endsWith(`:${ino}`) || holder(f[4])));
 }
 
 function isMounted(dir: string): boolean {
@@ -185,16 +196,15 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     // Stopped by the checkpoint: the init is gone, nothing counts.
     const st = (await api().getContainer({ name: 'count' })).container!.status!;
     assert.equal(st.state, ContainerState.CONTAINER_STATE_STOPPED);
-    assert.ok(!alive(pid));
+    assert.ok(!pidAlive(pid));
     const atDump = counter('count');
-    await sleep(300);
-    assert.equal(counter('count'), atDump, 'counter moved while checkpointed');
+    await holds(() => counter('count') === atDump, 'the checkpointed counter standing still', 300);
     assert.deepEqual((await api().listCheckpoints({ name: 'count', pageSize: 0, pageToken: '' })).checkpoints.map((x) => x.name), ['one']);
 
     const restored = await restore('count', 'one');
     assert.equal(restored.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     const rpid = restored.status!.initPid;
-    assert.ok(alive(rpid) && rpid !== pid);
+    assert.ok(pidAlive(rpid) && rpid !== pid);
     // The restored init's parent is its monitor, like a started one's.
     const monitorPid = Number(readFileSync(path.join(cdir('count'), 'monitor', 'monitor.pid'), 'utf8'));
     assert.match(readFileSync(`/proc/${rpid}/stat`, 'utf8'), new RegExp(`^${rpid} \\(sh\\) \\S ${monitorPid} `));
@@ -212,7 +222,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     assert.equal((await api().getContainer({ name: 'count' })).container!.status!.initPid, rpid);
     await api().stopContainer({ name: 'count', signal: 9, timeout: undefined });
     assert.equal((await api().getContainer({ name: 'count' })).container!.status!.state, ContainerState.CONTAINER_STATE_STOPPED);
-    assert.ok(!alive(rpid) && !alive(monitorPid));
+    assert.ok(!pidAlive(rpid) && !pidAlive(monitorPid));
     for (const dir of cgroupDirs('count')) assert.ok(!existsSync(dir), `${dir} left after stop`);
 
     await until(() => events.filter((e) => e.event?.container === 'count').length >= 3, 'events');
@@ -241,7 +251,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
       const atDump = counter('cycle');
       assert.ok(atDump > last, `cycle ${i}: counter ${atDump} after ${last}`);
       const r = await restore('cycle', `c${i}`);
-      assert.ok(alive(r.status!.initPid), `cycle ${i}: restored init not running`);
+      assert.ok(pidAlive(r.status!.initPid), `cycle ${i}: restored init not running`);
       await until(() => counter('cycle') > atDump, `cycle ${i}: counter moving after restore`);
       assert.ok(counter('cycle') < atDump + 20, `cycle ${i}: counter jumped from ${atDump} to ${counter('cycle')}`);
       last = counter('cycle');
@@ -336,7 +346,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     await checkpoint('orig', 'snap', { leaveRunning: true });
     const clone = await restore('orig', 'snap', { newName: 'clone' });
     const cpid = clone.status!.initPid;
-    assert.ok(alive(opid) && alive(cpid) && opid !== cpid);
+    assert.ok(pidAlive(opid) && pidAlive(cpid) && opid !== cpid);
     for (const ns of ['net', 'pid', 'mnt', 'uts']) assert.notEqual(readlinkSync(`/proc/${opid}/ns/${ns}`), readlinkSync(`/proc/${cpid}/ns/${ns}`), ns);
     assert.match(readFileSync(`/proc/${cpid}/cgroup`, 'utf8'), /pids:\/osvirt\/clone$/m);
     assert.match(readFileSync(`/proc/${opid}/cgroup`, 'utf8'), /pids:\/osvirt\/orig$/m);
@@ -367,13 +377,12 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
   it('a leave_running snapshot keeps the container running; a failed checkpoint leaves it running', async () => {
     const pid = await run('snap', { process: { args: ['/bin/sh', '-c', `${WAIT_TREE} /tree lock & ${COUNTER}`] } });
     install('snap');
-    await until(() => counter('snap') >= 3 && existsSync(path.join(cdir('snap'), 'upper', 'tmp', 'lock')), 'counter and lock');
-    await sleep(100);
+    await until(() => counter('snap') >= 3 && flockHeld(pid), 'counter and the flock on /tmp/lock');
     // CRIU refuses a held file lock unless asked to dump it: the checkpoint fails, nothing stops.
     const err = await rejects(checkpoint('snap', 'bad'), Code.INTERNAL, 'CRIU_FAILED');
     assert.match(err.details, /file lock/i);
     assert.equal((await api().getContainer({ name: 'snap' })).container!.status!.state, ContainerState.CONTAINER_STATE_RUNNING);
-    assert.ok(alive(pid));
+    assert.ok(pidAlive(pid));
     const c0 = counter('snap');
     await until(() => counter('snap') > c0 + 2, 'still counting after the failed checkpoint');
     assert.deepEqual((await api().listCheckpoints({ name: 'snap', pageSize: 0, pageToken: '' })).checkpoints, []);
@@ -405,7 +414,10 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     };
     // Aborted by its deadline while CRIU is at work.
     await rejects(restore('fail', 'cp', { timeoutMs: 120 }), Code.DEADLINE_EXCEEDED, 'RESTORE_TIMEOUT');
-    await sleep(200);
+    await until(
+      async () => (await api().getContainer({ name: 'fail' })).container!.status!.state === ContainerState.CONTAINER_STATE_STOPPED && monitors() === '' && cgroupDirs('fail').every((dir) => !existsSync(dir)),
+      'the aborted restore to be undone',
+    );
     assert.equal((await api().getContainer({ name: 'fail' })).container!.status!.state, ContainerState.CONTAINER_STATE_STOPPED);
     for (const dir of cgroupDirs('fail')) assert.ok(!existsSync(dir), `${dir} left behind`);
     assert.ok(!isMounted(path.join(cdir('fail'), 'rootfs')), 'rootfs still mounted');
@@ -415,7 +427,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     assert.equal(counter('fail'), atDump, 'something ran');
 
     const r = await restore('fail', 'cp');
-    assert.ok(alive(r.status!.initPid));
+    assert.ok(pidAlive(r.status!.initPid));
     await until(() => counter('fail') > atDump, 'counting after the second restore');
     await remove('fail');
   });
@@ -468,7 +480,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
       await c2.api.containers.startContainer({ name: 'orphan-run' });
       await c2.api.containers.checkpointContainer({ name: 'orphan-run', checkpoint: 'one', options: CheckpointOptions.fromPartial({ leaveRunning: true }) });
       assert.ok(mounted(), 'a checkpoint mounts CRIU\'s run tmpfs');
-      await d2.crash();
+      await d2.kill();
       assert.ok(mounted(), 'kill -9 leaves it mounted');
       // The next daemon never checkpoints; its clean stop still takes the mount away.
       const c3 = await d2.start();

@@ -4,7 +4,7 @@
 // report and exit code, including for a driver that does not conform.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { runDriverSuite } from '../src/conformance/driver-suite';
@@ -14,7 +14,8 @@ import { defaultTemplate } from '../src/conformance/spec-template';
 import { RemoteDriver } from '../src/plugin/remote-driver';
 import { spawnPlugin, type SpawnedPlugin } from '../src/plugin/spawn-plugin';
 import { repoPath } from '../src/paths';
-import { isRoot, removeEmptyCgroupParents, unmountUnder } from './support/daemon';
+import { isRoot } from './support/daemon';
+import { removeLeftovers } from '../src/testing/leftovers';
 
 // Nothing is skipped: checkpoint/restore runs too when the driver declares it.
 const SKIP = {};
@@ -29,6 +30,7 @@ function osvirt(args: string[]) {
 
 describe('driver conformance suite', function () {
   let dir: string;
+  const bridge = `ovcf${process.pid % 10000}`;
   const plugins: SpawnedPlugin[] = [];
 
   before(function () {
@@ -37,16 +39,12 @@ describe('driver conformance suite', function () {
   });
   after(async () => {
     for (const p of plugins) await p.stop();
-    if (dir) {
-      unmountUnder(dir);
-      removeEmptyCgroupParents();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    if (dir) await removeLeftovers({ dir, bridges: [bridge] });
   });
 
   it('the lxc driver conforms in process and over gRPC, with identical results case by case', async () => {
     // In process, hosted like osvirtd hosts it (its own process, see src/conformance/in-process.ts).
-    const inproc = await runInProcess('lxc', path.join(dir, 'lxc-local'), { skip: SKIP, bridge: `ovcf${process.pid % 10000}` });
+    const inproc = await runInProcess('lxc', path.join(dir, 'lxc-local'), { skip: SKIP, bridge });
 
     const served = await serveLxc(dir);
     plugins.push(served);

@@ -10,8 +10,8 @@ import * as zlib from "node:zlib";
 
 import { compareVersions, locateCriu, MIN_CRIU_VERSION, type CriuLocation } from "../src/criu/criu-locate";
 import { CriuError, CriuRpcClient, defaultHelperPath, type CriuNotification } from "../src/criu/criu-rpc";
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { pidAlive } from "../src/host/processes";
+import { holds, until } from "../src/testing/until";
 
 function run(file: string, args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -28,16 +28,6 @@ function kernelConfig(option: string): string | undefined {
     return new RegExp(`^${option}=(.*)$`, "m").exec(text)?.[1];
   } catch {
     return undefined;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    // A zombie still has /proc/<pid>; its state is Z.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return !/^\d+ \(.*\) Z/.test(stat);
-  } catch {
-    return false;
   }
 }
 
@@ -67,13 +57,7 @@ class CounterWorkload {
    */
   async waitGone(): Promise<void> {
     await this.exited;
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const left = sessionMembers(this.pid);
-      if (left.length === 0) return;
-      if (Date.now() > deadline) throw new Error(`processes of dumped session ${this.pid} still exist: ${left.join(", ")}`);
-      await sleep(50);
-    }
+    await until(() => sessionMembers(this.pid).length === 0, `the processes of dumped session ${this.pid} to be gone`, 20_000, 50);
   }
 }
 
@@ -115,21 +99,20 @@ function readCounter(file: string): number | undefined {
 }
 
 async function waitForCounter(file: string, predicate: (n: number) => boolean, what: string): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const n = readCounter(file);
-    if (n !== undefined && predicate(n)) return n;
-    await sleep(20);
-  }
-  throw new Error(`timed out waiting for the counter in ${file} to be ${what} (last value ${readCounter(file)})`);
+  return until(
+    () => {
+      const n = readCounter(file);
+      return n !== undefined && predicate(n) ? { n } : undefined;
+    },
+    `the counter in ${file} to be ${what}`,
+  ).then((r) => r.n);
 }
 
 /** The counter must stand still while the tree is dumped (nothing runs). */
 async function stableCounter(file: string): Promise<number> {
   const first = readCounter(file);
-  await sleep(300);
-  const second = readCounter(file);
-  assert.ok(first !== undefined && first === second, `counter changed while dumped: ${first} -> ${second}`);
+  assert.ok(first !== undefined, `no counter in ${file}`);
+  await holds(() => readCounter(file) === first, `the dumped counter standing still at ${first}`, 300);
   return first;
 }
 
@@ -272,8 +255,7 @@ describe("criu", function () {
           if (n.script === "post-dump") {
             // CRIU waits for our answer: the tree must be stopped now, and stays frozen meanwhile.
             const before = readCounter(counter);
-            await sleep(200);
-            assert.equal(readCounter(counter), before);
+            await holds(() => readCounter(counter) === before, "the dumped tree's counter standing still", 200);
           }
         },
       });
@@ -345,7 +327,7 @@ function tail(file: string): string {
 async function expectContinued(workload: CounterWorkload, restoredPid: number, counter: string, atDump: number): Promise<void> {
   // CRIU restores the original pid; the process is the same shell, now running again.
   assert.equal(restoredPid, workload.pid);
-  assert.ok(isAlive(restoredPid), `restored pid ${restoredPid} is not running`);
+  assert.ok(pidAlive(restoredPid), `restored pid ${restoredPid} is not running`);
   assert.match(fs.readFileSync(`/proc/${restoredPid}/cmdline`, "utf8"), /^\/bin\/sh\0-c\0/);
   // Its session survived too: it is still its own session leader.
   const stat = fs.readFileSync(`/proc/${restoredPid}/stat`, "utf8");

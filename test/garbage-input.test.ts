@@ -34,22 +34,28 @@ describe('garbage input', function () {
               answered++;
               resolve();
             });
-          } else if (def.requestStream) {
-            const s = (def.responseStream ? client[key]!() : client[key]!(() => resolve())) as NodeJS.EventEmitter & { write(b: Buffer): void; end(): void };
-            s.on('error', () => resolve());
-            s.on('end', () => resolve());
-            s.on('data', () => undefined);
-            s.write(bytes);
-            s.write(randomBytes(50));
-            s.end();
-            setTimeout(resolve, 2000);
-            answered++;
           } else {
-            const s = client[key]!(bytes) as NodeJS.EventEmitter;
-            s.on('error', () => resolve());
-            s.on('end', () => resolve());
+            // A stream the daemon keeps open (a well-formed request by chance) is cancelled after 2 s.
+            let t: NodeJS.Timeout | undefined;
+            const done = () => {
+              clearTimeout(t);
+              resolve();
+            };
+            const s = (
+              def.requestStream ? (def.responseStream ? client[key]!() : client[key]!(done)) : client[key]!(bytes)
+            ) as NodeJS.EventEmitter & { write(b: Buffer): void; end(): void; cancel(): void };
+            s.on('error', done);
+            s.on('end', done);
             s.on('data', () => undefined);
-            setTimeout(resolve, 2000);
+            if (def.requestStream) {
+              s.write(bytes);
+              s.write(randomBytes(50));
+              s.end();
+            }
+            t = setTimeout(() => {
+              s.cancel();
+              done();
+            }, 2000);
             answered++;
           }
         });

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { cgroup2Roots, IpFilter, normalizePolicy, type IpFilterPolicy } from '../drivers/common/ipfilter';
 import { decodePolicy, encodePolicy, formatIpv6, ipv6Bytes } from '../drivers/common/ipfilter/policy';
 import { OsvirtError } from '../src/core/errors';
+import { until } from '../src/testing/until';
 
 const isRoot = () => process.getuid?.() === 0;
 
@@ -199,13 +200,8 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     for (const s of servers) s.close();
     for (const d of [cgA, cgB, path.join(parent, 'c')]) if (d && existsSync(d)) await filter.detach(d).catch(() => undefined);
     for (const d of [cgA, cgB, path.join(parent, 'c'), parent]) {
-      for (let i = 0; d && existsSync(d) && i < 50; i++) {
-        try {
-          rmdirSync(d);
-        } catch {
-          await new Promise((r) => setTimeout(r, 50)); // processes still exiting
-        }
-      }
+      // Its processes may still be exiting: rmdir fails (EBUSY) until they are gone.
+      if (d && existsSync(d)) await until(() => (rmdirSync(d), true), `cgroup ${d} to be removed`, 2500, 50).catch(() => undefined);
     }
     for (const a of addedAddrs) execFileSync('ip', ['addr', 'del', a, 'dev', 'lo']);
     await filter.release().catch(() => undefined);
@@ -338,7 +334,7 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     ]);
     assert.deepEqual(spoofed, { ok: false, errno: 'EPERM' });
     assert.equal(honest?.ok, true);
-    for (let i = 0; i < 50 && udp.peers.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await until(() => udp.peers.length > 0, 'the honest datagram', 1000, 20);
     assert.deepEqual(udp.peers, [A4], 'only the honest datagram arrived');
   });
 

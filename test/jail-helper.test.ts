@@ -3,12 +3,14 @@
 // --root-owned-ns and the `init` subcommand (a jail's pid 1).
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { unmountUnder } from '../src/host/mounts';
 import { repoPath } from '../src/paths';
-import { isRoot, until } from './support/daemon';
+import { holds, isRoot, until } from './support/daemon';
+import { pidAlive } from '../src/host/processes';
 
 const HELPER = repoPath('native', 'build', 'osvirt-helper');
 const INIT = repoPath('native', 'build', 'osvirt-init');
@@ -30,12 +32,13 @@ describe('native helper: jail building blocks', function () {
     chmodSync(path.join(root, 'bin', 'busybox'), 0o755);
     for (const a of ['sh', 'cat', 'ls', 'hostname', 'mount', 'umount', 'unshare', 'sleep', 'echo', 'grep', 'ipcs']) symlinkSync('busybox', path.join(root, 'bin', a));
   });
-  after(() => {
+  after(async () => {
     // SIGKILL to a pid namespace's init ends everything in it; then the monitors.
     for (const pid of inits) spawnSync('kill', ['-9', String(pid)]);
     for (const m of monitors) if (m.pid) spawnSync('kill', ['-9', String(m.pid)]);
     if (dir) {
-      spawnSync('sh', ['-c', `grep ' ${dir}' /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l`]);
+      const left = await unmountUnder(dir);
+      assert.deepEqual(left, [], 'nothing stays mounted under the test dir');
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -57,6 +60,21 @@ describe('native helper: jail building blocks', function () {
     return { pid: created.initPid, state };
   }
   const INIT_IN = '/dev/.osvirt-init';
+  /** Host pids of the processes in init's pid namespace (other than init) running exactly cmdline; undefined if none. */
+  function inJail(init: number, cmdline: string): number[] | undefined {
+    const ns = readlinkSync(`/proc/${init}/ns/pid`);
+    const found = readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e) && Number(e) !== init)
+      .map(Number)
+      .filter((p) => {
+        try {
+          return readlinkSync(`/proc/${p}/ns/pid`) === ns && readFileSync(`/proc/${p}/cmdline`, 'utf8') === cmdline;
+        } catch {
+          return false;
+        }
+      });
+    return found.length ? found : undefined;
+  }
   function exec(pid: number, script: string, extra: string[] = []): { out: string; code: number } {
     const r = spawnSync(HELPER, ['exec', '--pid', String(pid), ...extra, '--', '/bin/sh', '-c', script], { encoding: 'utf8' });
     return { out: (r.stdout + r.stderr).trim(), code: r.status ?? -1 };
@@ -106,21 +124,20 @@ describe('native helper: jail building blocks', function () {
   it('init: held until SIGUSR1 from outside, ignores signals from inside, ends with its last process', async () => {
     const { pid, state } = await run('init', []);
     exec(pid, 'kill -USR1 1; kill -TERM 1; true');
-    await new Promise((r) => setTimeout(r, 300));
-    assert.ok(!existsSync(path.join(state, 'exit')), 'signals from inside the jail are ignored');
+    await holds(() => !existsSync(path.join(state, 'exit')), 'the jail ignoring signals from inside', 300);
     // A process started from outside keeps the released jail alive until it ends.
     const bg = spawn(HELPER, ['exec', '--pid', String(pid), '--', '/bin/sleep', '1'], { stdio: 'ignore' });
-    await new Promise((r) => setTimeout(r, 300));
+    const sleeper = (await until(() => inJail(pid, '/bin/sleep\x001\x00'), 'the exec\'d sleep inside the jail', 5000))[0]!;
     process.kill(pid, 'SIGUSR1');
-    await new Promise((r) => setTimeout(r, 400));
-    assert.ok(!existsSync(path.join(state, 'exit')), 'alive while its last process runs');
+    await holds(() => !pidAlive(sleeper) || !existsSync(path.join(state, 'exit')), 'the jail alive while its last process runs', 400);
     await until(() => existsSync(path.join(state, 'exit')), 'the jail to end with its last process', 5000);
+    assert.ok(!pidAlive(sleeper), 'the jail ended only after its last process');
     assert.equal(JSON.parse(readFileSync(path.join(state, 'exit'), 'utf8')).exitCode, 0);
     bg.kill();
     // SIGTERM from outside goes to every process; the init follows once they are gone.
     const { pid: p2, state: s2 } = await run('init2', []);
     spawn(HELPER, ['exec', '--pid', String(p2), '--', '/bin/sleep', '100'], { stdio: 'ignore' });
-    await new Promise((r) => setTimeout(r, 200));
+    await until(() => inJail(p2, '/bin/sleep\x00100\x00'), 'the exec\'d sleep inside the jail', 5000);
     process.kill(p2, 'SIGTERM');
     await until(() => existsSync(path.join(s2, 'exit')), 'SIGTERM to end the jail', 5000);
   });

@@ -6,6 +6,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { pidAlive } from '../src/host/processes';
+import { holds, until } from '../src/testing/until';
 
 function findRepoRoot(): string {
   for (const start of [__dirname, process.cwd()]) {
@@ -24,26 +26,6 @@ const ECHO_PEER = path.join(ROOT, 'native', 'build', 'test-tools', 'seqpacket-ec
 const BUSYBOX_APPLETS = ['sh', 'sleep', 'cat', 'echo', 'hostname', 'ls', 'id', 'grep', 'readlink', 'stty', 'tty', 'touch', 'test'];
 
 const DEVICE = '/dev/net/tun'; // any host device node will do; tun is built into this kernel
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 10000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** A pid counts as gone when it no longer exists or is a zombie nobody reaped yet. */
-function isGone(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
-}
 
 function nsInode(pid: number | 'self', ns: string): string {
   return fs.readlinkSync(`/proc/${pid}/ns/${ns}`);
@@ -179,8 +161,7 @@ describe('native helper (osvirt-helper)', function () {
       assert.equal(make.status, 0, `make -C native failed:\n${make.stdout}${make.stderr}`);
     }
     // busybox-static may still be coming from apt in the background on a fresh machine.
-    const deadline = Date.now() + 45000;
-    while (!fs.existsSync('/bin/busybox') && Date.now() < deadline) await sleep(500);
+    await until(() => fs.existsSync('/bin/busybox'), 'busybox', 45000, 500).catch(() => undefined);
     if (!fs.existsSync('/bin/busybox')) this.skip(); // install busybox-static to run these tests
 
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'osvirt-nh-'));
@@ -215,7 +196,7 @@ describe('native helper (osvirt-helper)', function () {
       }
     }
     for (const cg of cgroups.splice(0)) {
-      await waitFor(`cgroup ${cg} to empty`, () => readOr(path.join(cg, 'cgroup.procs')).trim() === '', 5000);
+      await until(() => readOr(path.join(cg, 'cgroup.procs')).trim() === '', `cgroup ${cg} to empty`, 5000);
       fs.rmdirSync(cg);
     }
   });
@@ -317,7 +298,7 @@ describe('native helper (osvirt-helper)', function () {
     // The cgroup namespace was unshared after the move: its root is the container's cgroup.
     assert.notEqual(nsInode(c.initPid, 'cgroup'), nsInode('self', 'cgroup'));
     const console = path.join(state, 'console.log');
-    await waitFor('init output in console.log', () => readOr(console).includes('nh-box'));
+    await until(() => readOr(console).includes('nh-box'), 'init output in console.log');
     assert.match(readOr(console), /^pid=1\nnh-box\n/);
 
     const status = readOr(`/proc/${c.initPid}/status`);
@@ -328,7 +309,7 @@ describe('native helper (osvirt-helper)', function () {
     assert.ok(environ.includes('FOO=bar'));
     assert.ok(environ.includes('PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'));
     assert.ok(!environ.some((e) => e.startsWith('OSVIRT_NH_LEAK=')), `the caller's environment leaked: ${environ.join(' ')}`);
-    await waitFor('the init to exec sleep', () => readOr(`/proc/${c.initPid}/cmdline`) === 'sleep\u00001000\u0000');
+    await until(() => readOr(`/proc/${c.initPid}/cmdline`) === 'sleep\u00001000\u0000', 'the init to exec sleep');
     assert.equal(fs.readlinkSync(`/proc/${c.initPid}/root`), '/', 'root is pivoted (the old root is detached)');
 
     // exec: same namespaces, pid 1 is the init, the host's files are not there, mounts as asked.
@@ -357,7 +338,7 @@ describe('native helper (osvirt-helper)', function () {
     const bg = spawn(HELPER, ['exec', '--pid', String(c.initPid), ...cgs.flatMap((cg) => ['--cgroup', cg]), '--', 'sleep', '30'], { stdio: 'ignore' });
     monitors.push(bg);
     const procs = (cg: string) => readOr(path.join(cg, 'cgroup.procs')).split('\n').filter(Boolean);
-    await waitFor("the exec'd process in every cgroup", () => cgs.every((cg) => procs(cg).length === 2));
+    await until(() => cgs.every((cg) => procs(cg).length === 2), "the exec'd process in every cgroup");
     for (const cg of cgs) assert.ok(!procs(cg).includes(String(bg.pid)), `the exec helper itself joined ${cg}`);
     bg.kill('SIGTERM'); // forwarded to the sleep
     await exitOf(bg);
@@ -374,28 +355,27 @@ describe('native helper (osvirt-helper)', function () {
     const ctl = await connectUnix(path.join(state, 'monitor.sock'));
     sockets.push(ctl.sock);
     ctl.sock.write('status\n');
-    await waitFor('status reply', () => ctl.received().includes('\n'));
+    await until(() => ctl.received().includes('\n'), 'status reply');
     assert.deepEqual(JSON.parse(ctl.received()), { state: 'running', initPid: c.initPid });
     c.proc.stdin.destroy();
     c.proc.stdout.destroy();
     c.proc.stderr.destroy();
     process.kill(c.monitorPid, 'SIGTERM');
     process.kill(c.monitorPid, 'SIGHUP');
-    await sleep(300);
-    assert.ok(!isGone(c.monitorPid), 'monitor must survive SIGTERM, SIGHUP and closed stdio');
-    assert.ok(!isGone(c.initPid), 'SIGTERM to the monitor must not kill the container');
+    await holds(() => pidAlive(c.monitorPid), 'the monitor surviving SIGTERM, SIGHUP and closed stdio', 300);
+    assert.ok(pidAlive(c.initPid), 'SIGTERM to the monitor must not kill the container');
 
     // The init's death ends the monitor: clients hear it, the exit file records it, sockets go away.
     process.kill(c.initPid, 'SIGKILL');
     assert.equal(await exitOf(c.proc), 0);
-    await waitFor('exited event', () => ctl.closed());
+    await until(() => ctl.closed(), 'exited event');
     assert.deepEqual(JSON.parse(ctl.received().split('\n')[1] ?? ''), { event: 'exited', signal: 9, exitCode: 137 });
     const exit = JSON.parse(readOr(path.join(state, 'exit'))) as { exitCode: number; signal: number; finishedAt: string };
     assert.equal(exit.exitCode, 137);
     assert.equal(exit.signal, 9);
     assert.ok(Math.abs(Date.parse(exit.finishedAt) - Date.now()) < 10000, `finishedAt ${exit.finishedAt}`);
     assert.ok(!fs.existsSync(path.join(state, 'monitor.sock')));
-    assert.ok(isGone(c.initPid));
+    assert.ok(!pidAlive(c.initPid));
   });
 
   it('records the exit code of a short-lived init and keeps its stdout and stderr', async function () {
@@ -488,12 +468,12 @@ describe('native helper (osvirt-helper)', function () {
     const conn = await connectUnix(sock);
     sockets.push(conn.sock);
     conn.sock.write(request(['--state', state, '--rootfs', rootfs, '--ns', 'pid,mnt', '--', 'sleep', '1000']));
-    await waitFor('created', () => conn.received().includes('\n'));
+    await until(() => conn.received().includes('\n'), 'created');
     const created = JSON.parse(conn.received()) as { event: string; initPid: number; monitorPid: number };
     assert.equal(created.event, 'created');
     pids.push(created.initPid);
     conn.sock.write('go\n');
-    await waitFor('started', () => conn.received().includes('"started"'));
+    await until(() => conn.received().includes('"started"'), 'started');
     // A daemonized monitor: init's child, showing its own arguments.
     const stat = readOr(`/proc/${created.monitorPid}/stat`);
     assert.equal(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1], '1');
@@ -511,7 +491,7 @@ describe('native helper (osvirt-helper)', function () {
     const again = await connectUnix(sock);
     sockets.push(again.sock);
     again.sock.write(request(['--state', newStateDir(), '--rootfs', path.join(base, 'nope'), '--ns', 'pid,mnt', '--', 'sh']));
-    await waitFor('an error event for a missing rootfs', () => again.received().includes('\n'));
+    await until(() => again.received().includes('\n'), 'an error event for a missing rootfs');
     assert.match(again.received(), /^\{"event":"error","message":"rootfs .*nope: No such file or directory"\}\n$/);
     assert.equal(launcher.exitCode, null, 'the launcher is still running');
 
@@ -519,8 +499,8 @@ describe('native helper (osvirt-helper)', function () {
     const parent = spawn('sh', ['-c', `"${HELPER}" launcher --socket "${path.join(base, 'launcher2.sock')}" >/dev/null & echo $!; sleep 0.3`], { stdio: ['ignore', 'pipe', 'ignore'] });
     const child = Number((await nextEvent(new LineReader(parent.stdout)) as unknown as number));
     await exitOf(parent);
-    await waitFor('the orphaned launcher to exit', () => isGone(child));
-    assert.ok(!isGone(created.monitorPid), 'the monitor outlives launchers');
+    await until(() => !pidAlive(child), 'the orphaned launcher to exit');
+    assert.ok(pidAlive(created.monitorPid), 'the monitor outlives launchers');
     launcher.kill('SIGKILL');
   });
 
@@ -531,20 +511,20 @@ describe('native helper (osvirt-helper)', function () {
     const con = await connectUnix(path.join(state, 'console.sock'));
     sockets.push(ctl.sock, con.sock);
     ctl.sock.write('resize 33 77\n');
-    await waitFor('resize reply', () => ctl.received().includes('\n'));
+    await until(() => ctl.received().includes('\n'), 'resize reply');
     assert.deepEqual(JSON.parse(ctl.received()), { ok: true });
     con.sock.write("echo hel''lo; tty; stty size\n");
-    await waitFor('console output', () => /33 77/.test(con.received()));
+    await until(() => /33 77/.test(con.received()), 'console output');
     assert.match(con.received(), /\r\nhello\r\n\/dev\/console\r\n33 77\r\n/);
     assert.match(readOr(path.join(state, 'console.log')), /hello/);
 
     const late = await connectUnix(path.join(state, 'console.sock'));
     sockets.push(late.sock);
-    await waitFor('replay for a new client', () => late.received().includes('hello'));
+    await until(() => late.received().includes('hello'), 'replay for a new client');
 
     con.sock.write('exit 5\n');
     assert.equal(await exitOf(c.proc), 0);
-    await waitFor('exited event', () => ctl.closed());
+    await until(() => ctl.closed(), 'exited event');
     assert.deepEqual(JSON.parse(ctl.received().split('\n')[1] ?? ''), { event: 'exited', exitCode: 5 });
     assert.equal((JSON.parse(readOr(path.join(state, 'exit'))) as { exitCode: number }).exitCode, 5);
     assert.ok(!fs.existsSync(path.join(state, 'console.sock')));
@@ -646,7 +626,7 @@ describe('native helper (osvirt-helper)', function () {
       assert.equal(error?.event, 'error');
       assert.match(error?.message ?? '', message);
       assert.notEqual(await exitOf(c.proc), 0);
-      assert.ok(isGone(c.initPid), 'the child must not be left running');
+      assert.ok(!pidAlive(c.initPid), 'the child must not be left running');
       assert.deepEqual(fs.readdirSync(state), []);
     }
 
@@ -656,7 +636,7 @@ describe('native helper (osvirt-helper)', function () {
       const c = await create(state, ['--rootfs', rootfs, '--ns', 'pid,mnt,net', '--', 'sleep', '1000']);
       c.proc.stdin.end(answer);
       assert.notEqual(await exitOf(c.proc), 0);
-      assert.ok(isGone(c.initPid));
+      assert.ok(!pidAlive(c.initPid));
       assert.deepEqual(fs.readdirSync(state), []);
     }
   });

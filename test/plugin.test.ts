@@ -20,21 +20,14 @@ import { formatReport } from '../src/conformance/report';
 import { defaultTemplate } from '../src/conformance/spec-template';
 import { serveLxc } from '../src/conformance/repo-drivers';
 import type { SpawnedPlugin } from '../src/plugin/spawn-plugin';
+import { pidAlive } from '../src/host/processes';
+import { removeBridge } from '../src/testing/leftovers';
 import { repoPath } from '../src/paths';
 import { isRoot, TestDaemon, until } from './support/daemon';
 import { busybox } from './support/specs';
 import { sh } from './support/exec';
 
 const serveJs = repoPath('dist', 'src', 'plugin', 'serve.js');
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('plugin handshake and manifests', () => {
   it('formats and parses the go-plugin-style handshake line, refusing malformed ones', () => {
@@ -125,6 +118,8 @@ describe('out-of-process drivers through the daemon', function () {
   after(async () => {
     rmSync(holdFile ?? '/nonexistent', { force: true });
     await d?.destroy();
+    // The lxc3 plugin's own bridge, and its NAT table, if a container made them.
+    if (d) await removeBridge(`${d.bridge}p`);
     await lxcPlugin?.stop();
     await bad?.close();
     if (fakePidFile && existsSync(fakePidFile)) {
@@ -202,7 +197,8 @@ describe('out-of-process drivers through the daemon', function () {
     await until(async () => (await c.getContainer({ name: 'survivor' })).container?.status?.state === ContainerState.CONTAINER_STATE_UNKNOWN, 'survivor UNKNOWN', 10_000);
     const lost = (await c.getContainer({ name: 'survivor' })).container!.status!;
     assert.equal(lost.reason, StateReason.STATE_REASON_DRIVER_UNAVAILABLE);
-    assert.equal((await c.getContainer({ name: 'leaver' })).container?.status?.state, ContainerState.CONTAINER_STATE_UNKNOWN);
+    // The daemon marks its containers one by one: the second may still be on its way.
+    await until(async () => (await c.getContainer({ name: 'leaver' })).container?.status?.state === ContainerState.CONTAINER_STATE_UNKNOWN, 'leaver UNKNOWN', 10_000);
     const drv = (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')!;
     assert.equal(drv.health, DriverHealth.DRIVER_HEALTH_UNAVAILABLE);
     assert.match(drv.messages.join(' '), /exited \(SIGKILL\); restarting it in \d+ ms/);
@@ -213,7 +209,8 @@ describe('out-of-process drivers through the daemon', function () {
     assert.ok(pidAlive(survivorPid), 'the container outlives its plugin');
     // While nobody watches, one of them exits (its init exits 0 on SIGTERM).
     process.kill(leaverPid, 'SIGTERM');
-    await until(() => !pidAlive(leaverPid), 'leaver to exit', 5000);
+    // Gone from /proc, not only a zombie: its monitor has reaped it and recorded the exit.
+    await until(() => !existsSync(`/proc/${leaverPid}`), 'leaver to exit and be reaped', 5000);
 
     rmSync(holdFile);
     await until(async () => (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')?.health === DriverHealth.DRIVER_HEALTH_READY, 'lxc3 READY again', 30_000);

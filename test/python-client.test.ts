@@ -13,6 +13,7 @@ import { connect } from '../src/client';
 import { runDaemonSuite } from '../src/conformance/daemon-suite';
 import { formatReport } from '../src/conformance/report';
 import { buildPythonDriver, pythonTemplate } from '../src/conformance/repo-drivers';
+import { pidAlive } from '../src/host/processes';
 import { repoPath } from '../src/paths';
 import { isRoot, TestDaemon, until } from './support/daemon';
 
@@ -35,15 +36,6 @@ function pluginChildren(pid: number): number[] {
   });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('Python driver and Python client through the daemon', function () {
   let d: TestDaemon;
   let pluginPid = 0;
@@ -61,7 +53,7 @@ describe('Python driver and Python client through the daemon', function () {
 
   after(async () => {
     await d?.destroy();
-    if (pluginPid && alive(pluginPid)) process.kill(pluginPid, 'SIGKILL');
+    if (pluginPid && pidAlive(pluginPid)) process.kill(pluginPid, 'SIGKILL');
   });
 
   it('starts the Python driver from its manifest and lists it READY with its capabilities', async () => {
@@ -97,18 +89,18 @@ describe('Python driver and Python client through the daemon', function () {
     const list = await d.client.api.containers.listContainers({ pageSize: 100, pageToken: '', driver: '', states: [] });
     assert.ok(!list.containers.some((x) => x.name === 'py-client'), 'the example deleted its container');
     const initPid = Number(/init pid (\d+)/.exec(out)![1]);
-    assert.ok(!alive(initPid), "the container's process is gone");
+    assert.ok(!pidAlive(initPid), "the container's process is gone");
   });
 
   it('a daemon killed with -9 takes the plugin it started with it; the next daemon starts it again', async () => {
-    assert.ok(pluginPid && alive(pluginPid));
-    await d.crash();
-    await until(() => !alive(pluginPid), 'the plugin to exit after the daemon died', 10_000);
+    assert.ok(pluginPid && pidAlive(pluginPid));
+    await d.kill();
+    await until(() => !pidAlive(pluginPid), 'the plugin to exit after the daemon died', 10_000);
     pluginPid = 0;
     await d.start(['--plugin-dir', path.join(d.dir, 'plugins.d')]);
     const drv = (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'process');
     assert.equal(drv?.health, DriverHealth.DRIVER_HEALTH_READY, JSON.stringify(drv));
     pluginPid = pluginChildren(d.proc!.pid!)[0] ?? 0;
-    assert.ok(pluginPid && alive(pluginPid), 'a new plugin process');
+    assert.ok(pluginPid && pidAlive(pluginPid), 'a new plugin process');
   });
 });

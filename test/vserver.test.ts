@@ -14,8 +14,7 @@ import { VServerServiceClient, type ListVServerStatsResponse } from '../src/gen/
 import { decodeStatusDetails } from '../src/api/status';
 import { repoPath } from '../src/paths';
 import { detectLayout } from '../drivers/lxc/cgroups';
-import { formatStatRow, shortenMem, shortenTime, STAT_HEADER } from '../drivers/vserver/stat';
-import { parseConfigDir, readConfigDir, renderConfigDir } from '../drivers/vserver/config-dir';
+import { STAT_HEADER } from '../drivers/vserver/stat';
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { execIn, sh } from './support/exec';
 
@@ -502,31 +501,6 @@ describe('vserver driver (Linux-VServer guests)', function () {
     assert.deepEqual(tree(out), tree(src), 'import then export gives the directory back unchanged');
     await stop('guest1');
     assert.ok(!loAddresses().includes('192.0.2.43'));
-  });
-
-  it('parses and renders every file it knows (no daemon needed)', async () => {
-    const files = await readConfigDir(repoPath('examples', 'vservers', 'guest1'));
-    files.set('rlimits/as.hard', { content: Buffer.from('inf\n') });
-    files.set('rlimits/rss.soft', { content: Buffer.from('2048\n') });
-    files.set('interfaces/1/ip', { content: Buffer.from('fd00::43\n') });
-    files.set('interfaces/1/nodev', { content: Buffer.alloc(0) });
-    files.set('interfaces/1/disabled', { content: Buffer.alloc(0) });
-    files.set('apps/init/runlevel.stop', { content: Buffer.from('0\n') });
-    files.set('flags', { content: Buffer.from('lock\nprivate\n') });
-    files.set('vdir', { symlink: '/vservers/guest1' });
-    files.set('fstab', { content: Buffer.from('none /tmp tmpfs defaults 0 0\n') });
-    const p = parseConfigDir(files, 'guest1');
-    assert.ok(p.notes.some((n) => n.startsWith('fstab is not imported')), p.notes.join('; '));
-    const back = renderConfigDir(p.spec);
-    files.delete('fstab');
-    assert.deepEqual([...back.keys()].sort(), [...files.keys()].sort());
-    for (const [k, v] of files) assert.deepEqual(back.get(k), v, k);
-    assert.deepEqual(parseConfigDir(new Map([['context', { content: Buffer.from('5\n') }], ['flags', { content: Buffer.from('# comment\n\nLOCK\n') }]]), 'g').spec.driverOptions?.value, parseConfigDir(new Map([['context', { content: Buffer.from('5') }], ['flags', { content: Buffer.from('lock') }]]), 'g').spec.driverOptions?.value, 'comments, blank lines and case do not matter');
-    assert.throws(() => parseConfigDir(new Map([['context', { content: Buffer.from('x') }]]), 'g'), /context: "x" is not a whole number/);
-    assert.throws(() => parseConfigDir(new Map([['context', { content: Buffer.from('5') }], ['apps/init/style', { content: Buffer.from('minit') }]]), 'g'), /init style "minit" is not supported/);
-    assert.equal(shortenMem(1.5 * 2 ** 20), '1.5M');
-    assert.equal(shortenTime(2 * 3600e3 + 7 * 60e3 + 8e3), '2h07m08');
-    assert.equal(formatStatRow({ context: 0, processCount: 90, vszBytes: 1.4 * 2 ** 30, rssBytes: 142.4 * 2 ** 20, userMs: 132030, systemMs: 93570, uptimeMs: 7628000, name: 'root server' }), '0       90   1.3G 142.3M   2m12s03   1m33s57   2h07m08 root server');
   });
 
   it('leaves nothing behind: processes, cgroups, BPF attachments, host addresses', async () => {

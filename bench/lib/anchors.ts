@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { promises as fs, readFileSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Cleanup } from './cleanup';
-import { cgroupDirExists, removeCgroupDirs, removeCgroupDirsSettled } from './daemon';
+import { cgroupDirExists, removeCgroupDirs, removeCgroupDirsSettled } from './cgroups';
 import { childrenOf, killPid, pidAlive, run, runOk, sleep, waitGone, type RunResult } from './proc';
 
 /** The idle init every variant runs: exits 0 on SIGTERM, like osvirt's busybox default. */

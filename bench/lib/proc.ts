@@ -2,7 +2,7 @@
 // same Node spawn overhead for every anchor so ratios stay fair.
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
-import { pidAlive } from '../../drivers/lxc/monitor';
+import { killPid, pidAlive } from '../../src/host/processes';
 
 export interface RunResult {
   code: number | null;
@@ -73,16 +73,8 @@ export async function which(cmd: string): Promise<string | undefined> {
   return r?.code === 0 && p ? p : undefined;
 }
 
-/** Alive and not a zombie: the driver's own test. */
-export { pidAlive };
-
-export function killPid(pid: number, sig: NodeJS.Signals = 'SIGKILL'): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // already gone
-  }
-}
+/** Alive (a zombie is not) and a quiet kill: osvirt's own helpers (src/host/processes.ts). */
+export { killPid, pidAlive };
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -106,22 +98,6 @@ export function childrenOf(pid: number): number[] {
     }
   } catch {
     // gone
-  }
-  return out;
-}
-
-/** Processes whose command line contains `needle` (a unique temp path of ours). */
-export function pidsWithCmdline(needle: string): number[] {
-  const out: number[] = [];
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const pid = Number(e);
-    if (pid === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(needle)) out.push(pid);
-    } catch {
-      // gone
-    }
   }
   return out;
 }

@@ -5,7 +5,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { ContainerSpec, ContainerState } from '../../src/gen/osvirt/v1/container';
-import { cgroupDirExists, removeCgroupDirs, removeCgroupDirsSettled } from '../lib/daemon';
+import { cgroupDirExists, removeCgroupDirs, removeCgroupDirsSettled } from '../lib/cgroups';
 import { errorText, type Ctx, type SectionResult } from '../lib/context';
 import { execIn } from '../lib/exec';
 import { run, runOk, sleep } from '../lib/proc';

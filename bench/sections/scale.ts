@@ -3,6 +3,7 @@
 // monitor for one container), host memory per container, Get/List latency
 // at that size, and the time to stop and delete them all.
 import * as path from 'node:path';
+import { parentPid } from '../../src/host/processes';
 import { ContainerSpec, ContainerState } from '../../src/gen/osvirt/v1/container';
 import { LxcAnchor, waitForTermHandler } from '../lib/anchors';
 import { errorText, type Ctx, type SectionResult } from '../lib/context';
@@ -10,7 +11,6 @@ import { childrenOf, memAvailableKiB, memoryOf, pool, sleep } from '../lib/proc'
 import { ms, num, type Report } from '../lib/report';
 import { msSince, round, roundSummary, summarize, type Summary } from '../lib/stats';
 import { distributionPlot, lineChart } from '../lib/svg';
-import { readFileSync } from 'node:fs';
 
 export interface ScaleData {
   n: number;
@@ -148,7 +148,7 @@ export async function runScale(ctx: Ctx): Promise<SectionResult<ScaleData>> {
       await lxc.start(name);
       const init = await lxc.initPid(name);
       await waitForTermHandler(init);
-      const ppid = Number(readFileSync(`/proc/${init}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+      const ppid = parentPid(init) ?? 0;
       const m = memoryOf(ppid);
       lxcMonitor = m ?? { skipped: 'could not read the LXC monitor memory' };
       await lxc.forceRemove(name);

@@ -34,9 +34,10 @@ import { CriuError, CriuRpcClient } from '../../src/criu/criu-rpc';
 import { readStats } from '../../src/criu/criu-stats';
 import { faultPoint } from '../../src/core/faults';
 import type { ContainerCgroup } from './cgroups';
-import { pidAlive, pidStartTime, readExitRecord, removeMonitorDir } from './monitor';
+import { readExitRecord, removeMonitorDir } from './monitor';
+import { pidAlive, pidStartTime } from '../../src/host/processes';
 import { ensureBridge, hasKernelFeature, ip, ipIn, linkExists, teardownNetwork, type BridgeConfig, type Ipam, type NetworkRuntime } from './network';
-import { isMountpoint, unmountAll } from './rootfs';
+import { isMountpoint, unmountUnder } from '../../src/host/mounts';
 
 const run = promisify(execFile);
 
@@ -627,7 +628,7 @@ export class LxcCheckpointer {
       await cg.destroy().catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'cgroup cleanup after a failed restore'));
       await this.h.unpublish(id).catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'port rules cleanup after a failed restore'));
       await teardownNetwork(network);
-      if (rootfsMounted) await unmountAll(rootfsMounted);
+      if (rootfsMounted) await unmountUnder(rootfsMounted);
       await fs.rm(path.join(dir, 'runtime.json'), { force: true });
       await removeMonitorDir(monitorDir).catch(() => undefined);
       await this.h.afterStop?.(id).catch(() => undefined);

@@ -39,12 +39,14 @@ import { helperPath } from '../../src/paths';
 import { VERSION } from '../../src/version';
 import { ContainerCgroup, detectLayout, type Layout } from './cgroups';
 import { securityArgs } from './security';
-import { launch, LaunchError, monitorCommand, pidAlive, pidStartTime, readExitRecord, removeMonitorDir, waitExit, type ExitRecord } from './monitor';
+import { launch, LaunchError, monitorCommand, readExitRecord, removeMonitorDir, waitExit, type ExitRecord } from './monitor';
 import { LxcCheckpointer } from './checkpoint';
 import { locateCriu } from '../../src/criu/criu-locate';
 import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, planVeth, setupNetwork, teardownNetwork, vethArgs, vethRuntime, type BridgeConfig, type NetworkRuntime } from './network';
 import { Launcher } from './launcher';
-import { BUSYBOX_DEFAULT_INIT, isMountpoint, mountOverlay, Templates, unmountAll } from './rootfs';
+import { BUSYBOX_DEFAULT_INIT, mountOverlay, Templates } from './rootfs';
+import { isMountpoint, unmountUnder } from '../../src/host/mounts';
+import { pidAlive, pidStartTime } from '../../src/host/processes';
 import { IdAllocator, type IdRange } from './idmap';
 import { detectInit, INIT_PATHS, type InitInfo } from './init-detect';
 import { ensureNat, forwardingProblem, natUnavailable, nftPath, publishPorts, sweepPorts, unpublishPorts } from './nat';
@@ -724,7 +726,7 @@ export class LxcDriver implements Driver {
       const launched = await launch(this.helper, args, async (initPid) => {
         // The monitor and its init exist, the init waits for "go".
         faultPoint('start.before-go');
-        if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam, this.bridge);
+        if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam);
         await this.ext.configure?.(id, spec, initPid);
       }, this.launcher);
       // The init runs; without runtime.json the next daemon reads STOPPED and its cleanup kills the tree.
@@ -745,7 +747,7 @@ export class LxcDriver implements Driver {
       await this.unpublish(id, network.publishedOn).catch((err: unknown) => this.logger.warn({ container: id, err: errorMessage(err) }, 'cannot remove the port rules of a failed start'));
       await teardownNetwork(network);
       await cg.destroy().catch(() => undefined);
-      if (rootfsMounted) await unmountAll(rootfsMounted);
+      if (rootfsMounted) await unmountUnder(rootfsMounted);
       await this.ext.afterStop?.(id).catch(() => undefined);
       if (e instanceof LaunchError) throw new OsvirtError('FAILED_PRECONDITION', 'START_FAILED', `container "${id}" failed to start: ${e.message}`, [], { container: id });
       throw e;
@@ -773,8 +775,8 @@ export class LxcDriver implements Driver {
     await this.unpublish(id, rt?.network.publishedOn);
     await teardownNetwork(rt?.network);
     await this.cgroup(id).destroy();
-    await unmountAll(path.join(this.dir(id), 'rootfs'));
-    await unmountAll(path.join(this.dir(id), 'approot'));
+    await unmountUnder(path.join(this.dir(id), 'rootfs'));
+    await unmountUnder(path.join(this.dir(id), 'approot'));
     if (rt) await fs.rm(path.join(this.dir(id), 'runtime.json'), { force: true });
     await this.ext.afterStop?.(id);
   }
@@ -916,7 +918,7 @@ export class LxcDriver implements Driver {
     await this.cleanup(id);
     await this.ipam.release(id);
     await this.ids.release(id);
-    await unmountAll(this.dir(id));
+    await unmountUnder(this.dir(id));
     await this.discard(this.dir(id));
   }
 

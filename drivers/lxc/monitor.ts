@@ -7,6 +7,7 @@ import { promises as fs, existsSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { pidAlive } from '../../src/host/processes';
 import type { Launcher } from './launcher';
 
 export interface ExitRecord {
@@ -122,32 +123,6 @@ export function readExitRecord(monitorDir: string): ExitRecord | undefined {
   try {
     const j = JSON.parse(readFileSync(path.join(monitorDir, 'exit'), 'utf8')) as { exitCode: number; signal?: number; finishedAt?: string };
     return { exitCode: j.exitCode, signal: j.signal ?? 0, finishedAt: j.finishedAt ? new Date(j.finishedAt) : new Date() };
-  } catch {
-    return undefined;
-  }
-}
-
-export function pidAlive(pid: number): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie is not alive for our purposes.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Field 22 of /proc/PID/stat: start time in clock ticks, to tell a reused pid from ours. */
-export function pidStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
   } catch {
     return undefined;
   }

@@ -219,10 +219,6 @@ const MACVLAN_MODES: Record<number, string> = {
   [MacvlanMode.MACVLAN_MODE_PASSTHRU]: 'passthru',
 };
 
-/**
- * Wire the network namespace of `pid` (the not-yet-running init) as the
- * spec asks. Called between the helper's "created" and "go".
- */
 /** Run several `ip` commands in one process (`ip -batch`), optionally inside pid's netns: one fork instead of many. */
 export async function ipBatch(lines: string[], pid?: number): Promise<void> {
   if (lines.length === 0) return;
@@ -236,11 +232,6 @@ export async function ipBatch(lines: string[], pid?: number): Promise<void> {
   });
 }
 
-/**
- * Wire the network namespace of `pid` (the not-yet-running init) as the
- * spec asks. Called between the helper's "created" and "go". Commands are
- * batched: one `ip` on the host side and one inside, whatever the mode.
- */
 /** A veth pair on a bridge, decided before the container exists. */
 export interface VethPlan {
   hostEnd: string;
@@ -255,7 +246,8 @@ export interface VethPlan {
 /**
  * Everything a bridged veth needs from the host before the container exists:
  * the bridge, the address lease and free host interface name. The pair itself
- * is made by the helper (`--veth`, netlink) or, on restore, by setupNetwork.
+ * is made by the helper (`--veth`, netlink) or, on restore, by CRIU (an
+ * external veth, drivers/lxc/checkpoint.ts).
  */
 export async function planVeth(container: string, b: BridgeNetwork, ipam: Ipam, bridgeDefault: BridgeConfig): Promise<VethPlan> {
   const bridge = b.bridge || bridgeDefault.name;
@@ -283,28 +275,21 @@ export function vethRuntime(p: VethPlan): NetworkRuntime {
   return { hostInterfaces: [p.hostEnd], address: p.address, interfaceName: p.ifname, bridge: p.bridge };
 }
 
-export async function setupNetwork(container: string, pid: number, n: Network | undefined, ipam: Ipam, bridgeDefault: BridgeConfig): Promise<NetworkRuntime> {
+/**
+ * Wire the network namespace of `pid` (the not-yet-running init) for the
+ * modes the helper does not do itself: macvlan and vlan (a bridged veth is
+ * the helper's, see planVeth; loopback too, --lo-up). Called between the
+ * helper's "created" and "go". Commands are batched: one `ip` on the host
+ * side and one inside.
+ */
+export async function setupNetwork(container: string, pid: number, n: Network | undefined, ipam: Ipam): Promise<NetworkRuntime> {
   const mode = n?.mode;
   const rt: NetworkRuntime = { hostInterfaces: [] };
   // Loopback is brought up by the helper itself (--lo-up): "none" needs no ip at all.
-  if (!mode || mode.$case === 'host' || mode.$case === 'container' || mode.$case === 'none') return rt;
+  if (!mode || mode.$case === 'host' || mode.$case === 'container' || mode.$case === 'none' || mode.$case === 'bridge') return rt;
   const inside: string[] = [];
   try {
-    if (mode.$case === 'bridge') {
-      const p = await planVeth(container, mode.value, ipam, bridgeDefault);
-      Object.assign(rt, vethRuntime(p));
-      const peer = ipam.ifName('ovc', container);
-      await ipBatch([
-        `link add ${p.hostEnd}${p.mtu ? ` mtu ${p.mtu}` : ''} type veth peer name ${peer} netns ${pid}`,
-        `link set ${p.hostEnd} master ${p.bridge}`,
-        `link set ${p.hostEnd} up`,
-      ]);
-      inside.push(`link set ${peer} name ${p.ifname}`);
-      if (p.mac) inside.push(`link set ${p.ifname} address ${p.mac}`);
-      if (p.address) inside.push(`addr add ${p.address} dev ${p.ifname}`);
-      inside.push(`link set ${p.ifname} up`);
-      if (p.gateway) inside.push(`route add default via ${p.gateway}`);
-    } else if (mode.$case === 'macvlan' || mode.$case === 'vlan') {
+    if (mode.$case === 'macvlan' || mode.$case === 'vlan') {
       const m = mode.value;
       const tmp = ipam.ifName(mode.$case === 'macvlan' ? 'ovm' : 'ovv', container);
       const ifname = m.interfaceName || 'eth0';

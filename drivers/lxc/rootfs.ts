@@ -2,21 +2,15 @@
 // static busybox), host directories, and per-container overlayfs layers so
 // many containers share one template without changing it.
 import { execFile } from 'node:child_process';
-import { promises as fs, existsSync, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { missingFeature } from '../../src/core/errors';
+import { isMountpoint } from '../../src/host/mounts';
 
 const run = promisify(execFile);
 
 export { BUSYBOX_DEFAULT_INIT, findBusybox, Templates, TEMPLATES } from './templates';
-
-export function isMountpoint(dir: string): boolean {
-  const target = path.resolve(dir);
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((l) => l.split(' ')[4] === target);
-}
 
 /** Mount an overlay of `lower` at `<base>/rootfs` with its writable layer in `<base>/upper`. */
 export async function mountOverlay(lower: string, base: string): Promise<string> {
@@ -32,13 +26,3 @@ export async function mountOverlay(lower: string, base: string): Promise<string>
   return target;
 }
 
-/** Unmount everything at or below dir (lazy, so a busy mount cannot wedge delete). */
-export async function unmountAll(dir: string): Promise<void> {
-  const target = path.resolve(dir);
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m): m is string => !!m && (m === target || m.startsWith(target + '/')))
-    .sort((a, b) => b.length - a.length);
-  for (const m of mounts) await run('umount', ['-l', m]).catch(() => undefined);
-}

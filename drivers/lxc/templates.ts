@@ -12,6 +12,7 @@ import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { invalidArgument, missingFeature, notFound, OsvirtError } from '../../src/core/errors';
+import { unmountUnder } from '../../src/host/mounts';
 import type { TemplateOptions } from '../../src/gen/osvirt/v1/container';
 import { detectInit } from './init-detect';
 
@@ -127,14 +128,7 @@ export function hostDebianMirror(): string {
  * (a recursive rm would otherwise walk into the mounted filesystem).
  */
 async function removeTree(dir: string): Promise<void> {
-  const below = () =>
-    readFileSync('/proc/self/mountinfo', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[4] ?? '')
-      .filter((m) => m === dir || m.startsWith(dir + '/'))
-      .sort((a, b) => b.length - a.length);
-  for (const m of below()) await run('umount', ['-l', m]).catch(() => undefined);
-  const left = below();
+  const left = await unmountUnder(dir);
   if (left.length) throw new OsvirtError('FAILED_PRECONDITION', 'TEMPLATE_BUSY', `cannot remove ${dir}: still mounted at ${left.join(', ')}`);
   await fs.rm(dir, { recursive: true, force: true });
 }

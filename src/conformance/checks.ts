@@ -1,8 +1,8 @@
 // Small assertion helpers for conformance cases: each failure says what the
 // contract asks and what the driver did.
-import { readFileSync } from 'node:fs';
 import { isOsvirtError, type ErrorCode } from '../core/errors';
 import { RuntimeStatus, type RuntimeState } from '../core/driver';
+import { until as poll } from '../testing/until';
 
 export class CheckFailed extends Error {}
 
@@ -54,24 +54,12 @@ export function expectStatus(rs: RuntimeState | undefined, want: RuntimeStatus, 
   return rs;
 }
 
-/** Is a host pid a live process (not a zombie)? */
-export function pidAlive(pid: number): boolean {
-  if (!pid) return false;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-export async function until(fn: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return true;
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 25));
-  }
+/** Poll until fn holds (a probe that throws means "not yet"); false if it never does within ms. */
+export function until(fn: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
+  return poll(fn, 'a condition', ms).then(
+    () => true,
+    () => false,
+  );
 }
 
 export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

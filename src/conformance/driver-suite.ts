@@ -12,7 +12,9 @@ import type { ContainerSpec } from '../gen/osvirt/v1/container';
 import { RuntimeStatus, type Capability, type Driver, type DriverInfo, type RuntimeState } from '../core/driver';
 import { DRIVER_PROTOCOL_VERSION } from '../core/driver';
 import type { ErrorCode } from '../core/errors';
-import { check, CheckFailed, codeOf, describe, expectCode, expectStatus, ok, pidAlive, Skip, until, withTimeout } from './checks';
+import { pidAlive } from '../host/processes';
+import { holds } from '../testing/until';
+import { check, CheckFailed, codeOf, describe, expectCode, expectStatus, ok, Skip, until, withTimeout } from './checks';
 import type { CaseResult, Level, Report } from './report';
 import { consoleShell, scripted, type SpecTemplate } from './spec-template';
 
@@ -270,8 +272,11 @@ const cases: Case[] = [
       const waits = [c.driver.wait(r.id), c.driver.wait(r.id), c.driver.wait(r.id)];
       let early = false;
       void Promise.race(waits).then(() => (early = true), () => (early = true));
-      await new Promise((res) => setTimeout(res, 300));
-      check(!early, 'a Wait returned while the init was still running');
+      const stillWaiting = await holds(() => !early, 'every Wait pending while the init runs', 300).then(
+        () => true,
+        () => false,
+      );
+      check(stillWaiting, 'a Wait returned while the init was still running');
       await ok(c.driver.kill(r.id, SIGKILL), 'Kill(SIGKILL)');
       const all = await withTimeout(Promise.all(waits.map((w) => ok(w, 'Wait'))), 15_000, 'the Waits');
       for (const rs of all) {

@@ -2,25 +2,27 @@
 // lxc in process, lxc served out of process over gRPC, the Python process
 // driver, and each of them registered with a temporary osvirtd for the
 // daemon-level part. Everything it starts it stops and removes.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import pino from 'pino';
 import { connect } from '../client';
 import type { Driver } from '../core/driver';
-import { removeNat } from '../../drivers/lxc/nat';
 import { repoPath } from '../paths';
 import { gateCapabilities } from '../plugin/driver-server';
 import { RemoteDriver } from '../plugin/remote-driver';
 import { spawnPlugin, type SpawnedPlugin } from '../plugin/spawn-plugin';
+import { removeLeftovers } from '../testing/leftovers';
+import { TempDaemon } from '../testing/temp-daemon';
 import { runDaemonSuite } from './daemon-suite';
 import { runDriverSuite } from './driver-suite';
 import type { CaseResult, Report } from './report';
 import { defaultTemplate, loadTemplate, type SpecTemplate } from './spec-template';
 
 export const PYTHON_DRIVER_DIR = 'drivers/python-process';
+/** The subnet of the runner's bridge, shared by the in-process lxc driver and the temporary daemon. */
+const SUBNET = '10.251.0.0/16';
 
 export interface RepoRunOptions {
   only?: RegExp;
@@ -67,7 +69,7 @@ export function servePython(dir: string): Promise<SpawnedPlugin> {
  */
 export async function runInProcess(driver: string, stateDir: string, o: { only?: RegExp; skip?: Record<string, string>; bridge?: string } = {}): Promise<Report> {
   const args = [repoPath('dist', 'src', 'conformance', 'in-process.js'), driver, '--state-dir', stateDir];
-  if (o.bridge) args.push('--bridge', o.bridge, '--subnet', '10.251.0.0/16');
+  if (o.bridge) args.push('--bridge', o.bridge, '--subnet', SUBNET);
   if (o.only) args.push('--only', o.only.source);
   for (const [id, why] of Object.entries(o.skip ?? {})) args.push('--skip', `${id}=${why}`);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -80,61 +82,6 @@ export async function runInProcess(driver: string, stateDir: string, o: { only?:
     return JSON.parse(out.trim().split('\n').pop() ?? '') as Report;
   } catch {
     return { target: `${driver} (in process)`, driver, results: [], error: `the in-process runner exited ${code}: ${err.slice(-2000)}` };
-  }
-}
-
-interface RunningDaemon {
-  proc: ChildProcess;
-  socket: string;
-  stop(): Promise<void>;
-}
-
-/** Start the real osvirtd on a temporary socket and state dir. */
-export async function startTempDaemon(dir: string, extra: string[]): Promise<RunningDaemon> {
-  const socket = path.join(dir, 'osvirt.sock');
-  const proc = spawn(process.execPath, [repoPath('dist', 'src', 'daemon', 'main.js'), '--socket', socket, '--state-dir', path.join(dir, 'daemon-state'), '--log-level', 'warn', ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let err = '';
-  proc.stderr!.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-8000)));
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`osvirtd did not become ready: ${err}`)), 30_000);
-    readline.createInterface({ input: proc.stdout! }).once('line', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(t);
-      reject(new Error(`osvirtd exited with ${code}: ${err}`));
-    });
-  });
-  return {
-    proc,
-    socket,
-    stop: async () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(t);
-    },
-  };
-}
-
-/** Lazily unmount anything left mounted under dir (an interrupted lxc run). */
-function unmountUnder(dir: string): void {
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m): m is string => !!m && m.startsWith(dir))
-    .sort((a, b) => b.length - a.length);
-  for (const m of mounts) {
-    try {
-      execFileSync('umount', ['-l', m]);
-    } catch {
-      // already gone
-    }
   }
 }
 
@@ -188,13 +135,13 @@ export async function runRepoDrivers(o: RepoRunOptions = {}): Promise<Report[]> 
       await r.close();
     }
     if (want.has('daemon')) {
-      const extra = ['--drivers', 'lxc', '--bridge', bridge, '--subnet', '10.251.0.0/16'];
+      const extra = ['--drivers', 'lxc'];
       if (lxcPlugin) extra.push('--driver', `lxc-grpc=${lxcPlugin.endpoint}`);
       if (pyPlugin) extra.push('--driver', `process=${pyPlugin.endpoint}`);
-      let daemon: RunningDaemon | undefined;
+      const daemon = new TempDaemon({ dir, stateDir: path.join(dir, 'daemon-state'), bridge, subnet: SUBNET });
       try {
-        daemon = await startTempDaemon(dir, extra);
-        const c = connect({ address: `unix://${daemon.socket}` });
+        await daemon.start(extra);
+        const c = connect({ address: daemon.address });
         try {
           const targets: [string, SpecTemplate][] = [['lxc', lxcT]];
           if (lxcPlugin) targets.push(['lxc-grpc', lxcT]);
@@ -209,16 +156,12 @@ export async function runRepoDrivers(o: RepoRunOptions = {}): Promise<Report[]> 
       } catch (e) {
         failedTarget('daemon-level', e);
       } finally {
-        await daemon?.stop();
+        await daemon.stop();
       }
     }
   } finally {
     for (const p of plugins) await p.stop();
-    unmountUnder(dir);
-    if (existsSync(`/sys/class/net/${bridge}`)) execFileSync('ip', ['link', 'del', bridge]);
-    // The bridge's NAT table (drivers/lxc/nat.ts) goes with the bridge.
-    await removeNat(bridge);
-    rmSync(dir, { recursive: true, force: true });
+    await removeLeftovers({ dir, bridges: [bridge] }).catch((e: unknown) => log(`conformance: cleanup: ${e instanceof Error ? e.message : String(e)}`));
   }
   return reports;
 }

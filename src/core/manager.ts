@@ -1,8 +1,6 @@
 // The container manager: definitions, the state machine, per-container
 // serialization and events. API handlers call it; it calls drivers.
 import { randomUUID } from 'node:crypto';
-import { promises as fs } from 'node:fs';
-import * as path from 'node:path';
 import type { Logger } from 'pino';
 import {
   type Checkpoint,
@@ -748,14 +746,5 @@ export class ContainerManager {
     validateName('checkpoint', cp.name);
     validateName('name', cp.container);
     return cp;
-  }
-
-  /** For tests and `osvirt info`: where a container's files live. */
-  stateFile(name: string): string {
-    return path.join(this.store.dir, `${name}.json`);
-  }
-
-  async exists(name: string): Promise<boolean> {
-    return fs.access(this.stateFile(name)).then(() => true, () => false);
   }
 }

@@ -1,6 +1,7 @@
 // Run a command in a container through the real ExecContainer stream.
 import type { Client } from './daemon';
 import type { ExecContainerResponse } from '../../src/gen/osvirt/v1/container_service';
+import { until } from '../../src/testing/until';
 
 export interface ExecResult {
   stdout: string;
@@ -48,15 +49,6 @@ export async function sh(client: Client, name: string, script: string): Promise<
 export async function ncSend(client: Client, to: string, from: string, address: string, port: number, text: string): Promise<string> {
   const file = `/tmp/nc-${port}`;
   await sh(client, to, `rm -f ${file}; (sleep 60 | nc -l -p ${port}) > ${file} 2>&1 &`);
-  const deadline = Date.now() + 10000;
-  while ((await execIn(client, from, ['/bin/sh', '-c', `echo ${text} | nc ${address} ${port}`])).exitCode !== 0) {
-    if (Date.now() > deadline) throw new Error(`no connection from ${from} to ${address}:${port} in ${to}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  for (;;) {
-    const got = await sh(client, to, `cat ${file}`);
-    if (got) return got;
-    if (Date.now() > deadline) throw new Error(`no data reached ${to}:${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await until(async () => (await execIn(client, from, ['/bin/sh', '-c', `echo ${text} | nc ${address} ${port}`])).exitCode === 0, `a connection from ${from} to ${address}:${port} in ${to}`, 10_000, 50);
+  return until(() => sh(client, to, `cat ${file}`), `data to reach ${to}:${port}`, 10_000, 50);
 }
