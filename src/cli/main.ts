@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { Command, Option } from 'commander';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import { connect, promisify, type OsvirtClient } from '../client';
-import { Container, ContainerState, StateReason, type Checkpoint, ContainerStats } from '../gen/osvirt/v1/container';
+import { Checkpoint, Container, ContainerState, StateReason, ContainerStats } from '../gen/osvirt/v1/container';
 import { EventType, Event } from '../gen/osvirt/v1/event_service';
 import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import { Template, type BuildTemplateResponse } from '../gen/osvirt/v1/template_service';
@@ -166,8 +166,9 @@ program
   .action(
     action(async (name: string, o: { timeout?: string; signal?: string }, cmd: Command) => {
       const { c, out } = client(cmd);
-      const timeout = o.timeout === undefined ? undefined : { seconds: Number(o.timeout), nanos: 0 };
-      if (timeout && !Number.isFinite(timeout.seconds)) throw new Error('--timeout must be a number of seconds');
+      const seconds = o.timeout === undefined ? undefined : Number(o.timeout);
+      if (seconds !== undefined && !Number.isInteger(seconds)) throw new Error('--timeout must be a whole number of seconds');
+      const timeout = seconds === undefined ? undefined : { seconds: BigInt(seconds), nanos: 0 };
       const ct = (await promisify(c.containers).stopContainer({ name, signal: o.signal ? signalNumber(o.signal) : 0, timeout })).container!;
       if (out === 'json') printContainer(ct, out);
       else process.stdout.write(`${name} ${stateName(ct.status?.state ?? 0)} (exit code ${ct.status?.exitCode ?? 0})\n`);
@@ -304,9 +305,9 @@ program
         process.stdout.write(JSON.stringify(ContainerStats.toJSON(s), null, 2) + '\n');
         return;
       }
-      const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+      const mib = (n: bigint) => `${(Number(n) / 1048576).toFixed(1)} MiB`;
       const rows = [
-        ['CPU', `${(s.cpuUsageNs / 1e9).toFixed(3)} s`],
+        ['CPU', `${(Number(s.cpuUsageNs) / 1e9).toFixed(3)} s`],
         ['MEMORY', `${mib(s.memoryUsageBytes)} / ${s.memoryLimitBytes ? mib(s.memoryLimitBytes) : 'unlimited'}`],
         ['PIDS', `${s.pidsCurrent} / ${s.pidsLimit || 'unlimited'}`],
       ];
@@ -337,11 +338,11 @@ program
 
 function printCheckpoints(list: Checkpoint[], out: Output): void {
   if (out === 'json') {
-    process.stdout.write(JSON.stringify(list.map((x) => ({ ...x, spec: undefined })), null, 2) + '\n');
+    process.stdout.write(JSON.stringify(list.map((x) => Checkpoint.toJSON({ ...x, spec: undefined })), null, 2) + '\n');
     return;
   }
   const rows = [['CHECKPOINT', 'CONTAINER', 'CREATED', 'SIZE', 'FROZEN']];
-  for (const cp of list) rows.push([cp.name, cp.container, cp.createTime?.toISOString() ?? '', `${cp.sizeBytes}`, `${((cp.stats?.frozenTimeUs ?? 0) / 1000).toFixed(1)} ms`]);
+  for (const cp of list) rows.push([cp.name, cp.container, cp.createTime?.toISOString() ?? '', `${cp.sizeBytes}`, `${(Number(cp.stats?.frozenTimeUs ?? 0n) / 1000).toFixed(1)} ms`]);
   process.stdout.write(table(rows));
 }
 
@@ -468,7 +469,7 @@ template
       const ts = (await promisify(c.templates).listTemplates({})).templates;
       if (out === 'json') return void process.stdout.write(JSON.stringify(ts.map((t) => Template.toJSON(t)), null, 2) + '\n');
       const rows = [['KEY', 'RELEASE', 'SIZE', 'INIT', 'HALT', 'USED BY']];
-      for (const t of ts) rows.push([t.key, t.options?.release || '-', `${Math.round(t.sizeBytes / 1048576)} MiB`, t.init.join(' ').slice(0, 30), signalName(t.haltSignal), t.usedBy.join(',') || '-']);
+      for (const t of ts) rows.push([t.key, t.options?.release || '-', `${Math.round(Number(t.sizeBytes) / 1048576)} MiB`, t.init.join(' ').slice(0, 30), signalName(t.haltSignal), t.usedBy.join(',') || '-']);
       process.stdout.write(table(rows));
     }),
   );
@@ -492,7 +493,7 @@ template
         s.on('end', () => (built ? resolve(built) : reject(new Error('the build stream ended without a template'))));
       });
       if (out === 'json') process.stdout.write(JSON.stringify(Template.toJSON(t), null, 2) + '\n');
-      else process.stdout.write(`${t.key} built (${Math.round(t.sizeBytes / 1048576)} MiB, init ${t.init.join(' ')}, halt ${signalName(t.haltSignal)})\n`);
+      else process.stdout.write(`${t.key} built (${Math.round(Number(t.sizeBytes) / 1048576)} MiB, init ${t.init.join(' ')}, halt ${signalName(t.haltSignal)})\n`);
     }),
   );
 template

@@ -79,7 +79,7 @@ export class CheckpointStore {
   async commit(r: ReservedCheckpoint, cp: Checkpoint): Promise<Checkpoint> {
     // spec.dump, as in Podman's layout: here the osvirt spec the container ran with.
     if (cp.spec) await writeFileAtomic(path.join(r.dir, 'spec.dump'), JSON.stringify(ContainerSpec.toJSON(cp.spec), null, 2) + '\n', 0o600);
-    cp.sizeBytes = await dirSize(r.dir);
+    cp.sizeBytes = BigInt(await dirSize(r.dir));
     await writeFileAtomic(path.join(r.dir, 'osvirt.json'), JSON.stringify(Checkpoint.toJSON(cp), null, 2) + '\n', 0o600);
     await fs.rm(path.join(r.dir, 'pending.json'), { force: true });
     return cp;

@@ -504,7 +504,7 @@ export class ContainerManager {
       const driver = this.registry.get(rec.spec.driver);
       // A system container's init has its own halt signal (SIGRTMIN+3 for systemd), like lxc.signal.halt.
       const sig = signal || rec.spec.stopSignal || (await driver.stopSignal?.(name).catch(() => 0)) || SIGTERM;
-      const timeout = timeoutMs ?? (rec.spec.stopTimeout ? rec.spec.stopTimeout.seconds * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
+      const timeout = timeoutMs ?? (rec.spec.stopTimeout ? Number(rec.spec.stopTimeout.seconds) * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
       live.generation++;
       live.expectedSignal = sig;
       await this.store.saveIntent(name, { op: 'stop', signal: sig });
@@ -619,7 +619,7 @@ export class ContainerManager {
       let parentDir = '';
       if (opts.parentCheckpoint) parentDir = (await this.checkpoints.get(name, opts.parentCheckpoint)).imageDir;
       const dir = await this.checkpoints.reserve(name, checkpointName);
-      const record: Checkpoint = { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: '', sizeBytes: 0, stats: undefined, options: opts, spec: rec.spec };
+      const record: Checkpoint = { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: '', sizeBytes: 0n, stats: undefined, options: opts, spec: rec.spec };
       await this.checkpoints.writePending(dir, record);
       let result;
       try {
