@@ -24,7 +24,7 @@ import type { DriverRegistry } from './registry';
 import { CheckpointStore } from './checkpoint-store';
 import { type ContainerRecord, ContainerStore } from './store';
 import { validateCheckpointOptions, validateName, validateSpec } from './validate';
-import { faultPoint } from './faults';
+import { faultPoint, pausePoint } from './faults';
 
 const SIGKILL = 9;
 const SIGTERM = 15;
@@ -677,6 +677,7 @@ export class ContainerManager {
       }
       let rs: RuntimeState;
       try {
+        await pausePoint('restore.before-driver');
         rs = await driver.restore!(target, spec, cp.imageDir, tcpEstablished, timeoutMs);
       } catch (e) {
         if (created) await driver.delete(target).catch(() => undefined);
