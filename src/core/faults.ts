@@ -4,8 +4,9 @@
 // guessing with timers. Unset in production, where every call is a no-op.
 //
 // Pause points do the same for races: with OSVIRT_PAUSE_DIR set and the point
-// named in OSVIRT_PAUSE_POINTS, the operation writes <dir>/<point>.paused and
-// waits until the test creates <dir>/<point>.go. With OSVIRT_PAUSE_DIR set, an
+// named in OSVIRT_PAUSE_POINTS (as "point", or "point:container" for one
+// container only), the operation writes <dir>/<point>.paused and waits until
+// the test creates <dir>/<point>.go. With OSVIRT_PAUSE_DIR set, an
 // operation that has to wait for a lock another one holds writes
 // <dir>/waiting/<key> (URI-encoded) first, so a test knows the second
 // operation is blocked rather than merely not yet started.
@@ -20,7 +21,7 @@ const pauses = new Set((process.env['OSVIRT_PAUSE_POINTS'] ?? '').split(',').map
 export const FAULT_POINTS = ['create.after-driver', 'delete.after-intent', 'delete.after-driver', 'stop.after-intent', 'checkpoint.after-dump', 'start.after-publish'] as const;
 
 /** Where an operation can be held for a race test. */
-export const PAUSE_POINTS = ['restore.before-driver'] as const;
+export const PAUSE_POINTS = ['restore.before-driver', 'start.before-driver'] as const;
 
 export function faultPoint(name: (typeof FAULT_POINTS)[number]): void {
   if (points.size && points.has(name)) {
@@ -29,8 +30,8 @@ export function faultPoint(name: (typeof FAULT_POINTS)[number]): void {
   }
 }
 
-export async function pausePoint(name: (typeof PAUSE_POINTS)[number]): Promise<void> {
-  if (!pauseDir || !pauses.has(name)) return;
+export async function pausePoint(name: (typeof PAUSE_POINTS)[number], container: string): Promise<void> {
+  if (!pauseDir || !(pauses.has(name) || pauses.has(`${name}:${container}`))) return;
   const go = path.join(pauseDir, `${name}.go`);
   // Watch before announcing, so a "go" written at once is not missed.
   const w = watch(pauseDir);

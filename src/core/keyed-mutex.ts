@@ -30,6 +30,13 @@ export class KeyedMutex {
     }
   }
 
+  /** Run `fn` holding every key, taken one by one in the global order. */
+  runAll<T>(keys: string[], fn: () => Promise<T>): Promise<T> {
+    const sorted = [...new Set(keys)].sort((a, b) => this.rank(a) - this.rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+    const take = (i: number): Promise<T> => (i === sorted.length ? fn() : this.run(sorted[i]!, () => take(i + 1)));
+    return take(0);
+  }
+
   isHeld(key: string): boolean {
     return this.tails.has(key);
   }

@@ -3,6 +3,8 @@
 import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import {
   type Checkpoint,
@@ -59,10 +61,24 @@ function stateName(s: ContainerState): string {
   return ContainerState[s].replace('CONTAINER_STATE_', '');
 }
 
+const CHECKPOINT_KEY = 'checkpoint:';
+
+/** The lock key of one checkpoint's directory. */
+function checkpointKey(container: string, name: string): string {
+  return `${CHECKPOINT_KEY}${container}/${name}`;
+}
+
 export class ContainerManager {
   private readonly live = new Map<string, Live>();
   hooks: LifecycleHooks | undefined;
-  private readonly mutex = new KeyedMutex();
+  /**
+   * Per-container keys (the name) and per-checkpoint keys (checkpointKey):
+   * whoever reads or removes a checkpoint's files holds its key, whoever
+   * changes a container holds its name. Container keys come first in the
+   * lock order, so an operation holding a container may then take checkpoint
+   * keys (DeleteContainer removing its checkpoints), never the reverse.
+   */
+  private readonly mutex = new KeyedMutex((k) => (k.startsWith(CHECKPOINT_KEY) ? 1 : 0));
   readonly checkpoints: CheckpointStore;
 
   constructor(
@@ -164,6 +180,19 @@ export class ContainerManager {
     }
   }
 
+  /**
+   * A deleted container's checkpoints, each under its key: a restore of one
+   * under another name, or an export, may be reading it. The caller holds the
+   * container's key (or runs before the daemon serves).
+   */
+  private async removeCheckpointsOf(name: string): Promise<void> {
+    const cps = await this.checkpoints.names(name);
+    await this.mutex.runAll(cps.map((n) => checkpointKey(name, n)), async () => {
+      for (const n of cps) await this.checkpoints.remove(name, n);
+    });
+    await this.checkpoints.removeContainerDir(name);
+  }
+
   /** Completes a delete that a crash interrupted (recorded by its intent); false if the driver refused. */
   private async finishDelete(rec: ContainerRecord): Promise<boolean> {
     try {
@@ -171,7 +200,7 @@ export class ContainerManager {
         if (!(isOsvirtError(e) && e.code === 'NOT_FOUND')) throw e;
       });
       await this.hooks?.stopped(rec.name).catch(() => undefined);
-      await this.checkpoints.removeAll(rec.name);
+      await this.removeCheckpointsOf(rec.name);
       await this.store.remove(rec.name);
       this.logger.warn({ container: rec.name }, 'finished a delete that the previous daemon did not complete');
       return true;
@@ -346,20 +375,25 @@ export class ContainerManager {
       await driver.delete(name);
       faultPoint('delete.after-driver');
       await this.released(name);
-      await this.checkpoints.removeAll(name);
+      await this.removeCheckpointsOf(name);
       await this.store.remove(name);
       this.live.delete(name);
       this.events.emit(name, EventType.EVENT_TYPE_DELETED, { ...rec.status, initPid: 0 });
     });
   }
 
-  /** Resolve the pids of containers whose namespaces this spec joins. */
-  private peerPids(name: string, spec: ContainerSpec): Record<string, number> {
+  /** The containers whose namespaces this spec joins. */
+  private peerNames(spec: ContainerSpec): string[] {
     const peers: string[] = [];
     if (spec.network?.mode?.$case === 'container') peers.push(spec.network.mode.value.container);
     if (spec.driverOptions?.$case === 'lxc' && spec.driverOptions.value.shareIpcWith) peers.push(spec.driverOptions.value.shareIpcWith);
+    return peers;
+  }
+
+  /** Resolve the pids of containers whose namespaces this spec joins. */
+  private peerPids(name: string, spec: ContainerSpec): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const p of peers) {
+    for (const p of this.peerNames(spec)) {
       if (p === name) throw invalidArgument('spec.network.container.container', 'a container cannot join itself');
       const l = this.live.get(p);
       if (!l) throw notFound('container', p);
@@ -371,7 +405,10 @@ export class ContainerManager {
 
   async start(name: string): Promise<Container> {
     validateName('name', name);
-    return this.mutex.run(name, async () => {
+    // The containers whose namespaces this one joins are locked too: their init pid
+    // must not change (stop, delete, restore) between reading it and joining it.
+    const spec = this.live.get(name)?.rec.spec;
+    return this.mutex.runAll([name, ...(spec ? this.peerNames(spec) : [])], async () => {
       const live = this.lookup(name);
       const rec = live.rec;
       if (rec.status.state === ContainerState.CONTAINER_STATE_RUNNING) return this.toContainer(rec);
@@ -380,6 +417,7 @@ export class ContainerManager {
       const peers = this.peerPids(name, rec.spec);
       let rs: RuntimeState;
       try {
+        await pausePoint('start.before-driver', name);
         const runSpec = this.hooks ? await this.hooks.beforeStart(name, rec.spec) : rec.spec;
         rs = await driver.start(name, runSpec, peers);
       } catch (e) {
@@ -611,7 +649,8 @@ export class ContainerManager {
     validateName('checkpoint', checkpointName);
     validateCheckpointOptions('options', options);
     const opts: CheckpointOptions = options ?? { leaveRunning: false, tcpEstablished: false, extUnixSk: false, fileLocks: false, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false };
-    return this.mutex.run(name, async () => {
+    // Its key too: an import of the same name must not replace the directory being dumped into.
+    return this.mutex.runAll([name, checkpointKey(name, checkpointName)], async () => {
       const live = this.lookup(name);
       const rec = live.rec;
       if (rec.status.state !== ContainerState.CONTAINER_STATE_RUNNING) throw wrongState(name, stateName(rec.status.state), 'running');
@@ -653,10 +692,11 @@ export class ContainerManager {
     validateName('checkpoint', cpName);
     if (newName) validateName('new_name', newName);
     const target = newName || name;
-    const cp = await this.checkpoints.get(name, cpName);
-    // One restore per checkpoint at a time: CRIU writes its restore log and
-    // stats into the image directory.
-    return this.mutex.run(`checkpoint:${name}/${cpName}`, () => this.mutex.run(target, async () => {
+    // The checkpoint's key: one restore per checkpoint at a time (CRIU writes its
+    // restore log and stats into the image directory), and no DeleteCheckpoint,
+    // DeleteContainer of its container or export while the images are read.
+    return this.mutex.runAll([target, checkpointKey(name, cpName)], async () => {
+      const cp = await this.checkpoints.get(name, cpName);
       let live = this.live.get(target);
       const spec = ContainerSpec.fromPartial(live?.rec.spec ?? cp.checkpoint.spec ?? {});
       const driver = this.registry.require(spec.driver, 'checkpoint');
@@ -677,7 +717,7 @@ export class ContainerManager {
       }
       let rs: RuntimeState;
       try {
-        await pausePoint('restore.before-driver');
+        await pausePoint('restore.before-driver', target);
         rs = await driver.restore!(target, spec, cp.imageDir, tcpEstablished, timeoutMs);
       } catch (e) {
         if (created) await driver.delete(target).catch(() => undefined);
@@ -699,7 +739,7 @@ export class ContainerManager {
       this.events.emit(target, EventType.EVENT_TYPE_RESTORED, status, { checkpoint: cpName });
       this.watch(live);
       return this.toContainer(live.rec);
-    }));
+    });
   }
 
   async listCheckpoints(name: string): Promise<Checkpoint[]> {
@@ -711,7 +751,7 @@ export class ContainerManager {
   async deleteCheckpoint(name: string, cpName: string, allowMissing: boolean): Promise<void> {
     validateName('name', name);
     validateName('checkpoint', cpName);
-    await this.mutex.run(name, async () => {
+    await this.mutex.runAll([name, checkpointKey(name, cpName)], async () => {
       if (!(await this.checkpoints.exists(name, cpName))) {
         if (allowMissing) return;
         throw notFound('checkpoint', cpName);
@@ -724,14 +764,24 @@ export class ContainerManager {
     });
   }
 
-  async exportCheckpoint(name: string, cpName: string) {
+  /** The archive stream; the checkpoint stays locked until the stream has ended, failed or been destroyed. */
+  async exportCheckpoint(name: string, cpName: string): Promise<Readable> {
     validateName('name', name);
     validateName('checkpoint', cpName);
-    return this.checkpoints.export(name, cpName);
+    return new Promise<Readable>((resolve, reject) => {
+      this.mutex
+        .run(checkpointKey(name, cpName), async () => {
+          const s = await this.checkpoints.export(name, cpName);
+          resolve(s);
+          await finished(s).catch(() => undefined);
+        })
+        .catch(reject);
+    });
   }
 
   async importCheckpoint(data: AsyncIterable<Buffer>, as: { container: string; name: string }): Promise<Checkpoint> {
-    const cp = await this.checkpoints.import(data, as, 16 * 1024 * 1024 * 1024);
+    // Moved into place under the checkpoint's key, like a dump.
+    const cp = await this.checkpoints.import(data, as, 16 * 1024 * 1024 * 1024, (container, n, fn) => this.mutex.run(checkpointKey(container, n), fn));
     validateName('checkpoint', cp.name);
     validateName('name', cp.container);
     return cp;
