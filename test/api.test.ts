@@ -176,7 +176,7 @@ describe('osvirt.v1 API (real daemon)', function () {
     await c.api.containers.startContainer({ name: 'evt' });
     await c.api.containers.pauseContainer({ name: 'evt' });
     await c.api.containers.resumeContainer({ name: 'evt' });
-    await c.api.containers.stopContainer({ name: 'evt', signal: 0, timeout: { seconds: 5, nanos: 0 } });
+    await c.api.containers.stopContainer({ name: 'evt', signal: 0, timeout: { seconds: 5n, nanos: 0 } });
     await c.api.containers.deleteContainer({ name: 'evt', force: false, allowMissing: false });
     await until(() => got.length >= 6, 'six events');
     stream.cancel();
@@ -185,7 +185,7 @@ describe('osvirt.v1 API (real daemon)', function () {
       ['EVENT_TYPE_CREATED', 'EVENT_TYPE_STARTED', 'EVENT_TYPE_PAUSED', 'EVENT_TYPE_RESUMED', 'EVENT_TYPE_STOPPED', 'EVENT_TYPE_DELETED'],
     );
     const seqs = got.map((e) => e.event!.sequence);
-    assert.deepEqual([...seqs].sort((a, b) => a - b), seqs);
+    assert.deepEqual([...seqs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)), seqs);
     assert.equal(got[4]!.event!.status?.exitCode, 0);
   });
 
@@ -264,7 +264,7 @@ describe('osvirt.v1 API (real daemon)', function () {
       assert.equal(b.spec?.labels['tier'], 'db');
       assert.ok(existsSync(`/proc/${pid}`));
     }
-    await c.api.containers.stopContainer({ name: 'keep-b', signal: 0, timeout: { seconds: 5, nanos: 0 } });
+    await c.api.containers.stopContainer({ name: 'keep-b', signal: 0, timeout: { seconds: 5n, nanos: 0 } });
     assert.ok(!existsSync(`/proc/${pid}`));
     for (const n of ['keep-a', 'keep-b']) await c.api.containers.deleteContainer({ name: n, force: false, allowMissing: false });
   });

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import { decodeStatusDetails } from '../src/api/status';
 import { locateCriu } from '../src/criu/criu-locate';
-import { CheckpointOptions, ContainerState, type Checkpoint, type ContainerSpec, type DeepPartial } from '../src/gen/osvirt/v1/container';
+import { CheckpointOptions, CheckpointStats, ContainerState, ContainerStats, type Checkpoint, type ContainerSpec, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import type { AttachConsoleResponse } from '../src/gen/osvirt/v1/container_service';
 import { EventType, type WatchEventsResponse } from '../src/gen/osvirt/v1/event_service';
 import { hasKernelFeature, hostIfName } from '../drivers/lxc/network';
@@ -179,7 +179,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
   }
 
   async function restore(name: string, cp: string, opts: { newName?: string; tcp?: boolean; timeoutMs?: number } = {}) {
-    const timeout = opts.timeoutMs ? { seconds: Math.floor(opts.timeoutMs / 1000), nanos: (opts.timeoutMs % 1000) * 1e6 } : undefined;
+    const timeout = opts.timeoutMs ? { seconds: BigInt(Math.floor(opts.timeoutMs / 1000)), nanos: (opts.timeoutMs % 1000) * 1e6 } : undefined;
     return (await api().restoreContainer({ name, checkpoint: cp, newName: opts.newName ?? '', tcpEstablished: !!opts.tcp, timeout })).container!;
   }
 
@@ -188,8 +188,8 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     await until(() => counter('count') >= 10, 'counter >= 10');
     const cp = await checkpoint('count', 'one');
     assert.equal(cp.criuVersion, (await locateCriu()).version);
-    assert.ok(cp.stats!.pagesWritten > 0 && cp.stats!.frozenTimeUs > 0 && cp.stats!.pagesScanned >= cp.stats!.pagesWritten, JSON.stringify(cp.stats));
-    assert.ok(cp.sizeBytes > cp.stats!.pagesWritten * 4096);
+    assert.ok(cp.stats!.pagesWritten > 0n && cp.stats!.frozenTimeUs > 0n && cp.stats!.pagesScanned >= cp.stats!.pagesWritten, JSON.stringify(CheckpointStats.toJSON(cp.stats!)));
+    assert.ok(cp.sizeBytes > cp.stats!.pagesWritten * 4096n);
     for (const f of ['checkpoint/inventory.img', 'checkpoint/stats-dump', 'config.dump', 'rootfs-diff.tar', 'osvirt.json']) {
       assert.ok(existsSync(path.join(d.stateDir, 'checkpoints', 'count', 'one', f)), `${f} missing`);
     }
@@ -216,7 +216,7 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     // The existing code paths work on it: exec, stats, a second checkpoint, stop.
     assert.equal(await sh(c, 'count', 'echo exec-ok'), 'exec-ok');
     const stats = (await api().getContainerStats({ name: 'count' })).stats!;
-    assert.ok(stats.pidsCurrent >= 2 && stats.memoryUsageBytes > 0, JSON.stringify(stats));
+    assert.ok(stats.pidsCurrent >= 2 && stats.memoryUsageBytes > 0n, JSON.stringify(ContainerStats.toJSON(stats)));
     const again = await checkpoint('count', 'two', { leaveRunning: true });
     assert.ok(again.stats!.pagesWritten > 0);
     assert.equal((await api().getContainer({ name: 'count' })).container!.status!.initPid, rpid);

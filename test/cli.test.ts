@@ -98,6 +98,31 @@ describe('osvirt CLI and examples', function () {
     assert.match((r2 as { stderr: string }).stderr, /cannot reach osvirtd/);
   });
 
+  it('keeps 64-bit numbers in definition files exact, and passes the daemon\'s range error on', async () => {
+    // YAML: integers are read exactly, past 2^53 too.
+    const yaml = path.join(d.dir, 'big.yaml');
+    writeFileSync(yaml, 'name: big\nspec:\n  driver: lxc\n  rootfs: {template: busybox}\n  resources: {memory_limit_bytes: 9007199254740993, pids_limit: 20}\n  stop_timeout: {seconds: 7}\n');
+    let r = await cli('create', '-f', yaml);
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('info', 'big', '--output', 'json');
+    const info = JSON.parse(r.stdout) as { spec: { resources: { memoryLimitBytes: string; pidsLimit: number }; stopTimeout: { seconds: string } } };
+    assert.equal(info.spec.resources.memoryLimitBytes, '9007199254740993');
+    assert.equal(info.spec.resources.pidsLimit, 20);
+    assert.equal(info.spec.stopTimeout.seconds, '7');
+    assert.equal((await cli('delete', 'big')).code, 0);
+    // JSON: a number past 2^53 has lost digits before osvirt sees it; a string is exact.
+    const json = path.join(d.dir, 'big.json');
+    writeFileSync(json, '{"name": "big", "spec": {"driver": "lxc", "rootfs": {"template": "busybox"}, "resources": {"memoryLimitBytes": 18446744073709551615}}}');
+    r = await cli('create', '-f', json);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /spec\.resources\.memoryLimitBytes: 18446744073709552000 is past 2\^53.*write it as a string/);
+    writeFileSync(json, '{"name": "big", "spec": {"driver": "lxc", "rootfs": {"template": "busybox"}, "resources": {"memoryLimitBytes": "18446744073709551615"}}}');
+    r = await cli('create', '-f', json);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /spec\.resources\.memory_limit_bytes: 18446744073709551615 is out of range \(max 4611686018427387903\)/);
+    assert.doesNotMatch((await cli('list')).stdout, /\bbig\b/);
+  });
+
   it('prints version and drivers', async () => {
     const v = await cli('version');
     assert.match(v.stdout, /daemon: \d+\.\d+\.\d+ \(osvirt\.v1/);

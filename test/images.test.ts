@@ -169,7 +169,7 @@ describe('images from a real registry', function () {
     const r = await c.api.images.pruneImages({ all: false });
     assert.equal(r.layers, 2);
     assert.equal(r.blobs, 4, 'manifest, config and two layers');
-    assert.ok(r.reclaimedBytes > 1_000_000, 'busybox is a megabyte or two');
+    assert.ok(r.reclaimedBytes > 1_000_000n, 'busybox is a megabyte or two');
     assert.equal(readdirSync(path.join(store, 'blobs', 'sha256')).length, before.blobs - 4);
     assert.equal(readdirSync(path.join(store, 'layers')).length, before.layers - 2);
     assert.equal(await code(c.api.images.removeImage({ image: ref, allowMissing: true, force: false })), 'OK');

@@ -92,7 +92,7 @@ describe('jail driver (FreeBSD jail semantics)', function () {
     assert.equal(ct.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     return ct.status!.initPid;
   }
-  const stop = (name: string, timeout?: number) => c.api.containers.stopContainer({ name, signal: 0, timeout: timeout === undefined ? undefined : { seconds: timeout, nanos: 0 } });
+  const stop = (name: string, timeout?: number) => c.api.containers.stopContainer({ name, signal: 0, timeout: timeout === undefined ? undefined : { seconds: BigInt(timeout), nanos: 0 } });
   const remove = (name: string) => c.api.containers.deleteContainer({ name, force: true, allowMissing: true });
   const info = async (name: string) => (await c.api.containers.getContainer({ name })).container!;
   /** Run a shell line in the jail; returns stdout+stderr and the exit code. */
@@ -587,7 +587,7 @@ classic {
     assert.match(r.stderr, /INVALID_ARGUMENT \[JAIL_CONF_SYNTAX\]: bad\.conf:3:3:/);
     // rctl.conf rules for the jail, and a bad one.
     const ok2 = await jails.importJailConf({ text: 'www { persist; osvirt.template = busybox; }', fileName: 'x.conf', names: [], rctlConf: 'jail:www:memoryuse:deny=64m\njail:www:maxproc:deny=20\n', start: false, validateOnly: true });
-    assert.equal(ok2.jails[0]?.options?.rctl?.memoryuse, 64 * 1024 * 1024);
+    assert.equal(ok2.jails[0]?.options?.rctl?.memoryuse, 64n * 1024n * 1024n);
     await expectError(jails.importJailConf({ text: 'www { persist; osvirt.template = busybox; }', fileName: 'x.conf', names: [], rctlConf: 'jail:www:memoryuse:log=64m\n', start: false, validateOnly: true }), Code.INVALID_ARGUMENT, /^rctl\.conf:1:1: action "log"/);
   });
 

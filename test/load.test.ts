@@ -37,7 +37,7 @@ describe('load: 20 containers, 24 concurrent clients', function () {
     const api = c.api.containers;
     const calls: Record<string, (name: string) => Promise<unknown>> = {
       start: (name) => api.startContainer({ name }),
-      stop: (name) => api.stopContainer({ name, signal: 0, timeout: { seconds: 2, nanos: 0 } }),
+      stop: (name) => api.stopContainer({ name, signal: 0, timeout: { seconds: 2n, nanos: 0 } }),
       kill: (name) => api.killContainer({ name, signal: 9 }),
       pause: (name) => api.pauseContainer({ name }),
       resume: (name) => api.resumeContainer({ name }),

@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
-import { ContainerState, MountType, type ContainerSpec, type DeepPartial } from '../src/gen/osvirt/v1/container';
+import { ContainerState, InterfaceStats, MountType, type ContainerSpec, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import type { AttachConsoleResponse } from '../src/gen/osvirt/v1/container_service';
 import { decodeStatusDetails } from '../src/api/status';
 import { detectLayout } from '../drivers/lxc/cgroups';
@@ -322,11 +322,11 @@ describe('lxc driver (real containers)', function () {
       const s = (await c.api.containers.getContainerStats({ name: 'stat' })).stats!;
       assert.ok(s.cpuUsageNs > 0);
       assert.ok(s.memoryUsageBytes > 0);
-      assert.equal(s.memoryLimitBytes, 128 * 1024 * 1024);
+      assert.equal(s.memoryLimitBytes, 128n * 1024n * 1024n);
       assert.equal(s.pidsLimit, 50);
       assert.ok(s.pidsCurrent >= 1);
       const eth = s.interfaces.find((i) => i.name === 'eth0');
-      assert.ok(eth && eth.txBytes > 0 && eth.rxBytes > 0, JSON.stringify(s.interfaces));
+      assert.ok(eth && eth.txBytes > 0n && eth.rxBytes > 0n, JSON.stringify(s.interfaces.map((i) => InterfaceStats.toJSON(i))));
     } finally {
       await remove('stat');
     }
@@ -379,7 +379,7 @@ describe('lxc driver (real containers)', function () {
     assert.equal(await sh(c, 'survivor', 'hostname'), 'survivor');
     const auto = await until(async () => (await c.api.containers.getContainer({ name: 'auto' })).container!.status!.state === ContainerState.CONTAINER_STATE_RUNNING, 'autostart');
     assert.ok(auto);
-    const stopped = (await c.api.containers.stopContainer({ name: 'survivor', signal: 0, timeout: { seconds: 5, nanos: 0 } })).container!;
+    const stopped = (await c.api.containers.stopContainer({ name: 'survivor', signal: 0, timeout: { seconds: 5n, nanos: 0 } })).container!;
     assert.equal(stopped.status?.state, ContainerState.CONTAINER_STATE_STOPPED);
     assert.ok(!existsSync(`/proc/${pid}`));
     await remove('survivor');
@@ -422,7 +422,7 @@ describe('lxc driver (real containers)', function () {
     await run('stubborn', { process: { args: ['/bin/sh', '-c', "trap '' TERM; while :; do sleep 1; done"] } });
     try {
       const t0 = Date.now();
-      const st = (await c.api.containers.stopContainer({ name: 'stubborn', signal: 0, timeout: { seconds: 1, nanos: 0 } })).container!.status!;
+      const st = (await c.api.containers.stopContainer({ name: 'stubborn', signal: 0, timeout: { seconds: 1n, nanos: 0 } })).container!.status!;
       assert.ok(Date.now() - t0 >= 900);
       assert.equal(st.state, ContainerState.CONTAINER_STATE_STOPPED);
       assert.equal(st.signal, 9);

@@ -57,7 +57,7 @@ describe('management containers', function () {
     assert.match(audit, /"principal":"container:manager","role":"reader","via":"management","method":"StartContainer","container":"outsider","result":"PERMISSION_DENIED"/);
 
     // Stopping the manager removes its endpoint.
-    await c.api.containers.stopContainer({ name: 'manager', signal: 0, timeout: { seconds: 5, nanos: 0 } });
+    await c.api.containers.stopContainer({ name: 'manager', signal: 0, timeout: { seconds: 5n, nanos: 0 } });
     assert.ok(!(await import('node:fs')).existsSync(`${d.stateDir}/management/manager`));
   });
 });

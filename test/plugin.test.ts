@@ -165,7 +165,7 @@ describe('out-of-process drivers through the daemon', function () {
     assert.notEqual(readlinkSync(`/proc/${pid}/ns/uts`), readlinkSync('/proc/self/ns/uts'));
     assert.equal(await sh(d.client, 'viagrpc', 'hostname'), 'viagrpc');
     assert.equal(await sh(d.client, 'viagrpc', 'cat /proc/1/cmdline | tr "\\0" " " | cut -c1-7'), '/bin/sh');
-    const stopped = (await c.stopContainer({ name: 'viagrpc', signal: 0, timeout: { seconds: 10, nanos: 0 } })).container!;
+    const stopped = (await c.stopContainer({ name: 'viagrpc', signal: 0, timeout: { seconds: 10n, nanos: 0 } })).container!;
     assert.equal(stopped.status?.state, ContainerState.CONTAINER_STATE_STOPPED);
     assert.ok(!pidAlive(pid), 'the init is gone after stop');
     await c.deleteContainer({ name: 'viagrpc', force: false, allowMissing: false });
@@ -225,7 +225,7 @@ describe('out-of-process drivers through the daemon', function () {
     assert.notEqual(Number(readFileSync(wrapperPidFile, 'utf8')), pluginPid, 'a new plugin process');
     // The recovered container is fully manageable again, including its exit watch.
     assert.equal(await sh(d.client, 'survivor', 'echo back'), 'back');
-    await c.stopContainer({ name: 'survivor', signal: 0, timeout: { seconds: 10, nanos: 0 } });
+    await c.stopContainer({ name: 'survivor', signal: 0, timeout: { seconds: 10n, nanos: 0 } });
     assert.ok(!pidAlive(survivorPid));
   });
 

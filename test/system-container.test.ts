@@ -140,7 +140,7 @@ describe('system containers (Debian booted by systemd)', function () {
 
   it('stops through the init\'s halt signal (SIGRTMIN+3) with exit code 0, and delete leaves nothing behind', async () => {
     // With a 10 s timeout: a systemd that ignored the signal would be killed (exit 137).
-    const stopped = (await c.api.containers.stopContainer({ name: 'deb', signal: 0, timeout: { seconds: 10, nanos: 0 } })).container!.status!;
+    const stopped = (await c.api.containers.stopContainer({ name: 'deb', signal: 0, timeout: { seconds: 10n, nanos: 0 } })).container!.status!;
     assert.equal(stopped.state, ContainerState.CONTAINER_STATE_STOPPED);
     assert.equal(stopped.exitCode, 0, stopped.message);
     assert.equal(stopped.signal, 0);

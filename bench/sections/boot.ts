@@ -87,7 +87,7 @@ export async function runBoot(ctx: Ctx): Promise<SectionResult<BootData>> {
     }, name);
     const boot = msSince(a);
     const h = hr();
-    const stopped = await client.api.containers.stopContainer({ name, signal: 0, timeout: { seconds: 30, nanos: 0 } });
+    const stopped = await client.api.containers.stopContainer({ name, signal: 0, timeout: { seconds: 30n, nanos: 0 } });
     if (stopped.container?.status?.exitCode !== 0) throw new Error(`${name} did not halt cleanly: exit ${stopped.container?.status?.exitCode}`);
     await client.api.containers.deleteContainer({ name, force: false, allowMissing: false });
     return { boot, halt: msSince(h) };

@@ -103,10 +103,10 @@ export async function runCheckpoint(ctx: Ctx): Promise<SectionResult<CheckpointD
         if (r.container?.status?.state !== ContainerState.CONTAINER_STATE_RUNNING) throw new Error(`${name} is ${r.container?.status?.state} after RestoreContainer`);
         const st = c.checkpoint?.stats;
         if (st) {
-          ov.freezingMs.push(st.freezingTimeUs / 1000);
-          ov.frozenMs.push(st.frozenTimeUs / 1000);
+          ov.freezingMs.push(Number(st.freezingTimeUs) / 1000);
+          ov.frozenMs.push(Number(st.frozenTimeUs) / 1000);
         }
-        let size = c.checkpoint?.sizeBytes ?? 0;
+        let size = Number(c.checkpoint?.sizeBytes ?? 0n);
         if (!size) size = imageBytes(path.join(ctx.daemon.stateDir, 'checkpoints', name, cp));
         ov.imageBytes.push(size);
         await client.api.containers.deleteCheckpoint({ name, checkpoint: cp, allowMissing: true });

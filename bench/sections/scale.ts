@@ -114,7 +114,7 @@ export async function runScale(ctx: Ctx): Promise<SectionResult<ScaleData>> {
   for (const name of names.filter((_, i) => i % Math.max(1, Math.floor(n / 20)) === 0)) {
     try {
       const st = await client.api.containers.getContainerStats({ name });
-      if (st.stats) cgUsage.push(st.stats.memoryUsageBytes / 1024);
+      if (st.stats) cgUsage.push(Number(st.stats.memoryUsageBytes) / 1024);
     } catch (e) {
       errors.push(`stats ${name}: ${errorText(e)}`);
     }

@@ -499,11 +499,11 @@ function buildJail(parsed: Parsed, jail: string, file: string): ConfJail {
 const RCTL_RESOURCES: Record<string, keyof JailRctl> = { memoryuse: 'memoryuse', maxproc: 'maxproc', pcpu: 'pcpu', openfiles: 'openfiles', vmemoryuse: 'vmemoryuse' };
 
 /** rctl(8) amounts: a number with an optional k/m/g/t suffix (powers of 1024). */
-function amount(s: string): number | undefined {
+function amount(s: string): bigint | undefined {
   const m = /^(\d+)([kKmMgGtT]?)$/.exec(s);
   if (!m) return undefined;
-  const mult: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-  return Number(m[1]) * mult[(m[2] ?? '').toLowerCase()]!;
+  const mult: Record<string, bigint> = { '': 1n, k: 1024n, m: 1024n ** 2n, g: 1024n ** 3n, t: 1024n ** 4n };
+  return BigInt(m[1]!) * mult[(m[2] ?? '').toLowerCase()]!;
 }
 
 /** rctl.conf(5) text: the limits of each jail ("jail:NAME:RESOURCE:deny=AMOUNT"). */
@@ -527,9 +527,15 @@ export function readRctlConf(text: string, file = 'rctl.conf'): Map<string, Jail
       return fail(`"/${per}": ${resource} is limited ${resource === 'openfiles' || resource === 'vmemoryuse' ? 'per process' : 'per jail'} on Linux`);
     }
     const n = amount(amt ?? '');
-    if (n === undefined || n === 0) return fail(`amount "${amt ?? ''}": expected a positive number (k, m, g suffixes allowed)`);
+    if (n === undefined || n === 0n) return fail(`amount "${amt ?? ''}": expected a positive number (k, m, g suffixes allowed)`);
     const r = out.get(id!) ?? JailRctl.fromPartial({});
-    r[field] = n!;
+    if (field === 'maxproc' || field === 'pcpu') {
+      if (n > 0xffffffffn) return fail(`amount "${amt ?? ''}": at most 4294967295 for ${resource}`);
+      r[field] = Number(n);
+    } else {
+      if (n > 0xffffffffffffffffn) return fail(`amount "${amt ?? ''}": at most 18446744073709551615 for ${resource}`);
+      r[field] = n;
+    }
     out.set(id!, r);
   });
   return out;

@@ -11,6 +11,7 @@ import { type ContainerSpec, type Mount, MountType, type Resources, type Rlimit,
 import { JailOptions, JailSysMode } from '../../src/gen/osvirt/v1/jail';
 import { CAPABILITY_NAMES, type CapabilityName } from '../../src/core/capabilities';
 import { invalidArgument, OsvirtError } from '../../src/core/errors';
+import { checkRange, MAX_CPU_QUOTA_US, MAX_MEMORY_BYTES } from '../../src/core/validate';
 import type { IpFilterPolicy, IpMode } from '../common/ipfilter';
 
 export type SysMode = 'new' | 'inherit' | 'disable';
@@ -286,7 +287,7 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
 
   const rctl = o.rctl;
   const rlimits: Rlimit[] = [...(p?.rlimits ?? [])];
-  const setRlimit = (type: RlimitType, v: number, field: string) => {
+  const setRlimit = (type: RlimitType, v: bigint, field: string) => {
     if (rlimits.some((r) => r.type === type)) throw invalidArgument(field, 'conflicts with spec.process.rlimits');
     rlimits.push({ type, soft: v, hard: v, unlimited: false });
   };
@@ -296,18 +297,22 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
   if (rctl?.openfiles || rctl?.vmemoryuse) caps.delete('sys_resource');
   let resources = spec.resources ? { ...spec.resources } : undefined;
   const setRes = <K extends keyof Resources>(k: K, v: Resources[K], field: string) => {
-    resources ??= { memoryLimitBytes: 0, cpuWeight: 0, cpuQuotaUs: 0, cpuPeriodUs: 0, pidsLimit: 0, cpusetCpus: '', cpusetMems: '' };
+    resources ??= { memoryLimitBytes: 0n, cpuWeight: 0, cpuQuotaUs: 0n, cpuPeriodUs: 0n, pidsLimit: 0, cpusetCpus: '', cpusetMems: '' };
     if (resources[k]) throw invalidArgument(field, `conflicts with spec.resources.${k}`);
     resources[k] = v;
   };
   if (rctl?.memoryuse) {
-    if (rctl.memoryuse < 4 * 1024 * 1024) throw invalidArgument(`${F}.rctl.memoryuse`, 'must be at least 4 MiB');
+    checkRange(`${F}.rctl.memoryuse`, rctl.memoryuse, MAX_MEMORY_BYTES);
+    if (rctl.memoryuse < 4n * 1024n * 1024n) throw invalidArgument(`${F}.rctl.memoryuse`, 'must be at least 4 MiB');
     setRes('memoryLimitBytes', rctl.memoryuse, `${F}.rctl.memoryuse`);
   }
   if (rctl?.maxproc) setRes('pidsLimit', rctl.maxproc, `${F}.rctl.maxproc`);
   if (rctl?.pcpu) {
-    const period = resources?.cpuPeriodUs || 100000;
-    setRes('cpuQuotaUs', Math.max(1000, Math.round((rctl.pcpu * period) / 100)), `${F}.rctl.pcpu`);
+    const period = resources?.cpuPeriodUs || 100000n;
+    // Rounded to the nearest microsecond, at least the kernel's 1 ms.
+    const quota = (BigInt(rctl.pcpu) * period + 50n) / 100n;
+    if (quota > MAX_CPU_QUOTA_US) throw invalidArgument(`${F}.rctl.pcpu`, `${rctl.pcpu} is out of range (max ${(MAX_CPU_QUOTA_US * 100n) / period} with a period of ${period} us)`);
+    setRes('cpuQuotaUs', quota < 1000n ? 1000n : quota, `${F}.rctl.pcpu`);
   }
 
   // seccomp: what capabilities cannot express.

@@ -64,11 +64,21 @@ async function readNum(file: string): Promise<number> {
   }
 }
 
-function kv(text: string): Record<string, number> {
-  const out: Record<string, number> = {};
+/** A cgroup counter exactly ("max" and unreadable: 0): byte and nanosecond counts pass 2^53. */
+async function readBig(file: string): Promise<bigint> {
+  try {
+    const v = await read(file);
+    return /^\d+$/.test(v) ? BigInt(v) : 0n;
+  } catch {
+    return 0n;
+  }
+}
+
+function kvBig(text: string): Record<string, bigint> {
+  const out: Record<string, bigint> = {};
   for (const line of text.split('\n')) {
     const [k, v] = line.trim().split(/\s+/);
-    if (k && v !== undefined) out[k] = Number(v);
+    if (k && v !== undefined && /^\d+$/.test(v)) out[k] = BigInt(v);
   }
   return out;
 }
@@ -283,16 +293,16 @@ export class ContainerCgroup {
     }
   }
 
-  async stats(): Promise<{ cpuUsageNs: number; cpuUserNs: number; cpuSystemNs: number; memoryUsageBytes: number; memoryLimitBytes: number; pidsCurrent: number; pidsLimit: number }> {
+  async stats(): Promise<{ cpuUsageNs: bigint; cpuUserNs: bigint; cpuSystemNs: bigint; memoryUsageBytes: bigint; memoryLimitBytes: bigint; pidsCurrent: number; pidsLimit: number }> {
     if (this.layout.kind === 'v2') {
       const d = path.join(this.layout.root, this.rel());
-      const cpu = kv(await read(path.join(d, 'cpu.stat')).catch(() => ''));
+      const cpu = kvBig(await read(path.join(d, 'cpu.stat')).catch(() => ''));
       return {
-        cpuUsageNs: (cpu['usage_usec'] ?? 0) * 1000,
-        cpuUserNs: (cpu['user_usec'] ?? 0) * 1000,
-        cpuSystemNs: (cpu['system_usec'] ?? 0) * 1000,
-        memoryUsageBytes: await readNum(path.join(d, 'memory.current')),
-        memoryLimitBytes: await readNum(path.join(d, 'memory.max')),
+        cpuUsageNs: (cpu['usage_usec'] ?? 0n) * 1000n,
+        cpuUserNs: (cpu['user_usec'] ?? 0n) * 1000n,
+        cpuSystemNs: (cpu['system_usec'] ?? 0n) * 1000n,
+        memoryUsageBytes: await readBig(path.join(d, 'memory.current')),
+        memoryLimitBytes: await readBig(path.join(d, 'memory.max')),
         pidsCurrent: await readNum(path.join(d, 'pids.current')),
         pidsLimit: await readNum(path.join(d, 'pids.max')),
       };
@@ -300,16 +310,16 @@ export class ContainerCgroup {
     const acct = this.ctl('cpuacct');
     const mem = this.ctl('memory');
     const pids = this.ctl('pids');
-    const hz = 100; // USER_HZ on Linux x86_64
-    const st = acct ? kv(await read(path.join(acct, 'cpuacct.stat')).catch(() => '')) : {};
-    const limit = mem ? await readNum(path.join(mem, 'memory.limit_in_bytes')) : 0;
+    const hz = 100n; // USER_HZ on Linux x86_64
+    const st = acct ? kvBig(await read(path.join(acct, 'cpuacct.stat')).catch(() => '')) : {};
+    const limit = mem ? await readBig(path.join(mem, 'memory.limit_in_bytes')) : 0n;
     return {
-      cpuUsageNs: acct ? await readNum(path.join(acct, 'cpuacct.usage')) : 0,
-      cpuUserNs: ((st['user'] ?? 0) * 1e9) / hz,
-      cpuSystemNs: ((st['system'] ?? 0) * 1e9) / hz,
-      memoryUsageBytes: mem ? await readNum(path.join(mem, 'memory.usage_in_bytes')) : 0,
+      cpuUsageNs: acct ? await readBig(path.join(acct, 'cpuacct.usage')) : 0n,
+      cpuUserNs: ((st['user'] ?? 0n) * 1_000_000_000n) / hz,
+      cpuSystemNs: ((st['system'] ?? 0n) * 1_000_000_000n) / hz,
+      memoryUsageBytes: mem ? await readBig(path.join(mem, 'memory.usage_in_bytes')) : 0n,
       // v1 reports "no limit" as a huge page-aligned number.
-      memoryLimitBytes: limit >= 2 ** 62 ? 0 : limit,
+      memoryLimitBytes: limit >= 2n ** 62n ? 0n : limit,
       pidsCurrent: pids ? await readNum(path.join(pids, 'pids.current')) : 0,
       pidsLimit: pids ? await readNum(path.join(pids, 'pids.max')) : 0,
     };

@@ -256,12 +256,12 @@ function randomMac(): string {
 function dumpStats(imageDir: string): CheckpointStats {
   const s = readStats(imageDir, 'dump')?.dump;
   return {
-    freezingTimeUs: s?.freezing_time ?? 0,
-    frozenTimeUs: s?.frozen_time ?? 0,
-    memdumpTimeUs: s?.memdump_time ?? 0,
-    memwriteTimeUs: s?.memwrite_time ?? 0,
-    pagesScanned: s?.pages_scanned ?? 0,
-    pagesWritten: s?.pages_written ?? 0,
+    freezingTimeUs: BigInt(s?.freezing_time ?? 0),
+    frozenTimeUs: BigInt(s?.frozen_time ?? 0),
+    memdumpTimeUs: BigInt(s?.memdump_time ?? 0),
+    memwriteTimeUs: BigInt(s?.memwrite_time ?? 0),
+    pagesScanned: BigInt(s?.pages_scanned ?? 0),
+    pagesWritten: BigInt(s?.pages_written ?? 0),
   };
 }
 
@@ -397,7 +397,7 @@ export class LxcCheckpointer {
     // container sits at the root would make CRIU dump, and recreate, that whole hierarchy.
     const cg = this.h.cgroup(id);
     if (cg.layout.kind === 'hybrid') opts.cgroup_dump_controller = [...Object.keys(cg.layout.v1), ...(cg.layout.unified ? [''] : [])];
-    if (o.timeout && o.timeout.seconds > 0) opts.timeout = o.timeout.seconds;
+    if (o.timeout && o.timeout.seconds > 0n) opts.timeout = Number(o.timeout.seconds);
     if (parentImageDir) {
       opts.parent_img = path.relative(imageDir, parentImageDir);
       opts.track_mem = true;

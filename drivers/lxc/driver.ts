@@ -623,7 +623,7 @@ export class LxcDriver implements Driver {
     const a: string[] = ['--caps', caps.join(',') || 'none'];
     if (p?.noNewPrivileges) a.push('--no-new-privs');
     for (const r of p?.rlimits ?? []) {
-      const lim = (v: number) => (r.unlimited ? 'unlimited' : String(v));
+      const lim = (v: bigint) => (r.unlimited ? 'unlimited' : String(v));
       a.push('--rlimit', `${RLIMIT_NAMES[r.type]}:${lim(r.soft)}:${lim(r.hard)}`);
     }
     if (p?.user) a.push('--user', `${p.user.uid}:${p.user.gid}${p.user.additionalGids.length ? ':' + p.user.additionalGids.join(',') : ''}`);

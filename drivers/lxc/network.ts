@@ -332,14 +332,14 @@ export async function teardownNetwork(rt: NetworkRuntime | undefined): Promise<v
 }
 
 /** Interface counters inside a container's netns, from /proc/<pid>/net/dev. */
-export async function interfaceStats(pid: number): Promise<{ name: string; rxBytes: number; txBytes: number; rxPackets: number; txPackets: number }[]> {
+export async function interfaceStats(pid: number): Promise<{ name: string; rxBytes: bigint; txBytes: bigint; rxPackets: bigint; txPackets: bigint }[]> {
   const text = await fs.readFile(path.join('/proc', String(pid), 'net/dev'), 'utf8').catch(() => '');
   const out = [];
   for (const line of text.split('\n').slice(2)) {
     const m = /^\s*([^:]+):\s*(.*)$/.exec(line);
     if (!m || !m[1] || m[1] === 'lo') continue;
-    const f = (m[2] ?? '').trim().split(/\s+/).map(Number);
-    out.push({ name: m[1], rxBytes: f[0] ?? 0, rxPackets: f[1] ?? 0, txBytes: f[8] ?? 0, txPackets: f[9] ?? 0 });
+    const f = (m[2] ?? '').trim().split(/\s+/).map((x) => (/^\d+$/.test(x) ? BigInt(x) : 0n));
+    out.push({ name: m[1], rxBytes: f[0] ?? 0n, rxPackets: f[1] ?? 0n, txBytes: f[8] ?? 0n, txPackets: f[9] ?? 0n });
   }
   return out;
 }

@@ -157,7 +157,7 @@ function readRlimits(r: Reader): VServerRlimits | undefined {
     if (!v) continue;
     const set = (k: 'hard' | 'soft' | 'min') => {
       if (v.inf) l[`${k}Inf`] = true;
-      else l[k] = v.n;
+      else if (v.n !== undefined) l[k] = BigInt(v.n);
     };
     if (kind === undefined) {
       set('hard');
@@ -287,7 +287,7 @@ function put(out: ConfigFiles, p: string, text: string): void {
   out.set(p, { content: Buffer.from(text.endsWith('\n') || text === '' ? text : text + '\n') });
 }
 
-function limitText(n: number | undefined, inf: boolean): string | undefined {
+function limitText(n: bigint | undefined, inf: boolean): string | undefined {
   return inf ? 'inf' : n === undefined ? undefined : String(n);
 }
 

@@ -78,9 +78,9 @@ const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 const SLEEP = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function durationOf(ms: number): { seconds: number; nanos: number } {
+function durationOf(ms: number): { seconds: bigint; nanos: number } {
   const s = Math.floor(ms / 1000);
-  return { seconds: s, nanos: Math.round((ms - s * 1000) * 1e6) };
+  return { seconds: BigInt(s), nanos: Math.round((ms - s * 1000) * 1e6) };
 }
 
 export class VServerDriver implements Driver {
@@ -241,12 +241,13 @@ export class VServerDriver implements Driver {
 
   // --- translation to the lxc machinery ----------------------------------
 
-  private ceiling(type: RlimitType): number {
-    if (type !== RlimitType.RLIMIT_TYPE_NOFILE) return Infinity;
+  private ceiling(type: RlimitType): bigint | undefined {
+    if (type !== RlimitType.RLIMIT_TYPE_NOFILE) return undefined;
     try {
-      return Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim()) || 1048576;
+      const v = readFileSync('/proc/sys/fs/nr_open', 'utf8').trim();
+      return /^[1-9]\d*$/.test(v) ? BigInt(v) : 1048576n;
     } catch {
-      return 1048576;
+      return 1048576n;
     }
   }
 
@@ -447,7 +448,7 @@ export class VServerDriver implements Driver {
     if (!g || !running || (signal === 9 && timeoutMs === 0)) return this.lxc.stop(id, signal, timeoutMs);
     const spec = this.specOf(g);
     const o = optionsOf(spec);
-    const defaultTimeout = spec.stopTimeout ? spec.stopTimeout.seconds * 1000 + Math.floor(spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS;
+    const defaultTimeout = spec.stopTimeout ? Number(spec.stopTimeout.seconds) * 1000 + Math.floor(spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS;
     const ownSequence = signal === (spec.stopSignal || 15) && timeoutMs === defaultTimeout;
     const steps = ownSequence ? killSequence(o).map((s) => ({ signal: s.signal, waitMs: s.waitSeconds * 1000 })) : [{ signal, waitMs: timeoutMs }, { signal: 9, waitMs: 0 }];
 
@@ -535,10 +536,10 @@ export class VServerDriver implements Driver {
       name: o.contextName || id,
       container: id,
       processCount: totals.count,
-      virtualMemoryBytes: totals.vszBytes,
-      residentMemoryBytes: totals.rssBytes,
-      userTime: durationOf(s.cpuUserNs / 1e6),
-      systemTime: durationOf(s.cpuSystemNs / 1e6),
+      virtualMemoryBytes: BigInt(totals.vszBytes),
+      residentMemoryBytes: BigInt(totals.rssBytes),
+      userTime: durationOf(Number(s.cpuUserNs) / 1e6),
+      systemTime: durationOf(Number(s.cpuSystemNs) / 1e6),
       uptime: durationOf(Math.max(0, Date.now() - start.getTime())),
       startTime: start,
     };

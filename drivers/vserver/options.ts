@@ -15,6 +15,7 @@ import {
 } from '../../src/gen/osvirt/v1/vserver';
 import { CAPABILITY_NAMES, isCapability, normalizeCapability, type CapabilityName } from '../../src/core/capabilities';
 import { invalidArgument, OsvirtError } from '../../src/core/errors';
+import { checkRange, MAX_MEMORY_BYTES } from '../../src/core/validate';
 import { MAX_ADDRS } from '../common/ipfilter/policy';
 
 export { Ccap, Cflag };
@@ -251,8 +252,9 @@ export function boundingSet(o: VServerOptions): CapabilityName[] {
   return CAPABILITY_NAMES.filter((c) => set.has(c));
 }
 
-function checkLimitValue(field: string, v: number | undefined): void {
-  if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) throw invalidArgument(field, 'must be a whole number (or "inf")');
+/** Limits are counted in pages or units; the page arithmetic is done in doubles, so at most 2^53-1. */
+function checkLimitValue(field: string, v: bigint | undefined): void {
+  if (v !== undefined) checkRange(field, v, BigInt(Number.MAX_SAFE_INTEGER));
 }
 
 /**
@@ -336,10 +338,12 @@ export function validateOptions(spec: ContainerSpec, layout: 'v2' | 'hybrid', he
     const f = `${F}.rlimits.${res}`;
     for (const k of ['hard', 'soft', 'min'] as const) {
       checkLimitValue(`${f}.${k}`, r[k]);
+      // rss is in pages and becomes the memory cgroup's limits.
+      if (res === 'rss' && r[k] !== undefined) checkRange(`${f}.${k}`, r[k]!, MAX_MEMORY_BYTES / BigInt(PAGE_SIZE));
       if (r[k] !== undefined && r[`${k}Inf`]) throw invalidArgument(`${f}.${k}`, `give a number or ${k}_inf, not both`);
     }
-    const hard = r.hardInf ? Infinity : r.hard;
-    const soft = r.softInf ? Infinity : r.soft;
+    const hard = r.hardInf ? Infinity : r.hard === undefined ? undefined : Number(r.hard);
+    const soft = r.softInf ? Infinity : r.soft === undefined ? undefined : Number(r.soft);
     if (hard !== undefined && soft !== undefined && soft > hard) throw invalidArgument(`${f}.soft`, 'must not exceed hard');
     if (r.min !== undefined || r.minInf) {
       if (res !== 'rss') throw refused(`${f}.min`, `a guaranteed minimum of ${res}`, 'Linux has no reservation for it (only memory has one: rss.min)');
@@ -349,7 +353,7 @@ export function validateOptions(spec: ContainerSpec, layout: 'v2' | 'hybrid', he
     if (res === 'nproc' && soft !== undefined && soft !== hard) {
       throw invalidArgument(`${f}.soft`, 'the pids cgroup has only a hard limit: leave soft out or make it equal to hard');
     }
-    if (res === 'rss' && r.hard !== undefined && r.hard * PAGE_SIZE < 4 * 1024 * 1024) throw invalidArgument(`${f}.hard`, `must be at least 1024 pages (4 MiB): it becomes the memory cgroup limit`);
+    if (res === 'rss' && r.hard !== undefined && Number(r.hard) * PAGE_SIZE < 4 * 1024 * 1024) throw invalidArgument(`${f}.hard`, `must be at least 1024 pages (4 MiB): it becomes the memory cgroup limit`);
   }
 
   const init = o.init;
@@ -370,57 +374,63 @@ export function validateOptions(spec: ContainerSpec, layout: 'v2' | 'hybrid', he
 /** What the rlimits become: cgroup settings and per-process rlimits. */
 export interface LimitPlan {
   pidsLimit?: number;
-  memoryLimitBytes?: number;
+  memoryLimitBytes?: bigint;
   /** memory.high (v2) / memory.soft_limit_in_bytes (v1). */
-  memorySoftBytes?: number;
+  memorySoftBytes?: bigint;
   /** memory.min (v2). */
-  memoryMinBytes?: number;
+  memoryMinBytes?: bigint;
   rlimits: Rlimit[];
 }
 
 /**
  * The Linux side of the rlimits. `ceiling(type)` is the largest hard limit
- * the host allows for a per-process rlimit (Infinity for "unlimited"; for
+ * the host allows for a per-process rlimit (undefined for "unlimited"; for
  * RLIMIT_NOFILE it is fs.nr_open). A limit given as hard only gets the same
  * soft limit; soft only keeps the ceiling as hard.
  */
-export function limitPlan(r: VServerRlimits | undefined, ceiling: (t: RlimitType) => number): LimitPlan {
+export function limitPlan(r: VServerRlimits | undefined, ceiling: (t: RlimitType) => bigint | undefined): LimitPlan {
   const plan: LimitPlan = { rlimits: [] };
   if (!r) return plan;
-  if (r.nproc?.hard !== undefined) plan.pidsLimit = r.nproc.hard;
+  const page = BigInt(PAGE_SIZE);
+  if (r.nproc?.hard !== undefined) plan.pidsLimit = Number(r.nproc.hard);
   if (r.rss) {
-    if (r.rss.hard !== undefined) plan.memoryLimitBytes = r.rss.hard * PAGE_SIZE;
-    if (r.rss.soft !== undefined) plan.memorySoftBytes = r.rss.soft * PAGE_SIZE;
-    if (r.rss.min !== undefined) plan.memoryMinBytes = r.rss.min * PAGE_SIZE;
+    if (r.rss.hard !== undefined) plan.memoryLimitBytes = r.rss.hard * page;
+    if (r.rss.soft !== undefined) plan.memorySoftBytes = r.rss.soft * page;
+    if (r.rss.min !== undefined) plan.memoryMinBytes = r.rss.min * page;
   }
-  const byType = new Map<RlimitType, { soft: number; hard: number }>();
+  // undefined: no limit.
+  const min = (a: bigint | undefined, b: bigint | undefined) => (a === undefined ? b : b === undefined || a < b ? a : b);
+  const byType = new Map<RlimitType, { soft: bigint | undefined; hard: bigint | undefined }>();
   for (const res of RLIMIT_RESOURCES) {
     const m = PROCESS_RLIMITS[res];
     const l: VServerRlimit | undefined = r[res];
     if (!m || !l || (l.hard === undefined && l.soft === undefined && !l.hardInf && !l.softInf)) continue;
     const top = ceiling(m.type);
-    const hard = l.hard !== undefined ? Math.min(l.hard * m.unit, top) : top;
-    const soft = l.soft !== undefined ? Math.min(l.soft * m.unit, hard) : hard;
+    const hard = l.hard !== undefined ? min(l.hard * BigInt(m.unit), top) : top;
+    const soft = l.soft !== undefined ? min(l.soft * BigInt(m.unit), hard) : hard;
     // nofile and openfd both become RLIMIT_NOFILE: the smaller applies.
     const prev = byType.get(m.type);
-    byType.set(m.type, prev ? { soft: Math.min(prev.soft, soft), hard: Math.min(prev.hard, hard) } : { soft, hard });
+    byType.set(m.type, prev ? { soft: min(prev.soft, soft), hard: min(prev.hard, hard) } : { soft, hard });
   }
   for (const [type, v] of byType) {
-    if (v.hard === Infinity && v.soft === Infinity) plan.rlimits.push({ type, soft: 0, hard: 0, unlimited: true });
-    else plan.rlimits.push({ type, soft: v.soft, hard: v.hard === Infinity ? Number.MAX_SAFE_INTEGER : v.hard, unlimited: false });
+    if (v.hard === undefined && v.soft === undefined) plan.rlimits.push({ type, soft: 0n, hard: 0n, unlimited: true });
+    else plan.rlimits.push({ type, soft: v.soft ?? RLIM_INFINITY, hard: v.hard ?? RLIM_INFINITY, unlimited: false });
   }
   return plan;
 }
 
+/** RLIM_INFINITY of the 64-bit kernel ABI. */
+const RLIM_INFINITY = 0xffffffffffffffffn;
+
 /** Merge a derived value into one the spec gives itself; both given and different is a conflict. */
-export function mergeResource(field: string, mine: number | undefined, theirs: number, from: string): number {
+export function mergeResource<T extends number | bigint>(field: string, mine: T | undefined, theirs: T, from: string): T {
   if (mine === undefined) return theirs;
   if (theirs && theirs !== mine) throw invalidArgument(field, `is ${theirs} but ${from} makes it ${mine}; give one of them`);
   return mine;
 }
 
 export function mergeResources(res: Resources | undefined, plan: LimitPlan): Resources {
-  const base: Resources = { memoryLimitBytes: 0, cpuWeight: 0, cpuQuotaUs: 0, cpuPeriodUs: 0, pidsLimit: 0, cpusetCpus: '', cpusetMems: '', ...(res ?? {}) };
+  const base: Resources = { memoryLimitBytes: 0n, cpuWeight: 0, cpuQuotaUs: 0n, cpuPeriodUs: 0n, pidsLimit: 0, cpusetCpus: '', cpusetMems: '', ...(res ?? {}) };
   return {
     ...base,
     pidsLimit: mergeResource('spec.resources.pids_limit', plan.pidsLimit, base.pidsLimit, 'spec.vserver.rlimits.nproc.hard'),

@@ -18,7 +18,7 @@ const attempt = async (step, fn) => {
 (async () => {
   await attempt('list', async () => (await api.listContainers({ pageSize: 0, pageToken: '', driver: '', states: [] })).containers.map((x) => x.name).sort());
   for (const name of ['worker-1', 'worker-2']) await attempt(`start ${name}`, async () => (await api.startContainer({ name })).container.status.initPid > 0);
-  await attempt('stop worker-1', async () => (await api.stopContainer({ name: 'worker-1', signal: 0, timeout: { seconds: 5, nanos: 0 } })).container.status.state === 4 ? 'stopped' : 'not stopped');
+  await attempt('stop worker-1', async () => (await api.stopContainer({ name: 'worker-1', signal: 0, timeout: { seconds: 5n, nanos: 0 } })).container.status.state === 4 ? 'stopped' : 'not stopped');
   const drivers = (await c.api.system.listDrivers({})).drivers;
   const lxc = drivers.find((d) => d.name === 'lxc');
   if (lxc && lxc.capabilities.includes('checkpoint')) {

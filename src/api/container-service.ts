@@ -24,7 +24,7 @@ export function unary<Req, Res>(logger: Logger, fn: (req: Req) => Promise<Res> |
 function durationMs(field: string, d: Duration | undefined): number | undefined {
   if (!d) return undefined;
   if (d.seconds < 0 || d.nanos < 0 || d.seconds > 3600) throw invalidArgument(field, 'must be between 0 and 3600 seconds');
-  return d.seconds * 1000 + Math.floor(d.nanos / 1e6);
+  return Number(d.seconds) * 1000 + Math.floor(d.nanos / 1e6);
 }
 
 

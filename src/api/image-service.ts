@@ -107,7 +107,7 @@ export function imageService(store: ImageStore, manager: ContainerManager, logge
     }),
     pruneImages: unary(logger, async (req) => {
       const r = await store.prune(req.all, new Set(users().keys()));
-      return { images: r.images, blobs: r.blobs, layers: r.layers, reclaimedBytes: r.reclaimed };
+      return { images: r.images, blobs: r.blobs, layers: r.layers, reclaimedBytes: BigInt(r.reclaimed) };
     }),
   };
 }

@@ -3,11 +3,11 @@ import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import { connect, promisify, type OsvirtClient } from '../client';
-import { Container, ContainerState, StateReason, type Checkpoint, ContainerStats } from '../gen/osvirt/v1/container';
+import { Checkpoint, Container, ContainerState, StateReason, ContainerStats } from '../gen/osvirt/v1/container';
 import { EventType, Event } from '../gen/osvirt/v1/event_service';
 import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import { Template, type BuildTemplateResponse } from '../gen/osvirt/v1/template_service';
-import { Image, type ExportImageResponse, type ImportImageResponse, type PullImageResponse, type PullProgress } from '../gen/osvirt/v1/image_service';
+import { Image, PruneImagesResponse, type ExportImageResponse, type ImportImageResponse, type PullImageResponse, type PullProgress } from '../gen/osvirt/v1/image_service';
 import { VERSION } from '../version';
 import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
@@ -169,8 +169,9 @@ program
   .action(
     action(async (name: string, o: { timeout?: string; signal?: string }, cmd: Command) => {
       const { c, out } = client(cmd);
-      const timeout = o.timeout === undefined ? undefined : { seconds: Number(o.timeout), nanos: 0 };
-      if (timeout && !Number.isFinite(timeout.seconds)) throw new Error('--timeout must be a number of seconds');
+      const seconds = o.timeout === undefined ? undefined : Number(o.timeout);
+      if (seconds !== undefined && !Number.isInteger(seconds)) throw new Error('--timeout must be a whole number of seconds');
+      const timeout = seconds === undefined ? undefined : { seconds: BigInt(seconds), nanos: 0 };
       const ct = (await promisify(c.containers).stopContainer({ name, signal: o.signal ? signalNumber(o.signal) : 0, timeout })).container!;
       if (out === 'json') printContainer(ct, out);
       else process.stdout.write(`${name} ${stateName(ct.status?.state ?? 0)} (exit code ${ct.status?.exitCode ?? 0})\n`);
@@ -307,9 +308,9 @@ program
         process.stdout.write(JSON.stringify(ContainerStats.toJSON(s), null, 2) + '\n');
         return;
       }
-      const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+      const mib = (n: bigint) => `${(Number(n) / 1048576).toFixed(1)} MiB`;
       const rows = [
-        ['CPU', `${(s.cpuUsageNs / 1e9).toFixed(3)} s`],
+        ['CPU', `${(Number(s.cpuUsageNs) / 1e9).toFixed(3)} s`],
         ['MEMORY', `${mib(s.memoryUsageBytes)} / ${s.memoryLimitBytes ? mib(s.memoryLimitBytes) : 'unlimited'}`],
         ['PIDS', `${s.pidsCurrent} / ${s.pidsLimit || 'unlimited'}`],
       ];
@@ -340,11 +341,11 @@ program
 
 function printCheckpoints(list: Checkpoint[], out: Output): void {
   if (out === 'json') {
-    process.stdout.write(JSON.stringify(list.map((x) => ({ ...x, spec: undefined })), null, 2) + '\n');
+    process.stdout.write(JSON.stringify(list.map((x) => Checkpoint.toJSON({ ...x, spec: undefined })), null, 2) + '\n');
     return;
   }
   const rows = [['CHECKPOINT', 'CONTAINER', 'CREATED', 'SIZE', 'FROZEN']];
-  for (const cp of list) rows.push([cp.name, cp.container, cp.createTime?.toISOString() ?? '', `${cp.sizeBytes}`, `${((cp.stats?.frozenTimeUs ?? 0) / 1000).toFixed(1)} ms`]);
+  for (const cp of list) rows.push([cp.name, cp.container, cp.createTime?.toISOString() ?? '', `${cp.sizeBytes}`, `${(Number(cp.stats?.frozenTimeUs ?? 0n) / 1000).toFixed(1)} ms`]);
   process.stdout.write(table(rows));
 }
 
@@ -471,7 +472,7 @@ template
       const ts = (await promisify(c.templates).listTemplates({})).templates;
       if (out === 'json') return void process.stdout.write(JSON.stringify(ts.map((t) => Template.toJSON(t)), null, 2) + '\n');
       const rows = [['KEY', 'RELEASE', 'SIZE', 'INIT', 'HALT', 'USED BY']];
-      for (const t of ts) rows.push([t.key, t.options?.release || '-', `${Math.round(t.sizeBytes / 1048576)} MiB`, t.init.join(' ').slice(0, 30), signalName(t.haltSignal), t.usedBy.join(',') || '-']);
+      for (const t of ts) rows.push([t.key, t.options?.release || '-', `${Math.round(Number(t.sizeBytes) / 1048576)} MiB`, t.init.join(' ').slice(0, 30), signalName(t.haltSignal), t.usedBy.join(',') || '-']);
       process.stdout.write(table(rows));
     }),
   );
@@ -495,7 +496,7 @@ template
         s.on('end', () => (built ? resolve(built) : reject(new Error('the build stream ended without a template'))));
       });
       if (out === 'json') process.stdout.write(JSON.stringify(Template.toJSON(t), null, 2) + '\n');
-      else process.stdout.write(`${t.key} built (${Math.round(t.sizeBytes / 1048576)} MiB, init ${t.init.join(' ')}, halt ${signalName(t.haltSignal)})\n`);
+      else process.stdout.write(`${t.key} built (${Math.round(Number(t.sizeBytes) / 1048576)} MiB, init ${t.init.join(' ')}, halt ${signalName(t.haltSignal)})\n`);
     }),
   );
 template
@@ -511,7 +512,7 @@ template
   );
 
 const image = program.command('image').description('OCI images pulled from registries (rootfs: {image: "HOST/REPO:TAG"})');
-const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+const mib = (n: number | bigint) => `${(Number(n) / 1048576).toFixed(1)} MiB`;
 image
   .command('pull <reference>')
   .description('pull an image (HOST[:PORT]/REPO[:TAG] or @sha256:...), showing progress per layer')
@@ -524,8 +525,8 @@ image
       const tty = process.stderr.isTTY && out !== 'json';
       const layers = new Map<string, PullProgress>();
       const draw = () => {
-        const done = [...layers.values()].reduce((n, p) => n + p.bytesDone, 0);
-        const total = [...layers.values()].reduce((n, p) => n + p.bytesTotal, 0);
+        const done = [...layers.values()].reduce((n, p) => n + Number(p.bytesDone), 0);
+        const total = [...layers.values()].reduce((n, p) => n + Number(p.bytesTotal), 0);
         const width = 30;
         const fill = total ? Math.round((done / total) * width) : 0;
         process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${mib(done)} / ${mib(total)}, ${[...layers.values()].filter((p) => p.status === 'done' || p.status === 'exists').length}/${layers.size} blobs `);
@@ -593,7 +594,7 @@ image
     action(async (o: { all?: boolean }, cmd: Command) => {
       const { c, out } = client(cmd);
       const r = await promisify(c.images).pruneImages({ all: !!o.all });
-      if (out === 'json') return void process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      if (out === 'json') return void process.stdout.write(JSON.stringify(PruneImagesResponse.toJSON(r), null, 2) + '\n');
       process.stdout.write(`removed ${r.images.length} images, ${r.blobs} blobs, ${r.layers} layers: ${mib(r.reclaimedBytes)} freed\n`);
     }),
   );

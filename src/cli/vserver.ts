@@ -94,14 +94,14 @@ export function registerVserver(program: Command): void {
           process.stdout.write(JSON.stringify(all.map((s) => VServerStat.toJSON(s)), null, 2) + '\n');
           return;
         }
-        const ms = (d: { seconds: number; nanos: number } | undefined) => (d ? d.seconds * 1000 + d.nanos / 1e6 : 0);
+        const ms = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : 0);
         process.stdout.write(
           formatStatTable(
             all.map((s) => ({
               context: s.context,
               processCount: s.processCount,
-              vszBytes: s.virtualMemoryBytes,
-              rssBytes: s.residentMemoryBytes,
+              vszBytes: Number(s.virtualMemoryBytes),
+              rssBytes: Number(s.residentMemoryBytes),
               userMs: ms(s.userTime),
               systemMs: ms(s.systemTime),
               uptimeMs: ms(s.uptime),

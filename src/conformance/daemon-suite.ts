@@ -102,7 +102,7 @@ const cases: DCase[] = [
           await call(x.api.containers.resumeContainer({ name }), 'ResumeContainer');
           want.push(EventType.EVENT_TYPE_PAUSED, EventType.EVENT_TYPE_RESUMED);
         }
-        await call(x.api.containers.stopContainer({ name, signal: 0, timeout: { seconds: 10, nanos: 0 } }), 'StopContainer');
+        await call(x.api.containers.stopContainer({ name, signal: 0, timeout: { seconds: 10n, nanos: 0 } }), 'StopContainer');
         await call(x.api.containers.deleteContainer({ name, force: false, allowMissing: false }), 'DeleteContainer');
         want.push(EventType.EVENT_TYPE_STOPPED, EventType.EVENT_TYPE_DELETED);
         await until(() => w.events.length >= want.length, 5000);

@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import * as path from 'node:path';
 import { Checkpoint, ContainerSpec } from '../gen/osvirt/v1/container';
 import { writeFileAtomic } from './atomic-file';
-import { alreadyExists, invalidArgument, notFound } from './errors';
+import { alreadyExists, invalidArgument, isOsvirtError, notFound } from './errors';
 import { validateName } from './validate';
 
 export interface ReservedCheckpoint {
@@ -79,7 +79,7 @@ export class CheckpointStore {
   async commit(r: ReservedCheckpoint, cp: Checkpoint): Promise<Checkpoint> {
     // spec.dump, as in Podman's layout: here the osvirt spec the container ran with.
     if (cp.spec) await writeFileAtomic(path.join(r.dir, 'spec.dump'), JSON.stringify(ContainerSpec.toJSON(cp.spec), null, 2) + '\n', 0o600);
-    cp.sizeBytes = await dirSize(r.dir);
+    cp.sizeBytes = BigInt(await dirSize(r.dir));
     await writeFileAtomic(path.join(r.dir, 'osvirt.json'), JSON.stringify(Checkpoint.toJSON(cp), null, 2) + '\n', 0o600);
     await fs.rm(path.join(r.dir, 'pending.json'), { force: true });
     return cp;
@@ -105,7 +105,12 @@ export class CheckpointStore {
     }
     const out: Checkpoint[] = [];
     for (const n of names) {
-      if (await this.exists(container, n)) out.push((await this.get(container, n)).checkpoint);
+      // Unlocked: one deleted meanwhile is left out rather than failing the list.
+      const cp = await this.get(container, n).catch((e: unknown) => {
+        if (isOsvirtError(e) && e.code === 'NOT_FOUND') return undefined;
+        throw e;
+      });
+      if (cp) out.push(cp.checkpoint);
     }
     return out.sort((a, b) => (b.createTime?.getTime() ?? 0) - (a.createTime?.getTime() ?? 0));
   }
@@ -127,7 +132,12 @@ export class CheckpointStore {
    * then move it into place. Untrusted input: GNU tar refuses ".." members
    * and absolute names; the staging dir is removed on any failure.
    */
-  async import(data: AsyncIterable<Buffer>, as: { container: string; name: string }, maxBytes: number): Promise<Checkpoint> {
+  async import(
+    data: AsyncIterable<Buffer>,
+    as: { container: string; name: string },
+    maxBytes: number,
+    locked: (container: string, name: string, fn: () => Promise<void>) => Promise<void> = (_c, _n, fn) => fn(),
+  ): Promise<Checkpoint> {
     const staging = path.join(this.root, `.import-${process.pid}-${Date.now()}`);
     await fs.mkdir(staging, { recursive: true, mode: 0o700 });
     try {
@@ -164,12 +174,14 @@ export class CheckpointStore {
       // Names end up in paths: an archive's own names are checked like a caller's.
       validateName('checkpoint', cp.name);
       validateName('name', cp.container);
-      if (await this.exists(cp.container, cp.name)) throw alreadyExists('checkpoint', cp.name);
-      await writeFileAtomic(path.join(staging, 'osvirt.json'), JSON.stringify(Checkpoint.toJSON(cp), null, 2) + '\n', 0o600);
-      const dest = this.dir(cp.container, cp.name);
-      await fs.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-      await fs.rm(dest, { recursive: true, force: true });
-      await fs.rename(staging, dest);
+      await locked(cp.container, cp.name, async () => {
+        if (await this.exists(cp.container, cp.name)) throw alreadyExists('checkpoint', cp.name);
+        await writeFileAtomic(path.join(staging, 'osvirt.json'), JSON.stringify(Checkpoint.toJSON(cp), null, 2) + '\n', 0o600);
+        const dest = this.dir(cp.container, cp.name);
+        await fs.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+        await fs.rm(dest, { recursive: true, force: true });
+        await fs.rename(staging, dest);
+      });
       return cp;
     } finally {
       await fs.rm(staging, { recursive: true, force: true });
@@ -180,7 +192,15 @@ export class CheckpointStore {
     await fs.rm(this.dir(container, name), { recursive: true, force: true });
   }
 
-  async removeAll(container: string): Promise<void> {
-    await fs.rm(path.join(this.root, container), { recursive: true, force: true });
+  /** Every checkpoint directory of a container, committed or not. */
+  async names(container: string): Promise<string[]> {
+    return fs.readdir(path.join(this.root, container)).catch(() => []);
+  }
+
+  /** The container's checkpoint directory, once empty (a checkpoint imported meanwhile stays). */
+  async removeContainerDir(container: string): Promise<void> {
+    await fs.rmdir(path.join(this.root, container)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT' && e.code !== 'ENOTEMPTY') throw e;
+    });
   }
 }

@@ -13,7 +13,7 @@ export class EventBus {
 
   emit(container: string, type: EventType, status: ContainerStatus | undefined, extra: { checkpoint?: string; message?: string } = {}): Event {
     const event: Event = {
-      sequence: ++this.seq,
+      sequence: BigInt(++this.seq),
       time: new Date(),
       container,
       type,

@@ -1,6 +1,10 @@
 // The container manager: definitions, the state machine, per-container
 // serialization and events. API handlers call it; it calls drivers.
 import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import {
   type Checkpoint,
@@ -22,7 +26,7 @@ import type { DriverRegistry } from './registry';
 import { CheckpointStore } from './checkpoint-store';
 import { type ContainerRecord, ContainerStore } from './store';
 import { validateCheckpointOptions, validateName, validateSpec } from './validate';
-import { faultPoint } from './faults';
+import { faultPoint, pausePoint } from './faults';
 
 const SIGKILL = 9;
 const SIGTERM = 15;
@@ -60,12 +64,26 @@ function stateName(s: ContainerState): string {
   return ContainerState[s].replace('CONTAINER_STATE_', '');
 }
 
+const CHECKPOINT_KEY = 'checkpoint:';
+
+/** The lock key of one checkpoint's directory. */
+function checkpointKey(container: string, name: string): string {
+  return `${CHECKPOINT_KEY}${container}/${name}`;
+}
+
 export class ContainerManager {
   private readonly live = new Map<string, Live>();
   hooks: LifecycleHooks | undefined;
   /** Runs before a create takes the name (a pull can take a while). */
   prepareSpec: SpecPreparer | undefined;
-  private readonly mutex = new KeyedMutex();
+  /**
+   * Per-container keys (the name) and per-checkpoint keys (checkpointKey):
+   * whoever reads or removes a checkpoint's files holds its key, whoever
+   * changes a container holds its name. Container keys come first in the
+   * lock order, so an operation holding a container may then take checkpoint
+   * keys (DeleteContainer removing its checkpoints), never the reverse.
+   */
+  private readonly mutex = new KeyedMutex((k) => (k.startsWith(CHECKPOINT_KEY) ? 1 : 0));
   readonly checkpoints: CheckpointStore;
 
   constructor(
@@ -167,6 +185,19 @@ export class ContainerManager {
     }
   }
 
+  /**
+   * A deleted container's checkpoints, each under its key: a restore of one
+   * under another name, or an export, may be reading it. The caller holds the
+   * container's key (or runs before the daemon serves).
+   */
+  private async removeCheckpointsOf(name: string): Promise<void> {
+    const cps = await this.checkpoints.names(name);
+    await this.mutex.runAll(cps.map((n) => checkpointKey(name, n)), async () => {
+      for (const n of cps) await this.checkpoints.remove(name, n);
+    });
+    await this.checkpoints.removeContainerDir(name);
+  }
+
   /** Completes a delete that a crash interrupted (recorded by its intent); false if the driver refused. */
   private async finishDelete(rec: ContainerRecord): Promise<boolean> {
     try {
@@ -174,7 +205,7 @@ export class ContainerManager {
         if (!(isOsvirtError(e) && e.code === 'NOT_FOUND')) throw e;
       });
       await this.hooks?.stopped(rec.name).catch(() => undefined);
-      await this.checkpoints.removeAll(rec.name);
+      await this.removeCheckpointsOf(rec.name);
       await this.store.remove(rec.name);
       this.logger.warn({ container: rec.name }, 'finished a delete that the previous daemon did not complete');
       return true;
@@ -358,20 +389,25 @@ export class ContainerManager {
       await driver.delete(name);
       faultPoint('delete.after-driver');
       await this.released(name);
-      await this.checkpoints.removeAll(name);
+      await this.removeCheckpointsOf(name);
       await this.store.remove(name);
       this.live.delete(name);
       this.events.emit(name, EventType.EVENT_TYPE_DELETED, { ...rec.status, initPid: 0 });
     });
   }
 
-  /** Resolve the pids of containers whose namespaces this spec joins. */
-  private peerPids(name: string, spec: ContainerSpec): Record<string, number> {
+  /** The containers whose namespaces this spec joins. */
+  private peerNames(spec: ContainerSpec): string[] {
     const peers: string[] = [];
     if (spec.network?.mode?.$case === 'container') peers.push(spec.network.mode.value.container);
     if (spec.driverOptions?.$case === 'lxc' && spec.driverOptions.value.shareIpcWith) peers.push(spec.driverOptions.value.shareIpcWith);
+    return peers;
+  }
+
+  /** Resolve the pids of containers whose namespaces this spec joins. */
+  private peerPids(name: string, spec: ContainerSpec): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const p of peers) {
+    for (const p of this.peerNames(spec)) {
       if (p === name) throw invalidArgument('spec.network.container.container', 'a container cannot join itself');
       const l = this.live.get(p);
       if (!l) throw notFound('container', p);
@@ -383,7 +419,10 @@ export class ContainerManager {
 
   async start(name: string): Promise<Container> {
     validateName('name', name);
-    return this.mutex.run(name, async () => {
+    // The containers whose namespaces this one joins are locked too: their init pid
+    // must not change (stop, delete, restore) between reading it and joining it.
+    const spec = this.live.get(name)?.rec.spec;
+    return this.mutex.runAll([name, ...(spec ? this.peerNames(spec) : [])], async () => {
       const live = this.lookup(name);
       const rec = live.rec;
       if (rec.status.state === ContainerState.CONTAINER_STATE_RUNNING) return this.toContainer(rec);
@@ -392,6 +431,7 @@ export class ContainerManager {
       const peers = this.peerPids(name, rec.spec);
       let rs: RuntimeState;
       try {
+        await pausePoint('start.before-driver', name);
         const runSpec = this.hooks ? await this.hooks.beforeStart(name, rec.spec) : rec.spec;
         rs = await driver.start(name, runSpec, peers);
       } catch (e) {
@@ -516,7 +556,7 @@ export class ContainerManager {
       const driver = this.registry.get(rec.spec.driver);
       // A system container's init has its own halt signal (SIGRTMIN+3 for systemd), like lxc.signal.halt.
       const sig = signal || rec.spec.stopSignal || (await driver.stopSignal?.(name).catch(() => 0)) || SIGTERM;
-      const timeout = timeoutMs ?? (rec.spec.stopTimeout ? rec.spec.stopTimeout.seconds * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
+      const timeout = timeoutMs ?? (rec.spec.stopTimeout ? Number(rec.spec.stopTimeout.seconds) * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
       live.generation++;
       live.expectedSignal = sig;
       await this.store.saveIntent(name, { op: 'stop', signal: sig });
@@ -623,7 +663,8 @@ export class ContainerManager {
     validateName('checkpoint', checkpointName);
     validateCheckpointOptions('options', options);
     const opts: CheckpointOptions = options ?? { leaveRunning: false, tcpEstablished: false, extUnixSk: false, fileLocks: false, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false };
-    return this.mutex.run(name, async () => {
+    // Its key too: an import of the same name must not replace the directory being dumped into.
+    return this.mutex.runAll([name, checkpointKey(name, checkpointName)], async () => {
       const live = this.lookup(name);
       const rec = live.rec;
       if (rec.status.state !== ContainerState.CONTAINER_STATE_RUNNING) throw wrongState(name, stateName(rec.status.state), 'running');
@@ -631,7 +672,7 @@ export class ContainerManager {
       let parentDir = '';
       if (opts.parentCheckpoint) parentDir = (await this.checkpoints.get(name, opts.parentCheckpoint)).imageDir;
       const dir = await this.checkpoints.reserve(name, checkpointName);
-      const record: Checkpoint = { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: '', sizeBytes: 0, stats: undefined, options: opts, spec: rec.spec };
+      const record: Checkpoint = { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: '', sizeBytes: 0n, stats: undefined, options: opts, spec: rec.spec };
       await this.checkpoints.writePending(dir, record);
       let result;
       try {
@@ -665,10 +706,11 @@ export class ContainerManager {
     validateName('checkpoint', cpName);
     if (newName) validateName('new_name', newName);
     const target = newName || name;
-    const cp = await this.checkpoints.get(name, cpName);
-    // One restore per checkpoint at a time: CRIU writes its restore log and
-    // stats into the image directory.
-    return this.mutex.run(`checkpoint:${name}/${cpName}`, () => this.mutex.run(target, async () => {
+    // The checkpoint's key: one restore per checkpoint at a time (CRIU writes its
+    // restore log and stats into the image directory), and no DeleteCheckpoint,
+    // DeleteContainer of its container or export while the images are read.
+    return this.mutex.runAll([target, checkpointKey(name, cpName)], async () => {
+      const cp = await this.checkpoints.get(name, cpName);
       let live = this.live.get(target);
       const spec = ContainerSpec.fromPartial(live?.rec.spec ?? cp.checkpoint.spec ?? {});
       const driver = this.registry.require(spec.driver, 'checkpoint');
@@ -689,6 +731,7 @@ export class ContainerManager {
       }
       let rs: RuntimeState;
       try {
+        await pausePoint('restore.before-driver', target);
         rs = await driver.restore!(target, spec, cp.imageDir, tcpEstablished, timeoutMs);
       } catch (e) {
         if (created) await driver.delete(target).catch(() => undefined);
@@ -710,7 +753,7 @@ export class ContainerManager {
       this.events.emit(target, EventType.EVENT_TYPE_RESTORED, status, { checkpoint: cpName });
       this.watch(live);
       return this.toContainer(live.rec);
-    }));
+    });
   }
 
   async listCheckpoints(name: string): Promise<Checkpoint[]> {
@@ -722,7 +765,7 @@ export class ContainerManager {
   async deleteCheckpoint(name: string, cpName: string, allowMissing: boolean): Promise<void> {
     validateName('name', name);
     validateName('checkpoint', cpName);
-    await this.mutex.run(name, async () => {
+    await this.mutex.runAll([name, checkpointKey(name, cpName)], async () => {
       if (!(await this.checkpoints.exists(name, cpName))) {
         if (allowMissing) return;
         throw notFound('checkpoint', cpName);
@@ -735,14 +778,24 @@ export class ContainerManager {
     });
   }
 
-  async exportCheckpoint(name: string, cpName: string) {
+  /** The archive stream; the checkpoint stays locked until the stream has ended, failed or been destroyed. */
+  async exportCheckpoint(name: string, cpName: string): Promise<Readable> {
     validateName('name', name);
     validateName('checkpoint', cpName);
-    return this.checkpoints.export(name, cpName);
+    return new Promise<Readable>((resolve, reject) => {
+      this.mutex
+        .run(checkpointKey(name, cpName), async () => {
+          const s = await this.checkpoints.export(name, cpName);
+          resolve(s);
+          await finished(s).catch(() => undefined);
+        })
+        .catch(reject);
+    });
   }
 
   async importCheckpoint(data: AsyncIterable<Buffer>, as: { container: string; name: string }): Promise<Checkpoint> {
-    const cp = await this.checkpoints.import(data, as, 16 * 1024 * 1024 * 1024);
+    // Moved into place under the checkpoint's key, like a dump.
+    const cp = await this.checkpoints.import(data, as, 16 * 1024 * 1024 * 1024, (container, n, fn) => this.mutex.run(checkpointKey(container, n), fn));
     validateName('checkpoint', cp.name);
     validateName('name', cp.container);
     return cp;

@@ -28,6 +28,27 @@ const MAX_STRING = 4096;
 export const GRANTABLE_METHODS = ['StartContainer', 'StopContainer', 'KillContainer', 'PauseContainer', 'ResumeContainer', 'ExecContainer', 'CheckpointContainer', 'RestoreContainer'];
 const MAX_LIST = 1024;
 
+/**
+ * The largest memory limit osvirt sets: a cgroup limit is a count of pages
+ * in a signed long, and both hierarchies read anything near that as "no
+ * limit" (v1 shows it as a huge number, which stats reports as 0 from 2^62
+ * on), so a larger request would silently mean no limit at all.
+ */
+export const MAX_MEMORY_BYTES = 2n ** 62n - 1n;
+/** The kernel's largest CFS quota (MAX_BW in kernel/sched/core.c: 2^44-1 microseconds); more is EINVAL at start. */
+export const MAX_CPU_QUOTA_US = 2n ** 44n - 1n;
+
+/**
+ * A 64-bit field against the values it can mean. 64-bit fields decode as
+ * bigint, exactly, so a client's "unlimited" UINT64_MAX reaches this check
+ * and is answered with the field and the bound instead of a wrapped or
+ * rounded number.
+ */
+export function checkRange(field: string, v: bigint, max: bigint, min = 0n): void {
+  if (v > max) throw invalidArgument(field, `${v} is out of range (max ${max})`);
+  if (v < min) throw invalidArgument(field, `${v} is out of range (min ${min})`);
+}
+
 export function validateName(field: string, name: string): void {
   if (!name) throw invalidArgument(field, 'is required');
   if (!NAME_RE.test(name)) {
@@ -119,10 +140,13 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
 
   const r = spec.resources;
   if (r) {
-    if (r.memoryLimitBytes !== 0 && r.memoryLimitBytes < 4 * 1024 * 1024) throw invalidArgument(`${f}.resources.memory_limit_bytes`, 'must be 0 (no limit) or at least 4 MiB');
+    checkRange(`${f}.resources.memory_limit_bytes`, r.memoryLimitBytes, MAX_MEMORY_BYTES);
+    if (r.memoryLimitBytes !== 0n && r.memoryLimitBytes < 4n * 1024n * 1024n) throw invalidArgument(`${f}.resources.memory_limit_bytes`, 'must be 0 (no limit) or at least 4 MiB');
     if (r.cpuWeight !== 0 && (r.cpuWeight < 1 || r.cpuWeight > 10000)) throw invalidArgument(`${f}.resources.cpu_weight`, 'must be between 1 and 10000');
-    if (r.cpuQuotaUs !== 0 && r.cpuQuotaUs < 1000) throw invalidArgument(`${f}.resources.cpu_quota_us`, 'must be at least 1000');
-    if (r.cpuPeriodUs !== 0 && (r.cpuPeriodUs < 1000 || r.cpuPeriodUs > 1_000_000)) throw invalidArgument(`${f}.resources.cpu_period_us`, 'must be between 1000 and 1000000');
+    checkRange(`${f}.resources.cpu_quota_us`, r.cpuQuotaUs, MAX_CPU_QUOTA_US);
+    if (r.cpuQuotaUs !== 0n && r.cpuQuotaUs < 1000n) throw invalidArgument(`${f}.resources.cpu_quota_us`, 'must be at least 1000');
+    checkRange(`${f}.resources.cpu_period_us`, r.cpuPeriodUs, 1_000_000n);
+    if (r.cpuPeriodUs !== 0n && r.cpuPeriodUs < 1000n) throw invalidArgument(`${f}.resources.cpu_period_us`, 'must be between 1000 and 1000000');
     if (r.cpusetCpus && !CPUSET_RE.test(r.cpusetCpus)) throw invalidArgument(`${f}.resources.cpuset_cpus`, 'must be a cpu list such as "0-1,3"');
     if (r.cpusetMems && !CPUSET_RE.test(r.cpusetMems)) throw invalidArgument(`${f}.resources.cpuset_mems`, 'must be a node list such as "0"');
   }

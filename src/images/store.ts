@@ -510,7 +510,7 @@ export class ImageStore {
   /** A blob into blobs/, downloaded once even when several pulls want it. */
   private fetch(ref: Reference, d: Descriptor, progress: (p: PullProgress) => void): Promise<void> {
     if (existsSync(this.blobPath(d.digest))) {
-      progress({ digest: d.digest, status: 'exists', bytesDone: d.size, bytesTotal: d.size });
+      progress({ digest: d.digest, status: 'exists', bytesDone: BigInt(d.size), bytesTotal: BigInt(d.size) });
       return Promise.resolve();
     }
     const key = `blob ${d.digest}`;
@@ -523,11 +523,11 @@ export class ImageStore {
           // At most every 256 KiB, and the end.
           if (done - last >= 256 * 1024 || done === d.size) {
             last = done;
-            progress({ digest: d.digest, status: 'downloading', bytesDone: done, bytesTotal: d.size });
+            progress({ digest: d.digest, status: 'downloading', bytesDone: BigInt(done), bytesTotal: BigInt(d.size) });
           }
         });
         await fs.rename(tmp, this.blobPath(d.digest));
-        progress({ digest: d.digest, status: 'verified', bytesDone: d.size, bytesTotal: d.size });
+        progress({ digest: d.digest, status: 'verified', bytesDone: BigInt(d.size), bytesTotal: BigInt(d.size) });
       })().finally(() => this.inflight.delete(key));
       this.inflight.set(key, p);
     }
@@ -542,13 +542,13 @@ export class ImageStore {
   /** A layer unpacked into layers/<diff_id>, its blob brought into blobs/ by `blob` first. */
   private async unpacked(l: ImageRecord['layers'][number], blob: () => Promise<void>, progress: (p: PullProgress) => void): Promise<void> {
     if (existsSync(this.layerPath(l.diffId)) && existsSync(this.blobPath(l.digest))) {
-      progress({ digest: l.digest, status: 'exists', bytesDone: l.size, bytesTotal: l.size });
+      progress({ digest: l.digest, status: 'exists', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
       return;
     }
     // The blob too, also when another image's blob (say, differently compressed) gave the same layer: export needs it.
     await blob();
     if (existsSync(this.layerPath(l.diffId))) {
-      progress({ digest: l.digest, status: 'done', bytesDone: l.size, bytesTotal: l.size });
+      progress({ digest: l.digest, status: 'done', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
       return;
     }
     const key = `layer ${l.diffId}`;
@@ -556,7 +556,7 @@ export class ImageStore {
     if (!p) {
       p = (async () => {
         if (existsSync(this.layerPath(l.diffId))) return;
-        progress({ digest: l.digest, status: 'unpacking', bytesDone: l.size, bytesTotal: l.size });
+        progress({ digest: l.digest, status: 'unpacking', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
         const tmp = path.join(this.root, 'tmp', `layer-${hex(l.diffId).slice(0, 16)}.${randomBytes(4).toString('hex')}`);
         await fs.mkdir(tmp, { mode: 0o755 });
         try {
@@ -568,7 +568,7 @@ export class ImageStore {
           await fs.rm(tmp, { recursive: true, force: true });
           throw e;
         }
-        progress({ digest: l.digest, status: 'done', bytesDone: l.size, bytesTotal: l.size });
+        progress({ digest: l.digest, status: 'done', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
       })().finally(() => this.inflight.delete(key));
       this.inflight.set(key, p);
     }
@@ -669,8 +669,8 @@ export class ImageStore {
       configDigest: rec.configDigest,
       platform: rec.platform,
       config: rec.config,
-      layers: rec.layers.map((l) => ({ digest: l.digest, sizeBytes: l.size, mediaType: l.mediaType, diffId: l.diffId })),
-      sizeBytes: rec.size,
+      layers: rec.layers.map((l) => ({ digest: l.digest, sizeBytes: BigInt(l.size), mediaType: l.mediaType, diffId: l.diffId })),
+      sizeBytes: BigInt(rec.size),
       ...(rec.created && !Number.isNaN(Date.parse(rec.created)) ? { created: new Date(rec.created) } : {}),
       pullTime: new Date(rec.pullTime),
       usedBy,

@@ -141,7 +141,7 @@ export class RemoteDriver implements Driver {
     );
     return {
       criuVersion: r.criuVersion,
-      stats: r.stats ?? { freezingTimeUs: 0, frozenTimeUs: 0, memdumpTimeUs: 0, memwriteTimeUs: 0, pagesScanned: 0, pagesWritten: 0 },
+      stats: r.stats ?? { freezingTimeUs: 0n, frozenTimeUs: 0n, memdumpTimeUs: 0n, memwriteTimeUs: 0n, pagesScanned: 0n, pagesWritten: 0n },
       state: r.state ?? STOPPED,
     };
   }

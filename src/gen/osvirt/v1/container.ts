@@ -764,20 +764,27 @@ export interface User {
 export interface Rlimit {
   type: RlimitType;
   /** Soft and hard limits; 0 with unlimited=true means RLIM_INFINITY. */
-  soft: number;
-  hard: number;
+  soft: bigint;
+  hard: bigint;
   unlimited: boolean;
 }
 
-/** cgroup limits. Zero means "no limit" for every field. */
+/**
+ * cgroup limits. Zero means "no limit" for every field. A value past a
+ * field's range (UINT64_MAX for "unlimited", say) is INVALID_ARGUMENT naming
+ * the field and the largest value it takes.
+ */
 export interface Resources {
-  /** memory.max (v2) / memory.limit_in_bytes (v1). */
-  memoryLimitBytes: number;
+  /** memory.max (v2) / memory.limit_in_bytes (v1): 4 MiB up to 2^62-1. */
+  memoryLimitBytes: bigint;
   /** cpu.weight (v2, 1..10000); mapped to cpu.shares on v1. */
   cpuWeight: number;
-  /** CPU bandwidth: quota per period, in microseconds (cpu.max / cfs_*). */
-  cpuQuotaUs: number;
-  cpuPeriodUs: number;
+  /**
+   * CPU bandwidth: quota per period, in microseconds (cpu.max / cfs_*).
+   * Quota 1000 up to 2^44-1 (the kernel's ceiling); period 1000 to 1000000.
+   */
+  cpuQuotaUs: bigint;
+  cpuPeriodUs: bigint;
   /** pids.max. */
   pidsLimit: number;
   /** cpuset.cpus / cpuset.mems, e.g. "0-1". */
@@ -1005,11 +1012,11 @@ export interface PluginOptions_ValuesEntry {
 export interface ContainerStats {
   name: string;
   time?: Date | undefined;
-  cpuUsageNs: number;
-  cpuUserNs: number;
-  cpuSystemNs: number;
-  memoryUsageBytes: number;
-  memoryLimitBytes: number;
+  cpuUsageNs: bigint;
+  cpuUserNs: bigint;
+  cpuSystemNs: bigint;
+  memoryUsageBytes: bigint;
+  memoryLimitBytes: bigint;
   pidsCurrent: number;
   pidsLimit: number;
   interfaces: InterfaceStats[];
@@ -1018,10 +1025,10 @@ export interface ContainerStats {
 /** Counters of one network interface inside the container. */
 export interface InterfaceStats {
   name: string;
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
+  rxBytes: bigint;
+  txBytes: bigint;
+  rxPackets: bigint;
+  txPackets: bigint;
 }
 
 /** Terminal size for tty sessions. */
@@ -1044,7 +1051,7 @@ export interface Checkpoint {
   driver: string;
   createTime?: Date | undefined;
   criuVersion: string;
-  sizeBytes: number;
+  sizeBytes: bigint;
   stats?: CheckpointStats | undefined;
   options?:
     | CheckpointOptions
@@ -1055,12 +1062,12 @@ export interface Checkpoint {
 
 /** Figures from CRIU's stats-dump. */
 export interface CheckpointStats {
-  freezingTimeUs: number;
-  frozenTimeUs: number;
-  memdumpTimeUs: number;
-  memwriteTimeUs: number;
-  pagesScanned: number;
-  pagesWritten: number;
+  freezingTimeUs: bigint;
+  frozenTimeUs: bigint;
+  memdumpTimeUs: bigint;
+  memwriteTimeUs: bigint;
+  pagesScanned: bigint;
+  pagesWritten: bigint;
 }
 
 /** CRIU options exposed by the API. */
@@ -2827,7 +2834,7 @@ export const User: MessageFns<User> = {
 };
 
 function createBaseRlimit(): Rlimit {
-  return { type: 0, soft: 0, hard: 0, unlimited: false };
+  return { type: 0, soft: 0n, hard: 0n, unlimited: false };
 }
 
 export const Rlimit: MessageFns<Rlimit> = {
@@ -2835,10 +2842,16 @@ export const Rlimit: MessageFns<Rlimit> = {
     if (message.type !== 0) {
       writer.uint32(8).int32(message.type);
     }
-    if (message.soft !== 0) {
+    if (message.soft !== 0n) {
+      if (BigInt.asUintN(64, message.soft) !== message.soft) {
+        throw new globalThis.Error("value provided for field message.soft of type uint64 too large");
+      }
       writer.uint32(16).uint64(message.soft);
     }
-    if (message.hard !== 0) {
+    if (message.hard !== 0n) {
+      if (BigInt.asUintN(64, message.hard) !== message.hard) {
+        throw new globalThis.Error("value provided for field message.hard of type uint64 too large");
+      }
       writer.uint32(24).uint64(message.hard);
     }
     if (message.unlimited !== false) {
@@ -2873,7 +2886,7 @@ export const Rlimit: MessageFns<Rlimit> = {
               break;
             }
 
-            message.soft = longToNumber(reader.uint64());
+            message.soft = reader.uint64() as bigint;
             continue;
           }
           case 3: {
@@ -2881,7 +2894,7 @@ export const Rlimit: MessageFns<Rlimit> = {
               break;
             }
 
-            message.hard = longToNumber(reader.uint64());
+            message.hard = reader.uint64() as bigint;
             continue;
           }
           case 4: {
@@ -2907,8 +2920,8 @@ export const Rlimit: MessageFns<Rlimit> = {
   fromJSON(object: any): Rlimit {
     return {
       type: isSet(object.type) ? rlimitTypeFromJSON(object.type) : 0,
-      soft: isSet(object.soft) ? globalThis.Number(object.soft) : 0,
-      hard: isSet(object.hard) ? globalThis.Number(object.hard) : 0,
+      soft: isSet(object.soft) ? BigInt(object.soft) : 0n,
+      hard: isSet(object.hard) ? BigInt(object.hard) : 0n,
       unlimited: isSet(object.unlimited) ? globalThis.Boolean(object.unlimited) : false,
     };
   },
@@ -2918,11 +2931,11 @@ export const Rlimit: MessageFns<Rlimit> = {
     if (message.type !== 0) {
       obj.type = rlimitTypeToJSON(message.type);
     }
-    if (message.soft !== 0) {
-      obj.soft = Math.round(message.soft);
+    if (message.soft !== 0n) {
+      obj.soft = message.soft.toString();
     }
-    if (message.hard !== 0) {
-      obj.hard = Math.round(message.hard);
+    if (message.hard !== 0n) {
+      obj.hard = message.hard.toString();
     }
     if (message.unlimited !== false) {
       obj.unlimited = message.unlimited;
@@ -2936,8 +2949,8 @@ export const Rlimit: MessageFns<Rlimit> = {
   fromPartial<I extends Exact<DeepPartial<Rlimit>, I>>(object: I): Rlimit {
     const message = createBaseRlimit();
     message.type = object.type ?? 0;
-    message.soft = object.soft ?? 0;
-    message.hard = object.hard ?? 0;
+    message.soft = (object.soft !== undefined && object.soft !== null) ? BigInt(object.soft) : 0n;
+    message.hard = (object.hard !== undefined && object.hard !== null) ? BigInt(object.hard) : 0n;
     message.unlimited = object.unlimited ?? false;
     return message;
   },
@@ -2945,10 +2958,10 @@ export const Rlimit: MessageFns<Rlimit> = {
 
 function createBaseResources(): Resources {
   return {
-    memoryLimitBytes: 0,
+    memoryLimitBytes: 0n,
     cpuWeight: 0,
-    cpuQuotaUs: 0,
-    cpuPeriodUs: 0,
+    cpuQuotaUs: 0n,
+    cpuPeriodUs: 0n,
     pidsLimit: 0,
     cpusetCpus: "",
     cpusetMems: "",
@@ -2957,16 +2970,25 @@ function createBaseResources(): Resources {
 
 export const Resources: MessageFns<Resources> = {
   encode(message: Resources, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.memoryLimitBytes !== 0) {
+    if (message.memoryLimitBytes !== 0n) {
+      if (BigInt.asUintN(64, message.memoryLimitBytes) !== message.memoryLimitBytes) {
+        throw new globalThis.Error("value provided for field message.memoryLimitBytes of type uint64 too large");
+      }
       writer.uint32(8).uint64(message.memoryLimitBytes);
     }
     if (message.cpuWeight !== 0) {
       writer.uint32(16).uint32(message.cpuWeight);
     }
-    if (message.cpuQuotaUs !== 0) {
+    if (message.cpuQuotaUs !== 0n) {
+      if (BigInt.asUintN(64, message.cpuQuotaUs) !== message.cpuQuotaUs) {
+        throw new globalThis.Error("value provided for field message.cpuQuotaUs of type uint64 too large");
+      }
       writer.uint32(24).uint64(message.cpuQuotaUs);
     }
-    if (message.cpuPeriodUs !== 0) {
+    if (message.cpuPeriodUs !== 0n) {
+      if (BigInt.asUintN(64, message.cpuPeriodUs) !== message.cpuPeriodUs) {
+        throw new globalThis.Error("value provided for field message.cpuPeriodUs of type uint64 too large");
+      }
       writer.uint32(32).uint64(message.cpuPeriodUs);
     }
     if (message.pidsLimit !== 0) {
@@ -2999,7 +3021,7 @@ export const Resources: MessageFns<Resources> = {
               break;
             }
 
-            message.memoryLimitBytes = longToNumber(reader.uint64());
+            message.memoryLimitBytes = reader.uint64() as bigint;
             continue;
           }
           case 2: {
@@ -3015,7 +3037,7 @@ export const Resources: MessageFns<Resources> = {
               break;
             }
 
-            message.cpuQuotaUs = longToNumber(reader.uint64());
+            message.cpuQuotaUs = reader.uint64() as bigint;
             continue;
           }
           case 4: {
@@ -3023,7 +3045,7 @@ export const Resources: MessageFns<Resources> = {
               break;
             }
 
-            message.cpuPeriodUs = longToNumber(reader.uint64());
+            message.cpuPeriodUs = reader.uint64() as bigint;
             continue;
           }
           case 5: {
@@ -3065,25 +3087,25 @@ export const Resources: MessageFns<Resources> = {
   fromJSON(object: any): Resources {
     return {
       memoryLimitBytes: isSet(object.memoryLimitBytes)
-        ? globalThis.Number(object.memoryLimitBytes)
+        ? BigInt(object.memoryLimitBytes)
         : isSet(object.memory_limit_bytes)
-        ? globalThis.Number(object.memory_limit_bytes)
-        : 0,
+        ? BigInt(object.memory_limit_bytes)
+        : 0n,
       cpuWeight: isSet(object.cpuWeight)
         ? globalThis.Number(object.cpuWeight)
         : isSet(object.cpu_weight)
         ? globalThis.Number(object.cpu_weight)
         : 0,
       cpuQuotaUs: isSet(object.cpuQuotaUs)
-        ? globalThis.Number(object.cpuQuotaUs)
+        ? BigInt(object.cpuQuotaUs)
         : isSet(object.cpu_quota_us)
-        ? globalThis.Number(object.cpu_quota_us)
-        : 0,
+        ? BigInt(object.cpu_quota_us)
+        : 0n,
       cpuPeriodUs: isSet(object.cpuPeriodUs)
-        ? globalThis.Number(object.cpuPeriodUs)
+        ? BigInt(object.cpuPeriodUs)
         : isSet(object.cpu_period_us)
-        ? globalThis.Number(object.cpu_period_us)
-        : 0,
+        ? BigInt(object.cpu_period_us)
+        : 0n,
       pidsLimit: isSet(object.pidsLimit)
         ? globalThis.Number(object.pidsLimit)
         : isSet(object.pids_limit)
@@ -3104,17 +3126,17 @@ export const Resources: MessageFns<Resources> = {
 
   toJSON(message: Resources): unknown {
     const obj: any = {};
-    if (message.memoryLimitBytes !== 0) {
-      obj.memoryLimitBytes = Math.round(message.memoryLimitBytes);
+    if (message.memoryLimitBytes !== 0n) {
+      obj.memoryLimitBytes = message.memoryLimitBytes.toString();
     }
     if (message.cpuWeight !== 0) {
       obj.cpuWeight = Math.round(message.cpuWeight);
     }
-    if (message.cpuQuotaUs !== 0) {
-      obj.cpuQuotaUs = Math.round(message.cpuQuotaUs);
+    if (message.cpuQuotaUs !== 0n) {
+      obj.cpuQuotaUs = message.cpuQuotaUs.toString();
     }
-    if (message.cpuPeriodUs !== 0) {
-      obj.cpuPeriodUs = Math.round(message.cpuPeriodUs);
+    if (message.cpuPeriodUs !== 0n) {
+      obj.cpuPeriodUs = message.cpuPeriodUs.toString();
     }
     if (message.pidsLimit !== 0) {
       obj.pidsLimit = Math.round(message.pidsLimit);
@@ -3133,10 +3155,16 @@ export const Resources: MessageFns<Resources> = {
   },
   fromPartial<I extends Exact<DeepPartial<Resources>, I>>(object: I): Resources {
     const message = createBaseResources();
-    message.memoryLimitBytes = object.memoryLimitBytes ?? 0;
+    message.memoryLimitBytes = (object.memoryLimitBytes !== undefined && object.memoryLimitBytes !== null)
+      ? BigInt(object.memoryLimitBytes)
+      : 0n;
     message.cpuWeight = object.cpuWeight ?? 0;
-    message.cpuQuotaUs = object.cpuQuotaUs ?? 0;
-    message.cpuPeriodUs = object.cpuPeriodUs ?? 0;
+    message.cpuQuotaUs = (object.cpuQuotaUs !== undefined && object.cpuQuotaUs !== null)
+      ? BigInt(object.cpuQuotaUs)
+      : 0n;
+    message.cpuPeriodUs = (object.cpuPeriodUs !== undefined && object.cpuPeriodUs !== null)
+      ? BigInt(object.cpuPeriodUs)
+      : 0n;
     message.pidsLimit = object.pidsLimit ?? 0;
     message.cpusetCpus = object.cpusetCpus ?? "";
     message.cpusetMems = object.cpusetMems ?? "";
@@ -5174,11 +5202,11 @@ function createBaseContainerStats(): ContainerStats {
   return {
     name: "",
     time: undefined,
-    cpuUsageNs: 0,
-    cpuUserNs: 0,
-    cpuSystemNs: 0,
-    memoryUsageBytes: 0,
-    memoryLimitBytes: 0,
+    cpuUsageNs: 0n,
+    cpuUserNs: 0n,
+    cpuSystemNs: 0n,
+    memoryUsageBytes: 0n,
+    memoryLimitBytes: 0n,
     pidsCurrent: 0,
     pidsLimit: 0,
     interfaces: [],
@@ -5193,19 +5221,34 @@ export const ContainerStats: MessageFns<ContainerStats> = {
     if (message.time !== undefined) {
       Timestamp.encode(toTimestamp(message.time), writer.uint32(18).fork()).join();
     }
-    if (message.cpuUsageNs !== 0) {
+    if (message.cpuUsageNs !== 0n) {
+      if (BigInt.asUintN(64, message.cpuUsageNs) !== message.cpuUsageNs) {
+        throw new globalThis.Error("value provided for field message.cpuUsageNs of type uint64 too large");
+      }
       writer.uint32(24).uint64(message.cpuUsageNs);
     }
-    if (message.cpuUserNs !== 0) {
+    if (message.cpuUserNs !== 0n) {
+      if (BigInt.asUintN(64, message.cpuUserNs) !== message.cpuUserNs) {
+        throw new globalThis.Error("value provided for field message.cpuUserNs of type uint64 too large");
+      }
       writer.uint32(32).uint64(message.cpuUserNs);
     }
-    if (message.cpuSystemNs !== 0) {
+    if (message.cpuSystemNs !== 0n) {
+      if (BigInt.asUintN(64, message.cpuSystemNs) !== message.cpuSystemNs) {
+        throw new globalThis.Error("value provided for field message.cpuSystemNs of type uint64 too large");
+      }
       writer.uint32(40).uint64(message.cpuSystemNs);
     }
-    if (message.memoryUsageBytes !== 0) {
+    if (message.memoryUsageBytes !== 0n) {
+      if (BigInt.asUintN(64, message.memoryUsageBytes) !== message.memoryUsageBytes) {
+        throw new globalThis.Error("value provided for field message.memoryUsageBytes of type uint64 too large");
+      }
       writer.uint32(48).uint64(message.memoryUsageBytes);
     }
-    if (message.memoryLimitBytes !== 0) {
+    if (message.memoryLimitBytes !== 0n) {
+      if (BigInt.asUintN(64, message.memoryLimitBytes) !== message.memoryLimitBytes) {
+        throw new globalThis.Error("value provided for field message.memoryLimitBytes of type uint64 too large");
+      }
       writer.uint32(56).uint64(message.memoryLimitBytes);
     }
     if (message.pidsCurrent !== 0) {
@@ -5254,7 +5297,7 @@ export const ContainerStats: MessageFns<ContainerStats> = {
               break;
             }
 
-            message.cpuUsageNs = longToNumber(reader.uint64());
+            message.cpuUsageNs = reader.uint64() as bigint;
             continue;
           }
           case 4: {
@@ -5262,7 +5305,7 @@ export const ContainerStats: MessageFns<ContainerStats> = {
               break;
             }
 
-            message.cpuUserNs = longToNumber(reader.uint64());
+            message.cpuUserNs = reader.uint64() as bigint;
             continue;
           }
           case 5: {
@@ -5270,7 +5313,7 @@ export const ContainerStats: MessageFns<ContainerStats> = {
               break;
             }
 
-            message.cpuSystemNs = longToNumber(reader.uint64());
+            message.cpuSystemNs = reader.uint64() as bigint;
             continue;
           }
           case 6: {
@@ -5278,7 +5321,7 @@ export const ContainerStats: MessageFns<ContainerStats> = {
               break;
             }
 
-            message.memoryUsageBytes = longToNumber(reader.uint64());
+            message.memoryUsageBytes = reader.uint64() as bigint;
             continue;
           }
           case 7: {
@@ -5286,7 +5329,7 @@ export const ContainerStats: MessageFns<ContainerStats> = {
               break;
             }
 
-            message.memoryLimitBytes = longToNumber(reader.uint64());
+            message.memoryLimitBytes = reader.uint64() as bigint;
             continue;
           }
           case 8: {
@@ -5330,30 +5373,30 @@ export const ContainerStats: MessageFns<ContainerStats> = {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
       cpuUsageNs: isSet(object.cpuUsageNs)
-        ? globalThis.Number(object.cpuUsageNs)
+        ? BigInt(object.cpuUsageNs)
         : isSet(object.cpu_usage_ns)
-        ? globalThis.Number(object.cpu_usage_ns)
-        : 0,
+        ? BigInt(object.cpu_usage_ns)
+        : 0n,
       cpuUserNs: isSet(object.cpuUserNs)
-        ? globalThis.Number(object.cpuUserNs)
+        ? BigInt(object.cpuUserNs)
         : isSet(object.cpu_user_ns)
-        ? globalThis.Number(object.cpu_user_ns)
-        : 0,
+        ? BigInt(object.cpu_user_ns)
+        : 0n,
       cpuSystemNs: isSet(object.cpuSystemNs)
-        ? globalThis.Number(object.cpuSystemNs)
+        ? BigInt(object.cpuSystemNs)
         : isSet(object.cpu_system_ns)
-        ? globalThis.Number(object.cpu_system_ns)
-        : 0,
+        ? BigInt(object.cpu_system_ns)
+        : 0n,
       memoryUsageBytes: isSet(object.memoryUsageBytes)
-        ? globalThis.Number(object.memoryUsageBytes)
+        ? BigInt(object.memoryUsageBytes)
         : isSet(object.memory_usage_bytes)
-        ? globalThis.Number(object.memory_usage_bytes)
-        : 0,
+        ? BigInt(object.memory_usage_bytes)
+        : 0n,
       memoryLimitBytes: isSet(object.memoryLimitBytes)
-        ? globalThis.Number(object.memoryLimitBytes)
+        ? BigInt(object.memoryLimitBytes)
         : isSet(object.memory_limit_bytes)
-        ? globalThis.Number(object.memory_limit_bytes)
-        : 0,
+        ? BigInt(object.memory_limit_bytes)
+        : 0n,
       pidsCurrent: isSet(object.pidsCurrent)
         ? globalThis.Number(object.pidsCurrent)
         : isSet(object.pids_current)
@@ -5378,20 +5421,20 @@ export const ContainerStats: MessageFns<ContainerStats> = {
     if (message.time !== undefined) {
       obj.time = message.time.toISOString();
     }
-    if (message.cpuUsageNs !== 0) {
-      obj.cpuUsageNs = Math.round(message.cpuUsageNs);
+    if (message.cpuUsageNs !== 0n) {
+      obj.cpuUsageNs = message.cpuUsageNs.toString();
     }
-    if (message.cpuUserNs !== 0) {
-      obj.cpuUserNs = Math.round(message.cpuUserNs);
+    if (message.cpuUserNs !== 0n) {
+      obj.cpuUserNs = message.cpuUserNs.toString();
     }
-    if (message.cpuSystemNs !== 0) {
-      obj.cpuSystemNs = Math.round(message.cpuSystemNs);
+    if (message.cpuSystemNs !== 0n) {
+      obj.cpuSystemNs = message.cpuSystemNs.toString();
     }
-    if (message.memoryUsageBytes !== 0) {
-      obj.memoryUsageBytes = Math.round(message.memoryUsageBytes);
+    if (message.memoryUsageBytes !== 0n) {
+      obj.memoryUsageBytes = message.memoryUsageBytes.toString();
     }
-    if (message.memoryLimitBytes !== 0) {
-      obj.memoryLimitBytes = Math.round(message.memoryLimitBytes);
+    if (message.memoryLimitBytes !== 0n) {
+      obj.memoryLimitBytes = message.memoryLimitBytes.toString();
     }
     if (message.pidsCurrent !== 0) {
       obj.pidsCurrent = Math.round(message.pidsCurrent);
@@ -5412,11 +5455,19 @@ export const ContainerStats: MessageFns<ContainerStats> = {
     const message = createBaseContainerStats();
     message.name = object.name ?? "";
     message.time = object.time ?? undefined;
-    message.cpuUsageNs = object.cpuUsageNs ?? 0;
-    message.cpuUserNs = object.cpuUserNs ?? 0;
-    message.cpuSystemNs = object.cpuSystemNs ?? 0;
-    message.memoryUsageBytes = object.memoryUsageBytes ?? 0;
-    message.memoryLimitBytes = object.memoryLimitBytes ?? 0;
+    message.cpuUsageNs = (object.cpuUsageNs !== undefined && object.cpuUsageNs !== null)
+      ? BigInt(object.cpuUsageNs)
+      : 0n;
+    message.cpuUserNs = (object.cpuUserNs !== undefined && object.cpuUserNs !== null) ? BigInt(object.cpuUserNs) : 0n;
+    message.cpuSystemNs = (object.cpuSystemNs !== undefined && object.cpuSystemNs !== null)
+      ? BigInt(object.cpuSystemNs)
+      : 0n;
+    message.memoryUsageBytes = (object.memoryUsageBytes !== undefined && object.memoryUsageBytes !== null)
+      ? BigInt(object.memoryUsageBytes)
+      : 0n;
+    message.memoryLimitBytes = (object.memoryLimitBytes !== undefined && object.memoryLimitBytes !== null)
+      ? BigInt(object.memoryLimitBytes)
+      : 0n;
     message.pidsCurrent = object.pidsCurrent ?? 0;
     message.pidsLimit = object.pidsLimit ?? 0;
     message.interfaces = object.interfaces?.map((e) => InterfaceStats.fromPartial(e)) || [];
@@ -5425,7 +5476,7 @@ export const ContainerStats: MessageFns<ContainerStats> = {
 };
 
 function createBaseInterfaceStats(): InterfaceStats {
-  return { name: "", rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 };
+  return { name: "", rxBytes: 0n, txBytes: 0n, rxPackets: 0n, txPackets: 0n };
 }
 
 export const InterfaceStats: MessageFns<InterfaceStats> = {
@@ -5433,16 +5484,28 @@ export const InterfaceStats: MessageFns<InterfaceStats> = {
     if (message.name !== "") {
       writer.uint32(10).string(message.name);
     }
-    if (message.rxBytes !== 0) {
+    if (message.rxBytes !== 0n) {
+      if (BigInt.asUintN(64, message.rxBytes) !== message.rxBytes) {
+        throw new globalThis.Error("value provided for field message.rxBytes of type uint64 too large");
+      }
       writer.uint32(16).uint64(message.rxBytes);
     }
-    if (message.txBytes !== 0) {
+    if (message.txBytes !== 0n) {
+      if (BigInt.asUintN(64, message.txBytes) !== message.txBytes) {
+        throw new globalThis.Error("value provided for field message.txBytes of type uint64 too large");
+      }
       writer.uint32(24).uint64(message.txBytes);
     }
-    if (message.rxPackets !== 0) {
+    if (message.rxPackets !== 0n) {
+      if (BigInt.asUintN(64, message.rxPackets) !== message.rxPackets) {
+        throw new globalThis.Error("value provided for field message.rxPackets of type uint64 too large");
+      }
       writer.uint32(32).uint64(message.rxPackets);
     }
-    if (message.txPackets !== 0) {
+    if (message.txPackets !== 0n) {
+      if (BigInt.asUintN(64, message.txPackets) !== message.txPackets) {
+        throw new globalThis.Error("value provided for field message.txPackets of type uint64 too large");
+      }
       writer.uint32(40).uint64(message.txPackets);
     }
     return writer;
@@ -5474,7 +5537,7 @@ export const InterfaceStats: MessageFns<InterfaceStats> = {
               break;
             }
 
-            message.rxBytes = longToNumber(reader.uint64());
+            message.rxBytes = reader.uint64() as bigint;
             continue;
           }
           case 3: {
@@ -5482,7 +5545,7 @@ export const InterfaceStats: MessageFns<InterfaceStats> = {
               break;
             }
 
-            message.txBytes = longToNumber(reader.uint64());
+            message.txBytes = reader.uint64() as bigint;
             continue;
           }
           case 4: {
@@ -5490,7 +5553,7 @@ export const InterfaceStats: MessageFns<InterfaceStats> = {
               break;
             }
 
-            message.rxPackets = longToNumber(reader.uint64());
+            message.rxPackets = reader.uint64() as bigint;
             continue;
           }
           case 5: {
@@ -5498,7 +5561,7 @@ export const InterfaceStats: MessageFns<InterfaceStats> = {
               break;
             }
 
-            message.txPackets = longToNumber(reader.uint64());
+            message.txPackets = reader.uint64() as bigint;
             continue;
           }
         }
@@ -5516,26 +5579,18 @@ export const InterfaceStats: MessageFns<InterfaceStats> = {
   fromJSON(object: any): InterfaceStats {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
-      rxBytes: isSet(object.rxBytes)
-        ? globalThis.Number(object.rxBytes)
-        : isSet(object.rx_bytes)
-        ? globalThis.Number(object.rx_bytes)
-        : 0,
-      txBytes: isSet(object.txBytes)
-        ? globalThis.Number(object.txBytes)
-        : isSet(object.tx_bytes)
-        ? globalThis.Number(object.tx_bytes)
-        : 0,
+      rxBytes: isSet(object.rxBytes) ? BigInt(object.rxBytes) : isSet(object.rx_bytes) ? BigInt(object.rx_bytes) : 0n,
+      txBytes: isSet(object.txBytes) ? BigInt(object.txBytes) : isSet(object.tx_bytes) ? BigInt(object.tx_bytes) : 0n,
       rxPackets: isSet(object.rxPackets)
-        ? globalThis.Number(object.rxPackets)
+        ? BigInt(object.rxPackets)
         : isSet(object.rx_packets)
-        ? globalThis.Number(object.rx_packets)
-        : 0,
+        ? BigInt(object.rx_packets)
+        : 0n,
       txPackets: isSet(object.txPackets)
-        ? globalThis.Number(object.txPackets)
+        ? BigInt(object.txPackets)
         : isSet(object.tx_packets)
-        ? globalThis.Number(object.tx_packets)
-        : 0,
+        ? BigInt(object.tx_packets)
+        : 0n,
     };
   },
 
@@ -5544,17 +5599,17 @@ export const InterfaceStats: MessageFns<InterfaceStats> = {
     if (message.name !== "") {
       obj.name = message.name;
     }
-    if (message.rxBytes !== 0) {
-      obj.rxBytes = Math.round(message.rxBytes);
+    if (message.rxBytes !== 0n) {
+      obj.rxBytes = message.rxBytes.toString();
     }
-    if (message.txBytes !== 0) {
-      obj.txBytes = Math.round(message.txBytes);
+    if (message.txBytes !== 0n) {
+      obj.txBytes = message.txBytes.toString();
     }
-    if (message.rxPackets !== 0) {
-      obj.rxPackets = Math.round(message.rxPackets);
+    if (message.rxPackets !== 0n) {
+      obj.rxPackets = message.rxPackets.toString();
     }
-    if (message.txPackets !== 0) {
-      obj.txPackets = Math.round(message.txPackets);
+    if (message.txPackets !== 0n) {
+      obj.txPackets = message.txPackets.toString();
     }
     return obj;
   },
@@ -5565,10 +5620,10 @@ export const InterfaceStats: MessageFns<InterfaceStats> = {
   fromPartial<I extends Exact<DeepPartial<InterfaceStats>, I>>(object: I): InterfaceStats {
     const message = createBaseInterfaceStats();
     message.name = object.name ?? "";
-    message.rxBytes = object.rxBytes ?? 0;
-    message.txBytes = object.txBytes ?? 0;
-    message.rxPackets = object.rxPackets ?? 0;
-    message.txPackets = object.txPackets ?? 0;
+    message.rxBytes = (object.rxBytes !== undefined && object.rxBytes !== null) ? BigInt(object.rxBytes) : 0n;
+    message.txBytes = (object.txBytes !== undefined && object.txBytes !== null) ? BigInt(object.txBytes) : 0n;
+    message.rxPackets = (object.rxPackets !== undefined && object.rxPackets !== null) ? BigInt(object.rxPackets) : 0n;
+    message.txPackets = (object.txPackets !== undefined && object.txPackets !== null) ? BigInt(object.txPackets) : 0n;
     return message;
   },
 };
@@ -5754,7 +5809,7 @@ function createBaseCheckpoint(): Checkpoint {
     driver: "",
     createTime: undefined,
     criuVersion: "",
-    sizeBytes: 0,
+    sizeBytes: 0n,
     stats: undefined,
     options: undefined,
     spec: undefined,
@@ -5778,7 +5833,10 @@ export const Checkpoint: MessageFns<Checkpoint> = {
     if (message.criuVersion !== "") {
       writer.uint32(42).string(message.criuVersion);
     }
-    if (message.sizeBytes !== 0) {
+    if (message.sizeBytes !== 0n) {
+      if (BigInt.asUintN(64, message.sizeBytes) !== message.sizeBytes) {
+        throw new globalThis.Error("value provided for field message.sizeBytes of type uint64 too large");
+      }
       writer.uint32(48).uint64(message.sizeBytes);
     }
     if (message.stats !== undefined) {
@@ -5851,7 +5909,7 @@ export const Checkpoint: MessageFns<Checkpoint> = {
               break;
             }
 
-            message.sizeBytes = longToNumber(reader.uint64());
+            message.sizeBytes = reader.uint64() as bigint;
             continue;
           }
           case 7: {
@@ -5906,10 +5964,10 @@ export const Checkpoint: MessageFns<Checkpoint> = {
         ? globalThis.String(object.criu_version)
         : "",
       sizeBytes: isSet(object.sizeBytes)
-        ? globalThis.Number(object.sizeBytes)
+        ? BigInt(object.sizeBytes)
         : isSet(object.size_bytes)
-        ? globalThis.Number(object.size_bytes)
-        : 0,
+        ? BigInt(object.size_bytes)
+        : 0n,
       stats: isSet(object.stats) ? CheckpointStats.fromJSON(object.stats) : undefined,
       options: isSet(object.options) ? CheckpointOptions.fromJSON(object.options) : undefined,
       spec: isSet(object.spec) ? ContainerSpec.fromJSON(object.spec) : undefined,
@@ -5933,8 +5991,8 @@ export const Checkpoint: MessageFns<Checkpoint> = {
     if (message.criuVersion !== "") {
       obj.criuVersion = message.criuVersion;
     }
-    if (message.sizeBytes !== 0) {
-      obj.sizeBytes = Math.round(message.sizeBytes);
+    if (message.sizeBytes !== 0n) {
+      obj.sizeBytes = message.sizeBytes.toString();
     }
     if (message.stats !== undefined) {
       obj.stats = CheckpointStats.toJSON(message.stats);
@@ -5958,7 +6016,7 @@ export const Checkpoint: MessageFns<Checkpoint> = {
     message.driver = object.driver ?? "";
     message.createTime = object.createTime ?? undefined;
     message.criuVersion = object.criuVersion ?? "";
-    message.sizeBytes = object.sizeBytes ?? 0;
+    message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
     message.stats = (object.stats !== undefined && object.stats !== null)
       ? CheckpointStats.fromPartial(object.stats)
       : undefined;
@@ -5973,27 +6031,52 @@ export const Checkpoint: MessageFns<Checkpoint> = {
 };
 
 function createBaseCheckpointStats(): CheckpointStats {
-  return { freezingTimeUs: 0, frozenTimeUs: 0, memdumpTimeUs: 0, memwriteTimeUs: 0, pagesScanned: 0, pagesWritten: 0 };
+  return {
+    freezingTimeUs: 0n,
+    frozenTimeUs: 0n,
+    memdumpTimeUs: 0n,
+    memwriteTimeUs: 0n,
+    pagesScanned: 0n,
+    pagesWritten: 0n,
+  };
 }
 
 export const CheckpointStats: MessageFns<CheckpointStats> = {
   encode(message: CheckpointStats, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.freezingTimeUs !== 0) {
+    if (message.freezingTimeUs !== 0n) {
+      if (BigInt.asUintN(64, message.freezingTimeUs) !== message.freezingTimeUs) {
+        throw new globalThis.Error("value provided for field message.freezingTimeUs of type uint64 too large");
+      }
       writer.uint32(8).uint64(message.freezingTimeUs);
     }
-    if (message.frozenTimeUs !== 0) {
+    if (message.frozenTimeUs !== 0n) {
+      if (BigInt.asUintN(64, message.frozenTimeUs) !== message.frozenTimeUs) {
+        throw new globalThis.Error("value provided for field message.frozenTimeUs of type uint64 too large");
+      }
       writer.uint32(16).uint64(message.frozenTimeUs);
     }
-    if (message.memdumpTimeUs !== 0) {
+    if (message.memdumpTimeUs !== 0n) {
+      if (BigInt.asUintN(64, message.memdumpTimeUs) !== message.memdumpTimeUs) {
+        throw new globalThis.Error("value provided for field message.memdumpTimeUs of type uint64 too large");
+      }
       writer.uint32(24).uint64(message.memdumpTimeUs);
     }
-    if (message.memwriteTimeUs !== 0) {
+    if (message.memwriteTimeUs !== 0n) {
+      if (BigInt.asUintN(64, message.memwriteTimeUs) !== message.memwriteTimeUs) {
+        throw new globalThis.Error("value provided for field message.memwriteTimeUs of type uint64 too large");
+      }
       writer.uint32(32).uint64(message.memwriteTimeUs);
     }
-    if (message.pagesScanned !== 0) {
+    if (message.pagesScanned !== 0n) {
+      if (BigInt.asUintN(64, message.pagesScanned) !== message.pagesScanned) {
+        throw new globalThis.Error("value provided for field message.pagesScanned of type uint64 too large");
+      }
       writer.uint32(40).uint64(message.pagesScanned);
     }
-    if (message.pagesWritten !== 0) {
+    if (message.pagesWritten !== 0n) {
+      if (BigInt.asUintN(64, message.pagesWritten) !== message.pagesWritten) {
+        throw new globalThis.Error("value provided for field message.pagesWritten of type uint64 too large");
+      }
       writer.uint32(48).uint64(message.pagesWritten);
     }
     return writer;
@@ -6017,7 +6100,7 @@ export const CheckpointStats: MessageFns<CheckpointStats> = {
               break;
             }
 
-            message.freezingTimeUs = longToNumber(reader.uint64());
+            message.freezingTimeUs = reader.uint64() as bigint;
             continue;
           }
           case 2: {
@@ -6025,7 +6108,7 @@ export const CheckpointStats: MessageFns<CheckpointStats> = {
               break;
             }
 
-            message.frozenTimeUs = longToNumber(reader.uint64());
+            message.frozenTimeUs = reader.uint64() as bigint;
             continue;
           }
           case 3: {
@@ -6033,7 +6116,7 @@ export const CheckpointStats: MessageFns<CheckpointStats> = {
               break;
             }
 
-            message.memdumpTimeUs = longToNumber(reader.uint64());
+            message.memdumpTimeUs = reader.uint64() as bigint;
             continue;
           }
           case 4: {
@@ -6041,7 +6124,7 @@ export const CheckpointStats: MessageFns<CheckpointStats> = {
               break;
             }
 
-            message.memwriteTimeUs = longToNumber(reader.uint64());
+            message.memwriteTimeUs = reader.uint64() as bigint;
             continue;
           }
           case 5: {
@@ -6049,7 +6132,7 @@ export const CheckpointStats: MessageFns<CheckpointStats> = {
               break;
             }
 
-            message.pagesScanned = longToNumber(reader.uint64());
+            message.pagesScanned = reader.uint64() as bigint;
             continue;
           }
           case 6: {
@@ -6057,7 +6140,7 @@ export const CheckpointStats: MessageFns<CheckpointStats> = {
               break;
             }
 
-            message.pagesWritten = longToNumber(reader.uint64());
+            message.pagesWritten = reader.uint64() as bigint;
             continue;
           }
         }
@@ -6075,57 +6158,57 @@ export const CheckpointStats: MessageFns<CheckpointStats> = {
   fromJSON(object: any): CheckpointStats {
     return {
       freezingTimeUs: isSet(object.freezingTimeUs)
-        ? globalThis.Number(object.freezingTimeUs)
+        ? BigInt(object.freezingTimeUs)
         : isSet(object.freezing_time_us)
-        ? globalThis.Number(object.freezing_time_us)
-        : 0,
+        ? BigInt(object.freezing_time_us)
+        : 0n,
       frozenTimeUs: isSet(object.frozenTimeUs)
-        ? globalThis.Number(object.frozenTimeUs)
+        ? BigInt(object.frozenTimeUs)
         : isSet(object.frozen_time_us)
-        ? globalThis.Number(object.frozen_time_us)
-        : 0,
+        ? BigInt(object.frozen_time_us)
+        : 0n,
       memdumpTimeUs: isSet(object.memdumpTimeUs)
-        ? globalThis.Number(object.memdumpTimeUs)
+        ? BigInt(object.memdumpTimeUs)
         : isSet(object.memdump_time_us)
-        ? globalThis.Number(object.memdump_time_us)
-        : 0,
+        ? BigInt(object.memdump_time_us)
+        : 0n,
       memwriteTimeUs: isSet(object.memwriteTimeUs)
-        ? globalThis.Number(object.memwriteTimeUs)
+        ? BigInt(object.memwriteTimeUs)
         : isSet(object.memwrite_time_us)
-        ? globalThis.Number(object.memwrite_time_us)
-        : 0,
+        ? BigInt(object.memwrite_time_us)
+        : 0n,
       pagesScanned: isSet(object.pagesScanned)
-        ? globalThis.Number(object.pagesScanned)
+        ? BigInt(object.pagesScanned)
         : isSet(object.pages_scanned)
-        ? globalThis.Number(object.pages_scanned)
-        : 0,
+        ? BigInt(object.pages_scanned)
+        : 0n,
       pagesWritten: isSet(object.pagesWritten)
-        ? globalThis.Number(object.pagesWritten)
+        ? BigInt(object.pagesWritten)
         : isSet(object.pages_written)
-        ? globalThis.Number(object.pages_written)
-        : 0,
+        ? BigInt(object.pages_written)
+        : 0n,
     };
   },
 
   toJSON(message: CheckpointStats): unknown {
     const obj: any = {};
-    if (message.freezingTimeUs !== 0) {
-      obj.freezingTimeUs = Math.round(message.freezingTimeUs);
+    if (message.freezingTimeUs !== 0n) {
+      obj.freezingTimeUs = message.freezingTimeUs.toString();
     }
-    if (message.frozenTimeUs !== 0) {
-      obj.frozenTimeUs = Math.round(message.frozenTimeUs);
+    if (message.frozenTimeUs !== 0n) {
+      obj.frozenTimeUs = message.frozenTimeUs.toString();
     }
-    if (message.memdumpTimeUs !== 0) {
-      obj.memdumpTimeUs = Math.round(message.memdumpTimeUs);
+    if (message.memdumpTimeUs !== 0n) {
+      obj.memdumpTimeUs = message.memdumpTimeUs.toString();
     }
-    if (message.memwriteTimeUs !== 0) {
-      obj.memwriteTimeUs = Math.round(message.memwriteTimeUs);
+    if (message.memwriteTimeUs !== 0n) {
+      obj.memwriteTimeUs = message.memwriteTimeUs.toString();
     }
-    if (message.pagesScanned !== 0) {
-      obj.pagesScanned = Math.round(message.pagesScanned);
+    if (message.pagesScanned !== 0n) {
+      obj.pagesScanned = message.pagesScanned.toString();
     }
-    if (message.pagesWritten !== 0) {
-      obj.pagesWritten = Math.round(message.pagesWritten);
+    if (message.pagesWritten !== 0n) {
+      obj.pagesWritten = message.pagesWritten.toString();
     }
     return obj;
   },
@@ -6135,12 +6218,24 @@ export const CheckpointStats: MessageFns<CheckpointStats> = {
   },
   fromPartial<I extends Exact<DeepPartial<CheckpointStats>, I>>(object: I): CheckpointStats {
     const message = createBaseCheckpointStats();
-    message.freezingTimeUs = object.freezingTimeUs ?? 0;
-    message.frozenTimeUs = object.frozenTimeUs ?? 0;
-    message.memdumpTimeUs = object.memdumpTimeUs ?? 0;
-    message.memwriteTimeUs = object.memwriteTimeUs ?? 0;
-    message.pagesScanned = object.pagesScanned ?? 0;
-    message.pagesWritten = object.pagesWritten ?? 0;
+    message.freezingTimeUs = (object.freezingTimeUs !== undefined && object.freezingTimeUs !== null)
+      ? BigInt(object.freezingTimeUs)
+      : 0n;
+    message.frozenTimeUs = (object.frozenTimeUs !== undefined && object.frozenTimeUs !== null)
+      ? BigInt(object.frozenTimeUs)
+      : 0n;
+    message.memdumpTimeUs = (object.memdumpTimeUs !== undefined && object.memdumpTimeUs !== null)
+      ? BigInt(object.memdumpTimeUs)
+      : 0n;
+    message.memwriteTimeUs = (object.memwriteTimeUs !== undefined && object.memwriteTimeUs !== null)
+      ? BigInt(object.memwriteTimeUs)
+      : 0n;
+    message.pagesScanned = (object.pagesScanned !== undefined && object.pagesScanned !== null)
+      ? BigInt(object.pagesScanned)
+      : 0n;
+    message.pagesWritten = (object.pagesWritten !== undefined && object.pagesWritten !== null)
+      ? BigInt(object.pagesWritten)
+      : 0n;
     return message;
   },
 };
@@ -6386,10 +6481,10 @@ export const CheckpointOptions: MessageFns<CheckpointOptions> = {
   },
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+export type DeepPartial<T> = T extends bigint ? string | number | bigint
+  : T extends Builtin ? T : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
@@ -6400,13 +6495,13 @@ export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function toTimestamp(date: Date): Timestamp {
-  const seconds = Math.trunc(date.getTime() / 1_000);
+  const seconds = BigInt(Math.trunc(date.getTime() / 1_000));
   const nanos = (date.getTime() % 1_000) * 1_000_000;
   return { seconds, nanos };
 }
 
 function fromTimestamp(t: Timestamp): Date {
-  let millis = (t.seconds || 0) * 1_000;
+  let millis = (globalThis.Number(t.seconds.toString()) || 0) * 1_000;
   millis += (t.nanos || 0) / 1_000_000;
   return new globalThis.Date(millis);
 }
@@ -6419,17 +6514,6 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
-}
-
-function longToNumber(int64: { toString(): string }): number {
-  const num = globalThis.Number(int64.toString());
-  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
-  }
-  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
-  }
-  return num;
 }
 
 function isObject(value: any): boolean {

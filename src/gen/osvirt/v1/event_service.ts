@@ -118,7 +118,7 @@ export interface WatchEventsResponse {
 /** A lifecycle event. */
 export interface Event {
   /** Daemon-wide increasing sequence number. */
-  sequence: number;
+  sequence: bigint;
   time?: Date | undefined;
   container: string;
   type: EventType;
@@ -300,12 +300,15 @@ export const WatchEventsResponse: MessageFns<WatchEventsResponse> = {
 };
 
 function createBaseEvent(): Event {
-  return { sequence: 0, time: undefined, container: "", type: 0, status: undefined, checkpoint: "", message: "" };
+  return { sequence: 0n, time: undefined, container: "", type: 0, status: undefined, checkpoint: "", message: "" };
 }
 
 export const Event: MessageFns<Event> = {
   encode(message: Event, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.sequence !== 0) {
+    if (message.sequence !== 0n) {
+      if (BigInt.asUintN(64, message.sequence) !== message.sequence) {
+        throw new globalThis.Error("value provided for field message.sequence of type uint64 too large");
+      }
       writer.uint32(8).uint64(message.sequence);
     }
     if (message.time !== undefined) {
@@ -347,7 +350,7 @@ export const Event: MessageFns<Event> = {
               break;
             }
 
-            message.sequence = longToNumber(reader.uint64());
+            message.sequence = reader.uint64() as bigint;
             continue;
           }
           case 2: {
@@ -412,7 +415,7 @@ export const Event: MessageFns<Event> = {
 
   fromJSON(object: any): Event {
     return {
-      sequence: isSet(object.sequence) ? globalThis.Number(object.sequence) : 0,
+      sequence: isSet(object.sequence) ? BigInt(object.sequence) : 0n,
       time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
       container: isSet(object.container) ? globalThis.String(object.container) : "",
       type: isSet(object.type) ? eventTypeFromJSON(object.type) : 0,
@@ -424,8 +427,8 @@ export const Event: MessageFns<Event> = {
 
   toJSON(message: Event): unknown {
     const obj: any = {};
-    if (message.sequence !== 0) {
-      obj.sequence = Math.round(message.sequence);
+    if (message.sequence !== 0n) {
+      obj.sequence = message.sequence.toString();
     }
     if (message.time !== undefined) {
       obj.time = message.time.toISOString();
@@ -453,7 +456,7 @@ export const Event: MessageFns<Event> = {
   },
   fromPartial<I extends Exact<DeepPartial<Event>, I>>(object: I): Event {
     const message = createBaseEvent();
-    message.sequence = object.sequence ?? 0;
+    message.sequence = (object.sequence !== undefined && object.sequence !== null) ? BigInt(object.sequence) : 0n;
     message.time = object.time ?? undefined;
     message.container = object.container ?? "";
     message.type = object.type ?? 0;
@@ -517,10 +520,10 @@ export const EventServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+export type DeepPartial<T> = T extends bigint ? string | number | bigint
+  : T extends Builtin ? T : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
@@ -531,13 +534,13 @@ export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function toTimestamp(date: Date): Timestamp {
-  const seconds = Math.trunc(date.getTime() / 1_000);
+  const seconds = BigInt(Math.trunc(date.getTime() / 1_000));
   const nanos = (date.getTime() % 1_000) * 1_000_000;
   return { seconds, nanos };
 }
 
 function fromTimestamp(t: Timestamp): Date {
-  let millis = (t.seconds || 0) * 1_000;
+  let millis = (globalThis.Number(t.seconds.toString()) || 0) * 1_000;
   millis += (t.nanos || 0) / 1_000_000;
   return new globalThis.Date(millis);
 }
@@ -550,17 +553,6 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
-}
-
-function longToNumber(int64: { toString(): string }): number {
-  const num = globalThis.Number(int64.toString());
-  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
-  }
-  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
-  }
-  return num;
 }
 
 function isSet(value: any): boolean {

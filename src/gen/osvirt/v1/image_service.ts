@@ -69,7 +69,7 @@ export interface ImageConfig_LabelsEntry {
 export interface ImageLayer {
   /** The compressed blob's digest ("sha256:..."). */
   digest: string;
-  sizeBytes: number;
+  sizeBytes: bigint;
   mediaType: string;
   /** The uncompressed tar's digest (the config's rootfs.diff_ids). */
   diffId: string;
@@ -90,7 +90,7 @@ export interface Image {
   /** Bottom first. */
   layers: ImageLayer[];
   /** Compressed size of all layers. */
-  sizeBytes: number;
+  sizeBytes: bigint;
   /** When the image was built (the config's "created"), if it says. */
   created?: Date | undefined;
   pullTime?:
@@ -119,8 +119,8 @@ export interface PullProgress {
    * "done".
    */
   status: string;
-  bytesDone: number;
-  bytesTotal: number;
+  bytesDone: bigint;
+  bytesTotal: bigint;
 }
 
 /** One message of a pull: progress, then the image. */
@@ -179,7 +179,7 @@ export interface PruneImagesResponse {
   /** Blobs and layers removed, and the bytes freed. */
   blobs: number;
   layers: number;
-  reclaimedBytes: number;
+  reclaimedBytes: bigint;
 }
 
 /** First message of an import. */
@@ -643,7 +643,7 @@ export const ImageConfig_LabelsEntry: MessageFns<ImageConfig_LabelsEntry> = {
 };
 
 function createBaseImageLayer(): ImageLayer {
-  return { digest: "", sizeBytes: 0, mediaType: "", diffId: "" };
+  return { digest: "", sizeBytes: 0n, mediaType: "", diffId: "" };
 }
 
 export const ImageLayer: MessageFns<ImageLayer> = {
@@ -651,7 +651,10 @@ export const ImageLayer: MessageFns<ImageLayer> = {
     if (message.digest !== "") {
       writer.uint32(10).string(message.digest);
     }
-    if (message.sizeBytes !== 0) {
+    if (message.sizeBytes !== 0n) {
+      if (BigInt.asUintN(64, message.sizeBytes) !== message.sizeBytes) {
+        throw new globalThis.Error("value provided for field message.sizeBytes of type uint64 too large");
+      }
       writer.uint32(16).uint64(message.sizeBytes);
     }
     if (message.mediaType !== "") {
@@ -689,7 +692,7 @@ export const ImageLayer: MessageFns<ImageLayer> = {
               break;
             }
 
-            message.sizeBytes = longToNumber(reader.uint64());
+            message.sizeBytes = reader.uint64() as bigint;
             continue;
           }
           case 3: {
@@ -724,10 +727,10 @@ export const ImageLayer: MessageFns<ImageLayer> = {
     return {
       digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
       sizeBytes: isSet(object.sizeBytes)
-        ? globalThis.Number(object.sizeBytes)
+        ? BigInt(object.sizeBytes)
         : isSet(object.size_bytes)
-        ? globalThis.Number(object.size_bytes)
-        : 0,
+        ? BigInt(object.size_bytes)
+        : 0n,
       mediaType: isSet(object.mediaType)
         ? globalThis.String(object.mediaType)
         : isSet(object.media_type)
@@ -746,8 +749,8 @@ export const ImageLayer: MessageFns<ImageLayer> = {
     if (message.digest !== "") {
       obj.digest = message.digest;
     }
-    if (message.sizeBytes !== 0) {
-      obj.sizeBytes = Math.round(message.sizeBytes);
+    if (message.sizeBytes !== 0n) {
+      obj.sizeBytes = message.sizeBytes.toString();
     }
     if (message.mediaType !== "") {
       obj.mediaType = message.mediaType;
@@ -764,7 +767,7 @@ export const ImageLayer: MessageFns<ImageLayer> = {
   fromPartial<I extends Exact<DeepPartial<ImageLayer>, I>>(object: I): ImageLayer {
     const message = createBaseImageLayer();
     message.digest = object.digest ?? "";
-    message.sizeBytes = object.sizeBytes ?? 0;
+    message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
     message.mediaType = object.mediaType ?? "";
     message.diffId = object.diffId ?? "";
     return message;
@@ -779,7 +782,7 @@ function createBaseImage(): Image {
     platform: undefined,
     config: undefined,
     layers: [],
-    sizeBytes: 0,
+    sizeBytes: 0n,
     created: undefined,
     pullTime: undefined,
     usedBy: [],
@@ -806,7 +809,10 @@ export const Image: MessageFns<Image> = {
     for (const v of message.layers) {
       ImageLayer.encode(v!, writer.uint32(50).fork()).join();
     }
-    if (message.sizeBytes !== 0) {
+    if (message.sizeBytes !== 0n) {
+      if (BigInt.asUintN(64, message.sizeBytes) !== message.sizeBytes) {
+        throw new globalThis.Error("value provided for field message.sizeBytes of type uint64 too large");
+      }
       writer.uint32(56).uint64(message.sizeBytes);
     }
     if (message.created !== undefined) {
@@ -887,7 +893,7 @@ export const Image: MessageFns<Image> = {
               break;
             }
 
-            message.sizeBytes = longToNumber(reader.uint64());
+            message.sizeBytes = reader.uint64() as bigint;
             continue;
           }
           case 8: {
@@ -939,10 +945,10 @@ export const Image: MessageFns<Image> = {
       config: isSet(object.config) ? ImageConfig.fromJSON(object.config) : undefined,
       layers: globalThis.Array.isArray(object?.layers) ? object.layers.map((e: any) => ImageLayer.fromJSON(e)) : [],
       sizeBytes: isSet(object.sizeBytes)
-        ? globalThis.Number(object.sizeBytes)
+        ? BigInt(object.sizeBytes)
         : isSet(object.size_bytes)
-        ? globalThis.Number(object.size_bytes)
-        : 0,
+        ? BigInt(object.size_bytes)
+        : 0n,
       created: isSet(object.created) ? fromJsonTimestamp(object.created) : undefined,
       pullTime: isSet(object.pullTime)
         ? fromJsonTimestamp(object.pullTime)
@@ -977,8 +983,8 @@ export const Image: MessageFns<Image> = {
     if (message.layers?.length) {
       obj.layers = message.layers.map((e) => ImageLayer.toJSON(e));
     }
-    if (message.sizeBytes !== 0) {
-      obj.sizeBytes = Math.round(message.sizeBytes);
+    if (message.sizeBytes !== 0n) {
+      obj.sizeBytes = message.sizeBytes.toString();
     }
     if (message.created !== undefined) {
       obj.created = message.created.toISOString();
@@ -1007,7 +1013,7 @@ export const Image: MessageFns<Image> = {
       ? ImageConfig.fromPartial(object.config)
       : undefined;
     message.layers = object.layers?.map((e) => ImageLayer.fromPartial(e)) || [];
-    message.sizeBytes = object.sizeBytes ?? 0;
+    message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
     message.created = object.created ?? undefined;
     message.pullTime = object.pullTime ?? undefined;
     message.usedBy = object.usedBy?.map((e) => e) || [];
@@ -1103,7 +1109,7 @@ export const PullImageRequest: MessageFns<PullImageRequest> = {
 };
 
 function createBasePullProgress(): PullProgress {
-  return { digest: "", status: "", bytesDone: 0, bytesTotal: 0 };
+  return { digest: "", status: "", bytesDone: 0n, bytesTotal: 0n };
 }
 
 export const PullProgress: MessageFns<PullProgress> = {
@@ -1114,10 +1120,16 @@ export const PullProgress: MessageFns<PullProgress> = {
     if (message.status !== "") {
       writer.uint32(18).string(message.status);
     }
-    if (message.bytesDone !== 0) {
+    if (message.bytesDone !== 0n) {
+      if (BigInt.asUintN(64, message.bytesDone) !== message.bytesDone) {
+        throw new globalThis.Error("value provided for field message.bytesDone of type uint64 too large");
+      }
       writer.uint32(24).uint64(message.bytesDone);
     }
-    if (message.bytesTotal !== 0) {
+    if (message.bytesTotal !== 0n) {
+      if (BigInt.asUintN(64, message.bytesTotal) !== message.bytesTotal) {
+        throw new globalThis.Error("value provided for field message.bytesTotal of type uint64 too large");
+      }
       writer.uint32(32).uint64(message.bytesTotal);
     }
     return writer;
@@ -1157,7 +1169,7 @@ export const PullProgress: MessageFns<PullProgress> = {
               break;
             }
 
-            message.bytesDone = longToNumber(reader.uint64());
+            message.bytesDone = reader.uint64() as bigint;
             continue;
           }
           case 4: {
@@ -1165,7 +1177,7 @@ export const PullProgress: MessageFns<PullProgress> = {
               break;
             }
 
-            message.bytesTotal = longToNumber(reader.uint64());
+            message.bytesTotal = reader.uint64() as bigint;
             continue;
           }
         }
@@ -1185,15 +1197,15 @@ export const PullProgress: MessageFns<PullProgress> = {
       digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
       status: isSet(object.status) ? globalThis.String(object.status) : "",
       bytesDone: isSet(object.bytesDone)
-        ? globalThis.Number(object.bytesDone)
+        ? BigInt(object.bytesDone)
         : isSet(object.bytes_done)
-        ? globalThis.Number(object.bytes_done)
-        : 0,
+        ? BigInt(object.bytes_done)
+        : 0n,
       bytesTotal: isSet(object.bytesTotal)
-        ? globalThis.Number(object.bytesTotal)
+        ? BigInt(object.bytesTotal)
         : isSet(object.bytes_total)
-        ? globalThis.Number(object.bytes_total)
-        : 0,
+        ? BigInt(object.bytes_total)
+        : 0n,
     };
   },
 
@@ -1205,11 +1217,11 @@ export const PullProgress: MessageFns<PullProgress> = {
     if (message.status !== "") {
       obj.status = message.status;
     }
-    if (message.bytesDone !== 0) {
-      obj.bytesDone = Math.round(message.bytesDone);
+    if (message.bytesDone !== 0n) {
+      obj.bytesDone = message.bytesDone.toString();
     }
-    if (message.bytesTotal !== 0) {
-      obj.bytesTotal = Math.round(message.bytesTotal);
+    if (message.bytesTotal !== 0n) {
+      obj.bytesTotal = message.bytesTotal.toString();
     }
     return obj;
   },
@@ -1221,8 +1233,10 @@ export const PullProgress: MessageFns<PullProgress> = {
     const message = createBasePullProgress();
     message.digest = object.digest ?? "";
     message.status = object.status ?? "";
-    message.bytesDone = object.bytesDone ?? 0;
-    message.bytesTotal = object.bytesTotal ?? 0;
+    message.bytesDone = (object.bytesDone !== undefined && object.bytesDone !== null) ? BigInt(object.bytesDone) : 0n;
+    message.bytesTotal = (object.bytesTotal !== undefined && object.bytesTotal !== null)
+      ? BigInt(object.bytesTotal)
+      : 0n;
     return message;
   },
 };
@@ -1806,7 +1820,7 @@ export const PruneImagesRequest: MessageFns<PruneImagesRequest> = {
 };
 
 function createBasePruneImagesResponse(): PruneImagesResponse {
-  return { images: [], blobs: 0, layers: 0, reclaimedBytes: 0 };
+  return { images: [], blobs: 0, layers: 0, reclaimedBytes: 0n };
 }
 
 export const PruneImagesResponse: MessageFns<PruneImagesResponse> = {
@@ -1820,7 +1834,10 @@ export const PruneImagesResponse: MessageFns<PruneImagesResponse> = {
     if (message.layers !== 0) {
       writer.uint32(24).uint32(message.layers);
     }
-    if (message.reclaimedBytes !== 0) {
+    if (message.reclaimedBytes !== 0n) {
+      if (BigInt.asUintN(64, message.reclaimedBytes) !== message.reclaimedBytes) {
+        throw new globalThis.Error("value provided for field message.reclaimedBytes of type uint64 too large");
+      }
       writer.uint32(32).uint64(message.reclaimedBytes);
     }
     return writer;
@@ -1868,7 +1885,7 @@ export const PruneImagesResponse: MessageFns<PruneImagesResponse> = {
               break;
             }
 
-            message.reclaimedBytes = longToNumber(reader.uint64());
+            message.reclaimedBytes = reader.uint64() as bigint;
             continue;
           }
         }
@@ -1889,10 +1906,10 @@ export const PruneImagesResponse: MessageFns<PruneImagesResponse> = {
       blobs: isSet(object.blobs) ? globalThis.Number(object.blobs) : 0,
       layers: isSet(object.layers) ? globalThis.Number(object.layers) : 0,
       reclaimedBytes: isSet(object.reclaimedBytes)
-        ? globalThis.Number(object.reclaimedBytes)
+        ? BigInt(object.reclaimedBytes)
         : isSet(object.reclaimed_bytes)
-        ? globalThis.Number(object.reclaimed_bytes)
-        : 0,
+        ? BigInt(object.reclaimed_bytes)
+        : 0n,
     };
   },
 
@@ -1907,8 +1924,8 @@ export const PruneImagesResponse: MessageFns<PruneImagesResponse> = {
     if (message.layers !== 0) {
       obj.layers = Math.round(message.layers);
     }
-    if (message.reclaimedBytes !== 0) {
-      obj.reclaimedBytes = Math.round(message.reclaimedBytes);
+    if (message.reclaimedBytes !== 0n) {
+      obj.reclaimedBytes = message.reclaimedBytes.toString();
     }
     return obj;
   },
@@ -1921,7 +1938,9 @@ export const PruneImagesResponse: MessageFns<PruneImagesResponse> = {
     message.images = object.images?.map((e) => e) || [];
     message.blobs = object.blobs ?? 0;
     message.layers = object.layers ?? 0;
-    message.reclaimedBytes = object.reclaimedBytes ?? 0;
+    message.reclaimedBytes = (object.reclaimedBytes !== undefined && object.reclaimedBytes !== null)
+      ? BigInt(object.reclaimedBytes)
+      : 0n;
     return message;
   },
 };
@@ -2960,10 +2979,10 @@ function base64FromBytes(arr: Uint8Array): string {
   return globalThis.Buffer.from(arr).toString("base64");
 }
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+export type DeepPartial<T> = T extends bigint ? string | number | bigint
+  : T extends Builtin ? T : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
@@ -2974,13 +2993,13 @@ export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function toTimestamp(date: Date): Timestamp {
-  const seconds = Math.trunc(date.getTime() / 1_000);
+  const seconds = BigInt(Math.trunc(date.getTime() / 1_000));
   const nanos = (date.getTime() % 1_000) * 1_000_000;
   return { seconds, nanos };
 }
 
 function fromTimestamp(t: Timestamp): Date {
-  let millis = (t.seconds || 0) * 1_000;
+  let millis = (globalThis.Number(t.seconds.toString()) || 0) * 1_000;
   millis += (t.nanos || 0) / 1_000_000;
   return new globalThis.Date(millis);
 }
@@ -2993,17 +3012,6 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
-}
-
-function longToNumber(int64: { toString(): string }): number {
-  const num = globalThis.Number(int64.toString());
-  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
-  }
-  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
-  }
-  return num;
 }
 
 function isObject(value: any): boolean {

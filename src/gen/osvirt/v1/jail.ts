@@ -257,15 +257,15 @@ export interface JailOptions {
 /** rctl(8) resources with the deny action. 0: no limit. */
 export interface JailRctl {
   /** memoryuse: resident memory, bytes (memory.max / memory.limit_in_bytes). */
-  memoryuse: number;
+  memoryuse: bigint;
   /** maxproc: processes (pids.max). */
   maxproc: number;
   /** pcpu: CPU time in percent of one CPU (cpu.max / cfs_quota_us). */
   pcpu: number;
   /** openfiles: open files per process (RLIMIT_NOFILE). */
-  openfiles: number;
+  openfiles: bigint;
   /** vmemoryuse: address space per process, bytes (RLIMIT_AS). */
-  vmemoryuse: number;
+  vmemoryuse: bigint;
 }
 
 /** ImportJailConf input. */
@@ -1435,12 +1435,15 @@ export const JailOptions: MessageFns<JailOptions> = {
 };
 
 function createBaseJailRctl(): JailRctl {
-  return { memoryuse: 0, maxproc: 0, pcpu: 0, openfiles: 0, vmemoryuse: 0 };
+  return { memoryuse: 0n, maxproc: 0, pcpu: 0, openfiles: 0n, vmemoryuse: 0n };
 }
 
 export const JailRctl: MessageFns<JailRctl> = {
   encode(message: JailRctl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.memoryuse !== 0) {
+    if (message.memoryuse !== 0n) {
+      if (BigInt.asUintN(64, message.memoryuse) !== message.memoryuse) {
+        throw new globalThis.Error("value provided for field message.memoryuse of type uint64 too large");
+      }
       writer.uint32(8).uint64(message.memoryuse);
     }
     if (message.maxproc !== 0) {
@@ -1449,10 +1452,16 @@ export const JailRctl: MessageFns<JailRctl> = {
     if (message.pcpu !== 0) {
       writer.uint32(24).uint32(message.pcpu);
     }
-    if (message.openfiles !== 0) {
+    if (message.openfiles !== 0n) {
+      if (BigInt.asUintN(64, message.openfiles) !== message.openfiles) {
+        throw new globalThis.Error("value provided for field message.openfiles of type uint64 too large");
+      }
       writer.uint32(32).uint64(message.openfiles);
     }
-    if (message.vmemoryuse !== 0) {
+    if (message.vmemoryuse !== 0n) {
+      if (BigInt.asUintN(64, message.vmemoryuse) !== message.vmemoryuse) {
+        throw new globalThis.Error("value provided for field message.vmemoryuse of type uint64 too large");
+      }
       writer.uint32(40).uint64(message.vmemoryuse);
     }
     return writer;
@@ -1476,7 +1485,7 @@ export const JailRctl: MessageFns<JailRctl> = {
               break;
             }
 
-            message.memoryuse = longToNumber(reader.uint64());
+            message.memoryuse = reader.uint64() as bigint;
             continue;
           }
           case 2: {
@@ -1500,7 +1509,7 @@ export const JailRctl: MessageFns<JailRctl> = {
               break;
             }
 
-            message.openfiles = longToNumber(reader.uint64());
+            message.openfiles = reader.uint64() as bigint;
             continue;
           }
           case 5: {
@@ -1508,7 +1517,7 @@ export const JailRctl: MessageFns<JailRctl> = {
               break;
             }
 
-            message.vmemoryuse = longToNumber(reader.uint64());
+            message.vmemoryuse = reader.uint64() as bigint;
             continue;
           }
         }
@@ -1525,18 +1534,18 @@ export const JailRctl: MessageFns<JailRctl> = {
 
   fromJSON(object: any): JailRctl {
     return {
-      memoryuse: isSet(object.memoryuse) ? globalThis.Number(object.memoryuse) : 0,
+      memoryuse: isSet(object.memoryuse) ? BigInt(object.memoryuse) : 0n,
       maxproc: isSet(object.maxproc) ? globalThis.Number(object.maxproc) : 0,
       pcpu: isSet(object.pcpu) ? globalThis.Number(object.pcpu) : 0,
-      openfiles: isSet(object.openfiles) ? globalThis.Number(object.openfiles) : 0,
-      vmemoryuse: isSet(object.vmemoryuse) ? globalThis.Number(object.vmemoryuse) : 0,
+      openfiles: isSet(object.openfiles) ? BigInt(object.openfiles) : 0n,
+      vmemoryuse: isSet(object.vmemoryuse) ? BigInt(object.vmemoryuse) : 0n,
     };
   },
 
   toJSON(message: JailRctl): unknown {
     const obj: any = {};
-    if (message.memoryuse !== 0) {
-      obj.memoryuse = Math.round(message.memoryuse);
+    if (message.memoryuse !== 0n) {
+      obj.memoryuse = message.memoryuse.toString();
     }
     if (message.maxproc !== 0) {
       obj.maxproc = Math.round(message.maxproc);
@@ -1544,11 +1553,11 @@ export const JailRctl: MessageFns<JailRctl> = {
     if (message.pcpu !== 0) {
       obj.pcpu = Math.round(message.pcpu);
     }
-    if (message.openfiles !== 0) {
-      obj.openfiles = Math.round(message.openfiles);
+    if (message.openfiles !== 0n) {
+      obj.openfiles = message.openfiles.toString();
     }
-    if (message.vmemoryuse !== 0) {
-      obj.vmemoryuse = Math.round(message.vmemoryuse);
+    if (message.vmemoryuse !== 0n) {
+      obj.vmemoryuse = message.vmemoryuse.toString();
     }
     return obj;
   },
@@ -1558,11 +1567,13 @@ export const JailRctl: MessageFns<JailRctl> = {
   },
   fromPartial<I extends Exact<DeepPartial<JailRctl>, I>>(object: I): JailRctl {
     const message = createBaseJailRctl();
-    message.memoryuse = object.memoryuse ?? 0;
+    message.memoryuse = (object.memoryuse !== undefined && object.memoryuse !== null) ? BigInt(object.memoryuse) : 0n;
     message.maxproc = object.maxproc ?? 0;
     message.pcpu = object.pcpu ?? 0;
-    message.openfiles = object.openfiles ?? 0;
-    message.vmemoryuse = object.vmemoryuse ?? 0;
+    message.openfiles = (object.openfiles !== undefined && object.openfiles !== null) ? BigInt(object.openfiles) : 0n;
+    message.vmemoryuse = (object.vmemoryuse !== undefined && object.vmemoryuse !== null)
+      ? BigInt(object.vmemoryuse)
+      : 0n;
     return message;
   },
 };
@@ -2482,10 +2493,10 @@ export const JailServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+export type DeepPartial<T> = T extends bigint ? string | number | bigint
+  : T extends Builtin ? T : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
@@ -2494,17 +2505,6 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
-
-function longToNumber(int64: { toString(): string }): number {
-  const num = globalThis.Number(int64.toString());
-  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
-  }
-  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
-  }
-  return num;
-}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

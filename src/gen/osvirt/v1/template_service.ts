@@ -37,7 +37,7 @@ export interface Template {
    */
   key: string;
   options?: TemplateOptions | undefined;
-  sizeBytes: number;
+  sizeBytes: bigint;
   buildTime?:
     | Date
     | undefined;
@@ -95,7 +95,7 @@ function createBaseTemplate(): Template {
     name: "",
     key: "",
     options: undefined,
-    sizeBytes: 0,
+    sizeBytes: 0n,
     buildTime: undefined,
     init: [],
     haltSignal: 0,
@@ -115,7 +115,10 @@ export const Template: MessageFns<Template> = {
     if (message.options !== undefined) {
       TemplateOptions.encode(message.options, writer.uint32(26).fork()).join();
     }
-    if (message.sizeBytes !== 0) {
+    if (message.sizeBytes !== 0n) {
+      if (BigInt.asUintN(64, message.sizeBytes) !== message.sizeBytes) {
+        throw new globalThis.Error("value provided for field message.sizeBytes of type uint64 too large");
+      }
       writer.uint32(32).uint64(message.sizeBytes);
     }
     if (message.buildTime !== undefined) {
@@ -178,7 +181,7 @@ export const Template: MessageFns<Template> = {
               break;
             }
 
-            message.sizeBytes = longToNumber(reader.uint64());
+            message.sizeBytes = reader.uint64() as bigint;
             continue;
           }
           case 5: {
@@ -239,10 +242,10 @@ export const Template: MessageFns<Template> = {
       key: isSet(object.key) ? globalThis.String(object.key) : "",
       options: isSet(object.options) ? TemplateOptions.fromJSON(object.options) : undefined,
       sizeBytes: isSet(object.sizeBytes)
-        ? globalThis.Number(object.sizeBytes)
+        ? BigInt(object.sizeBytes)
         : isSet(object.size_bytes)
-        ? globalThis.Number(object.size_bytes)
-        : 0,
+        ? BigInt(object.size_bytes)
+        : 0n,
       buildTime: isSet(object.buildTime)
         ? fromJsonTimestamp(object.buildTime)
         : isSet(object.build_time)
@@ -274,8 +277,8 @@ export const Template: MessageFns<Template> = {
     if (message.options !== undefined) {
       obj.options = TemplateOptions.toJSON(message.options);
     }
-    if (message.sizeBytes !== 0) {
-      obj.sizeBytes = Math.round(message.sizeBytes);
+    if (message.sizeBytes !== 0n) {
+      obj.sizeBytes = message.sizeBytes.toString();
     }
     if (message.buildTime !== undefined) {
       obj.buildTime = message.buildTime.toISOString();
@@ -305,7 +308,7 @@ export const Template: MessageFns<Template> = {
     message.options = (object.options !== undefined && object.options !== null)
       ? TemplateOptions.fromPartial(object.options)
       : undefined;
-    message.sizeBytes = object.sizeBytes ?? 0;
+    message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
     message.buildTime = object.buildTime ?? undefined;
     message.init = object.init?.map((e) => e) || [];
     message.haltSignal = object.haltSignal ?? 0;
@@ -914,10 +917,10 @@ export const TemplateServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+export type DeepPartial<T> = T extends bigint ? string | number | bigint
+  : T extends Builtin ? T : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
@@ -928,13 +931,13 @@ export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function toTimestamp(date: Date): Timestamp {
-  const seconds = Math.trunc(date.getTime() / 1_000);
+  const seconds = BigInt(Math.trunc(date.getTime() / 1_000));
   const nanos = (date.getTime() % 1_000) * 1_000_000;
   return { seconds, nanos };
 }
 
 function fromTimestamp(t: Timestamp): Date {
-  let millis = (t.seconds || 0) * 1_000;
+  let millis = (globalThis.Number(t.seconds.toString()) || 0) * 1_000;
   millis += (t.nanos || 0) / 1_000_000;
   return new globalThis.Date(millis);
 }
@@ -947,17 +950,6 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
-}
-
-function longToNumber(int64: { toString(): string }): number {
-  const num = globalThis.Number(int64.toString());
-  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
-  }
-  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
-  }
-  return num;
 }
 
 function isSet(value: any): boolean {

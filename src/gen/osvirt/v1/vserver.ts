@@ -517,15 +517,15 @@ export interface VServerRlimits {
 
 /** One resource's limits. Unset: not configured. "inf" is the *_inf flag. */
 export interface VServerRlimit {
-  hard?: number | undefined;
+  hard?: bigint | undefined;
   soft?:
-    | number
+    | bigint
     | undefined;
   /**
    * Guaranteed minimum: only rss has a Linux counterpart (memory.min on
    * cgroup v2); elsewhere it is refused.
    */
-  min?: number | undefined;
+  min?: bigint | undefined;
   hardInf: boolean;
   softInf: boolean;
   minInf: boolean;
@@ -1538,12 +1538,21 @@ function createBaseVServerRlimit(): VServerRlimit {
 export const VServerRlimit: MessageFns<VServerRlimit> = {
   encode(message: VServerRlimit, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.hard !== undefined) {
+      if (BigInt.asUintN(64, message.hard) !== message.hard) {
+        throw new globalThis.Error("value provided for field message.hard of type uint64 too large");
+      }
       writer.uint32(8).uint64(message.hard);
     }
     if (message.soft !== undefined) {
+      if (BigInt.asUintN(64, message.soft) !== message.soft) {
+        throw new globalThis.Error("value provided for field message.soft of type uint64 too large");
+      }
       writer.uint32(16).uint64(message.soft);
     }
     if (message.min !== undefined) {
+      if (BigInt.asUintN(64, message.min) !== message.min) {
+        throw new globalThis.Error("value provided for field message.min of type uint64 too large");
+      }
       writer.uint32(24).uint64(message.min);
     }
     if (message.hardInf !== false) {
@@ -1576,7 +1585,7 @@ export const VServerRlimit: MessageFns<VServerRlimit> = {
               break;
             }
 
-            message.hard = longToNumber(reader.uint64());
+            message.hard = reader.uint64() as bigint;
             continue;
           }
           case 2: {
@@ -1584,7 +1593,7 @@ export const VServerRlimit: MessageFns<VServerRlimit> = {
               break;
             }
 
-            message.soft = longToNumber(reader.uint64());
+            message.soft = reader.uint64() as bigint;
             continue;
           }
           case 3: {
@@ -1592,7 +1601,7 @@ export const VServerRlimit: MessageFns<VServerRlimit> = {
               break;
             }
 
-            message.min = longToNumber(reader.uint64());
+            message.min = reader.uint64() as bigint;
             continue;
           }
           case 4: {
@@ -1633,9 +1642,9 @@ export const VServerRlimit: MessageFns<VServerRlimit> = {
 
   fromJSON(object: any): VServerRlimit {
     return {
-      hard: isSet(object.hard) ? globalThis.Number(object.hard) : undefined,
-      soft: isSet(object.soft) ? globalThis.Number(object.soft) : undefined,
-      min: isSet(object.min) ? globalThis.Number(object.min) : undefined,
+      hard: isSet(object.hard) ? BigInt(object.hard) : undefined,
+      soft: isSet(object.soft) ? BigInt(object.soft) : undefined,
+      min: isSet(object.min) ? BigInt(object.min) : undefined,
       hardInf: isSet(object.hardInf)
         ? globalThis.Boolean(object.hardInf)
         : isSet(object.hard_inf)
@@ -1657,13 +1666,13 @@ export const VServerRlimit: MessageFns<VServerRlimit> = {
   toJSON(message: VServerRlimit): unknown {
     const obj: any = {};
     if (message.hard !== undefined) {
-      obj.hard = Math.round(message.hard);
+      obj.hard = message.hard.toString();
     }
     if (message.soft !== undefined) {
-      obj.soft = Math.round(message.soft);
+      obj.soft = message.soft.toString();
     }
     if (message.min !== undefined) {
-      obj.min = Math.round(message.min);
+      obj.min = message.min.toString();
     }
     if (message.hardInf !== false) {
       obj.hardInf = message.hardInf;
@@ -1682,9 +1691,9 @@ export const VServerRlimit: MessageFns<VServerRlimit> = {
   },
   fromPartial<I extends Exact<DeepPartial<VServerRlimit>, I>>(object: I): VServerRlimit {
     const message = createBaseVServerRlimit();
-    message.hard = object.hard ?? undefined;
-    message.soft = object.soft ?? undefined;
-    message.min = object.min ?? undefined;
+    message.hard = (object.hard !== undefined && object.hard !== null) ? BigInt(object.hard) : undefined;
+    message.soft = (object.soft !== undefined && object.soft !== null) ? BigInt(object.soft) : undefined;
+    message.min = (object.min !== undefined && object.min !== null) ? BigInt(object.min) : undefined;
     message.hardInf = object.hardInf ?? false;
     message.softInf = object.softInf ?? false;
     message.minInf = object.minInf ?? false;
@@ -1908,10 +1917,10 @@ export const VServerKillStep: MessageFns<VServerKillStep> = {
   },
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+export type DeepPartial<T> = T extends bigint ? string | number | bigint
+  : T extends Builtin ? T : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
@@ -1920,17 +1929,6 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
-
-function longToNumber(int64: { toString(): string }): number {
-  const num = globalThis.Number(int64.toString());
-  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
-  }
-  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
-  }
-  return num;
-}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

@@ -101,9 +101,9 @@ export interface VServerStat {
   /** PROC QTY: processes in the guest's cgroup. */
   processCount: number;
   /** VSZ: the sum of the processes' virtual memory sizes. */
-  virtualMemoryBytes: number;
+  virtualMemoryBytes: bigint;
   /** RSS: the sum of the processes' resident set sizes. */
-  residentMemoryBytes: number;
+  residentMemoryBytes: bigint;
   /**
    * userTIME and sysTIME: CPU time of the guest's cgroup (exited processes
    * included).
@@ -758,8 +758,8 @@ function createBaseVServerStat(): VServerStat {
     name: "",
     container: "",
     processCount: 0,
-    virtualMemoryBytes: 0,
-    residentMemoryBytes: 0,
+    virtualMemoryBytes: 0n,
+    residentMemoryBytes: 0n,
     userTime: undefined,
     systemTime: undefined,
     uptime: undefined,
@@ -781,10 +781,16 @@ export const VServerStat: MessageFns<VServerStat> = {
     if (message.processCount !== 0) {
       writer.uint32(32).uint32(message.processCount);
     }
-    if (message.virtualMemoryBytes !== 0) {
+    if (message.virtualMemoryBytes !== 0n) {
+      if (BigInt.asUintN(64, message.virtualMemoryBytes) !== message.virtualMemoryBytes) {
+        throw new globalThis.Error("value provided for field message.virtualMemoryBytes of type uint64 too large");
+      }
       writer.uint32(40).uint64(message.virtualMemoryBytes);
     }
-    if (message.residentMemoryBytes !== 0) {
+    if (message.residentMemoryBytes !== 0n) {
+      if (BigInt.asUintN(64, message.residentMemoryBytes) !== message.residentMemoryBytes) {
+        throw new globalThis.Error("value provided for field message.residentMemoryBytes of type uint64 too large");
+      }
       writer.uint32(48).uint64(message.residentMemoryBytes);
     }
     if (message.userTime !== undefined) {
@@ -852,7 +858,7 @@ export const VServerStat: MessageFns<VServerStat> = {
               break;
             }
 
-            message.virtualMemoryBytes = longToNumber(reader.uint64());
+            message.virtualMemoryBytes = reader.uint64() as bigint;
             continue;
           }
           case 6: {
@@ -860,7 +866,7 @@ export const VServerStat: MessageFns<VServerStat> = {
               break;
             }
 
-            message.residentMemoryBytes = longToNumber(reader.uint64());
+            message.residentMemoryBytes = reader.uint64() as bigint;
             continue;
           }
           case 7: {
@@ -918,15 +924,15 @@ export const VServerStat: MessageFns<VServerStat> = {
         ? globalThis.Number(object.process_count)
         : 0,
       virtualMemoryBytes: isSet(object.virtualMemoryBytes)
-        ? globalThis.Number(object.virtualMemoryBytes)
+        ? BigInt(object.virtualMemoryBytes)
         : isSet(object.virtual_memory_bytes)
-        ? globalThis.Number(object.virtual_memory_bytes)
-        : 0,
+        ? BigInt(object.virtual_memory_bytes)
+        : 0n,
       residentMemoryBytes: isSet(object.residentMemoryBytes)
-        ? globalThis.Number(object.residentMemoryBytes)
+        ? BigInt(object.residentMemoryBytes)
         : isSet(object.resident_memory_bytes)
-        ? globalThis.Number(object.resident_memory_bytes)
-        : 0,
+        ? BigInt(object.resident_memory_bytes)
+        : 0n,
       userTime: isSet(object.userTime)
         ? Duration.fromJSON(object.userTime)
         : isSet(object.user_time)
@@ -960,11 +966,11 @@ export const VServerStat: MessageFns<VServerStat> = {
     if (message.processCount !== 0) {
       obj.processCount = Math.round(message.processCount);
     }
-    if (message.virtualMemoryBytes !== 0) {
-      obj.virtualMemoryBytes = Math.round(message.virtualMemoryBytes);
+    if (message.virtualMemoryBytes !== 0n) {
+      obj.virtualMemoryBytes = message.virtualMemoryBytes.toString();
     }
-    if (message.residentMemoryBytes !== 0) {
-      obj.residentMemoryBytes = Math.round(message.residentMemoryBytes);
+    if (message.residentMemoryBytes !== 0n) {
+      obj.residentMemoryBytes = message.residentMemoryBytes.toString();
     }
     if (message.userTime !== undefined) {
       obj.userTime = Duration.toJSON(message.userTime);
@@ -990,8 +996,12 @@ export const VServerStat: MessageFns<VServerStat> = {
     message.name = object.name ?? "";
     message.container = object.container ?? "";
     message.processCount = object.processCount ?? 0;
-    message.virtualMemoryBytes = object.virtualMemoryBytes ?? 0;
-    message.residentMemoryBytes = object.residentMemoryBytes ?? 0;
+    message.virtualMemoryBytes = (object.virtualMemoryBytes !== undefined && object.virtualMemoryBytes !== null)
+      ? BigInt(object.virtualMemoryBytes)
+      : 0n;
+    message.residentMemoryBytes = (object.residentMemoryBytes !== undefined && object.residentMemoryBytes !== null)
+      ? BigInt(object.residentMemoryBytes)
+      : 0n;
     message.userTime = (object.userTime !== undefined && object.userTime !== null)
       ? Duration.fromPartial(object.userTime)
       : undefined;
@@ -1189,10 +1199,10 @@ function base64FromBytes(arr: Uint8Array): string {
   return globalThis.Buffer.from(arr).toString("base64");
 }
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+export type DeepPartial<T> = T extends bigint ? string | number | bigint
+  : T extends Builtin ? T : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
   : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
@@ -1203,13 +1213,13 @@ export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function toTimestamp(date: Date): Timestamp {
-  const seconds = Math.trunc(date.getTime() / 1_000);
+  const seconds = BigInt(Math.trunc(date.getTime() / 1_000));
   const nanos = (date.getTime() % 1_000) * 1_000_000;
   return { seconds, nanos };
 }
 
 function fromTimestamp(t: Timestamp): Date {
-  let millis = (t.seconds || 0) * 1_000;
+  let millis = (globalThis.Number(t.seconds.toString()) || 0) * 1_000;
   millis += (t.nanos || 0) / 1_000_000;
   return new globalThis.Date(millis);
 }
@@ -1222,17 +1232,6 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
-}
-
-function longToNumber(int64: { toString(): string }): number {
-  const num = globalThis.Number(int64.toString());
-  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
-  }
-  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
-    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
-  }
-  return num;
 }
 
 function isSet(value: any): boolean {
