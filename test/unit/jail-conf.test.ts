@@ -101,8 +101,8 @@ describe('rctl.conf reader (no root)', () => {
   it('reads jail deny rules with k/m/g amounts, skipping comments and blank lines', () => {
     const r = readRctlConf('jail:www:memoryuse:deny=64m\njail:www:maxproc:deny=20 # comment\n\n# only a comment\njail:db:openfiles:deny=1k/process\njail:db:pcpu:deny=50\n');
     assert.deepEqual([...r.keys()], ['www', 'db']);
-    assert.deepEqual(r.get('www'), { memoryuse: 64 * 1024 * 1024, maxproc: 20, pcpu: 0, openfiles: 0, vmemoryuse: 0 });
-    assert.deepEqual(r.get('db'), { memoryuse: 0, maxproc: 0, pcpu: 50, openfiles: 1024, vmemoryuse: 0 });
+    assert.deepEqual(r.get('www'), { memoryuse: 64n * 1024n * 1024n, maxproc: 20, pcpu: 0, openfiles: 0n, vmemoryuse: 0n });
+    assert.deepEqual(r.get('db'), { memoryuse: 0n, maxproc: 0, pcpu: 50, openfiles: 1024n, vmemoryuse: 0n });
   });
 
   it('refuses what Linux cannot enforce, naming line and column', () => {

@@ -29,8 +29,8 @@ describe('vserver config dir (no root)', () => {
     assert.equal(o.network?.lbackRemap, true);
     assert.deepEqual(o.bcapabilities?.drop, ['net_bind_service']);
     assert.deepEqual(o.ccapabilities, [Ccap.CONTEXT_CAPABILITY_SET_RLIMIT]);
-    assert.deepEqual({ hard: o.rlimits?.nofile?.hard, soft: o.rlimits?.nofile?.soft }, { hard: 4096, soft: 1024 });
-    assert.deepEqual({ hard: o.rlimits?.nproc?.hard, soft: o.rlimits?.nproc?.soft }, { hard: 64, soft: 64 });
+    assert.deepEqual({ hard: o.rlimits?.nofile?.hard, soft: o.rlimits?.nofile?.soft }, { hard: 4096n, soft: 1024n });
+    assert.deepEqual({ hard: o.rlimits?.nproc?.hard, soft: o.rlimits?.nproc?.soft }, { hard: 64n, soft: 64n });
     assert.equal(o.init?.style, Style.STYLE_SYSV);
     assert.deepEqual(o.init?.killseq, [
       { signal: 15, waitSeconds: 5 },
