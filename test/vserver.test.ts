@@ -11,11 +11,12 @@ import { credentials, status as Code, type ServiceError } from '@grpc/grpc-js';
 import { ContainerSpec, ContainerState, MountType, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import { VServerOptions_ContextCapability as Ccap, VServerOptions_ContextFlag as Cflag, VServerInit_Style as Style, type VServerOptions } from '../src/gen/osvirt/v1/vserver';
 import { VServerServiceClient, type ListVServerStatsResponse } from '../src/gen/osvirt/v1/vserver_service';
-import { decodeStatusDetails } from '../src/api/status';
+import { decodeStatusDetails } from '../src/core/grpc-status';
 import { repoPath } from '../src/paths';
 import { detectLayout } from '../drivers/lxc/cgroups';
-import { formatStatRow, shortenMem, shortenTime, STAT_HEADER } from '../drivers/vserver/stat';
-import { parseConfigDir, readConfigDir, renderConfigDir } from '../drivers/vserver/config-dir';
+import { formatStatRow, shortenMem, shortenTime, STAT_HEADER } from '../src/cli/vserver-stat';
+import { parseConfigDir, renderConfigDir } from '../drivers/vserver/config-dir';
+import { readConfigDir } from '../src/cli/config-tree';
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { execIn, sh } from './support/exec';
 

@@ -18,9 +18,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { BridgeNetwork, ContainerSpec, type CheckpointOptions, type ContainerStats, MountType } from '../../src/gen/osvirt/v1/container';
-import type { GetInfoResponse } from '../../src/gen/osvirt/driver/v1/driver';
 import { type Jail, JailOptions } from '../../src/gen/osvirt/v1/jail';
-import { RuntimeStatus, type CheckpointResult, type Driver, type DriverContext, type ExecOptions, type ExecSession, type RuntimeState } from '../../src/core/driver';
+import { RuntimeStatus, type CheckpointResult, type Driver, type DriverContext, type DriverInfo, type ExecOptions, type ExecSession, type RuntimeState } from '../../src/core/driver';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { alreadyExists, errorMessage, missingFeature } from '../../src/core/errors';
 import { KeyedMutex } from '../../src/core/keyed-mutex';
@@ -30,6 +29,8 @@ import { IpFilter } from '../common/ipfilter';
 import { LxcDriver, type LxcDriverOptions, type LxcExtension } from '../lxc/driver';
 import { ContainerCgroup, detectLayout, type Layout } from '../lxc/cgroups';
 import { addAddresses, removeAddresses } from './addresses';
+import { jailExtension } from './service';
+import type { DriverExtension } from '../../src/core/extension';
 import { runHostCommand, runJailCommand, type CommandRunner, type JailSpawner } from './commands';
 import { helperExecArgs, helperRunArgs, INIT_IN_JAIL, type JailAddress, type JailPlan, planJail } from './options';
 
@@ -97,7 +98,7 @@ export class JailDriver implements Driver {
     this.ipfReason = a.reason;
   }
 
-  async info(): Promise<GetInfoResponse> {
+  async info(): Promise<DriverInfo> {
     const i = await this.inner.info();
     const messages = [...i.messages];
     if (!this.ipfOk) messages.push(`ip4: jails on the host's network stack need ip4 and ip6 = INHERIT here (no address filtering): ${this.ipfReason}`);
@@ -451,6 +452,11 @@ export class JailDriver implements Driver {
       out.push({ jid: table[name] ?? 0, name, ip4Addr: ip4, ip6Addr: ip6, hostname, path: root, persist: plan.persist, vnet: plan.vnet, initPid });
     }
     return out.sort((a, b) => a.jid - b.jid);
+  }
+
+  /** JailService (jail.conf import, jls), and the template store's service the lxc driver underneath offers. */
+  extensions(): DriverExtension[] {
+    return [jailExtension(this), ...this.inner.extensions()];
   }
 
   async close(): Promise<void> {

@@ -18,7 +18,6 @@ import {
   MountType,
   RlimitType,
 } from '../../src/gen/osvirt/v1/container';
-import type { GetInfoResponse } from '../../src/gen/osvirt/driver/v1/driver';
 import type { CheckpointOptions } from '../../src/gen/osvirt/v1/container';
 import {
   DRIVER_PROTOCOL_VERSION,
@@ -27,6 +26,7 @@ import {
   type CheckpointResult,
   type Driver,
   type DriverContext,
+  type DriverInfo,
   type ExecOptions,
   type ExecSession,
   type RuntimeState,
@@ -50,6 +50,8 @@ import { detectInit, INIT_PATHS, type InitInfo } from './init-detect';
 import { ensureNat, forwardingProblem, natUnavailable, nftPath, publishPorts, sweepPorts, unpublishPorts } from './nat';
 import { containerResolv } from './dns';
 import { normalizeOptions, templateKey } from './templates';
+import { templateExtension } from './template-service';
+import type { DriverExtension } from '../../src/core/extension';
 import { randomUUID } from 'node:crypto';
 
 /** How a system container's init is halted and what its exit means (boot.json, kept until the next start). */
@@ -210,7 +212,7 @@ export class LxcDriver implements Driver {
     if (dns.note) this.logger[dns.conf ? 'info' : 'warn']({ driver: this.name }, dns.note);
   }
 
-  async info(): Promise<GetInfoResponse> {
+  async info(): Promise<DriverInfo> {
     const caps = ['exec', 'console', 'stats'];
     if (this.layout.kind === 'v2' || this.layout.v1['freezer']) caps.push('pause');
     if (this.criuOk) caps.push('checkpoint');
@@ -915,6 +917,11 @@ export class LxcDriver implements Driver {
       .catch((e) => this.logger.warn({ dir, err: errorMessage(e) }, 'cannot remove a deleted container directory'))
       .finally(() => this.removing.delete(p));
     this.removing.add(p);
+  }
+
+  /** TemplateService: the template store this driver builds root filesystems from. */
+  extensions(): DriverExtension[] {
+    return [templateExtension(() => this.templates)];
   }
 
   async close(): Promise<void> {

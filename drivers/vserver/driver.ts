@@ -11,10 +11,9 @@ import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { ContainerSpec, RlimitType, type CheckpointOptions, type ContainerStats, type Security } from '../../src/gen/osvirt/v1/container';
-import type { GetInfoResponse } from '../../src/gen/osvirt/driver/v1/driver';
 import { VServerInit_Style, type VServerOptions } from '../../src/gen/osvirt/v1/vserver';
 import type { VServerStat } from '../../src/gen/osvirt/v1/vserver_service';
-import { RuntimeStatus, type CheckpointResult, type ConsoleSession, type Driver, type DriverContext, type ExecOptions, type ExecSession, type RuntimeState } from '../../src/core/driver';
+import { RuntimeStatus, type CheckpointResult, type ConsoleSession, type Driver, type DriverContext, type DriverInfo, type ExecOptions, type ExecSession, type RuntimeState } from '../../src/core/driver';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { errorMessage, invalidArgument, missingFeature, OsvirtError, wrongState } from '../../src/core/errors';
 import { IpFilter, type IpFilterOptions } from '../common/ipfilter';
@@ -44,6 +43,8 @@ import {
   type LimitPlan,
 } from './options';
 import { processTotals } from './stat';
+import { vserverExtension } from './service';
+import type { DriverExtension } from '../../src/core/extension';
 
 export interface VServerDriverOptions {
   bridge?: BridgeConfig | undefined;
@@ -126,7 +127,7 @@ export class VServerDriver implements Driver {
     await this.cleanupStaleFilters().catch((e) => this.logger.warn({ err: errorMessage(e) }, 'cleaning up stale network contexts failed'));
   }
 
-  async info(): Promise<GetInfoResponse> {
+  async info(): Promise<DriverInfo> {
     const i = await this.lxc.info();
     const missing = [
       ...(this.helper.rootOwnedNs ? [] : ['ccapabilities set_utsname, secure_mount and secure_remount: osvirt-helper lacks --root-owned-ns']),
@@ -570,5 +571,10 @@ export class VServerDriver implements Driver {
       await this.afterStop(id).catch(() => undefined);
       throw e;
     }
+  }
+
+  /** VServerService (configuration directories, vserver-stat), and the template store's service the lxc driver underneath offers. */
+  extensions(): DriverExtension[] {
+    return [vserverExtension(this), ...this.lxc.extensions()];
   }
 }

@@ -4,7 +4,6 @@ import { Command } from 'commander';
 import pino from 'pino';
 import type { Driver } from '../core/driver';
 import { VERSION } from '../version';
-import { Templates } from '../../drivers/lxc/templates';
 import { builtinDrivers } from '../drivers';
 import { loadPluginDir, parseDriverFlag } from '../plugin/manifest';
 import { MisconfiguredPlugin, PluginDriver } from '../plugin/plugin-driver';
@@ -44,9 +43,10 @@ async function main(): Promise<void> {
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
 
   const wanted = o.drivers === undefined ? undefined : o.drivers.split(',').map((s) => s.trim()).filter(Boolean);
-  // One template store for every built-in driver (and TemplateService).
-  const templates = new Templates(path.resolve(o.templateDir ?? path.join(o.stateDir, 'drivers', 'lxc', 'templates')));
-  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet }, templates, resolvConf: path.resolve(o.resolvConf) } }).filter((d) => !wanted || wanted.includes(d.name));
+  const drivers: Driver[] = builtinDrivers({
+    lxc: { bridge: { name: o.bridge, subnet: o.subnet }, resolvConf: path.resolve(o.resolvConf) },
+    templateDir: path.resolve(o.templateDir ?? path.join(o.stateDir, 'drivers', 'lxc', 'templates')),
+  }).filter((d) => !wanted || wanted.includes(d.name));
   for (const mod of o.driverModule) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const m = require(path.resolve(mod)) as { createDriver?: () => Driver };
@@ -83,7 +83,6 @@ async function main(): Promise<void> {
     insecureTcp: o.insecureTcp,
     drivers,
     logger,
-    templates,
   });
   // Machine-readable readiness line for supervisors and tests.
   process.stdout.write(JSON.stringify({ ready: true, socket: path.resolve(o.socket), pid: process.pid, tcpPort: daemon.tcpPort ?? null }) + '\n');

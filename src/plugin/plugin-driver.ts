@@ -19,6 +19,8 @@ import { checkProtocolVersion, SUPPORTED_DRIVER_PROTOCOLS, type HealthReport, ty
 import { DRIVER_SERVICE } from './driver-server';
 import { parseHandshake, PLUGIN_ENV } from './handshake';
 import { DEFAULT_TIMEOUTS, RemoteDriver, unixTarget, type RemoteTimeouts } from './remote-driver';
+import { proxyExtensions } from './extension-proxy';
+import type { DriverExtension } from '../core/extension';
 
 export interface PluginConfig {
   name: string;
@@ -126,6 +128,11 @@ export class PluginDriver implements SupervisedDriver {
   async info(): Promise<DriverInfo> {
     if (!this.info_) throw this.unavailable();
     return this.info_;
+  }
+
+  /** The API services the plugin declared, forwarded to whichever process serves it now. */
+  extensions(): DriverExtension[] {
+    return proxyExtensions(this.name, this.info_?.extensions ?? [], () => this.r().client, this.logger);
   }
 
   private unavailable(): OsvirtError {

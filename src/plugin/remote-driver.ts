@@ -11,8 +11,11 @@ import {
   type ConsoleResponse,
   type ExecRequest,
   type ExecResponse,
+  type ExtensionService,
   type GetInfoResponse,
 } from '../gen/osvirt/driver/v1/driver';
+import type { DriverExtension } from '../core/extension';
+import { proxyExtensions } from './extension-proxy';
 import type { CheckpointResult, ConsoleSession, Driver, DriverContext, ExecOptions, ExecSession, RuntimeState } from '../core/driver';
 import { RuntimeStatus } from '../core/driver';
 import { OsvirtError } from '../core/errors';
@@ -45,6 +48,7 @@ const STOPPED: RuntimeState = { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, in
 
 export class RemoteDriver implements Driver {
   readonly client: DriverServiceClient;
+  private declared: ExtensionService[] = [];
 
   constructor(
     readonly name: string,
@@ -73,8 +77,15 @@ export class RemoteDriver implements Driver {
     await this.info();
   }
 
-  info(): Promise<GetInfoResponse> {
-    return this.call('getInfo', {}, this.timeouts.quickMs);
+  async info(): Promise<GetInfoResponse> {
+    const info = await this.call<object, GetInfoResponse>('getInfo', {}, this.timeouts.quickMs);
+    this.declared = info.extensions;
+    return info;
+  }
+
+  /** The API services the plugin declared in its last GetInfo, forwarded to it. */
+  extensions(): DriverExtension[] {
+    return proxyExtensions(this.name, this.declared, () => this.client);
   }
 
   async validate(id: string, spec: ContainerSpec): Promise<void> {
