@@ -406,6 +406,25 @@ describe('vserver driver (Linux-VServer guests)', function () {
     await remove('vs-kill');
   });
 
+  it('replaces killseq by "signal timeout 9" when the stop names a timeout, even one equal to the container\'s stop_timeout', async () => {
+    const { mounts, log } = rcDirs('killseq-timeout', {
+      'rc3.d/S10stubborn': [
+        '(',
+        "  trap 'echo TERM >> /log/rc.log' TERM",
+        "  trap 'echo USR1 >> /log/rc.log' USR1",
+        '  echo ready >> /log/rc.log',
+        '  while :; do sleep 1 & wait $!; done',
+        ') </dev/null >/dev/null 2>&1 &',
+      ].join('\n'),
+    });
+    await start('vs-kill-t', spec({ context: 362, init: { killseq: [{ signal: 15, waitSeconds: 1 }, { signal: 10, waitSeconds: 1 }, { signal: 9 }] } }, { mounts, stopTimeout: { seconds: 2, nanos: 0 } }));
+    await until(() => readLog(log).includes('ready'), 'the service');
+    const ct = (await c.api.containers.stopContainer({ name: 'vs-kill-t', signal: 0, timeout: { seconds: 2, nanos: 0 } })).container!;
+    assert.deepEqual(readLog(log).filter((l) => l !== 'ready'), ['TERM'], 'SIGTERM, then SIGKILL after the 2 s asked for: no SIGUSR1 from the killseq');
+    assert.equal(ct.status!.signal, 9);
+    await remove('vs-kill-t');
+  });
+
   it('stops by the default killseq 15 5 9: a process ignoring SIGTERM lives about 5 s more, then SIGKILL', async () => {
     const { mounts, log } = rcDirs('default-killseq', {
       'rc3.d/S10stubborn': "(trap 'read up x < /proc/uptime; echo \"TERM $up\" >> /log/rc.log' TERM; echo ready >> /log/rc.log; while :; do read up x < /proc/uptime; echo \"alive $up\" > /log/alive; sleep 0.2; done) </dev/null >/dev/null 2>&1 &",

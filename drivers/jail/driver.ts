@@ -29,6 +29,7 @@ import { IpFilter } from '../common/ipfilter';
 import { LxcDriver, type LxcDriverOptions, type LxcExtension } from '../lxc/driver';
 import { ContainerCgroup, detectLayout, type Layout } from '../lxc/cgroups';
 import { addAddresses, removeAddresses } from './addresses';
+import { readRuntimeSync } from '../lxc/runtime-file';
 import { jailExtension } from './service';
 import type { DriverExtension } from '../../src/core/extension';
 import { runHostCommand, runJailCommand, type CommandRunner, type JailSpawner } from './commands';
@@ -435,12 +436,8 @@ export class JailDriver implements Driver {
       let ip4 = plan.addresses.filter((a) => a.family === 4).map((a) => a.address);
       const ip6 = plan.addresses.filter((a) => a.family === 6).map((a) => a.address);
       if (plan.vnet) {
-        try {
-          const rt = JSON.parse(readFileSync(path.join(this.dir(name), 'runtime.json'), 'utf8')) as { network?: { address?: string } };
-          if (rt.network?.address) ip4 = [rt.network.address.split('/')[0]!];
-        } catch {
-          // no runtime: no address to show
-        }
+        const address = readRuntimeSync(this.dir(name))?.network.address;
+        if (address) ip4 = [address.split('/')[0]!];
       }
       let hostname = os.hostname();
       if (plan.host === 'new') {

@@ -59,6 +59,11 @@ export interface ConsoleSession {
   close(): void;
 }
 
+export interface StopOptions {
+  /** The caller named the timeout; otherwise it is the spec's stop_timeout or the daemon's default. */
+  timeoutGiven?: boolean;
+}
+
 export interface CheckpointResult {
   criuVersion: string;
   stats: CheckpointStats;
@@ -73,9 +78,9 @@ export interface Driver {
   /** Reject a spec this driver cannot run here (INVALID_ARGUMENT / FAILED_PRECONDITION). */
   validate(id: string, spec: ContainerSpec): Promise<void>;
   create(id: string, spec: ContainerSpec): Promise<void>;
-  /** peerPids: container name -> host init pid, for namespaces the spec joins. */
+  /** peerPids: container name -> host init pid of every other running container, for namespaces the spec joins. */
   start(id: string, spec: ContainerSpec, peerPids: Record<string, number>): Promise<RuntimeState>;
-  stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState>;
+  stop(id: string, signal: number, timeoutMs: number, opts?: StopOptions): Promise<RuntimeState>;
   kill(id: string, signal: number): Promise<void>;
   delete(id: string): Promise<void>;
   state(id: string): Promise<RuntimeState>;

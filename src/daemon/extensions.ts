@@ -14,6 +14,7 @@ import { errorMessage } from '../core/errors';
 import { toServiceError } from '../core/grpc-status';
 import type { ContainerManager } from '../core/manager';
 import type { DriverRegistry } from '../core/registry';
+import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import type { ConnectionRegistry } from '../auth/listeners';
 import { METHOD_ROLES, type Role } from '../auth/roles';
 
@@ -64,25 +65,24 @@ export async function registerExtensions(o: ExtensionOptions): Promise<{ served:
 
   /** service -> the driver serving it. */
   const served = new Map<string, string>();
-  for (const name of o.registry.names()) {
-    if (!o.registry.isReady(name)) continue;
+  const offer = (name: string): void => {
     let offered: DriverExtension[];
     try {
-      offered = o.registry.get(name).extensions?.() ?? [];
+      offered = o.registry.peek(name)?.extensions?.() ?? [];
     } catch (e) {
       log.error({ driver: name, err: errorMessage(e) }, 'driver failed to list its extensions; serving none of them');
-      continue;
+      return;
     }
     for (const ext of offered) {
       const other = served.get(ext.service);
       if (other) {
-        log.debug({ driver: name, service: ext.service, servedBy: other }, 'extension service already served by another driver');
+        if (other !== name) log.debug({ driver: name, service: ext.service, servedBy: other }, 'extension service already served by another driver');
         continue;
       }
       const paths = Object.values(ext.definition).map((d) => d.path);
       const clash = paths.find((p) => METHOD_ROLES[p] !== undefined);
-      if (clash) {
-        log.error({ driver: name, service: ext.service, method: clash }, 'extension service would replace one of the daemon\'s own methods; not served');
+      if (paths.length === 0 || clash) {
+        log.error({ driver: name, service: ext.service, method: clash }, clash ? 'extension service would replace one of the daemon\'s own methods; not served' : 'extension service has no method that can be served');
         continue;
       }
       const impl = ext.handlers(managerHost(o.manager, () => endpoint(name)), log.child({ driver: name, service: ext.service }));
@@ -99,14 +99,29 @@ export async function registerExtensions(o: ExtensionOptions): Promise<{ served:
         else log.warn({ driver: name, method: def.path, role }, 'extension method has no valid role; it is denied to everyone');
         gated[key] = whileReady(o.registry, name, def, fn, log);
       }
-      o.server.addService(ext.definition, gated);
+      try {
+        o.server.addService(ext.definition, gated);
+      } catch (e) {
+        log.error({ driver: name, service: ext.service, err: errorMessage(e) }, 'cannot serve extension service');
+        continue;
+      }
       served.set(ext.service, name);
       log.info({ driver: name, service: ext.service }, 'serving driver extension');
     }
-  }
+  };
+  // Ready drivers first: a service two drivers offer goes to one that can answer. A driver
+  // that failed to initialise still offers its services, which answer why (whileReady).
+  const names = o.registry.names();
+  for (const name of [...names.filter((n) => o.registry.isReady(n)), ...names.filter((n) => !o.registry.isReady(n))]) offer(name);
+  // A plugin declares its services once it is connected: serve them then (a service once
+  // served stays; while its driver is down it answers UNAVAILABLE).
+  const unsubscribe = o.registry.onHealthChange((name, health) => {
+    if (health === DriverHealth.DRIVER_HEALTH_READY) offer(name);
+  });
   return {
     served,
     close: async () => {
+      unsubscribe();
       for (const e of endpoints.values()) await (await e.catch(() => undefined))?.close();
       endpoints.clear();
     },

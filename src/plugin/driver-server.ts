@@ -57,7 +57,7 @@ export function gateCapabilities(driver: Driver, info: DriverInfo): Driver {
     validate: (id, spec) => driver.validate(id, spec),
     create: (id, spec) => driver.create(id, spec),
     start: (id, spec, peers) => driver.start(id, spec, peers),
-    stop: (id, sig, t) => driver.stop(id, sig, t),
+    stop: (id, sig, t, o) => driver.stop(id, sig, t, o),
     kill: (id, sig) => driver.kill(id, sig),
     delete: (id) => driver.delete(id),
     state: (id) => driver.state(id),
@@ -108,7 +108,7 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
       return {};
     }),
     start: unary(logger, async (r) => ({ state: wire(await driver.start(requireId(r.id), requireSpec(r.spec), r.peerPids)) })),
-    stop: unary(logger, async (r) => ({ state: wire(await driver.stop(requireId(r.id), r.signal || 15, r.timeoutMs)) })),
+    stop: unary(logger, async (r) => ({ state: wire(await driver.stop(requireId(r.id), r.signal || 15, r.timeoutMs, { timeoutGiven: r.timeoutGiven })) })),
     kill: unary(logger, async (r) => {
       await driver.kill(requireId(r.id), r.signal || 9);
       return {};

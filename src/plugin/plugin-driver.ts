@@ -13,7 +13,7 @@ import { credentials, makeGenericClientConstructor, type Client, type ServiceErr
 import { service as healthService } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import type { ContainerSpec, ContainerStats, CheckpointOptions } from '../gen/osvirt/v1/container';
-import type { CheckpointResult, ConsoleSession, DriverContext, DriverInfo, ExecOptions, ExecSession, RuntimeState } from '../core/driver';
+import type { CheckpointResult, ConsoleSession, DriverContext, DriverInfo, ExecOptions, ExecSession, RuntimeState, StopOptions } from '../core/driver';
 import { errorMessage, OsvirtError } from '../core/errors';
 import { checkProtocolVersion, SUPPORTED_DRIVER_PROTOCOLS, type HealthReport, type SupervisedDriver } from '../core/registry';
 import { DRIVER_SERVICE } from './driver-server';
@@ -402,8 +402,8 @@ export class PluginDriver implements SupervisedDriver {
   start(id: string, spec: ContainerSpec, peerPids: Record<string, number>): Promise<RuntimeState> {
     return this.r().start(id, spec, peerPids);
   }
-  stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState> {
-    return this.r().stop(id, signal, timeoutMs);
+  stop(id: string, signal: number, timeoutMs: number, opts?: StopOptions): Promise<RuntimeState> {
+    return this.r().stop(id, signal, timeoutMs, opts);
   }
   kill(id: string, signal: number): Promise<void> {
     return this.r().kill(id, signal);

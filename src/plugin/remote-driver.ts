@@ -16,7 +16,7 @@ import {
 } from '../gen/osvirt/driver/v1/driver';
 import type { DriverExtension } from '../core/extension';
 import { proxyExtensions } from './extension-proxy';
-import type { CheckpointResult, ConsoleSession, Driver, DriverContext, ExecOptions, ExecSession, RuntimeState } from '../core/driver';
+import type { CheckpointResult, ConsoleSession, Driver, DriverContext, ExecOptions, ExecSession, RuntimeState, StopOptions } from '../core/driver';
 import { RuntimeStatus } from '../core/driver';
 import { OsvirtError } from '../core/errors';
 import { fromServiceError } from './wire-errors';
@@ -101,8 +101,8 @@ export class RemoteDriver implements Driver {
     return r.state ?? STOPPED;
   }
 
-  async stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState> {
-    const r = await this.call<object, { state?: RuntimeState }>('stop', { id, signal, timeoutMs }, timeoutMs + this.timeouts.stopGraceMs);
+  async stop(id: string, signal: number, timeoutMs: number, opts: StopOptions = {}): Promise<RuntimeState> {
+    const r = await this.call<object, { state?: RuntimeState }>('stop', { id, signal, timeoutMs, timeoutGiven: !!opts.timeoutGiven }, timeoutMs + this.timeouts.stopGraceMs);
     return r.state ?? STOPPED;
   }
 

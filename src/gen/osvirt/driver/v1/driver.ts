@@ -164,8 +164,10 @@ export interface StartRequest {
     | ContainerSpec
     | undefined;
   /**
-   * Network namespaces / IPC namespaces of other containers the spec joins,
-   * resolved by the daemon: container name -> host pid of its init.
+   * Container name -> host pid of its init, for every other running
+   * container: the spec may join their namespaces (network.container, which
+   * the daemon has checked, or the driver's own options, which the driver
+   * checks against this map).
    */
   peerPids: { [key: string]: number };
 }
@@ -185,6 +187,12 @@ export interface StopRequest {
   id: string;
   signal: number;
   timeoutMs: number;
+  /**
+   * The caller of StopContainer named the timeout; false: timeout_ms is the
+   * container's stop_timeout or the daemon's default, and a driver with a
+   * stop procedure of its own (vserver's kill sequence) may follow that instead.
+   */
+  timeoutGiven: boolean;
 }
 
 /** Response for Stop. */
@@ -1380,7 +1388,7 @@ export const StartResponse: MessageFns<StartResponse> = {
 };
 
 function createBaseStopRequest(): StopRequest {
-  return { id: "", signal: 0, timeoutMs: 0 };
+  return { id: "", signal: 0, timeoutMs: 0, timeoutGiven: false };
 }
 
 export const StopRequest: MessageFns<StopRequest> = {
@@ -1393,6 +1401,9 @@ export const StopRequest: MessageFns<StopRequest> = {
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(24).uint32(message.timeoutMs);
+    }
+    if (message.timeoutGiven !== false) {
+      writer.uint32(32).bool(message.timeoutGiven);
     }
     return writer;
   },
@@ -1434,6 +1445,14 @@ export const StopRequest: MessageFns<StopRequest> = {
             message.timeoutMs = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.timeoutGiven = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1455,6 +1474,11 @@ export const StopRequest: MessageFns<StopRequest> = {
         : isSet(object.timeout_ms)
         ? globalThis.Number(object.timeout_ms)
         : 0,
+      timeoutGiven: isSet(object.timeoutGiven)
+        ? globalThis.Boolean(object.timeoutGiven)
+        : isSet(object.timeout_given)
+        ? globalThis.Boolean(object.timeout_given)
+        : false,
     };
   },
 
@@ -1469,6 +1493,9 @@ export const StopRequest: MessageFns<StopRequest> = {
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
     }
+    if (message.timeoutGiven !== false) {
+      obj.timeoutGiven = message.timeoutGiven;
+    }
     return obj;
   },
 
@@ -1480,6 +1507,7 @@ export const StopRequest: MessageFns<StopRequest> = {
     message.id = object.id ?? "";
     message.signal = object.signal ?? 0;
     message.timeoutMs = object.timeoutMs ?? 0;
+    message.timeoutGiven = object.timeoutGiven ?? false;
     return message;
   },
 };
