@@ -15,6 +15,9 @@ import { ContainerState } from '../src/gen/osvirt/v1/container';
 import { JailServiceClient, type ListJailsResponse } from '../src/gen/osvirt/v1/jail';
 import { repoPath } from '../src/paths';
 import { spawnPlugin, type SpawnedPlugin } from '../src/plugin/spawn-plugin';
+import { declareExtensions, proxyExtensions } from '../src/plugin/extension-proxy';
+import { templateExtension } from '../drivers/lxc/template-service';
+import type { Templates } from '../drivers/lxc/templates';
 import { isRoot, killLeftovers, TestDaemon, type Client } from './support/daemon';
 import { sh } from './support/exec';
 
@@ -29,6 +32,32 @@ function loAddresses(): string {
 function listJails(client: JailServiceClient): Promise<ListJailsResponse> {
   return new Promise((resolve, reject) => client.listJails({ pageSize: 0, pageToken: '' }, (e: ServiceError | null, r: ListJailsResponse) => (e ? reject(e) : resolve(r))));
 }
+
+describe('driver extension declarations', () => {
+  it('declares each method with its role and streaming, and forwards only what the daemon can check', () => {
+    const declared = declareExtensions([templateExtension(() => undefined as unknown as Templates)]);
+    assert.deepEqual(declared, [
+      {
+        name: 'osvirt.v1.TemplateService',
+        methods: [
+          { name: 'ListTemplates', role: 'reader', serverStreaming: false, clientStreaming: false },
+          { name: 'BuildTemplate', role: 'admin', serverStreaming: true, clientStreaming: false },
+          { name: 'RemoveTemplate', role: 'admin', serverStreaming: false, clientStreaming: false },
+        ],
+      },
+    ]);
+    const [proxy] = proxyExtensions('x', [{ name: 'acme.v1.Thing', methods: [
+      { name: 'Get', role: 'reader', serverStreaming: false, clientStreaming: false },
+      { name: 'Upload', role: 'admin', serverStreaming: false, clientStreaming: true },
+      { name: 'Nuke', role: 'root', serverStreaming: false, clientStreaming: false },
+      { name: 'Watch', role: 'operator', serverStreaming: true, clientStreaming: false },
+    ] }], () => {
+      throw new Error('not called');
+    });
+    assert.deepEqual(Object.values(proxy!.definition).map((d) => [d.path, d.responseStream]), [['/acme.v1.Thing/Get', false], ['/acme.v1.Thing/Watch', true]]);
+    assert.deepEqual(proxy!.roles, { Get: 'reader', Watch: 'operator' });
+  });
+});
 
 describe('driver extensions served out of process (jls, jexec, vserver-stat)', function () {
   this.timeout(120000);
