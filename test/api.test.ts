@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { credentials, loadPackageDefinition, makeGenericClientConstructor, Metadata, status as Code, type ChannelCredentials, type Client as GrpcClient, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { service as healthService } from 'grpc-health-check';
-import { decodeStatusDetails } from '../src/api/status';
+import { decodeStatusDetails } from '../src/core/grpc-status';
 import { ContainerServiceService, type ExecContainerResponse } from '../src/gen/osvirt/v1/container_service';
 import { ContainerSpec, ContainerState, MountType } from '../src/gen/osvirt/v1/container';
 import { EventType, type WatchEventsResponse } from '../src/gen/osvirt/v1/event_service';

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { credentials, status as Code, type ServiceError } from '@grpc/grpc-js';
 import { SystemServiceClient } from '../src/gen/osvirt/v1/system_service';
 import { connectAsync } from '../src/client';
-import { decodeStatusDetails } from '../src/api/status';
+import { decodeStatusDetails } from '../src/core/grpc-status';
 import { ensureCa, issueClient, issueServer } from '../src/auth/certs';
 import { repoPath } from '../src/paths';
 import { isRoot, TestDaemon } from './support/daemon';

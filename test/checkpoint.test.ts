@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
-import { decodeStatusDetails } from '../src/api/status';
+import { decodeStatusDetails } from '../src/core/grpc-status';
 import { locateCriu } from '../src/criu/criu-locate';
 import { CheckpointOptions, CheckpointStats, ContainerState, ContainerStats, type Checkpoint, type ContainerSpec, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import type { AttachConsoleResponse } from '../src/gen/osvirt/v1/container_service';

@@ -12,7 +12,7 @@ import { credentials, status as Code, type ServiceError } from '@grpc/grpc-js';
 import { ContainerSpec, ContainerState, StateReason, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import { JailServiceClient, JailSysMode, type JailOptions } from '../src/gen/osvirt/v1/jail';
 import { promisify as promisifyClient } from '../src/client';
-import { decodeStatusDetails } from '../src/api/status';
+import { decodeStatusDetails } from '../src/core/grpc-status';
 import { detectLayout } from '../drivers/lxc/cgroups';
 import { IpFilter } from '../drivers/common/ipfilter';
 import { repoPath } from '../src/paths';

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import { ContainerState, InterfaceStats, MountType, type ContainerSpec, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import type { AttachConsoleResponse } from '../src/gen/osvirt/v1/container_service';
-import { decodeStatusDetails } from '../src/api/status';
+import { decodeStatusDetails } from '../src/core/grpc-status';
 import { detectLayout } from '../drivers/lxc/cgroups';
 import { hasKernelFeature, hostIfName } from '../drivers/lxc/network';
 import { holds, isRoot, TestDaemon, useDaemon, until, type Client } from './support/daemon';

@@ -11,10 +11,10 @@ import { credentials, status as Code, type ServiceError } from '@grpc/grpc-js';
 import { ContainerSpec, ContainerState, MountType, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import { VServerOptions_ContextCapability as Ccap, VServerOptions_ContextFlag as Cflag, VServerInit_Style as Style, type VServerOptions } from '../src/gen/osvirt/v1/vserver';
 import { VServerServiceClient, type ListVServerStatsResponse } from '../src/gen/osvirt/v1/vserver_service';
-import { decodeStatusDetails } from '../src/api/status';
+import { decodeStatusDetails } from '../src/core/grpc-status';
 import { repoPath } from '../src/paths';
 import { detectLayout } from '../drivers/lxc/cgroups';
-import { STAT_HEADER } from '../drivers/vserver/stat';
+import { STAT_HEADER } from '../src/cli/vserver-stat';
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { execIn, sh } from './support/exec';
 
@@ -402,6 +402,25 @@ describe('vserver driver (Linux-VServer guests)', function () {
     assert.ok(t1! - t0! >= 0.9, `the guest saw ${(t1! - t0!).toFixed(2)} s between the signals (killseq waits 1 s)`);
     assert.equal(ct.status!.signal, 9, 'the last step, SIGKILL, ended the init');
     await remove('vs-kill');
+  });
+
+  it('replaces killseq by "signal timeout 9" when the stop names a timeout, even one equal to the container\'s stop_timeout', async () => {
+    const { mounts, log } = rcDirs('killseq-timeout', {
+      'rc3.d/S10stubborn': [
+        '(',
+        "  trap 'echo TERM >> /log/rc.log' TERM",
+        "  trap 'echo USR1 >> /log/rc.log' USR1",
+        '  echo ready >> /log/rc.log',
+        '  while :; do sleep 1 & wait $!; done',
+        ') </dev/null >/dev/null 2>&1 &',
+      ].join('\n'),
+    });
+    await start('vs-kill-t', spec({ context: 362, init: { killseq: [{ signal: 15, waitSeconds: 1 }, { signal: 10, waitSeconds: 1 }, { signal: 9 }] } }, { mounts, stopTimeout: { seconds: 2n, nanos: 0 } }));
+    await until(() => readLog(log).includes('ready'), 'the service');
+    const ct = (await c.api.containers.stopContainer({ name: 'vs-kill-t', signal: 0, timeout: { seconds: 2n, nanos: 0 } })).container!;
+    assert.deepEqual(readLog(log).filter((l) => l !== 'ready'), ['TERM'], 'SIGTERM, then SIGKILL after the 2 s asked for: no SIGUSR1 from the killseq');
+    assert.equal(ct.status!.signal, 9);
+    await remove('vs-kill-t');
   });
 
   it('stops by the default killseq 15 5 9: a process ignoring SIGTERM lives about 5 s more, then SIGKILL', async () => {

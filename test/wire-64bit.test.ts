@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { credentials, makeGenericClientConstructor, Metadata, status as Code, type ServiceDefinition, type ServiceError } from '@grpc/grpc-js';
 import { ContainerSpec } from '../src/gen/osvirt/v1/container';
 import { ContainerServiceService, GetContainerResponse } from '../src/gen/osvirt/v1/container_service';
-import { decodeStatusDetails } from '../src/api/status';
+import { decodeStatusDetails } from '../src/core/grpc-status';
 import { detectLayout } from '../drivers/lxc/cgroups';
 import { isRoot, TestDaemon, useDaemon, type Client } from './support/daemon';
 import { busybox } from './support/specs';

@@ -18,9 +18,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { BridgeNetwork, ContainerSpec, type CheckpointOptions, type ContainerStats, MountType } from '../../src/gen/osvirt/v1/container';
-import type { GetInfoResponse } from '../../src/gen/osvirt/driver/v1/driver';
 import { type Jail, JailOptions } from '../../src/gen/osvirt/v1/jail';
-import { RuntimeStatus, type CheckpointResult, type Driver, type DriverContext, type ExecOptions, type ExecSession, type RuntimeState } from '../../src/core/driver';
+import { RuntimeStatus, type CheckpointResult, type Driver, type DriverContext, type DriverInfo, type ExecOptions, type ExecSession, type RuntimeState } from '../../src/core/driver';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { alreadyExists, errorMessage, missingFeature } from '../../src/core/errors';
 import { KeyedMutex } from '../../src/core/keyed-mutex';
@@ -30,6 +29,9 @@ import { IpFilter } from '../common/ipfilter';
 import { LxcDriver, type LxcDriverOptions, type LxcExtension } from '../lxc/driver';
 import { ContainerCgroup, detectLayout, type Layout } from '../lxc/cgroups';
 import { addAddresses, removeAddresses } from './addresses';
+import { readRuntimeSync } from '../lxc/runtime-file';
+import { jailExtension } from './service';
+import type { DriverExtension } from '../../src/core/extension';
 import { runHostCommand, runJailCommand, type CommandRunner, type JailSpawner } from './commands';
 import { helperExecArgs, helperRunArgs, INIT_IN_JAIL, type JailAddress, type JailPlan, planJail } from './options';
 
@@ -97,7 +99,7 @@ export class JailDriver implements Driver {
     this.ipfReason = a.reason;
   }
 
-  async info(): Promise<GetInfoResponse> {
+  async info(): Promise<DriverInfo> {
     const i = await this.inner.info();
     const messages = [...i.messages];
     if (!this.ipfOk) messages.push(`ip4: jails on the host's network stack need ip4 and ip6 = INHERIT here (no address filtering): ${this.ipfReason}`);
@@ -434,12 +436,8 @@ export class JailDriver implements Driver {
       let ip4 = plan.addresses.filter((a) => a.family === 4).map((a) => a.address);
       const ip6 = plan.addresses.filter((a) => a.family === 6).map((a) => a.address);
       if (plan.vnet) {
-        try {
-          const rt = JSON.parse(readFileSync(path.join(this.dir(name), 'runtime.json'), 'utf8')) as { network?: { address?: string } };
-          if (rt.network?.address) ip4 = [rt.network.address.split('/')[0]!];
-        } catch {
-          // no runtime: no address to show
-        }
+        const address = readRuntimeSync(this.dir(name))?.network.address;
+        if (address) ip4 = [address.split('/')[0]!];
       }
       let hostname = os.hostname();
       if (plan.host === 'new') {
@@ -451,6 +449,11 @@ export class JailDriver implements Driver {
       out.push({ jid: table[name] ?? 0, name, ip4Addr: ip4, ip6Addr: ip6, hostname, path: root, persist: plan.persist, vnet: plan.vnet, initPid });
     }
     return out.sort((a, b) => a.jid - b.jid);
+  }
+
+  /** JailService (jail.conf import, jls), and the template store's service the lxc driver underneath offers. */
+  extensions(): DriverExtension[] {
+    return [jailExtension(this), ...this.inner.extensions()];
   }
 
   async close(): Promise<void> {

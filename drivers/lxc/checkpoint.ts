@@ -38,21 +38,12 @@ import { readExitRecord, removeMonitorDir } from './monitor';
 import { pidAlive, pidStartTime } from '../../src/host/processes';
 import { ensureBridge, hasKernelFeature, ip, ipIn, linkExists, teardownNetwork, type BridgeConfig, type Ipam, type NetworkRuntime } from './network';
 import { isMountpoint, unmountUnder } from '../../src/host/mounts';
+import { readRuntime, removeRuntime, runtimeNow, writeRuntime, type LxcRuntime } from './runtime-file';
 
 const run = promisify(execFile);
 
 /** Directories a booted distribution's daemons watch with inotify, beyond CRIU's own hints. */
 const IRMAP_HINTS = ['/usr/share/dbus-1', '/etc/dbus-1', '/etc/systemd', '/usr/lib/systemd'];
-
-/** runtime.json, as the driver writes it. */
-export interface LxcRuntime {
-  initPid: number;
-  initStartTime: string;
-  monitorPid: number;
-  startTime: string;
-  network: NetworkRuntime;
-  rootfsMounted: string;
-}
 
 /** What the driver lends this module. */
 export interface CheckpointHost {
@@ -64,7 +55,6 @@ export interface CheckpointHost {
   dir(id: string): string;
   monitorDir(id: string): string;
   cgroup(id: string): ContainerCgroup;
-  readRuntime(id: string): Promise<LxcRuntime | undefined>;
   /** Undo everything a run put on the host (network, cgroups, mounts, runtime.json). */
   cleanup(id: string): Promise<void>;
   prepareRootfs(id: string, spec: ContainerSpec): Promise<{ rootfs: string; mounted: string; extraMounts: string[] }>;
@@ -296,7 +286,7 @@ export class LxcCheckpointer {
     const config = path.join(cpDir, CONFIG_FILE);
     if (!existsSync(config)) {
       if (!existsSync(config + '.part') || !existsSync(path.join(imageDir, 'stats-dump')) || !existsSync(path.join(imageDir, 'inventory.img'))) return undefined;
-      const rt = await this.h.readRuntime(id);
+      const rt = await readRuntime(this.h.dir(id));
       if (rt && pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime) return undefined;
       await fs.rename(config + '.part', config);
     }
@@ -353,7 +343,7 @@ export class LxcCheckpointer {
   }
 
   async checkpoint(id: string, imageDir: string, o: CheckpointOptions, parentImageDir: string): Promise<CheckpointResult> {
-    const rt = await this.h.readRuntime(id);
+    const rt = await readRuntime(this.h.dir(id));
     if (!rt || !pidAlive(rt.initPid) || pidStartTime(rt.initPid) !== rt.initStartTime || readExitRecord(this.h.monitorDir(id))) throw wrongState(id, 'STOPPED', 'running');
     await this.refuseUnsupported(id, o, parentImageDir, rt);
     const client = await this.criu();
@@ -462,7 +452,7 @@ export class LxcCheckpointer {
   async restore(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState> {
     const config = await this.readConfig(id, imageDir);
     const clone = config.container !== id;
-    const old = await this.h.readRuntime(id);
+    const old = await readRuntime(this.h.dir(id));
     if (old && pidAlive(old.monitorPid) && !readExitRecord(this.h.monitorDir(id))) throw wrongState(id, 'RUNNING', 'stopped');
     if (clone && tcpEstablished) {
       throw new OsvirtError('FAILED_PRECONDITION', 'CLONE_TCP_ESTABLISHED', `a clone cannot take over the TCP connections of "${config.container}", which keeps them; restore the clone without tcp_established (its connections are restored closed)`, [], { container: id });
@@ -603,15 +593,8 @@ export class LxcCheckpointer {
         // CRIU enslaves the host end itself (@bridge); make sure, it is cheap and idempotent.
         await ip('link', 'set', network.hostInterfaces[0], 'master', network.bridge, 'up');
       }
-      const rt: LxcRuntime = {
-        initPid,
-        initStartTime: pidStartTime(initPid) ?? '',
-        monitorPid,
-        startTime: new Date().toISOString(),
-        network,
-        rootfsMounted,
-      };
-      await writeFileAtomic(path.join(dir, 'runtime.json'), JSON.stringify(rt, null, 2) + '\n', 0o644, false);
+      const rt = runtimeNow(initPid, monitorPid, network, rootfsMounted);
+      await writeRuntime(dir, rt);
       this.h.forgetWait(id);
       const rs = readStats(imageDir, 'restore')?.restore;
       this.h.logger.info({ container: id, from: config.container, ms: Date.now() - started, restoreUs: rs?.restore_time, forkingUs: rs?.forking_time }, 'restored');
@@ -629,7 +612,7 @@ export class LxcCheckpointer {
       await this.h.unpublish(id).catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'port rules cleanup after a failed restore'));
       await teardownNetwork(network);
       if (rootfsMounted) await unmountUnder(rootfsMounted);
-      await fs.rm(path.join(dir, 'runtime.json'), { force: true });
+      await removeRuntime(dir);
       await removeMonitorDir(monitorDir).catch(() => undefined);
       await this.h.afterStop?.(id).catch(() => undefined);
       throw e;

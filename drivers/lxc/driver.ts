@@ -18,7 +18,6 @@ import {
   MountType,
   RlimitType,
 } from '../../src/gen/osvirt/v1/container';
-import type { GetInfoResponse } from '../../src/gen/osvirt/driver/v1/driver';
 import type { CheckpointOptions } from '../../src/gen/osvirt/v1/container';
 import {
   DRIVER_PROTOCOL_VERSION,
@@ -27,6 +26,7 @@ import {
   type CheckpointResult,
   type Driver,
   type DriverContext,
+  type DriverInfo,
   type ExecOptions,
   type ExecSession,
   type RuntimeState,
@@ -35,6 +35,7 @@ import { boundingSet, CAPABILITY_NAMES } from '../../src/core/capabilities';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { errorMessage, invalidArgument, missingFeature, notFound, OsvirtError, wrongState } from '../../src/core/errors';
 import { faultPoint } from '../../src/core/faults';
+import { validateName } from '../../src/core/validate';
 import { helperPath } from '../../src/paths';
 import { VERSION } from '../../src/version';
 import { ContainerCgroup, detectLayout, type Layout } from './cgroups';
@@ -53,6 +54,9 @@ import { ensureNat, forwardingProblem, natUnavailable, nftPath, publishPorts, sw
 import { containerResolv } from './dns';
 import { normalizeOptions, templateKey } from './templates';
 import type { ImageStore } from '../../src/images/store';
+import { readRuntime, removeRuntime, runtimeNow, writeRuntime, type LxcRuntime } from './runtime-file';
+import { templateExtension } from './template-service';
+import type { DriverExtension } from '../../src/core/extension';
 import { randomUUID } from 'node:crypto';
 
 /** How a system container's init is halted and what its exit means (boot.json, kept until the next start). */
@@ -75,15 +79,6 @@ interface UserNs {
 
 const run = promisify(execFile);
 
-/** What the driver remembers about a running container (runtime.json). */
-interface Runtime {
-  initPid: number;
-  initStartTime: string;
-  monitorPid: number;
-  startTime: string;
-  network: NetworkRuntime;
-  rootfsMounted: string;
-}
 
 const RLIMIT_NAMES: Record<number, string> = {
   [RlimitType.RLIMIT_TYPE_NOFILE]: 'nofile', [RlimitType.RLIMIT_TYPE_NPROC]: 'nproc', [RlimitType.RLIMIT_TYPE_AS]: 'as',
@@ -225,7 +220,7 @@ export class LxcDriver implements Driver {
     if (dns.note) this.logger[dns.conf ? 'info' : 'warn']({ driver: this.name }, dns.note);
   }
 
-  async info(): Promise<GetInfoResponse> {
+  async info(): Promise<DriverInfo> {
     const caps = ['exec', 'console', 'stats'];
     if (this.layout.kind === 'v2' || this.layout.v1['freezer']) caps.push('pause');
     if (this.criuOk) caps.push('checkpoint');
@@ -250,9 +245,14 @@ export class LxcDriver implements Driver {
     return new ContainerCgroup(this.layout, id);
   }
 
-  async validate(_id: string, spec: ContainerSpec): Promise<void> {
+  async validate(id: string, spec: ContainerSpec): Promise<void> {
     const src = spec.rootfs?.source;
     if (!src) throw invalidArgument('spec.rootfs', 'is required: a template ("busybox"), a path, or host: {} for an application container');
+    const ipcPeer = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value.shareIpcWith : '';
+    if (ipcPeer) {
+      validateName('spec.lxc.share_ipc_with', ipcPeer);
+      if (ipcPeer === id) throw invalidArgument('spec.lxc.share_ipc_with', 'a container cannot join itself');
+    }
     if (src.$case === 'template') await this.templates.ensure(src.value, spec.rootfs?.templateOptions);
     if (src.$case === 'image') this.imageLayers(spec);
     if (src.$case === 'path') {
@@ -285,7 +285,7 @@ export class LxcDriver implements Driver {
       if (maps.length && !maps.some((m) => m.containerId === 0 && m.size > 0)) throw invalidArgument(`spec.lxc.${field}`, 'must map container id 0 (the container\'s root)');
       if (maps.some((m) => m.hostId === 0 && m.size > 0)) throw invalidArgument(`spec.lxc.${field}`, 'must not map host id 0: that would make a user of the container the host\'s root');
     }
-    await this.ext.validate?.(_id, spec);
+    await this.ext.validate?.(id, spec);
   }
 
   /**
@@ -342,12 +342,8 @@ export class LxcDriver implements Driver {
     await writeFileAtomic(path.join(this.dir(id), 'spec.json'), JSON.stringify(marker) + '\n', 0o644, false);
   }
 
-  private async readRuntime(id: string): Promise<Runtime | undefined> {
-    try {
-      return JSON.parse(await fs.readFile(path.join(this.dir(id), 'runtime.json'), 'utf8')) as Runtime;
-    } catch {
-      return undefined;
-    }
+  private readRuntime(id: string): Promise<LxcRuntime | undefined> {
+    return readRuntime(this.dir(id));
   }
 
   /**
@@ -689,7 +685,7 @@ export class LxcDriver implements Driver {
       const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
       if (lxc?.shareIpcWith) {
         const pid = peerPids[lxc.shareIpcWith];
-        if (!pid) throw wrongState(lxc.shareIpcWith, 'not running', 'running');
+        if (!pid) throw wrongState(lxc.shareIpcWith, 'not running (or not defined)', 'running (share_ipc_with joins its IPC namespace)');
         args.push('--join', `ipc:/proc/${pid}/ns/ipc`);
       } else ns.push('ipc');
       if (userNs) {
@@ -731,16 +727,8 @@ export class LxcDriver implements Driver {
       }, this.launcher);
       // The init runs; without runtime.json the next daemon reads STOPPED and its cleanup kills the tree.
       faultPoint('start.after-launch');
-      const rt: Runtime = {
-        initPid: launched.initPid,
-        initStartTime: pidStartTime(launched.initPid) ?? '',
-        monitorPid: launched.monitorPid,
-        startTime: new Date().toISOString(),
-        network,
-        rootfsMounted,
-      };
-      // Runtime state: meaningless after a reboot, so not fsynced.
-      await writeFileAtomic(path.join(this.dir(id), 'runtime.json'), JSON.stringify(rt, null, 2) + '\n', 0o644, false);
+      const rt = runtimeNow(launched.initPid, launched.monitorPid, network, rootfsMounted);
+      await writeRuntime(this.dir(id), rt);
       this.waits.delete(id);
       return { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, startTime: new Date(rt.startTime), message: '' };
     } catch (e) {
@@ -777,7 +765,7 @@ export class LxcDriver implements Driver {
     await this.cgroup(id).destroy();
     await unmountUnder(path.join(this.dir(id), 'rootfs'));
     await unmountUnder(path.join(this.dir(id), 'approot'));
-    if (rt) await fs.rm(path.join(this.dir(id), 'runtime.json'), { force: true });
+    if (rt) await removeRuntime(this.dir(id));
     await this.ext.afterStop?.(id);
   }
 
@@ -887,7 +875,7 @@ export class LxcDriver implements Driver {
    * manager recording the exit, the exit watch may already be tearing the
    * run down: what the driver answers must go by the init, not by the record.
    */
-  private initRunning(id: string, rt: Runtime | undefined): boolean {
+  private initRunning(id: string, rt: LxcRuntime | undefined): boolean {
     return !!rt && pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime && !readExitRecord(this.monitorDir(id));
   }
 
@@ -947,6 +935,11 @@ export class LxcDriver implements Driver {
       .catch((e) => this.logger.warn({ dir, err: errorMessage(e) }, 'cannot remove a deleted container directory'))
       .finally(() => this.removing.delete(p));
     this.removing.add(p);
+  }
+
+  /** TemplateService: the template store this driver builds root filesystems from. */
+  extensions(): DriverExtension[] {
+    return [templateExtension(() => this.templates)];
   }
 
   async close(): Promise<void> {
@@ -1131,7 +1124,6 @@ export class LxcDriver implements Driver {
       dir: (id) => this.dir(id),
       monitorDir: (id) => this.monitorDir(id),
       cgroup: (id) => this.cgroup(id),
-      readRuntime: (id) => this.readRuntime(id),
       cleanup: (id) => this.cleanup(id),
       prepareRootfs: async (id, spec) => this.prepareRootfs(id, spec, await this.userNs(id, spec)),
       adoptIdRange: async (id, range) => {

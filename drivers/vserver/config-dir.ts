@@ -5,9 +5,8 @@
 //
 // Parsing works on the directory's entries in memory (ConfigFiles), so the
 // daemon can import a directory a client uploaded (VServerService) and the
-// CLI can read and write real directories with the helpers at the end.
+// CLI reads and writes real directories (src/cli/config-tree.ts).
 import { constants as osConstants } from 'node:os';
-import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { ContainerSpec } from '../../src/gen/osvirt/v1/container';
 import { VServerInit_Style, VServerOptions, type VServerInterface, type VServerKillStep, type VServerRlimit, type VServerRlimits } from '../../src/gen/osvirt/v1/vserver';
@@ -345,36 +344,4 @@ export function renderConfigDir(spec: ContainerSpec): ConfigFiles {
 
   if (spec.rootfs?.source?.$case === 'path') out.set('vdir', { symlink: spec.rootfs.source.value });
   return out;
-}
-
-/** Read a real directory (symbolic links are recorded, never followed). */
-export async function readConfigDir(dir: string): Promise<ConfigFiles> {
-  const out: ConfigFiles = new Map();
-  const walk = async (rel: string): Promise<void> => {
-    for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
-      const p = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isSymbolicLink()) out.set(p, { symlink: await fs.readlink(path.join(dir, p)) });
-      else if (e.isDirectory()) await walk(p);
-      else if (e.isFile()) {
-        const st = await fs.stat(path.join(dir, p));
-        if (st.size > 1024 * 1024) throw invalidArgument(p, 'is larger than 1 MiB: not a configuration file');
-        out.set(p, { content: await fs.readFile(path.join(dir, p)) });
-      }
-    }
-  };
-  await walk('');
-  return out;
-}
-
-/** Write entries into dir (created; existing files with the same paths are replaced). */
-export async function writeConfigDir(dir: string, files: ConfigFiles): Promise<void> {
-  await fs.mkdir(dir, { recursive: true });
-  for (const [p, e] of [...files].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    if (p.split('/').some((s) => s === '..' || s === '') || path.isAbsolute(p)) throw invalidArgument(p, 'is not a relative path inside the directory');
-    const target = path.join(dir, p);
-    await fs.mkdir(path.dirname(target), { recursive: true });
-    await fs.rm(target, { force: true });
-    if (e.symlink !== undefined) await fs.symlink(e.symlink, target);
-    else await fs.writeFile(target, e.content ?? Buffer.alloc(0), { mode: 0o644 });
-  }
 }

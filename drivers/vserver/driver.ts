@@ -11,10 +11,9 @@ import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { ContainerSpec, RlimitType, type CheckpointOptions, type ContainerStats, type Security } from '../../src/gen/osvirt/v1/container';
-import type { GetInfoResponse } from '../../src/gen/osvirt/driver/v1/driver';
 import { VServerInit_Style, type VServerOptions } from '../../src/gen/osvirt/v1/vserver';
 import type { VServerStat } from '../../src/gen/osvirt/v1/vserver_service';
-import { RuntimeStatus, type CheckpointResult, type ConsoleSession, type Driver, type DriverContext, type ExecOptions, type ExecSession, type RuntimeState } from '../../src/core/driver';
+import { RuntimeStatus, type CheckpointResult, type ConsoleSession, type Driver, type DriverContext, type DriverInfo, type ExecOptions, type ExecSession, type RuntimeState, type StopOptions } from '../../src/core/driver';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { errorMessage, invalidArgument, missingFeature, OsvirtError, wrongState } from '../../src/core/errors';
 import { IpFilter, type IpFilterOptions } from '../common/ipfilter';
@@ -44,6 +43,8 @@ import {
   type LimitPlan,
 } from './options';
 import { processTotals } from './stat';
+import { vserverExtension } from './service';
+import type { DriverExtension } from '../../src/core/extension';
 
 export interface VServerDriverOptions {
   bridge?: BridgeConfig | undefined;
@@ -74,7 +75,6 @@ const RLIMIT_HELPER_NAMES: Partial<Record<RlimitType, string>> = {
 const STOP_COMMAND_TIMEOUT_MS = 30_000;
 /** After a kill sequence that does not end in SIGKILL: how long before osvirt sends one. */
 const FINAL_WAIT_MS = 5_000;
-const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 const SLEEP = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -126,7 +126,7 @@ export class VServerDriver implements Driver {
     await this.cleanupStaleFilters().catch((e) => this.logger.warn({ err: errorMessage(e) }, 'cleaning up stale network contexts failed'));
   }
 
-  async info(): Promise<GetInfoResponse> {
+  async info(): Promise<DriverInfo> {
     const i = await this.lxc.info();
     const missing = [
       ...(this.helper.rootOwnedNs ? [] : ['ccapabilities set_utsname, secure_mount and secure_remount: osvirt-helper lacks --root-owned-ns']),
@@ -437,19 +437,18 @@ export class VServerDriver implements Driver {
   /**
    * util-vserver's `vserver NAME stop`: the init style's stop command (sysv:
    * `rc 6` in the guest), then the kill sequence (default 15 5 9: SIGTERM
-   * to every process, up to 5 s, SIGKILL). A StopContainer call with a
-   * signal or timeout other than the container's defaults replaces the
+   * to every process, up to 5 s, SIGKILL). A StopContainer call that names
+   * a timeout, or a signal other than the container's, replaces the
    * sequence by "signal timeout 9" for that call.
    */
-  async stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState> {
+  async stop(id: string, signal: number, timeoutMs: number, opts: StopOptions = {}): Promise<RuntimeState> {
     const g = await this.readRecord(id);
     const st = await this.lxc.state(id);
     const running = st.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || st.status === RuntimeStatus.RUNTIME_STATUS_PAUSED;
     if (!g || !running || (signal === 9 && timeoutMs === 0)) return this.lxc.stop(id, signal, timeoutMs);
     const spec = this.specOf(g);
     const o = optionsOf(spec);
-    const defaultTimeout = spec.stopTimeout ? Number(spec.stopTimeout.seconds) * 1000 + Math.floor(spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS;
-    const ownSequence = signal === (spec.stopSignal || 15) && timeoutMs === defaultTimeout;
+    const ownSequence = signal === (spec.stopSignal || 15) && !opts.timeoutGiven;
     const steps = ownSequence ? killSequence(o).map((s) => ({ signal: s.signal, waitMs: s.waitSeconds * 1000 })) : [{ signal, waitMs: timeoutMs }, { signal: 9, waitMs: 0 }];
 
     const done = this.lxc.wait(id);
@@ -571,5 +570,10 @@ export class VServerDriver implements Driver {
       await this.afterStop(id).catch(() => undefined);
       throw e;
     }
+  }
+
+  /** VServerService (configuration directories, vserver-stat), and the template store's service the lxc driver underneath offers. */
+  extensions(): DriverExtension[] {
+    return [vserverExtension(this), ...this.lxc.extensions()];
   }
 }

@@ -1,25 +1,14 @@
 // Thin gRPC handlers for osvirt.v1.ContainerService: decode, call the
 // manager, translate errors. Validation lives in the core.
-import type { ServerDuplexStream, ServerReadableStream, ServerUnaryCall, ServerWritableStream, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { ServerDuplexStream, ServerReadableStream, ServerWritableStream, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ContainerManager } from '../core/manager';
 import { invalidArgument } from '../core/errors';
 import { validatePage, validateSignal, validateStates } from '../core/validate';
 import type { ContainerServiceServer, ExecContainerRequest, ExecContainerResponse, AttachConsoleRequest, AttachConsoleResponse, ExportCheckpointRequest, ExportCheckpointResponse, ImportCheckpointRequest, ImportCheckpointResponse } from '../gen/osvirt/v1/container_service';
 import type { Duration } from '../gen/google/protobuf/duration';
-import { toServiceError } from './status';
+import { toServiceError, unary } from '../core/grpc-status';
 import { serveExecStream } from './exec-stream';
-
-export function unary<Req, Res>(logger: Logger, fn: (req: Req) => Promise<Res> | Res) {
-  return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>): void => {
-    Promise.resolve()
-      .then(() => fn(call.request))
-      .then(
-        (res) => cb(null, res),
-        (e) => cb(toServiceError(e, logger)),
-      );
-  };
-}
 
 function durationMs(field: string, d: Duration | undefined): number | undefined {
   if (!d) return undefined;

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { EventBus } from '../core/events';
 import { validateEventTypes, validateName } from '../core/validate';
 import type { EventServiceServer, WatchEventsRequest, WatchEventsResponse } from '../gen/osvirt/v1/event_service';
-import { toServiceError } from './status';
+import { toServiceError } from '../core/grpc-status';
 
 export function eventService(bus: EventBus, logger: Logger): EventServiceServer & UntypedServiceImplementation {
   return {

@@ -9,7 +9,7 @@ import type { ExecOptions, ExecSession } from '../core/driver';
 import { invalidArgument } from '../core/errors';
 import { validateEnv } from '../core/validate';
 import type { ExecExit, TerminalSize, User } from '../gen/osvirt/v1/container';
-import { toServiceError } from './status';
+import { toServiceError } from '../core/grpc-status';
 
 const MAX_CHUNK = 64 * 1024;
 

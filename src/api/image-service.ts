@@ -6,8 +6,7 @@ import { invalidArgument, OsvirtError } from '../core/errors';
 import type { ContainerManager } from '../core/manager';
 import type { ExportImageRequest, ExportImageResponse, ImageServiceServer, ImportImageRequest, ImportImageResponse, PullImageRequest, PullImageResponse } from '../gen/osvirt/v1/image_service';
 import { ImageStore } from '../images/store';
-import { unary } from './container-service';
-import { toServiceError } from './status';
+import { toServiceError, unary } from '../core/grpc-status';
 
 export function imageService(store: ImageStore, manager: ContainerManager, logger: Logger): ImageServiceServer & UntypedServiceImplementation {
   /** Image digest -> the containers created from it. */

@@ -6,7 +6,7 @@ import type { DriverRegistry } from '../core/registry';
 import { DRIVER_PROTOCOL_VERSION } from '../core/driver';
 import type { SystemServiceServer } from '../gen/osvirt/v1/system_service';
 import { VERSION } from '../version';
-import { unary } from './container-service';
+import { unary } from '../core/grpc-status';
 
 export function systemService(registry: DriverRegistry, logger: Logger): SystemServiceServer & UntypedServiceImplementation {
   return {

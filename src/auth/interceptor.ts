@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { Any } from '../gen/google/protobuf/any';
 import { ErrorInfo } from '../gen/google/rpc/error_details';
 import { Status } from '../gen/google/rpc/status';
-import { ERROR_DOMAIN } from '../api/status';
+import { ERROR_DOMAIN } from '../core/grpc-status';
 import type { AuditLog } from './audit';
 import { isMutating, METHOD_ROLES, roleAtLeast, shortMethod, type Role } from './roles';
 
@@ -53,9 +53,11 @@ function requestContainer(msg: unknown): string | undefined {
 
 const GRANT_READS = new Set(['GetContainer', 'ListContainers', 'GetContainerStats', 'ListCheckpoints', 'WatchEvents', 'GetVersion', 'ListDrivers', 'Check']);
 
-export function authInterceptor(authenticate: Authenticator, audit: AuditLog, logger: Logger): ServerInterceptor {
+/** extensionRole: the least role of a method a driver's extension brings (undefined: denied). */
+export function authInterceptor(authenticate: Authenticator, audit: AuditLog, logger: Logger, extensionRole: (method: string) => Role | undefined = () => undefined): ServerInterceptor {
   return (methodDef, call) => {
     const method = methodDef.path;
+    const need = METHOD_ROLES[method] ?? extensionRole(method);
     const short = shortMethod(method);
     let identity: Identity | undefined;
     let container: string | undefined;
@@ -64,7 +66,7 @@ export function authInterceptor(authenticate: Authenticator, audit: AuditLog, lo
     let pending: [Code, string, string] | undefined;
     const deny = (code: Code, reason: string, message: string) => {
       closed = true;
-      if (identity && isMutating(method)) audit.record({ identity, method: short, container, code: Code[code], message });
+      if (identity && isMutating(need)) audit.record({ identity, method: short, container, code: Code[code], message });
       call.sendStatus(status(code, reason, message, { method: short }));
     };
     return new ServerInterceptingCall(call, {
@@ -74,7 +76,6 @@ export function authInterceptor(authenticate: Authenticator, audit: AuditLog, lo
             const who = authenticate(call);
             if ('error' in who) return deny(Code.UNAUTHENTICATED, 'UNAUTHENTICATED', who.error);
             identity = who;
-            const need = METHOD_ROLES[method];
             // A refusal waits for the request message, so the audit log can say
             // which container was asked for; the handler never sees the message.
             if (!need) pending = [Code.PERMISSION_DENIED, 'METHOD_NOT_ALLOWED', `${short} is not open to any role`];
@@ -128,7 +129,7 @@ export function authInterceptor(authenticate: Authenticator, audit: AuditLog, lo
         next(msg);
       },
       sendStatus: (st, next) => {
-        if (!closed && identity && isMutating(method)) {
+        if (!closed && identity && isMutating(need)) {
           audit.record({ identity, method: short, container, code: Code[st.code ?? Code.OK] ?? String(st.code), message: st.code === Code.OK ? '' : (st.details ?? ''), warning });
           if (warning && st.code === Code.OK) logger.warn({ container, principal: identity.principal }, warning);
         }

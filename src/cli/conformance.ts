@@ -7,7 +7,6 @@ import { connect } from '../client';
 import { runDaemonSuite } from '../conformance/daemon-suite';
 import { caseIds, runDriverSuite } from '../conformance/driver-suite';
 import { failed, formatReport, type CaseResult, type Report } from '../conformance/report';
-import { runRepoDrivers } from '../conformance/repo-drivers';
 import { defaultTemplate, loadTemplate, type SpecTemplate } from '../conformance/spec-template';
 import { RemoteDriver } from '../plugin/remote-driver';
 
@@ -49,6 +48,9 @@ async function run(o: Opts, cmd: Command): Promise<number> {
   }
   if (o.repoDrivers) {
     if (o.endpoint || o.daemonDriver) throw new Error('--repo-drivers starts its own plugins and daemon; do not combine it with --endpoint or --daemon-driver');
+    // This repository's own CI run: it loads the drivers to run them in process, so it is
+    // loaded only when asked for; the CLI otherwise talks to drivers over gRPC only.
+    const { runRepoDrivers } = await import('../conformance/repo-drivers');
     reports.push(...(await runRepoDrivers({ only, skip, log: progress, onResult: (t, r) => onResult(t)(r) })));
   } else {
     if (!o.endpoint && !o.daemonDriver) throw new Error('give --endpoint unix:///path/driver.sock (a DriverService), --daemon-driver NAME (a driver of the daemon at --connect), or --repo-drivers');

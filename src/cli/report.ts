@@ -1,7 +1,7 @@
 // How every osvirt subcommand ends: an error becomes a message that says what
 // to do next (code, ErrorInfo reason, the fields at fault) and an exit code.
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
-import { decodeStatusDetails } from '../api/status';
+import { decodeStatusDetails } from '../core/grpc-status';
 
 export function report(e: unknown): never {
   const se = e as Partial<ServiceError>;

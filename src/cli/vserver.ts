@@ -9,8 +9,8 @@ import { connect, promisify } from '../client';
 import { action, report } from './report';
 import { ContainerSpec } from '../gen/osvirt/v1/container';
 import { VServerServiceClient, VServerStat } from '../gen/osvirt/v1/vserver_service';
-import { readConfigDir, writeConfigDir, type ConfigFiles } from '../../drivers/vserver/config-dir';
-import { formatStatTable } from '../../drivers/vserver/stat';
+import { readConfigDir, writeConfigDir, type ConfigFiles } from './config-tree';
+import { formatStatTable } from './vserver-stat';
 
 interface Global {
   connect?: string;

@@ -6,10 +6,15 @@
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ContainerSpec, ContainerStats, CheckpointOptions, CheckpointStats, ExecExit, User } from '../gen/osvirt/v1/container';
-import type { GetInfoResponse, RuntimeState as WireRuntimeState } from '../gen/osvirt/driver/v1/driver';
+import type { ExtensionService, GetInfoResponse, RuntimeState as WireRuntimeState } from '../gen/osvirt/driver/v1/driver';
+import type { DriverExtension } from './extension';
 
 export { RuntimeStatus } from '../gen/osvirt/driver/v1/driver';
-export type { GetInfoResponse as DriverInfo };
+/**
+ * osvirt.driver.v1.GetInfoResponse. A driver in TypeScript leaves extensions
+ * out: the plugin server declares them from extensions() (src/plugin).
+ */
+export type DriverInfo = Omit<GetInfoResponse, 'extensions'> & { extensions?: ExtensionService[] };
 
 /** osvirt.driver.v1.RuntimeState, with the flags most states leave unset optional. */
 export type RuntimeState = Omit<WireRuntimeState, 'rebootRequested'> & { rebootRequested?: boolean };
@@ -54,6 +59,11 @@ export interface ConsoleSession {
   close(): void;
 }
 
+export interface StopOptions {
+  /** The caller named the timeout; otherwise it is the spec's stop_timeout or the daemon's default. */
+  timeoutGiven?: boolean;
+}
+
 export interface CheckpointResult {
   criuVersion: string;
   stats: CheckpointStats;
@@ -64,13 +74,13 @@ export interface Driver {
   readonly name: string;
   /** Probe the host; throw to mark the driver FAILED (the daemon keeps running). */
   init(ctx: DriverContext): Promise<void>;
-  info(): Promise<GetInfoResponse>;
+  info(): Promise<DriverInfo>;
   /** Reject a spec this driver cannot run here (INVALID_ARGUMENT / FAILED_PRECONDITION). */
   validate(id: string, spec: ContainerSpec): Promise<void>;
   create(id: string, spec: ContainerSpec): Promise<void>;
-  /** peerPids: container name -> host init pid, for namespaces the spec joins. */
+  /** peerPids: container name -> host init pid of every other running container, for namespaces the spec joins. */
   start(id: string, spec: ContainerSpec, peerPids: Record<string, number>): Promise<RuntimeState>;
-  stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState>;
+  stop(id: string, signal: number, timeoutMs: number, opts?: StopOptions): Promise<RuntimeState>;
   kill(id: string, signal: number): Promise<void>;
   delete(id: string): Promise<void>;
   state(id: string): Promise<RuntimeState>;
@@ -95,6 +105,12 @@ export interface Driver {
   restore?(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState>;
   /** After a daemon crash during a checkpoint: the figures of a complete dump in imageDir, or undefined (incomplete: the core removes it). */
   adoptCheckpoint?(id: string, imageDir: string): Promise<CheckpointResult | undefined>;
+  /**
+   * API services this driver brings (src/core/extension.ts), asked for once
+   * the driver is initialised. Two drivers offering the same service: the
+   * first registered serves it.
+   */
+  extensions?(): DriverExtension[];
   /** Daemon shutdown: release resources, leave containers running. */
   close?(): Promise<void>;
 }

@@ -396,23 +396,31 @@ export class ContainerManager {
     });
   }
 
-  /** The containers whose namespaces this spec joins. */
+  /**
+   * The containers a start locks besides its own: the one whose network it
+   * joins (the core's own field). Peers a driver's options name (lxc's
+   * share_ipc_with) are not locked: the core does not read driver options.
+   */
   private peerNames(spec: ContainerSpec): string[] {
-    const peers: string[] = [];
-    if (spec.network?.mode?.$case === 'container') peers.push(spec.network.mode.value.container);
-    if (spec.driverOptions?.$case === 'lxc' && spec.driverOptions.value.shareIpcWith) peers.push(spec.driverOptions.value.shareIpcWith);
-    return peers;
+    return spec.network?.mode?.$case === 'container' ? [spec.network.mode.value.container] : [];
   }
 
-  /** Resolve the pids of containers whose namespaces this spec joins. */
+  /**
+   * The init pids a start may join namespaces of: every other running
+   * container's. The core checks the peer its own field names
+   * (network.container); a driver checks those its options name.
+   */
   private peerPids(name: string, spec: ContainerSpec): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const p of this.peerNames(spec)) {
+    for (const l of this.live.values()) {
+      if (l.rec.name !== name && this.isActive(l.rec.status.state) && l.rec.status.initPid) out[l.rec.name] = l.rec.status.initPid;
+    }
+    if (spec.network?.mode?.$case === 'container') {
+      const p = spec.network.mode.value.container;
       if (p === name) throw invalidArgument('spec.network.container.container', 'a container cannot join itself');
       const l = this.live.get(p);
       if (!l) throw notFound('container', p);
-      if (!this.isActive(l.rec.status.state) || !l.rec.status.initPid) throw wrongState(p, stateName(l.rec.status.state), 'running (its namespaces are joined)');
-      out[p] = l.rec.status.initPid;
+      if (!out[p]) throw wrongState(p, stateName(l.rec.status.state), 'running (its namespaces are joined)');
     }
     return out;
   }
@@ -432,8 +440,7 @@ export class ContainerManager {
       let rs: RuntimeState;
       try {
         await pausePoint('start.before-driver', name);
-        const runSpec = this.hooks ? await this.hooks.beforeStart(name, rec.spec) : rec.spec;
-        rs = await driver.start(name, runSpec, peers);
+        rs = await this.runInit(live, driver, peers);
       } catch (e) {
         await this.released(name);
         const msg = isOsvirtError(e) ? e.message : 'start failed; see the daemon log';
@@ -441,15 +448,28 @@ export class ContainerManager {
         await this.store.saveStatus(rec);
         throw e;
       }
-      live.generation++;
-      live.expectedSignal = 0;
-      await this.store.clearIntent(name);
-      rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message: '', idMapping: rs.idMapping ?? rec.status.idMapping };
-      await this.store.saveStatus(rec);
-      this.events.emit(name, EventType.EVENT_TYPE_STARTED, rec.status);
-      this.watch(live);
+      await this.recordRunning(live, rs, '');
       return this.toContainer(rec);
     });
+  }
+
+  /** The hooks' spec, run by the driver: a start, and a reboot the init asked for. */
+  private async runInit(live: Live, driver: Driver, peers: Record<string, number>): Promise<RuntimeState> {
+    const { name, spec } = live.rec;
+    const runSpec = this.hooks ? await this.hooks.beforeStart(name, spec) : spec;
+    return driver.start(name, runSpec, peers);
+  }
+
+  /** A new init runs: record it, tell watchers, and watch for its exit. */
+  private async recordRunning(live: Live, rs: RuntimeState, message: string): Promise<void> {
+    const rec = live.rec;
+    live.generation++;
+    live.expectedSignal = 0;
+    await this.store.clearIntent(rec.name);
+    rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message, idMapping: rs.idMapping ?? rec.status.idMapping };
+    await this.store.saveStatus(rec);
+    this.events.emit(rec.name, EventType.EVENT_TYPE_STARTED, rec.status);
+    this.watch(live);
   }
 
   /** Wait for the init to exit and record it, unless an operation of ours already did. */
@@ -492,19 +512,14 @@ export class ContainerManager {
     this.events.emit(name, EventType.EVENT_TYPE_STOPPED, { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_SHUTDOWN, initPid: 0, message: 'rebooting' });
     let rs: RuntimeState;
     try {
-      const runSpec = this.hooks ? await this.hooks.beforeStart(name, rec.spec) : rec.spec;
-      rs = await driver.start(name, runSpec, this.peerPids(name, rec.spec));
+      rs = await this.runInit(live, driver, this.peerPids(name, rec.spec));
     } catch (e) {
       this.logger.error({ container: name, err: errorMessage(e) }, 'restart after a reboot request failed');
       await this.released(name);
       return false;
     }
-    live.expectedSignal = 0;
-    rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message: 'rebooted by its init', idMapping: rs.idMapping ?? rec.status.idMapping };
-    await this.store.saveStatus(rec);
-    this.events.emit(name, EventType.EVENT_TYPE_STARTED, rec.status);
+    await this.recordRunning(live, rs, 'rebooted by its init');
     this.logger.info({ container: name, initPid: rs.initPid }, 'rebooted at its init\'s request');
-    this.watch(live);
     return true;
   }
 
@@ -563,7 +578,7 @@ export class ContainerManager {
       faultPoint('stop.after-intent');
       let rs: RuntimeState;
       try {
-        rs = await driver.stop(name, sig, timeout);
+        rs = await driver.stop(name, sig, timeout, { timeoutGiven: timeoutMs !== undefined });
       } catch (e) {
         // The stop was refused (e.g. a jail's failing exec.prestop) and the
         // container still runs: watch it again so its exit is recorded.

@@ -149,6 +149,11 @@ export class DriverRegistry {
     return e.driver;
   }
 
+  /** The driver whatever its health: to ask what it offers (extensions), never to call it. */
+  peek(name: string): Driver | undefined {
+    return this.entries.get(name)?.driver;
+  }
+
   isReady(name: string): boolean {
     return this.entries.get(name)?.health === DriverHealth.DRIVER_HEALTH_READY;
   }

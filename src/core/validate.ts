@@ -223,9 +223,6 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
   if (opt && opt.$case !== 'plugin' && opt.$case !== spec.driver) {
     throw invalidArgument(`${f}.${opt.$case}`, `options for driver "${opt.$case}" given for driver "${spec.driver}"`);
   }
-  if (opt?.$case === 'lxc') {
-    if (opt.value.shareIpcWith) validateName(`${f}.lxc.share_ipc_with`, opt.value.shareIpcWith);
-  }
 }
 
 export function validatePage(field: string, pageSize: number): number {

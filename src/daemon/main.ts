@@ -4,7 +4,6 @@ import { Command } from 'commander';
 import pino from 'pino';
 import type { Driver } from '../core/driver';
 import { VERSION } from '../version';
-import { Templates } from '../../drivers/lxc/templates';
 import { ImageStore } from '../images/store';
 import { builtinDrivers } from '../drivers';
 import { loadPluginDir, parseDriverFlag } from '../plugin/manifest';
@@ -47,11 +46,12 @@ async function main(): Promise<void> {
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
 
   const wanted = o.drivers === undefined ? undefined : o.drivers.split(',').map((s) => s.trim()).filter(Boolean);
-  // One template store for every built-in driver (and TemplateService).
-  const templates = new Templates(path.resolve(o.templateDir ?? path.join(o.stateDir, 'drivers', 'lxc', 'templates')));
   // One image store for the daemon (ImageService) and every driver whose containers run images.
   const images = new ImageStore(path.resolve(o.imageDir ?? path.join(o.stateDir, 'images')), { insecureRegistries: o.insecureRegistry, logger });
-  const drivers: Driver[] = builtinDrivers({ lxc: { bridge: { name: o.bridge, subnet: o.subnet }, templates, images, resolvConf: path.resolve(o.resolvConf) } }).filter((d) => !wanted || wanted.includes(d.name));
+  const drivers: Driver[] = builtinDrivers({
+    lxc: { bridge: { name: o.bridge, subnet: o.subnet }, resolvConf: path.resolve(o.resolvConf), images },
+    templateDir: path.resolve(o.templateDir ?? path.join(o.stateDir, 'drivers', 'lxc', 'templates')),
+  }).filter((d) => !wanted || wanted.includes(d.name));
   for (const mod of o.driverModule) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const m = require(path.resolve(mod)) as { createDriver?: () => Driver };
@@ -88,7 +88,6 @@ async function main(): Promise<void> {
     insecureTcp: o.insecureTcp,
     drivers,
     logger,
-    templates,
     images,
   });
   // Machine-readable readiness line for supervisors and tests.

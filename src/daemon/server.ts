@@ -18,16 +18,12 @@ import { containerService } from '../api/container-service';
 import { eventService } from '../api/event-service';
 import { systemService } from '../api/system-service';
 import { addReflectionAndHealth } from './reflection';
-import { JailServiceService } from '../gen/osvirt/v1/jail';
-import { jailService } from '../../drivers/jail/service';
+import { registerExtensions } from './extensions';
 import { AuditLog } from '../auth/audit';
 import { authInterceptor } from '../auth/interceptor';
 import { ConnectionRegistry } from '../auth/listeners';
 import { ManagementEndpoints } from '../auth/management';
-import { vserverService, VServerServiceService } from '../../drivers/vserver/service';
-import { TemplateServiceService } from '../gen/osvirt/v1/template_service';
-import { templateService } from '../api/template-service';
-import type { Templates } from '../../drivers/lxc/templates';
+import type { Role } from '../auth/roles';
 import { ImageServiceService } from '../gen/osvirt/v1/image_service';
 import { imageService } from '../api/image-service';
 import type { ImageStore } from '../images/store';
@@ -45,9 +41,7 @@ export interface DaemonOptions {
   insecureTcp?: boolean;
   drivers: Driver[];
   logger: Logger;
-  /** The shared templates the built-in drivers build root filesystems from (TemplateService). */
-  templates?: Templates | undefined;
-  /** The OCI image store (ImageService, Rootfs.image). */
+  /** The OCI image store (ImageService, Rootfs.image): the daemon's, like containerd's content store, not a driver's. */
   images?: ImageStore | undefined;
 }
 
@@ -112,10 +106,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   const audit = new AuditLog(path.join(o.stateDir, 'audit.log'), log);
   let conns: ConnectionRegistry | undefined;
+  // Roles of the methods drivers' extensions bring, filled in before the first call.
+  const extensionRoles = new Map<string, Role>();
   const server = new Server({
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': 16 * MAX_MESSAGE_BYTES,
-    interceptors: [authInterceptor((call) => conns!.authenticate(call), audit, log)],
+    interceptors: [authInterceptor((call) => conns!.authenticate(call), audit, log, (method) => extensionRoles.get(method))],
   });
   conns = new ConnectionRegistry(server, log);
   const mgmt = new ManagementEndpoints(conns, path.join(o.stateDir, 'management'), (n) => manager.labelsOf(n));
@@ -135,10 +131,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   server.addService(ContainerServiceService, containerService(manager, log));
   server.addService(EventServiceService, eventService(bus, log));
   server.addService(SystemServiceService, systemService(registry, log));
-  if (o.templates) server.addService(TemplateServiceService, templateService(o.templates, manager, log));
   if (o.images) server.addService(ImageServiceService, imageService(o.images, manager, log));
-  server.addService(JailServiceService, jailService(manager, registry, log));
-  server.addService(VServerServiceService, vserverService(manager, registry, log));
+  const extensions = await registerExtensions({ server, registry, manager, conns, roles: extensionRoles, dir: path.join(o.stateDir, 'extensions'), logger: log });
   addReflectionAndHealth(server);
 
   for (const sock of [o.socket, o.roSocket].filter(Boolean)) {
@@ -176,6 +170,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     tcpPort,
     close: async () => {
       await mgmt.closeAll();
+      await extensions.close();
       await conns!.close();
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {

@@ -2,6 +2,8 @@
 // for any TypeScript Driver, plus grpc.health.v1.Health. Built-in drivers
 // run out of process through this (src/plugin/serve.ts); a capability the
 // driver does not declare answers exactly as the daemon would in-process.
+// The driver's extension services (src/core/extension.ts) are served on the
+// same socket and declared in GetInfo.
 import { promises as fs } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -9,12 +11,13 @@ import { Metadata, Server, ServerCredentials, type ServerDuplexStream, type Unty
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import pino from 'pino';
-import { unary } from '../api/container-service';
-import { toServiceError } from '../api/status';
+import { unary } from '../core/grpc-status';
+import { toServiceError } from '../core/grpc-status';
 import { serveExecStream } from '../api/exec-stream';
 import type { Capability, ConsoleSession, Driver, DriverInfo, RuntimeState } from '../core/driver';
 import { invalidArgument } from '../core/errors';
 import { capabilityError } from '../core/registry';
+import { declareExtensions, serveExtensions } from './extension-proxy';
 import {
   DriverServiceService,
   type ConsoleRequest,
@@ -54,7 +57,7 @@ export function gateCapabilities(driver: Driver, info: DriverInfo): Driver {
     validate: (id, spec) => driver.validate(id, spec),
     create: (id, spec) => driver.create(id, spec),
     start: (id, spec, peers) => driver.start(id, spec, peers),
-    stop: (id, sig, t) => driver.stop(id, sig, t),
+    stop: (id, sig, t, o) => driver.stop(id, sig, t, o),
     kill: (id, sig) => driver.kill(id, sig),
     delete: (id) => driver.delete(id),
     state: (id) => driver.state(id),
@@ -67,6 +70,7 @@ export function gateCapabilities(driver: Driver, info: DriverInfo): Driver {
     stats: gate('stats', 'stats'),
     checkpoint: gate('checkpoint', 'checkpoint'),
     restore: gate('checkpoint', 'restore'),
+    extensions: driver.extensions ? () => driver.extensions!() : undefined,
     close: driver.close ? () => driver.close!() : undefined,
   };
 }
@@ -91,7 +95,10 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
   // Capabilities are read per call: a driver may gain or lose one (criu installed, ...).
   const gated = async () => gateCapabilities(driver, await driver.info());
   return {
-    getInfo: unary(logger, () => driver.info()),
+    getInfo: unary(logger, async () => {
+      const info = await driver.info();
+      return { ...info, extensions: info.extensions ?? declareExtensions(driver.extensions?.() ?? []) };
+    }),
     validate: unary(logger, async (r) => {
       await driver.validate(requireId(r.id), requireSpec(r.spec));
       return {};
@@ -101,7 +108,7 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
       return {};
     }),
     start: unary(logger, async (r) => ({ state: wire(await driver.start(requireId(r.id), requireSpec(r.spec), r.peerPids)) })),
-    stop: unary(logger, async (r) => ({ state: wire(await driver.stop(requireId(r.id), r.signal || 15, r.timeoutMs)) })),
+    stop: unary(logger, async (r) => ({ state: wire(await driver.stop(requireId(r.id), r.signal || 15, r.timeoutMs, { timeoutGiven: r.timeoutGiven })) })),
     kill: unary(logger, async (r) => {
       await driver.kill(requireId(r.id), r.signal || 9);
       return {};
@@ -201,6 +208,7 @@ export async function serveDriver(driver: Driver, socketPath: string, opts: { lo
   await clearStaleSocket(sock);
   const server = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   server.addService(DriverServiceService, driverService(driver, logger) as DriverServiceServer & UntypedServiceImplementation);
+  serveExtensions(server, driver.extensions?.() ?? [], logger);
   const health = new HealthImplementation({ '': 'SERVING', [DRIVER_SERVICE]: 'SERVING' });
   health.addToServer(server);
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${sock}`, ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));

@@ -13,12 +13,14 @@ import { credentials, makeGenericClientConstructor, type Client, type ServiceErr
 import { service as healthService } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import type { ContainerSpec, ContainerStats, CheckpointOptions } from '../gen/osvirt/v1/container';
-import type { CheckpointResult, ConsoleSession, DriverContext, DriverInfo, ExecOptions, ExecSession, RuntimeState } from '../core/driver';
+import type { CheckpointResult, ConsoleSession, DriverContext, DriverInfo, ExecOptions, ExecSession, RuntimeState, StopOptions } from '../core/driver';
 import { errorMessage, OsvirtError } from '../core/errors';
 import { checkProtocolVersion, SUPPORTED_DRIVER_PROTOCOLS, type HealthReport, type SupervisedDriver } from '../core/registry';
 import { DRIVER_SERVICE } from './driver-server';
 import { parseHandshake, PLUGIN_ENV } from './handshake';
 import { DEFAULT_TIMEOUTS, RemoteDriver, unixTarget, type RemoteTimeouts } from './remote-driver';
+import { proxyExtensions } from './extension-proxy';
+import type { DriverExtension } from '../core/extension';
 
 export interface PluginConfig {
   name: string;
@@ -126,6 +128,11 @@ export class PluginDriver implements SupervisedDriver {
   async info(): Promise<DriverInfo> {
     if (!this.info_) throw this.unavailable();
     return this.info_;
+  }
+
+  /** The API services the plugin declared, forwarded to whichever process serves it now. */
+  extensions(): DriverExtension[] {
+    return proxyExtensions(this.name, this.info_?.extensions ?? [], () => this.r().client, this.logger);
   }
 
   private unavailable(): OsvirtError {
@@ -395,8 +402,8 @@ export class PluginDriver implements SupervisedDriver {
   start(id: string, spec: ContainerSpec, peerPids: Record<string, number>): Promise<RuntimeState> {
     return this.r().start(id, spec, peerPids);
   }
-  stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState> {
-    return this.r().stop(id, signal, timeoutMs);
+  stop(id: string, signal: number, timeoutMs: number, opts?: StopOptions): Promise<RuntimeState> {
+    return this.r().stop(id, signal, timeoutMs, opts);
   }
   kill(id: string, signal: number): Promise<void> {
     return this.r().kill(id, signal);

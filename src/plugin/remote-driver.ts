@@ -11,9 +11,12 @@ import {
   type ConsoleResponse,
   type ExecRequest,
   type ExecResponse,
+  type ExtensionService,
   type GetInfoResponse,
 } from '../gen/osvirt/driver/v1/driver';
-import type { CheckpointResult, ConsoleSession, Driver, DriverContext, ExecOptions, ExecSession, RuntimeState } from '../core/driver';
+import type { DriverExtension } from '../core/extension';
+import { proxyExtensions } from './extension-proxy';
+import type { CheckpointResult, ConsoleSession, Driver, DriverContext, ExecOptions, ExecSession, RuntimeState, StopOptions } from '../core/driver';
 import { RuntimeStatus } from '../core/driver';
 import { OsvirtError } from '../core/errors';
 import { fromServiceError } from './wire-errors';
@@ -45,6 +48,7 @@ const STOPPED: RuntimeState = { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, in
 
 export class RemoteDriver implements Driver {
   readonly client: DriverServiceClient;
+  private declared: ExtensionService[] = [];
 
   constructor(
     readonly name: string,
@@ -73,8 +77,15 @@ export class RemoteDriver implements Driver {
     await this.info();
   }
 
-  info(): Promise<GetInfoResponse> {
-    return this.call('getInfo', {}, this.timeouts.quickMs);
+  async info(): Promise<GetInfoResponse> {
+    const info = await this.call<object, GetInfoResponse>('getInfo', {}, this.timeouts.quickMs);
+    this.declared = info.extensions;
+    return info;
+  }
+
+  /** The API services the plugin declared in its last GetInfo, forwarded to it. */
+  extensions(): DriverExtension[] {
+    return proxyExtensions(this.name, this.declared, () => this.client);
   }
 
   async validate(id: string, spec: ContainerSpec): Promise<void> {
@@ -90,8 +101,8 @@ export class RemoteDriver implements Driver {
     return r.state ?? STOPPED;
   }
 
-  async stop(id: string, signal: number, timeoutMs: number): Promise<RuntimeState> {
-    const r = await this.call<object, { state?: RuntimeState }>('stop', { id, signal, timeoutMs }, timeoutMs + this.timeouts.stopGraceMs);
+  async stop(id: string, signal: number, timeoutMs: number, opts: StopOptions = {}): Promise<RuntimeState> {
+    const r = await this.call<object, { state?: RuntimeState }>('stop', { id, signal, timeoutMs, timeoutGiven: !!opts.timeoutGiven }, timeoutMs + this.timeouts.stopGraceMs);
     return r.state ?? STOPPED;
   }
 

@@ -3,7 +3,7 @@
 // Transport failures (socket gone, plugin dead or hung) become UNAVAILABLE
 // with reason DRIVER_UNAVAILABLE: the caller retries once the plugin is back.
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
-import { decodeStatusDetails } from '../api/status';
+import { decodeStatusDetails } from '../core/grpc-status';
 import { type ErrorCode, OsvirtError } from '../core/errors';
 
 const CODES: Partial<Record<Code, ErrorCode>> = {

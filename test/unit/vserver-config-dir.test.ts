@@ -1,8 +1,9 @@
 // util-vserver's per-guest config directory (drivers/vserver/config-dir.ts)
-// and vserver-stat's formatting (drivers/vserver/stat.ts): pure, no root.
+// and vserver-stat's formatting (src/cli/vserver-stat.ts): pure, no root.
 import { strict as assert } from 'node:assert';
-import { parseConfigDir, parseKillseq, readConfigDir, renderConfigDir, type ConfigFiles } from '../../drivers/vserver/config-dir';
-import { formatStatRow, shortenMem, shortenTime } from '../../drivers/vserver/stat';
+import { parseConfigDir, parseKillseq, renderConfigDir, type ConfigFiles } from '../../drivers/vserver/config-dir';
+import { readConfigDir } from '../../src/cli/config-tree';
+import { formatStatRow, shortenMem, shortenTime } from '../../src/cli/vserver-stat';
 import { VServerOptions_ContextCapability as Ccap, VServerOptions_ContextFlag as Cflag, VServerInit_Style as Style } from '../../src/gen/osvirt/v1/vserver';
 import { repoPath } from '../../src/paths';
 

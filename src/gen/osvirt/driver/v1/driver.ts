@@ -100,6 +100,41 @@ export interface GetInfoResponse {
   capabilities: string[];
   /** Why a capability is absent (e.g. "checkpoint: criu not installed"). */
   messages: string[];
+  /**
+   * Public API services the driver brings besides this contract (the jail
+   * driver's osvirt.v1.JailService, ...). The plugin serves them on this
+   * same socket; the daemon serves them to its clients and forwards each
+   * call there unchanged, after its own authentication and role check, with
+   * the metadata "osvirt-host-endpoint": a unix socket serving
+   * osvirt.v1.ContainerService on the daemon's behalf, through which the
+   * extension defines, starts, lists and deletes containers. A service the
+   * daemon already serves (its own, or another driver's) is not forwarded.
+   */
+  extensions: ExtensionService[];
+}
+
+/** A public API service an out-of-process driver implements. */
+export interface ExtensionService {
+  /** Full protobuf service name, e.g. "osvirt.v1.JailService". */
+  name: string;
+  methods: ExtensionMethod[];
+}
+
+/** One method of an ExtensionService. */
+export interface ExtensionMethod {
+  /** Method name as in the service, e.g. "ListJails". */
+  name: string;
+  /**
+   * The least role that may call it: "reader", "operator" or "admin".
+   * A method with another role is not forwarded (callers get PERMISSION_DENIED).
+   */
+  role: string;
+  /**
+   * The method streams its responses (e.g. TemplateService.BuildTemplate).
+   * Methods with a streaming request are not forwarded.
+   */
+  serverStreaming: boolean;
+  clientStreaming: boolean;
 }
 
 /** Request for Validate. */
@@ -129,8 +164,10 @@ export interface StartRequest {
     | ContainerSpec
     | undefined;
   /**
-   * Network namespaces / IPC namespaces of other containers the spec joins,
-   * resolved by the daemon: container name -> host pid of its init.
+   * Container name -> host pid of its init, for every other running
+   * container: the spec may join their namespaces (network.container, which
+   * the daemon has checked, or the driver's own options, which the driver
+   * checks against this map).
    */
   peerPids: { [key: string]: number };
 }
@@ -150,6 +187,12 @@ export interface StopRequest {
   id: string;
   signal: number;
   timeoutMs: number;
+  /**
+   * The caller of StopContainer named the timeout; false: timeout_ms is the
+   * container's stop_timeout or the daemon's default, and a driver with a
+   * stop procedure of its own (vserver's kill sequence) may follow that instead.
+   */
+  timeoutGiven: boolean;
 }
 
 /** Response for Stop. */
@@ -398,7 +441,7 @@ export const GetInfoRequest: MessageFns<GetInfoRequest> = {
 };
 
 function createBaseGetInfoResponse(): GetInfoResponse {
-  return { name: "", version: "", protocolVersion: 0, capabilities: [], messages: [] };
+  return { name: "", version: "", protocolVersion: 0, capabilities: [], messages: [], extensions: [] };
 }
 
 export const GetInfoResponse: MessageFns<GetInfoResponse> = {
@@ -417,6 +460,9 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     }
     for (const v of message.messages) {
       writer.uint32(42).string(v!);
+    }
+    for (const v of message.extensions) {
+      ExtensionService.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -474,6 +520,14 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
             message.messages.push(reader.string());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.extensions.push(ExtensionService.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -499,6 +553,9 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
         ? object.capabilities.map((e: any) => globalThis.String(e))
         : [],
       messages: globalThis.Array.isArray(object?.messages) ? object.messages.map((e: any) => globalThis.String(e)) : [],
+      extensions: globalThis.Array.isArray(object?.extensions)
+        ? object.extensions.map((e: any) => ExtensionService.fromJSON(e))
+        : [],
     };
   },
 
@@ -519,6 +576,9 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     if (message.messages?.length) {
       obj.messages = message.messages;
     }
+    if (message.extensions?.length) {
+      obj.extensions = message.extensions.map((e) => ExtensionService.toJSON(e));
+    }
     return obj;
   },
 
@@ -532,6 +592,219 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     message.protocolVersion = object.protocolVersion ?? 0;
     message.capabilities = object.capabilities?.map((e) => e) || [];
     message.messages = object.messages?.map((e) => e) || [];
+    message.extensions = object.extensions?.map((e) => ExtensionService.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseExtensionService(): ExtensionService {
+  return { name: "", methods: [] };
+}
+
+export const ExtensionService: MessageFns<ExtensionService> = {
+  encode(message: ExtensionService, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    for (const v of message.methods) {
+      ExtensionMethod.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExtensionService {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExtensionService();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.methods.push(ExtensionMethod.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExtensionService {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      methods: globalThis.Array.isArray(object?.methods)
+        ? object.methods.map((e: any) => ExtensionMethod.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ExtensionService): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.methods?.length) {
+      obj.methods = message.methods.map((e) => ExtensionMethod.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExtensionService>, I>>(base?: I): ExtensionService {
+    return ExtensionService.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExtensionService>, I>>(object: I): ExtensionService {
+    const message = createBaseExtensionService();
+    message.name = object.name ?? "";
+    message.methods = object.methods?.map((e) => ExtensionMethod.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseExtensionMethod(): ExtensionMethod {
+  return { name: "", role: "", serverStreaming: false, clientStreaming: false };
+}
+
+export const ExtensionMethod: MessageFns<ExtensionMethod> = {
+  encode(message: ExtensionMethod, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.role !== "") {
+      writer.uint32(18).string(message.role);
+    }
+    if (message.serverStreaming !== false) {
+      writer.uint32(24).bool(message.serverStreaming);
+    }
+    if (message.clientStreaming !== false) {
+      writer.uint32(32).bool(message.clientStreaming);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExtensionMethod {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExtensionMethod();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.serverStreaming = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.clientStreaming = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExtensionMethod {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      role: isSet(object.role) ? globalThis.String(object.role) : "",
+      serverStreaming: isSet(object.serverStreaming)
+        ? globalThis.Boolean(object.serverStreaming)
+        : isSet(object.server_streaming)
+        ? globalThis.Boolean(object.server_streaming)
+        : false,
+      clientStreaming: isSet(object.clientStreaming)
+        ? globalThis.Boolean(object.clientStreaming)
+        : isSet(object.client_streaming)
+        ? globalThis.Boolean(object.client_streaming)
+        : false,
+    };
+  },
+
+  toJSON(message: ExtensionMethod): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.role !== "") {
+      obj.role = message.role;
+    }
+    if (message.serverStreaming !== false) {
+      obj.serverStreaming = message.serverStreaming;
+    }
+    if (message.clientStreaming !== false) {
+      obj.clientStreaming = message.clientStreaming;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExtensionMethod>, I>>(base?: I): ExtensionMethod {
+    return ExtensionMethod.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExtensionMethod>, I>>(object: I): ExtensionMethod {
+    const message = createBaseExtensionMethod();
+    message.name = object.name ?? "";
+    message.role = object.role ?? "";
+    message.serverStreaming = object.serverStreaming ?? false;
+    message.clientStreaming = object.clientStreaming ?? false;
     return message;
   },
 };
@@ -1115,7 +1388,7 @@ export const StartResponse: MessageFns<StartResponse> = {
 };
 
 function createBaseStopRequest(): StopRequest {
-  return { id: "", signal: 0, timeoutMs: 0 };
+  return { id: "", signal: 0, timeoutMs: 0, timeoutGiven: false };
 }
 
 export const StopRequest: MessageFns<StopRequest> = {
@@ -1128,6 +1401,9 @@ export const StopRequest: MessageFns<StopRequest> = {
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(24).uint32(message.timeoutMs);
+    }
+    if (message.timeoutGiven !== false) {
+      writer.uint32(32).bool(message.timeoutGiven);
     }
     return writer;
   },
@@ -1169,6 +1445,14 @@ export const StopRequest: MessageFns<StopRequest> = {
             message.timeoutMs = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.timeoutGiven = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1190,6 +1474,11 @@ export const StopRequest: MessageFns<StopRequest> = {
         : isSet(object.timeout_ms)
         ? globalThis.Number(object.timeout_ms)
         : 0,
+      timeoutGiven: isSet(object.timeoutGiven)
+        ? globalThis.Boolean(object.timeoutGiven)
+        : isSet(object.timeout_given)
+        ? globalThis.Boolean(object.timeout_given)
+        : false,
     };
   },
 
@@ -1204,6 +1493,9 @@ export const StopRequest: MessageFns<StopRequest> = {
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
     }
+    if (message.timeoutGiven !== false) {
+      obj.timeoutGiven = message.timeoutGiven;
+    }
     return obj;
   },
 
@@ -1215,6 +1507,7 @@ export const StopRequest: MessageFns<StopRequest> = {
     message.id = object.id ?? "";
     message.signal = object.signal ?? 0;
     message.timeoutMs = object.timeoutMs ?? 0;
+    message.timeoutGiven = object.timeoutGiven ?? false;
     return message;
   },
 };

@@ -2,12 +2,13 @@
 // code and message and gains google.rpc.Status details (ErrorInfo, and
 // BadRequest for INVALID_ARGUMENT) in grpc-status-details-bin. Anything
 // else is logged and answered with a generic INTERNAL, leaking nothing.
-import { Metadata, status as Code, type ServiceError } from '@grpc/grpc-js';
+// Here in the core (not src/api) because drivers' own services use it too.
+import { Metadata, status as Code, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { Any } from '../gen/google/protobuf/any';
 import { BadRequest, ErrorInfo } from '../gen/google/rpc/error_details';
 import { Status } from '../gen/google/rpc/status';
-import { isOsvirtError, OsvirtError, errorMessage } from '../core/errors';
+import { isOsvirtError, OsvirtError, errorMessage } from './errors';
 
 export const ERROR_DOMAIN = 'osvirt.dev';
 
@@ -46,4 +47,16 @@ export function decodeStatusDetails(md: Metadata | undefined): { errorInfo?: Err
     if (d.typeUrl.endsWith('/google.rpc.BadRequest')) out.badRequest = BadRequest.decode(d.value);
   }
   return out;
+}
+
+/** A unary handler from a function: its result is the response, what it throws becomes the status. */
+export function unary<Req, Res>(logger: Logger, fn: (req: Req) => Promise<Res> | Res) {
+  return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>): void => {
+    Promise.resolve()
+      .then(() => fn(call.request))
+      .then(
+        (res) => cb(null, res),
+        (e) => cb(toServiceError(e, logger)),
+      );
+  };
 }
