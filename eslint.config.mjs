@@ -11,6 +11,8 @@ export default tseslint.config(
   {
     rules: {
       // Unused arguments named with a leading underscore are deliberate (interface shapes).
+      // A variable a closure reads before its one assignment stays `let`.
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
     },
   },

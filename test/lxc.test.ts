@@ -408,7 +408,7 @@ describe('lxc driver (real containers)', function () {
       process.kill(first, 'SIGKILL');
       await until(() => launcherPid() !== first, 'the launcher to go');
       // Without it the daemon spawns the monitor itself, and starts a new launcher.
-      const direct = await run('direct');
+      await run('direct');
       assert.equal(await sh(c, 'direct', 'hostname'), 'direct');
       const second = await until(() => launcherPid(), 'a new launcher');
       assert.notEqual(second, first);

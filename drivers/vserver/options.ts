@@ -305,7 +305,10 @@ export function validateOptions(spec: ContainerSpec, layout: 'v2' | 'hybrid', he
     if (dev && !IFNAME_RE.test(dev)) throw invalidArgument(`${f}.dev`, 'must be an interface name of at most 15 characters');
     if (!dev && !i.nodev && !i.disabled) throw invalidArgument(`${f}.dev`, 'is required (the host interface the address is added to, e.g. "eth0" or "lo"), unless nodev says the host has the address already');
     if (i.label && (!/^[A-Za-z0-9_.-]+$/.test(i.label) || dev.length + 1 + i.label.length > 15)) throw invalidArgument(`${f}.label`, 'must be a short name: DEV:LABEL is at most 15 characters');
-    if (!i.disabled) family === 4 ? v4++ : v6++;
+    if (!i.disabled) {
+      if (family === 4) v4++;
+      else v6++;
+    }
   }
   if (v4 > MAX_ADDRS || v6 > MAX_ADDRS) throw invalidArgument(`${F}.network.interfaces`, `at most ${MAX_ADDRS} addresses per family (Linux-VServer's limit too)`);
 

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { credentials } from '@grpc/grpc-js';
 import { connect, promisify } from '../client';
-import { action, report } from './report';
+import { action } from './report';
 import { ContainerSpec } from '../gen/osvirt/v1/container';
 import { VServerServiceClient, VServerStat } from '../gen/osvirt/v1/vserver_service';
 import { readConfigDir, writeConfigDir, type ConfigFiles } from './config-tree';

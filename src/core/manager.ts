@@ -1,8 +1,6 @@
 // The container manager: definitions, the state machine, per-container
 // serialization and events. API handlers call it; it calls drivers.
 import { randomUUID } from 'node:crypto';
-import { promises as fs } from 'node:fs';
-import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';

@@ -4,6 +4,7 @@
 // UNIMPLEMENTED path and its bookkeeping can be tested against a driver
 // that is not lxc. Never registered by default.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import type { ContainerSpec } from '../../src/gen/osvirt/v1/container';
 import { DRIVER_PROTOCOL_VERSION, RuntimeStatus, type Driver, type RuntimeState } from '../../src/core/driver';
 import { notFound } from '../../src/core/errors';
@@ -39,7 +40,7 @@ class ProcessTestDriver implements Driver {
     p.state = { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: child.pid ?? 0, exitCode: 0, signal: 0, startTime: new Date(), message: '' };
     p.exited = new Promise((resolve) =>
       child.once('exit', (code, sig) => {
-        const signal = sig ? (require('node:os') as typeof import('node:os')).constants.signals[sig] : 0;
+        const signal = sig ? osConstants.signals[sig] : 0;
         p.state = { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: code ?? 0, signal, finishTime: new Date(), message: '' };
         resolve(p.state);
       }),
