@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { repoPath } from '../src/paths';
 import { isRoot } from './support/daemon';
 
-const SECTIONS = ['lifecycle', 'checkpoint', 'control-plane', 'scale', 'network', 'context-switch', 'boot'];
+const SECTIONS = ['lifecycle', 'checkpoint', 'control-plane', 'scale', 'network', 'context-switch', 'boot', 'images'];
 
 describe('bench --quick (smoke)', function () {
   this.timeout(240_000);
@@ -56,10 +56,13 @@ describe('bench --quick (smoke)', function () {
     const ov = lc.variants.find((v) => v.id === 'osvirt-none');
     assert.ok(ov && ov.startMs.length > 0 && ov.stopMs.length === ov.startMs.length, 'osvirt start/stop samples recorded');
     assert.ok(lc.summary['osvirt-none']?.start.p50 !== undefined && lc.summary['osvirt-veth'] !== undefined);
-    for (const id of ['control-plane', 'scale']) assert.ok(res.sections[id]!.data, `${id} has data`);
+    for (const id of ['control-plane', 'scale', 'images']) assert.ok(res.sections[id]!.data, `${id} has data`);
+    // The image section's registry CA went with it: /etc/containers/certs.d holds nothing of the run.
+    const certs = '/etc/containers/certs.d';
+    assert.deepEqual(existsSync(certs) ? readdirSync(certs).filter((d) => d.startsWith('127.0.0.1:')) : [], [], 'the bench registry\'s CA left behind');
 
     const md = readFileSync(path.join(out, 'smoke.md'), 'utf8');
-    for (const h of ['## Summary', '## 1. Start latency', '## 3. Checkpoint', '## 4. Control plane', '## 5. Scale', '## 6. Network', '## 7. CPU overhead', '## 8. Booting a distribution']) assert.ok(md.includes(h), `report lacks "${h}"`);
+    for (const h of ['## Summary', '## 1. Start latency', '## 3. Checkpoint', '## 4. Control plane', '## 5. Scale', '## 6. Network', '## 7. CPU overhead', '## 8. Booting a distribution', '## 9. OCI images']) assert.ok(md.includes(h), `report lacks "${h}"`);
     const svgs = readdirSync(out).filter((f) => f.endsWith('.svg'));
     assert.ok(svgs.includes('smoke-start.svg') && svgs.includes('smoke-stop.svg'), `plots: ${svgs.join(', ')}`);
     for (const f of svgs) assert.match(readFileSync(path.join(out, f), 'utf8'), /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
