@@ -42,7 +42,12 @@ const SECTIONS: Section[] = [
   { id: 'network', what: 'iperf3 TCP throughput: loopback vs veth vs macvlan', run: runNetwork, render: renderNetwork as any },
   { id: 'context-switch', what: 'lat_ctx ring of pipes on the host vs in a container', run: runContextSwitch, render: renderContextSwitch as any },
   { id: 'boot', what: 'Debian booted by systemd: create until "running", and halt, vs lxc-start', run: runBoot, render: renderBoot as any },
-  { id: 'images', what: 'OCI images: pull + unpack vs skopeo + umoci and podman pull; start vs podman run and runc run', run: runImages, render: renderImages as any },
+  {
+    id: 'images',
+    what: 'OCI images: pull + unpack vs skopeo + umoci and podman pull; start vs podman run and runc run',
+    run: runImages,
+    render: renderImages as any,
+  },
 ];
 
 export interface BenchResults {
@@ -117,9 +122,13 @@ async function main(): Promise<number> {
     process.stderr.write('bench: run as root: osvirt, LXC and runc create namespaces, cgroups, mounts and interfaces\n');
     return 2;
   }
-  const only = o.only?.split(',').map((s) => s.trim()).filter(Boolean);
+  const only = o.only
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const skip = new Set(o.skip?.split(',').map((s) => s.trim()) ?? []);
-  for (const id of [...(only ?? []), ...skip]) if (!SECTIONS.some((s) => s.id === id)) throw new Error(`unknown section "${id}" (known: ${SECTIONS.map((s) => s.id).join(', ')})`);
+  for (const id of [...(only ?? []), ...skip])
+    if (!SECTIONS.some((s) => s.id === id)) throw new Error(`unknown section "${id}" (known: ${SECTIONS.map((s) => s.id).join(', ')})`);
   const selected = SECTIONS.filter((s) => (!only || only.includes(s.id)) && !skip.has(s.id));
 
   const cfg = config(o.quick);
@@ -153,7 +162,14 @@ async function main(): Promise<number> {
 
     // Build the busybox template once (define a container), and copy it for the anchors.
     const warm = `${prefix}template`;
-    await client.api.containers.createContainer({ name: warm, spec: ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'busybox' } }, network: { mode: { $case: 'none', value: {} } } }) });
+    await client.api.containers.createContainer({
+      name: warm,
+      spec: ContainerSpec.fromPartial({
+        driver: 'lxc',
+        rootfs: { source: { $case: 'template', value: 'busybox' } },
+        network: { mode: { $case: 'none', value: {} } },
+      }),
+    });
     await client.api.containers.deleteContainer({ name: warm, force: true, allowMissing: true });
     const anchorRootfs = path.join(work, 'rootfs');
     if (!existsSync(daemon.templateDir())) throw new Error(`osvirt's busybox template is not at ${daemon.templateDir()}`);
@@ -161,7 +177,18 @@ async function main(): Promise<number> {
     writeFileSync(path.join(anchorRootfs, 'idle.sh'), IDLE_SCRIPT, { mode: 0o755 });
 
     const ctx: Ctx = { cfg, progress, cleanup, work, daemon, client, prefix, anchorRootfs, uplink, tools };
-    res = { schema: 1, date, mode: o.quick ? 'quick' : 'full', argv: process.argv.slice(2), workDir: work, seconds: 0, host, versions: tools.versions, config: cfg, sections };
+    res = {
+      schema: 1,
+      date,
+      mode: o.quick ? 'quick' : 'full',
+      argv: process.argv.slice(2),
+      workDir: work,
+      seconds: 0,
+      host,
+      versions: tools.versions,
+      config: cfg,
+      sections,
+    };
     for (const s of selected) {
       progress.begin(s.id, s.what);
       const t0 = Date.now();

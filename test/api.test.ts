@@ -4,7 +4,17 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { credentials, loadPackageDefinition, makeGenericClientConstructor, Metadata, status as Code, type ChannelCredentials, type Client as GrpcClient, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import {
+  credentials,
+  loadPackageDefinition,
+  makeGenericClientConstructor,
+  Metadata,
+  status as Code,
+  type ChannelCredentials,
+  type Client as GrpcClient,
+  type ClientDuplexStream,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { service as healthService } from 'grpc-health-check';
 import { decodeStatusDetails } from '../src/core/grpc-status';
@@ -51,7 +61,10 @@ describe('osvirt.v1 API (real daemon)', function () {
     const Health = makeGenericClientConstructor(healthService, 'Health');
     const h = new Health(`unix://${d.socket}`, credentials.createInsecure());
     const res = await new Promise<{ status: string }>((resolve, reject) =>
-      (h as unknown as { check: (r: object, cb: (e: Error | null, r: { status: string }) => void) => void }).check({ service: 'osvirt.v1.ContainerService' }, (e, r) => (e ? reject(e) : resolve(r))),
+      (h as unknown as { check: (r: object, cb: (e: Error | null, r: { status: string }) => void) => void }).check(
+        { service: 'osvirt.v1.ContainerService' },
+        (e, r) => (e ? reject(e) : resolve(r)),
+      ),
     );
     h.close();
     assert.equal(res.status, 'SERVING');
@@ -67,7 +80,18 @@ describe('osvirt.v1 API (real daemon)', function () {
 
   it('serves gRPC server reflection listing the osvirt services', async () => {
     const def = protoLoader.loadSync(require.resolve('@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto'), { keepCase: true });
-    const pkg = loadPackageDefinition(def) as unknown as { grpc: { reflection: { v1: { ServerReflection: new (t: string, c: ChannelCredentials) => GrpcClient & { ServerReflectionInfo(): ClientDuplexStream<object, { list_services_response?: { service: { name: string }[] } }> } } } } };
+    const pkg = loadPackageDefinition(def) as unknown as {
+      grpc: {
+        reflection: {
+          v1: {
+            ServerReflection: new (
+              t: string,
+              c: ChannelCredentials,
+            ) => GrpcClient & { ServerReflectionInfo(): ClientDuplexStream<object, { list_services_response?: { service: { name: string }[] } }> };
+          };
+        };
+      };
+    };
     const client = new pkg.grpc.reflection.v1.ServerReflection(`unix://${d.socket}`, credentials.createInsecure());
     const names = await new Promise<string[]>((resolve, reject) => {
       const call = client.ServerReflectionInfo();
@@ -79,7 +103,8 @@ describe('osvirt.v1 API (real daemon)', function () {
       call.write({ list_services: '' });
     });
     client.close();
-    for (const svc of ['osvirt.v1.ContainerService', 'osvirt.v1.EventService', 'osvirt.v1.SystemService']) assert.ok(names.includes(svc), `${svc} not in ${names.join(', ')}`);
+    for (const svc of ['osvirt.v1.ContainerService', 'osvirt.v1.EventService', 'osvirt.v1.SystemService'])
+      assert.ok(names.includes(svc), `${svc} not in ${names.join(', ')}`);
   });
 
   it('implements every ContainerService method (none answers UNIMPLEMENTED for an empty request)', async () => {
@@ -101,7 +126,11 @@ describe('osvirt.v1 API (real daemon)', function () {
     await c.api.containers.createContainer({ name: 'errs', spec: busybox() });
     await rejects(c.api.containers.createContainer({ name: 'errs', spec: busybox() }), Code.ALREADY_EXISTS, 'CONTAINER_EXISTS');
     await rejects(c.api.containers.pauseContainer({ name: 'errs' }), Code.FAILED_PRECONDITION, 'WRONG_STATE');
-    await rejects(c.api.containers.createContainer({ name: 'nodriver', spec: ContainerSpec.fromPartial({ driver: 'nosuch' }) }), Code.FAILED_PRECONDITION, 'DRIVER_NOT_FOUND');
+    await rejects(
+      c.api.containers.createContainer({ name: 'nodriver', spec: ContainerSpec.fromPartial({ driver: 'nosuch' }) }),
+      Code.FAILED_PRECONDITION,
+      'DRIVER_NOT_FOUND',
+    );
     await c.api.containers.createContainer({ name: 'plain', spec: ContainerSpec.fromPartial({ driver: 'process-test', process: { args: ['sleep', '60'] } }) });
     await c.api.containers.startContainer({ name: 'plain' });
     await rejects(c.api.containers.pauseContainer({ name: 'plain' }), Code.UNIMPLEMENTED, 'CAPABILITY_NOT_SUPPORTED');
@@ -160,7 +189,10 @@ describe('osvirt.v1 API (real daemon)', function () {
       token = r.nextPageToken;
       pages++;
     } while (token);
-    assert.deepEqual(seen.filter((n) => n.startsWith('p')), ['pa', 'pb', 'pc', 'pd', 'pe']);
+    assert.deepEqual(
+      seen.filter((n) => n.startsWith('p')),
+      ['pa', 'pb', 'pc', 'pd', 'pe'],
+    );
     assert.ok(pages >= 3);
     await rejects(c.api.containers.listContainers({ pageSize: 2, pageToken: 'garbage', driver: '', states: [] }), Code.INVALID_ARGUMENT);
     for (const n of ['pa', 'pb', 'pc', 'pd', 'pe']) await c.api.containers.deleteContainer({ name: n, force: false, allowMissing: false });
@@ -185,7 +217,10 @@ describe('osvirt.v1 API (real daemon)', function () {
       ['EVENT_TYPE_CREATED', 'EVENT_TYPE_STARTED', 'EVENT_TYPE_PAUSED', 'EVENT_TYPE_RESUMED', 'EVENT_TYPE_STOPPED', 'EVENT_TYPE_DELETED'],
     );
     const seqs = got.map((e) => e.event!.sequence);
-    assert.deepEqual([...seqs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)), seqs);
+    assert.deepEqual(
+      [...seqs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+      seqs,
+    );
     assert.equal(got[4]!.event!.status?.exitCode, 0);
   });
 

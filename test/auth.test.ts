@@ -99,7 +99,15 @@ describe('authentication, authorization and audit', function () {
     anon.close();
     // TLS 1.2 is refused even with a valid certificate.
     const tls12 = await new Promise<string>((resolve) => {
-      const sock = tlsConnect({ host: '127.0.0.1', port: d.tcpPort!, maxVersion: 'TLSv1.2', ca: readFileSync(`${pki}/ca.pem`), cert: readFileSync(`${pki}/alice.pem`), key: readFileSync(`${pki}/alice-key.pem`), servername: 'localhost' });
+      const sock = tlsConnect({
+        host: '127.0.0.1',
+        port: d.tcpPort!,
+        maxVersion: 'TLSv1.2',
+        ca: readFileSync(`${pki}/ca.pem`),
+        cert: readFileSync(`${pki}/alice.pem`),
+        key: readFileSync(`${pki}/alice-key.pem`),
+        servername: 'localhost',
+      });
       sock.once('secureConnect', () => {
         sock.destroy();
         resolve('connected');
@@ -146,13 +154,19 @@ describe('authentication, authorization and audit', function () {
       alice.close();
       rita.close();
     }
-    const lines = readFileSync(path.join(d.stateDir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = readFileSync(path.join(d.stateDir, 'audit.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const mine = lines.filter((l) => l['container'] === 'audited');
-    assert.deepEqual(mine.map((l) => [l['principal'], l['method'], l['result']]), [
-      ['cn:alice', 'CreateContainer', 'OK'],
-      ['cn:rita', 'StartContainer', 'PERMISSION_DENIED'],
-      [mine[2]?.['principal'], 'DeleteContainer', 'OK'],
-    ]);
+    assert.deepEqual(
+      mine.map((l) => [l['principal'], l['method'], l['result']]),
+      [
+        ['cn:alice', 'CreateContainer', 'OK'],
+        ['cn:rita', 'StartContainer', 'PERMISSION_DENIED'],
+        [mine[2]?.['principal'], 'DeleteContainer', 'OK'],
+      ],
+    );
     assert.equal(mine[2]?.['principal'], 'uid:0', 'the admin socket caller is identified by SO_PEERCRED');
     assert.ok(!lines.some((l) => l['method'] === 'GetContainer'), 'reads are not audited');
   });

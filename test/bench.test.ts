@@ -25,7 +25,9 @@ describe('bench --quick (smoke)', function () {
   });
 
   it('runs every section and writes the JSON, the report and the plots', async () => {
-    const child = spawn(process.execPath, [repoPath('dist', 'bench', 'main.js'), '--quick', '--out', out, '--name', 'smoke'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [repoPath('dist', 'bench', 'main.js'), '--quick', '--out', out, '--name', 'smoke'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
@@ -52,17 +54,31 @@ describe('bench --quick (smoke)', function () {
       const s = res.sections[id]!;
       assert.ok(['ok', 'partial', 'skipped'].includes(s.status), `${id}: ${s.status} ${s.reason ?? ''}`);
     }
-    const lc = res.sections['lifecycle']!.data as { variants: { id: string; startMs: number[]; stopMs: number[] }[]; summary: Record<string, { start: { p50: number; p95: number } }> };
+    const lc = res.sections['lifecycle']!.data as {
+      variants: { id: string; startMs: number[]; stopMs: number[] }[];
+      summary: Record<string, { start: { p50: number; p95: number } }>;
+    };
     const ov = lc.variants.find((v) => v.id === 'osvirt-none');
     assert.ok(ov && ov.startMs.length > 0 && ov.stopMs.length === ov.startMs.length, 'osvirt start/stop samples recorded');
     assert.ok(lc.summary['osvirt-none']?.start.p50 !== undefined && lc.summary['osvirt-veth'] !== undefined);
     for (const id of ['control-plane', 'scale', 'images']) assert.ok(res.sections[id]!.data, `${id} has data`);
     // The image section's registry CA went with it: /etc/containers/certs.d holds nothing of the run.
     const certs = '/etc/containers/certs.d';
-    assert.deepEqual(existsSync(certs) ? readdirSync(certs).filter((d) => d.startsWith('127.0.0.1:')) : [], [], 'the bench registry\'s CA left behind');
+    assert.deepEqual(existsSync(certs) ? readdirSync(certs).filter((d) => d.startsWith('127.0.0.1:')) : [], [], "the bench registry's CA left behind");
 
     const md = readFileSync(path.join(out, 'smoke.md'), 'utf8');
-    for (const h of ['## Summary', '## 1. Start latency', '## 3. Checkpoint', '## 4. Control plane', '## 5. Scale', '## 6. Network', '## 7. CPU overhead', '## 8. Booting a distribution', '## 9. OCI images']) assert.ok(md.includes(h), `report lacks "${h}"`);
+    for (const h of [
+      '## Summary',
+      '## 1. Start latency',
+      '## 3. Checkpoint',
+      '## 4. Control plane',
+      '## 5. Scale',
+      '## 6. Network',
+      '## 7. CPU overhead',
+      '## 8. Booting a distribution',
+      '## 9. OCI images',
+    ])
+      assert.ok(md.includes(h), `report lacks "${h}"`);
     const svgs = readdirSync(out).filter((f) => f.endsWith('.svg'));
     assert.ok(svgs.includes('smoke-start.svg') && svgs.includes('smoke-stop.svg'), `plots: ${svgs.join(', ')}`);
     for (const f of svgs) assert.match(readFileSync(path.join(out, f), 'utf8'), /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
@@ -71,7 +87,12 @@ describe('bench --quick (smoke)', function () {
     assert.ok(res.workDir && !existsSync(res.workDir), `work dir ${res.workDir} left behind`);
     assert.ok(!existsSync(`/sys/class/net/obn${(child.pid ?? 0) % 100000}`), 'bench bridge left behind');
     const nft = ['/usr/sbin/nft', '/sbin/nft'].find((p) => existsSync(p));
-    if (nft) assert.doesNotMatch(execFileSync(nft, ['list', 'tables'], { encoding: 'utf8' }), new RegExp(`osvirt-obn${(child.pid ?? 0) % 100000}\\b`), 'the bench bridge\'s NAT table left behind');
+    if (nft)
+      assert.doesNotMatch(
+        execFileSync(nft, ['list', 'tables'], { encoding: 'utf8' }),
+        new RegExp(`osvirt-obn${(child.pid ?? 0) % 100000}\\b`),
+        "the bench bridge's NAT table left behind",
+      );
     const leftovers = readdirSync('/proc')
       .filter((p) => /^\d+$/.test(p))
       .filter((p) => {

@@ -65,7 +65,10 @@ describe('checkpoint archives (export/import)', function () {
       s.on('end', () => resolve());
       s.on('error', reject);
     });
-    const names = execFileSync('tar', ['-tf', '-'], { input: Buffer.concat(chunks), encoding: 'utf8' }).split('\n').filter(Boolean).sort();
+    const names = execFileSync('tar', ['-tf', '-'], { input: Buffer.concat(chunks), encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .sort();
     assert.ok(names.includes('./osvirt.json') && names.includes('./checkpoint/inventory.img'), names.join(' '));
     await c.api.containers.deleteContainer({ name: 'origin', force: true, allowMissing: false });
     assert.ok(!existsSync(dir), 'deleting the container removes its checkpoints');

@@ -10,7 +10,15 @@ import * as path from 'node:path';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
 import { decodeStatusDetails } from '../src/core/grpc-status';
 import { locateCriu } from '../src/criu/criu-locate';
-import { CheckpointOptions, CheckpointStats, ContainerState, ContainerStats, type Checkpoint, type ContainerSpec, type DeepPartial } from '../src/gen/osvirt/v1/container';
+import {
+  CheckpointOptions,
+  CheckpointStats,
+  ContainerState,
+  ContainerStats,
+  type Checkpoint,
+  type ContainerSpec,
+  type DeepPartial,
+} from '../src/gen/osvirt/v1/container';
 import type { AttachConsoleResponse } from '../src/gen/osvirt/v1/container_service';
 import { EventType, type WatchEventsResponse } from '../src/gen/osvirt/v1/event_service';
 import { hasKernelFeature, hostIfName } from '../drivers/lxc/network';
@@ -23,7 +31,7 @@ import { busybox } from './support/specs';
 /** For what only a container without a user namespace can do. */
 const PRIVILEGED = { privileged: true };
 
-const COUNTER = "n=0; while :; do n=$((n+1)); echo $n > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done";
+const COUNTER = 'n=0; while :; do n=$((n+1)); echo $n > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done';
 
 /** Mocha has no skip reasons: put the reason into each test's title. */
 function skipSuite(ctx: Mocha.Context, reason: string): never {
@@ -69,7 +77,9 @@ function flockHeld(initPid: number): boolean {
 }
 
 function isMounted(dir: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === dir);
 }
 
 /** A static C program: a process tree joined by a unix socketpair and a pipe, writing to an open file. */
@@ -145,7 +155,10 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
 
   const api = () => c.api.containers;
   const cdir = (name: string) => path.join(d.stateDir, 'drivers', 'lxc', 'containers', name);
-  const cgroupDirs = (name: string) => ['/sys/fs/cgroup/pids', '/sys/fs/cgroup/memory', '/sys/fs/cgroup/unified', '/sys/fs/cgroup/systemd', '/sys/fs/cgroup'].map((r) => path.join(r, 'osvirt', name));
+  const cgroupDirs = (name: string) =>
+    ['/sys/fs/cgroup/pids', '/sys/fs/cgroup/memory', '/sys/fs/cgroup/unified', '/sys/fs/cgroup/systemd', '/sys/fs/cgroup'].map((r) =>
+      path.join(r, 'osvirt', name),
+    );
 
   async function run(name: string, spec: DeepPartial<ContainerSpec>): Promise<number> {
     await api().createContainer({ name, spec: busybox(spec) });
@@ -188,7 +201,10 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     await until(() => counter('count') >= 10, 'counter >= 10');
     const cp = await checkpoint('count', 'one');
     assert.equal(cp.criuVersion, (await locateCriu()).version);
-    assert.ok(cp.stats!.pagesWritten > 0n && cp.stats!.frozenTimeUs > 0n && cp.stats!.pagesScanned >= cp.stats!.pagesWritten, JSON.stringify(CheckpointStats.toJSON(cp.stats!)));
+    assert.ok(
+      cp.stats!.pagesWritten > 0n && cp.stats!.frozenTimeUs > 0n && cp.stats!.pagesScanned >= cp.stats!.pagesWritten,
+      JSON.stringify(CheckpointStats.toJSON(cp.stats!)),
+    );
     assert.ok(cp.sizeBytes > cp.stats!.pagesWritten * 4096n);
     for (const f of ['checkpoint/inventory.img', 'checkpoint/stats-dump', 'config.dump', 'rootfs-diff.tar', 'osvirt.json']) {
       assert.ok(existsSync(path.join(d.stateDir, 'checkpoints', 'count', 'one', f)), `${f} missing`);
@@ -199,7 +215,10 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     assert.ok(!pidAlive(pid));
     const atDump = counter('count');
     await holds(() => counter('count') === atDump, 'the checkpointed counter standing still', 300);
-    assert.deepEqual((await api().listCheckpoints({ name: 'count', pageSize: 0, pageToken: '' })).checkpoints.map((x) => x.name), ['one']);
+    assert.deepEqual(
+      (await api().listCheckpoints({ name: 'count', pageSize: 0, pageToken: '' })).checkpoints.map((x) => x.name),
+      ['one'],
+    );
 
     const restored = await restore('count', 'one');
     assert.equal(restored.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
@@ -231,7 +250,10 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
 
     await api().deleteCheckpoint({ name: 'count', checkpoint: 'one', allowMissing: false });
     await api().deleteCheckpoint({ name: 'count', checkpoint: 'one', allowMissing: true });
-    assert.deepEqual((await api().listCheckpoints({ name: 'count', pageSize: 0, pageToken: '' })).checkpoints.map((x) => x.name), ['two']);
+    assert.deepEqual(
+      (await api().listCheckpoints({ name: 'count', pageSize: 0, pageToken: '' })).checkpoints.map((x) => x.name),
+      ['two'],
+    );
     assert.ok(!existsSync(path.join(d.stateDir, 'checkpoints', 'count', 'one')));
     await remove('count');
   });
@@ -240,7 +262,12 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     // Outside osvirt's own subtree, a named hierarchy (name=systemd here) must not grow:
     // CRIU must not recreate the cgroups it saw at the hierarchy's root.
     const unmanaged = '/sys/fs/cgroup/systemd';
-    const countDirs = () => (existsSync(unmanaged) ? execFileSync('find', [unmanaged, '-type', 'd', '-not', '-path', `${unmanaged}/osvirt*`, '-not', '-path', `${unmanaged}/lxc.*`], { encoding: 'utf8' }).split('\n').length : 0);
+    const countDirs = () =>
+      existsSync(unmanaged)
+        ? execFileSync('find', [unmanaged, '-type', 'd', '-not', '-path', `${unmanaged}/osvirt*`, '-not', '-path', `${unmanaged}/lxc.*`], {
+            encoding: 'utf8',
+          }).split('\n').length
+        : 0;
     const dirsBefore = countDirs();
     await run('cycle', { process: { args: ['/bin/sh', '-c', COUNTER] } });
     await until(() => counter('cycle') >= 3, 'counter');
@@ -286,7 +313,11 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
 
   it('keeps an established TCP connection from a host client across checkpoint and restore', async () => {
     // Privileged: CRIU cannot restore a veth into a user namespace (see the next test).
-    await run('tcp', { network: { mode: { $case: 'bridge', value: {} } }, security: PRIVILEGED, process: { args: ['/bin/sh', '-c', 'while :; do nc -l -p 5000 -e /bin/cat; done'] } });
+    await run('tcp', {
+      network: { mode: { $case: 'bridge', value: {} } },
+      security: PRIVILEGED,
+      process: { args: ['/bin/sh', '-c', 'while :; do nc -l -p 5000 -e /bin/cat; done'] },
+    });
     const ip = (await sh(c, 'tcp', "ip -4 -o addr show eth0 | awk '{print $4}'")).split('/')[0]!;
     const sock: net.Socket = await until(
       () =>
@@ -324,7 +355,9 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     await checkpoint('tty', 'tty');
     const r = await restore('tty', 'tty');
     // The console is the new monitor's pty, and it is the init's controlling terminal again.
-    const stat = readFileSync(`/proc/${r.status!.initPid}/stat`, 'utf8').slice(readFileSync(`/proc/${r.status!.initPid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+    const stat = readFileSync(`/proc/${r.status!.initPid}/stat`, 'utf8')
+      .slice(readFileSync(`/proc/${r.status!.initPid}/stat`, 'utf8').lastIndexOf(')') + 2)
+      .split(' ');
     assert.notEqual(Number(stat[4]), 0, 'no controlling terminal');
     assert.match(readlinkSync(`/proc/${r.status!.initPid}/fd/0`), /^\/dev\/pts\/\d+$/);
     const s = c.containers.attachConsole();
@@ -415,7 +448,10 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     // Aborted by its deadline while CRIU is at work.
     await rejects(restore('fail', 'cp', { timeoutMs: 120 }), Code.DEADLINE_EXCEEDED, 'RESTORE_TIMEOUT');
     await until(
-      async () => (await api().getContainer({ name: 'fail' })).container!.status!.state === ContainerState.CONTAINER_STATE_STOPPED && monitors() === '' && cgroupDirs('fail').every((dir) => !existsSync(dir)),
+      async () =>
+        (await api().getContainer({ name: 'fail' })).container!.status!.state === ContainerState.CONTAINER_STATE_STOPPED &&
+        monitors() === '' &&
+        cgroupDirs('fail').every((dir) => !existsSync(dir)),
       'the aborted restore to be undone',
     );
     assert.equal((await api().getContainer({ name: 'fail' })).container!.status!.state, ContainerState.CONTAINER_STATE_STOPPED);
@@ -446,7 +482,8 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
     });
     const tar = Buffer.concat(chunks);
     const members = execFileSync('tar', ['-tf', '-'], { input: tar, encoding: 'utf8' });
-    for (const m of ['./checkpoint/inventory.img', './rootfs-diff.tar', './config.dump', './spec.dump', './osvirt.json']) assert.ok(members.includes(m), `archive lacks ${m}`);
+    for (const m of ['./checkpoint/inventory.img', './rootfs-diff.tar', './config.dump', './spec.dump', './osvirt.json'])
+      assert.ok(members.includes(m), `archive lacks ${m}`);
 
     const d2 = new TestDaemon();
     try {
@@ -458,7 +495,9 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
         s.end();
       });
       assert.equal(imported.container, 'mover');
-      const restored = (await c2.api.containers.restoreContainer({ name: 'mover', checkpoint: 'travel', newName: '', tcpEstablished: false, timeout: undefined })).container!;
+      const restored = (
+        await c2.api.containers.restoreContainer({ name: 'mover', checkpoint: 'travel', newName: '', tcpEstablished: false, timeout: undefined })
+      ).container!;
       assert.equal(restored.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
       const file = path.join(d2.stateDir, 'drivers', 'lxc', 'containers', 'mover', 'upper', 'tmp', 'counter');
       const read = () => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) || 0 : 0);
@@ -473,13 +512,16 @@ describe('checkpoint and restore of lxc containers (real daemon, CRIU)', functio
   it('reclaims the CRIU run tmpfs a daemon killed with -9 left mounted', async () => {
     const d2 = new TestDaemon();
     const criuRun = path.join(d2.stateDir, 'drivers', 'lxc', 'criu-run');
-    const mounted = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === criuRun);
+    const mounted = () =>
+      readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .some((l) => l.split(' ')[4] === criuRun);
     try {
       const c2 = await d2.start();
       await c2.api.containers.createContainer({ name: 'orphan-run', spec: busybox({}) });
       await c2.api.containers.startContainer({ name: 'orphan-run' });
       await c2.api.containers.checkpointContainer({ name: 'orphan-run', checkpoint: 'one', options: CheckpointOptions.fromPartial({ leaveRunning: true }) });
-      assert.ok(mounted(), 'a checkpoint mounts CRIU\'s run tmpfs');
+      assert.ok(mounted(), "a checkpoint mounts CRIU's run tmpfs");
       await d2.kill();
       assert.ok(mounted(), 'kill -9 leaves it mounted');
       // The next daemon never checkpoints; its clean stop still takes the mount away.

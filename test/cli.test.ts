@@ -16,9 +16,12 @@ describe('osvirt CLI and examples', function () {
   let d: TestDaemon;
 
   // The run's shared template directory: the debian example boots the template the run builds once.
-  useDaemon((daemon) => {
-    d = daemon;
-  }, ['--template-dir', sharedTemplateDir()]);
+  useDaemon(
+    (daemon) => {
+      d = daemon;
+    },
+    ['--template-dir', sharedTemplateDir()],
+  );
 
   async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
     try {
@@ -48,7 +51,7 @@ describe('osvirt CLI and examples', function () {
     r = await cli('exec', 'web', '--', 'hostname');
     assert.equal(r.stdout.trim(), 'web');
     r = await cli('exec', 'web', '--', 'sh', '-c', 'ip -4 addr show eth0 | grep -c inet; exit 4');
-    assert.equal(r.code, 4, 'exec returns the command\'s exit code');
+    assert.equal(r.code, 4, "exec returns the command's exit code");
     assert.equal(r.stdout.trim(), '1');
     r = await cli('list');
     assert.match(r.stdout, /^NAME\s+DRIVER\s+STATE/);
@@ -64,7 +67,12 @@ describe('osvirt CLI and examples', function () {
 
   it('runs every example under examples/, each documented in the README or docs/', async function () {
     this.timeout(300000);
-    const pages = [repoPath('README.md'), ...readdirSync(repoPath('docs'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.md')).map((f) => repoPath('docs', f))];
+    const pages = [
+      repoPath('README.md'),
+      ...readdirSync(repoPath('docs'), { recursive: true, encoding: 'utf8' })
+        .filter((f) => f.endsWith('.md'))
+        .map((f) => repoPath('docs', f)),
+    ];
     const readme = pages.map((p) => readFileSync(p, 'utf8')).join('\n');
     const debian = await debianTemplate();
     for (const f of readdirSync(repoPath('examples')).filter((x) => x.endsWith('.yaml'))) {
@@ -94,14 +102,19 @@ describe('osvirt CLI and examples', function () {
     r = await cli('create', '-f', bad);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /spec\.resources\.memory_limt_bytes: unknown field/);
-    const r2 = await execFileP(process.execPath, [repoPath('bin', 'osvirt'), '--connect', 'unix:///nonexistent/osvirt.sock', 'list']).catch((e: { stderr: string; code: number }) => e);
+    const r2 = await execFileP(process.execPath, [repoPath('bin', 'osvirt'), '--connect', 'unix:///nonexistent/osvirt.sock', 'list']).catch(
+      (e: { stderr: string; code: number }) => e,
+    );
     assert.match((r2 as { stderr: string }).stderr, /cannot reach osvirtd/);
   });
 
-  it('keeps 64-bit numbers in definition files exact, and passes the daemon\'s range error on', async () => {
+  it("keeps 64-bit numbers in definition files exact, and passes the daemon's range error on", async () => {
     // YAML: integers are read exactly, past 2^53 too.
     const yaml = path.join(d.dir, 'big.yaml');
-    writeFileSync(yaml, 'name: big\nspec:\n  driver: lxc\n  rootfs: {template: busybox}\n  resources: {memory_limit_bytes: 9007199254740993, pids_limit: 20}\n  stop_timeout: {seconds: 7}\n');
+    writeFileSync(
+      yaml,
+      'name: big\nspec:\n  driver: lxc\n  rootfs: {template: busybox}\n  resources: {memory_limit_bytes: 9007199254740993, pids_limit: 20}\n  stop_timeout: {seconds: 7}\n',
+    );
     let r = await cli('create', '-f', yaml);
     assert.equal(r.code, 0, r.stderr);
     r = await cli('info', 'big', '--output', 'json');
@@ -112,11 +125,17 @@ describe('osvirt CLI and examples', function () {
     assert.equal((await cli('delete', 'big')).code, 0);
     // JSON: a number past 2^53 has lost digits before osvirt sees it; a string is exact.
     const json = path.join(d.dir, 'big.json');
-    writeFileSync(json, '{"name": "big", "spec": {"driver": "lxc", "rootfs": {"template": "busybox"}, "resources": {"memoryLimitBytes": 18446744073709551615}}}');
+    writeFileSync(
+      json,
+      '{"name": "big", "spec": {"driver": "lxc", "rootfs": {"template": "busybox"}, "resources": {"memoryLimitBytes": 18446744073709551615}}}',
+    );
     r = await cli('create', '-f', json);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /spec\.resources\.memoryLimitBytes: 18446744073709552000 is past 2\^53.*write it as a string/);
-    writeFileSync(json, '{"name": "big", "spec": {"driver": "lxc", "rootfs": {"template": "busybox"}, "resources": {"memoryLimitBytes": "18446744073709551615"}}}');
+    writeFileSync(
+      json,
+      '{"name": "big", "spec": {"driver": "lxc", "rootfs": {"template": "busybox"}, "resources": {"memoryLimitBytes": "18446744073709551615"}}}',
+    );
     r = await cli('create', '-f', json);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /spec\.resources\.memory_limit_bytes: 18446744073709551615 is out of range \(max 4611686018427387903\)/);

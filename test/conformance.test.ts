@@ -92,18 +92,40 @@ describe('driver conformance suite', function () {
       assert.deepEqual(left, [], `conformance cgroups left in /sys/fs/cgroup/${ctl}/osvirt-py`);
       // The shared parent goes with its last container.
       const parent = `/sys/fs/cgroup/${ctl}/osvirt-py`;
-      if (existsSync(parent)) assert.ok(readdirSync(parent, { withFileTypes: true }).some((e) => e.isDirectory()), `${parent} is left empty`);
+      if (existsSync(parent))
+        assert.ok(
+          readdirSync(parent, { withFileTypes: true }).some((e) => e.isDirectory()),
+          `${parent} is left empty`,
+        );
     }
   });
 
   it('`osvirt conformance --endpoint` prints the report and exits 0 for a conformant driver', () => {
     const py = plugins.find((p) => p.endpoint.endsWith('process.sock'));
     assert.ok(py, 'the Python driver from the previous case');
-    const res = osvirt(['conformance', '--endpoint', py.endpoint, '--spec', repoPath('drivers', 'python-process', 'conformance-spec.yaml'), '--only', '^(info|lifecycle|wait)\\.']);
+    const res = osvirt([
+      'conformance',
+      '--endpoint',
+      py.endpoint,
+      '--spec',
+      repoPath('drivers', 'python-process', 'conformance-spec.yaml'),
+      '--only',
+      '^(info|lifecycle|wait)\\.',
+    ]);
     assert.equal(res.status, 0, res.stdout + res.stderr);
     assert.match(res.stdout, /PASS lifecycle\.order/);
     assert.match(res.stdout, /\d+ passed, 0 failed/);
-    const json = osvirt(['-o', 'json', 'conformance', '--endpoint', py.endpoint, '--spec', repoPath('drivers', 'python-process', 'conformance-spec.yaml'), '--only', '^info\\.']);
+    const json = osvirt([
+      '-o',
+      'json',
+      'conformance',
+      '--endpoint',
+      py.endpoint,
+      '--spec',
+      repoPath('drivers', 'python-process', 'conformance-spec.yaml'),
+      '--only',
+      '^info\\.',
+    ]);
     assert.equal(json.status, 0, json.stderr);
     const reports = JSON.parse(json.stdout) as Report[];
     assert.equal(reports[0]?.results[0]?.id, 'info.protocol');
@@ -112,10 +134,14 @@ describe('driver conformance suite', function () {
   it('fails a driver that breaks the contract, naming what it did wrong, and exits non-zero', async () => {
     // The test double process-test runs `sleep 3600`, which dies of SIGTERM
     // instead of exiting 0 as a template's init must.
-    const p = await spawnPlugin(process.execPath, [repoPath('dist', 'src', 'plugin', 'serve.js'), '--module', repoPath('dist', 'test', 'support', 'process-driver.js'), '--log-level', 'warn'], {
-      socket: path.join(dir, 'process-test.sock'),
-      stateDir: path.join(dir, 'process-test-state'),
-    });
+    const p = await spawnPlugin(
+      process.execPath,
+      [repoPath('dist', 'src', 'plugin', 'serve.js'), '--module', repoPath('dist', 'test', 'support', 'process-driver.js'), '--log-level', 'warn'],
+      {
+        socket: path.join(dir, 'process-test.sock'),
+        stateDir: path.join(dir, 'process-test-state'),
+      },
+    );
     plugins.push(p);
     const res = osvirt(['conformance', '--endpoint', p.endpoint, '--only', '^(lifecycle\\.order|capabilities\\.undeclared)$']);
     assert.equal(res.status, 1, res.stdout + res.stderr);

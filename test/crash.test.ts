@@ -46,8 +46,14 @@ describe('crash consistency (fault points)', function () {
   function traces(name: string): string[] {
     const found: string[] = [];
     const state = d!.stateDir;
-    for (const f of [path.join(state, 'containers', `${name}.json`), path.join(state, 'containers', `${name}.intent.json`), path.join(state, 'drivers', 'lxc', 'containers', name)]) if (existsSync(f)) found.push(f);
-    for (const h of readdirSync('/sys/fs/cgroup')) if (existsSync(path.join('/sys/fs/cgroup', h, 'osvirt', name))) found.push(path.join('/sys/fs/cgroup', h, 'osvirt', name));
+    for (const f of [
+      path.join(state, 'containers', `${name}.json`),
+      path.join(state, 'containers', `${name}.intent.json`),
+      path.join(state, 'drivers', 'lxc', 'containers', name),
+    ])
+      if (existsSync(f)) found.push(f);
+    for (const h of readdirSync('/sys/fs/cgroup'))
+      if (existsSync(path.join('/sys/fs/cgroup', h, 'osvirt', name))) found.push(path.join('/sys/fs/cgroup', h, 'osvirt', name));
     return found;
   }
 
@@ -76,7 +82,12 @@ describe('crash consistency (fault points)', function () {
     }
     const cdir = path.join(d!.stateDir, 'drivers', 'lxc', 'containers', name);
     try {
-      found.push(...execFileSync('pgrep', ['-af', `osvirt-helper .*${cdir}/`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean).map((l) => `monitor ${l}`));
+      found.push(
+        ...execFileSync('pgrep', ['-af', `osvirt-helper .*${cdir}/`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => `monitor ${l}`),
+      );
     } catch {
       // none (pgrep exits 1)
     }
@@ -84,7 +95,12 @@ describe('crash consistency (fault points)', function () {
     if (existsSync(`/sys/class/net/${d!.bridge}`)) found.push(...readdirSync(`/sys/class/net/${d!.bridge}/brif`).map((i) => `veth ${i} on ${d!.bridge}`));
     try {
       const rules = execFileSync('nft', ['list', 'table', 'ip', `osvirt-${d!.bridge}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-      found.push(...rules.split('\n').filter((l) => l.includes(`"osvirt:${name}"`)).map((l) => `nft rule ${l.trim()}`));
+      found.push(
+        ...rules
+          .split('\n')
+          .filter((l) => l.includes(`"osvirt:${name}"`))
+          .map((l) => `nft rule ${l.trim()}`),
+      );
     } catch {
       // no table: no rules
     }
@@ -101,13 +117,21 @@ describe('crash consistency (fault points)', function () {
     const left: string[] = [];
     for (const l of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) if (l.split(' ')[4]?.startsWith(d!.dir)) left.push(`mount ${l.split(' ')[4]}`);
     try {
-      left.push(...execFileSync('pgrep', ['-af', `osvirt-helper .*${d!.dir}/`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean));
+      left.push(
+        ...execFileSync('pgrep', ['-af', `osvirt-helper .*${d!.dir}/`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+          .split('\n')
+          .filter(Boolean),
+      );
     } catch {
       // none
     }
     if (existsSync(`/sys/class/net/${d!.bridge}`)) left.push(...readdirSync(`/sys/class/net/${d!.bridge}/brif`).map((i) => `veth ${i}`));
     try {
-      left.push(...execFileSync('nft', ['list', 'table', 'ip', `osvirt-${d!.bridge}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter((l) => /"osvirt:[a-z0-9-]+"/.test(l)));
+      left.push(
+        ...execFileSync('nft', ['list', 'table', 'ip', `osvirt-${d!.bridge}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+          .split('\n')
+          .filter((l) => /"osvirt:[a-z0-9-]+"/.test(l)),
+      );
     } catch {
       // no table
     }
@@ -142,7 +166,9 @@ describe('crash consistency (fault points)', function () {
       const st = (await c2.api.containers.getContainer({ name: 'starter' })).container!.status!;
       // A start that did not answer did not happen: the tree it began is gone with its veth and port rules.
       assert.notEqual(ContainerState[st.state], 'CONTAINER_STATE_RUNNING');
-      await until(() => hostTraces('starter').length === 0 || undefined, 'the interrupted start\'s leftovers to be gone', 5000).catch(() => assert.deepEqual(hostTraces('starter'), []));
+      await until(() => hostTraces('starter').length === 0 || undefined, "the interrupted start's leftovers to be gone", 5000).catch(() =>
+        assert.deepEqual(hostTraces('starter'), []),
+      );
       await usable(c2, 'starter');
       await stopAndAssertClean();
     });
@@ -188,8 +214,13 @@ describe('crash consistency (fault points)', function () {
       const c2 = await restart();
       const st = (await c2.api.containers.getContainer({ name: 'phoenix' })).container!.status!;
       assert.notEqual(ContainerState[st.state], 'CONTAINER_STATE_RUNNING');
-      assert.deepEqual((await c2.api.containers.listCheckpoints({ name: 'phoenix', pageSize: 100, pageToken: '' })).checkpoints.map((x) => x.name), ['ash']);
-      await until(() => hostTraces('phoenix').length === 0 || undefined, 'the interrupted restore\'s leftovers to be gone', 5000).catch(() => assert.deepEqual(hostTraces('phoenix'), []));
+      assert.deepEqual(
+        (await c2.api.containers.listCheckpoints({ name: 'phoenix', pageSize: 100, pageToken: '' })).checkpoints.map((x) => x.name),
+        ['ash'],
+      );
+      await until(() => hostTraces('phoenix').length === 0 || undefined, "the interrupted restore's leftovers to be gone", 5000).catch(() =>
+        assert.deepEqual(hostTraces('phoenix'), []),
+      );
       const atDump = Number(readFileSync(file, 'utf8'));
       await c2.api.containers.restoreContainer({ name: 'phoenix', checkpoint: 'ash', newName: '', tcpEstablished: false, timeout: undefined });
       await until(() => Number(readFileSync(file, 'utf8')) > atDump, 'the restored counter to go on');
@@ -201,10 +232,14 @@ describe('crash consistency (fault points)', function () {
 
   const loHas = (addr: string) => execFileSync('ip', ['-o', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' }).includes(` ${addr}/`);
 
-  it('takes back a jail\'s host address when its start died after the launch', async () => {
+  it("takes back a jail's host address when its start died after the launch", async () => {
     const addr = `198.51.100.${100 + (process.pid % 100)}`;
     const c = await faulty('start.after-launch');
-    const spec = ContainerSpec.fromPartial({ driver: 'jail', rootfs: { source: { $case: 'template', value: 'busybox' } }, driverOptions: { $case: 'jail', value: { persist: true, ip4Addr: [addr] } } });
+    const spec = ContainerSpec.fromPartial({
+      driver: 'jail',
+      rootfs: { source: { $case: 'template', value: 'busybox' } },
+      driverOptions: { $case: 'jail', value: { persist: true, ip4Addr: [addr] } },
+    });
     await c.api.containers.createContainer({ name: 'jcut', spec });
     await assert.rejects(c.api.containers.startContainer({ name: 'jcut' }));
     assert.ok(loHas(addr), 'the jail had put its address on lo');
@@ -218,10 +253,14 @@ describe('crash consistency (fault points)', function () {
     await stopAndAssertClean();
   });
 
-  it('takes back a vserver guest\'s address when its start died after the launch', async () => {
+  it("takes back a vserver guest's address when its start died after the launch", async () => {
     const addr = `10.${150 + (process.pid % 50)}.${(process.pid >> 6) % 250}.9`;
     const c = await faulty('start.after-launch');
-    const spec = ContainerSpec.fromPartial({ driver: 'vserver', rootfs: { source: { $case: 'template', value: 'busybox' } }, driverOptions: { $case: 'vserver', value: { context: 377, network: { interfaces: [{ name: '0', ip: addr, dev: 'lo', prefix: 32 }] } } } });
+    const spec = ContainerSpec.fromPartial({
+      driver: 'vserver',
+      rootfs: { source: { $case: 'template', value: 'busybox' } },
+      driverOptions: { $case: 'vserver', value: { context: 377, network: { interfaces: [{ name: '0', ip: addr, dev: 'lo', prefix: 32 }] } } },
+    });
     await c.api.containers.createContainer({ name: 'vcut', spec });
     await assert.rejects(c.api.containers.startContainer({ name: 'vcut' }));
     assert.ok(loHas(addr), 'the guest had put its address on lo');
@@ -236,7 +275,7 @@ describe('crash consistency (fault points)', function () {
   it('registers a complete dump whose daemon died before committing it: STOPPED with its checkpoint, restorable', async function () {
     if (!(await locateCriu()).ok) return this.skip();
     const c = await faulty('checkpoint.after-dump');
-    const counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done";
+    const counter = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done';
     await c.api.containers.createContainer({ name: 'saved', spec: busybox({ process: { args: ['/bin/sh', '-c', counter] } }) });
     await c.api.containers.startContainer({ name: 'saved' });
     const file = path.join(d!.stateDir, 'drivers', 'lxc', 'containers', 'saved', 'upper', 'tmp', 'counter');
@@ -262,7 +301,10 @@ describe('crash consistency (fault points)', function () {
     await assert.rejects(c.api.containers.createContainer({ name: 'halfborn', spec: busybox() }));
     assert.ok(existsSync(path.join(d!.stateDir, 'drivers', 'lxc', 'containers', 'halfborn')), 'the driver had made its state');
     const c2 = await restart();
-    assert.deepEqual((await c2.api.containers.listContainers({ pageSize: 100, pageToken: '', driver: '', states: [] })).containers.map((x) => x.name), []);
+    assert.deepEqual(
+      (await c2.api.containers.listContainers({ pageSize: 100, pageToken: '', driver: '', states: [] })).containers.map((x) => x.name),
+      [],
+    );
     assert.deepEqual(traces('halfborn'), []);
     assert.doesNotMatch(readFileSync(path.join(d!.stateDir, 'drivers', 'idmap.json'), 'utf8'), /halfborn/, 'its id range is free again');
     await c2.api.containers.createContainer({ name: 'halfborn', spec: busybox() });
@@ -277,7 +319,11 @@ describe('crash consistency (fault points)', function () {
       await assert.rejects(c.api.containers.deleteContainer({ name: 'doomed', force: true, allowMissing: false }));
       const c2 = await restart();
       const list = await c2.api.containers.listContainers({ pageSize: 100, pageToken: '', driver: '', states: [] });
-      assert.deepEqual(list.containers.map((x) => `${x.name} ${ContainerState[x.status!.state]}`), [], 'the container is fully gone');
+      assert.deepEqual(
+        list.containers.map((x) => `${x.name} ${ContainerState[x.status!.state]}`),
+        [],
+        'the container is fully gone',
+      );
       assert.deepEqual(traces('doomed'), []);
       assert.ok(!existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8')), 'its init is gone');
       // The name is free again.
@@ -324,8 +370,7 @@ describe('races between KillContainer and the next call', function () {
         note(`pause ${await outcome(c.api.containers.pauseContainer({ name: 'racer' }))}`);
         // A pause that beat the kill's effect froze the dying init: thaw it so the kill can finish.
         await c.api.containers.resumeContainer({ name: 'racer' }).catch(() => undefined);
-      }
-      else if (which === 1) note(`resume ${await outcome(c.api.containers.resumeContainer({ name: 'racer' }))}`);
+      } else if (which === 1) note(`resume ${await outcome(c.api.containers.resumeContainer({ name: 'racer' }))}`);
       else {
         let r: string;
         try {

@@ -34,27 +34,36 @@ describe('documentation links', function () {
     const dir = mkdtempSync(path.join(tmpdir(), 'osvirt-docs-'));
     try {
       mkdirSync(path.join(dir, 'docs', 'drivers'), { recursive: true });
-      writeFileSync(path.join(dir, 'README.md'), [
-        '# Title',
-        '## The daemon: `osvirtd`',
-        'See [cli](docs/cli.md#the-client-osvirt), [up](#the-daemon-osvirtd), [gone](docs/gone.md),',
-        '[bad anchor](docs/cli.md#nowhere) and [web](https://example.org/x.md).',
-        '```',
-        '[in a fence](docs/also-gone.md)',
-        '```',
-        'And `[in code](docs/code-gone.md)`.',
-      ].join('\n'));
-      writeFileSync(path.join(dir, 'docs', 'cli.md'), [
-        '# CLI',
-        '## The client: `osvirt`',
-        '## Checkpoints',
-        'Back to [the readme](../README.md#title) and [lxc](drivers/lxc.md#jailconf-import).',
-        '## Checkpoints',
-      ].join('\n'));
+      writeFileSync(
+        path.join(dir, 'README.md'),
+        [
+          '# Title',
+          '## The daemon: `osvirtd`',
+          'See [cli](docs/cli.md#the-client-osvirt), [up](#the-daemon-osvirtd), [gone](docs/gone.md),',
+          '[bad anchor](docs/cli.md#nowhere) and [web](https://example.org/x.md).',
+          '```',
+          '[in a fence](docs/also-gone.md)',
+          '```',
+          'And `[in code](docs/code-gone.md)`.',
+        ].join('\n'),
+      );
+      writeFileSync(
+        path.join(dir, 'docs', 'cli.md'),
+        [
+          '# CLI',
+          '## The client: `osvirt`',
+          '## Checkpoints',
+          'Back to [the readme](../README.md#title) and [lxc](drivers/lxc.md#jailconf-import).',
+          '## Checkpoints',
+        ].join('\n'),
+      );
       writeFileSync(path.join(dir, 'docs', 'drivers', 'lxc.md'), '# LXC\n\n## jail.conf import\n');
       const r = await checkDocs(dir);
       assert.equal(r.code, 1, r.stdout);
-      const problems = r.stdout.trim().split('\n').filter((l) => !l.startsWith('check-docs:'));
+      const problems = r.stdout
+        .trim()
+        .split('\n')
+        .filter((l) => !l.startsWith('check-docs:'));
       assert.equal(problems.length, 3, r.stdout);
       assert.match(r.stdout, /README\.md:3: docs\/gone\.md: docs\/gone\.md does not exist/);
       assert.match(r.stdout, /README\.md:4: docs\/cli\.md#nowhere: no heading with anchor #nowhere/);

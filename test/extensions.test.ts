@@ -31,7 +31,9 @@ function loAddresses(): string {
 }
 
 function listJails(client: JailServiceClient): Promise<ListJailsResponse> {
-  return new Promise((resolve, reject) => client.listJails({ pageSize: 0, pageToken: '' }, (e: ServiceError | null, r: ListJailsResponse) => (e ? reject(e) : resolve(r))));
+  return new Promise((resolve, reject) =>
+    client.listJails({ pageSize: 0, pageToken: '' }, (e: ServiceError | null, r: ListJailsResponse) => (e ? reject(e) : resolve(r))),
+  );
 }
 
 describe('driver extension declarations', () => {
@@ -47,15 +49,30 @@ describe('driver extension declarations', () => {
         ],
       },
     ]);
-    const [proxy] = proxyExtensions('x', [{ name: 'acme.v1.Thing', methods: [
-      { name: 'Get', role: 'reader', serverStreaming: false, clientStreaming: false },
-      { name: 'Upload', role: 'admin', serverStreaming: false, clientStreaming: true },
-      { name: 'Nuke', role: 'root', serverStreaming: false, clientStreaming: false },
-      { name: 'Watch', role: 'operator', serverStreaming: true, clientStreaming: false },
-    ] }], () => {
-      throw new Error('not called');
-    });
-    assert.deepEqual(Object.values(proxy!.definition).map((d) => [d.path, d.responseStream]), [['/acme.v1.Thing/Get', false], ['/acme.v1.Thing/Watch', true]]);
+    const [proxy] = proxyExtensions(
+      'x',
+      [
+        {
+          name: 'acme.v1.Thing',
+          methods: [
+            { name: 'Get', role: 'reader', serverStreaming: false, clientStreaming: false },
+            { name: 'Upload', role: 'admin', serverStreaming: false, clientStreaming: true },
+            { name: 'Nuke', role: 'root', serverStreaming: false, clientStreaming: false },
+            { name: 'Watch', role: 'operator', serverStreaming: true, clientStreaming: false },
+          ],
+        },
+      ],
+      () => {
+        throw new Error('not called');
+      },
+    );
+    assert.deepEqual(
+      Object.values(proxy!.definition).map((d) => [d.path, d.responseStream]),
+      [
+        ['/acme.v1.Thing/Get', false],
+        ['/acme.v1.Thing/Watch', true],
+      ],
+    );
     assert.deepEqual(proxy!.roles, { Get: 'reader', Watch: 'operator' });
   });
 });
@@ -125,7 +142,7 @@ describe('driver extensions served out of process (jls, jexec, vserver-stat)', f
     assert.equal(ct.container?.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     const initPid = ct.container!.status!.initPid;
     assert.ok(initPid > 0);
-    assert.match(loAddresses(), new RegExp(`inet ${ADDR.replace(/\./g, '\\.')}/`), 'the jail\'s address is on lo');
+    assert.match(loAddresses(), new RegExp(`inet ${ADDR.replace(/\./g, '\\.')}/`), "the jail's address is on lo");
 
     // The JailService RPC through the daemon, forwarded to the plugin.
     const jc = new JailServiceClient(`unix://${d.socket}`, credentials.createInsecure());
@@ -156,7 +173,9 @@ describe('driver extensions served out of process (jls, jexec, vserver-stat)', f
     clients.push(ro);
     assert.ok((await listJails(ro)).jails.some((j) => j.name === 'jx'));
     const denied = await new Promise<ServiceError>((resolve, reject) =>
-      ro.importJailConf({ text: 'jy { persist; }', fileName: 'x.conf', names: [], rctlConf: '', start: false, validateOnly: true }, (e: ServiceError | null) => (e ? resolve(e) : reject(new Error('import allowed on the read-only socket')))),
+      ro.importJailConf({ text: 'jy { persist; }', fileName: 'x.conf', names: [], rctlConf: '', start: false, validateOnly: true }, (e: ServiceError | null) =>
+        e ? resolve(e) : reject(new Error('import allowed on the read-only socket')),
+      ),
     );
     assert.equal(denied.code, Code.PERMISSION_DENIED);
 
@@ -169,7 +188,7 @@ describe('driver extensions served out of process (jls, jexec, vserver-stat)', f
     let r = await cli('vserver', 'import', repoPath('examples', 'vservers', 'guest1'), '--start');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^guest1 created and started \(context 43\)$/m);
-    assert.match(loAddresses(), /inet 192\.0\.2\.43\//, 'the guest\'s address is on lo');
+    assert.match(loAddresses(), /inet 192\.0\.2\.43\//, "the guest's address is on lo");
     r = await cli('vserver-stat');
     assert.equal(r.code, 0, r.stderr);
     const row = r.stdout.split('\n').find((l) => l.startsWith('43 '));

@@ -41,9 +41,11 @@ describe('garbage input', function () {
               clearTimeout(t);
               resolve();
             };
-            const s = (
-              def.requestStream ? (def.responseStream ? client[key]!() : client[key]!(done)) : client[key]!(bytes)
-            ) as NodeJS.EventEmitter & { write(b: Buffer): void; end(): void; cancel(): void };
+            const s = (def.requestStream ? (def.responseStream ? client[key]!() : client[key]!(done)) : client[key]!(bytes)) as NodeJS.EventEmitter & {
+              write(b: Buffer): void;
+              end(): void;
+              cancel(): void;
+            };
             s.on('error', done);
             s.on('end', done);
             s.on('data', () => undefined);
@@ -66,7 +68,11 @@ describe('garbage input', function () {
     assert.ok(d.proc && d.proc.exitCode === null, `the daemon died: ${d.stderr.slice(-2000)}`);
     assert.ok((await c.api.system.getVersion({})).version);
     const list = await c.api.containers.listContainers({ pageSize: 0, pageToken: '', driver: '', states: [] });
-    assert.deepEqual(list.containers.map((x) => x.name), [], 'garbage created a container');
+    assert.deepEqual(
+      list.containers.map((x) => x.name),
+      [],
+      'garbage created a container',
+    );
     assert.doesNotMatch(d.stderr, /uncaught exception/i);
   });
 });

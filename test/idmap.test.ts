@@ -14,9 +14,12 @@ describe('id range allocator', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('reads root\'s ranges from subuid-style lines, by name or uid, skipping others and junk', () => {
+  it("reads root's ranges from subuid-style lines, by name or uid, skipping others and junk", () => {
     const text = '# comment\nalice:100000:65536\nroot:2000000:131072\n0:5000000:65536\nroot:bad:1\n';
-    assert.deepEqual(parseSubid(text, 'root', 0), [{ start: 2000000, count: 131072 }, { start: 5000000, count: 65536 }]);
+    assert.deepEqual(parseSubid(text, 'root', 0), [
+      { start: 2000000, count: 131072 },
+      { start: 5000000, count: 65536 },
+    ]);
     assert.deepEqual(parseSubid('', 'root', 0), []);
   });
 
@@ -41,16 +44,30 @@ describe('id range allocator', () => {
     assert.equal(firstFree(blocks, []), blocks[0]);
     // A spec's own map (lxc.uid_map) straddling the first two blocks.
     assert.equal(firstFree(blocks, [{ start: 1000000 + 100, end: 1000000 + IDS_PER_CONTAINER + 1 }]), blocks[2]);
-    assert.equal(firstFree(blocks, [{ start: blocks[1]!, end: blocks[1]! + IDS_PER_CONTAINER }, { start: 0, end: 1000001 }]), blocks[2]);
-    assert.equal(firstFree(blocks, blocks.map((b) => ({ start: b, end: b + IDS_PER_CONTAINER }))), undefined);
+    assert.equal(
+      firstFree(blocks, [
+        { start: blocks[1]!, end: blocks[1]! + IDS_PER_CONTAINER },
+        { start: 0, end: 1000001 },
+      ]),
+      blocks[2],
+    );
+    assert.equal(
+      firstFree(
+        blocks,
+        blocks.map((b) => ({ start: b, end: b + IDS_PER_CONTAINER })),
+      ),
+      undefined,
+    );
   });
 
-  it('uses Incus\'s default range when no subuid line names root, and restores lost records', async () => {
+  it("uses Incus's default range when no subuid line names root, and restores lost records", async () => {
     const none = path.join(dir, 'missing');
     const ids = new IdAllocator(path.join(dir, 'idmap.json'), none, none);
     assert.equal((await ids.allocate('x')).uid, DEFAULT_SUBID_RANGE.start);
     assert.match(ids.source, /built-in default/);
-    await ids.restore({ y: { uid: DEFAULT_SUBID_RANGE.start + IDS_PER_CONTAINER, gid: DEFAULT_SUBID_RANGE.start + IDS_PER_CONTAINER, size: IDS_PER_CONTAINER } });
+    await ids.restore({
+      y: { uid: DEFAULT_SUBID_RANGE.start + IDS_PER_CONTAINER, gid: DEFAULT_SUBID_RANGE.start + IDS_PER_CONTAINER, size: IDS_PER_CONTAINER },
+    });
     assert.equal((await ids.allocate('z')).uid, DEFAULT_SUBID_RANGE.start + 2 * IDS_PER_CONTAINER, 'a restored record is not handed out again');
   });
 });

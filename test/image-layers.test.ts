@@ -120,7 +120,7 @@ describe('image layers: unpacking contains hostile tars', function () {
     assert.equal(statSync(path.join(layer, 'alias')).ino, statSync(path.join(layer, 'data')).ino);
   });
 
-  it('creates no device nodes (a container\'s /dev is osvirt\'s), but fifos', async () => {
+  it("creates no device nodes (a container's /dev is osvirt's), but fifos", async () => {
     makeTar(tar, [
       ['chardev', 'dev/mem-like'],
       ['fifo', 'pipe'],
@@ -132,7 +132,10 @@ describe('image layers: unpacking contains hostile tars', function () {
   });
 
   it('keeps setuid bits and ownership as the layer says (the store is root-only)', async () => {
-    makeTar(tar, [['file', 'bin/su', '#!', 0o4755, 0], ['file', 'home/u/f', 'u', 0o640, 1000]]);
+    makeTar(tar, [
+      ['file', 'bin/su', '#!', 0o4755, 0],
+      ['file', 'home/u/f', 'u', 0o640, 1000],
+    ]);
     await unpackLayer(tar, 'none', layer);
     const su = statSync(path.join(layer, 'bin/su'));
     assert.equal(su.mode & 0o7777, 0o4755);
@@ -162,7 +165,13 @@ describe('image layers: unpacking contains hostile tars', function () {
     const wh = lstatSync(path.join(layer, 'etc/gone'));
     assert.ok(wh.isCharacterDevice() && wh.rdev === 0);
     assert.ok(!existsSync(path.join(layer, 'var/cache/.wh..wh..opq')));
-    assert.match(execFileSync('getfattr', ['-n', 'trusted.overlay.opaque', '--only-values', path.join(layer, 'var/cache')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), /^y/);
+    assert.match(
+      execFileSync('getfattr', ['-n', 'trusted.overlay.opaque', '--only-values', path.join(layer, 'var/cache')], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }),
+      /^y/,
+    );
     const raw = execFileSync('sh', ['-c', `gzip -dc ${tar} | sha256sum`], { encoding: 'utf8' }).split(' ')[0];
     assert.equal(r.diffId, `sha256:${raw}`);
   });

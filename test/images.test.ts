@@ -118,7 +118,11 @@ describe('images from a real registry', function () {
     assert.equal(img.config?.user, 'app');
     assert.equal(img.platform?.architecture, 'amd64');
     // Progress names every layer and ends each one "done".
-    for (const l of img.layers) assert.ok(progress.some((m) => m.message?.$case === 'progress' && m.message.value.digest === l.digest && m.message.value.status === 'done'), `layer ${l.digest} done`);
+    for (const l of img.layers)
+      assert.ok(
+        progress.some((m) => m.message?.$case === 'progress' && m.message.value.digest === l.digest && m.message.value.status === 'done'),
+        `layer ${l.digest} done`,
+      );
     const store = path.join(d.stateDir, 'images');
     assert.equal(statSync(store).mode & 0o777, 0o700, 'the store is root-only');
     for (const l of img.layers) {
@@ -131,7 +135,10 @@ describe('images from a real registry', function () {
     assert.ok(wh.isCharacterDevice() && wh.rdev === 0, 'etc/removed is a whiteout');
     // Pulling again fetches nothing: every blob "exists".
     const again = await pull(c, { image: ref });
-    assert.ok(again.progress.every((m) => m.message?.$case === 'progress' && m.message.value.status === 'exists'), again.progress.map((m) => (m.message?.$case === 'progress' ? `${m.message.value.digest} ${m.message.value.status}` : '')).join(', '));
+    assert.ok(
+      again.progress.every((m) => m.message?.$case === 'progress' && m.message.value.status === 'exists'),
+      again.progress.map((m) => (m.message?.$case === 'progress' ? `${m.message.value.digest} ${m.message.value.status}` : '')).join(', '),
+    );
     assert.equal(again.image.value.digest, img.digest);
     const listed = (await c.api.images.listImages({})).images.map((i) => i.names[0]);
     assert.deepEqual(listed, [ref]);
@@ -146,7 +153,9 @@ describe('images from a real registry', function () {
     const report = await until(() => readFileSync(`/proc/${pid}/root/tmp/report`, 'utf8'), 'the entrypoint to write its report');
     assert.equal(report.trim(), 'uid=1000 gid=1000 groups=1000 2000 cwd=/work greeting=hello who=spec');
     // The root is an overlay of the image's layers (the host sees it), with the whiteout applied.
-    const mnt = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === path.join(d.stateDir, 'drivers', 'lxc', 'containers', 'fromimg', 'rootfs'));
+    const mnt = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.split(' ')[4] === path.join(d.stateDir, 'drivers', 'lxc', 'containers', 'fromimg', 'rootfs'));
     assert.match(mnt ?? '', / - overlay /, 'an overlay root');
     assert.equal((await execIn(c, 'fromimg', ['/bin/cat', '/etc/removed'])).exitCode, 1, 'the deleted file stays deleted');
     assert.equal((await execIn(c, 'fromimg', ['/bin/cat', '/etc/marker'])).stdout.trim(), 'app');
@@ -182,7 +191,10 @@ describe('images from a real registry', function () {
     const arm = (await pull(c, { image: ref, platform: { os: 'linux', architecture: 'arm64', variant: '' } })).image.value;
     assert.equal(arm.platform?.architecture, 'arm64');
     assert.notEqual(arm.digest, host.digest);
-    assert.match(await code(pull(c, { image: ref, platform: { os: 'linux', architecture: 's390x', variant: '' } })), /^9 .*no image for linux\/s390x; it has: linux\/amd64, linux\/arm64/);
+    assert.match(
+      await code(pull(c, { image: ref, platform: { os: 'linux', architecture: 's390x', variant: '' } })),
+      /^9 .*no image for linux\/s390x; it has: linux\/amd64, linux\/arm64/,
+    );
     await c.api.images.pruneImages({ all: true });
     assert.deepEqual((await c.api.images.listImages({})).images, []);
   });
@@ -193,9 +205,22 @@ describe('images from a real registry', function () {
     assert.match(await code(pull(c, { image: `${reg.host}/test/nothing:v1` })), /^5 /);
     assert.match(await code(pull(c, { image: `${reg.host}/test/app:v9` })), /^5 /);
     assert.match(await code(c.api.containers.createContainer({ name: 'badimg', spec: imageSpec('busybox') })), /^3 spec\.rootfs\.image: /);
-    assert.match(await code(c.api.containers.createContainer({ name: 'badimg', spec: imageSpec(`${reg.host}/test/app:v1`, { rootfs: { source: { $case: 'image', value: `${reg.host}/test/app:v1` }, pullPolicy: PullPolicy.PULL_POLICY_NEVER } }) })), /^9 spec\.rootfs\.image: .*pull policy is never/);
+    assert.match(
+      await code(
+        c.api.containers.createContainer({
+          name: 'badimg',
+          spec: imageSpec(`${reg.host}/test/app:v1`, {
+            rootfs: { source: { $case: 'image', value: `${reg.host}/test/app:v1` }, pullPolicy: PullPolicy.PULL_POLICY_NEVER },
+          }),
+        }),
+      ),
+      /^9 spec\.rootfs\.image: .*pull policy is never/,
+    );
     const list = await c.api.containers.listContainers({ pageSize: 100, pageToken: '', driver: '', states: [] });
-    assert.deepEqual(list.containers.map((x) => x.name), []);
+    assert.deepEqual(
+      list.containers.map((x) => x.name),
+      [],
+    );
   });
 
   it('imports docker-archive and oci-archive tars written by skopeo, exports one that imports again, and runs it', async () => {
@@ -210,7 +235,10 @@ describe('images from a real registry', function () {
     const [fromOci] = await importFile(c, ociTar);
     assert.deepEqual(fromOci!.names, [`${reg.host}/oci/app:v3`]);
     // The same layers, stored once: both images' diff_ids are one set of directories.
-    assert.deepEqual(fromOci!.layers.map((l) => l.diffId), fromDocker!.layers.map((l) => l.diffId));
+    assert.deepEqual(
+      fromOci!.layers.map((l) => l.diffId),
+      fromDocker!.layers.map((l) => l.diffId),
+    );
     // Export, forget, import again: the same image.
     const back = path.join(builder.dir, 'exported.tar');
     await exportFile(c, `${reg.host}/oci/app:v3`, back);
@@ -219,7 +247,12 @@ describe('images from a real registry', function () {
     await c.api.images.pruneImages({ all: true });
     const [again] = await importFile(c, back);
     assert.equal(again!.digest, fromOci!.digest);
-    await c.api.containers.createContainer({ name: 'imported', spec: imageSpec(`${reg.host}/oci/app:v3`, { rootfs: { source: { $case: 'image', value: `${reg.host}/oci/app:v3` }, pullPolicy: PullPolicy.PULL_POLICY_NEVER } }) });
+    await c.api.containers.createContainer({
+      name: 'imported',
+      spec: imageSpec(`${reg.host}/oci/app:v3`, {
+        rootfs: { source: { $case: 'image', value: `${reg.host}/oci/app:v3` }, pullPolicy: PullPolicy.PULL_POLICY_NEVER },
+      }),
+    });
     const pid = (await c.api.containers.startContainer({ name: 'imported' })).container!.status!.initPid;
     assert.match(await until(() => readFileSync(`/proc/${pid}/root/tmp/report`, 'utf8'), 'the imported image to run'), /uid=1000 .*who=image/);
     await c.api.containers.deleteContainer({ name: 'imported', force: true, allowMissing: false });
@@ -249,9 +282,21 @@ describe('images from a real registry', function () {
     await c.api.containers.deleteContainer({ name: 'shared', force: true, allowMissing: false });
   });
 
-  it('reads the host\'s registries.conf: insecure without the daemon flag, blocked refused, the search list named for a short name', async () => {
+  it("reads the host's registries.conf: insecure without the daemon flag, blocked refused, the search list named for a short name", async () => {
     const conf = path.join(builder.dir, 'registries.conf');
-    writeFileSync(conf, [`unqualified-search-registries = ["${reg.host}"]`, '[[registry]]', `location = "${reg.host}"`, 'insecure = true', '[[registry]]', `location = "${reg.host}/blocked"`, 'blocked = true', ''].join('\n'));
+    writeFileSync(
+      conf,
+      [
+        `unqualified-search-registries = ["${reg.host}"]`,
+        '[[registry]]',
+        `location = "${reg.host}"`,
+        'insecure = true',
+        '[[registry]]',
+        `location = "${reg.host}/blocked"`,
+        'blocked = true',
+        '',
+      ].join('\n'),
+    );
     process.env['CONTAINERS_REGISTRIES_CONF'] = conf;
     const d2 = new TestDaemon();
     try {
@@ -350,7 +395,14 @@ describe('images from a registry with TLS and basic auth', function () {
     const c = await d.start();
     const cli = (args: string[], input = '') => {
       try {
-        return { code: 0, out: execFileSync(repoPath('bin', 'osvirt'), ['--connect', `unix://${d!.socket}`, ...args], { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] }) };
+        return {
+          code: 0,
+          out: execFileSync(repoPath('bin', 'osvirt'), ['--connect', `unix://${d!.socket}`, ...args], {
+            input,
+            encoding: 'utf8',
+            stdio: ['pipe', 'pipe', 'pipe'],
+          }),
+        };
       } catch (e) {
         return { code: (e as { status: number }).status, out: String((e as { stderr?: string }).stderr) };
       }
@@ -363,7 +415,10 @@ describe('images from a registry with TLS and basic auth', function () {
     assert.equal(good.code, 0, good.out);
     const auth = path.join(d.stateDir, 'images', 'auth.json');
     assert.equal(statSync(auth).mode & 0o777, 0o600);
-    assert.equal((JSON.parse(readFileSync(auth, 'utf8')) as { auths: Record<string, { auth: string }> }).auths[reg.host]!.auth, Buffer.from('alice:s3cret').toString('base64'));
+    assert.equal(
+      (JSON.parse(readFileSync(auth, 'utf8')) as { auths: Record<string, { auth: string }> }).auths[reg.host]!.auth,
+      Buffer.from('alice:s3cret').toString('base64'),
+    );
     assert.equal((await pull(c, { image: `${reg.host}/private/app:v1` })).image.value.layers.length, 2);
     assert.equal(cli(['logout', reg.host]).code, 0);
     await c.api.images.pruneImages({ all: true });

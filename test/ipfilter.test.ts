@@ -42,7 +42,13 @@ describe('ipfilter policy encoding', () => {
   });
 
   it('round-trips through the binary layout', () => {
-    const p = normalizePolicy({ ipv4: ['10.1.2.3', '127.0.0.2'], ipv4Mode: 'new', ipv6: ['2001:db8::1:0:0:1', '64:ff9b::1.2.3.4'], singleIp: true, loopbackRemap: true });
+    const p = normalizePolicy({
+      ipv4: ['10.1.2.3', '127.0.0.2'],
+      ipv4Mode: 'new',
+      ipv6: ['2001:db8::1:0:0:1', '64:ff9b::1.2.3.4'],
+      singleIp: true,
+      loopbackRemap: true,
+    });
     const b = encodePolicy(p);
     assert.deepEqual([...b.subarray(16, 20)], [10, 1, 2, 3], 'addresses are in network byte order');
     assert.deepEqual(decodePolicy(b), p);
@@ -68,7 +74,11 @@ describe('ipfilter policy encoding', () => {
       [{ ipv4: [], ipv4Mode: 'jail' as 'new', singleIp: false, loopbackRemap: false }, 'policy.ipv4Mode'],
     ];
     for (const [p, field] of bad) {
-      assert.throws(() => normalizePolicy(p), (e: unknown) => e instanceof OsvirtError && e.code === 'INVALID_ARGUMENT' && e.metadata['field'] === field, JSON.stringify(p));
+      assert.throws(
+        () => normalizePolicy(p),
+        (e: unknown) => e instanceof OsvirtError && e.code === 'INVALID_ARGUMENT' && e.metadata['field'] === field,
+        JSON.stringify(p),
+      );
     }
   });
 });
@@ -211,7 +221,9 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
 
   /** Start python3 inside a cgroup; `first` resolves at the first "hold", `done` at exit. */
   function start(dir: string, ops: Op[]): { first: Promise<Result[]>; done: Promise<Result[]>; release: () => void } {
-    const c = spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && exec python3 "$2" "$3"', 'sh', dir, probe, JSON.stringify(ops)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const c = spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && exec python3 "$2" "$3"', 'sh', dir, probe, JSON.stringify(ops)], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     children.add(c);
     let out = '';
     let err = '';
@@ -286,7 +298,13 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     // The host agrees: the listener is on the container's address only.
     const port = wild!.sockname![1];
     const ss = execFileSync('ss', ['-Hltn', 'sport', '=', `:${port}`], { encoding: 'utf8' });
-    assert.deepEqual(ss.trim().split('\n').map((l) => l.split(/\s+/)[3]), [`${A4}:${port}`]);
+    assert.deepEqual(
+      ss
+        .trim()
+        .split('\n')
+        .map((l) => l.split(/\s+/)[3]),
+      [`${A4}:${port}`],
+    );
     await assert.rejects(
       new Promise((res, rej) => net.connect(port, F4).on('connect', res).on('error', rej)),
       /ECONNREFUSED/,
@@ -319,7 +337,13 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     assert.deepEqual(toLoOnly, { ok: false, errno: 'ECONNREFUSED' }, "the host's loopback-only services are out of reach");
     assert.equal(loOnly.peers.length, 0);
     assert.deepEqual(udpLo?.from, ['127.0.0.1', udp.port], 'a resolver asking 127.0.0.1 gets its answer from 127.0.0.1');
-    assert.deepEqual([udpConn?.from, udpConn?.peername], [['127.0.0.1', udp.port], ['127.0.0.1', udp.port]]);
+    assert.deepEqual(
+      [udpConn?.from, udpConn?.peername],
+      [
+        ['127.0.0.1', udp.port],
+        ['127.0.0.1', udp.port],
+      ],
+    );
     assert.deepEqual(udp.peers, [A4, A4]);
     assert.deepEqual(spoof, { ok: false, errno: 'EADDRNOTAVAIL' }, 'IP_PKTINFO cannot pick another source');
     assert.deepEqual(v6, { ok: false, errno: 'EAFNOSUPPORT' }, 'IPv6 defaults to disabled for an IPv4-restricted container');
@@ -384,7 +408,10 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     // Programs attached, IPv4 left alone.
     await filter.attach(cgA, { ipv4: [], ipv4Mode: 'inherit', ipv6: [A6], singleIp: true, loopbackRemap: true });
     assert.equal((await filter.status(cgA)).attached, true);
-    const [foreign, wild] = await run(cgA, [{ op: 'sock', bind: F4 }, { op: 'sock', bind: '0.0.0.0' }]);
+    const [foreign, wild] = await run(cgA, [
+      { op: 'sock', bind: F4 },
+      { op: 'sock', bind: '0.0.0.0' },
+    ]);
     assert.equal(foreign?.sockname?.[0], F4);
     assert.equal(wild?.sockname?.[0], '0.0.0.0');
 
@@ -416,11 +443,25 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     await filter.attach(cgA, single);
     await filter.attach(cgB, { ipv4: [B4], ipv4Mode: 'new', singleIp: true, loopbackRemap: true });
     const [a, b] = await Promise.all([
-      run(cgA, [{ op: 'sock', bind: A4 }, { op: 'sock', bind: B4 }, { op: 'sock', bind: '0.0.0.0' }]),
-      run(cgB, [{ op: 'sock', bind: A4 }, { op: 'sock', bind: B4 }, { op: 'sock', bind: '0.0.0.0' }]),
+      run(cgA, [
+        { op: 'sock', bind: A4 },
+        { op: 'sock', bind: B4 },
+        { op: 'sock', bind: '0.0.0.0' },
+      ]),
+      run(cgB, [
+        { op: 'sock', bind: A4 },
+        { op: 'sock', bind: B4 },
+        { op: 'sock', bind: '0.0.0.0' },
+      ]),
     ]);
-    assert.deepEqual(a.map((r) => r.errno ?? r.sockname?.[0]), [A4, 'EADDRNOTAVAIL', A4]);
-    assert.deepEqual(b.map((r) => r.errno ?? r.sockname?.[0]), ['EADDRNOTAVAIL', B4, B4]);
+    assert.deepEqual(
+      a.map((r) => r.errno ?? r.sockname?.[0]),
+      [A4, 'EADDRNOTAVAIL', A4],
+    );
+    assert.deepEqual(
+      b.map((r) => r.errno ?? r.sockname?.[0]),
+      ['EADDRNOTAVAIL', B4, B4],
+    );
     // A cgroup the container makes for itself inherits the filter...
     const nested = path.join(cgA, 'nested');
     mkdirSync(nested);
@@ -450,7 +491,11 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     await filter.attach(cgA, single);
     await filter.attach(cgB, single);
     await filter.detach(cgA);
-    const [foreign, wild, lo] = await run(cgA, [{ op: 'sock', bind: F4 }, { op: 'sock', bind: '0.0.0.0' }, { op: 'sock', bind: '127.0.0.1' }]);
+    const [foreign, wild, lo] = await run(cgA, [
+      { op: 'sock', bind: F4 },
+      { op: 'sock', bind: '0.0.0.0' },
+      { op: 'sock', bind: '127.0.0.1' },
+    ]);
     assert.equal(foreign?.sockname?.[0], F4);
     assert.equal(wild?.sockname?.[0], '0.0.0.0');
     assert.equal(lo?.sockname?.[0], '127.0.0.1');
@@ -473,10 +518,16 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     mkdirSync(leftover);
     execFileSync('bpftool', ['prog', 'loadall', filter.object, path.join(leftover, 'progs')]);
     const ours = (d: string) => d.startsWith(parent + path.sep);
-    assert.deepEqual((await filter.list()).filter((x) => ours(x.cgroup2Dir)).map((x) => [x.cgroup2Dir, x.current, x.programs]).sort(), [
-      [cgA, true, 13],
-      [cgC, true, 13],
-    ]);
+    assert.deepEqual(
+      (await filter.list())
+        .filter((x) => ours(x.cgroup2Dir))
+        .map((x) => [x.cgroup2Dir, x.current, x.programs])
+        .sort(),
+      [
+        [cgA, true, 13],
+        [cgC, true, 13],
+      ],
+    );
     // Only cgroups of this test are judged; C is the dead one.
     const r = await filter.cleanupStale({ isLive: (d) => !ours(d) || d !== cgC });
     assert.deepEqual(r, { detached: [cgC], unpinned: ['tmp-loading-deadbeef-1'] });
@@ -484,7 +535,9 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     assert.equal((await filter.status(cgA)).complete, true);
     assert.deepEqual(await filter.cleanupStale({ isLive: (d) => !ours(d) || d !== cgC }), { detached: [], unpinned: [] });
     // The default judge: a cgroup with no process in it is stale.
-    const r2 = await filter.cleanupStale({ isLive: async (d) => !ours(d) || (await fs.readFile(path.join(d, 'cgroup.events'), 'utf8')).includes('populated 1') });
+    const r2 = await filter.cleanupStale({
+      isLive: async (d) => !ours(d) || (await fs.readFile(path.join(d, 'cgroup.events'), 'utf8')).includes('populated 1'),
+    });
     assert.deepEqual(r2.detached, [cgA]);
     assert.equal(existsSync(pinRoot), false);
   });
@@ -493,7 +546,10 @@ describe('ipfilter (cgroup BPF on a shared network stack)', function () {
     const r = await IpFilter.available({ pinRoot, object: path.join(tmp, 'missing.bpf.o') });
     assert.equal(r.ok, false);
     assert.match(r.reason, /IP filter BPF object is not available: .*missing\.bpf\.o is missing; build it with "make -C drivers\/common\/ipfilter"/);
-    await assert.rejects(IpFilter.requireAvailable({ pinRoot, object: path.join(tmp, 'missing.bpf.o') }), (e: unknown) => e instanceof OsvirtError && e.code === 'FAILED_PRECONDITION');
+    await assert.rejects(
+      IpFilter.requireAvailable({ pinRoot, object: path.join(tmp, 'missing.bpf.o') }),
+      (e: unknown) => e instanceof OsvirtError && e.code === 'FAILED_PRECONDITION',
+    );
   });
 
   it('refuses what is not a container cgroup2 directory', async () => {

@@ -28,9 +28,13 @@ describe('native helper: jail building blocks', function () {
     dir = mkdtempSync(path.join(os.tmpdir(), 'osvirt-jailhelper-'));
     root = path.join(dir, 'root');
     for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc', 'mnt']) mkdirSync(path.join(root, d), { recursive: true });
-    copyFileSync(['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p))!, path.join(root, 'bin', 'busybox'));
+    copyFileSync(
+      ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p))!,
+      path.join(root, 'bin', 'busybox'),
+    );
     chmodSync(path.join(root, 'bin', 'busybox'), 0o755);
-    for (const a of ['sh', 'cat', 'ls', 'hostname', 'mount', 'umount', 'unshare', 'sleep', 'echo', 'grep', 'ipcs']) symlinkSync('busybox', path.join(root, 'bin', a));
+    for (const a of ['sh', 'cat', 'ls', 'hostname', 'mount', 'umount', 'unshare', 'sleep', 'echo', 'grep', 'ipcs'])
+      symlinkSync('busybox', path.join(root, 'bin', a));
   });
   after(async () => {
     // SIGKILL to a pid namespace's init ends everything in it; then the monitors.
@@ -47,7 +51,22 @@ describe('native helper: jail building blocks', function () {
   async function run(name: string, extra: string[], argv: string[] = [INIT_IN, 'init']): Promise<{ pid: number; state: string }> {
     const state = path.join(dir, name);
     mkdirSync(state, { recursive: true });
-    const args = ['run', '--state', state, '--rootfs', root, '--ns', 'pid,mnt,uts,ipc,net', '--hostname', name, '--mount', `bind:${INIT}:${INIT_IN}:ro:`, ...extra, '--', ...argv];
+    const args = [
+      'run',
+      '--state',
+      state,
+      '--rootfs',
+      root,
+      '--ns',
+      'pid,mnt,uts,ipc,net',
+      '--hostname',
+      name,
+      '--mount',
+      `bind:${INIT}:${INIT_IN}:ro:`,
+      ...extra,
+      '--',
+      ...argv,
+    ];
     const m = spawn(HELPER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     monitors.push(m);
     const lines = readline.createInterface({ input: m.stdout! })[Symbol.asyncIterator]();
@@ -81,7 +100,18 @@ describe('native helper: jail building blocks', function () {
   }
 
   it('--seccomp-deny: whole calls, argument bit masks and value sets, for run and exec alike', async () => {
-    const deny = ['--seccomp-deny', 'unshare:EPERM', '--seccomp-deny', 'socket:EAFNOSUPPORT:arg0!=1,2,10', '--seccomp-deny', 'clone:EPERM:arg0&0x7e020000', '--seccomp-deny', 'clone3:ENOSYS', '--seccomp-deny', 'semget:ENOSYS'];
+    const deny = [
+      '--seccomp-deny',
+      'unshare:EPERM',
+      '--seccomp-deny',
+      'socket:EAFNOSUPPORT:arg0!=1,2,10',
+      '--seccomp-deny',
+      'clone:EPERM:arg0&0x7e020000',
+      '--seccomp-deny',
+      'clone3:ENOSYS',
+      '--seccomp-deny',
+      'semget:ENOSYS',
+    ];
     const { pid } = await run('sc', deny);
     const seccomp = /Seccomp:\s*(\d)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1];
     assert.equal(seccomp, '2', 'the init runs under a filter');
@@ -111,7 +141,7 @@ describe('native helper: jail building blocks', function () {
 
   it('--no-ns shares a namespace after all; --root-owned-ns lets uid 0 set the hostname and bind-mount without capabilities', async () => {
     const { pid } = await run('own', ['--no-ns', 'ipc', '--root-owned-ns', 'uts,mnt', '--caps', 'chown,setuid,setgid']);
-    assert.equal(readlinkSync(`/proc/${pid}/ns/ipc`), readlinkSync('/proc/self/ns/ipc'), 'the host\'s IPC namespace');
+    assert.equal(readlinkSync(`/proc/${pid}/ns/ipc`), readlinkSync('/proc/self/ns/ipc'), "the host's IPC namespace");
     const caps = ['--caps', 'chown,setuid,setgid'];
     assert.equal(exec(pid, 'hostname renamed && hostname', caps).out, 'renamed');
     assert.equal(os.hostname() === 'renamed', false);
@@ -127,7 +157,7 @@ describe('native helper: jail building blocks', function () {
     await holds(() => !existsSync(path.join(state, 'exit')), 'the jail ignoring signals from inside', 300);
     // A process started from outside keeps the released jail alive until it ends.
     const bg = spawn(HELPER, ['exec', '--pid', String(pid), '--', '/bin/sleep', '1'], { stdio: 'ignore' });
-    const sleeper = (await until(() => inJail(pid, '/bin/sleep\x001\x00'), 'the exec\'d sleep inside the jail', 5000))[0]!;
+    const sleeper = (await until(() => inJail(pid, '/bin/sleep\x001\x00'), "the exec'd sleep inside the jail", 5000))[0]!;
     process.kill(pid, 'SIGUSR1');
     await holds(() => !pidAlive(sleeper) || !existsSync(path.join(state, 'exit')), 'the jail alive while its last process runs', 400);
     await until(() => existsSync(path.join(state, 'exit')), 'the jail to end with its last process', 5000);
@@ -137,7 +167,7 @@ describe('native helper: jail building blocks', function () {
     // SIGTERM from outside goes to every process; the init follows once they are gone.
     const { pid: p2, state: s2 } = await run('init2', []);
     spawn(HELPER, ['exec', '--pid', String(p2), '--', '/bin/sleep', '100'], { stdio: 'ignore' });
-    await until(() => inJail(p2, '/bin/sleep\x00100\x00'), 'the exec\'d sleep inside the jail', 5000);
+    await until(() => inJail(p2, '/bin/sleep\x00100\x00'), "the exec'd sleep inside the jail", 5000);
     process.kill(p2, 'SIGTERM');
     await until(() => existsSync(path.join(s2, 'exit')), 'SIGTERM to end the jail', 5000);
   });

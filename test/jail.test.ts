@@ -46,7 +46,29 @@ function makeRoot(dir: string, files: Record<string, string> = {}): string {
   const bb = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p))!;
   copyFileSync(bb, path.join(dir, 'bin', 'busybox'));
   chmodSync(path.join(dir, 'bin', 'busybox'), 0o755);
-  for (const a of ['sh', 'cat', 'echo', 'hostname', 'ls', 'sleep', 'id', 'readlink', 'grep', 'mount', 'umount', 'touch', 'mkdir', 'env', 'pwd', 'killall', 'httpd', 'wc', 'ps', 'true', 'false']) {
+  for (const a of [
+    'sh',
+    'cat',
+    'echo',
+    'hostname',
+    'ls',
+    'sleep',
+    'id',
+    'readlink',
+    'grep',
+    'mount',
+    'umount',
+    'touch',
+    'mkdir',
+    'env',
+    'pwd',
+    'killall',
+    'httpd',
+    'wc',
+    'ps',
+    'true',
+    'false',
+  ]) {
     symlinkSync('busybox', path.join(dir, 'bin', a));
   }
   writeFileSync(path.join(dir, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n');
@@ -92,7 +114,8 @@ describe('jail driver (FreeBSD jail semantics)', function () {
     assert.equal(ct.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     return ct.status!.initPid;
   }
-  const stop = (name: string, timeout?: number) => c.api.containers.stopContainer({ name, signal: 0, timeout: timeout === undefined ? undefined : { seconds: BigInt(timeout), nanos: 0 } });
+  const stop = (name: string, timeout?: number) =>
+    c.api.containers.stopContainer({ name, signal: 0, timeout: timeout === undefined ? undefined : { seconds: BigInt(timeout), nanos: 0 } });
   const remove = (name: string) => c.api.containers.deleteContainer({ name, force: true, allowMissing: true });
   const info = async (name: string) => (await c.api.containers.getContainer({ name })).container!;
   /** Run a shell line in the jail; returns stdout+stderr and the exit code. */
@@ -137,7 +160,11 @@ describe('jail driver (FreeBSD jail semantics)', function () {
     const pid = await jail('jpath', { path: root, persist: true, hostHostname: 'jp.example', mountDevfs: true });
     assert.equal(await ok('jpath', 'cat /etc/marker'), 'the jail root');
     assert.equal(await ok('jpath', 'hostname'), 'jp.example');
-    assert.deepEqual((await sh('jpath', 'cat /proc/1/cmdline')).stdout.split('\0').filter(Boolean), ['/dev/.osvirt-init', 'init'], 'pid 1 is osvirt\'s jail init');
+    assert.deepEqual(
+      (await sh('jpath', 'cat /proc/1/cmdline')).stdout.split('\0').filter(Boolean),
+      ['/dev/.osvirt-init', 'init'],
+      "pid 1 is osvirt's jail init",
+    );
     assert.equal(readFileSync(`/proc/${pid}/root/etc/marker`, 'utf8'), 'the jail root\n', 'its root is path (pivot_root)');
     assert.notEqual(await ok('jpath', 'readlink /proc/self/ns/uts'), readlinkSync('/proc/self/ns/uts'), 'host=new: own UTS namespace');
     // host = inherit (the default without host.hostname): the host's hostname and UTS namespace.
@@ -145,7 +172,11 @@ describe('jail driver (FreeBSD jail semantics)', function () {
     assert.equal(await ok('jinherit', 'hostname'), os.hostname());
     assert.equal(await ok('jinherit', 'readlink /proc/self/ns/uts'), readlinkSync('/proc/self/ns/uts'));
     // An explicit host = inherit with a hostname is a contradiction.
-    await expectError(c.api.containers.createContainer({ name: 'jbadhost', spec: spec({ persist: true, host: INHERIT, hostHostname: 'x' }) }), Code.INVALID_ARGUMENT, /host/);
+    await expectError(
+      c.api.containers.createContainer({ name: 'jbadhost', spec: spec({ persist: true, host: INHERIT, hostHostname: 'x' }) }),
+      Code.INVALID_ARGUMENT,
+      /host/,
+    );
     await remove('jinherit');
   });
 
@@ -169,14 +200,23 @@ def b(fam, addr):
     except OSError as e:
         return errno.errorcode[e.errno]
 `;
-      const out = (await py('jip', `${bind}
+      const out = (
+        await py(
+          'jip',
+          `${bind}
 print(b(socket.AF_INET, '${A(250)}'))
 print(b(socket.AF_INET, '${A(12)}'))
 print(b(socket.AF_INET, '0.0.0.0'))
 print(b(socket.AF_INET, '127.0.0.1'))
 print(b(socket.AF_INET6, '2001:db8:51::99'))
-print(b(socket.AF_INET6, '::1'))`)).split('\n');
-      assert.deepEqual(out, ['EADDRNOTAVAIL', 'EADDRNOTAVAIL', A(11), A(11), 'EADDRNOTAVAIL', V6], 'foreign and other host addresses refused; wildcard and loopback land on the jail\'s');
+print(b(socket.AF_INET6, '::1'))`,
+        )
+      ).split('\n');
+      assert.deepEqual(
+        out,
+        ['EADDRNOTAVAIL', 'EADDRNOTAVAIL', A(11), A(11), 'EADDRNOTAVAIL', V6],
+        "foreign and other host addresses refused; wildcard and loopback land on the jail's",
+      );
       // Connecting to 127.0.0.1 reaches the jail's own address, from that address.
       await new Promise<void>((r) => server.listen(0, A(11), r));
       const port = (server.address() as net.AddressInfo).port;
@@ -185,33 +225,54 @@ print(b(socket.AF_INET6, '::1'))`)).split('\n');
       // No ip4.addr and no ip4 mode: no IPv4 at all (FreeBSD's default, the same as ip4 = disable);
       // with one IPv6 address the IPv6 wildcard lands on it.
       await jail('jip4off', { path: '/', persist: true, ip6Addr: ['2001:db8:51::8'] });
-      assert.deepEqual((await py('jip4off', `${bind}
+      assert.deepEqual(
+        (
+          await py(
+            'jip4off',
+            `${bind}
 try:
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM); print('ok')
 except OSError as e:
     print(errno.errorcode[e.errno])
-print(b(socket.AF_INET6, '::'))`)).split('\n'), ['EAFNOSUPPORT', '2001:db8:51::8']);
+print(b(socket.AF_INET6, '::'))`,
+          )
+        ).split('\n'),
+        ['EAFNOSUPPORT', '2001:db8:51::8'],
+      );
       // ip4 = disable, ip6 = disable, explicitly.
       await jail('jipoff', { path: '/', persist: true, ip4: DISABLE, ip6: DISABLE });
-      assert.equal(await py('jipoff', `
+      assert.equal(
+        await py(
+          'jipoff',
+          `
 for fam in (socket.AF_INET, socket.AF_INET6):
     try:
         socket.socket(fam, socket.SOCK_STREAM); print('ok')
     except OSError as e:
-        print(errno.errorcode[e.errno])`), 'EAFNOSUPPORT\nEAFNOSUPPORT');
+        print(errno.errorcode[e.errno])`,
+        ),
+        'EAFNOSUPPORT\nEAFNOSUPPORT',
+      );
       // ip4 = inherit: every host address.
       await jail('jipall', { path: '/', persist: true, ip4: INHERIT });
       assert.equal(await py('jipall', `s = socket.socket(socket.AF_INET6)\nprint('ok')`).catch(() => 'failed'), 'failed', 'ip6 not given: no IPv6');
       assert.equal(await py('jipall', `${bind}\nprint(b(socket.AF_INET, '${A(12)}'))`), A(12));
       // The filter is a cgroup BPF program on the jail's cgroup2 directory.
       const attached = (await new IpFilter().list()).map((x) => x.cgroup2Dir);
-      assert.ok(attached.some((x) => x.endsWith('/osvirt/jip')), `no IP filter on jip: ${attached.join(', ')}`);
+      assert.ok(
+        attached.some((x) => x.endsWith('/osvirt/jip')),
+        `no IP filter on jip: ${attached.join(', ')}`,
+      );
       await stop('jip');
       assert.doesNotMatch(loAddresses(), new RegExp(`${A(11).replace(/\./g, '\\.')}/`), 'the address left the interface with the jail');
       assert.doesNotMatch(loAddresses(), /2001:db8:51::7/);
       assert.ok(!(await new IpFilter().list()).some((x) => x.cgroup2Dir.endsWith('/osvirt/jip')), 'the filter went with the jail');
       // vnet jails cannot have address restrictions (as on FreeBSD).
-      await expectError(c.api.containers.createContainer({ name: 'jbadvnet', spec: spec({ vnet: NEW, ip4Addr: [A(13)], persist: true }) }), Code.INVALID_ARGUMENT, /vnet/);
+      await expectError(
+        c.api.containers.createContainer({ name: 'jbadvnet', spec: spec({ vnet: NEW, ip4Addr: [A(13)], persist: true }) }),
+        Code.INVALID_ARGUMENT,
+        /vnet/,
+      );
     } finally {
       server.close();
       execFileSync('ip', ['addr', 'del', `${A(12)}/32`, 'dev', 'lo']);
@@ -226,7 +287,9 @@ for fam in (socket.AF_INET, socket.AF_INET6):
     assert.match(addr, new RegExp(`^${d.subnet.split('.').slice(0, 2).join('\\.')}\\.`), 'an address from the bridge subnet');
     // Root of a vnet jail configures its own stack.
     await ok('jvnet', 'ip addr add 10.99.0.1/32 dev lo && ip -4 -o addr show lo | grep -c 10.99.0.1');
-    const hostEnd = readdirSync('/sys/class/net').find((n) => n.startsWith('ovh') && readFileSync(`/sys/class/net/${n}/master/uevent`, 'utf8').includes(d.bridge));
+    const hostEnd = readdirSync('/sys/class/net').find(
+      (n) => n.startsWith('ovh') && readFileSync(`/sys/class/net/${n}/master/uevent`, 'utf8').includes(d.bridge),
+    );
     assert.ok(hostEnd, 'the host end of the veth is on the bridge');
     assert.ok(pid > 0);
     await stop('jvnet');
@@ -236,8 +299,11 @@ for fam in (socket.AF_INET, socket.AF_INET6):
 
   it('persist: a persistent jail exists with no process; without persist it is gone with its last process', async () => {
     const pid = await jail('jpersist', { persist: true });
-    const procs = () => readFileSync(path.join(cgDir('pids', 'jpersist'), 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
-    assert.deepEqual(procs(), [String(pid)], 'only the jail\'s pid 1 (osvirt init)');
+    const procs = () =>
+      readFileSync(path.join(cgDir('pids', 'jpersist'), 'cgroup.procs'), 'utf8')
+        .split('\n')
+        .filter(Boolean);
+    assert.deepEqual(procs(), [String(pid)], "only the jail's pid 1 (osvirt init)");
     assert.equal((await info('jpersist')).status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     assert.equal(await ok('jpersist', 'set -- /proc/[0-9]*; echo $#'), '2', 'inside: init and this shell');
     await remove('jpersist');
@@ -245,7 +311,10 @@ for fam in (socket.AF_INET, socket.AF_INET6):
     // exec.start leaves one background process; the jail lives exactly as long.
     const started = Date.now();
     await jail('jtransient', { ip4Addr: [A(51)], execStart: ['sleep 2 &'] });
-    assert.ok((await jails.listJails({ pageSize: 0, pageToken: '' })).jails.some((j) => j.name === 'jtransient'), 'listed while its process runs');
+    assert.ok(
+      (await jails.listJails({ pageSize: 0, pageToken: '' })).jails.some((j) => j.name === 'jtransient'),
+      'listed while its process runs',
+    );
     await until(async () => (await info('jtransient')).status?.state === ContainerState.CONTAINER_STATE_STOPPED, 'the jail to go away', 10000);
     assert.ok(Date.now() - started >= 1800, 'not before its last process exited');
     const st = (await info('jtransient')).status!;
@@ -285,7 +354,7 @@ for fam in (socket.AF_INET, socket.AF_INET6):
     await jail('jmount', { persist: true, allowMount: true, allowMountNullfs: true, enforceStatfs: 1, mountDevfs: true });
     await ok('jmount', 'mkdir -p /mnt/x && mount --bind /etc /mnt/x && test -f /mnt/x/passwd && umount /mnt/x');
     let r = await sh('jmount', 'umount /proc');
-    assert.notEqual(r.exitCode, 0, 'the jail\'s own mounts are locked');
+    assert.notEqual(r.exitCode, 0, "the jail's own mounts are locked");
     r = await sh('jmount', 'mount -t tmpfs t /mnt');
     assert.notEqual(r.exitCode, 0, 'new tmpfs mounts are not jail-friendly on Linux');
     // Only the jail's mounts are visible, named inside its root.
@@ -295,8 +364,16 @@ for fam in (socket.AF_INET, socket.AF_INET6):
     await jail('jnomount', { persist: true });
     r = await sh('jnomount', 'mkdir -p /mnt/x && mount --bind /etc /mnt/x');
     assert.notEqual(r.exitCode, 0, 'without allow.mount root cannot mount');
-    await expectError(c.api.containers.createContainer({ name: 'jbadmount', spec: spec({ persist: true, allowMount: true, allowMountNullfs: true }) }), Code.INVALID_ARGUMENT, /enforce_statfs/);
-    await expectError(c.api.containers.createContainer({ name: 'jbadmount', spec: spec({ persist: true, allowMount: true, allowMountTmpfs: true, enforceStatfs: 1 }) }), Code.FAILED_PRECONDITION, /allow\.mount\.tmpfs/);
+    await expectError(
+      c.api.containers.createContainer({ name: 'jbadmount', spec: spec({ persist: true, allowMount: true, allowMountNullfs: true }) }),
+      Code.INVALID_ARGUMENT,
+      /enforce_statfs/,
+    );
+    await expectError(
+      c.api.containers.createContainer({ name: 'jbadmount', spec: spec({ persist: true, allowMount: true, allowMountTmpfs: true, enforceStatfs: 1 }) }),
+      Code.FAILED_PRECONDITION,
+      /allow\.mount\.tmpfs/,
+    );
     for (const n of ['jmount', 'jnomount']) await remove(n);
   });
 
@@ -314,12 +391,29 @@ for fam in (socket.AF_INET, socket.AF_INET6):
 
   it('mount.devfs and devfs_ruleset decide which device nodes exist', async () => {
     await jail('jdev4', { persist: true, mountDevfs: true });
-    assert.deepEqual((await ok('jdev4', 'ls /dev')).split(/\s+/).sort(), ['fd', 'mqueue', 'null', 'ptmx', 'pts', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'urandom', 'zero']);
+    assert.deepEqual((await ok('jdev4', 'ls /dev')).split(/\s+/).sort(), [
+      'fd',
+      'mqueue',
+      'null',
+      'ptmx',
+      'pts',
+      'random',
+      'shm',
+      'stderr',
+      'stdin',
+      'stdout',
+      'urandom',
+      'zero',
+    ]);
     await jail('jdev1', { persist: true, mountDevfs: true, devfsRuleset: 1 });
     assert.deepEqual((await ok('jdev1', 'ls /dev')).split(/\s+/).sort(), ['mqueue', 'shm']);
     await jail('jnodev', { persist: true });
     assert.deepEqual((await ok('jnodev', 'ls /dev')).split(/\s+/).sort(), ['mqueue', 'shm']);
-    await expectError(c.api.containers.createContainer({ name: 'jdev0', spec: spec({ persist: true, mountDevfs: true, devfsRuleset: 0 }) }), Code.FAILED_PRECONDITION, /devfs_ruleset 0/);
+    await expectError(
+      c.api.containers.createContainer({ name: 'jdev0', spec: spec({ persist: true, mountDevfs: true, devfsRuleset: 0 }) }),
+      Code.FAILED_PRECONDITION,
+      /devfs_ruleset 0/,
+    );
     for (const n of ['jdev4', 'jdev1', 'jnodev']) await remove(n);
   });
 
@@ -361,8 +455,16 @@ print('ok' if libc.mlock(buf, 4096) == 0 else errno.errorcode[ctypes.get_errno()
     // Privileged: on the host's own network stack, reserved ports and raw sockets need capabilities
     // in the host's user namespace (docs/security.md, "What needs privileged").
     await jail('jdefaults', { path: '/', persist: true, ip4: INHERIT }, { security: { privileged: true } });
-    assert.deepEqual((await py('jdefaults', raw)).split('\n'), ['EPERM', 'EAFNOSUPPORT', 'ok', 'ok', 'EPERM'], 'defaults: raw off, socket_af off, reserved_ports on, mlock off');
-    await jail('jallow', { path: '/', persist: true, ip4: INHERIT, allowRawSockets: true, allowSocketAf: true, allowReservedPorts: false, allowMlock: true }, { security: { privileged: true } });
+    assert.deepEqual(
+      (await py('jdefaults', raw)).split('\n'),
+      ['EPERM', 'EAFNOSUPPORT', 'ok', 'ok', 'EPERM'],
+      'defaults: raw off, socket_af off, reserved_ports on, mlock off',
+    );
+    await jail(
+      'jallow',
+      { path: '/', persist: true, ip4: INHERIT, allowRawSockets: true, allowSocketAf: true, allowReservedPorts: false, allowMlock: true },
+      { security: { privileged: true } },
+    );
     assert.deepEqual((await py('jallow', raw)).split('\n'), ['ok', 'ok', 'EACCES', 'ok', 'ok'], 'each turned the other way');
     for (const n of ['jdefaults', 'jallow']) await remove(n);
   });
@@ -377,16 +479,20 @@ print(r if r < 0 and False else ('ok' if r >= 0 else errno.errorcode[ctypes.get_
     assert.equal(await py('jipcoff', shm(0x5101)), 'ENOSYS', 'disabled by default');
     await jail('jipcnew', { path: '/', persist: true, sysvshm: NEW });
     assert.equal(await py('jipcnew', shm(0x5102)), 'ok');
-    assert.ok(!hostHas(0x5102), 'new: the jail\'s own key space');
+    assert.ok(!hostHas(0x5102), "new: the jail's own key space");
     await jail('jipchost', { path: '/', persist: true, allowSysvipc: true });
     assert.equal(await py('jipchost', shm(0x5103)), 'ok');
-    assert.ok(hostHas(0x5103), 'inherit: the host\'s objects');
+    assert.ok(hostHas(0x5103), "inherit: the host's objects");
     execFileSync('ipcrm', ['-M', '0x5103']);
-    await expectError(c.api.containers.createContainer({ name: 'jipcmix', spec: spec({ persist: true, sysvshm: NEW, sysvmsg: INHERIT }) }), Code.FAILED_PRECONDITION, /IPC namespace/);
+    await expectError(
+      c.api.containers.createContainer({ name: 'jipcmix', spec: spec({ persist: true, sysvshm: NEW, sysvmsg: INHERIT }) }),
+      Code.FAILED_PRECONDITION,
+      /IPC namespace/,
+    );
     for (const n of ['jipcoff', 'jipcnew', 'jipchost']) await remove(n);
   });
 
-  it('exec.* run in FreeBSD\'s order; exec.clean, exec.jail_user, exec.consolelog', async () => {
+  it("exec.* run in FreeBSD's order; exec.clean, exec.jail_user, exec.consolelog", async () => {
     const log = path.join(d.dir, 'hooks.log');
     const host = (w: string) => `echo ${w} >> ${log}`;
     await jail('jhooks', {
@@ -405,8 +511,15 @@ print(r if r < 0 and False else ('ok' if r >= 0 else errno.errorcode[ctypes.get_
     const lines = readFileSync(log, 'utf8').trim().split('\n');
     const order = lines.filter((l) => /^(prestart|created|start|poststart|prestop|stop|poststop)$/.test(l));
     assert.deepEqual(order, ['prestart', 'created', 'start', 'poststart', 'prestop', 'stop', 'poststop']);
-    const env = lines.filter((l) => /^[A-Z_]+=/.test(l)).map((l) => l.split('=')[0]).sort();
-    assert.deepEqual(env.filter((k) => k !== 'TERM'), ['HOME', 'PATH', 'SHELL', 'USER'], 'exec.clean: only the login variables');
+    const env = lines
+      .filter((l) => /^[A-Z_]+=/.test(l))
+      .map((l) => l.split('=')[0])
+      .sort();
+    assert.deepEqual(
+      env.filter((k) => k !== 'TERM'),
+      ['HOME', 'PATH', 'SHELL', 'USER'],
+      'exec.clean: only the login variables',
+    );
     await remove('jhooks');
 
     const log2 = path.join(d.dir, 'user.log');
@@ -477,7 +590,9 @@ print(r if r < 0 and False else ('ok' if r >= 0 else errno.errorcode[ctypes.get_
     const v2 = layout?.kind === 'v2';
     assert.equal(readFileSync(path.join(cgDir('memory', 'jrctl'), v2 ? 'memory.max' : 'memory.limit_in_bytes'), 'utf8').trim(), String(64 * 1024 * 1024));
     assert.equal(readFileSync(path.join(cgDir('pids', 'jrctl'), 'pids.max'), 'utf8').trim(), '40');
-    const quota = v2 ? readFileSync(path.join(cgDir('cpu', 'jrctl'), 'cpu.max'), 'utf8').split(' ')[0] : readFileSync(path.join(cgDir('cpu', 'jrctl'), 'cpu.cfs_quota_us'), 'utf8').trim();
+    const quota = v2
+      ? readFileSync(path.join(cgDir('cpu', 'jrctl'), 'cpu.max'), 'utf8').split(' ')[0]
+      : readFileSync(path.join(cgDir('cpu', 'jrctl'), 'cpu.cfs_quota_us'), 'utf8').trim();
     assert.equal(quota, '50000');
     assert.equal(await ok('jrctl', 'ulimit -n'), '128');
     assert.equal(await ok('jrctl', 'ulimit -v'), String(512 * 1024));
@@ -493,7 +608,9 @@ print(r if r < 0 and False else ('ok' if r >= 0 else errno.errorcode[ctypes.get_
     makeRoot(path.join(jailsDir, 'containers', 'classic'), { 'etc/rc': rc, 'etc/rc.shutdown': shutdown });
     const consolelog = path.join(d.dir, 'jail_console_classic.log');
     const conf = path.join(d.dir, 'jail.conf');
-    writeFileSync(conf, `# /etc/jail.conf, in the style of the FreeBSD Handbook
+    writeFileSync(
+      conf,
+      `# /etc/jail.conf, in the style of the FreeBSD Handbook
 $jails = "${jailsDir}";
 
 # startup/logging
@@ -519,11 +636,15 @@ classic {
     ip4.addr += ${A(32)};
     allow.nomount;
 }
-`);
+`,
+    );
     let r = await cli('jail', 'import', conf, '--dry-run', '-o', 'json');
     assert.equal(r.code, 0, r.stderr);
     const dry = JSON.parse(r.stdout) as { name: string; options: { ip4Addr: string[]; path: string; hostHostname: string; allowRawSockets: boolean } }[];
-    assert.deepEqual(dry.map((j) => j.name), ['classic']);
+    assert.deepEqual(
+      dry.map((j) => j.name),
+      ['classic'],
+    );
     assert.deepEqual(dry[0]!.options.ip4Addr, [A(31), A(32)], '+= appends');
     assert.equal(dry[0]!.options.path, path.join(jailsDir, 'containers', 'classic'), '$var and ${name} substituted');
     assert.equal(dry[0]!.options.hostHostname, 'classic');
@@ -554,7 +675,7 @@ classic {
     r = await cli('jexec', '-l', 'classic', '--', 'sh', '-c', 'echo $HOME $USER; pwd');
     assert.equal(r.stdout.trim(), '/root root\n/root');
     r = await cli('jexec', 'classic', '--', 'sh', '-c', 'exit 7');
-    assert.equal(r.code, 7, 'jexec exits with the command\'s code');
+    assert.equal(r.code, 7, "jexec exits with the command's code");
     // The jid is stable: the same after a restart of the jail.
     await stop('classic');
     assert.match(readFileSync(consolelog, 'utf8'), /rc\.shutdown ran/);
@@ -574,7 +695,11 @@ classic {
       ['www {\n  ip4 = sometimes;\n}\n', /^bad\.conf:2:3: jail "www": ip4 = "sometimes": expected new, inherit or disable/],
     ];
     for (const [text, re] of cases) {
-      const se = await expectError(jails.importJailConf({ text, fileName: 'bad.conf', names: [], rctlConf: '', start: false, validateOnly: false }), Code.INVALID_ARGUMENT, re);
+      const se = await expectError(
+        jails.importJailConf({ text, fileName: 'bad.conf', names: [], rctlConf: '', start: false, validateOnly: false }),
+        Code.INVALID_ARGUMENT,
+        re,
+      );
       const det = decodeStatusDetails(se.metadata);
       assert.equal(det.errorInfo?.reason, 'JAIL_CONF_SYNTAX');
       assert.match(det.badRequest?.fieldViolations[0]?.description ?? '', re);
@@ -586,12 +711,30 @@ classic {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /INVALID_ARGUMENT \[JAIL_CONF_SYNTAX\]: bad\.conf:3:3:/);
     // rctl.conf rules for the jail, and a bad one.
-    const ok2 = await jails.importJailConf({ text: 'www { persist; osvirt.template = busybox; }', fileName: 'x.conf', names: [], rctlConf: 'jail:www:memoryuse:deny=64m\njail:www:maxproc:deny=20\n', start: false, validateOnly: true });
+    const ok2 = await jails.importJailConf({
+      text: 'www { persist; osvirt.template = busybox; }',
+      fileName: 'x.conf',
+      names: [],
+      rctlConf: 'jail:www:memoryuse:deny=64m\njail:www:maxproc:deny=20\n',
+      start: false,
+      validateOnly: true,
+    });
     assert.equal(ok2.jails[0]?.options?.rctl?.memoryuse, 64n * 1024n * 1024n);
-    await expectError(jails.importJailConf({ text: 'www { persist; osvirt.template = busybox; }', fileName: 'x.conf', names: [], rctlConf: 'jail:www:memoryuse:log=64m\n', start: false, validateOnly: true }), Code.INVALID_ARGUMENT, /^rctl\.conf:1:1: action "log"/);
+    await expectError(
+      jails.importJailConf({
+        text: 'www { persist; osvirt.template = busybox; }',
+        fileName: 'x.conf',
+        names: [],
+        rctlConf: 'jail:www:memoryuse:log=64m\n',
+        start: false,
+        validateOnly: true,
+      }),
+      Code.INVALID_ARGUMENT,
+      /^rctl\.conf:1:1: action "log"/,
+    );
   });
 
-  it('checkpoints and restores jails (vnet and on the host\'s stack), which go on where they were', async function () {
+  it("checkpoints and restores jails (vnet and on the host's stack), which go on where they were", async function () {
     const drivers = await c.api.system.listDrivers({});
     if (!drivers.drivers.find((x) => x.name === 'jail')?.capabilities.includes('checkpoint')) return this.skip();
     const counter = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done &';
@@ -624,8 +767,11 @@ classic {
     assert.doesNotMatch(loAddresses(), new RegExp(`${A(41).replace(/\./g, '\\.')}/`));
     await c.api.containers.restoreContainer({ name: 'jcr2', checkpoint: 'cp2', newName: '', tcpEstablished: false, timeout: undefined });
     assert.match(loAddresses(), new RegExp(`${A(41).replace(/\./g, '\\.')}/`));
-    assert.match(await get(), /osvirt busybox/, 'the restored httpd serves on the jail\'s address');
-    assert.ok((await new IpFilter().list()).some((x) => x.cgroup2Dir.endsWith('/osvirt/jcr2')), 'the filter is back');
+    assert.match(await get(), /osvirt busybox/, "the restored httpd serves on the jail's address");
+    assert.ok(
+      (await new IpFilter().list()).some((x) => x.cgroup2Dir.endsWith('/osvirt/jcr2')),
+      'the filter is back',
+    );
     const r = await sh('jcr2', `httpd -f -p ${A(250)}:8080`);
     assert.match(r.stderr, /bind.*Cannot assign requested address/, 'still restricted to its address');
     await stop('jcr2');
@@ -641,7 +787,7 @@ classic {
     jails = promisifyClient(new JailServiceClient('unused', credentials.createInsecure(), { channelOverride: c.containers.getChannel() }));
     assert.equal((await info('jrestart')).status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     assert.equal((await jails.listJails({ pageSize: 0, pageToken: '' })).jails.find((j) => j.name === 'jrestart')?.jid, jid);
-    assert.notEqual((await sh('jrestart', 'unshare -U true')).exitCode, 0, 'exec still gets the jail\'s seccomp filter');
+    assert.notEqual((await sh('jrestart', 'unshare -U true')).exitCode, 0, "exec still gets the jail's seccomp filter");
     await stop('jrestart');
     assert.equal(readFileSync(log, 'utf8').trim(), 'stopped');
     assert.doesNotMatch(loAddresses(), new RegExp(`${A(61).replace(/\./g, '\\.')}/`));
@@ -651,7 +797,10 @@ classic {
   it('leaves nothing behind: processes, cgroups, BPF attachments, host addresses, veths', async () => {
     for (const n of made) await remove(n);
     const list = (await c.api.containers.listContainers({ pageSize: 1000, pageToken: '', driver: 'jail', states: [] })).containers;
-    assert.deepEqual(list.map((x) => x.name), []);
+    assert.deepEqual(
+      list.map((x) => x.name),
+      [],
+    );
     for (const n of made) assert.ok(!existsSync(cgDir('pids', n)), `cgroup of ${n}`);
     const attached = (await new IpFilter().list()).map((x) => x.cgroup2Dir);
     for (const n of made) assert.ok(!attached.some((x) => x.endsWith(`/osvirt/${n}`)), `BPF filter on ${n}`);

@@ -12,7 +12,7 @@ import { busybox } from './support/specs';
 
 const N = 20;
 const CLIENTS = 24;
-const SECONDS = Number(process.env["OSVIRT_LOAD_SECONDS"] ?? 45);
+const SECONDS = Number(process.env['OSVIRT_LOAD_SECONDS'] ?? 45);
 
 function rssKiB(pid: number): number {
   return Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
@@ -95,7 +95,7 @@ describe('load: 20 containers, 24 concurrent clients', function () {
     }
     assert.ok(finished, `calls never answered: ${[...outstanding].join(', ')}`);
     clearInterval(sampler);
-    if (process.env["OSVIRT_LOAD_DEBUG"]) console.error(JSON.stringify({ bad, outcomes: Object.fromEntries(outcomes) }));
+    if (process.env['OSVIRT_LOAD_DEBUG']) console.error(JSON.stringify({ bad, outcomes: Object.fromEntries(outcomes) }));
     assert.deepEqual(bad, [], JSON.stringify(Object.fromEntries(outcomes)));
     const total = [...outcomes.values()].reduce((a, b) => a + b, 0);
     assert.ok(total > 500, `only ${total} calls in ${SECONDS} s`);
@@ -112,7 +112,8 @@ describe('load: 20 containers, 24 concurrent clients', function () {
       const agrees = async (): Promise<string> => {
         const st = (await api.getContainer({ name })).container!.status!;
         const active = st.state === ContainerState.CONTAINER_STATE_RUNNING || st.state === ContainerState.CONTAINER_STATE_PAUSED;
-        if (active && !(st.initPid > 0 && existsSync(`/proc/${st.initPid}`))) throw new Error(`${name} is ${ContainerState[st.state]} but its init ${st.initPid} is gone`);
+        if (active && !(st.initPid > 0 && existsSync(`/proc/${st.initPid}`)))
+          throw new Error(`${name} is ${ContainerState[st.state]} but its init ${st.initPid} is gone`);
         if (!active && st.initPid !== 0) throw new Error(`${name} is ${ContainerState[st.state]} with an init pid`);
         return 'agrees';
       };

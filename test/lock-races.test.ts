@@ -44,7 +44,8 @@ describe('lock races (pause points)', function () {
     if (pauses) rmSync(pauses, { recursive: true, force: true });
   });
   afterEach(async () => {
-    for (const f of ['restore.before-driver.paused', 'restore.before-driver.go', 'start.before-driver.paused', 'start.before-driver.go', 'waiting']) rmSync(path.join(pauses, f), { recursive: true, force: true });
+    for (const f of ['restore.before-driver.paused', 'restore.before-driver.go', 'start.before-driver.paused', 'start.before-driver.go', 'waiting'])
+      rmSync(path.join(pauses, f), { recursive: true, force: true });
     for (const n of ['src', 'copy', 'joiner', 'host']) await c.api.containers.deleteContainer({ name: n, force: true, allowMissing: true });
   });
   const needCriu = async function (this: Mocha.Context) {
@@ -70,7 +71,12 @@ describe('lock races (pause points)', function () {
    * once `compete` has finished or waits for the lock `key`. Returns both
    * outcomes.
    */
-  async function race<T>(point: string, first: () => Promise<unknown>, key: string, compete: () => Promise<T>): Promise<{ first: PromiseSettledResult<unknown>; other: PromiseSettledResult<T>; otherWaited: boolean }> {
+  async function race<T>(
+    point: string,
+    first: () => Promise<unknown>,
+    key: string,
+    compete: () => Promise<T>,
+  ): Promise<{ first: PromiseSettledResult<unknown>; other: PromiseSettledResult<T>; otherWaited: boolean }> {
     const firstSettled = Promise.allSettled([first()]);
     await until(() => {
       if (!existsSync(path.join(pauses, `${point}.paused`))) throw new Error('not paused yet');
@@ -92,7 +98,12 @@ describe('lock races (pause points)', function () {
 
   /** Restore src/cp as "copy", racing `compete` while the images are about to be read. */
   const raceRestore = <T>(compete: () => Promise<T>) =>
-    race('restore.before-driver', () => c.api.containers.restoreContainer({ name: 'src', checkpoint: 'cp', newName: 'copy', tcpEstablished: false, timeout: undefined }), CKEY, compete);
+    race(
+      'restore.before-driver',
+      () => c.api.containers.restoreContainer({ name: 'src', checkpoint: 'cp', newName: 'copy', tcpEstablished: false, timeout: undefined }),
+      CKEY,
+      compete,
+    );
 
   function assertFulfilled(res: PromiseSettledResult<unknown>, what: string): void {
     assert.equal(res.status, 'fulfilled', res.status === 'rejected' ? `${what} failed: ${(res.reason as ServiceError).details ?? res.reason}` : '');
@@ -121,7 +132,7 @@ describe('lock races (pause points)', function () {
     assert.equal(r.other.status, 'fulfilled');
     assert.equal((await c.api.containers.getContainer({ name: 'copy' })).container!.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     await assert.rejects(c.api.containers.getContainer({ name: 'src' }), (e: ServiceError) => e.code === Code.NOT_FOUND);
-    assert.ok(!existsSync(path.join(d!.stateDir, 'checkpoints', 'src', 'cp')), 'the source\'s checkpoint outlived it');
+    assert.ok(!existsSync(path.join(d!.stateDir, 'checkpoints', 'src', 'cp')), "the source's checkpoint outlived it");
   });
 
   it('DeleteCheckpoint waits for an export of that checkpoint to finish', async function () {
@@ -160,7 +171,12 @@ describe('lock races (pause points)', function () {
     const hostPid = (await c.api.containers.startContainer({ name: 'host' })).container!.status!.initPid;
     const hostNet = readlinkSync(`/proc/${hostPid}/ns/net`);
     await c.api.containers.createContainer({ name: 'joiner', spec: busybox({ network: { mode: { $case: 'container', value: { container: 'host' } } } }) });
-    const r = await race('start.before-driver', () => c.api.containers.startContainer({ name: 'joiner' }), 'host', () => c.api.containers.deleteContainer({ name: 'host', force: true, allowMissing: false }));
+    const r = await race(
+      'start.before-driver',
+      () => c.api.containers.startContainer({ name: 'joiner' }),
+      'host',
+      () => c.api.containers.deleteContainer({ name: 'host', force: true, allowMissing: false }),
+    );
     assertFulfilled(r.first, 'the start of the joiner');
     assert.ok(r.otherWaited, 'DeleteContainer did not wait for the start that joins its namespaces');
     assert.equal(r.other.status, 'fulfilled');
@@ -168,7 +184,7 @@ describe('lock races (pause points)', function () {
     const joiner = (await c.api.containers.getContainer({ name: 'joiner' })).container!;
     assert.equal(joiner.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     assert.equal(readlinkSync(`/proc/${joiner.status!.initPid}/ns/net`), hostNet);
-    assert.ok(!existsSync(`/proc/${hostPid}`), 'the host\'s init outlived its delete');
+    assert.ok(!existsSync(`/proc/${hostPid}`), "the host's init outlived its delete");
     assert.equal(await sh(c, 'joiner', 'echo joined'), 'joined');
   });
 });

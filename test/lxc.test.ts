@@ -71,7 +71,8 @@ describe('lxc driver (real containers)', function () {
         resources: { memoryLimitBytes: 64 * 1024 * 1024, pidsLimit: 40, cpuWeight: 200 },
         capabilities: { drop: ['net_raw', 'mknod'], add: ['sys_time'] },
       });
-      for (const ns of ['pid', 'mnt', 'uts', 'ipc', 'net', 'cgroup']) assert.notEqual(nsInode(pid, ns), nsInode(process.pid, ns), `${ns} namespace is the host's`);
+      for (const ns of ['pid', 'mnt', 'uts', 'ipc', 'net', 'cgroup'])
+        assert.notEqual(nsInode(pid, ns), nsInode(process.pid, ns), `${ns} namespace is the host's`);
       assert.equal(await sh(c, 'iso', 'hostname'), 'isolated');
       assert.equal(execFileSync('nsenter', ['-t', String(pid), '-u', 'hostname'], { encoding: 'utf8' }).trim(), 'isolated');
       assert.match(await sh(c, 'iso', 'cat /proc/1/cmdline | tr "\\0" " "'), /^\/bin\/sh -c trap/);
@@ -79,7 +80,12 @@ describe('lxc driver (real containers)', function () {
       assert.notEqual(r.exitCode, 0, 'a host file is visible inside');
       // The root the init sees is the busybox overlay, not the host's /.
       assert.match(readFileSync(`/proc/${pid}/root/etc/os-release`, 'utf8'), /osvirt busybox/);
-      assert.ok(readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').some((l) => l.split(' ')[4] === '/' && l.includes('overlay')), 'the container root is an overlay mount');
+      assert.ok(
+        readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+          .split('\n')
+          .some((l) => l.split(' ')[4] === '/' && l.includes('overlay')),
+        'the container root is an overlay mount',
+      );
 
       const capBnd = BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`);
       const bit = (n: number) => (capBnd >> BigInt(n)) & 1n;
@@ -116,7 +122,8 @@ describe('lxc driver (real containers)', function () {
       await execIn(c, 'limits', ['/bin/sh', '-c', 'pkill sleep; killall sleep; true']);
       const m = await execIn(c, 'limits', ['/bin/sh', '-c', 'dd if=/dev/zero of=/dev/null bs=96M count=1']);
       assert.notEqual(m.exitCode, 0, 'a 96 MiB allocation succeeded under a 32 MiB limit');
-      const failcnt = layout?.kind === 'v2' ? /oom_kill (\d+)/.exec(cgRead('memory', 'limits', '', 'memory.events'))?.[1] : cgRead('memory', 'limits', 'memory.failcnt', '');
+      const failcnt =
+        layout?.kind === 'v2' ? /oom_kill (\d+)/.exec(cgRead('memory', 'limits', '', 'memory.events'))?.[1] : cgRead('memory', 'limits', 'memory.failcnt', '');
       assert.ok(Number(failcnt) > 0, 'the memory cgroup recorded hitting its limit');
     } finally {
       await remove('limits');
@@ -134,14 +141,18 @@ describe('lxc driver (real containers)', function () {
       assert.notEqual(ipA, ipB);
       assert.ok(execFileSync('nsenter', ['-t', String(pidA), '-n', 'ip', '-o', 'addr'], { encoding: 'utf8' }).includes(ipA));
       await sh(c, 'neta', 'echo hello-from-a > /tmp/msg; nc -l -p 7000 < /tmp/msg > /tmp/got 2>&1 &');
-      const reply = await until(() => new Promise<string | false>((resolve) => {
-        const s = net.connect(7000, ipA);
-        let buf = '';
-        s.on('data', (b) => (buf += b.toString()));
-        s.on('end', () => resolve(buf || false));
-        s.on('error', () => resolve(false));
-        s.on('connect', () => s.end('hello-from-host\n'));
-      }), 'the container TCP server');
+      const reply = await until(
+        () =>
+          new Promise<string | false>((resolve) => {
+            const s = net.connect(7000, ipA);
+            let buf = '';
+            s.on('data', (b) => (buf += b.toString()));
+            s.on('end', () => resolve(buf || false));
+            s.on('error', () => resolve(false));
+            s.on('connect', () => s.end('hello-from-host\n'));
+          }),
+        'the container TCP server',
+      );
       assert.equal(String(reply).trim(), 'hello-from-a');
       assert.equal(await until(async () => (await sh(c, 'neta', 'cat /tmp/got')) || false, 'data at the server'), 'hello-from-host');
       assert.equal(await ncSend(c, 'neta', 'netb', ipA, 7001, 'hello-from-b'), 'hello-from-b');
@@ -149,7 +160,11 @@ describe('lxc driver (real containers)', function () {
       await remove('neta');
       await remove('netb');
     }
-    assert.deepEqual(hostLinks().filter((l) => ['neta', 'netb'].map(vethOf).includes(l)), [], 'no veth left on the host');
+    assert.deepEqual(
+      hostLinks().filter((l) => ['neta', 'netb'].map(vethOf).includes(l)),
+      [],
+      'no veth left on the host',
+    );
   });
 
   it('connects two containers over macvlan on a host parent interface', async () => {
@@ -175,7 +190,10 @@ describe('lxc driver (real containers)', function () {
     if (hasKernelFeature('CONFIG_VLAN_8021Q', '/proc/net/vlan') !== false) return this.skip(); // this kernel has VLANs: nothing to refuse
     const e = await c.api.containers
       .createContainer({ name: 'vlan', spec: busybox({ network: { mode: { $case: 'vlan', value: { parent: 'lo', vlanId: 10 } } } }) })
-      .then(() => assert.fail('created a VLAN container without 802.1q'), (err: ServiceError) => err);
+      .then(
+        () => assert.fail('created a VLAN container without 802.1q'),
+        (err: ServiceError) => err,
+      );
     assert.equal(e.code, Code.FAILED_PRECONDITION);
     assert.match(e.details, /802\.1q|VLAN_8021Q/);
     assert.equal(decodeStatusDetails(e.metadata).errorInfo?.reason, 'KERNEL_FEATURE_MISSING');
@@ -183,7 +201,9 @@ describe('lxc driver (real containers)', function () {
   });
 
   it('pause really freezes (a counter stops) and resume thaws it', async () => {
-    const pid = await run('frz', { process: { args: ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done'] } });
+    const pid = await run('frz', {
+      process: { args: ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done'] },
+    });
     try {
       const counter = () => Number(readFileSync(`/proc/${pid}/root/tmp/n`, 'utf8'));
       await until(() => counter() > 2, 'counter running');
@@ -199,10 +219,13 @@ describe('lxc driver (real containers)', function () {
     }
   });
 
-  it('joins another container\'s network and IPC namespaces (partial isolation)', async () => {
+  it("joins another container's network and IPC namespaces (partial isolation)", async () => {
     const pidA = await run('drv', {});
     try {
-      const pidB = await run('cli', { network: { mode: { $case: 'container', value: { container: 'drv' } } }, driverOptions: { $case: 'lxc', value: { shareIpcWith: 'drv' } } });
+      const pidB = await run('cli', {
+        network: { mode: { $case: 'container', value: { container: 'drv' } } },
+        driverOptions: { $case: 'lxc', value: { shareIpcWith: 'drv' } },
+      });
       assert.equal(nsInode(pidB, 'net'), nsInode(pidA, 'net'));
       assert.equal(nsInode(pidB, 'ipc'), nsInode(pidA, 'ipc'));
       assert.notEqual(nsInode(pidB, 'pid'), nsInode(pidA, 'pid'));
@@ -248,8 +271,18 @@ describe('lxc driver (real containers)', function () {
       execFileSync('cp', [`${root}/bin/busybox`, `${root}/opt/time/true`]);
       execFileSync('setcap', ['cap_net_bind_service+ep', `${root}/opt/cap/grep`]);
       execFileSync('setcap', ['cap_sys_time+ep', `${root}/opt/time/true`]);
-      const r = await execIn(c, 'fcap', ['/bin/su', 'nobody', '-s', '/bin/sh', '-c', '/opt/cap/grep CapEff /proc/self/status; /bin/grep CapEff /proc/self/status']);
-      const [withCap, without] = r.stdout.trim().split('\n').map((l) => BigInt(`0x${l.split(/\s+/)[1]}`));
+      const r = await execIn(c, 'fcap', [
+        '/bin/su',
+        'nobody',
+        '-s',
+        '/bin/sh',
+        '-c',
+        '/opt/cap/grep CapEff /proc/self/status; /bin/grep CapEff /proc/self/status',
+      ]);
+      const [withCap, without] = r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => BigInt(`0x${l.split(/\s+/)[1]}`));
       assert.equal(withCap, 1n << 10n, `file capability gained: ${r.stdout} ${r.stderr}`);
       assert.equal(without, 0n);
       // sys_time is outside the bounding set: the kernel refuses to run a binary that needs it.
@@ -260,8 +293,11 @@ describe('lxc driver (real containers)', function () {
     }
   });
 
-  it('runs an application container on the host\'s read-only filesystem with private /tmp', async () => {
-    await c.api.containers.createContainer({ name: 'app', spec: busybox({ rootfs: { source: { $case: 'host', value: {} } }, process: { args: ['/bin/sleep', '300'] } }) });
+  it("runs an application container on the host's read-only filesystem with private /tmp", async () => {
+    await c.api.containers.createContainer({
+      name: 'app',
+      spec: busybox({ rootfs: { source: { $case: 'host', value: {} } }, process: { args: ['/bin/sleep', '300'] } }),
+    });
     const pid = (await c.api.containers.startContainer({ name: 'app' })).container!.status!.initPid;
     try {
       assert.equal(await sh(c, 'app', 'cat /etc/os-release | head -1'), readFileSync('/etc/os-release', 'utf8').split('\n')[0]);
@@ -269,7 +305,7 @@ describe('lxc driver (real containers)', function () {
       assert.notEqual(w.exitCode, 0, 'the host filesystem is writable');
       assert.ok(!existsSync('/usr/osvirt-should-fail'));
       await sh(c, 'app', 'echo private > /tmp/app-file');
-      assert.ok(!existsSync('/tmp/app-file'), 'the container /tmp is the host\'s');
+      assert.ok(!existsSync('/tmp/app-file'), "the container /tmp is the host's");
       assert.equal(await sh(c, 'app', 'cat /tmp/app-file'), 'private');
       assert.notEqual(nsInode(pid, 'mnt'), nsInode(process.pid, 'mnt'));
     } finally {
@@ -318,7 +354,7 @@ describe('lxc driver (real containers)', function () {
   it('reports stats from the cgroup and the network namespace', async () => {
     await run('stat', { resources: { memoryLimitBytes: 128 * 1024 * 1024, pidsLimit: 50 }, network: { mode: { $case: 'bridge', value: {} } } });
     try {
-      await sh(c, 'stat', 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; ping -c 1 -W 1 ' + (await sh(c, 'stat', 'ip route | awk \'/default/{print $3}\'')));
+      await sh(c, 'stat', 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; ping -c 1 -W 1 ' + (await sh(c, 'stat', "ip route | awk '/default/{print $3}'")));
       const s = (await c.api.containers.getContainerStats({ name: 'stat' })).stats!;
       assert.ok(s.cpuUsageNs > 0);
       assert.ok(s.memoryUsageBytes > 0);
@@ -364,7 +400,10 @@ describe('lxc driver (real containers)', function () {
     } finally {
       await Promise.all(names.map((n) => remove(n)));
     }
-    assert.deepEqual(hostLinks().filter((l) => names.map(vethOf).includes(l)), []);
+    assert.deepEqual(
+      hostLinks().filter((l) => names.map(vethOf).includes(l)),
+      [],
+    );
   });
 
   it('keeps containers running across a daemon kill -9, then stops, execs and deletes them', async () => {
@@ -377,7 +416,10 @@ describe('lxc driver (real containers)', function () {
     assert.equal(ct.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     assert.equal(ct.status?.initPid, pid);
     assert.equal(await sh(c, 'survivor', 'hostname'), 'survivor');
-    const auto = await until(async () => (await c.api.containers.getContainer({ name: 'auto' })).container!.status!.state === ContainerState.CONTAINER_STATE_RUNNING, 'autostart');
+    const auto = await until(
+      async () => (await c.api.containers.getContainer({ name: 'auto' })).container!.status!.state === ContainerState.CONTAINER_STATE_RUNNING,
+      'autostart',
+    );
     assert.ok(auto);
     const stopped = (await c.api.containers.stopContainer({ name: 'survivor', signal: 0, timeout: { seconds: 5n, nanos: 0 } })).container!;
     assert.equal(stopped.status?.state, ContainerState.CONTAINER_STATE_STOPPED);

@@ -29,7 +29,13 @@ describe('management containers', function () {
 
     const r = await execIn(c, 'manager', [process.execPath, repoPath('examples', 'management', 'manage.js')]);
     assert.equal(r.exitCode, 0, r.stderr);
-    const steps = Object.fromEntries(r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { step: string; ok: boolean; value?: unknown; code?: number; skipped?: string }).map((s) => [s.step, s]));
+    const steps = Object.fromEntries(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { step: string; ok: boolean; value?: unknown; code?: number; skipped?: string })
+        .map((s) => [s.step, s]),
+    );
     assert.deepEqual(steps['list']?.value, ['worker-1', 'worker-2'], 'the manager sees only its workers');
     assert.equal(steps['start worker-1']?.ok, true);
     assert.equal(steps['start worker-2']?.ok, true);
@@ -54,7 +60,10 @@ describe('management containers', function () {
     assert.notEqual((await execIn(c, 'worker-2', ['/bin/sh', '-c', 'ls /run/osvirt'])).exitCode, 0);
     // The grant cannot be widened from inside: the grant lives in the daemon, not in the container.
     const audit = (await import('node:fs')).readFileSync(`${d.stateDir}/audit.log`, 'utf8');
-    assert.match(audit, /"principal":"container:manager","role":"reader","via":"management","method":"StartContainer","container":"outsider","result":"PERMISSION_DENIED"/);
+    assert.match(
+      audit,
+      /"principal":"container:manager","role":"reader","via":"management","method":"StartContainer","container":"outsider","result":"PERMISSION_DENIED"/,
+    );
 
     // Stopping the manager removes its endpoint.
     await c.api.containers.stopContainer({ name: 'manager', signal: 0, timeout: { seconds: 5n, nanos: 0 } });

@@ -254,8 +254,15 @@ describe('native helper (osvirt-helper)', function () {
     const version = await runHelper(['version']);
     assert.equal(version.code, 0);
     assert.equal(version.stdout, 'osvirt-helper 0.1.0\n');
-    for (const args of [[], ['frobnicate'], ['run', '--', 'true'], ['run', '--state', base, '--ns', 'bogus', '--', 'true'],
-      ['run', '--state', base, '--rootfs', rootfs, '--', 'true'], ['exec', '--', 'true'], ['run', '--state', base, '--mount', 'bind::/x::', '--', 'true']]) {
+    for (const args of [
+      [],
+      ['frobnicate'],
+      ['run', '--', 'true'],
+      ['run', '--state', base, '--ns', 'bogus', '--', 'true'],
+      ['run', '--state', base, '--rootfs', rootfs, '--', 'true'],
+      ['exec', '--', 'true'],
+      ['run', '--state', base, '--mount', 'bind::/x::', '--', 'true'],
+    ]) {
       const r = await runHelper(args);
       assert.equal(r.code, 2, `${args.join(' ')} should be a usage error, got ${r.code}: ${r.stderr}`);
       assert.match(r.stderr, /osvirt-helper: /);
@@ -271,12 +278,31 @@ describe('native helper (osvirt-helper)', function () {
     const keep = ['chown', 'kill', 'net_bind_service', 'sys_chroot'];
     const keepMask = [0, 5, 10, 18].reduce((m, bit) => m | (1n << BigInt(bit)), 0n);
     const c = await create(state, [
-      '--rootfs', rootfs, '--ns', 'pid,mnt,uts,ipc,net,cgroup', '--hostname', 'nh-box', '--domainname', 'nh.test',
+      '--rootfs',
+      rootfs,
+      '--ns',
+      'pid,mnt,uts,ipc,net,cgroup',
+      '--hostname',
+      'nh-box',
+      '--domainname',
+      'nh.test',
       ...cgs.flatMap((cg) => ['--cgroup', cg]),
-      '--caps', keep.join(','), '--rlimit', 'nofile:512:1024', '--env', 'FOO=bar',
-      '--mount', `bind:${shared}:/data:ro:`, '--mount', 'tmpfs:tmpfs:/scratch:size=1m,mode=1777:private',
-      '--readonly-rootfs', ...(fs.existsSync(DEVICE) ? ['--device', DEVICE] : []),
-      '--', 'sh', '-c', 'echo pid=$$; hostname; exec sleep 1000',
+      '--caps',
+      keep.join(','),
+      '--rlimit',
+      'nofile:512:1024',
+      '--env',
+      'FOO=bar',
+      '--mount',
+      `bind:${shared}:/data:ro:`,
+      '--mount',
+      'tmpfs:tmpfs:/scratch:size=1m,mode=1777:private',
+      '--readonly-rootfs',
+      ...(fs.existsSync(DEVICE) ? ['--device', DEVICE] : []),
+      '--',
+      'sh',
+      '-c',
+      'echo pid=$$; hostname; exec sleep 1000',
     ]);
 
     // Before "go": the namespaces exist (the daemon configures networking now) and the cgroups hold the init...
@@ -314,10 +340,19 @@ describe('native helper (osvirt-helper)', function () {
 
     // exec: same namespaces, pid 1 is the init, the host's files are not there, mounts as asked.
     const script = [
-      'hostname', 'echo pid=$$', 'cat /proc/1/cmdline; echo', 'readlink /proc/self/ns/net', 'cat /proc/self/cgroup',
-      `test -e ${marker} && echo marker=visible || echo marker=hidden`, 'cat /data/file',
-      'touch /data/x 2>/dev/null && echo data=rw || echo data=ro', 'touch /new 2>/dev/null && echo root=rw || echo root=ro',
-      'touch /scratch/x && echo scratch=rw', 'ls /dev', `ls -l ${DEVICE} 2>&1`, 'exit 7',
+      'hostname',
+      'echo pid=$$',
+      'cat /proc/1/cmdline; echo',
+      'readlink /proc/self/ns/net',
+      'cat /proc/self/cgroup',
+      `test -e ${marker} && echo marker=visible || echo marker=hidden`,
+      'cat /data/file',
+      'touch /data/x 2>/dev/null && echo data=rw || echo data=ro',
+      'touch /new 2>/dev/null && echo root=rw || echo root=ro',
+      'touch /scratch/x && echo scratch=rw',
+      'ls /dev',
+      `ls -l ${DEVICE} 2>&1`,
+      'exit 7',
     ].join('; ');
     const exec = await runHelper(['exec', '--pid', String(c.initPid), ...cgs.flatMap((cg) => ['--cgroup', cg]), '--', 'sh', '-c', script]);
     assert.equal(exec.code, 7, `exec exit code (stderr: ${exec.stderr})`);
@@ -403,8 +438,20 @@ describe('native helper (osvirt-helper)', function () {
       const work = path.join(base, 'veth-work');
       const root = path.join(base, 'veth-root');
       for (const d of [upper, work, root]) fs.mkdirSync(d, { recursive: true });
-      const veth = ['--veth', `${hostEnd}:eth0`, '--veth-bridge', bridge, '--veth-mtu', '1400', '--veth-mac', '02:00:00:00:00:42',
-        '--veth-address', '192.168.239.2/24', '--veth-gateway', '192.168.239.1'];
+      const veth = [
+        '--veth',
+        `${hostEnd}:eth0`,
+        '--veth-bridge',
+        bridge,
+        '--veth-mtu',
+        '1400',
+        '--veth-mac',
+        '02:00:00:00:00:42',
+        '--veth-address',
+        '192.168.239.2/24',
+        '--veth-gateway',
+        '192.168.239.1',
+      ];
       const state = newStateDir();
       const c = await start(state, ['--rootfs', root, '--host-overlay', `${rootfs}:${upper}:${work}`, '--ns', 'pid,mnt,net', ...veth, '--', 'sleep', '1000']);
 
@@ -414,13 +461,29 @@ describe('native helper (osvirt-helper)', function () {
       assert.equal(host['mtu'], 1400);
       assert.match(String(host['flags']), /\bUP\b/);
       // The container end, seen from the host in the init's network namespace.
-      const inside = (args: string[]) => JSON.parse(spawnSync('nsenter', ['-t', String(c.initPid), '-n', 'ip', '-j', ...args], { encoding: 'utf8' }).stdout || '[]') as Record<string, unknown>[];
+      const inside = (args: string[]) =>
+        JSON.parse(spawnSync('nsenter', ['-t', String(c.initPid), '-n', 'ip', '-j', ...args], { encoding: 'utf8' }).stdout || '[]') as Record<
+          string,
+          unknown
+        >[];
       const eth0 = inside(['addr', 'show', 'eth0'])[0] ?? {};
       assert.equal(eth0['address'], '02:00:00:00:00:42');
       assert.equal(eth0['mtu'], 1400);
-      assert.deepEqual((eth0['addr_info'] as { family: string; local: string; prefixlen: number }[]).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`), ['192.168.239.2/24']);
-      assert.deepEqual(inside(['route', 'show', 'default']).map((r) => r['gateway']), ['192.168.239.1']);
-      assert.equal(spawnSync('nsenter', ['-t', String(c.initPid), '-n', path.join(rootfs, 'bin', 'busybox'), 'ping', '-c', '1', '-W', '2', '192.168.239.1']).status, 0, 'the bridge answers from inside');
+      assert.deepEqual(
+        (eth0['addr_info'] as { family: string; local: string; prefixlen: number }[])
+          .filter((a) => a.family === 'inet')
+          .map((a) => `${a.local}/${a.prefixlen}`),
+        ['192.168.239.2/24'],
+      );
+      assert.deepEqual(
+        inside(['route', 'show', 'default']).map((r) => r['gateway']),
+        ['192.168.239.1'],
+      );
+      assert.equal(
+        spawnSync('nsenter', ['-t', String(c.initPid), '-n', path.join(rootfs, 'bin', 'busybox'), 'ping', '-c', '1', '-W', '2', '192.168.239.1']).status,
+        0,
+        'the bridge answers from inside',
+      );
       assert.ok(readOr('/proc/self/mountinfo').includes(` ${root} `), 'the overlay root is mounted in the host namespace');
 
       // The init exits: the monitor unmounts the root and deletes the pair before the exit record appears.
@@ -432,7 +495,9 @@ describe('native helper (osvirt-helper)', function () {
 
       // A missing bridge is named in the error, and nothing is left.
       const bad = newStateDir();
-      const p = spawn(HELPER, ['run', '--state', bad, '--ns', 'pid,net', '--veth', `${hostEnd}:eth0`, '--veth-bridge', 'ovnb-nosuch', '--', 'true'], { stdio: 'pipe' });
+      const p = spawn(HELPER, ['run', '--state', bad, '--ns', 'pid,net', '--veth', `${hostEnd}:eth0`, '--veth-bridge', 'ovnb-nosuch', '--', 'true'], {
+        stdio: 'pipe',
+      });
       monitors.push(p);
       const err = await nextEvent(new LineReader(p.stdout));
       assert.equal(err?.event, 'error');
@@ -441,7 +506,10 @@ describe('native helper (osvirt-helper)', function () {
       assert.deepEqual(ipJson(['link', 'show', hostEnd]), []);
 
       // --veth needs a network namespace, and its options need --veth.
-      for (const args of [['--ns', 'pid', '--veth', 'a:b'], ['--ns', 'pid,net', '--veth-bridge', bridge]]) {
+      for (const args of [
+        ['--ns', 'pid', '--veth', 'a:b'],
+        ['--ns', 'pid,net', '--veth-bridge', bridge],
+      ]) {
         const r = spawnSync(HELPER, ['run', '--state', newStateDir(), ...args, '--', 'true'], { encoding: 'utf8' });
         assert.equal(r.status, 2, r.stderr);
       }
@@ -496,8 +564,10 @@ describe('native helper (osvirt-helper)', function () {
     assert.equal(launcher.exitCode, null, 'the launcher is still running');
 
     // It dies with the process that started it; its monitors do not.
-    const parent = spawn('sh', ['-c', `"${HELPER}" launcher --socket "${path.join(base, 'launcher2.sock')}" >/dev/null & echo $!; sleep 0.3`], { stdio: ['ignore', 'pipe', 'ignore'] });
-    const child = Number((await nextEvent(new LineReader(parent.stdout)) as unknown as number));
+    const parent = spawn('sh', ['-c', `"${HELPER}" launcher --socket "${path.join(base, 'launcher2.sock')}" >/dev/null & echo $!; sleep 0.3`], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const child = Number((await nextEvent(new LineReader(parent.stdout))) as unknown as number);
     await exitOf(parent);
     await until(() => !pidAlive(child), 'the orphaned launcher to exit');
     assert.ok(pidAlive(created.monitorPid), 'the monitor outlives launchers');
@@ -538,8 +608,24 @@ describe('native helper (osvirt-helper)', function () {
     assert.equal(tty.code, 4, tty.stderr);
     assert.match(tty.stdout, /\/dev\/pts\/0\r\n42\r\n/, 'pty number 0 comes from the container devpts');
 
-    const user = await runHelper(['exec', '--pid', pid, '--user', '1000:1001:5,6', '--env', 'X=1', '--cwd', '/tmp', '--caps', 'chown',
-      '--no-new-privs', '--', 'sh', '-c', 'id; pwd; echo X=$X; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status']);
+    const user = await runHelper([
+      'exec',
+      '--pid',
+      pid,
+      '--user',
+      '1000:1001:5,6',
+      '--env',
+      'X=1',
+      '--cwd',
+      '/tmp',
+      '--caps',
+      'chown',
+      '--no-new-privs',
+      '--',
+      'sh',
+      '-c',
+      'id; pwd; echo X=$X; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status',
+    ]);
     assert.equal(user.code, 0, user.stderr);
     assert.match(user.stdout, /^uid=1000 gid=1001 groups=5,6\n\/tmp\nX=1\n/);
     assert.match(user.stdout, /NoNewPrivs:\s+1/);
@@ -560,8 +646,19 @@ describe('native helper (osvirt-helper)', function () {
     assert.equal(killed.code, 128 + 15);
 
     // A second container can share the first one's net and uts namespaces (--join) while owning the rest.
-    const second = await start(newStateDir(), ['--rootfs', rootfs, '--ns', 'pid,mnt,ipc',
-      '--join', `net:/proc/${pid}/ns/net`, '--join', `uts:/proc/${pid}/ns/uts`, '--', 'sleep', '1000']);
+    const second = await start(newStateDir(), [
+      '--rootfs',
+      rootfs,
+      '--ns',
+      'pid,mnt,ipc',
+      '--join',
+      `net:/proc/${pid}/ns/net`,
+      '--join',
+      `uts:/proc/${pid}/ns/uts`,
+      '--',
+      'sleep',
+      '1000',
+    ]);
     for (const ns of ['net', 'uts']) assert.equal(nsInode(second.initPid, ns), nsInode(c.initPid, ns), `${ns} joined`);
     for (const ns of ['ipc', 'pid', 'mnt']) assert.notEqual(nsInode(second.initPid, ns), nsInode(c.initPid, ns), `${ns} own`);
   });
@@ -569,13 +666,36 @@ describe('native helper (osvirt-helper)', function () {
   it('runs in a user namespace with id maps', async function () {
     const state = newStateDir();
     const cgs = makeCgroups();
-    const c = await start(state, ['--rootfs', rootfs, '--ns', 'user,pid,mnt,uts,ipc,cgroup', '--uidmap', '0:200000:65536', '--gidmap', '0:200000:65536',
-      '--hostname', 'nh-user', ...cgs.flatMap((cg) => ['--cgroup', cg]), '--', 'sleep', '1000']);
+    const c = await start(state, [
+      '--rootfs',
+      rootfs,
+      '--ns',
+      'user,pid,mnt,uts,ipc,cgroup',
+      '--uidmap',
+      '0:200000:65536',
+      '--gidmap',
+      '0:200000:65536',
+      '--hostname',
+      'nh-user',
+      ...cgs.flatMap((cg) => ['--cgroup', cg]),
+      '--',
+      'sleep',
+      '1000',
+    ]);
     for (const cg of cgs) assert.ok(readOr(path.join(cg, 'cgroup.procs')).split('\n').includes(String(c.initPid)), `the init joined ${cg}`);
     assert.notEqual(nsInode(c.initPid, 'user'), nsInode('self', 'user'));
     assert.match(readOr(`/proc/${c.initPid}/uid_map`), /^\s*0\s+200000\s+65536\n$/);
     assert.match(readOr(`/proc/${c.initPid}/status`), /Uid:\s+200000\s+200000\s+200000\s+200000/);
-    const exec = await runHelper(['exec', '--pid', String(c.initPid), ...cgs.flatMap((cg) => ['--cgroup', cg]), '--', 'sh', '-c', 'id; hostname; cat /dev/null && echo null-ok; cat /proc/self/cgroup']);
+    const exec = await runHelper([
+      'exec',
+      '--pid',
+      String(c.initPid),
+      ...cgs.flatMap((cg) => ['--cgroup', cg]),
+      '--',
+      'sh',
+      '-c',
+      'id; hostname; cat /dev/null && echo null-ok; cat /proc/self/cgroup',
+    ]);
     assert.equal(exec.code, 0, exec.stderr);
     const [id, host, nullOk, ...cgLines] = exec.stdout.trim().split('\n');
     assert.deepEqual([id, host, nullOk], ['uid=0(root) gid=0(root)', 'nh-user', 'null-ok']);
@@ -664,7 +784,7 @@ describe('native helper (osvirt-helper)', function () {
     });
     assert.equal(r.code, 0, r.err);
     const echoed: Buffer[] = [];
-    for (let off = 0; off < r.out.length; ) {
+    for (let off = 0; off < r.out.length;) {
       const len = r.out.readUInt32LE(off);
       echoed.push(r.out.subarray(off + 4, off + 4 + len));
       off += 4 + len;

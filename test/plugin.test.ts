@@ -94,7 +94,10 @@ describe('out-of-process drivers through the daemon', function () {
     // A plugin the daemon starts that announces protocol 99 in its handshake.
     fakePidFile = path.join(dir, 'fake.pid');
     const fake = path.join(dir, 'fake-plugin.js');
-    writeFileSync(fake, `require('fs').writeFileSync(${JSON.stringify(fakePidFile)}, String(process.pid));\nprocess.stdout.write('1|99|unix|/nonexistent.sock|grpc\\n');\nsetInterval(() => {}, 1000);\n`);
+    writeFileSync(
+      fake,
+      `require('fs').writeFileSync(${JSON.stringify(fakePidFile)}, String(process.pid));\nprocess.stdout.write('1|99|unix|/nonexistent.sock|grpc\\n');\nsetInterval(() => {}, 1000);\n`,
+    );
     writeFileSync(path.join(pluginDir, 'ancient.json'), JSON.stringify({ name: 'ancient', executable: process.execPath, args: [fake] }));
     // A manifest with a mistake: listed FAILED with the reason.
     writeFileSync(path.join(pluginDir, 'typo.json'), JSON.stringify({ name: 'typo', executible: '/bin/true' }));
@@ -147,7 +150,10 @@ describe('out-of-process drivers through the daemon', function () {
     const fakePid = Number(readFileSync(fakePidFile, 'utf8'));
     await until(() => !pidAlive(fakePid), 'the refused plugin to be killed', 5000);
     // Containers on a refused driver are refused with the reason; the daemon still serves.
-    await assert.rejects(d.client.api.containers.createContainer({ name: 'old', spec: busybox({ driver: 'ancient' }) }), (e: ServiceError) => e.code === Code.FAILED_PRECONDITION && /protocol version 99/.test(e.details));
+    await assert.rejects(
+      d.client.api.containers.createContainer({ name: 'old', spec: busybox({ driver: 'ancient' }) }),
+      (e: ServiceError) => e.code === Code.FAILED_PRECONDITION && /protocol version 99/.test(e.details),
+    );
     const v = await d.client.api.system.getVersion({});
     assert.deepEqual(v.driverProtocolVersions, [DRIVER_PROTOCOL_VERSION]);
     // The daemon's log carries the reason too.
@@ -194,15 +200,26 @@ describe('out-of-process drivers through the daemon', function () {
 
     writeFileSync(holdFile, '');
     process.kill(pluginPid, 'SIGKILL');
-    await until(async () => (await c.getContainer({ name: 'survivor' })).container?.status?.state === ContainerState.CONTAINER_STATE_UNKNOWN, 'survivor UNKNOWN', 10_000);
+    await until(
+      async () => (await c.getContainer({ name: 'survivor' })).container?.status?.state === ContainerState.CONTAINER_STATE_UNKNOWN,
+      'survivor UNKNOWN',
+      10_000,
+    );
     const lost = (await c.getContainer({ name: 'survivor' })).container!.status!;
     assert.equal(lost.reason, StateReason.STATE_REASON_DRIVER_UNAVAILABLE);
     // The daemon marks its containers one by one: the second may still be on its way.
-    await until(async () => (await c.getContainer({ name: 'leaver' })).container?.status?.state === ContainerState.CONTAINER_STATE_UNKNOWN, 'leaver UNKNOWN', 10_000);
+    await until(
+      async () => (await c.getContainer({ name: 'leaver' })).container?.status?.state === ContainerState.CONTAINER_STATE_UNKNOWN,
+      'leaver UNKNOWN',
+      10_000,
+    );
     const drv = (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')!;
     assert.equal(drv.health, DriverHealth.DRIVER_HEALTH_UNAVAILABLE);
     assert.match(drv.messages.join(' '), /exited \(SIGKILL\); restarting it in \d+ ms/);
-    await assert.rejects(c.stopContainer({ name: 'survivor', signal: 0, timeout: undefined }), (e: ServiceError) => e.code === Code.UNAVAILABLE && /lxc3/.test(e.details));
+    await assert.rejects(
+      c.stopContainer({ name: 'survivor', signal: 0, timeout: undefined }),
+      (e: ServiceError) => e.code === Code.UNAVAILABLE && /lxc3/.test(e.details),
+    );
     await assert.rejects(c.createContainer({ name: 'newcomer', spec: busybox({ driver: 'lxc3' }) }), (e: ServiceError) => e.code === Code.UNAVAILABLE);
     // Everything else keeps working, and the containers themselves live on without their driver.
     await c.getContainer({ name: 'survivor' });
@@ -213,12 +230,24 @@ describe('out-of-process drivers through the daemon', function () {
     await until(() => !existsSync(`/proc/${leaverPid}`), 'leaver to exit and be reaped', 5000);
 
     rmSync(holdFile);
-    await until(async () => (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')?.health === DriverHealth.DRIVER_HEALTH_READY, 'lxc3 READY again', 30_000);
-    await until(async () => (await c.getContainer({ name: 'survivor' })).container?.status?.state === ContainerState.CONTAINER_STATE_RUNNING, 'survivor recovered', 10_000);
+    await until(
+      async () => (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')?.health === DriverHealth.DRIVER_HEALTH_READY,
+      'lxc3 READY again',
+      30_000,
+    );
+    await until(
+      async () => (await c.getContainer({ name: 'survivor' })).container?.status?.state === ContainerState.CONTAINER_STATE_RUNNING,
+      'survivor recovered',
+      10_000,
+    );
     const back = (await c.getContainer({ name: 'survivor' })).container!.status!;
     assert.equal(back.reason, StateReason.STATE_REASON_RECOVERED);
     assert.equal(back.initPid, survivorPid, 'the same init, re-attached');
-    await until(async () => (await c.getContainer({ name: 'leaver' })).container?.status?.state === ContainerState.CONTAINER_STATE_STOPPED, 'leaver recorded STOPPED', 10_000);
+    await until(
+      async () => (await c.getContainer({ name: 'leaver' })).container?.status?.state === ContainerState.CONTAINER_STATE_STOPPED,
+      'leaver recorded STOPPED',
+      10_000,
+    );
     const left = (await c.getContainer({ name: 'leaver' })).container!.status!;
     assert.equal(left.exitCode, 0);
     assert.equal(left.reason, StateReason.STATE_REASON_EXITED);
@@ -235,14 +264,26 @@ describe('out-of-process drivers through the daemon', function () {
     const hung = Number(readFileSync(wrapperPidFile, 'utf8'));
     process.kill(hung, 'SIGSTOP');
     try {
-      await until(async () => (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')?.health === DriverHealth.DRIVER_HEALTH_UNAVAILABLE, 'lxc3 UNAVAILABLE', 20_000);
+      await until(
+        async () => (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')?.health === DriverHealth.DRIVER_HEALTH_UNAVAILABLE,
+        'lxc3 UNAVAILABLE',
+        20_000,
+      );
     } finally {
       if (pidAlive(hung)) process.kill(hung, 'SIGCONT');
     }
     assert.match(d.stderr, /does not answer health checks/);
-    await until(async () => (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')?.health === DriverHealth.DRIVER_HEALTH_READY, 'lxc3 back', 30_000);
+    await until(
+      async () => (await d.client.api.system.listDrivers({})).drivers.find((x) => x.name === 'lxc3')?.health === DriverHealth.DRIVER_HEALTH_READY,
+      'lxc3 back',
+      30_000,
+    );
     await until(() => !pidAlive(hung), 'the hung plugin to be killed', 5000);
-    await until(async () => (await c.getContainer({ name: 'survivor' })).container?.status?.state === ContainerState.CONTAINER_STATE_RUNNING, 'survivor running', 10_000);
+    await until(
+      async () => (await c.getContainer({ name: 'survivor' })).container?.status?.state === ContainerState.CONTAINER_STATE_RUNNING,
+      'survivor running',
+      10_000,
+    );
     assert.equal((await c.getContainer({ name: 'survivor' })).container!.status!.initPid, initPid);
   });
 });

@@ -23,7 +23,10 @@ const PYTHON = '/usr/bin/python3'; // Debian's, with python3-grpcio and python3-
 function pluginChildren(pid: number): number[] {
   let kids: number[] = [];
   try {
-    kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+    kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return [];
   }
@@ -47,7 +50,10 @@ describe('Python driver and Python client through the daemon', function () {
     d = new TestDaemon();
     const pluginDir = path.join(d.dir, 'plugins.d');
     mkdirSync(pluginDir, { recursive: true });
-    writeFileSync(path.join(pluginDir, 'process.json'), JSON.stringify({ name: 'process', executable: repoPath('drivers', 'python-process', 'osvirt-process-driver'), args: ['--log-level', 'warning'] }));
+    writeFileSync(
+      path.join(pluginDir, 'process.json'),
+      JSON.stringify({ name: 'process', executable: repoPath('drivers', 'python-process', 'osvirt-process-driver'), args: ['--log-level', 'warning'] }),
+    );
     await d.start(['--plugin-dir', pluginDir]);
   });
 
@@ -70,14 +76,21 @@ describe('Python driver and Python client through the daemon', function () {
     const c = connect({ address: `unix://${d.socket}` });
     try {
       const r = await runDaemonSuite(c, 'process', pythonTemplate());
-      assert.ok(r.results.every((x) => x.outcome === 'pass'), formatReport(r));
+      assert.ok(
+        r.results.every((x) => x.outcome === 'pass'),
+        formatReport(r),
+      );
     } finally {
       c.close();
     }
   });
 
   it('the Python client example creates, starts, execs in, skips the checkpoint (with the reason) and deletes a container', async () => {
-    const res = spawnSync(PYTHON, [repoPath('clients', 'python', 'example.py'), '--connect', `unix://${d.socket}`, '--driver', 'process', '--name', 'py-client'], { encoding: 'utf8', timeout: 60_000 });
+    const res = spawnSync(
+      PYTHON,
+      [repoPath('clients', 'python', 'example.py'), '--connect', `unix://${d.socket}`, '--driver', 'process', '--name', 'py-client'],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
     assert.equal(res.status, 0, res.stdout + res.stderr);
     const out = res.stdout;
     assert.match(out, /services \(server reflection\): .*osvirt\.v1\.ContainerService/);

@@ -13,7 +13,22 @@ describe('registries.conf', () => {
   it('takes insecure and blocked registries and the search list; a later file wins for a location', () => {
     const main = path.join(dir, 'registries.conf');
     const dropin = path.join(dir, '50-local.conf');
-    writeFileSync(main, ['unqualified-search-registries = ["registry.example.org", "quay.io"]', '', '[[registry]]', 'location = "127.0.0.1:5000"', 'insecure = false', '', '[[registry]]', 'prefix = "evil.example.com/bad"', 'location = "evil.example.com/bad"', 'blocked = true', ''].join('\n'));
+    writeFileSync(
+      main,
+      [
+        'unqualified-search-registries = ["registry.example.org", "quay.io"]',
+        '',
+        '[[registry]]',
+        'location = "127.0.0.1:5000"',
+        'insecure = false',
+        '',
+        '[[registry]]',
+        'prefix = "evil.example.com/bad"',
+        'location = "evil.example.com/bad"',
+        'blocked = true',
+        '',
+      ].join('\n'),
+    );
     writeFileSync(dropin, ['[[registry]]', 'location = "127.0.0.1:5000"', 'insecure = true', ''].join('\n'));
     const conf = readRegistriesConf([main, dropin, path.join(dir, 'missing.conf')]);
     assert.deepEqual(conf.insecure, ['127.0.0.1:5000']);

@@ -123,7 +123,8 @@ describe('container hardening', function () {
     out['global sysctl write'] = out['proc mount'] === 'OK' ? await probe('rewrite', '/tmp/p/sys/kernel/core_uses_pid') : 'not reached';
     out['sysfs mount'] = await probe('mount', 'sysfs', '/tmp/s');
     const thp = 'kernel/mm/transparent_hugepage/enabled';
-    out['sysfs write'] = out['sysfs mount'] === 'OK' ? await probe('rewrite', `/tmp/s/${existsSync(`/sys/${thp}`) ? thp : 'kernel/uevent_helper'}`) : 'not reached';
+    out['sysfs write'] =
+      out['sysfs mount'] === 'OK' ? await probe('rewrite', `/tmp/s/${existsSync(`/sys/${thp}`) ? thp : 'kernel/uevent_helper'}`) : 'not reached';
     out['cgroup v1 mount'] = await probe('mount', 'cgroup', '/tmp/cg', 'memory');
     out['release_agent write'] = out['cgroup v1 mount'] === 'OK' ? await probe('rewrite', '/tmp/cg/release_agent') : 'not reached';
     const rd = rootDevice();
@@ -134,7 +135,10 @@ describe('container hardening', function () {
     for (const call of ['finit_module', 'open_by_handle_at', 'kexec_load', 'bpf', 'perf_event_open', 'add_key']) out[call] = await probe(call);
     // A host process (the daemon) by its host pid: the container's pid namespace has no such pid.
     out['ptrace host process'] = await probe('ptrace', String(d.proc!.pid!));
-    const remount = await sh(name, 'mount -o remount,rw /proc/sys 2>/dev/null && echo 1 > /proc/sys/kernel/sysrq && echo WROTE; echo h > /proc/sysrq-trigger 2>/dev/null && echo SYSRQ');
+    const remount = await sh(
+      name,
+      'mount -o remount,rw /proc/sys 2>/dev/null && echo 1 > /proc/sys/kernel/sysrq && echo WROTE; echo h > /proc/sysrq-trigger 2>/dev/null && echo SYSRQ',
+    );
     out['remount /proc/sys and sysrq'] = /WROTE|SYSRQ/.test(remount.stdout) ? 'OK' : 'refused';
     return out;
   }
@@ -168,12 +172,17 @@ describe('container hardening', function () {
       const got = await escapes('esc-default');
       assertRefused(got, {
         // A fresh procfs may even mount, but its global sysctls belong to the initial user namespace.
-        'global sysctl write': { errno: /^(EACCES|not reached)$/, by: 'the user namespace (global sysctls are owned by the host\'s root)' },
-        'sysfs write': { errno: /^(EACCES|not reached)$/, by: 'the user namespace (sysfs files are owned by the host\'s root)' },
+        'global sysctl write': { errno: /^(EACCES|not reached)$/, by: "the user namespace (global sysctls are owned by the host's root)" },
+        'sysfs write': { errno: /^(EACCES|not reached)$/, by: "the user namespace (sysfs files are owned by the host's root)" },
         // A v1 mount may succeed, but shows only the container's own subtree: no release_agent.
-        'release_agent write': { errno: /^(ENOENT|EACCES|not reached)$/, by: 'the cgroup namespace (the hierarchy root is the container\'s cgroup)' },
+        'release_agent write': { errno: /^(ENOENT|EACCES|not reached)$/, by: "the cgroup namespace (the hierarchy root is the container's cgroup)" },
         'mknod root disk': { errno: /^EPERM$/, by: 'the user namespace (no mknod)' },
-        ...SECCOMP('finit_module'), ...SECCOMP('open_by_handle_at'), ...SECCOMP('kexec_load'), ...SECCOMP('bpf'), ...SECCOMP('perf_event_open'), ...SECCOMP('add_key'),
+        ...SECCOMP('finit_module'),
+        ...SECCOMP('open_by_handle_at'),
+        ...SECCOMP('kexec_load'),
+        ...SECCOMP('bpf'),
+        ...SECCOMP('perf_event_open'),
+        ...SECCOMP('add_key'),
         'ptrace host process': { errno: /^ESRCH$/, by: 'the pid namespace (host processes have no pid inside)' },
       });
     } finally {
@@ -186,12 +195,14 @@ describe('container hardening', function () {
     if (!rd) this.test!.title += ' (root disk part skipped: / is not on a block device here)';
     const pid = await run('esc-priv', { security: { privileged: true } });
     try {
-      assert.equal(readlinkSync(`/proc/${pid}/ns/user`), readlinkSync('/proc/self/ns/user'), 'a privileged container shares the host\'s user namespace');
-      assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /^Uid:\s+0\s/m, 'its root is the host\'s root');
+      assert.equal(readlinkSync(`/proc/${pid}/ns/user`), readlinkSync('/proc/self/ns/user'), "a privileged container shares the host's user namespace");
+      assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /^Uid:\s+0\s/m, "its root is the host's root");
       const capBnd = BigInt(`0x${/CapBnd:\s*([0-9a-f]+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`);
       assert.equal((capBnd >> 21n) & 1n, 0n, 'cap_sys_admin is not in the bounding set');
       assert.equal((await c.api.containers.getContainer({ name: 'esc-priv' })).container!.status!.idMapping!.privileged, true);
-      const audit = readFileSync(path.join(d.stateDir, 'audit.log'), 'utf8').split('\n').filter((l) => l.includes('"CreateContainer"') && l.includes('"esc-priv"'));
+      const audit = readFileSync(path.join(d.stateDir, 'audit.log'), 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"CreateContainer"') && l.includes('"esc-priv"'));
       assert.match(audit.pop() ?? '', /"warning":"PRIVILEGED container/, 'the audit log warns of a privileged container');
       const got = await escapes('esc-priv');
       assertRefused(got, {
@@ -200,7 +211,12 @@ describe('container hardening', function () {
         'cgroup v1 mount': { errno: /^EPERM$/, by: 'the missing CAP_SYS_ADMIN' },
         // mknod may work (CAP_MKNOD), opening the node may not: the device cgroup allows only the standard set.
         'read root disk': { errno: /^(EPERM|not reached)$/, by: 'the device cgroup' },
-        ...SECCOMP('finit_module'), ...SECCOMP('open_by_handle_at'), ...SECCOMP('kexec_load'), ...SECCOMP('bpf'), ...SECCOMP('perf_event_open'), ...SECCOMP('add_key'),
+        ...SECCOMP('finit_module'),
+        ...SECCOMP('open_by_handle_at'),
+        ...SECCOMP('kexec_load'),
+        ...SECCOMP('bpf'),
+        ...SECCOMP('perf_event_open'),
+        ...SECCOMP('add_key'),
         'ptrace host process': { errno: /^ESRCH$/, by: 'the pid namespace' },
       });
     } finally {
@@ -212,11 +228,19 @@ describe('container hardening', function () {
     const pid = await run('hard');
     try {
       // /proc/sys starts read-only.
-      assert.ok(readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').some((l) => l.split(' ')[4] === '/proc/sys' && /\bro\b/.test(l.split(' ')[5] ?? '')), 'the host sees /proc/sys read-only in the container');
+      assert.ok(
+        readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+          .split('\n')
+          .some((l) => l.split(' ')[4] === '/proc/sys' && /\bro\b/.test(l.split(' ')[5] ?? '')),
+        'the host sees /proc/sys read-only in the container',
+      );
       // In a user namespace a remount is the kernel's to judge (systemd remounts for its services), and
       // even on a writable /proc/sys a global sysctl belongs to the host's root: the write is refused.
       // (kernel/sysrq is not even shown to a user namespace on 6.18; core_uses_pid is.)
-      const remount = await sh('hard', 'mount -o remount,rw /proc/sys; v=$(cat /proc/sys/kernel/core_uses_pid) && echo $v > /proc/sys/kernel/core_uses_pid && echo WROTE');
+      const remount = await sh(
+        'hard',
+        'mount -o remount,rw /proc/sys; v=$(cat /proc/sys/kernel/core_uses_pid) && echo $v > /proc/sys/kernel/core_uses_pid && echo WROTE',
+      );
       assert.doesNotMatch(remount.stdout, /WROTE/, remount.stderr);
       assert.match(remount.stderr, /Permission denied|Read-only file system/, remount.stderr);
       // sysrq-trigger cannot be written.
@@ -268,7 +292,15 @@ describe('container hardening', function () {
   it('maps container root to an unprivileged host uid with a user namespace', async () => {
     // No probe bind here: a mapped root cannot create the mount target in a
     // rootfs owned by host root (see docs/security.md, on a plain rootfs.path).
-    await c.api.containers.createContainer({ name: 'userns', spec: busybox({ driverOptions: { $case: 'lxc', value: { uidMap: [{ containerId: 0, hostId: 200000, size: 65536 }], gidMap: [{ containerId: 0, hostId: 200000, size: 65536 }] } } }) });
+    await c.api.containers.createContainer({
+      name: 'userns',
+      spec: busybox({
+        driverOptions: {
+          $case: 'lxc',
+          value: { uidMap: [{ containerId: 0, hostId: 200000, size: 65536 }], gidMap: [{ containerId: 0, hostId: 200000, size: 65536 }] },
+        },
+      }),
+    });
     const pid = (await c.api.containers.startContainer({ name: 'userns' })).container!.status!.initPid;
     try {
       assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /^Uid:\s+200000\s/m, 'the host sees uid 200000');

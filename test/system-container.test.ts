@@ -37,11 +37,15 @@ describe('system containers (Debian booted by systemd)', function () {
 
   /** Waits for systemd to finish booting; returns what is-system-running says then. */
   async function booted(name: string): Promise<string> {
-    return until(async () => {
-      const r = await execIn(c, name, ['systemctl', 'is-system-running']);
-      const s = r.stdout.trim();
-      return s === 'initializing' || s === 'starting' || s === '' ? undefined : s;
-    }, `${name} to finish booting`, 60000) as Promise<string>;
+    return until(
+      async () => {
+        const r = await execIn(c, name, ['systemctl', 'is-system-running']);
+        const s = r.stdout.trim();
+        return s === 'initializing' || s === 'starting' || s === '' ? undefined : s;
+      },
+      `${name} to finish booting`,
+      60000,
+    ) as Promise<string>;
   }
 
   const status = async (name: string) => (await c.api.containers.getContainer({ name })).container!.status!;
@@ -130,15 +134,19 @@ describe('system containers (Debian booted by systemd)', function () {
   it('reboots when its init asks: RUNNING again with a new init', async () => {
     const before = (await status('deb')).initPid;
     await execIn(c, 'deb', ['systemctl', 'reboot']);
-    const after = await until(async () => {
-      const s = await status('deb');
-      return s.state === ContainerState.CONTAINER_STATE_RUNNING && s.initPid && s.initPid !== before ? s : undefined;
-    }, 'the container to come back with a new init', 60000);
+    const after = await until(
+      async () => {
+        const s = await status('deb');
+        return s.state === ContainerState.CONTAINER_STATE_RUNNING && s.initPid && s.initPid !== before ? s : undefined;
+      },
+      'the container to come back with a new init',
+      60000,
+    );
     assert.notEqual(after!.initPid, before);
     assert.equal(await booted('deb'), 'running');
   });
 
-  it('stops through the init\'s halt signal (SIGRTMIN+3) with exit code 0, and delete leaves nothing behind', async () => {
+  it("stops through the init's halt signal (SIGRTMIN+3) with exit code 0, and delete leaves nothing behind", async () => {
     // With a 10 s timeout: a systemd that ignored the signal would be killed (exit 137).
     const stopped = (await c.api.containers.stopContainer({ name: 'deb', signal: 0, timeout: { seconds: 10n, nanos: 0 } })).container!.status!;
     assert.equal(stopped.state, ContainerState.CONTAINER_STATE_STOPPED);
@@ -168,7 +176,10 @@ describe('system containers (Debian booted by systemd)', function () {
       assert.equal(await booted('debcr'), 'running');
       assert.equal(await sh(c, 'debcr', 'systemctl list-units --failed --no-legend | wc -l'), '0');
       await sh(c, 'debcr', 'logger after-restore');
-      await until(async () => /before-checkpoint[\s\S]*after-restore/.test(await sh(c, 'debcr', 'journalctl --no-pager -o cat')), 'journald to log after the restore');
+      await until(
+        async () => /before-checkpoint[\s\S]*after-restore/.test(await sh(c, 'debcr', 'journalctl --no-pager -o cat')),
+        'journald to log after the restore',
+      );
       // The getty kept its console: a prompt comes back on the new pty.
       const con = attach('debcr');
       try {
@@ -179,10 +190,14 @@ describe('system containers (Debian booted by systemd)', function () {
       }
       // poweroff from inside ends as a clean stop.
       await execIn(c, 'debcr', ['systemctl', 'poweroff']);
-      const s = await until(async () => {
-        const st = await status('debcr');
-        return st.state === ContainerState.CONTAINER_STATE_STOPPED ? st : undefined;
-      }, 'poweroff to stop the container', 30000);
+      const s = await until(
+        async () => {
+          const st = await status('debcr');
+          return st.state === ContainerState.CONTAINER_STATE_STOPPED ? st : undefined;
+        },
+        'poweroff to stop the container',
+        30000,
+      );
       assert.equal(s!.exitCode, 0, s!.message);
     } finally {
       await c.api.containers.deleteContainer({ name: 'debcr', force: true, allowMissing: true });

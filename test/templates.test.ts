@@ -23,7 +23,11 @@ function build(c: Client, name: string, options = { release: '', variant: '', pa
   });
 }
 
-const code = async (p: Promise<unknown>) => p.then(() => 'OK', (e: { code?: number; details?: string }) => `${e.code} ${e.details ?? ''}`);
+const code = async (p: Promise<unknown>) =>
+  p.then(
+    () => 'OK',
+    (e: { code?: number; details?: string }) => `${e.code} ${e.details ?? ''}`,
+  );
 
 describe('templates (TemplateService)', function () {
   this.timeout(300000);
@@ -51,18 +55,27 @@ describe('templates (TemplateService)', function () {
     assert.deepEqual(first.template.init, ['/sbin/init']);
     assert.equal(first.template.haltSignal, 37, 'systemd halts on SIGRTMIN+3');
     assert.ok(first.template.sizeBytes > 50 * 1024 * 1024);
-    assert.match(first.template.source, /^https?:\/\//, 'built from the host\'s mirror');
+    assert.match(first.template.source, /^https?:\/\//, "built from the host's mirror");
     // Built now, or earlier in this run by another suite: either way the second build is a lookup.
     const again = await build(c, 'debian', { release: 'bookworm', variant: 'minbase', packages: [] });
     assert.equal(again.template.key, first.template.key, 'defaults and explicit defaults are one parameter set');
-    assert.deepEqual(again.progress.filter((l) => /^I: /.test(l)), [], 'nothing was built again');
+    assert.deepEqual(
+      again.progress.filter((l) => /^I: /.test(l)),
+      [],
+      'nothing was built again',
+    );
     const listed = (await c.api.templates.listTemplates({})).templates.find((t) => t.key === first.template.key);
     assert.equal(listed?.options?.release, 'bookworm');
   });
 
   it('shares one template between containers, and refuses to remove it while they use it', async function () {
     if (skip) return this.skip();
-    const spec = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'debian' } }, process: { args: ['/bin/sleep', 'infinity'] }, network: { mode: { $case: 'none', value: {} } } });
+    const spec = ContainerSpec.fromPartial({
+      driver: 'lxc',
+      rootfs: { source: { $case: 'template', value: 'debian' } },
+      process: { args: ['/bin/sleep', 'infinity'] },
+      network: { mode: { $case: 'none', value: {} } },
+    });
     for (const n of ['deb-a', 'deb-b']) {
       await c.api.containers.createContainer({ name: n, spec });
       await c.api.containers.startContainer({ name: n });
@@ -100,11 +113,21 @@ describe('templates (TemplateService)', function () {
     assert.match(await code(build(c, 'debian', { release: '', variant: 'fat', packages: [] })), /^3 .*options\.variant/);
     assert.match(await code(build(c, 'fedora')), /^3 .*template/);
     assert.match(await code(build(c, 'busybox', { release: 'bookworm', variant: '', packages: [] })), /^3 .*options/);
-    const bad = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'debian' }, templateOptions: { packages: ['Not A Package'] } } });
+    const bad = ContainerSpec.fromPartial({
+      driver: 'lxc',
+      rootfs: { source: { $case: 'template', value: 'debian' }, templateOptions: { packages: ['Not A Package'] } },
+    });
     assert.match(await code(c.api.containers.createContainer({ name: 'bad-pkg', spec: bad })), /^3 .*spec\.rootfs\.template_options\.packages\[0\]/);
-    const onPath = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'path', value: '/srv' }, templateOptions: { release: 'bookworm' } }, process: { args: ['/bin/true'] } });
+    const onPath = ContainerSpec.fromPartial({
+      driver: 'lxc',
+      rootfs: { source: { $case: 'path', value: '/srv' }, templateOptions: { release: 'bookworm' } },
+      process: { args: ['/bin/true'] },
+    });
     assert.match(await code(c.api.containers.createContainer({ name: 'bad-opts', spec: onPath })), /^3 .*spec\.rootfs\.template_options/);
-    assert.deepEqual((await c.api.templates.listTemplates({})).templates.map((t) => t.key), before);
+    assert.deepEqual(
+      (await c.api.templates.listTemplates({})).templates.map((t) => t.key),
+      before,
+    );
     assert.deepEqual((await c.api.containers.listContainers({ pageSize: 10, pageToken: '', driver: '', states: [] })).containers, []);
   });
 });

@@ -9,7 +9,12 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { credentials, status as Code, type ServiceError } from '@grpc/grpc-js';
 import { ContainerSpec, ContainerState, MountType, type DeepPartial } from '../src/gen/osvirt/v1/container';
-import { VServerOptions_ContextCapability as Ccap, VServerOptions_ContextFlag as Cflag, VServerInit_Style as Style, type VServerOptions } from '../src/gen/osvirt/v1/vserver';
+import {
+  VServerOptions_ContextCapability as Ccap,
+  VServerOptions_ContextFlag as Cflag,
+  VServerInit_Style as Style,
+  type VServerOptions,
+} from '../src/gen/osvirt/v1/vserver';
 import { VServerServiceClient, type ListVServerStatsResponse } from '../src/gen/osvirt/v1/vserver_service';
 import { decodeStatusDetails } from '../src/core/grpc-status';
 import { repoPath } from '../src/paths';
@@ -109,8 +114,10 @@ describe('vserver driver (Linux-VServer guests)', function () {
   const made = new Set<string>();
 
   function promisifyVs(client: VServerServiceClient) {
-    const call = <Req, Res>(fn: (req: Req, cb: (e: ServiceError | null, r: Res) => void) => unknown) => (req: Req) =>
-      new Promise<Res>((resolve, reject) => fn.call(client, req, (e, r) => (e ? reject(e) : resolve(r))));
+    const call =
+      <Req, Res>(fn: (req: Req, cb: (e: ServiceError | null, r: Res) => void) => unknown) =>
+      (req: Req) =>
+        new Promise<Res>((resolve, reject) => fn.call(client, req, (e, r) => (e ? reject(e) : resolve(r))));
     return {
       listVServerStats: call(client.listVServerStats as never) as (r: { pageSize: number; pageToken: string }) => Promise<ListVServerStatsResponse>,
     };
@@ -136,7 +143,12 @@ describe('vserver driver (Linux-VServer guests)', function () {
   });
 
   function spec(o: DeepPartial<VServerOptions>, extra: DeepPartial<ContainerSpec> = {}): ContainerSpec {
-    return ContainerSpec.fromPartial({ driver: 'vserver', rootfs: { source: { $case: 'template', value: 'busybox' } }, driverOptions: { $case: 'vserver', value: o }, ...extra });
+    return ContainerSpec.fromPartial({
+      driver: 'vserver',
+      rootfs: { source: { $case: 'template', value: 'busybox' } },
+      driverOptions: { $case: 'vserver', value: o },
+      ...extra,
+    });
   }
 
   async function create(name: string, s: ContainerSpec): Promise<void> {
@@ -183,14 +195,54 @@ describe('vserver driver (Linux-VServer guests)', function () {
   it('refuses what Linux cannot do, naming the field', async () => {
     await rejects(create('vs-bad', spec({ context: 1 })), Code.INVALID_ARGUMENT, 'INVALID_FIELD', 'spec.vserver.context');
     await rejects(create('vs-bad', spec({ context: 49152 })), Code.INVALID_ARGUMENT, 'INVALID_FIELD', 'spec.vserver.context');
-    await rejects(create('vs-bad', spec({ context: 300, ccapabilities: [Ccap.CONTEXT_CAPABILITY_BINARY_MOUNT] })), Code.FAILED_PRECONDITION, 'VSERVER_FEATURE_UNSUPPORTED', 'spec.vserver.ccapabilities[0]');
-    if (!HELPER.rootOwnedNs) await rejects(create('vs-bad', spec({ context: 300, ccapabilities: [Ccap.CONTEXT_CAPABILITY_SET_UTSNAME] })), Code.FAILED_PRECONDITION, 'VSERVER_FEATURE_UNSUPPORTED');
-    if (!HELPER.seccompDeny) await rejects(create('vs-bad', spec({ context: 300, ccapabilities: [Ccap.CONTEXT_CAPABILITY_RAW_ICMP] })), Code.FAILED_PRECONDITION, 'VSERVER_FEATURE_UNSUPPORTED');
-    await rejects(create('vs-bad', spec({ context: 300, bcapabilities: { add: ['CAP_SYS_ADMIN'] } })), Code.INVALID_ARGUMENT, 'INVALID_FIELD', 'spec.vserver.bcapabilities.add[0]');
-    await rejects(create('vs-bad', spec({ context: 300, flags: [Cflag.CONTEXT_FLAG_VIRT_UPTIME] })), Code.FAILED_PRECONDITION, 'VSERVER_FEATURE_UNSUPPORTED', 'spec.vserver.flags[0]');
-    await rejects(create('vs-bad', spec({ context: 300, rlimits: { nproc: { hard: 10, min: 2 } } })), Code.FAILED_PRECONDITION, 'VSERVER_FEATURE_UNSUPPORTED', 'spec.vserver.rlimits.nproc.min');
-    await rejects(create('vs-bad', spec({ context: 300 }, { network: { mode: { $case: 'bridge', value: {} } } })), Code.INVALID_ARGUMENT, 'INVALID_FIELD', 'spec.network.bridge');
-    await rejects(create('vs-bad', spec({ context: 300, network: { interfaces: [{ name: '0', ip: '10.0.0.1/24', dev: 'lo' }] } })), Code.INVALID_ARGUMENT, 'INVALID_FIELD', 'spec.vserver.network.interfaces[0].ip');
+    await rejects(
+      create('vs-bad', spec({ context: 300, ccapabilities: [Ccap.CONTEXT_CAPABILITY_BINARY_MOUNT] })),
+      Code.FAILED_PRECONDITION,
+      'VSERVER_FEATURE_UNSUPPORTED',
+      'spec.vserver.ccapabilities[0]',
+    );
+    if (!HELPER.rootOwnedNs)
+      await rejects(
+        create('vs-bad', spec({ context: 300, ccapabilities: [Ccap.CONTEXT_CAPABILITY_SET_UTSNAME] })),
+        Code.FAILED_PRECONDITION,
+        'VSERVER_FEATURE_UNSUPPORTED',
+      );
+    if (!HELPER.seccompDeny)
+      await rejects(
+        create('vs-bad', spec({ context: 300, ccapabilities: [Ccap.CONTEXT_CAPABILITY_RAW_ICMP] })),
+        Code.FAILED_PRECONDITION,
+        'VSERVER_FEATURE_UNSUPPORTED',
+      );
+    await rejects(
+      create('vs-bad', spec({ context: 300, bcapabilities: { add: ['CAP_SYS_ADMIN'] } })),
+      Code.INVALID_ARGUMENT,
+      'INVALID_FIELD',
+      'spec.vserver.bcapabilities.add[0]',
+    );
+    await rejects(
+      create('vs-bad', spec({ context: 300, flags: [Cflag.CONTEXT_FLAG_VIRT_UPTIME] })),
+      Code.FAILED_PRECONDITION,
+      'VSERVER_FEATURE_UNSUPPORTED',
+      'spec.vserver.flags[0]',
+    );
+    await rejects(
+      create('vs-bad', spec({ context: 300, rlimits: { nproc: { hard: 10, min: 2 } } })),
+      Code.FAILED_PRECONDITION,
+      'VSERVER_FEATURE_UNSUPPORTED',
+      'spec.vserver.rlimits.nproc.min',
+    );
+    await rejects(
+      create('vs-bad', spec({ context: 300 }, { network: { mode: { $case: 'bridge', value: {} } } })),
+      Code.INVALID_ARGUMENT,
+      'INVALID_FIELD',
+      'spec.network.bridge',
+    );
+    await rejects(
+      create('vs-bad', spec({ context: 300, network: { interfaces: [{ name: '0', ip: '10.0.0.1/24', dev: 'lo' }] } })),
+      Code.INVALID_ARGUMENT,
+      'INVALID_FIELD',
+      'spec.vserver.network.interfaces[0].ip',
+    );
     // rss.min is memory.min: cgroup v2 only.
     const min = create('vs-min', spec({ context: 301, rlimits: { rss: { hard: 4096, min: 1024 } } }));
     if (layout?.kind === 'v2') await min;
@@ -210,36 +262,56 @@ describe('vserver driver (Linux-VServer guests)', function () {
     for (const n of ['vs-ctx-b', 'vs-ctx-c', 'vs-ctx-d']) await remove(n);
   });
 
-  it('runs the guest in its own pid and mount namespace behind pivot_root, on the host\'s network stack', async () => {
+  it("runs the guest in its own pid and mount namespace behind pivot_root, on the host's network stack", async () => {
     writeFileSync(path.join(d.dir, 'host-only-marker'), 'host');
     const pid = await start('vs-ns', spec({ context: 310 }));
     const ns = (p: number | 'self', n: string) => readlinkSync(`/proc/${p}/ns/${n}`);
     for (const n of ['pid', 'mnt', 'uts', 'ipc']) assert.notEqual(ns(pid, n), ns('self', n), `${n} namespace`);
-    assert.equal(ns(pid, 'net'), ns('self', 'net'), 'the VServer model: the host\'s network stack, no network namespace');
-    const out = await sh(c, 'vs-ns', `cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'; ls ${d.dir} 2>&1; readlink /proc/1/root; cd /../../..; pwd; cat /etc/inittab | head -1; ls /sys | wc -l`);
+    assert.equal(ns(pid, 'net'), ns('self', 'net'), "the VServer model: the host's network stack, no network namespace");
+    const out = await sh(
+      c,
+      'vs-ns',
+      `cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'; ls ${d.dir} 2>&1; readlink /proc/1/root; cd /../../..; pwd; cat /etc/inittab | head -1; ls /sys | wc -l`,
+    );
     const lines = out.split('\n');
     assert.match(lines[0]!, /^\/bin\/sh -c .*init 3 $/, 'pid 1 is the sysv stub init');
     assert.ok(Number(lines[1]) <= 8, `only the guest's processes are visible (${lines[1]})`);
-    assert.match(lines[2]!, /No such file or directory/, 'the host\'s files are not reachable');
+    assert.match(lines[2]!, /No such file or directory/, "the host's files are not reachable");
     assert.equal(lines[3], '/');
-    assert.equal(lines[4], '/', '.. above / stays in the guest\'s root');
-    assert.match(lines[5]!, /vserver init style "plain"/, 'the guest\'s own root (the vserver busybox template)');
-    if (HELPER.noSysfs) assert.equal(lines[6], '0', 'no /sys, as under util-vserver (the host\'s would show its devices and cgroups)');
+    assert.equal(lines[4], '/', ".. above / stays in the guest's root");
+    assert.match(lines[5]!, /vserver init style "plain"/, "the guest's own root (the vserver busybox template)");
+    if (HELPER.noSysfs) assert.equal(lines[6], '0', "no /sys, as under util-vserver (the host's would show its devices and cgroups)");
     await stop('vs-ns');
   });
 
-  it('gives the guest a network context: its addresses only, single_ip and lback_remap, on the host\'s own stack', async () => {
+  it("gives the guest a network context: its addresses only, single_ip and lback_remap, on the host's own stack", async () => {
     const www = 'mkdir -p /www && echo hello-$(uname -n) > /www/index.html';
-    await start('vs-a', spec({
-      context: 320,
-      uts: { nodename: 'guest-a', domainname: 'vserver.test' },
-      network: { interfaces: [{ name: '0', ip: ADDR.a, dev: 'lo', prefix: 32 }], singleIp: true, lbackRemap: true },
-      bcapabilities: { drop: ['net_bind_service'], add: ['mknod'] },
-      // Privileged: mknod (which the next tests check) is refused to any user namespace.
-    }, { security: { privileged: true } }));
+    await start(
+      'vs-a',
+      spec(
+        {
+          context: 320,
+          uts: { nodename: 'guest-a', domainname: 'vserver.test' },
+          network: { interfaces: [{ name: '0', ip: ADDR.a, dev: 'lo', prefix: 32 }], singleIp: true, lbackRemap: true },
+          bcapabilities: { drop: ['net_bind_service'], add: ['mknod'] },
+          // Privileged: mknod (which the next tests check) is refused to any user namespace.
+        },
+        { security: { privileged: true } },
+      ),
+    );
     // Privileged: reading the kernel log (syslog) needs CAP_SYSLOG in the host's user namespace.
-    await start('vs-b', spec({ context: 321, network: { interfaces: [{ name: '0', ip: ADDR.b, dev: 'lo' }] }, ccapabilities: [Ccap.CONTEXT_CAPABILITY_SYSLOG, Ccap.CONTEXT_CAPABILITY_SET_RLIMIT] }, { security: { privileged: true } }));
-    assert.ok(loAddresses().includes(ADDR.a) && loAddresses().includes(ADDR.b), 'both guests\' addresses are on the host\'s lo while they run');
+    await start(
+      'vs-b',
+      spec(
+        {
+          context: 321,
+          network: { interfaces: [{ name: '0', ip: ADDR.b, dev: 'lo' }] },
+          ccapabilities: [Ccap.CONTEXT_CAPABILITY_SYSLOG, Ccap.CONTEXT_CAPABILITY_SET_RLIMIT],
+        },
+        { security: { privileged: true } },
+      ),
+    );
+    assert.ok(loAddresses().includes(ADDR.a) && loAddresses().includes(ADDR.b), "both guests' addresses are on the host's lo while they run");
 
     // A foreign address (B's, which the host has) is refused; A's own works and the host reaches it.
     let r = await execIn(c, 'vs-a', ['/bin/sh', '-c', `${www}; httpd -f -p ${ADDR.b}:${PORT} -h /www`]);
@@ -258,13 +330,13 @@ describe('vserver driver (Linux-VServer guests)', function () {
 
     // B has neither flag: its wildcard bind stays a (filtered) wildcard, and 127.0.0.1 is not its.
     await sh(c, 'vs-b', `nc -l -p ${PORT + 3} </dev/null >/dev/null 2>&1 &`);
-    await until(() => listening(PORT + 3).length > 0, 'B\'s wildcard listener');
+    await until(() => listening(PORT + 3).length > 0, "B's wildcard listener");
     assert.deepEqual(listening(PORT + 3), [`0.0.0.0:${PORT + 3}`]);
     r = await execIn(c, 'vs-b', ['/bin/sh', '-c', `mkdir -p /www; httpd -f -p 127.0.0.1:${PORT + 4} -h /www`]);
     assert.match(r.stderr, /bind: Cannot assign requested address/);
   });
 
-  it('sets the bounding set from bcapabilities, and a dropped one\'s operation fails', async () => {
+  it("sets the bounding set from bcapabilities, and a dropped one's operation fails", async () => {
     const capA = bits(/CapBnd:\s*(\S+)/.exec(await sh(c, 'vs-a', 'grep CapBnd /proc/1/status'))![1]!);
     assert.ok(!capA.has(CAP.net_bind_service), 'dropped: net_bind_service');
     assert.ok(capA.has(CAP.mknod), 'added: mknod');
@@ -281,9 +353,13 @@ describe('vserver driver (Linux-VServer guests)', function () {
     assert.ok(capB.has(CAP.syslog), 'syslog -> CAP_SYSLOG');
     // set_rlimit is CAP_SYS_RESOURCE, which no container gets if the host itself lacks it.
     if (hostCapBnd().has(CAP.sys_resource)) assert.ok(capB.has(CAP.sys_resource), 'set_rlimit -> CAP_SYS_RESOURCE');
-    else this.test!.title += ' (set_rlimit part skipped: this host\'s own bounding set lacks CAP_SYS_RESOURCE)';
+    else this.test!.title += " (set_rlimit part skipped: this host's own bounding set lacks CAP_SYS_RESOURCE)";
     if (readFileSync('/proc/sys/kernel/dmesg_restrict', 'utf8').trim() === '1') {
-      assert.equal((await execIn(c, 'vs-b', ['/bin/sh', '-c', 'dmesg >/dev/null && echo read'])).stdout.trim(), 'read', 'with syslog the guest reads the kernel log');
+      assert.equal(
+        (await execIn(c, 'vs-b', ['/bin/sh', '-c', 'dmesg >/dev/null && echo read'])).stdout.trim(),
+        'read',
+        'with syslog the guest reads the kernel log',
+      );
       assert.match((await execIn(c, 'vs-a', ['/bin/sh', '-c', 'dmesg >/dev/null'])).stderr, /Operation not permitted/, 'without it, not (dmesg_restrict=1)');
     }
   });
@@ -293,23 +369,40 @@ describe('vserver driver (Linux-VServer guests)', function () {
       this.test!.title += ' (skipped: osvirt-helper lacks --root-owned-ns or --seccomp-deny)';
       return this.skip();
     }
-    await start('vs-ccap', spec({
-      context: 325,
-      network: { interfaces: [{ name: '0', ip: ADDR.c, dev: 'lo' }] },
-      ccapabilities: [Ccap.CONTEXT_CAPABILITY_SET_UTSNAME, Ccap.CONTEXT_CAPABILITY_SECURE_MOUNT, Ccap.CONTEXT_CAPABILITY_RAW_ICMP],
-      // Privileged: raw ICMP on the host's own stack needs CAP_NET_RAW in the host's user namespace.
-    }, { security: { privileged: true } }));
+    await start(
+      'vs-ccap',
+      spec(
+        {
+          context: 325,
+          network: { interfaces: [{ name: '0', ip: ADDR.c, dev: 'lo' }] },
+          ccapabilities: [Ccap.CONTEXT_CAPABILITY_SET_UTSNAME, Ccap.CONTEXT_CAPABILITY_SECURE_MOUNT, Ccap.CONTEXT_CAPABILITY_RAW_ICMP],
+          // Privileged: raw ICMP on the host's own stack needs CAP_NET_RAW in the host's user namespace.
+        },
+        { security: { privileged: true } },
+      ),
+    );
     const hostName = execFileSync('hostname', { encoding: 'utf8' }).trim();
     assert.equal(await sh(c, 'vs-ccap', 'hostname renamed && uname -n'), 'renamed', 'set_utsname: the guest sets its own nodename');
-    assert.equal(execFileSync('hostname', { encoding: 'utf8' }).trim(), hostName, 'the host\'s is untouched');
+    assert.equal(execFileSync('hostname', { encoding: 'utf8' }).trim(), hostName, "the host's is untouched");
     const capC = bits(/CapBnd:\s*(\S+)/.exec(await sh(c, 'vs-ccap', 'grep CapBnd /proc/1/status'))![1]!);
     assert.ok(!capC.has(CAP.sys_admin), 'without CAP_SYS_ADMIN');
-    assert.equal(await sh(c, 'vs-ccap', 'mkdir -p /mnt/etc && mount --bind /etc /mnt/etc && ls /mnt/etc/inittab'), '/mnt/etc/inittab', 'secure_mount: bind mounts in its own mount namespace');
+    assert.equal(
+      await sh(c, 'vs-ccap', 'mkdir -p /mnt/etc && mount --bind /etc /mnt/etc && ls /mnt/etc/inittab'),
+      '/mnt/etc/inittab',
+      'secure_mount: bind mounts in its own mount namespace',
+    );
     assert.match((await execIn(c, 'vs-ccap', ['/bin/sh', '-c', 'umount /proc'])).stderr, /Invalid argument/, 'the mounts it was given are locked');
     assert.match(await sh(c, 'vs-ccap', `ping -c1 -W2 ${ADDR.c}`), /1 packets received/, 'raw_icmp: ping works');
-    assert.match((await execIn(c, 'vs-ccap', ['/bin/sh', '-c', `arping -c1 -w1 -I lo ${ADDR.c}`])).stderr, /socket: Address family not supported/, 'packet sockets stay refused');
+    assert.match(
+      (await execIn(c, 'vs-ccap', ['/bin/sh', '-c', `arping -c1 -w1 -I lo ${ADDR.c}`])).stderr,
+      /socket: Address family not supported/,
+      'packet sockets stay refused',
+    );
     // The same in a guest without them.
-    assert.match((await execIn(c, 'vs-a', ['/bin/sh', '-c', 'mkdir -p /mnt/etc && mount --bind /etc /mnt/etc'])).stderr, /permission denied|Operation not permitted/);
+    assert.match(
+      (await execIn(c, 'vs-a', ['/bin/sh', '-c', 'mkdir -p /mnt/etc && mount --bind /etc /mnt/etc'])).stderr,
+      /permission denied|Operation not permitted/,
+    );
     assert.match((await execIn(c, 'vs-a', ['/bin/sh', '-c', `ping -c1 -W1 ${ADDR.a}`])).stderr, /permission denied|Operation not permitted/i);
     await remove('vs-ccap');
   });
@@ -322,18 +415,21 @@ describe('vserver driver (Linux-VServer guests)', function () {
     assert.notEqual(execFileSync('hostname', { encoding: 'utf8' }).trim(), 'other');
   });
 
-  it('removes the guest\'s addresses from the host and its network context when it stops', async () => {
+  it("removes the guest's addresses from the host and its network context when it stops", async () => {
     const dirs = [unifiedDir('vs-a'), unifiedDir('vs-b')];
     for (const dir of dirs) assert.match(execFileSync('bpftool', ['cgroup', 'show', dir], { encoding: 'utf8' }), /osvipf_bind4/);
     await stop('vs-a');
     await stop('vs-b');
     assert.ok(!loAddresses().includes(ADDR.a) && !loAddresses().includes(ADDR.b), 'addresses gone from lo');
     for (const dir of dirs) assert.ok(!existsSync(dir), `${dir} removed (and its BPF attachments with it)`);
-    assert.deepEqual(listening(PORT), [], 'the guest\'s listeners went with it');
+    assert.deepEqual(listening(PORT), [], "the guest's listeners went with it");
   });
 
   it('turns rlimits into the pids cgroup and per-process limits: forks stop at nproc', async () => {
-    await start('vs-lim', spec({ context: 330, rlimits: { nproc: { hard: 8 }, nofile: { soft: 100, hard: 200 }, as: { hard: 262144 }, rss: { hard: 16384 } } }));
+    await start(
+      'vs-lim',
+      spec({ context: 330, rlimits: { nproc: { hard: 8 }, nofile: { soft: 100, hard: 200 }, as: { hard: 262144 }, rss: { hard: 16384 } } }),
+    );
     const limits = await sh(c, 'vs-lim', 'cat /proc/1/limits');
     assert.match(limits, /Max open files\s+100\s+200\s/);
     assert.match(limits, new RegExp(`Max address space\\s+${262144 * 4096}\\s+${262144 * 4096}\\s`));
@@ -342,12 +438,13 @@ describe('vserver driver (Linux-VServer guests)', function () {
     const forked = Number(r.stdout.trim().split('\n').pop() ?? 0);
     assert.ok(forked > 0 && forked < 8, `forked ${forked} sleeps before the limit`);
     assert.match(r.stderr, /can't fork: Resource temporarily unavailable/);
-    const mem = layout!.kind === 'v2' ? path.join(layout!.root, 'osvirt/vs-lim/memory.max') : path.join(layout!.v1['memory']!, 'osvirt/vs-lim/memory.limit_in_bytes');
+    const mem =
+      layout!.kind === 'v2' ? path.join(layout!.root, 'osvirt/vs-lim/memory.max') : path.join(layout!.v1['memory']!, 'osvirt/vs-lim/memory.limit_in_bytes');
     assert.equal(readFileSync(mem, 'utf8').trim(), String(16384 * 4096), 'rss.hard pages -> the memory limit');
     await remove('vs-lim');
   });
 
-  it('init style plain: the guest\'s own /sbin/init is pid 1 and runs rc 3 at boot, rc 6 at shutdown', async () => {
+  it("init style plain: the guest's own /sbin/init is pid 1 and runs rc 3 at boot, rc 6 at shutdown", async () => {
     const { mounts, log } = rcDirs('plain', {
       'rc3.d/S10first': 'echo "rc3 S10first $1" >> /log/rc.log',
       'rc3.d/S20second': 'echo "rc3 S20second $1" >> /log/rc.log',
@@ -359,7 +456,7 @@ describe('vserver driver (Linux-VServer guests)', function () {
     assert.deepEqual(readLog(log), ['rc3 S10first start', 'rc3 S20second start']);
     const ct = await stop('vs-plain');
     assert.equal(ct.status!.state, ContainerState.CONTAINER_STATE_STOPPED);
-    assert.deepEqual(readLog(log), ['rc3 S10first start', 'rc3 S20second start', 'rc6 K10first stop'], 'init ran rc 6 on the kill sequence\'s SIGTERM');
+    assert.deepEqual(readLog(log), ['rc3 S10first start', 'rc3 S20second start', 'rc6 K10first stop'], "init ran rc 6 on the kill sequence's SIGTERM");
     await remove('vs-plain');
   });
 
@@ -367,7 +464,8 @@ describe('vserver driver (Linux-VServer guests)', function () {
     const { mounts, log } = rcDirs('sysv', {
       'rc3.d/S10first': 'echo "rc3 S10first $1 RUNLEVEL=$RUNLEVEL" >> /log/rc.log',
       // A service that logs the signal it gets and exits on SIGTERM.
-      'rc3.d/S20service': "(trap 'echo \"service TERM\" >> /log/rc.log; exit 0' TERM; while :; do sleep 1; done) </dev/null >/dev/null 2>&1 &\necho \"rc3 S20service $1\" >> /log/rc.log",
+      'rc3.d/S20service':
+        '(trap \'echo "service TERM" >> /log/rc.log; exit 0\' TERM; while :; do sleep 1; done) </dev/null >/dev/null 2>&1 &\necho "rc3 S20service $1" >> /log/rc.log',
       'rc6.d/K10first': 'echo "rc6 K10first $1 RUNLEVEL=$RUNLEVEL" >> /log/rc.log',
     });
     await start('vs-sysv', spec({ context: 350, init: { style: Style.STYLE_SYSV } }, { mounts }));
@@ -375,8 +473,12 @@ describe('vserver driver (Linux-VServer guests)', function () {
     await until(() => readLog(log).length >= 2, 'rc 3');
     assert.deepEqual(readLog(log), ['rc3 S10first start RUNLEVEL=3', 'rc3 S20service start']);
     const ct = await stop('vs-sysv');
-    assert.equal(ct.status!.exitCode, 0, 'the stub leaves when the guest\'s last other process is gone');
-    assert.deepEqual(readLog(log), ['rc3 S10first start RUNLEVEL=3', 'rc3 S20service start', 'rc6 K10first stop RUNLEVEL=6', 'service TERM'], 'rc 6 runs before the kill sequence signals anyone');
+    assert.equal(ct.status!.exitCode, 0, "the stub leaves when the guest's last other process is gone");
+    assert.deepEqual(
+      readLog(log),
+      ['rc3 S10first start RUNLEVEL=3', 'rc3 S20service start', 'rc6 K10first stop RUNLEVEL=6', 'service TERM'],
+      'rc 6 runs before the kill sequence signals anyone',
+    );
     await remove('vs-sysv');
   });
 
@@ -385,19 +487,26 @@ describe('vserver driver (Linux-VServer guests)', function () {
     const { mounts, log } = rcDirs('killseq', {
       'rc3.d/S10stubborn': [
         '(',
-        "  trap 'read up x < /proc/uptime; echo \"TERM $up\" >> /log/rc.log' TERM",
-        "  trap 'read up x < /proc/uptime; echo \"USR1 $up\" >> /log/rc.log' USR1",
+        '  trap \'read up x < /proc/uptime; echo "TERM $up" >> /log/rc.log\' TERM',
+        '  trap \'read up x < /proc/uptime; echo "USR1 $up" >> /log/rc.log\' USR1',
         '  echo ready >> /log/rc.log',
         // wait (a builtin) returns at once on a trapped signal: the log shows when each arrived.
         '  while :; do sleep 1 & wait $!; done',
         ') </dev/null >/dev/null 2>&1 &',
       ].join('\n'),
     });
-    await start('vs-kill', spec({ context: 360, init: { killseq: [{ signal: 15, waitSeconds: 1 }, { signal: 10, waitSeconds: 1 }, { signal: 9 }] } }, { mounts }));
+    await start(
+      'vs-kill',
+      spec({ context: 360, init: { killseq: [{ signal: 15, waitSeconds: 1 }, { signal: 10, waitSeconds: 1 }, { signal: 9 }] } }, { mounts }),
+    );
     await until(() => readLog(log).includes('ready'), 'the service');
     const ct = await stop('vs-kill');
     const lines = readLog(log).filter((l) => l !== 'ready');
-    assert.deepEqual(lines.map((l) => l.split(' ')[0]), ['TERM', 'USR1'], `SIGTERM, then SIGUSR1, then SIGKILL ended everything (log: ${JSON.stringify(readLog(log))}, stopped: ${JSON.stringify(ct.status)})`);
+    assert.deepEqual(
+      lines.map((l) => l.split(' ')[0]),
+      ['TERM', 'USR1'],
+      `SIGTERM, then SIGUSR1, then SIGKILL ended everything (log: ${JSON.stringify(readLog(log))}, stopped: ${JSON.stringify(ct.status)})`,
+    );
     const [t0, t1] = lines.map((l) => Number(l.split(' ')[1]));
     assert.ok(t1! - t0! >= 0.9, `the guest saw ${(t1! - t0!).toFixed(2)} s between the signals (killseq waits 1 s)`);
     assert.equal(ct.status!.signal, 9, 'the last step, SIGKILL, ended the init');
@@ -415,22 +524,37 @@ describe('vserver driver (Linux-VServer guests)', function () {
         ') </dev/null >/dev/null 2>&1 &',
       ].join('\n'),
     });
-    await start('vs-kill-t', spec({ context: 362, init: { killseq: [{ signal: 15, waitSeconds: 1 }, { signal: 10, waitSeconds: 1 }, { signal: 9 }] } }, { mounts, stopTimeout: { seconds: 2n, nanos: 0 } }));
+    await start(
+      'vs-kill-t',
+      spec(
+        { context: 362, init: { killseq: [{ signal: 15, waitSeconds: 1 }, { signal: 10, waitSeconds: 1 }, { signal: 9 }] } },
+        { mounts, stopTimeout: { seconds: 2n, nanos: 0 } },
+      ),
+    );
     await until(() => readLog(log).includes('ready'), 'the service');
     const ct = (await c.api.containers.stopContainer({ name: 'vs-kill-t', signal: 0, timeout: { seconds: 2n, nanos: 0 } })).container!;
-    assert.deepEqual(readLog(log).filter((l) => l !== 'ready'), ['TERM'], 'SIGTERM, then SIGKILL after the 2 s asked for: no SIGUSR1 from the killseq');
+    assert.deepEqual(
+      readLog(log).filter((l) => l !== 'ready'),
+      ['TERM'],
+      'SIGTERM, then SIGKILL after the 2 s asked for: no SIGUSR1 from the killseq',
+    );
     assert.equal(ct.status!.signal, 9);
     await remove('vs-kill-t');
   });
 
   it('stops by the default killseq 15 5 9: a process ignoring SIGTERM lives about 5 s more, then SIGKILL', async () => {
     const { mounts, log } = rcDirs('default-killseq', {
-      'rc3.d/S10stubborn': "(trap 'read up x < /proc/uptime; echo \"TERM $up\" >> /log/rc.log' TERM; echo ready >> /log/rc.log; while :; do read up x < /proc/uptime; echo \"alive $up\" > /log/alive; sleep 0.2; done) </dev/null >/dev/null 2>&1 &",
+      'rc3.d/S10stubborn':
+        '(trap \'read up x < /proc/uptime; echo "TERM $up" >> /log/rc.log\' TERM; echo ready >> /log/rc.log; while :; do read up x < /proc/uptime; echo "alive $up" > /log/alive; sleep 0.2; done) </dev/null >/dev/null 2>&1 &',
     });
     await start('vs-kill5', spec({ context: 361 }, { mounts }));
     await until(() => readLog(log).includes('ready'), 'the service');
     await stop('vs-kill5');
-    const term = Number(readLog(log).find((l) => l.startsWith('TERM'))!.split(' ')[1]);
+    const term = Number(
+      readLog(log)
+        .find((l) => l.startsWith('TERM'))!
+        .split(' ')[1],
+    );
     const lastAlive = Number(readFileSync(path.join(path.dirname(log), 'alive'), 'utf8').split(' ')[1]);
     const lived = lastAlive - term;
     assert.ok(lived >= 4.5 && lived < 8, `it lived ${lived.toFixed(2)} s after SIGTERM (default wait 5 s)`);
@@ -456,15 +580,24 @@ describe('vserver driver (Linux-VServer guests)', function () {
     assert.equal((await httpGet(`http://${ADDR.cp}:${PORT + 5}/`)).trim(), 'before');
     await c.api.containers.checkpointContainer({ name: 'vs-cp', checkpoint: 'cp1', options: undefined });
     assert.ok(!loAddresses().includes(ADDR.cp), 'the address went with the guest');
-    const ct = (await c.api.containers.restoreContainer({ name: 'vs-cp', checkpoint: 'cp1', newName: '', tcpEstablished: false, timeout: undefined })).container!;
+    const ct = (await c.api.containers.restoreContainer({ name: 'vs-cp', checkpoint: 'cp1', newName: '', tcpEstablished: false, timeout: undefined }))
+      .container!;
     assert.equal(ct.status!.state, ContainerState.CONTAINER_STATE_RUNNING);
     assert.ok(loAddresses().includes(ADDR.cp), 'restore put the address back first');
     assert.equal((await httpGet(`http://${ADDR.cp}:${PORT + 5}/`)).trim(), 'before', 'the restored listener answers on it');
-    assert.match(execFileSync('bpftool', ['cgroup', 'show', unifiedDir('vs-cp')], { encoding: 'utf8' }), /osvipf_bind4/, 'the network context is attached again');
+    assert.match(
+      execFileSync('bpftool', ['cgroup', 'show', unifiedDir('vs-cp')], { encoding: 'utf8' }),
+      /osvipf_bind4/,
+      'the network context is attached again',
+    );
     const r = await execIn(c, 'vs-cp', ['/bin/sh', '-c', `httpd -f -p ${ADDR.a}:${PORT + 6} -h /www`]);
     assert.match(r.stderr, /Cannot assign requested address/, 'and enforced');
     // A clone would need the same context id: refused.
-    await rejects(c.api.containers.restoreContainer({ name: 'vs-cp', checkpoint: 'cp1', newName: 'vs-cp-clone', tcpEstablished: false, timeout: undefined }), Code.ALREADY_EXISTS, 'CONTEXT_IN_USE');
+    await rejects(
+      c.api.containers.restoreContainer({ name: 'vs-cp', checkpoint: 'cp1', newName: 'vs-cp-clone', tcpEstablished: false, timeout: undefined }),
+      Code.ALREADY_EXISTS,
+      'CONTEXT_IN_USE',
+    );
     await stop('vs-cp');
     assert.ok(!loAddresses().includes(ADDR.cp));
     await remove('vs-cp');
@@ -486,7 +619,10 @@ describe('vserver driver (Linux-VServer guests)', function () {
     assert.match(r.stdout, /^guest1 created and started \(context 43\)$/m);
     made.add('guest1');
     assert.ok(loAddresses().includes('192.0.2.43'));
-    assert.equal(await sh(c, 'guest1', 'uname -n; grep "Max open files" /proc/1/limits'), 'guest1\nMax open files            1024                 4096                 files');
+    assert.equal(
+      await sh(c, 'guest1', 'uname -n; grep "Max open files" /proc/1/limits'),
+      'guest1\nMax open files            1024                 4096                 files',
+    );
 
     r = await cli('vserver-stat');
     assert.equal(r.code, 0, r.stderr);
@@ -495,10 +631,13 @@ describe('vserver driver (Linux-VServer guests)', function () {
     const row = lines.find((l) => l.startsWith('43 '));
     assert.ok(row, r.stdout);
     assert.match(row, /^43\s+[1-9]\d*\s+[\d.]+[ KMG]\s+[\d.]+[ KMG]\s+\d+m\d\ds\d\d\s+\d+m\d\ds\d\d\s+\d+m\d\ds\d\d guest1$/);
-    assert.equal(row.indexOf('guest1'), 55, 'NAME in vserver-stat\'s column');
+    assert.equal(row.indexOf('guest1'), 55, "NAME in vserver-stat's column");
     const api = (await vs.listVServerStats({ pageSize: 0, pageToken: '' })).stats.find((s) => s.context === 43)!;
     const procs = Number(await sh(c, 'guest1', 'ls -d /proc/[0-9]* | wc -l'));
-    assert.ok(api.processCount >= 1 && api.processCount <= procs, `PROC QTY ${api.processCount} counts the guest's processes (${procs} seen inside, with the exec)`);
+    assert.ok(
+      api.processCount >= 1 && api.processCount <= procs,
+      `PROC QTY ${api.processCount} counts the guest's processes (${procs} seen inside, with the exec)`,
+    );
     assert.ok(api.virtualMemoryBytes > api.residentMemoryBytes && api.residentMemoryBytes > 0);
 
     const out = path.join(d.dir, 'guest1-export');
@@ -525,7 +664,10 @@ describe('vserver driver (Linux-VServer guests)', function () {
   it('leaves nothing behind: processes, cgroups, BPF attachments, host addresses', async () => {
     for (const n of made) await remove(n);
     const left = (await c.api.containers.listContainers({ pageSize: 1000, pageToken: '', driver: 'vserver', states: [] })).containers;
-    assert.deepEqual(left.map((x) => x.name), []);
+    assert.deepEqual(
+      left.map((x) => x.name),
+      [],
+    );
     for (const n of made) for (const dir of cgroupDirs(n)) assert.ok(!existsSync(dir), `${dir} is gone`);
     const attached = execFileSync('bpftool', ['-j', 'cgroup', 'tree'], { encoding: 'utf8' });
     for (const n of made) assert.ok(!attached.includes(`/osvirt/${n}"`), `no BPF programs on osvirt/${n}`);

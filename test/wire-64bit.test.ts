@@ -58,7 +58,8 @@ describe('64-bit fields on the wire', function () {
     d = daemon;
     c = client;
     const defs: Record<string, object> = {};
-    for (const [key, def] of Object.entries(ContainerServiceService)) defs[key] = { ...def, requestSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b };
+    for (const [key, def] of Object.entries(ContainerServiceService))
+      defs[key] = { ...def, requestSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b };
     const Raw = makeGenericClientConstructor(defs as unknown as ServiceDefinition, 'Raw');
     raw = new Raw(`unix://${d.socket}`, credentials.createInsecure()) as unknown as typeof raw;
   });

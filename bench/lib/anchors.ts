@@ -68,7 +68,13 @@ export class LxcAnchor {
    * overlay as osvirt does; the config loses its rootfs line before
    * lxc-destroy, which would otherwise remove that directory.
    */
-  constructor(readonly lxcpath: string, readonly rootfs: string, cleanup: Cleanup, criuDir?: string, readonly unprivileged?: { hostId: number }) {
+  constructor(
+    readonly lxcpath: string,
+    readonly rootfs: string,
+    cleanup: Cleanup,
+    criuDir?: string,
+    readonly unprivileged?: { hostId: number },
+  ) {
     this.criuEnv = { ...process.env, PATH: `${criuDir ? criuDir + ':' : ''}${process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
     const pivotExisted = cgroupDirExists('lxc.pivot');
     cleanup.add('lxc containers', async () => {
@@ -191,7 +197,13 @@ export class RuncAnchor {
   readonly cgroupParent = `osvirt-bench-${process.pid}`;
   readonly criuEnv: NodeJS.ProcessEnv;
 
-  constructor(readonly root: string, readonly bundles: string, readonly rootfs: string, cleanup: Cleanup, criuDir?: string) {
+  constructor(
+    readonly root: string,
+    readonly bundles: string,
+    readonly rootfs: string,
+    cleanup: Cleanup,
+    criuDir?: string,
+  ) {
     this.criuEnv = { ...process.env, PATH: `${criuDir ? criuDir + ':' : ''}${process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
     cleanup.add('runc containers', async () => {
       for (const n of this.names) await this.forceRemove(n);
@@ -237,7 +249,10 @@ export class RuncAnchor {
 
   /** runc run -d: returns once the init is started. */
   async start(name: string): Promise<RunResult> {
-    const r = await run('runc', ['--root', this.root, 'run', '-d', '--pid-file', path.join(this.bundle(name), 'pid'), '-b', this.bundle(name), name], { quiet: true, timeoutMs: 30000 });
+    const r = await run('runc', ['--root', this.root, 'run', '-d', '--pid-file', path.join(this.bundle(name), 'pid'), '-b', this.bundle(name), name], {
+      quiet: true,
+      timeoutMs: 30000,
+    });
     if (r.code !== 0) {
       const again = await run('runc', ['--root', this.root, 'run', '-d', '-b', this.bundle(name), `${name}-diag`], { timeoutMs: 30000 });
       await run('runc', ['--root', this.root, 'delete', '-f', `${name}-diag`]);
@@ -278,11 +293,29 @@ export class RuncAnchor {
   }
 
   async restore(name: string, dir: string): Promise<RunResult> {
-    const r = await run('runc', ['--root', this.root, 'restore', '-d', '--image-path', dir, '--work-path', dir, '--pid-file', path.join(this.bundle(name), 'pid'), '-b', this.bundle(name), name], {
-      env: this.criuEnv,
-      timeoutMs: 60000,
-      quiet: true,
-    });
+    const r = await run(
+      'runc',
+      [
+        '--root',
+        this.root,
+        'restore',
+        '-d',
+        '--image-path',
+        dir,
+        '--work-path',
+        dir,
+        '--pid-file',
+        path.join(this.bundle(name), 'pid'),
+        '-b',
+        this.bundle(name),
+        name,
+      ],
+      {
+        env: this.criuEnv,
+        timeoutMs: 60000,
+        quiet: true,
+      },
+    );
     if (r.code !== 0) throw failure('runc restore', r, readLog(path.join(dir, 'restore.log')));
     return r;
   }

@@ -12,7 +12,9 @@ export type { Client } from '../../src/testing/temp-daemon';
 export function freeSubnet(avoid: string[] = []): string {
   let taken = '';
   try {
-    taken = execFileSync('ip', ['-4', '-o', 'addr', 'show'], { encoding: 'utf8' }) + execFileSync('ip', ['-4', 'route', 'show', 'table', 'all'], { encoding: 'utf8' });
+    taken =
+      execFileSync('ip', ['-4', '-o', 'addr', 'show'], { encoding: 'utf8' }) +
+      execFileSync('ip', ['-4', 'route', 'show', 'table', 'all'], { encoding: 'utf8' });
   } catch {
     // no iproute2: the daemon will say so
   }

@@ -20,7 +20,11 @@ export interface HostInfo {
 
 export async function hostInfo(): Promise<HostInfo> {
   const cpuModel = /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? '?';
-  const layout = existsSync('/sys/fs/cgroup/cgroup.controllers') ? 'v2' : existsSync('/sys/fs/cgroup/unified') ? 'hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified)' : 'v1';
+  const layout = existsSync('/sys/fs/cgroup/cgroup.controllers')
+    ? 'v2'
+    : existsSync('/sys/fs/cgroup/unified')
+      ? 'hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified)'
+      : 'v1';
   let commit = '';
   const g = await run('git', ['-C', repoRoot(), 'rev-parse', '--short', 'HEAD']).catch(() => undefined);
   if (g?.code === 0) {

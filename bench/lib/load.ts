@@ -56,7 +56,10 @@ export class BaselineServer {
   proc?: ChildProcess;
   client?: ReturnType<typeof connectAsync>;
 
-  constructor(readonly dir: string, readonly cleanup: Cleanup) {}
+  constructor(
+    readonly dir: string,
+    readonly cleanup: Cleanup,
+  ) {}
 
   async start(responses: { get: unknown; list: unknown }, tag: string): Promise<ReturnType<typeof connectAsync>> {
     const file = path.join(this.dir, `baseline-${tag}.json`);

@@ -114,7 +114,9 @@ export function distributionPlot(o: { title: string; unit: string; series: DistS
     });
     const bx1 = x(sm.p25);
     const bx2 = x(sm.p75);
-    body.push(`<rect x="${bx1.toFixed(1)}" y="${cy - 9}" width="${Math.max(1, bx2 - bx1).toFixed(1)}" height="18" fill="none" stroke="${color}" stroke-width="1.5"/>`);
+    body.push(
+      `<rect x="${bx1.toFixed(1)}" y="${cy - 9}" width="${Math.max(1, bx2 - bx1).toFixed(1)}" height="18" fill="none" stroke="${color}" stroke-width="1.5"/>`,
+    );
     body.push(`<line x1="${x(sm.p50).toFixed(1)}" y1="${cy - 12}" x2="${x(sm.p50).toFixed(1)}" y2="${cy + 12}" stroke="${color}" stroke-width="3"/>`);
     body.push(`<line x1="${bx2.toFixed(1)}" y1="${cy}" x2="${x(sm.p95).toFixed(1)}" y2="${cy}" stroke="${color}" stroke-width="1.2"/>`);
     body.push(`<line x1="${x(sm.p95).toFixed(1)}" y1="${cy - 6}" x2="${x(sm.p95).toFixed(1)}" y2="${cy + 6}" stroke="${color}" stroke-width="1.5"/>`);
@@ -224,9 +226,14 @@ export function lineChart(o: { title: string; xLabel: string; yLabel: string; se
       const d = pts.map((p, j) => `${j ? 'L' : 'M'}${xpos(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ');
       body.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
     }
-    for (const p of pts) body.push(`<circle cx="${xpos(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="${s.pointsOnly ? 2 : 3}" fill="${color}"${s.pointsOnly ? ' fill-opacity="0.5"' : ''}/>`);
+    for (const p of pts)
+      body.push(
+        `<circle cx="${xpos(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="${s.pointsOnly ? 2 : 3}" fill="${color}"${s.pointsOnly ? ' fill-opacity="0.5"' : ''}/>`,
+      );
     const ly = top + 10 + i * 18;
-    body.push(`<line x1="${width - right + 14}" y1="${ly}" x2="${width - right + 40}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    body.push(
+      `<line x1="${width - right + 14}" y1="${ly}" x2="${width - right + 40}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
     body.push(`<text x="${width - right + 46}" y="${ly + 4}">${esc(s.label)}</text>`);
   });
   return frame(width, height, o.title, body);

@@ -56,7 +56,14 @@ export async function runBoot(ctx: Ctx): Promise<SectionResult<BootData>> {
   const t0 = Date.now();
   const { cfg, progress, client, prefix, cleanup } = ctx;
   const notes: string[] = [];
-  const done = (status: SectionResult['status'], reason: string): SectionResult<BootData> => ({ id: 'boot', title: 'Booting Debian', status, reason, seconds: (Date.now() - t0) / 1000, notes });
+  const done = (status: SectionResult['status'], reason: string): SectionResult<BootData> => ({
+    id: 'boot',
+    title: 'Booting Debian',
+    status,
+    reason,
+    seconds: (Date.now() - t0) / 1000,
+    notes,
+  });
   if (!existsSync('/usr/bin/mmdebstrap')) return done('skipped', 'mmdebstrap is not installed (apt-get install mmdebstrap)');
 
   // One rootfs for both, built like the template: mmdebstrap from the host's own apt sources.
@@ -72,7 +79,11 @@ export async function runBoot(ctx: Ctx): Promise<SectionResult<BootData>> {
 
   const osv: BootVariant = { id: 'osvirt', label: 'osvirt (user namespace, overlay, no network)', bootMs: [], haltMs: [], errors: [] };
   const lxc: BootVariant = { id: 'lxc', label: 'lxc-start (LXC 5, common.conf, overlay, no network)', bootMs: [], haltMs: [], errors: [] };
-  const spec = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'path', value: rootfs }, copyOnWrite: true }, network: { mode: { $case: 'none', value: {} } } });
+  const spec = ContainerSpec.fromPartial({
+    driver: 'lxc',
+    rootfs: { source: { $case: 'path', value: rootfs }, copyOnWrite: true },
+    network: { mode: { $case: 'none', value: {} } },
+  });
 
   const osvirtOnce = async (i: number) => {
     const name = `${prefix}boot${i}`;
@@ -159,7 +170,12 @@ export async function runBoot(ctx: Ctx): Promise<SectionResult<BootData>> {
         progress.warn(`${r.v.label}: ${errorText(e)}`);
       }
     }
-    progress.tick('round', round + 1, cfg.bootRuns, runners.map((r) => `${r.v.id} ${r.v.bootMs.length ? ms(r.v.bootMs[r.v.bootMs.length - 1]) : '-'} ms`).join(', '));
+    progress.tick(
+      'round',
+      round + 1,
+      cfg.bootRuns,
+      runners.map((r) => `${r.v.id} ${r.v.bootMs.length ? ms(r.v.bootMs[r.v.bootMs.length - 1]) : '-'} ms`).join(', '),
+    );
   }
   const summary: BootData['summary'] = {};
   for (const v of [osv, lxc]) {

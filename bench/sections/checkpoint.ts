@@ -87,7 +87,11 @@ export async function runCheckpoint(ctx: Ctx): Promise<SectionResult<CheckpointD
     runners.push({
       v: ov,
       async setup() {
-        const spec = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'busybox' } }, network: { mode: { $case: 'none', value: {} } } });
+        const spec = ContainerSpec.fromPartial({
+          driver: 'lxc',
+          rootfs: { source: { $case: 'template', value: 'busybox' } },
+          network: { mode: { $case: 'none', value: {} } },
+        });
         await client.api.containers.createContainer({ name, spec });
         const r = await client.api.containers.startContainer({ name });
         await waitForTermHandler(r.container?.status?.initPid ?? 0);
@@ -95,12 +99,21 @@ export async function runCheckpoint(ctx: Ctx): Promise<SectionResult<CheckpointD
       async once(i) {
         const cp = `c${i}`;
         const a = hr();
-        const c = await withTimeout(client.api.containers.checkpointContainer({ name, checkpoint: cp, options: CheckpointOptions.fromPartial({}) }), CALL_TIMEOUT_MS, 'CheckpointContainer');
+        const c = await withTimeout(
+          client.api.containers.checkpointContainer({ name, checkpoint: cp, options: CheckpointOptions.fromPartial({}) }),
+          CALL_TIMEOUT_MS,
+          'CheckpointContainer',
+        );
         ov.dumpMs.push(msSince(a));
         const b = hr();
-        const r = await withTimeout(client.api.containers.restoreContainer({ name, checkpoint: cp, newName: '', tcpEstablished: false, timeout: undefined }), CALL_TIMEOUT_MS, 'RestoreContainer');
+        const r = await withTimeout(
+          client.api.containers.restoreContainer({ name, checkpoint: cp, newName: '', tcpEstablished: false, timeout: undefined }),
+          CALL_TIMEOUT_MS,
+          'RestoreContainer',
+        );
         ov.restoreMs.push(msSince(b));
-        if (r.container?.status?.state !== ContainerState.CONTAINER_STATE_RUNNING) throw new Error(`${name} is ${r.container?.status?.state} after RestoreContainer`);
+        if (r.container?.status?.state !== ContainerState.CONTAINER_STATE_RUNNING)
+          throw new Error(`${name} is ${r.container?.status?.state} after RestoreContainer`);
         const st = c.checkpoint?.stats;
         if (st) {
           ov.freezingMs.push(Number(st.freezingTimeUs) / 1000);
@@ -143,7 +156,10 @@ export async function runCheckpoint(ctx: Ctx): Promise<SectionResult<CheckpointD
           bare.dumpMs.push(d.ms);
           // Through sh so the restored tree's parent (CLONE_PARENT) is sh, which exits: the tree is re-parented and reaped by init.
           const pidfile = path.join(dir, 'restored.pid');
-          const r = await run('sh', ['-c', `"$0" restore -D "$1" -d -o restore.log --pidfile "$2"; r=$?; exit $r`, criu, dir, pidfile], { quiet: true, timeoutMs: 60000 });
+          const r = await run('sh', ['-c', `"$0" restore -D "$1" -d -o restore.log --pidfile "$2"; r=$?; exit $r`, criu, dir, pidfile], {
+            quiet: true,
+            timeoutMs: 60000,
+          });
           if (r.code !== 0) throw new Error(`criu restore exited ${r.code}: ${tail(path.join(dir, 'restore.log'))}`);
           bare.restoreMs.push(r.ms);
           const restored = Number(readFileSync(pidfile, 'utf8').trim());
@@ -267,7 +283,12 @@ export async function runCheckpoint(ctx: Ctx): Promise<SectionResult<CheckpointD
   const ratios: CheckpointData['ratios'] = [];
   if (ov.summary) {
     for (const a of variants.filter((x) => x.id !== 'osvirt' && x.summary)) {
-      ratios.push({ variant: 'osvirt', anchor: a.id, dumpP50: ratio(ov.summary.dump.p50, a.summary!.dump.p50), restoreP50: ratio(ov.summary.restore.p50, a.summary!.restore.p50) });
+      ratios.push({
+        variant: 'osvirt',
+        anchor: a.id,
+        dumpP50: ratio(ov.summary.dump.p50, a.summary!.dump.p50),
+        restoreP50: ratio(ov.summary.restore.p50, a.summary!.restore.p50),
+      });
     }
   }
   const measured = variants.filter((v) => v.summary).length;
@@ -286,7 +307,12 @@ export async function runCheckpoint(ctx: Ctx): Promise<SectionResult<CheckpointD
 
 function tail(file: string): string {
   try {
-    return readFileSync(file, 'utf8').trim().split('\n').filter((l) => /Error|error/.test(l)).slice(-3).join(' | ');
+    return readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .filter((l) => /Error|error/.test(l))
+      .slice(-3)
+      .join(' | ');
   } catch {
     return 'no log';
   }
@@ -301,14 +327,34 @@ export function renderCheckpoint(r: Report, res: SectionResult<CheckpointData>):
   }
   r.p(
     `A small container (busybox \`sh\` + \`sleep\`, pid/uts/ipc/net namespaces, no network devices besides lo) checkpointed (the container stops) and restored, ${d.runs} times per variant, interleaved. ` +
-      'All variants use the same CRIU. Dump and restore are wall times of the API call or command; freezing/frozen come from CRIU\'s stats-dump (frozen = how long the processes were stopped); CRIU restore is CRIU\'s own restore time (stats-restore); image = bytes of CRIU images, logs left out (osvirt: the checkpoint\'s size_bytes from the API, which includes its rootfs diff and config). A variant stops after its first failed dump or restore (its container is then in an unknown state).',
+      "All variants use the same CRIU. Dump and restore are wall times of the API call or command; freezing/frozen come from CRIU's stats-dump (frozen = how long the processes were stopped); CRIU restore is CRIU's own restore time (stats-restore); image = bytes of CRIU images, logs left out (osvirt: the checkpoint's size_bytes from the API, which includes its rootfs diff and config). A variant stops after its first failed dump or restore (its container is then in an unknown state).",
   );
   const rows = d.variants.map((v) => {
     const s = v.summary;
     if (!s) return [v.label, v.what, '-', '-', '-', '-', '-', '-', v.skipped ? `skipped: ${v.skipped}` : `failed: ${v.errors[0] ?? ''}`];
-    return [v.label, v.what, `${ms(s.dump.p50)} / ${ms(s.dump.p95)}`, `${ms(s.restore.p50)} / ${ms(s.restore.p95)}`, ms(s.freezing.p50), ms(s.frozen.p50), ms(s.criuRestore.p50), bytes(s.image.p50), `${s.dump.n}${v.errors.length ? `, ${v.errors.length} failed` : ''}`];
+    return [
+      v.label,
+      v.what,
+      `${ms(s.dump.p50)} / ${ms(s.dump.p95)}`,
+      `${ms(s.restore.p50)} / ${ms(s.restore.p95)}`,
+      ms(s.freezing.p50),
+      ms(s.frozen.p50),
+      ms(s.criuRestore.p50),
+      bytes(s.image.p50),
+      `${s.dump.n}${v.errors.length ? `, ${v.errors.length} failed` : ''}`,
+    ];
   });
-  r.table(['variant', 'what', 'dump p50 / p95', 'restore p50 / p95', 'freezing p50', 'frozen p50', 'CRIU restore p50', 'image', 'runs'], rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r']);
+  r.table(['variant', 'what', 'dump p50 / p95', 'restore p50 / p95', 'freezing p50', 'frozen p50', 'CRIU restore p50', 'image', 'runs'], rows, [
+    'l',
+    'l',
+    'r',
+    'r',
+    'r',
+    'r',
+    'r',
+    'r',
+    'r',
+  ]);
   if (d.ratios.length) {
     r.p('Ratio osvirt / anchor (p50):');
     r.table(

@@ -74,13 +74,29 @@ function point(l: LatCtxLine): CtxPoint {
 export async function runContextSwitch(ctx: Ctx): Promise<SectionResult<CtxData>> {
   const t0 = Date.now();
   const { cfg, progress, client, prefix } = ctx;
-  if (!ctx.tools.gcc) return { id: 'context-switch', title: 'Context switch', status: 'skipped', reason: 'gcc is not installed (the ring program is built from bench/native/lat-ctx.c)', seconds: 0, notes: [] };
+  if (!ctx.tools.gcc)
+    return {
+      id: 'context-switch',
+      title: 'Context switch',
+      status: 'skipped',
+      reason: 'gcc is not installed (the ring program is built from bench/native/lat-ctx.c)',
+      seconds: 0,
+      notes: [],
+    };
   const binDir = path.join(ctx.work, 'bin');
   mkdirSync(binDir, { recursive: true });
   const bin = path.join(binDir, 'lat-ctx');
   // Static, so it runs in the busybox container unchanged.
   const cc = await run('gcc', ['-O2', '-static', '-Wall', '-Wextra', '-o', bin, repoPath('bench', 'native', 'lat-ctx.c')]);
-  if (cc.code !== 0) return { id: 'context-switch', title: 'Context switch', status: 'skipped', reason: `cannot build a static lat-ctx (libc6-dev provides libc.a): ${cc.stderr.trim().slice(-300)}`, seconds: (Date.now() - t0) / 1000, notes: [] };
+  if (cc.code !== 0)
+    return {
+      id: 'context-switch',
+      title: 'Context switch',
+      status: 'skipped',
+      reason: `cannot build a static lat-ctx (libc6-dev provides libc.a): ${cc.stderr.trim().slice(-300)}`,
+      seconds: (Date.now() - t0) / 1000,
+      notes: [],
+    };
 
   const name = `${prefix}ctx`;
   await client.api.containers.createContainer({
@@ -94,7 +110,17 @@ export async function runContextSwitch(ctx: Ctx): Promise<SectionResult<CtxData>
   });
   await client.api.containers.startContainer({ name });
 
-  const data: CtxData = { sizesKB: cfg.ctxSizes, procs: cfg.ctxProcs, reps: cfg.ctxReps, msPerRep: cfg.ctxMs, cpu: cfg.ctxCpu, host: {}, container: {}, overheadPct: {}, seed: SEED_CTX };
+  const data: CtxData = {
+    sizesKB: cfg.ctxSizes,
+    procs: cfg.ctxProcs,
+    reps: cfg.ctxReps,
+    msPerRep: cfg.ctxMs,
+    cpu: cfg.ctxCpu,
+    host: {},
+    container: {},
+    overheadPct: {},
+    seed: SEED_CTX,
+  };
   const args = (s: number) => ['-c', String(cfg.ctxCpu), '-r', String(cfg.ctxReps), '-m', String(cfg.ctxMs), '-s', String(s), ...cfg.ctxProcs.map(String)];
   const steps = cfg.ctxSizes.length * 2;
   let step = 0;
@@ -139,7 +165,7 @@ export function renderContextSwitch(r: Report, res: SectionResult<CtxData>): voi
       `Time per hop minus the same pipe read/write and working-set sum in one process (no switch) = context switch time, in microseconds. ` +
       `Every ring process pinned to CPU ${d.cpu}; median of ${d.reps} repetitions of about ${d.msPerRep} ms each. ` +
       'Host: run directly; osvirt: the same static binary bind-mounted into a busybox container and run with ExecContainer (container namespaces and cgroups). ' +
-      'Overhead % = (osvirt - host) / host. Small differences are within the noise of this shared VM (sub-microsecond switches); the 2013 rows are the seed talk\'s LXC figures.',
+      "Overhead % = (osvirt - host) / host. Small differences are within the noise of this shared VM (sub-microsecond switches); the 2013 rows are the seed talk's LXC figures.",
   );
   const us = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(2));
   const head = ['S', 'where', ...d.procs.map((n) => `N=${n}`)];
@@ -166,7 +192,12 @@ export function renderContextSwitch(r: Report, res: SectionResult<CtxData>): voi
       categoricalX: d.procs,
       series: d.sizesKB.flatMap((s, i) => [
         { label: `${s}k host`, color: PALETTE[i % PALETTE.length], points: d.procs.map((n) => ({ x: n, y: d.host[String(s)]?.[String(n)]?.ctxUs ?? NaN })) },
-        { label: `${s}k osvirt`, color: PALETTE[i % PALETTE.length], dashed: true, points: d.procs.map((n) => ({ x: n, y: d.container[String(s)]?.[String(n)]?.ctxUs ?? NaN })) },
+        {
+          label: `${s}k osvirt`,
+          color: PALETTE[i % PALETTE.length],
+          dashed: true,
+          points: d.procs.map((n) => ({ x: n, y: d.container[String(s)]?.[String(n)]?.ctxUs ?? NaN })),
+        },
       ]),
     }),
     'context switch time',

@@ -34,7 +34,12 @@ const SMALL = 10;
 export async function runControlPlane(ctx: Ctx): Promise<SectionResult<ControlData>> {
   const t0 = Date.now();
   const { cfg, progress, client, prefix } = ctx;
-  const spec = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'busybox' } }, network: { mode: { $case: 'none', value: {} } }, hostname: 'cp' });
+  const spec = ContainerSpec.fromPartial({
+    driver: 'lxc',
+    rootfs: { source: { $case: 'template', value: 'busybox' } },
+    network: { mode: { $case: 'none', value: {} } },
+    hostname: 'cp',
+  });
   const names = Array.from({ length: Math.max(SMALL, cfg.listDefined) }, (_, i) => `${prefix}q${String(i).padStart(4, '0')}`);
   const baseline = new BaselineServer(ctx.work, ctx.cleanup);
   const data: ControlData = { secondsPerCell: cfg.controlSeconds, phases: [], cells: [], deleteSeconds: 0 };
@@ -75,16 +80,34 @@ export async function runControlPlane(ctx: Ctx): Promise<SectionResult<ControlDa
         for (const method of ['GetContainer', 'ListContainers'] as const) {
           for (const c of cfg.controlConcurrency) {
             const callOsvirt =
-              method === 'GetContainer' ? () => client.api.containers.getContainer({ name: names[0]! }) : () => client.api.containers.listContainers({ pageSize, pageToken: '', driver: '', states: [] });
-            const callBase = method === 'GetContainer' ? () => bc.api.containers.getContainer({ name: names[0]! }) : () => bc.api.containers.listContainers({ pageSize, pageToken: '', driver: '', states: [] });
+              method === 'GetContainer'
+                ? () => client.api.containers.getContainer({ name: names[0]! })
+                : () => client.api.containers.listContainers({ pageSize, pageToken: '', driver: '', states: [] });
+            const callBase =
+              method === 'GetContainer'
+                ? () => bc.api.containers.getContainer({ name: names[0]! })
+                : () => bc.api.containers.listContainers({ pageSize, pageToken: '', driver: '', states: [] });
             // Alternate which goes first so neither always gets the warmer machine.
             const first = cellNo % 2 === 0;
             const a = await closedLoop(first ? callOsvirt : callBase, c, cfg.controlSeconds);
             const b = await closedLoop(first ? callBase : callOsvirt, c, cfg.controlSeconds);
             const [o, base] = first ? [a, b] : [b, a];
-            data.cells.push({ method, defined: target, pageSize, concurrency: c, osvirt: o, baseline: base, ratio: +ratio(o.callsPerSecond, base.callsPerSecond).toFixed(3) });
+            data.cells.push({
+              method,
+              defined: target,
+              pageSize,
+              concurrency: c,
+              osvirt: o,
+              baseline: base,
+              ratio: +ratio(o.callsPerSecond, base.callsPerSecond).toFixed(3),
+            });
             cellNo++;
-            progress.tick('cells', cellNo, cellsPerPhase * phases.length, `${method} c=${c} ${target} defined: osvirt ${num(o.callsPerSecond)}/s, bare ${num(base.callsPerSecond)}/s`);
+            progress.tick(
+              'cells',
+              cellNo,
+              cellsPerPhase * phases.length,
+              `${method} c=${c} ${target} defined: osvirt ${num(o.callsPerSecond)}/s, bare ${num(base.callsPerSecond)}/s`,
+            );
           }
         }
       } finally {

@@ -51,7 +51,14 @@ export async function runImages(ctx: Ctx): Promise<SectionResult<ImagesData>> {
   const t0 = Date.now();
   const { cfg, progress, client, prefix, cleanup } = ctx;
   const notes: string[] = [];
-  const done = (status: SectionResult['status'], reason: string): SectionResult<ImagesData> => ({ id: 'images', title: 'OCI images', status, reason, seconds: (Date.now() - t0) / 1000, notes });
+  const done = (status: SectionResult['status'], reason: string): SectionResult<ImagesData> => ({
+    id: 'images',
+    title: 'OCI images',
+    status,
+    reason,
+    seconds: (Date.now() - t0) / 1000,
+    notes,
+  });
   const missing = haveImageTools();
   if (missing) return done('skipped', missing);
   const pullRuns = cfg.quick ? 2 : 6;
@@ -137,12 +144,21 @@ export async function runImages(ctx: Ctx): Promise<SectionResult<ImagesData>> {
         progress.warn(`${r.v.label}: ${errorText(e)}`);
       }
     }
-    progress.tick('pull round', round + 1, pullRuns, pulls.map((r) => `${r.v.id} ${r.v.samples.length ? ms(r.v.samples[r.v.samples.length - 1]!) : '-'} ms`).join(', '));
+    progress.tick(
+      'pull round',
+      round + 1,
+      pullRuns,
+      pulls.map((r) => `${r.v.id} ${r.v.samples.length ? ms(r.v.samples[r.v.samples.length - 1]!) : '-'} ms`).join(', '),
+    );
   }
 
   // Starts: the image is stored for each (osvirt pulled last round; podman too; the umoci bundle for runc).
   if (!osvPull.samples.length) await pullOsvirt().catch(() => undefined);
-  const spec = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'image', value: ref } }, network: { mode: { $case: 'none', value: {} } } });
+  const spec = ContainerSpec.fromPartial({
+    driver: 'lxc',
+    rootfs: { source: { $case: 'image', value: ref } },
+    network: { mode: { $case: 'none', value: {} } },
+  });
   const startOsvirt = async (i: number) => {
     const name = `${prefix}img${i}`;
     const a = hr();
@@ -162,7 +178,8 @@ export async function runImages(ctx: Ctx): Promise<SectionResult<ImagesData>> {
     return t;
   };
   let runc: RuncAnchor | undefined;
-  if (ctx.tools.runc && existsSync(path.join(bundle, 'rootfs'))) runc = new RuncAnchor(path.join(ctx.work, 'img-runc-root'), path.join(ctx.work, 'img-runc-bundles'), path.join(bundle, 'rootfs'), cleanup);
+  if (ctx.tools.runc && existsSync(path.join(bundle, 'rootfs')))
+    runc = new RuncAnchor(path.join(ctx.work, 'img-runc-root'), path.join(ctx.work, 'img-runc-bundles'), path.join(bundle, 'rootfs'), cleanup);
   else if (!runcStart.skipped) runcStart.skipped = 'no unpacked bundle (skopeo + umoci failed)';
   const startRunc = async (i: number) => {
     const name = `${prefix}rc${i}`;
@@ -187,7 +204,12 @@ export async function runImages(ctx: Ctx): Promise<SectionResult<ImagesData>> {
         progress.warn(`${r.v.label}: ${errorText(e)}`);
       }
     }
-    progress.tick('start round', round + 1, startRuns, starts.map((r) => `${r.v.id} ${r.v.samples.length ? ms(r.v.samples[r.v.samples.length - 1]!) : '-'} ms`).join(', '));
+    progress.tick(
+      'start round',
+      round + 1,
+      startRuns,
+      starts.map((r) => `${r.v.id} ${r.v.samples.length ? ms(r.v.samples[r.v.samples.length - 1]!) : '-'} ms`).join(', '),
+    );
   }
   await client.api.images.pruneImages({ all: true }).catch(() => undefined);
 

@@ -57,7 +57,8 @@ export async function runLifecycle(ctx: Ctx): Promise<SectionResult<LifecycleDat
         const b = hr();
         const r = await client.api.containers.startContainer({ name });
         const start = msSince(b);
-        if (r.container?.status?.state !== ContainerState.CONTAINER_STATE_RUNNING) throw new Error(`${name} is ${r.container?.status?.state} after StartContainer`);
+        if (r.container?.status?.state !== ContainerState.CONTAINER_STATE_RUNNING)
+          throw new Error(`${name} is ${r.container?.status?.state} after StartContainer`);
         await waitForTermHandler(r.container.status.initPid);
         const c = hr();
         await client.api.containers.stopContainer({ name, signal: 0, timeout: undefined });
@@ -70,7 +71,11 @@ export async function runLifecycle(ctx: Ctx): Promise<SectionResult<LifecycleDat
     };
   };
   runners.push(osvirtRunner('osvirt-none', 'osvirt, no network', { mode: { $case: 'none', value: {} } }));
-  runners.push(osvirtRunner('osvirt-veth', 'osvirt, veth on bridge', { mode: { $case: 'bridge', value: { bridge: '', address: '', interfaceName: '', macAddress: '', mtu: 0 } } }));
+  runners.push(
+    osvirtRunner('osvirt-veth', 'osvirt, veth on bridge', {
+      mode: { $case: 'bridge', value: { bridge: '', address: '', interfaceName: '', macAddress: '', mtu: 0 } },
+    }),
+  );
   // What the default user namespace and idmapped root cost: the same container without them.
   runners.push(osvirtRunner('osvirt-priv', 'osvirt privileged (no user namespace), no network', { mode: { $case: 'none', value: {} } }, true));
 

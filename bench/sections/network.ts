@@ -90,10 +90,23 @@ export async function runNetwork(ctx: Ctx): Promise<SectionResult<NetData>> {
   const data: NetData = { seconds: cfg.netSeconds, runs: cfg.netRuns, rows: [], seed: SEED_NETWORK };
   const rows = {
     host: { id: 'host-loopback', label: 'host <-> host', path: 'loopback (lo)', short: 'lo', runsMBps: [] } as NetRow,
-    host1500: { id: 'host-loopback-1500', label: 'host <-> host', path: 'loopback at MTU 1500 (scratch netns)', short: 'lo at MTU 1500', runsMBps: [], mtu: 1500 } as NetRow,
+    host1500: {
+      id: 'host-loopback-1500',
+      label: 'host <-> host',
+      path: 'loopback at MTU 1500 (scratch netns)',
+      short: 'lo at MTU 1500',
+      runsMBps: [],
+      mtu: 1500,
+    } as NetRow,
     veth: { id: 'host-veth', label: 'host -> container', path: 'veth on the osvirt bridge', short: 'veth', runsMBps: [] } as NetRow,
     bridge: { id: 'container-bridge', label: 'container <-> container', path: 'veth, bridge, veth', short: 'veth-bridge-veth', runsMBps: [] } as NetRow,
-    macvlan: { id: 'container-macvlan', label: 'container <-> container', path: `macvlan (bridge mode) on ${ctx.uplink ?? '?'}`, short: 'macvlan', runsMBps: [] } as NetRow,
+    macvlan: {
+      id: 'container-macvlan',
+      label: 'container <-> container',
+      path: `macvlan (bridge mode) on ${ctx.uplink ?? '?'}`,
+      short: 'macvlan',
+      runsMBps: [],
+    } as NetRow,
     vlan: { id: 'container-vlan', label: 'container <-> container', path: '802.1q VLAN', short: 'vlan', runsMBps: [] } as NetRow,
   };
   data.rows = Object.values(rows);
@@ -102,14 +115,17 @@ export async function runNetwork(ctx: Ctx): Promise<SectionResult<NetData>> {
     return { id: 'network', title: 'Network', status: 'skipped', reason: 'iperf3 is not installed', seconds: 0, notes: [], data };
   }
   const secs = String(cfg.netSeconds);
-  const app = (args: string[], network: Network) => ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'host', value: {} } }, process: { args }, network });
+  const app = (args: string[], network: Network) =>
+    ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'host', value: {} } }, process: { args }, network });
   const started = async (name: string, spec: ContainerSpec) => {
     await client.api.containers.createContainer({ name, spec });
     const r = await client.api.containers.startContainer({ name });
     return r.container?.status?.initPid ?? 0;
   };
   const bridgeNet = (address: string): Network => ({ mode: { $case: 'bridge', value: { bridge: '', address, interfaceName: '', macAddress: '', mtu: 0 } } });
-  const macvlanNet = (address: string): Network => ({ mode: { $case: 'macvlan', value: { parent: ctx.uplink ?? '', mode: MacvlanMode.MACVLAN_MODE_BRIDGE, address, interfaceName: '' } } });
+  const macvlanNet = (address: string): Network => ({
+    mode: { $case: 'macvlan', value: { parent: ctx.uplink ?? '', mode: MacvlanMode.MACVLAN_MODE_BRIDGE, address, interfaceName: '' } },
+  });
   const clientIn = async (name: string, server: string) => {
     const r = await execIn(client, name, [iperf, '-c', server, '-p', String(PORT), '-t', secs, '-J'], (cfg.netSeconds + 60) * 1000);
     if (r.exitCode !== 0) throw new Error(`iperf3 client in ${name} exited ${r.exitCode}: ${(r.stdout + r.stderr).slice(-300)}`);
@@ -149,7 +165,8 @@ export async function runNetwork(ctx: Ctx): Promise<SectionResult<NetData>> {
         `exec "$0" -c 127.0.0.1 -p ${PORT} -t ${secs} -J`,
       ].join('\n');
       const r = await run('unshare', ['--net', 'sh', '-c', script, iperf], { timeoutMs: (cfg.netSeconds + 60) * 1000 });
-      if (r.code !== 0 && !r.stdout.includes('sum_received')) throw new Error(`loopback in a scratch netns exited ${r.code}: ${(r.stderr || r.stdout).slice(-300)}`);
+      if (r.code !== 0 && !r.stdout.includes('sum_received'))
+        throw new Error(`loopback in a scratch netns exited ${r.code}: ${(r.stderr || r.stdout).slice(-300)}`);
       return parseIperf(r.stdout);
     },
   });
@@ -200,7 +217,8 @@ export async function runNetwork(ctx: Ctx): Promise<SectionResult<NetData>> {
       spec: app(['/bin/sleep', 'infinity'], { mode: { $case: 'vlan', value: { parent: ctx.uplink ?? 'eth0', vlanId: 42, address: '', interfaceName: '' } } }),
     });
     await client.api.containers.deleteContainer({ name: `${prefix}nvlan`, force: true, allowMissing: true });
-    rows.vlan.skipped = 'the kernel has 802.1q, but two containers on one VLAN need two hosts (one VLAN id per parent interface): not measured on a single machine';
+    rows.vlan.skipped =
+      'the kernel has 802.1q, but two containers on one VLAN need two hosts (one VLAN id per parent interface): not measured on a single machine';
   } catch (e) {
     rows.vlan.skipped = `osvirt refuses it on this kernel: ${errorText(e)}`;
   }
@@ -259,7 +277,7 @@ export function renderNetwork(r: Report, res: SectionResult<NetData>): void {
   r.p(
     `One TCP stream, \`iperf3 -t ${d.seconds}\`, median of ${d.runs} run(s), MB/s = 10^6 bytes per second received. The containers are osvirt application containers (rootfs: host) running the host's iperf3 in their own network namespace; ` +
       'container-side clients run through ExecContainer. Degradation is against host loopback measured in the same run. ' +
-      'The host\'s loopback has a 64 KiB MTU, veth and macvlan carry 1500-byte frames, so the fairer host baseline is loopback at MTU 1500 (lo of a scratch network namespace, no container): both are shown. ' +
+      "The host's loopback has a 64 KiB MTU, veth and macvlan carry 1500-byte frames, so the fairer host baseline is loopback at MTU 1500 (lo of a scratch network namespace, no container): both are shown. " +
       'The 2013 table compared host and container over the same NIC between two machines; on one machine loopback is the closest host-to-host path.',
   );
   r.table(
@@ -278,7 +296,16 @@ export function renderNetwork(r: Report, res: SectionResult<NetData>): void {
   r.p('The 2013 LXC figures (seed talk, TCP stream, MB/s) next to the closest row of this run:');
   const closest: Record<string, string> = { 'Virtual Ethernet Device (veth)': 'host-veth', 'MAC-VLAN': 'container-macvlan', VLAN: 'container-vlan' };
   r.table(
-    ['network sharing', '2013 host', '2013 lxc', '2013 degr.', 'now: host (lo at MTU 1500)', 'now: osvirt container', 'now: degr.', 'now: degr. vs host lo (64 KiB MTU)'],
+    [
+      'network sharing',
+      '2013 host',
+      '2013 lxc',
+      '2013 degr.',
+      'now: host (lo at MTU 1500)',
+      'now: osvirt container',
+      'now: degr.',
+      'now: degr. vs host lo (64 KiB MTU)',
+    ],
     d.seed.map((s) => {
       const row = d.rows.find((x) => x.id === closest[s.sharing]);
       const host = d.rows.find((x) => x.id === 'host-loopback-1500');
@@ -301,7 +328,17 @@ export function renderNetwork(r: Report, res: SectionResult<NetData>): void {
       barChart({
         title: 'TCP stream throughput (iperf3, one stream)',
         unit: 'MB/s',
-        groups: bars.map((x) => ({ label: `${x.label.replace('container', 'ct')}: ${x.short}`, bars: [{ label: x.path, value: x.mbps!, color: x.id.startsWith('host-loopback') ? '#7f7f7f' : '#1f77b4', note: x.id.startsWith('host-loopback') ? '' : `(${pct(x.degradation1500Pct)} vs lo@1500)` }] })),
+        groups: bars.map((x) => ({
+          label: `${x.label.replace('container', 'ct')}: ${x.short}`,
+          bars: [
+            {
+              label: x.path,
+              value: x.mbps!,
+              color: x.id.startsWith('host-loopback') ? '#7f7f7f' : '#1f77b4',
+              note: x.id.startsWith('host-loopback') ? '' : `(${pct(x.degradation1500Pct)} vs lo@1500)`,
+            },
+          ],
+        })),
       }),
       'network throughput',
     );

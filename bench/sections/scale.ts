@@ -53,7 +53,11 @@ export async function runScale(ctx: Ctx): Promise<SectionResult<ScaleData>> {
   const { cfg, progress, client, prefix, daemon } = ctx;
   const n = cfg.scaleN;
   const names = Array.from({ length: n }, (_, i) => `${prefix}s${String(i).padStart(4, '0')}`);
-  const spec = ContainerSpec.fromPartial({ driver: 'lxc', rootfs: { source: { $case: 'template', value: 'busybox' } }, network: { mode: { $case: 'none', value: {} } } });
+  const spec = ContainerSpec.fromPartial({
+    driver: 'lxc',
+    rootfs: { source: { $case: 'template', value: 'busybox' } },
+    network: { mode: { $case: 'none', value: {} } },
+  });
   const errors: string[] = [];
   await sleep(1000);
   const availBefore = memAvailableKiB();
@@ -230,7 +234,10 @@ export function renderScale(r: Report, res: SectionResult<ScaleData>): void {
     `${d.n} busybox containers (sleeping init, own pid/mnt/uts/ipc/net/cgroup namespaces, no network devices), created and started through the API ${d.concurrency} at a time, then stopped (SIGTERM) and deleted ${d.concurrency} at a time. ` +
       'Memory: RSS counts shared pages in full, PSS splits them among the processes sharing them, USS counts only pages private to the process (what one more container costs; compare USS with LXC\'s monitor, whose PSS is not shared with anything here). "Host per container" is the drop in MemAvailable divided by the number of running containers: everything a container costs, kernel objects included.',
   );
-  const lxcMon = m.lxcMonitor && 'rssKiB' in m.lxcMonitor ? `${num(m.lxcMonitor.rssKiB)} / ${num(m.lxcMonitor.pssKiB)} / ${num(m.lxcMonitor.ussKiB)}` : `- (${m.lxcMonitor && 'skipped' in m.lxcMonitor ? m.lxcMonitor.skipped : 'not measured'})`;
+  const lxcMon =
+    m.lxcMonitor && 'rssKiB' in m.lxcMonitor
+      ? `${num(m.lxcMonitor.rssKiB)} / ${num(m.lxcMonitor.pssKiB)} / ${num(m.lxcMonitor.ussKiB)}`
+      : `- (${m.lxcMonitor && 'skipped' in m.lxcMonitor ? m.lxcMonitor.skipped : 'not measured'})`;
   r.table(
     ['measure', 'value'],
     [
@@ -238,9 +245,15 @@ export function renderScale(r: Report, res: SectionResult<ScaleData>): void {
       ['time to create+start all', `${d.startSeconds} s (${d.startsPerSecond} containers/s)`],
       ['create+start latency p50 / p95 under that load', `${ms(d.start.p50)} / ${ms(d.start.p95)} ms`],
       ['time to stop+delete all', `${d.stopDeleteSeconds} s`],
-      ['daemon RSS: before / with all running / after', `${num(m.daemonRssBeforeKiB / 1024)} / ${num(m.daemonRssRunningKiB / 1024)} / ${num(m.daemonRssAfterKiB / 1024)} MiB`],
+      [
+        'daemon RSS: before / with all running / after',
+        `${num(m.daemonRssBeforeKiB / 1024)} / ${num(m.daemonRssRunningKiB / 1024)} / ${num(m.daemonRssAfterKiB / 1024)} MiB`,
+      ],
       ['daemon RSS growth per running container', `${num((m.daemonRssRunningKiB - m.daemonRssBeforeKiB) / Math.max(1, d.running))} KiB`],
-      ['monitor process (osvirt-helper run) RSS / PSS / USS, p50', `${num(m.monitorRssKiB.p50)} / ${num(m.monitorPssKiB.p50)} / ${num(m.monitorUssKiB?.p50)} KiB`],
+      [
+        'monitor process (osvirt-helper run) RSS / PSS / USS, p50',
+        `${num(m.monitorRssKiB.p50)} / ${num(m.monitorPssKiB.p50)} / ${num(m.monitorUssKiB?.p50)} KiB`,
+      ],
       ['LXC monitor (lxc-start) of one container, RSS / PSS / USS', `${lxcMon} KiB`],
       ['container processes (sh + sleep) RSS / PSS, p50', `${num(m.initTreeRssKiB.p50)} / ${num(m.initTreePssKiB.p50)} KiB`],
       ['container memory cgroup usage, p50', `${num(m.cgroupUsageKiB.p50)} KiB`],
@@ -261,5 +274,14 @@ export function renderScale(r: Report, res: SectionResult<ScaleData>): void {
     }),
     'start latency by start order',
   );
-  if (d.startMs.length) r.svg('scale-dist', distributionPlot({ title: 'Create+start latency under load', unit: 'milliseconds', series: [{ label: `${d.n} containers`, samples: d.startMs.filter(Number.isFinite) }] }), 'start latency distribution under load');
+  if (d.startMs.length)
+    r.svg(
+      'scale-dist',
+      distributionPlot({
+        title: 'Create+start latency under load',
+        unit: 'milliseconds',
+        series: [{ label: `${d.n} containers`, samples: d.startMs.filter(Number.isFinite) }],
+      }),
+      'start latency distribution under load',
+    );
 }

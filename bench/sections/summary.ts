@@ -45,13 +45,18 @@ export function renderSummary(r: Report, sections: Record<string, SectionResult>
       others.map((a) => `${a.label} ${ms(a.summary![k].p50)}${ov?.summary ? ` (${times(ov.summary[k].p50 / a.summary![k].p50)})` : ''}`).join('; ');
     rows.push(['checkpoint (dump), p50 ms', ov?.summary ? ms(ov.summary.dump.p50) : `not measured${ov?.skipped ? `: ${ov.skipped}` : ''}`, vs('dump') || '-']);
     rows.push(['restore, p50 ms', ov?.summary ? ms(ov.summary.restore.p50) : 'not measured', vs('restore') || '-']);
-    if (ov?.summary) rows.push(['frozen time during dump, p50 ms', ms(ov.summary.frozen.p50), others.map((a) => `${a.label} ${ms(a.summary!.frozen.p50)}`).join('; ')]);
+    if (ov?.summary)
+      rows.push(['frozen time during dump, p50 ms', ms(ov.summary.frozen.p50), others.map((a) => `${a.label} ${ms(a.summary!.frozen.p50)}`).join('; ')]);
   }
   const ctl = sections['control-plane']?.data as ControlData | undefined;
   if (ctl) {
     for (const c of ctl.cells.filter((x) => x.concurrency === 1 || x.concurrency === Math.max(...ctl.cells.map((y) => y.concurrency)))) {
       if (c.defined !== Math.max(...ctl.cells.map((y) => y.defined)) && c.method === 'ListContainers') continue;
-      rows.push([`${c.method} calls/s, concurrency ${c.concurrency}, ${c.defined} defined`, num(c.osvirt.callsPerSecond), `bare grpc-js ${num(c.baseline.callsPerSecond)} (${times(c.ratio)})`]);
+      rows.push([
+        `${c.method} calls/s, concurrency ${c.concurrency}, ${c.defined} defined`,
+        num(c.osvirt.callsPerSecond),
+        `bare grpc-js ${num(c.baseline.callsPerSecond)} (${times(c.ratio)})`,
+      ]);
     }
   }
   const sc = sections['scale']?.data as ScaleData | undefined;
@@ -70,7 +75,11 @@ export function renderSummary(r: Report, sections: Record<string, SectionResult>
     for (const id of ['host-veth', 'container-bridge', 'container-macvlan']) {
       const x = net.rows.find((y) => y.id === id);
       if (!x || x.mbps === undefined) continue;
-      rows.push([`TCP stream ${x.label} over ${x.path.split(' (')[0]}, MB/s`, num(x.mbps), `host lo@1500 ${num(lo1500?.mbps)} (${pct(x.degradation1500Pct)}); host lo ${num(lo?.mbps)} (${pct(x.degradationPct)})`]);
+      rows.push([
+        `TCP stream ${x.label} over ${x.path.split(' (')[0]}, MB/s`,
+        num(x.mbps),
+        `host lo@1500 ${num(lo1500?.mbps)} (${pct(x.degradation1500Pct)}); host lo ${num(lo?.mbps)} (${pct(x.degradationPct)})`,
+      ]);
     }
   }
   const cs = sections['context-switch']?.data as CtxData | undefined;
@@ -92,7 +101,11 @@ export function renderSummary(r: Report, sections: Record<string, SectionResult>
     const o = img?.summary[`${kind}:osvirt`];
     if (!img || !o) continue;
     const anchors = img.ratios.filter((x) => x.metric === kind).map((x) => `${x.anchor} ${ms(img.summary[`${kind}:${x.anchor}`]!.p50)} (${times(x.p50)})`);
-    rows.push([kind === 'pull' ? `image pull + unpack (${img.layers} layers, ${img.imageMiB} MiB), p50 ms` : 'start from an image, p50 ms', ms(o.p50), anchors.join(', ') || '-']);
+    rows.push([
+      kind === 'pull' ? `image pull + unpack (${img.layers} layers, ${img.imageMiB} MiB), p50 ms` : 'start from an image, p50 ms',
+      ms(o.p50),
+      anchors.join(', ') || '-',
+    ]);
   }
   if (rows.length) r.table(['measure', 'osvirt', 'anchors measured in the same run (osvirt / anchor)'], rows, ['l', 'r', 'l']);
   r.p(`Sections: ${status}.`);

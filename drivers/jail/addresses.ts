@@ -34,7 +34,9 @@ export async function addAddresses(addrs: JailAddress[]): Promise<JailAddress[]>
     for (const a of addrs) {
       if (have.has(a.address)) continue;
       if (!existsSync(`/sys/class/net/${a.iface}`)) {
-        throw new OsvirtError('FAILED_PRECONDITION', 'INTERFACE_MISSING', `interface: host interface "${a.iface}" for ${a.address} does not exist`, [], { interface: a.iface });
+        throw new OsvirtError('FAILED_PRECONDITION', 'INTERFACE_MISSING', `interface: host interface "${a.iface}" for ${a.address} does not exist`, [], {
+          interface: a.iface,
+        });
       }
       await ip(...(a.family === 6 ? ['-6'] : []), 'addr', 'add', `${a.address}/${a.prefix}`, 'dev', a.iface, ...(a.family === 6 ? ['nodad'] : []));
       have.add(a.address);

@@ -46,7 +46,10 @@ export function lookupUser(passwd: string, user: string): PasswdEntry | undefine
 export function commandFailed(jail: string, param: string, line: string, why: string, output: string, removed: boolean): OsvirtError {
   const tail = output.trim() ? `; output: ${output.trim().slice(-1000)}` : '';
   const what = removed ? 'the jail was not removed' : 'the jail was not created';
-  return new OsvirtError('FAILED_PRECONDITION', 'JAIL_COMMAND_FAILED', `jail "${jail}": ${param} "${line}" ${why}: ${what}${tail}`, [], { container: jail, parameter: param });
+  return new OsvirtError('FAILED_PRECONDITION', 'JAIL_COMMAND_FAILED', `jail "${jail}": ${param} "${line}" ${why}: ${what}${tail}`, [], {
+    container: jail,
+    parameter: param,
+  });
 }
 
 export interface CommandRunner {
@@ -79,7 +82,10 @@ export async function runHostCommand(r: CommandRunner, param: string, line: stri
   const { argv, background } = commandArgv(line);
   if (!argv.length) return;
   const me = os.userInfo();
-  const { env, cwd } = baseEnv(r.options.execClean, r.options.execClean ? { name: me.username, uid: me.uid, gid: me.gid, home: me.homedir, shell: me.shell ?? '/bin/sh' } : undefined);
+  const { env, cwd } = baseEnv(
+    r.options.execClean,
+    r.options.execClean ? { name: me.username, uid: me.uid, gid: me.gid, home: me.homedir, shell: me.shell ?? '/bin/sh' } : undefined,
+  );
   const child = spawn(argv[0]!, argv.slice(1), {
     cwd,
     env: Object.fromEntries([...env, ...r.env].map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])),
@@ -152,8 +158,16 @@ export async function runJailCommand(
   }
   const { env, cwd } = baseEnv(o.execClean, user);
   r.logger.info({ container: r.jail, param, command: line }, 'running jail command in the jail');
-  const from = await fs.stat(consoleLog).then((st) => st.size, () => 0);
-  const child = spawnInJail({ args: argv, env: [...env, ...r.env], cwd, user: user && (user.uid !== 0 || user.gid !== 0) ? { uid: user.uid, gid: user.gid } : undefined });
+  const from = await fs.stat(consoleLog).then(
+    (st) => st.size,
+    () => 0,
+  );
+  const child = spawnInJail({
+    args: argv,
+    env: [...env, ...r.env],
+    cwd,
+    user: user && (user.uid !== 0 || user.gid !== 0) ? { uid: user.uid, gid: user.gid } : undefined,
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
     child.once('error', (error) => resolve({ code: null, signal: null, error }));
     child.once('exit', (code, signal) => resolve({ code, signal }));
@@ -194,7 +208,8 @@ export async function runJailCommand(
   if (res.error) throw commandFailed(r.jail, param, line, `could not run: ${res.error.message}`, output, r.stopping);
   // The helper reports exec failures with 125..127 and a signal death as 128+N.
   if (res.signal) throw commandFailed(r.jail, param, line, `exited on signal ${res.signal}`, output, r.stopping);
-  if (res.code !== null && res.code > 128 && res.code <= 128 + 64) throw commandFailed(r.jail, param, line, `exited on signal ${res.code - 128}`, output, r.stopping);
+  if (res.code !== null && res.code > 128 && res.code <= 128 + 64)
+    throw commandFailed(r.jail, param, line, `exited on signal ${res.code - 128}`, output, r.stopping);
   if (res.code !== 0) throw commandFailed(r.jail, param, line, `failed (exit ${res.code})`, output, r.stopping);
 }
 

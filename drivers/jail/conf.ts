@@ -10,12 +10,23 @@ import { OsvirtError } from '../../src/core/errors';
 import { DEVFS_RULESETS } from './options';
 
 export class JailConfError extends OsvirtError {
-  constructor(readonly file: string, readonly line: number, readonly column: number, readonly detail: string) {
-    super('INVALID_ARGUMENT', 'JAIL_CONF_SYNTAX', `${file}:${line}:${column}: ${detail}`, [{ field: 'text', description: `${file}:${line}:${column}: ${detail}` }], {
-      file,
-      line: String(line),
-      column: String(column),
-    });
+  constructor(
+    readonly file: string,
+    readonly line: number,
+    readonly column: number,
+    readonly detail: string,
+  ) {
+    super(
+      'INVALID_ARGUMENT',
+      'JAIL_CONF_SYNTAX',
+      `${file}:${line}:${column}: ${detail}`,
+      [{ field: 'text', description: `${file}:${line}:${column}: ${detail}` }],
+      {
+        file,
+        line: String(line),
+        column: String(column),
+      },
+    );
   }
 }
 
@@ -27,9 +38,7 @@ interface Pos {
 /** A string value: literal text and variable references, substituted per jail. */
 type Part = { text: string } | { ref: string; pos: Pos };
 
-type Token =
-  | { kind: '{' | '}' | ';' | ',' | '=' | '+='; pos: Pos }
-  | { kind: 'str'; parts: Part[]; quoted: boolean; pos: Pos; glued: boolean };
+type Token = { kind: '{' | '}' | ';' | ',' | '=' | '+='; pos: Pos } | { kind: 'str'; parts: Part[]; quoted: boolean; pos: Pos; glued: boolean };
 
 const SPECIAL = new Set([';', ',', '=', '{', '}', '"', "'"]);
 
@@ -259,7 +268,11 @@ function parse(text: string, file: string): Parsed {
       }
     }
     const end = toks[k];
-    if (!end || end.kind !== ';') fail(`expected ";" after the ${st.op ? 'value' : 'name'} of "${name}"${end ? `, found ${end.kind === 'str' ? 'more text' : `"${end.kind}"`}` : ''}`, end?.pos ?? eofPos());
+    if (!end || end.kind !== ';')
+      fail(
+        `expected ";" after the ${st.op ? 'value' : 'name'} of "${name}"${end ? `, found ${end.kind === 'str' ? 'more text' : `"${end.kind}"`}` : ''}`,
+        end?.pos ?? eofPos(),
+      );
     k++;
     stmts.push(st);
   };
@@ -345,17 +358,36 @@ const PARAMS: Record<string, { kind: Kind; field?: keyof JailOptions }> = {
   'osvirt.template': { kind: 'string' },
 };
 
-const MODES: Record<string, JailSysMode> = { new: JailSysMode.JAIL_SYS_MODE_NEW, inherit: JailSysMode.JAIL_SYS_MODE_INHERIT, disable: JailSysMode.JAIL_SYS_MODE_DISABLE };
+const MODES: Record<string, JailSysMode> = {
+  new: JailSysMode.JAIL_SYS_MODE_NEW,
+  inherit: JailSysMode.JAIL_SYS_MODE_INHERIT,
+  disable: JailSysMode.JAIL_SYS_MODE_DISABLE,
+};
 
 /** Known parameters that are accepted for compatibility but cannot be emulated. */
 const NOT_SUPPORTED: Record<string, string> = {
-  'exec.prepare': 'not in this jail(8) version', 'exec.release': 'not in this jail(8) version',
-  'exec.system_user': 'host commands run as the daemon\'s user (root)', 'exec.system_jail_user': 'jail users come from the jail\'s /etc/passwd',
-  'exec.fib': 'Linux has no FIBs; use a vnet jail', depend: 'define the jails and start them in order', 'vnet.interface': 'a vnet jail gets a veth on the osvirt bridge',
-  'mount.fdescfs': '/dev/fd is part of mount.devfs', ip_hostname: 'list the addresses in ip4.addr/ip6.addr', 'ip4.saddrsel': 'source address selection is not emulated',
-  'ip6.saddrsel': 'source address selection is not emulated', 'ip4.nosaddrsel': 'source address selection is not emulated', 'ip6.nosaddrsel': 'source address selection is not emulated',
-  'allow.quotas': 'Linux quotas are not per jail', 'allow.read_msgbuf': 'the kernel log stays closed to jails', 'allow.unprivileged_proc_debug': 'not emulated', 'allow.vmm': 'no vmm(4) on Linux',
-  'host.hostuuid': 'no host UUID on Linux', 'host.hostid': 'no host id on Linux', osrelease: 'uname is the host\'s', osreldate: 'uname is the host\'s', 'allow.dying': 'not emulated',
+  'exec.prepare': 'not in this jail(8) version',
+  'exec.release': 'not in this jail(8) version',
+  'exec.system_user': "host commands run as the daemon's user (root)",
+  'exec.system_jail_user': "jail users come from the jail's /etc/passwd",
+  'exec.fib': 'Linux has no FIBs; use a vnet jail',
+  depend: 'define the jails and start them in order',
+  'vnet.interface': 'a vnet jail gets a veth on the osvirt bridge',
+  'mount.fdescfs': '/dev/fd is part of mount.devfs',
+  ip_hostname: 'list the addresses in ip4.addr/ip6.addr',
+  'ip4.saddrsel': 'source address selection is not emulated',
+  'ip6.saddrsel': 'source address selection is not emulated',
+  'ip4.nosaddrsel': 'source address selection is not emulated',
+  'ip6.nosaddrsel': 'source address selection is not emulated',
+  'allow.quotas': 'Linux quotas are not per jail',
+  'allow.read_msgbuf': 'the kernel log stays closed to jails',
+  'allow.unprivileged_proc_debug': 'not emulated',
+  'allow.vmm': 'no vmm(4) on Linux',
+  'host.hostuuid': 'no host UUID on Linux',
+  'host.hostid': 'no host id on Linux',
+  osrelease: "uname is the host's",
+  osreldate: "uname is the host's",
+  'allow.dying': 'not emulated',
 };
 
 export interface ConfJail {
@@ -460,14 +492,20 @@ function buildJail(parsed: Parsed, jail: string, file: string): ConfJail {
         const b = v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : undefined;
         if (b === undefined) fail(`${name} = "${v}": expected true or false (or "${name};" / "no" prefix)`, at);
         if (name === 'mount.procfs') {
-          if (!b) fail('mount.procfs cannot be turned off: Linux programs need /proc, which is the jail\'s own', at);
+          if (!b) fail("mount.procfs cannot be turned off: Linux programs need /proc, which is the jail's own", at);
         } else set(b);
         break;
       }
       case 'int': {
         if (name === 'devfs_ruleset' && !/^-?\d+$/.test(v)) {
           const n = Object.entries(DEVFS_RULESETS).find(([, r]) => r.name === v)?.[0];
-          if (!n) fail(`devfs_ruleset "${v}": only the rulesets of /etc/defaults/devfs.rules are known (${Object.values(DEVFS_RULESETS).map((r) => r.name).join(', ')}) or a number`, at);
+          if (!n)
+            fail(
+              `devfs_ruleset "${v}": only the rulesets of /etc/defaults/devfs.rules are known (${Object.values(DEVFS_RULESETS)
+                .map((r) => r.name)
+                .join(', ')}) or a number`,
+              at,
+            );
           set(Number(n));
           break;
         }
@@ -496,7 +534,13 @@ function buildJail(parsed: Parsed, jail: string, file: string): ConfJail {
   return { name: jail, options: o, template, stopTimeout };
 }
 
-const RCTL_RESOURCES: Record<string, keyof JailRctl> = { memoryuse: 'memoryuse', maxproc: 'maxproc', pcpu: 'pcpu', openfiles: 'openfiles', vmemoryuse: 'vmemoryuse' };
+const RCTL_RESOURCES: Record<string, keyof JailRctl> = {
+  memoryuse: 'memoryuse',
+  maxproc: 'maxproc',
+  pcpu: 'pcpu',
+  openfiles: 'openfiles',
+  vmemoryuse: 'vmemoryuse',
+};
 
 /** rctl(8) amounts: a number with an optional k/m/g/t suffix (powers of 1024). */
 function amount(s: string): bigint | undefined {

@@ -19,7 +19,16 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { BridgeNetwork, ContainerSpec, type CheckpointOptions, type ContainerStats, MountType } from '../../src/gen/osvirt/v1/container';
 import { type Jail, JailOptions } from '../../src/gen/osvirt/v1/jail';
-import { RuntimeStatus, type CheckpointResult, type Driver, type DriverContext, type DriverInfo, type ExecOptions, type ExecSession, type RuntimeState } from '../../src/core/driver';
+import {
+  RuntimeStatus,
+  type CheckpointResult,
+  type Driver,
+  type DriverContext,
+  type DriverInfo,
+  type ExecOptions,
+  type ExecSession,
+  type RuntimeState,
+} from '../../src/core/driver';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { alreadyExists, errorMessage, missingFeature } from '../../src/core/errors';
 import { KeyedMutex } from '../../src/core/keyed-mutex';
@@ -93,7 +102,8 @@ export class JailDriver implements Driver {
     this.logger = ctx.logger;
     await this.inner.init(ctx);
     this.layout = detectLayout();
-    if (!existsSync(this.initBinary)) throw missingFeature('the jail init (osvirt-init)', `${this.initBinary} is missing; build it with "make -C native" (npm run build does)`);
+    if (!existsSync(this.initBinary))
+      throw missingFeature('the jail init (osvirt-init)', `${this.initBinary} is missing; build it with "make -C native" (npm run build does)`);
     const a = await IpFilter.available();
     this.ipfOk = a.ok;
     this.ipfReason = a.reason;
@@ -118,7 +128,9 @@ export class JailDriver implements Driver {
     if (o.path === '/') rootfs = { source: { $case: 'host', value: {} }, copyOnWrite: false, readonly: false, pullPolicy: 0, imageDigest: '' };
     else if (o.path) rootfs = { source: { $case: 'path', value: o.path }, copyOnWrite: false, readonly: false, pullPolicy: 0, imageDigest: '' };
     const network = plan.vnet
-      ? spec.network?.mode ? spec.network : { mode: { $case: 'bridge' as const, value: BridgeNetwork.fromPartial({}) } }
+      ? spec.network?.mode
+        ? spec.network
+        : { mode: { $case: 'bridge' as const, value: BridgeNetwork.fromPartial({}) } }
       : { mode: { $case: 'host' as const, value: {} } };
     return ContainerSpec.fromPartial({
       ...spec,
@@ -128,7 +140,11 @@ export class JailDriver implements Driver {
       hostname: plan.hostname,
       domainname: plan.domainname,
       network,
-      mounts: [...spec.mounts, ...plan.mounts, { type: MountType.MOUNT_TYPE_BIND, source: this.initBinary, destination: INIT_IN_JAIL, readonly: true, propagation: 0, options: [] }],
+      mounts: [
+        ...spec.mounts,
+        ...plan.mounts,
+        { type: MountType.MOUNT_TYPE_BIND, source: this.initBinary, destination: INIT_IN_JAIL, readonly: true, propagation: 0, options: [] },
+      ],
       capabilities: { dropAll: true, add: plan.caps, drop: [] },
       resources: plan.resources,
       driverOptions: { $case: 'jail', value: o },
@@ -140,7 +156,11 @@ export class JailDriver implements Driver {
     if (!policy) return;
     if (!this.ipfOk) throw missingFeature('shared-stack address filtering (cgroup BPF)', this.ipfReason);
     const dir = cg.unifiedDir();
-    if (!dir) throw missingFeature('a cgroup2 hierarchy', 'ip4.addr/ip6.addr without vnet are enforced by cgroup BPF programs on cgroup2; mount cgroup2 (at /sys/fs/cgroup/unified on a hybrid host)');
+    if (!dir)
+      throw missingFeature(
+        'a cgroup2 hierarchy',
+        'ip4.addr/ip6.addr without vnet are enforced by cgroup BPF programs on cgroup2; mount cgroup2 (at /sys/fs/cgroup/unified on a hybrid host)',
+      );
     await this.ipf.attach(dir, policy);
   }
 
@@ -192,7 +212,11 @@ export class JailDriver implements Driver {
   private assignJid(id: string, wanted: number, dryRun: boolean): Promise<number> {
     return this.jidLock.run('jids', async () => {
       const table = await this.jids();
-      const taken = new Map(Object.entries(table).filter(([k]) => k !== id).map(([k, v]) => [v, k]));
+      const taken = new Map(
+        Object.entries(table)
+          .filter(([k]) => k !== id)
+          .map(([k, v]) => [v, k]),
+      );
       let jid = wanted || table[id] || 0;
       if (wanted && taken.has(wanted)) throw alreadyExists('jid', `${wanted} (jail "${taken.get(wanted)}")`);
       if (!jid) for (jid = 1; taken.has(jid); jid++);
@@ -369,7 +393,8 @@ export class JailDriver implements Driver {
     for (const { id, spec } of items) {
       const rs = out[id];
       // A daemon that died between exec.poststart and the release left the jail held.
-      if (rs?.status === RuntimeStatus.RUNTIME_STATUS_RUNNING && spec.driverOptions?.$case === 'jail' && !spec.driverOptions.value.persist) this.signalInit(rs.initPid, 'SIGUSR1');
+      if (rs?.status === RuntimeStatus.RUNTIME_STATUS_RUNNING && spec.driverOptions?.$case === 'jail' && !spec.driverOptions.value.persist)
+        this.signalInit(rs.initPid, 'SIGUSR1');
     }
     return out;
   }

@@ -20,7 +20,16 @@ export type SysMode = 'new' | 'inherit' | 'disable';
 export const INIT_IN_JAIL = '/dev/.osvirt-init';
 
 /** /proc files that expose or change the host: hidden, or made read-only. */
-export const MASKED_PATHS = ['/proc/kcore', '/proc/keys', '/proc/kallsyms', '/proc/timer_list', '/proc/sched_debug', '/proc/latency_stats', '/proc/acpi', '/proc/scsi'];
+export const MASKED_PATHS = [
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/kallsyms',
+  '/proc/timer_list',
+  '/proc/sched_debug',
+  '/proc/latency_stats',
+  '/proc/acpi',
+  '/proc/scsi',
+];
 export const READONLY_PATHS = ['/proc/sys', '/proc/sysrq-trigger', '/proc/irq', '/proc/bus', '/proc/fs'];
 
 /** devfs rulesets of FreeBSD's /etc/defaults/devfs.rules that stand alone, by number and name. */
@@ -38,7 +47,23 @@ const AF_PACKET = 17;
 const JAILED_FAMILIES = [1, 2, 10, 16];
 
 /** What root in any jail keeps: the privileges FreeBSD's prison_priv_check grants jailed root. */
-const BASE_CAPS: CapabilityName[] = ['chown', 'dac_override', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap', 'sys_chroot', 'sys_ptrace', 'sys_nice', 'sys_resource', 'lease', 'setfcap', 'net_broadcast'];
+const BASE_CAPS: CapabilityName[] = [
+  'chown',
+  'dac_override',
+  'fowner',
+  'fsetid',
+  'kill',
+  'setgid',
+  'setuid',
+  'setpcap',
+  'sys_chroot',
+  'sys_ptrace',
+  'sys_nice',
+  'sys_resource',
+  'lease',
+  'setfcap',
+  'net_broadcast',
+];
 
 export interface JailAddress {
   family: 4 | 6;
@@ -112,7 +137,10 @@ export function parseJailAddress(s: string, family: 4 | 6, dfltIface: string, fi
   if (mask !== undefined) {
     if (family === 4 && mask.includes('.')) {
       if (net.isIPv4(mask) === false) throw invalidArgument(field, `bad netmask in "${s}"`);
-      const bits = mask.split('.').reduce((a, o) => a * 256 + Number(o), 0).toString(2);
+      const bits = mask
+        .split('.')
+        .reduce((a, o) => a * 256 + Number(o), 0)
+        .toString(2);
       if (!/^1*0*$/.test(bits.padStart(32, '0'))) throw invalidArgument(field, `bad netmask in "${s}"`);
       prefix = bits.replace(/0/g, '').length;
     } else {
@@ -130,11 +158,21 @@ const RLIMIT_NOFILE = RlimitType.RLIMIT_TYPE_NOFILE;
 const RLIMIT_AS = RlimitType.RLIMIT_TYPE_AS;
 /** The helper's --rlimit names. */
 const names: Record<number, string> = {
-  [RlimitType.RLIMIT_TYPE_NOFILE]: 'nofile', [RlimitType.RLIMIT_TYPE_NPROC]: 'nproc', [RlimitType.RLIMIT_TYPE_AS]: 'as',
-  [RlimitType.RLIMIT_TYPE_RSS]: 'rss', [RlimitType.RLIMIT_TYPE_MEMLOCK]: 'memlock', [RlimitType.RLIMIT_TYPE_LOCKS]: 'locks',
-  [RlimitType.RLIMIT_TYPE_MSGQUEUE]: 'msgqueue', [RlimitType.RLIMIT_TYPE_CORE]: 'core', [RlimitType.RLIMIT_TYPE_CPU]: 'cpu',
-  [RlimitType.RLIMIT_TYPE_FSIZE]: 'fsize', [RlimitType.RLIMIT_TYPE_STACK]: 'stack', [RlimitType.RLIMIT_TYPE_DATA]: 'data',
-  [RlimitType.RLIMIT_TYPE_SIGPENDING]: 'sigpending', [RlimitType.RLIMIT_TYPE_NICE]: 'nice', [RlimitType.RLIMIT_TYPE_RTPRIO]: 'rtprio',
+  [RlimitType.RLIMIT_TYPE_NOFILE]: 'nofile',
+  [RlimitType.RLIMIT_TYPE_NPROC]: 'nproc',
+  [RlimitType.RLIMIT_TYPE_AS]: 'as',
+  [RlimitType.RLIMIT_TYPE_RSS]: 'rss',
+  [RlimitType.RLIMIT_TYPE_MEMLOCK]: 'memlock',
+  [RlimitType.RLIMIT_TYPE_LOCKS]: 'locks',
+  [RlimitType.RLIMIT_TYPE_MSGQUEUE]: 'msgqueue',
+  [RlimitType.RLIMIT_TYPE_CORE]: 'core',
+  [RlimitType.RLIMIT_TYPE_CPU]: 'cpu',
+  [RlimitType.RLIMIT_TYPE_FSIZE]: 'fsize',
+  [RlimitType.RLIMIT_TYPE_STACK]: 'stack',
+  [RlimitType.RLIMIT_TYPE_DATA]: 'data',
+  [RlimitType.RLIMIT_TYPE_SIGPENDING]: 'sigpending',
+  [RlimitType.RLIMIT_TYPE_NICE]: 'nice',
+  [RlimitType.RLIMIT_TYPE_RTPRIO]: 'rtprio',
 };
 
 /** One fstab(5) line of `mount` / `mount.fstab` as a mount inside the jail, or undefined for a blank line. */
@@ -151,7 +189,7 @@ export function parseFstabLine(line: string, jailPath: string, field: string): M
     inside = dst.slice(root.length) || '/';
   }
   inside = path.posix.normalize(inside);
-  if (inside === '/') throw invalidArgument(field, 'cannot mount over the jail\'s root');
+  if (inside === '/') throw invalidArgument(field, "cannot mount over the jail's root");
   const options: string[] = [];
   let readonly = false;
   for (const o of opts.split(',')) {
@@ -172,17 +210,21 @@ export function parseFstabLine(line: string, jailPath: string, field: string): M
 
 /** Normalize and check a jail spec; read mount.fstab. Throws INVALID_ARGUMENT / FAILED_PRECONDITION naming the field. */
 export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
-  if (spec.driverOptions && spec.driverOptions.$case !== 'jail') throw invalidArgument(`spec.${spec.driverOptions.$case}`, 'the jail driver takes spec.jail options');
+  if (spec.driverOptions && spec.driverOptions.$case !== 'jail')
+    throw invalidArgument(`spec.${spec.driverOptions.$case}`, 'the jail driver takes spec.jail options');
   const o = JailOptions.fromPartial(spec.driverOptions?.$case === 'jail' ? spec.driverOptions.value : {});
 
   // Fields the jail options own.
   const p = spec.process;
   if (p && (p.args.length || p.tty || p.user || p.cwd)) {
-    throw invalidArgument('spec.process', 'a jail has no init of its own: use spec.jail.exec_start or spec.jail.command (process.env, rlimits and no_new_privileges are allowed)');
+    throw invalidArgument(
+      'spec.process',
+      'a jail has no init of its own: use spec.jail.exec_start or spec.jail.command (process.env, rlimits and no_new_privileges are allowed)',
+    );
   }
   if (spec.hostname) throw invalidArgument('spec.hostname', 'use spec.jail.host_hostname (host.hostname)');
   if (spec.domainname) throw invalidArgument('spec.domainname', 'use spec.jail.host_domainname (host.domainname)');
-  if (spec.capabilities) throw invalidArgument('spec.capabilities', 'a jail\'s privileges come from its allow.* parameters and securelevel');
+  if (spec.capabilities) throw invalidArgument('spec.capabilities', "a jail's privileges come from its allow.* parameters and securelevel");
   if (o.path) {
     if (spec.rootfs?.source) throw invalidArgument(`${F}.path`, 'give either spec.jail.path or spec.rootfs, not both');
     if (!o.path.startsWith('/')) throw invalidArgument(`${F}.path`, 'must be an absolute path');
@@ -197,15 +239,18 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
   const vnet = mode(o.vnet, 'inherit') === 'new';
   if (o.vnet === JailSysMode.JAIL_SYS_MODE_DISABLE) throw invalidArgument(`${F}.vnet`, 'is NEW or INHERIT');
   const netMode = spec.network?.mode?.$case;
-  if (vnet && netMode && netMode !== 'bridge' && netMode !== 'none') throw invalidArgument('spec.network', 'a vnet jail takes network.bridge (its veth) or network.none');
-  if (!vnet && netMode && netMode !== 'host') throw invalidArgument('spec.network', 'a jail without vnet shares the host\'s network stack; set spec.jail.vnet = NEW for its own');
+  if (vnet && netMode && netMode !== 'bridge' && netMode !== 'none')
+    throw invalidArgument('spec.network', 'a vnet jail takes network.bridge (its veth) or network.none');
+  if (!vnet && netMode && netMode !== 'host')
+    throw invalidArgument('spec.network', "a jail without vnet shares the host's network stack; set spec.jail.vnet = NEW for its own");
 
   const hasHostInfo = !!(o.hostHostname || o.hostDomainname);
   const host = mode(o.host, hasHostInfo ? 'new' : 'inherit');
   if (host === 'disable') throw invalidArgument(`${F}.host`, 'is NEW or INHERIT');
-  if (host === 'inherit' && hasHostInfo) throw invalidArgument(`${F}.host`, 'INHERIT shares the host\'s hostname; host.hostname/host.domainname need NEW');
+  if (host === 'inherit' && hasHostInfo) throw invalidArgument(`${F}.host`, "INHERIT shares the host's hostname; host.hostname/host.domainname need NEW");
   if (o.hostHostname && !HOSTNAME_RE.test(o.hostHostname)) throw invalidArgument(`${F}.host_hostname`, 'must be a valid hostname of at most 64 characters');
-  if (o.hostDomainname && !HOSTNAME_RE.test(o.hostDomainname)) throw invalidArgument(`${F}.host_domainname`, 'must be a valid domain name of at most 64 characters');
+  if (o.hostDomainname && !HOSTNAME_RE.test(o.hostDomainname))
+    throw invalidArgument(`${F}.host_domainname`, 'must be a valid domain name of at most 64 characters');
 
   const iface = o.interface || 'lo';
   if (!IFNAME_RE.test(iface)) throw invalidArgument(`${F}.interface`, 'must be an interface name of at most 15 characters');
@@ -232,7 +277,12 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
   const ruleset = o.devfsRuleset ?? 4;
   if (o.devfsRuleset !== undefined && !o.mountDevfs) throw invalidArgument(`${F}.devfs_ruleset`, 'applies to mount.devfs; set mount_devfs');
   if (o.mountDevfs && !DEVFS_RULESETS[ruleset]) {
-    throw unsupported(`devfs_ruleset ${ruleset}`, ruleset === 0 || ruleset === 2 || ruleset === 3 ? 'on its own this ruleset hides nothing, so every host device node would be visible; use 4 (devfsrules_jail), 5 or 1, and spec.devices for more nodes' : 'only the rulesets of /etc/defaults/devfs.rules (1, 4, 5) are known; use spec.devices for more nodes');
+    throw unsupported(
+      `devfs_ruleset ${ruleset}`,
+      ruleset === 0 || ruleset === 2 || ruleset === 3
+        ? 'on its own this ruleset hides nothing, so every host device node would be visible; use 4 (devfsrules_jail), 5 or 1, and spec.devices for more nodes'
+        : 'only the rulesets of /etc/defaults/devfs.rules (1, 4, 5) are known; use spec.devices for more nodes',
+    );
   }
   const devNodes = o.mountDevfs ? DEVFS_RULESETS[ruleset]!.nodes : [];
 
@@ -249,11 +299,15 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
   ];
   for (const [k, name, fsName] of mountFs) {
     if (o[k]) {
-      throw unsupported(name, `Linux lets a process create a new ${fsName} mount only with CAP_SYS_ADMIN in its own user namespace, and a jail must not hold that (it would undo every other restriction); mount it with spec.jail.mount at start, or use allow.mount.nullfs (bind mounts)`);
+      throw unsupported(
+        name,
+        `Linux lets a process create a new ${fsName} mount only with CAP_SYS_ADMIN in its own user namespace, and a jail must not hold that (it would undo every other restriction); mount it with spec.jail.mount at start, or use allow.mount.nullfs (bind mounts)`,
+      );
     }
   }
   const mountAllowed = o.allowMount && o.allowMountNullfs;
-  if (mountAllowed && enforceStatfs >= 2) throw invalidArgument(`${F}.allow_mount`, 'is effective only with enforce_statfs < 2 (as on FreeBSD); set enforce_statfs to 1');
+  if (mountAllowed && enforceStatfs >= 2)
+    throw invalidArgument(`${F}.allow_mount`, 'is effective only with enforce_statfs < 2 (as on FreeBSD); set enforce_statfs to 1');
 
   // System V IPC.
   const sysv = {
@@ -263,7 +317,10 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
   } as const;
   const used = new Set(Object.values(sysv).filter((m) => m !== 'disable'));
   if (used.has('new') && used.has('inherit')) {
-    throw unsupported('mixing sysv* = NEW and INHERIT', 'Linux keeps message queues, semaphores and shared memory in one IPC namespace: either the jail\'s own (NEW) or the host\'s (INHERIT) for all of them');
+    throw unsupported(
+      'mixing sysv* = NEW and INHERIT',
+      "Linux keeps message queues, semaphores and shared memory in one IPC namespace: either the jail's own (NEW) or the host's (INHERIT) for all of them",
+    );
   }
   const ipc = used.has('inherit') ? 'host' : 'new';
 
@@ -311,7 +368,8 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
     const period = resources?.cpuPeriodUs || 100000n;
     // Rounded to the nearest microsecond, at least the kernel's 1 ms.
     const quota = (BigInt(rctl.pcpu) * period + 50n) / 100n;
-    if (quota > MAX_CPU_QUOTA_US) throw invalidArgument(`${F}.rctl.pcpu`, `${rctl.pcpu} is out of range (max ${(MAX_CPU_QUOTA_US * 100n) / period} with a period of ${period} us)`);
+    if (quota > MAX_CPU_QUOTA_US)
+      throw invalidArgument(`${F}.rctl.pcpu`, `${rctl.pcpu} is out of range (max ${(MAX_CPU_QUOTA_US * 100n) / period} with a period of ${period} us)`);
     setRes('cpuQuotaUs', quota < 1000n ? 1000n : quota, `${F}.rctl.pcpu`);
   }
 
@@ -320,7 +378,9 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
     // Opens any file of a mounted file system by handle, outside the jail's root.
     'open_by_handle_at:EPERM',
     // Keyrings are per uid, not per jail: root's would be the host's.
-    'keyctl:ENOSYS', 'add_key:ENOSYS', 'request_key:ENOSYS',
+    'keyctl:ENOSYS',
+    'add_key:ENOSYS',
+    'request_key:ENOSYS',
     // The kernel message buffer (allow.read_msgbuf is off on FreeBSD by default).
     'syslog:EPERM',
   ];

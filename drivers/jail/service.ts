@@ -8,14 +8,28 @@ import { invalidArgument, isOsvirtError, OsvirtError } from '../../src/core/erro
 import { unary } from '../../src/core/grpc-status';
 import { validateName, validatePage, validateSpec } from '../../src/core/validate';
 import { ContainerSpec, ContainerState } from '../../src/gen/osvirt/v1/container';
-import { JailServiceService, type ImportedJail, type ImportJailConfRequest, type ImportJailConfResponse, type JailServiceServer, type ListJailsRequest, type ListJailsResponse } from '../../src/gen/osvirt/v1/jail';
+import {
+  JailServiceService,
+  type ImportedJail,
+  type ImportJailConfRequest,
+  type ImportJailConfResponse,
+  type JailServiceServer,
+  type ListJailsRequest,
+  type ListJailsResponse,
+} from '../../src/gen/osvirt/v1/jail';
 import { readJailConf, readRctlConf } from './conf';
 import type { JailDriver } from './driver';
 
 /** Say which jail of which file an error is about. */
 function about(file: string, name: string, e: unknown): unknown {
   if (!isOsvirtError(e) || e.message.startsWith(`${file}:`)) return e;
-  return new OsvirtError(e.code, e.reason, `${file}: jail "${name}": ${e.message}`, e.violations.map((v) => ({ field: `${name}: ${v.field}`, description: v.description })), { ...e.metadata, jail: name });
+  return new OsvirtError(
+    e.code,
+    e.reason,
+    `${file}: jail "${name}": ${e.message}`,
+    e.violations.map((v) => ({ field: `${name}: ${v.field}`, description: v.description })),
+    { ...e.metadata, jail: name },
+  );
 }
 
 async function importJailConf(host: ExtensionHost, driver: JailDriver, req: ImportJailConfRequest): Promise<ImportJailConfResponse> {
@@ -79,7 +93,9 @@ async function listJails(host: ExtensionHost, driver: JailDriver, req: ListJails
   const size = validatePage('page_size', req.pageSize);
   const after = req.pageToken ? Number.parseInt(Buffer.from(req.pageToken, 'base64url').toString(), 10) : 0;
   if (!Number.isInteger(after) || after < 0) throw invalidArgument('page_token', 'is not a token returned by ListJails');
-  const running = (await host.list({ driver: driver.name, states: [ContainerState.CONTAINER_STATE_RUNNING, ContainerState.CONTAINER_STATE_PAUSED] })).map((c) => ({ name: c.name, initPid: c.status?.initPid ?? 0 }));
+  const running = (await host.list({ driver: driver.name, states: [ContainerState.CONTAINER_STATE_RUNNING, ContainerState.CONTAINER_STATE_PAUSED] })).map(
+    (c) => ({ name: c.name, initPid: c.status?.initPid ?? 0 }),
+  );
   const all = (await driver.describe(running)).filter((j) => j.jid > after);
   const jails = all.slice(0, size);
   const last = jails[jails.length - 1];

@@ -91,7 +91,10 @@ export function weightToShares(weight: number): number {
 const SLEEP = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class ContainerCgroup {
-  constructor(readonly layout: Layout, readonly name: string) {}
+  constructor(
+    readonly layout: Layout,
+    readonly name: string,
+  ) {}
 
   private rel(): string {
     return path.join('osvirt', this.name);
@@ -225,7 +228,11 @@ export class ContainerCgroup {
   async applyDevices(devices: Device[]): Promise<void> {
     const d = this.layout.kind === 'hybrid' ? this.ctl('devices') : undefined;
     if (!d) {
-      if (devices.length) throw missingFeature('the v1 devices cgroup controller', 'restricting device access on pure cgroup v2 needs a BPF device program, which osvirt does not load yet');
+      if (devices.length)
+        throw missingFeature(
+          'the v1 devices cgroup controller',
+          'restricting device access on pure cgroup v2 needs a BPF device program, which osvirt does not load yet',
+        );
       return;
     }
     await write(path.join(d, 'devices.deny'), 'a');
@@ -293,7 +300,15 @@ export class ContainerCgroup {
     }
   }
 
-  async stats(): Promise<{ cpuUsageNs: bigint; cpuUserNs: bigint; cpuSystemNs: bigint; memoryUsageBytes: bigint; memoryLimitBytes: bigint; pidsCurrent: number; pidsLimit: number }> {
+  async stats(): Promise<{
+    cpuUsageNs: bigint;
+    cpuUserNs: bigint;
+    cpuSystemNs: bigint;
+    memoryUsageBytes: bigint;
+    memoryLimitBytes: bigint;
+    pidsCurrent: number;
+    pidsLimit: number;
+  }> {
     if (this.layout.kind === 'v2') {
       const d = path.join(this.layout.root, this.rel());
       const cpu = kvBig(await read(path.join(d, 'cpu.stat')).catch(() => ''));
@@ -453,7 +468,13 @@ export class ContainerCgroup {
           if (code === 'ENOENT') break;
           if (code !== 'EBUSY' || attempt === 99) {
             const left = (await read(path.join(d, 'cgroup.procs')).catch(() => '')).split('\n').filter(Boolean);
-            throw new OsvirtError('FAILED_PRECONDITION', 'CLEANUP_INCOMPLETE', `cannot remove cgroup ${d}: ${code}${left.length ? ` (processes still in it: ${left.join(' ')})` : ''}; the container stays defined and a retry finishes the job`, [], { path: d });
+            throw new OsvirtError(
+              'FAILED_PRECONDITION',
+              'CLEANUP_INCOMPLETE',
+              `cannot remove cgroup ${d}: ${code}${left.length ? ` (processes still in it: ${left.join(' ')})` : ''}; the container stays defined and a retry finishes the job`,
+              [],
+              { path: d },
+            );
           }
           await SLEEP(20);
         }

@@ -170,7 +170,12 @@ function hostDeviceFor(initPid: number, mountpoint: string): string | undefined 
 
 /** The container's root range (the map line for id 0), if it runs in a user namespace. */
 function dumpedIdRange(initPid: number): { uid: number; gid: number; size: number } | undefined {
-  const first = (f: string) => readFileSync(`/proc/${initPid}/${f}`, 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)).find((l) => l[0] === 0);
+  const first = (f: string) =>
+    readFileSync(`/proc/${initPid}/${f}`, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/).map(Number))
+      .find((l) => l[0] === 0);
   const u = first('uid_map');
   const g = first('gid_map');
   if (!u || !g || (u[1] === 0 && u[2] === 4294967295)) return undefined;
@@ -285,14 +290,19 @@ export class LxcCheckpointer {
     const cpDir = path.dirname(imageDir);
     const config = path.join(cpDir, CONFIG_FILE);
     if (!existsSync(config)) {
-      if (!existsSync(config + '.part') || !existsSync(path.join(imageDir, 'stats-dump')) || !existsSync(path.join(imageDir, 'inventory.img'))) return undefined;
+      if (!existsSync(config + '.part') || !existsSync(path.join(imageDir, 'stats-dump')) || !existsSync(path.join(imageDir, 'inventory.img')))
+        return undefined;
       const rt = await readRuntime(this.h.dir(id));
       if (rt && pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime) return undefined;
       await fs.rename(config + '.part', config);
     }
     const c = JSON.parse(await fs.readFile(config, 'utf8')) as CheckpointConfig;
     const stats = dumpStats(imageDir);
-    return { criuVersion: c.criuVersion, stats, state: { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, message: 'checkpointed' } };
+    return {
+      criuVersion: c.criuVersion,
+      stats,
+      state: { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, message: 'checkpointed' },
+    };
   }
 
   /** Daemon shutdown: drop criu's run directory (remade on the next checkpoint). */
@@ -314,17 +324,32 @@ export class LxcCheckpointer {
   /** Options and container setups CRIU cannot (or osvirt does not yet) checkpoint, refused up front. */
   private async refuseUnsupported(id: string, o: CheckpointOptions, parentImageDir: string, rt: LxcRuntime): Promise<void> {
     if (o.lazyPages) {
-      throw new OsvirtError('FAILED_PRECONDITION', 'LAZY_PAGES_UNSUPPORTED', 'options.lazy_pages: lazy restore (userfaultfd with a page server) is not supported by the lxc driver: it has not been shown to work on this stack; checkpoint without it', [], { container: id });
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'LAZY_PAGES_UNSUPPORTED',
+        'options.lazy_pages: lazy restore (userfaultfd with a page server) is not supported by the lxc driver: it has not been shown to work on this stack; checkpoint without it',
+        [],
+        { container: id },
+      );
     }
     if (parentImageDir) {
       const soft = hasKernelFeature('CONFIG_MEM_SOFT_DIRTY');
       const tracked = soft === false ? false : ((await (await this.criu()).featureCheck({ mem_track: true })).mem_track ?? false);
       if (!tracked) {
-        throw missingFeature('soft-dirty memory tracking (CONFIG_MEM_SOFT_DIRTY)', 'options.parent_checkpoint makes an incremental dump, which needs CRIU memory tracking (track_mem); this kernel was built without CONFIG_MEM_SOFT_DIRTY. Take a full checkpoint instead');
+        throw missingFeature(
+          'soft-dirty memory tracking (CONFIG_MEM_SOFT_DIRTY)',
+          'options.parent_checkpoint makes an incremental dump, which needs CRIU memory tracking (track_mem); this kernel was built without CONFIG_MEM_SOFT_DIRTY. Take a full checkpoint instead',
+        );
       }
     }
     if (!rt.rootfsMounted && existsSync(path.join(this.h.dir(id), 'approot'))) {
-      throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" runs on the host's root (an application container); the lxc driver checkpoints only containers with their own rootfs`, [], { container: id });
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'CHECKPOINT_UNSUPPORTED',
+        `container "${id}" runs on the host's root (an application container); the lxc driver checkpoints only containers with their own rootfs`,
+        [],
+        { container: id },
+      );
     }
     const own = (ns: string) => {
       try {
@@ -337,14 +362,28 @@ export class LxcCheckpointer {
       // Measured with CRIU 4.2.1 on Linux 6.18: RESTORE makes the veth through its usernsd, whose
       // RTM_NEWLINK (the device's old ifindex, into the container's netns by IFLA_NET_NS_FD) the
       // kernel answers with EOPNOTSUPP, so the image could never be restored. Refused before the dump.
-      throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" runs in a user namespace with a veth on a bridge: CRIU 4.2 cannot restore a veth into a user-namespaced container (its usernsd's RTM_NEWLINK fails with EOPNOTSUPP); checkpoint it with network.none, or make it security.privileged`, [], { container: id });
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'CHECKPOINT_UNSUPPORTED',
+        `container "${id}" runs in a user namespace with a veth on a bridge: CRIU 4.2 cannot restore a veth into a user-namespaced container (its usernsd's RTM_NEWLINK fails with EOPNOTSUPP); checkpoint it with network.none, or make it security.privileged`,
+        [],
+        { container: id },
+      );
     }
-    if (!own('net') && !this.h.hostNetwork) throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `container "${id}" shares the host's network namespace; only containers with their own (network.none or network.bridge) can be checkpointed`, [], { container: id });
+    if (!own('net') && !this.h.hostNetwork)
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'CHECKPOINT_UNSUPPORTED',
+        `container "${id}" shares the host's network namespace; only containers with their own (network.none or network.bridge) can be checkpointed`,
+        [],
+        { container: id },
+      );
   }
 
   async checkpoint(id: string, imageDir: string, o: CheckpointOptions, parentImageDir: string): Promise<CheckpointResult> {
     const rt = await readRuntime(this.h.dir(id));
-    if (!rt || !pidAlive(rt.initPid) || pidStartTime(rt.initPid) !== rt.initStartTime || readExitRecord(this.h.monitorDir(id))) throw wrongState(id, 'STOPPED', 'running');
+    if (!rt || !pidAlive(rt.initPid) || pidStartTime(rt.initPid) !== rt.initStartTime || readExitRecord(this.h.monitorDir(id)))
+      throw wrongState(id, 'STOPPED', 'running');
     await this.refuseUnsupported(id, o, parentImageDir, rt);
     const client = await this.criu();
     const cpDir = path.dirname(imageDir);
@@ -352,7 +391,11 @@ export class LxcCheckpointer {
 
     const stdio = stdioKey(rt.initPid, await this.h.cgroup(id).pids());
     const external = ['mnt[/]:ROOT'];
-    const mounts = externalMounts(rt.initPid).map((mountpoint, i) => ({ mountpoint, key: mountpoint === '/dev/console' ? 'console' : `m${i}`, device: hostDeviceFor(rt.initPid, mountpoint) }));
+    const mounts = externalMounts(rt.initPid).map((mountpoint, i) => ({
+      mountpoint,
+      key: mountpoint === '/dev/console' ? 'console' : `m${i}`,
+      device: hostDeviceFor(rt.initPid, mountpoint),
+    }));
     for (const m of mounts) external.push(`mnt[${m.mountpoint}]:${m.key}`);
     // Read while the init lives: without leave_running, the dump ends it.
     const idmap = dumpedIdRange(rt.initPid);
@@ -445,7 +488,13 @@ export class LxcCheckpointer {
       if (c.format !== 1) throw new Error(`unknown format ${String(c.format)}`);
       return c;
     } catch (e) {
-      throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNREADABLE', `the checkpoint cannot be restored into "${id}": ${CONFIG_FILE} is missing or unreadable (${errorMessage(e)})`, [], { container: id });
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'CHECKPOINT_UNREADABLE',
+        `the checkpoint cannot be restored into "${id}": ${CONFIG_FILE} is missing or unreadable (${errorMessage(e)})`,
+        [],
+        { container: id },
+      );
     }
   }
 
@@ -455,10 +504,22 @@ export class LxcCheckpointer {
     const old = await readRuntime(this.h.dir(id));
     if (old && pidAlive(old.monitorPid) && !readExitRecord(this.h.monitorDir(id))) throw wrongState(id, 'RUNNING', 'stopped');
     if (clone && tcpEstablished) {
-      throw new OsvirtError('FAILED_PRECONDITION', 'CLONE_TCP_ESTABLISHED', `a clone cannot take over the TCP connections of "${config.container}", which keeps them; restore the clone without tcp_established (its connections are restored closed)`, [], { container: id });
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'CLONE_TCP_ESTABLISHED',
+        `a clone cannot take over the TCP connections of "${config.container}", which keeps them; restore the clone without tcp_established (its connections are restored closed)`,
+        [],
+        { container: id },
+      );
     }
     if (config.criu.tcpEstablished && !tcpEstablished && !clone) {
-      throw new OsvirtError('FAILED_PRECONDITION', 'TCP_ESTABLISHED_REQUIRED', `the checkpoint holds established TCP connections (it was taken with tcp_established); restore it with tcp_established`, [], { container: id });
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'TCP_ESTABLISHED_REQUIRED',
+        `the checkpoint holds established TCP connections (it was taken with tcp_established); restore it with tcp_established`,
+        [],
+        { container: id },
+      );
     }
     const client = await this.criu();
     await this.h.cleanup(id);
@@ -503,7 +564,14 @@ export class LxcCheckpointer {
         if (m.key === 'console') continue; // the new pty's path, once the helper made it
 
         const src = m.device ?? this.mountSource(spec, m.mountpoint) ?? (await this.h.hostFile(id, spec, m.mountpoint));
-        if (!src) throw new OsvirtError('FAILED_PRECONDITION', 'MOUNT_SOURCE_UNKNOWN', `the checkpoint has a host mount at ${m.mountpoint} that spec.mounts no longer provides`, [], { container: id });
+        if (!src)
+          throw new OsvirtError(
+            'FAILED_PRECONDITION',
+            'MOUNT_SOURCE_UNKNOWN',
+            `the checkpoint has a host mount at ${m.mountpoint} that spec.mounts no longer provides`,
+            [],
+            { container: id },
+          );
         external.push(`mnt[${m.key}]:${src}`);
       }
 
@@ -562,7 +630,10 @@ export class LxcCheckpointer {
           fd: INHERIT_FD,
           opts,
           // With IGNORE CRIU leaves the tasks where it runs: let that be the container's cgroups.
-          helperArgs: [...(manageMode === 'IGNORE' ? cg.dirs().flatMap((d) => ['--cgroup', d]) : []), ...(tty && root ? ['--tty-owner', `${root.uid}:${root.gid}`] : [])],
+          helperArgs: [
+            ...(manageMode === 'IGNORE' ? cg.dirs().flatMap((d) => ['--cgroup', d]) : []),
+            ...(tty && root ? ['--tty-owner', `${root.uid}:${root.gid}`] : []),
+          ],
           ...(timeoutMs > 0 ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
           patchOpts: async () => {
             if (!config.mounts.some((m) => m.key === 'console')) return {};
@@ -587,7 +658,11 @@ export class LxcCheckpointer {
       const initPid = restored.pid;
       faultPoint('restore.after-criu');
       if (!pidAlive(monitorPid) || !existsSync(path.join(monitorDir, 'monitor.sock'))) {
-        throw new OsvirtError('INTERNAL', 'MONITOR_FAILED', `the monitor of restored container "${id}" did not come up; see ${path.join(monitorDir, 'monitor.log')}`);
+        throw new OsvirtError(
+          'INTERNAL',
+          'MONITOR_FAILED',
+          `the monitor of restored container "${id}" did not come up; see ${path.join(monitorDir, 'monitor.log')}`,
+        );
       }
       if (network.bridge && network.hostInterfaces[0]) {
         // CRIU enslaves the host end itself (@bridge); make sure, it is cheap and idempotent.
@@ -597,7 +672,10 @@ export class LxcCheckpointer {
       await writeRuntime(dir, rt);
       this.h.forgetWait(id);
       const rs = readStats(imageDir, 'restore')?.restore;
-      this.h.logger.info({ container: id, from: config.container, ms: Date.now() - started, restoreUs: rs?.restore_time, forkingUs: rs?.forking_time }, 'restored');
+      this.h.logger.info(
+        { container: id, from: config.container, ms: Date.now() - started, restoreUs: rs?.restore_time, forkingUs: rs?.forking_time },
+        'restored',
+      );
       return { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid, exitCode: 0, signal: 0, startTime: new Date(rt.startTime), message: '' };
     } catch (e) {
       // Leave nothing half-made: the monitor (if any), every task in the cgroups, the mounts, the veth.
@@ -609,7 +687,9 @@ export class LxcCheckpointer {
         }
       }
       await cg.destroy().catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'cgroup cleanup after a failed restore'));
-      await this.h.unpublish(id).catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'port rules cleanup after a failed restore'));
+      await this.h
+        .unpublish(id)
+        .catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'port rules cleanup after a failed restore'));
       await teardownNetwork(network);
       if (rootfsMounted) await unmountUnder(rootfsMounted);
       await removeRuntime(dir);
@@ -634,7 +714,11 @@ export class LxcCheckpointer {
    * A clone runs next to its original on the same bridge: it gets its own MAC, address and
    * hostname before its processes resume. Sockets bound to the old address keep it.
    */
-  private async reidentify(pid: number, readdress: { inside: string; address: string; gateway?: string | undefined } | undefined, hostname: string): Promise<void> {
+  private async reidentify(
+    pid: number,
+    readdress: { inside: string; address: string; gateway?: string | undefined } | undefined,
+    hostname: string,
+  ): Promise<void> {
     if (readdress) {
       const dev = readdress.inside;
       await ipIn(pid, 'link', 'set', dev, 'down');

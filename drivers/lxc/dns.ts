@@ -60,7 +60,13 @@ export function containerResolv(hostFile: string, resolvedFile = RESOLVED_UPSTRE
   const upstream = parseResolv(read(resolvedFile) ?? '');
   if (upstream.servers.length) {
     // resolved's search domains are in its own file too; keep the host file's options.
-    return { conf: render(resolvedFile, upstream.servers, [...upstream.other.filter((l) => !l.startsWith('options')), ...host.other.filter((l) => l.startsWith('options'))]), note: `dns: ${hostFile} names only the host's loopback resolver (${host.loopback.join(', ')}); containers get systemd-resolved's upstream servers from ${resolvedFile}` };
+    return {
+      conf: render(resolvedFile, upstream.servers, [
+        ...upstream.other.filter((l) => !l.startsWith('options')),
+        ...host.other.filter((l) => l.startsWith('options')),
+      ]),
+      note: `dns: ${hostFile} names only the host's loopback resolver (${host.loopback.join(', ')}); containers get systemd-resolved's upstream servers from ${resolvedFile}`,
+    };
   }
   return {
     note: `dns: ${hostFile} names only the host's loopback resolver (${host.loopback.join(', ')}), which a container's network namespace cannot reach, and there is no ${resolvedFile}: containers on the bridge get no /etc/resolv.conf from osvirt; give the daemon --resolv-conf with reachable servers, or mount one (spec.mounts at /etc/resolv.conf)`,

@@ -43,7 +43,19 @@ import { securityArgs } from './security';
 import { launch, LaunchError, monitorCommand, readExitRecord, removeMonitorDir, waitExit, type ExitRecord } from './monitor';
 import { LxcCheckpointer } from './checkpoint';
 import { locateCriu } from '../../src/criu/criu-locate';
-import { checkNetworkSupport, DEFAULT_BRIDGE, interfaceStats, Ipam, planVeth, setupNetwork, teardownNetwork, vethArgs, vethRuntime, type BridgeConfig, type NetworkRuntime } from './network';
+import {
+  checkNetworkSupport,
+  DEFAULT_BRIDGE,
+  interfaceStats,
+  Ipam,
+  planVeth,
+  setupNetwork,
+  teardownNetwork,
+  vethArgs,
+  vethRuntime,
+  type BridgeConfig,
+  type NetworkRuntime,
+} from './network';
 import { Launcher } from './launcher';
 import { BUSYBOX_DEFAULT_INIT, mountOverlay, Templates } from './rootfs';
 import { isMountpoint, unmountUnder } from '../../src/host/mounts';
@@ -79,13 +91,22 @@ interface UserNs {
 
 const run = promisify(execFile);
 
-
 const RLIMIT_NAMES: Record<number, string> = {
-  [RlimitType.RLIMIT_TYPE_NOFILE]: 'nofile', [RlimitType.RLIMIT_TYPE_NPROC]: 'nproc', [RlimitType.RLIMIT_TYPE_AS]: 'as',
-  [RlimitType.RLIMIT_TYPE_RSS]: 'rss', [RlimitType.RLIMIT_TYPE_MEMLOCK]: 'memlock', [RlimitType.RLIMIT_TYPE_LOCKS]: 'locks',
-  [RlimitType.RLIMIT_TYPE_MSGQUEUE]: 'msgqueue', [RlimitType.RLIMIT_TYPE_CORE]: 'core', [RlimitType.RLIMIT_TYPE_CPU]: 'cpu',
-  [RlimitType.RLIMIT_TYPE_FSIZE]: 'fsize', [RlimitType.RLIMIT_TYPE_STACK]: 'stack', [RlimitType.RLIMIT_TYPE_DATA]: 'data',
-  [RlimitType.RLIMIT_TYPE_SIGPENDING]: 'sigpending', [RlimitType.RLIMIT_TYPE_NICE]: 'nice', [RlimitType.RLIMIT_TYPE_RTPRIO]: 'rtprio',
+  [RlimitType.RLIMIT_TYPE_NOFILE]: 'nofile',
+  [RlimitType.RLIMIT_TYPE_NPROC]: 'nproc',
+  [RlimitType.RLIMIT_TYPE_AS]: 'as',
+  [RlimitType.RLIMIT_TYPE_RSS]: 'rss',
+  [RlimitType.RLIMIT_TYPE_MEMLOCK]: 'memlock',
+  [RlimitType.RLIMIT_TYPE_LOCKS]: 'locks',
+  [RlimitType.RLIMIT_TYPE_MSGQUEUE]: 'msgqueue',
+  [RlimitType.RLIMIT_TYPE_CORE]: 'core',
+  [RlimitType.RLIMIT_TYPE_CPU]: 'cpu',
+  [RlimitType.RLIMIT_TYPE_FSIZE]: 'fsize',
+  [RlimitType.RLIMIT_TYPE_STACK]: 'stack',
+  [RlimitType.RLIMIT_TYPE_DATA]: 'data',
+  [RlimitType.RLIMIT_TYPE_SIGPENDING]: 'sigpending',
+  [RlimitType.RLIMIT_TYPE_NICE]: 'nice',
+  [RlimitType.RLIMIT_TYPE_RTPRIO]: 'rtprio',
 };
 
 const PROPAGATION: Record<number, string> = {
@@ -202,7 +223,8 @@ export class LxcDriver implements Driver {
     this.ipam = new Ipam(path.join(path.dirname(this.stateDir), 'ipam.json'), this.bridge);
     // Likewise one table of host id ranges: no two containers' roots may be the same host user.
     this.ids = new IdAllocator(path.join(path.dirname(this.stateDir), 'idmap.json'));
-    if (!existsSync('/proc/self/ns/user')) throw missingFeature('user namespaces', 'every container runs in its own user namespace; this kernel has none (CONFIG_USER_NS)');
+    if (!existsSync('/proc/self/ns/user'))
+      throw missingFeature('user namespaces', 'every container runs in its own user namespace; this kernel has none (CONFIG_USER_NS)');
     await fs.mkdir(path.join(this.stateDir, 'containers'), { recursive: true });
     this.launcher = new Launcher(this.helper, path.join(this.stateDir, 'launcher.sock'), this.logger);
     await this.launcher.start();
@@ -262,16 +284,22 @@ export class LxcDriver implements Driver {
     if (src.$case === 'path' && !spec.process?.args.length && !detectInit(src.value).system) {
       throw invalidArgument('spec.process.args', `is required: ${src.value} has no /sbin/init to boot`);
     }
-    if (src.$case === 'host' && !spec.process?.args.length) throw invalidArgument('spec.process.args', 'is required for an application container (rootfs.host)');
+    if (src.$case === 'host' && !spec.process?.args.length)
+      throw invalidArgument('spec.process.args', 'is required for an application container (rootfs.host)');
     for (const [i, m] of spec.mounts.entries()) {
-      if (m.type === MountType.MOUNT_TYPE_BIND && !existsSync(m.source)) throw invalidArgument(`spec.mounts[${i}].source`, `${m.source} does not exist on the host`);
+      if (m.type === MountType.MOUNT_TYPE_BIND && !existsSync(m.source))
+        throw invalidArgument(`spec.mounts[${i}].source`, `${m.source} does not exist on the host`);
     }
     checkNetworkSupport(spec.network);
     if (spec.ports.length) {
       // The port rules live in the daemon's bridge's table, next to its masquerade and route_localnet.
       const mode = spec.network?.mode;
       const bridge = mode?.$case === 'bridge' ? mode.value.bridge || this.bridge.name : '';
-      if (bridge !== this.bridge.name) throw invalidArgument('spec.ports', `ports are published only for containers on the daemon's bridge (${this.bridge.name}), not on ${bridge || 'this network'}`);
+      if (bridge !== this.bridge.name)
+        throw invalidArgument(
+          'spec.ports',
+          `ports are published only for containers on the daemon's bridge (${this.bridge.name}), not on ${bridge || 'this network'}`,
+        );
       const nat = natUnavailable();
       if (nat) throw missingFeature('nftables (nft)', `spec.ports are published as nftables DNAT rules: ${nat}`);
     }
@@ -279,11 +307,17 @@ export class LxcDriver implements Driver {
       throw missingFeature('device cgroup on cgroup v2', 'passing devices needs a BPF device program, which osvirt does not load yet');
     }
     const lxc = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value : undefined;
-    if (lxc && (lxc.uidMap.length > 0) !== (lxc.gidMap.length > 0)) throw invalidArgument('spec.lxc.gid_map', 'uid_map and gid_map go together');
-    if (lxc?.uidMap.length && spec.security?.privileged) throw invalidArgument('spec.security.privileged', 'a privileged container has no user namespace, so it cannot have lxc.uid_map / gid_map');
-    for (const [field, maps] of [['uid_map', lxc?.uidMap ?? []], ['gid_map', lxc?.gidMap ?? []]] as const) {
-      if (maps.length && !maps.some((m) => m.containerId === 0 && m.size > 0)) throw invalidArgument(`spec.lxc.${field}`, 'must map container id 0 (the container\'s root)');
-      if (maps.some((m) => m.hostId === 0 && m.size > 0)) throw invalidArgument(`spec.lxc.${field}`, 'must not map host id 0: that would make a user of the container the host\'s root');
+    if (lxc && lxc.uidMap.length > 0 !== lxc.gidMap.length > 0) throw invalidArgument('spec.lxc.gid_map', 'uid_map and gid_map go together');
+    if (lxc?.uidMap.length && spec.security?.privileged)
+      throw invalidArgument('spec.security.privileged', 'a privileged container has no user namespace, so it cannot have lxc.uid_map / gid_map');
+    for (const [field, maps] of [
+      ['uid_map', lxc?.uidMap ?? []],
+      ['gid_map', lxc?.gidMap ?? []],
+    ] as const) {
+      if (maps.length && !maps.some((m) => m.containerId === 0 && m.size > 0))
+        throw invalidArgument(`spec.lxc.${field}`, "must map container id 0 (the container's root)");
+      if (maps.some((m) => m.hostId === 0 && m.size > 0))
+        throw invalidArgument(`spec.lxc.${field}`, "must not map host id 0: that would make a user of the container the host's root");
     }
     await this.ext.validate?.(id, spec);
   }
@@ -364,7 +398,10 @@ export class LxcDriver implements Driver {
     // monitor, --host-overlay / --host-bind; restore: mount-root).
     const mountRoot = async (what: string[]) => {
       if (isMountpoint(target)) return;
-      const maps = [...userNs!.uidMap.map((m) => ['--uidmap', `${m.containerId}:${m.hostId}:${m.size}`]), ...userNs!.gidMap.map((m) => ['--gidmap', `${m.containerId}:${m.hostId}:${m.size}`])].flat();
+      const maps = [
+        ...userNs!.uidMap.map((m) => ['--uidmap', `${m.containerId}:${m.hostId}:${m.size}`]),
+        ...userNs!.gidMap.map((m) => ['--gidmap', `${m.containerId}:${m.hostId}:${m.size}`]),
+      ].flat();
       try {
         await run(this.helper, ['mount-root', ...maps, ...what, target]);
       } catch (e) {
@@ -428,7 +465,8 @@ export class LxcDriver implements Driver {
   private async bootPlan(spec: ContainerSpec): Promise<{ argv: string[]; boot?: Boot }> {
     const args = spec.process?.args ?? [];
     const src = spec.rootfs?.source;
-    const root = src?.$case === 'template' ? await this.templates.ensure(src.value, spec.rootfs?.templateOptions) : src?.$case === 'path' ? src.value : undefined;
+    const root =
+      src?.$case === 'template' ? await this.templates.ensure(src.value, spec.rootfs?.templateOptions) : src?.$case === 'path' ? src.value : undefined;
     const busybox = src?.$case === 'template' && src.value === 'busybox';
     if (!args.length && (!root || busybox)) return { argv: BUSYBOX_DEFAULT_INIT };
     if (!root || (args.length && !INIT_PATHS.includes(args[0]!))) return { argv: args };
@@ -458,7 +496,10 @@ export class LxcDriver implements Driver {
     }
     // A machine id of its own that survives restarts: systemd adopts container_uuid when /etc/machine-id is empty.
     const idFile = path.join(this.dir(id), 'machine-uuid');
-    let uuid = await fs.readFile(idFile, 'utf8').then((t) => t.trim()).catch(() => '');
+    let uuid = await fs
+      .readFile(idFile, 'utf8')
+      .then((t) => t.trim())
+      .catch(() => '');
     if (!uuid) {
       uuid = randomUUID();
       await writeFileAtomic(idFile, uuid + '\n', 0o644, false);
@@ -473,7 +514,14 @@ export class LxcDriver implements Driver {
       // checkpointable. clone3's flags are out of a filter's reach: ENOSYS makes
       // glibc fall back to clone, whose flags it can see.
       const CLONE_NEWUTS = 0x04000000;
-      args.push('--seccomp-deny', `unshare:EPERM:arg0&${CLONE_NEWUTS}`, '--seccomp-deny', `clone:EPERM:arg0&${CLONE_NEWUTS}`, '--seccomp-deny', 'clone3:ENOSYS');
+      args.push(
+        '--seccomp-deny',
+        `unshare:EPERM:arg0&${CLONE_NEWUTS}`,
+        '--seccomp-deny',
+        `clone:EPERM:arg0&${CLONE_NEWUTS}`,
+        '--seccomp-deny',
+        'clone3:ENOSYS',
+      );
     }
     if (!spec.process?.rlimits.some((r) => r.type === RlimitType.RLIMIT_TYPE_NOFILE)) {
       // The hard limit can only rise with CAP_SYS_RESOURCE over the host; otherwise keep the daemon's own.
@@ -513,7 +561,10 @@ export class LxcDriver implements Driver {
     if (!spec.ports.length) return;
     const nat = natUnavailable();
     if (nat) throw missingFeature('nftables (nft)', `spec.ports are published as nftables DNAT rules: ${nat}`);
-    if (!address) throw new OsvirtError('FAILED_PRECONDITION', 'NO_ADDRESS', `container "${id}" has no address on ${bridge} to publish its ports to`, [], { container: id });
+    if (!address)
+      throw new OsvirtError('FAILED_PRECONDITION', 'NO_ADDRESS', `container "${id}" has no address on ${bridge} to publish its ports to`, [], {
+        container: id,
+      });
     const to = address.split('/')[0]!;
     await writeFileAtomic(this.portsFile(id), JSON.stringify({ bridge, address: to }) + '\n', 0o644, false);
     await publishPorts(id, bridge, to, spec.ports);
@@ -719,12 +770,17 @@ export class LxcDriver implements Driver {
       args.push(...(this.ext.helperArgs?.(id, spec) ?? []));
       args.push('--', ...argv);
 
-      const launched = await launch(this.helper, args, async (initPid) => {
-        // The monitor and its init exist, the init waits for "go".
-        faultPoint('start.before-go');
-        if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam);
-        await this.ext.configure?.(id, spec, initPid);
-      }, this.launcher);
+      const launched = await launch(
+        this.helper,
+        args,
+        async (initPid) => {
+          // The monitor and its init exist, the init waits for "go".
+          faultPoint('start.before-go');
+          if (netMode?.$case !== 'bridge') network = await setupNetwork(id, initPid, spec.network, this.ipam);
+          await this.ext.configure?.(id, spec, initPid);
+        },
+        this.launcher,
+      );
       // The init runs; without runtime.json the next daemon reads STOPPED and its cleanup kills the tree.
       faultPoint('start.after-launch');
       const rt = runtimeNow(launched.initPid, launched.monitorPid, network, rootfsMounted);
@@ -732,12 +788,15 @@ export class LxcDriver implements Driver {
       this.waits.delete(id);
       return { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, startTime: new Date(rt.startTime), message: '' };
     } catch (e) {
-      await this.unpublish(id, network.publishedOn).catch((err: unknown) => this.logger.warn({ container: id, err: errorMessage(err) }, 'cannot remove the port rules of a failed start'));
+      await this.unpublish(id, network.publishedOn).catch((err: unknown) =>
+        this.logger.warn({ container: id, err: errorMessage(err) }, 'cannot remove the port rules of a failed start'),
+      );
       await teardownNetwork(network);
       await cg.destroy().catch(() => undefined);
       if (rootfsMounted) await unmountUnder(rootfsMounted);
       await this.ext.afterStop?.(id).catch(() => undefined);
-      if (e instanceof LaunchError) throw new OsvirtError('FAILED_PRECONDITION', 'START_FAILED', `container "${id}" failed to start: ${e.message}`, [], { container: id });
+      if (e instanceof LaunchError)
+        throw new OsvirtError('FAILED_PRECONDITION', 'START_FAILED', `container "${id}" failed to start: ${e.message}`, [], { container: id });
       throw e;
     }
   }
@@ -792,7 +851,12 @@ export class LxcDriver implements Driver {
       return { ...base, status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN, message: 'the container monitor is gone and left no exit record' };
     }
     const frozen = await this.cgroup(id).isFrozen();
-    return { ...base, status: frozen ? RuntimeStatus.RUNTIME_STATUS_PAUSED : RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, startTime: new Date(rt.startTime) };
+    return {
+      ...base,
+      status: frozen ? RuntimeStatus.RUNTIME_STATUS_PAUSED : RuntimeStatus.RUNTIME_STATUS_RUNNING,
+      initPid: rt.initPid,
+      startTime: new Date(rt.startTime),
+    };
   }
 
   /**
@@ -816,7 +880,14 @@ export class LxcDriver implements Driver {
         if (!rt) return this.state(id);
         const exit = await waitExit(this.monitorDir(id), rt.monitorPid);
         await this.cleanup(id).catch((e) => this.logger.warn({ container: id, err: errorMessage(e) }, 'cleanup after exit failed'));
-        if (!exit) return { status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN, initPid: 0, exitCode: 0, signal: 0, message: 'the container monitor exited without an exit record' };
+        if (!exit)
+          return {
+            status: RuntimeStatus.RUNTIME_STATUS_UNKNOWN,
+            initPid: 0,
+            exitCode: 0,
+            signal: 0,
+            message: 'the container monitor exited without an exit record',
+          };
         return this.exitState(exit, this.readBoot(id));
       })().finally(() => this.waits.delete(id));
       this.waits.set(id, p);
@@ -960,7 +1031,9 @@ export class LxcDriver implements Driver {
     }
     for (const { id } of items) {
       try {
-        out[id] = existsSync(this.dir(id)) ? await this.state(id) : { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, message: '' };
+        out[id] = existsSync(this.dir(id))
+          ? await this.state(id)
+          : { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, message: '' };
         // Exited while we were away: release host resources now.
         if (out[id]?.status === RuntimeStatus.RUNTIME_STATUS_STOPPED) await this.cleanup(id);
       } catch (e) {
@@ -1090,7 +1163,14 @@ export class LxcDriver implements Driver {
   async console(id: string): Promise<ConsoleSession> {
     this.known(id);
     const sock = path.join(this.monitorDir(id), 'console.sock');
-    if (!existsSync(sock)) throw new OsvirtError('FAILED_PRECONDITION', 'NO_CONSOLE', `container "${id}" has no console: create it with process.tty = true (a system container, booting its own init, always has one)`, [], { container: id });
+    if (!existsSync(sock))
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'NO_CONSOLE',
+        `container "${id}" has no console: create it with process.tty = true (a system container, booting its own init, always has one)`,
+        [],
+        { container: id },
+      );
     const c = net.connect(sock);
     await new Promise<void>((resolve, reject) => {
       c.once('connect', resolve);

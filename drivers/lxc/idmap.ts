@@ -149,10 +149,20 @@ export class IdAllocator {
       if (mine) return mine;
       // Free: no recorded range (an allocation, or a map a spec chose) overlaps the block.
       const ranges = Object.values(table);
-      const freeU = firstFree(blocks(this.uids, IDS_PER_CONTAINER), ranges.map((r) => ({ start: r.uid, end: r.uid + r.size })));
-      const freeG = firstFree(blocks(this.gids, IDS_PER_CONTAINER), ranges.map((r) => ({ start: r.gid, end: r.gid + r.size })));
+      const freeU = firstFree(
+        blocks(this.uids, IDS_PER_CONTAINER),
+        ranges.map((r) => ({ start: r.uid, end: r.uid + r.size })),
+      );
+      const freeG = firstFree(
+        blocks(this.gids, IDS_PER_CONTAINER),
+        ranges.map((r) => ({ start: r.gid, end: r.gid + r.size })),
+      );
       if (freeU === undefined || freeG === undefined) {
-        throw new OsvirtError('RESOURCE_EXHAUSTED', 'ID_RANGE_EXHAUSTED', `no free block of ${IDS_PER_CONTAINER} ${freeU === undefined ? 'uids' : 'gids'} left in the subordinate ranges (${this.source}); delete containers or give root a larger range in /etc/subuid and /etc/subgid`);
+        throw new OsvirtError(
+          'RESOURCE_EXHAUSTED',
+          'ID_RANGE_EXHAUSTED',
+          `no free block of ${IDS_PER_CONTAINER} ${freeU === undefined ? 'uids' : 'gids'} left in the subordinate ranges (${this.source}); delete containers or give root a larger range in /etc/subuid and /etc/subgid`,
+        );
       }
       const range = { uid: freeU, gid: freeG, size: IDS_PER_CONTAINER };
       table[container] = range;

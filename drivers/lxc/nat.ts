@@ -73,7 +73,10 @@ async function nftScript(script: string): Promise<void> {
 async function nftList(...args: string[]): Promise<string> {
   const nft = nftPath();
   if (!nft) return '';
-  return run(nft, args, { maxBuffer: 64 * 1024 * 1024 }).then((r) => r.stdout, () => '');
+  return run(nft, args, { maxBuffer: 64 * 1024 * 1024 }).then(
+    (r) => r.stdout,
+    () => '',
+  );
 }
 
 function readSysctl(key: string): string | undefined {
@@ -138,11 +141,13 @@ add rule ip ${table} forward oifname "${bridge}" ct status dnat accept
   // Forwarding is a host-wide switch, as with lxc-net and netavark: say when osvirt turns it on.
   const forward = readSysctl('net.ipv4.ip_forward');
   if (forward !== '1') {
-    if (sysctl('net.ipv4.ip_forward', '1')) logger?.info({ bridge, was: forward }, 'enabled net.ipv4.ip_forward for NAT of the bridge (a host-wide setting; it stays on)');
+    if (sysctl('net.ipv4.ip_forward', '1'))
+      logger?.info({ bridge, was: forward }, 'enabled net.ipv4.ip_forward for NAT of the bridge (a host-wide setting; it stays on)');
     else logger?.warn({ bridge }, `nat: ${forwardingProblem()}`);
   }
   // The host's loopback reaches published ports only if the kernel routes 127/8 out of the bridge.
-  if (!sysctl(`net.ipv4.conf.${bridge}.route_localnet`, '1')) logger?.warn({ bridge }, 'cannot set route_localnet: published ports are not reachable at 127.0.0.1');
+  if (!sysctl(`net.ipv4.conf.${bridge}.route_localnet`, '1'))
+    logger?.warn({ bridge }, 'cannot set route_localnet: published ports are not reachable at 127.0.0.1');
   readyTables.add(key);
 }
 
@@ -198,7 +203,9 @@ export function parsePortRules(listing: string): PortRule[] {
     const c = /^\s*chain (\S+) \{/.exec(line);
     if (c) chain = c[1]!;
     if (!table.startsWith(TABLE_PREFIX)) continue;
-    const r = /^\s*(?:ip daddr (\S+)|fib daddr type local) (tcp|udp) dport (\d+) dnat to ([\d.]+):\d+ comment "osvirt:([a-z0-9-]+)"(?: # handle (\d+))?/.exec(line);
+    const r = /^\s*(?:ip daddr (\S+)|fib daddr type local) (tcp|udp) dport (\d+) dnat to ([\d.]+):\d+ comment "osvirt:([a-z0-9-]+)"(?: # handle (\d+))?/.exec(
+      line,
+    );
     if (r) out.push({ table, chain, hostIp: r[1] ?? '', protocol: r[2]!, hostPort: Number(r[3]), address: r[4]!, container: r[5]!, handle: Number(r[6] ?? 0) });
   }
   return out;
@@ -266,16 +273,37 @@ export async function publishPorts(container: string, bridge: string, address: s
       const proto = p.protocol || 'tcp';
       // A rule for a foreign address would take over traffic the host only routes (a container's to 8.8.8.8, say).
       if (p.hostIp && !local.has(p.hostIp)) {
-        throw new OsvirtError('FAILED_PRECONDITION', 'HOST_IP_NOT_LOCAL', `spec.ports[${i}].host_ip: ${p.hostIp} is not an address of this host (see ip -4 addr)`, [], { container });
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'HOST_IP_NOT_LOCAL',
+          `spec.ports[${i}].host_ip: ${p.hostIp} is not an address of this host (see ip -4 addr)`,
+          [],
+          { container },
+        );
       }
       const other = taken.find((r) => overlaps(r, { hostIp: p.hostIp, hostPort: p.hostPort, protocol: proto }));
       if (other) {
-        const whose = other.table === table ? `container "${other.container}"` : `container "${other.container}" of the daemon on bridge ${other.table.slice(TABLE_PREFIX.length)}`;
-        throw new OsvirtError('FAILED_PRECONDITION', 'PORT_IN_USE', `spec.ports[${i}]: ${formatPort(p)} is already published by ${whose}; stop it or choose another host_port`, [], { container, holder: other.container });
+        const whose =
+          other.table === table
+            ? `container "${other.container}"`
+            : `container "${other.container}" of the daemon on bridge ${other.table.slice(TABLE_PREFIX.length)}`;
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'PORT_IN_USE',
+          `spec.ports[${i}]: ${formatPort(p)} is already published by ${whose}; stop it or choose another host_port`,
+          [],
+          { container, holder: other.container },
+        );
       }
       const listener = hostSockets(proto, p.hostPort).find((a) => !a || !p.hostIp || a === p.hostIp);
       if (listener !== undefined) {
-        throw new OsvirtError('FAILED_PRECONDITION', 'PORT_IN_USE', `spec.ports[${i}]: ${formatPort(p)}: a process of the host ${proto === 'tcp' ? 'listens' : 'is bound'} on ${listener || '*'}:${p.hostPort}/${proto} (see ss -lnp); choose another host_port`, [], { container });
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'PORT_IN_USE',
+          `spec.ports[${i}]: ${formatPort(p)}: a process of the host ${proto === 'tcp' ? 'listens' : 'is bound'} on ${listener || '*'}:${p.hostPort}/${proto} (see ss -lnp); choose another host_port`,
+          [],
+          { container },
+        );
       }
     }
     const lines: string[] = [];
@@ -305,7 +333,10 @@ export async function unpublishPorts(container: string, bridge: string): Promise
  * container still publishes to that address. Returns their names, and the
  * containers whose rules are there.
  */
-export async function sweepPorts(bridge: string, live: (container: string, address: string) => Promise<boolean>): Promise<{ removed: string[]; present: Set<string> }> {
+export async function sweepPorts(
+  bridge: string,
+  live: (container: string, address: string) => Promise<boolean>,
+): Promise<{ removed: string[]; present: Set<string> }> {
   if (!nftPath()) return { removed: [], present: new Set() };
   const rules = parsePortRules(await nftList('-a', 'list', 'table', 'ip', natTable(bridge)));
   const stale: PortRule[] = [];

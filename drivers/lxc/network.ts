@@ -100,7 +100,10 @@ const ipamMutex = new KeyedMutex();
 export class Ipam {
   private readonly mutex = ipamMutex;
 
-  constructor(readonly file: string, private readonly bridge: BridgeConfig) {}
+  constructor(
+    readonly file: string,
+    private readonly bridge: BridgeConfig,
+  ) {}
 
   /** Host interface name for a container's device, unique to this daemon. */
   ifName(prefix: string, container: string): string {
@@ -179,9 +182,10 @@ export async function ensureBridge(name: string, gateway: { address: string; pre
   }
   if (gateway) {
     const have = await ip('-4', '-o', 'addr', 'show', 'dev', name);
-    if (!have.includes(` ${gateway.address}/`)) await ip('addr', 'add', `${gateway.address}/${gateway.prefix}`, 'dev', name).catch((e: Error) => {
-      if (!/File exists/.test(e.message)) throw e;
-    });
+    if (!have.includes(` ${gateway.address}/`))
+      await ip('addr', 'add', `${gateway.address}/${gateway.prefix}`, 'dev', name).catch((e: Error) => {
+        if (!/File exists/.test(e.message)) throw e;
+      });
   }
   await ip('link', 'set', name, 'up');
   readyBridges.add(key);
@@ -202,12 +206,30 @@ export function checkNetworkSupport(n: Network | undefined, hostLinkExists: (nam
   const mode = n?.mode;
   if (mode?.$case === 'vlan') {
     const has = hasKernelFeature('CONFIG_VLAN_8021Q', '/proc/net/vlan');
-    if (has === false) throw missingFeature('802.1q VLAN (CONFIG_VLAN_8021Q)', 'this kernel was built without it, so network.vlan cannot work here; use network.macvlan or network.bridge');
-    if (!hostLinkExists(mode.value.parent)) throw new OsvirtError('FAILED_PRECONDITION', 'PARENT_INTERFACE_MISSING', `network.vlan.parent: host interface "${mode.value.parent}" does not exist`, [], { interface: mode.value.parent });
+    if (has === false)
+      throw missingFeature(
+        '802.1q VLAN (CONFIG_VLAN_8021Q)',
+        'this kernel was built without it, so network.vlan cannot work here; use network.macvlan or network.bridge',
+      );
+    if (!hostLinkExists(mode.value.parent))
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'PARENT_INTERFACE_MISSING',
+        `network.vlan.parent: host interface "${mode.value.parent}" does not exist`,
+        [],
+        { interface: mode.value.parent },
+      );
   }
   if (mode?.$case === 'macvlan') {
     if (hasKernelFeature('CONFIG_MACVLAN') === false) throw missingFeature('macvlan (CONFIG_MACVLAN)', 'this kernel was built without it');
-    if (!hostLinkExists(mode.value.parent)) throw new OsvirtError('FAILED_PRECONDITION', 'PARENT_INTERFACE_MISSING', `network.macvlan.parent: host interface "${mode.value.parent}" does not exist`, [], { interface: mode.value.parent });
+    if (!hostLinkExists(mode.value.parent))
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'PARENT_INTERFACE_MISSING',
+        `network.macvlan.parent: host interface "${mode.value.parent}" does not exist`,
+        [],
+        { interface: mode.value.parent },
+      );
   }
 }
 
@@ -338,7 +360,10 @@ export async function interfaceStats(pid: number): Promise<{ name: string; rxByt
   for (const line of text.split('\n').slice(2)) {
     const m = /^\s*([^:]+):\s*(.*)$/.exec(line);
     if (!m || !m[1] || m[1] === 'lo') continue;
-    const f = (m[2] ?? '').trim().split(/\s+/).map((x) => (/^\d+$/.test(x) ? BigInt(x) : 0n));
+    const f = (m[2] ?? '')
+      .trim()
+      .split(/\s+/)
+      .map((x) => (/^\d+$/.test(x) ? BigInt(x) : 0n));
     out.push({ name: m[1], rxBytes: f[0] ?? 0n, rxPackets: f[1] ?? 0n, txBytes: f[8] ?? 0n, txPackets: f[9] ?? 0n });
   }
   return out;

@@ -25,4 +25,3 @@ export async function mountOverlay(lower: string, base: string): Promise<string>
   }
   return target;
 }
-

@@ -9,8 +9,22 @@ import type { Security } from '../../src/gen/osvirt/v1/container';
 const MS_REMOUNT = 0x20;
 
 export const DEFAULT_SECCOMP_DENY = [
-  'kexec_load', 'kexec_file_load', 'init_module', 'finit_module', 'delete_module', 'open_by_handle_at',
-  'iopl', 'ioperm', 'swapon', 'swapoff', 'acct', 'syslog', 'add_key', 'request_key', 'keyctl', 'bpf',
+  'kexec_load',
+  'kexec_file_load',
+  'init_module',
+  'finit_module',
+  'delete_module',
+  'open_by_handle_at',
+  'iopl',
+  'ioperm',
+  'swapon',
+  'swapoff',
+  'acct',
+  'syslog',
+  'add_key',
+  'request_key',
+  'keyctl',
+  'bpf',
   'perf_event_open',
 ];
 
@@ -28,7 +42,16 @@ export const DEFAULT_SECCOMP_DENY = [
  */
 export const PRIVILEGED_SECCOMP_DENY = ['fspick', 'mount_setattr'];
 
-export const DEFAULT_MASKED = ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug', '/proc/latency_stats', '/proc/acpi', '/proc/scsi', '/sys/firmware'];
+export const DEFAULT_MASKED = [
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/timer_list',
+  '/proc/sched_debug',
+  '/proc/latency_stats',
+  '/proc/acpi',
+  '/proc/scsi',
+  '/sys/firmware',
+];
 
 export const DEFAULT_READONLY = ['/proc/sys', '/proc/sysrq-trigger', '/proc/irq', '/proc/bus', '/proc/fs'];
 

@@ -7,7 +7,13 @@ import type { Logger } from 'pino';
 import { invalidArgument, OsvirtError } from '../../src/core/errors';
 import type { DriverExtension, ExtensionHost } from '../../src/core/extension';
 import { toServiceError, unary } from '../../src/core/grpc-status';
-import { TemplateServiceService, type Template, type TemplateServiceServer, type BuildTemplateRequest, type BuildTemplateResponse } from '../../src/gen/osvirt/v1/template_service';
+import {
+  TemplateServiceService,
+  type Template,
+  type TemplateServiceServer,
+  type BuildTemplateRequest,
+  type BuildTemplateResponse,
+} from '../../src/gen/osvirt/v1/template_service';
 import { normalizeOptions, templateKey, type TemplateMeta, type Templates } from './templates';
 
 export function templateExtension(templates: () => Templates): DriverExtension {
@@ -71,7 +77,14 @@ function templateService(templates: Templates, host: ExtensionHost, logger: Logg
         throw new OsvirtError('NOT_FOUND', 'TEMPLATE_NOT_FOUND', `template "${req.key}" not found`, [], { template: req.key });
       }
       const users = await usedBy(req.key);
-      if (users.length) throw new OsvirtError('FAILED_PRECONDITION', 'TEMPLATE_IN_USE', `template "${req.key}" is the root filesystem of ${users.join(', ')}; delete ${users.length > 1 ? 'them' : 'it'} first`, [], { template: req.key });
+      if (users.length)
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'TEMPLATE_IN_USE',
+          `template "${req.key}" is the root filesystem of ${users.join(', ')}; delete ${users.length > 1 ? 'them' : 'it'} first`,
+          [],
+          { template: req.key },
+        );
       await templates.remove(req.key);
       return {};
     }),

@@ -57,17 +57,21 @@ export interface TemplateMeta {
 
 /** The options a template is built with, defaults filled in and validated (INVALID_ARGUMENT naming `field`). */
 export function normalizeOptions(name: string, o: TemplateOptions | undefined, field = 'spec.rootfs.template_options'): TemplateMeta['options'] {
-  if (!(TEMPLATES as readonly string[]).includes(name)) throw invalidArgument(field.replace(/template_options$/, 'template'), `unknown template "${name}" (known: ${TEMPLATES.join(', ')})`);
+  if (!(TEMPLATES as readonly string[]).includes(name))
+    throw invalidArgument(field.replace(/template_options$/, 'template'), `unknown template "${name}" (known: ${TEMPLATES.join(', ')})`);
   const given = !!o && (!!o.release || !!o.variant || o.packages.length > 0);
   if (name !== 'debian') {
     if (given) throw invalidArgument(field, `the ${name} template takes no options`);
     return { release: '', variant: '', packages: [] };
   }
   const release = o?.release || 'bookworm';
-  if (!DEBIAN_RELEASES.includes(release)) throw invalidArgument(`${field}.release`, `"${release}" is not a release osvirt builds (known: ${DEBIAN_RELEASES.join(', ')})`);
+  if (!DEBIAN_RELEASES.includes(release))
+    throw invalidArgument(`${field}.release`, `"${release}" is not a release osvirt builds (known: ${DEBIAN_RELEASES.join(', ')})`);
   const variant = o?.variant || 'minbase';
-  if (!DEBIAN_VARIANTS.includes(variant)) throw invalidArgument(`${field}.variant`, `"${variant}" is not an mmdebstrap variant osvirt builds (known: ${DEBIAN_VARIANTS.join(', ')})`);
-  for (const [i, p] of (o?.packages ?? []).entries()) if (!PACKAGE_RE.test(p)) throw invalidArgument(`${field}.packages[${i}]`, `"${p}" is not a Debian package name`);
+  if (!DEBIAN_VARIANTS.includes(variant))
+    throw invalidArgument(`${field}.variant`, `"${variant}" is not an mmdebstrap variant osvirt builds (known: ${DEBIAN_VARIANTS.join(', ')})`);
+  for (const [i, p] of (o?.packages ?? []).entries())
+    if (!PACKAGE_RE.test(p)) throw invalidArgument(`${field}.packages[${i}]`, `"${p}" is not a Debian package name`);
   const packages = [...new Set(o?.packages ?? [])].sort();
   return { release, variant, packages };
 }
@@ -75,7 +79,10 @@ export function normalizeOptions(name: string, o: TemplateOptions | undefined, f
 /** The directory name of a parameter set: readable, plus a hash of exactly what was asked. */
 export function templateKey(name: string, opts: TemplateMeta['options']): string {
   if (name !== 'debian') return name;
-  const hash = createHash('sha256').update(JSON.stringify({ name, ...opts })).digest('hex').slice(0, 12);
+  const hash = createHash('sha256')
+    .update(JSON.stringify({ name, ...opts }))
+    .digest('hex')
+    .slice(0, 12);
   return `debian-${opts.release}-${opts.variant}-${hash}`;
 }
 
@@ -98,7 +105,8 @@ export function hostDebianMirror(): string {
   const files: string[] = [];
   if (existsSync('/etc/apt/sources.list')) files.push('/etc/apt/sources.list');
   try {
-    for (const f of readdirSync('/etc/apt/sources.list.d')) if (f.endsWith('.list') || f.endsWith('.sources')) files.push(path.join('/etc/apt/sources.list.d', f));
+    for (const f of readdirSync('/etc/apt/sources.list.d'))
+      if (f.endsWith('.list') || f.endsWith('.sources')) files.push(path.join('/etc/apt/sources.list.d', f));
   } catch {
     // none
   }
@@ -107,7 +115,7 @@ export function hostDebianMirror(): string {
     if (file.endsWith('.sources')) {
       for (const stanza of text.split(/\n\s*\n/)) {
         const field = (k: string) => new RegExp(`^${k}:\\s*(.+)$`, 'mi').exec(stanza)?.[1]?.trim() ?? '';
-        if (!/\bdeb\b/.test(field('Types')) || /^\s*Enabled:\s*no/mi.test(stanza)) continue;
+        if (!/\bdeb\b/.test(field('Types')) || /^\s*Enabled:\s*no/im.test(stanza)) continue;
         const suites = field('Suites').split(/\s+/);
         const uri = field('URIs').split(/\s+/)[0];
         if (uri && suites.some((s) => DEBIAN_SUITES.includes(s)) && isDebianArchive(uri)) return uri;
@@ -119,7 +127,10 @@ export function hostDebianMirror(): string {
       }
     }
   }
-  throw missingFeature('a Debian mirror', 'the debian template is built from the Debian mirror in the host\'s apt sources (/etc/apt/sources.list or /etc/apt/sources.list.d), and none names one; add one, or set OSVIRT_DEBIAN_MIRROR');
+  throw missingFeature(
+    'a Debian mirror',
+    "the debian template is built from the Debian mirror in the host's apt sources (/etc/apt/sources.list or /etc/apt/sources.list.d), and none names one; add one, or set OSVIRT_DEBIAN_MIRROR",
+  );
 }
 
 /**
@@ -159,7 +170,17 @@ export class Templates {
     try {
       return JSON.parse(text) as TemplateMeta;
     } catch {
-      return { name: key, key, options: { release: '', variant: '', packages: [] }, source: text.trim(), builtAt: '', sizeBytes: 0, init: BUSYBOX_DEFAULT_INIT, haltSignal: 15, rebootSignal: 2 };
+      return {
+        name: key,
+        key,
+        options: { release: '', variant: '', packages: [] },
+        source: text.trim(),
+        builtAt: '',
+        sizeBytes: 0,
+        init: BUSYBOX_DEFAULT_INIT,
+        haltSignal: 15,
+        rebootSignal: 2,
+      };
     }
   }
 
@@ -216,7 +237,7 @@ export class Templates {
 
   private async buildBusybox(key: string): Promise<string> {
     const bb = findBusybox();
-    if (!bb) throw missingFeature('busybox', 'the busybox template is built from the host\'s static busybox; install busybox-static (scripts/setup.sh does)');
+    if (!bb) throw missingFeature('busybox', "the busybox template is built from the host's static busybox; install busybox-static (scripts/setup.sh does)");
     if (!(await isStatic(bb))) throw missingFeature('a static busybox', `${bb} is dynamically linked; install busybox-static`);
     const dir = this.path(key);
     const tmp = `${dir}.tmp-${process.pid}`;
@@ -228,7 +249,10 @@ export class Templates {
     await fs.copyFile(bb, path.join(tmp, 'bin/busybox'));
     await fs.chmod(path.join(tmp, 'bin/busybox'), 0o755);
     const { stdout } = await run(bb, ['--list-full']);
-    for (const applet of stdout.split('\n').map((s) => s.trim()).filter(Boolean)) {
+    for (const applet of stdout
+      .split('\n')
+      .map((s) => s.trim())
+      .filter(Boolean)) {
       const target = path.join(tmp, applet);
       if (applet === 'bin/busybox' || existsSync(target)) continue;
       await fs.mkdir(path.dirname(target), { recursive: true });
@@ -242,11 +266,20 @@ export class Templates {
       'etc/os-release': 'NAME="osvirt busybox"\nID=busybox\n',
     };
     for (const [f, content] of Object.entries(files)) await fs.writeFile(path.join(tmp, f), content);
-    return this.finish(tmp, dir, { name: 'busybox', key, options: { release: '', variant: '', packages: [] }, source: bb, init: BUSYBOX_DEFAULT_INIT, haltSignal: 15, rebootSignal: 2 });
+    return this.finish(tmp, dir, {
+      name: 'busybox',
+      key,
+      options: { release: '', variant: '', packages: [] },
+      source: bb,
+      init: BUSYBOX_DEFAULT_INIT,
+      haltSignal: 15,
+      rebootSignal: 2,
+    });
   }
 
   private async buildDebian(key: string, opts: TemplateMeta['options'], progress?: (line: string) => void): Promise<string> {
-    if (!existsSync('/usr/bin/mmdebstrap')) throw missingFeature('mmdebstrap', 'the debian template is built with mmdebstrap; apt-get install mmdebstrap (scripts/setup.sh does)');
+    if (!existsSync('/usr/bin/mmdebstrap'))
+      throw missingFeature('mmdebstrap', 'the debian template is built with mmdebstrap; apt-get install mmdebstrap (scripts/setup.sh does)');
     const mirror = hostDebianMirror();
     const dir = this.path(key);
     const tmp = `${dir}.tmp-${process.pid}`;
@@ -274,7 +307,11 @@ export class Templates {
       // would reach into the host's /dev/shm).
       const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'mmdebstrap', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       const onData = (b: Buffer) => {
-        for (const line of b.toString().split('\n').map((l) => l.trimEnd()).filter(Boolean)) {
+        for (const line of b
+          .toString()
+          .split('\n')
+          .map((l) => l.trimEnd())
+          .filter(Boolean)) {
           tail = [...tail.slice(-30), line];
           progress?.(line);
         }
@@ -286,9 +323,21 @@ export class Templates {
     });
     if (code !== 0) {
       await removeTree(tmp);
-      throw new OsvirtError('INTERNAL', 'TEMPLATE_BUILD_FAILED', `building the debian template (${opts.release}, ${opts.variant}) failed: mmdebstrap exited ${code}:\n${tail.join('\n')}`);
+      throw new OsvirtError(
+        'INTERNAL',
+        'TEMPLATE_BUILD_FAILED',
+        `building the debian template (${opts.release}, ${opts.variant}) failed: mmdebstrap exited ${code}:\n${tail.join('\n')}`,
+      );
     }
     const init = detectInit(tmp);
-    return this.finish(tmp, dir, { name: 'debian', key, options: opts, source: mirror, init: init.init, haltSignal: init.haltSignal, rebootSignal: init.rebootSignal });
+    return this.finish(tmp, dir, {
+      name: 'debian',
+      key,
+      options: opts,
+      source: mirror,
+      init: init.init,
+      haltSignal: init.haltSignal,
+      rebootSignal: init.rebootSignal,
+    });
   }
 }

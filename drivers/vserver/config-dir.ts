@@ -9,7 +9,14 @@
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { ContainerSpec } from '../../src/gen/osvirt/v1/container';
-import { VServerInit_Style, VServerOptions, type VServerInterface, type VServerKillStep, type VServerRlimit, type VServerRlimits } from '../../src/gen/osvirt/v1/vserver';
+import {
+  VServerInit_Style,
+  VServerOptions,
+  type VServerInterface,
+  type VServerKillStep,
+  type VServerRlimit,
+  type VServerRlimits,
+} from '../../src/gen/osvirt/v1/vserver';
 import { isCapability, normalizeCapability } from '../../src/core/capabilities';
 import { invalidArgument, OsvirtError } from '../../src/core/errors';
 import { ccapName, cflagName, parseCcap, parseCflag, RLIMIT_RESOURCES, type RlimitResource } from './options';
@@ -75,7 +82,10 @@ class Reader {
   lines(p: string): string[] {
     const t = this.text(p);
     if (t === undefined) return [];
-    return t.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    return t
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
   }
 
   link(p: string): string | undefined {
@@ -125,7 +135,7 @@ export function parseKillseq(file: string, text: string): VServerKillStep[] {
   if (words.length % 2 === 0) throw invalidArgument(file, 'must be "signal [wait signal]*", e.g. "15 5 9"');
   const steps: VServerKillStep[] = [];
   for (let i = 0; i < words.length; i += 2) {
-    const wait = i + 1 < words.length ? uint(file, words[i + 1], 3600) ?? 0 : 0;
+    const wait = i + 1 < words.length ? (uint(file, words[i + 1], 3600) ?? 0) : 0;
     steps.push({ signal: signalNumber(file, words[i]!), waitSeconds: wait });
   }
   return steps;
@@ -148,9 +158,12 @@ function readRlimits(r: Reader): VServerRlimits | undefined {
   for (const e of entries) {
     const [res, kind, extra] = e.split('.');
     const file = `rlimits/${e}`;
-    if (!res || extra !== undefined || (kind !== undefined && !['hard', 'soft', 'min'].includes(kind))) throw invalidArgument(file, 'expected rlimits/<resource> or rlimits/<resource>.{hard,soft,min}');
-    if (UNSUPPORTED_RLIMITS.has(res)) throw unsupported(file, `the ${res} limit is not supported by the vserver driver (supported: ${RLIMIT_RESOURCES.join(', ')})`);
-    if (!(RLIMIT_RESOURCES as readonly string[]).includes(res)) throw invalidArgument(file, `unknown resource "${res}" (supported: ${RLIMIT_RESOURCES.join(', ')})`);
+    if (!res || extra !== undefined || (kind !== undefined && !['hard', 'soft', 'min'].includes(kind)))
+      throw invalidArgument(file, 'expected rlimits/<resource> or rlimits/<resource>.{hard,soft,min}');
+    if (UNSUPPORTED_RLIMITS.has(res))
+      throw unsupported(file, `the ${res} limit is not supported by the vserver driver (supported: ${RLIMIT_RESOURCES.join(', ')})`);
+    if (!(RLIMIT_RESOURCES as readonly string[]).includes(res))
+      throw invalidArgument(file, `unknown resource "${res}" (supported: ${RLIMIT_RESOURCES.join(', ')})`);
     const l = (out[res as RlimitResource] ??= { hardInf: false, softInf: false, minInf: false });
     const v = limitValue(file, r.scalar(file));
     if (!v) continue;
@@ -181,7 +194,15 @@ function readInterfaces(r: Reader, o: VServerOptions, notes: string[]): void {
     if (mask !== undefined && !prefix) {
       const bits = mask.split('.').map(Number);
       if (bits.length !== 4 || bits.some((b) => !(b >= 0 && b <= 255))) throw invalidArgument(`${dir}/mask`, `"${mask}" is not a netmask`);
-      prefix = bits.reduce((n, b) => n + b.toString(2).split('').filter((c) => c === '1').length, 0);
+      prefix = bits.reduce(
+        (n, b) =>
+          n +
+          b
+            .toString(2)
+            .split('')
+            .filter((c) => c === '1').length,
+        0,
+      );
       notes.push(`${dir}/mask was read as prefix ${prefix} (export writes ${dir}/prefix)`);
     }
     const i: VServerInterface = {
@@ -208,12 +229,15 @@ export function parseConfigDir(files: ConfigFiles, dirName: string, name?: strin
   const o = VServerOptions.fromPartial({ network: {}, bcapabilities: {}, uts: {}, init: {} });
 
   const ctx = r.scalar('context');
-  if (ctx === undefined) throw invalidArgument('context', 'is required: the guest\'s context id (2..49151); util-vserver\'s dynamic contexts are not supported');
+  if (ctx === undefined) throw invalidArgument('context', "is required: the guest's context id (2..49151); util-vserver's dynamic contexts are not supported");
   o.context = uint('context', ctx, 0xffffffff)!;
   o.contextName = r.scalar('name') ?? '';
   const containerName = name || o.contextName || dirName;
   if (!NAME_RE.test(containerName)) {
-    throw invalidArgument(name ? 'name' : o.contextName ? 'name (file)' : 'directory name', `"${containerName}" is not a valid container name (a lowercase DNS label); give another one (osvirt vserver import --name)`);
+    throw invalidArgument(
+      name ? 'name' : o.contextName ? 'name (file)' : 'directory name',
+      `"${containerName}" is not a valid container name (a lowercase DNS label); give another one (osvirt vserver import --name)`,
+    );
   }
 
   o.uts!.nodename = r.scalar('uts/nodename') ?? '';
@@ -241,7 +265,8 @@ export function parseConfigDir(files: ConfigFiles, dirName: string, name?: strin
     (drop ? o.bcapabilities!.drop : o.bcapabilities!.add).push(cap);
   }
   for (const line of r.lines('ccapabilities')) {
-    if (line.startsWith('!') || line.startsWith('~')) throw invalidArgument('ccapabilities', `"${line}": a guest starts with no context capabilities, so there is nothing to clear`);
+    if (line.startsWith('!') || line.startsWith('~'))
+      throw invalidArgument('ccapabilities', `"${line}": a guest starts with no context capabilities, so there is nothing to clear`);
     const c = parseCcap(line);
     if (c === undefined) throw invalidArgument('ccapabilities', `unknown context capability "${line}"`);
     o.ccapabilities.push(c);
@@ -268,9 +293,9 @@ export function parseConfigDir(files: ConfigFiles, dirName: string, name?: strin
   if (ks !== undefined) o.init!.killseq = parseKillseq('apps/init/killseq', ks);
 
   const vdir = r.link('vdir');
-  if (r.has('vdir') && vdir === undefined) throw invalidArgument('vdir', 'must be a symbolic link to the guest\'s root directory');
+  if (r.has('vdir') && vdir === undefined) throw invalidArgument('vdir', "must be a symbolic link to the guest's root directory");
   if (vdir !== undefined && !path.isAbsolute(vdir)) throw invalidArgument('vdir', `must point to an absolute path (it points to "${vdir}")`);
-  if (vdir === undefined) notes.push('no vdir link: the guest runs on osvirt\'s busybox template (util-vserver would use /vservers/NAME)');
+  if (vdir === undefined) notes.push("no vdir link: the guest runs on osvirt's busybox template (util-vserver would use /vservers/NAME)");
 
   for (const p of r.leftovers()) notes.push(`${p} is not imported (the vserver driver does not use it)`);
 
@@ -292,7 +317,8 @@ function limitText(n: bigint | undefined, inf: boolean): string | undefined {
 
 /** A vserver container's definition as a configuration directory (the inverse of parseConfigDir). */
 export function renderConfigDir(spec: ContainerSpec): ConfigFiles {
-  if (spec.driverOptions?.$case !== 'vserver') throw new OsvirtError('FAILED_PRECONDITION', 'NOT_A_VSERVER', 'only a container of the vserver driver has a util-vserver configuration directory');
+  if (spec.driverOptions?.$case !== 'vserver')
+    throw new OsvirtError('FAILED_PRECONDITION', 'NOT_A_VSERVER', 'only a container of the vserver driver has a util-vserver configuration directory');
   const o = spec.driverOptions.value;
   const out: ConfigFiles = new Map();
   put(out, 'context', String(o.context));
@@ -317,7 +343,10 @@ export function renderConfigDir(spec: ContainerSpec): ConfigFiles {
   const nflags = [...(nw?.singleIp ? ['single_ip'] : []), ...(nw?.lbackRemap ? ['lback_remap'] : [])];
   if (nflags.length) put(out, 'nflags', nflags.join('\n'));
   if (o.flags.length) put(out, 'flags', o.flags.map(cflagName).join('\n'));
-  const bcaps = [...(o.bcapabilities?.add ?? []).map((c) => `CAP_${normalizeCapability(c).toUpperCase()}`), ...(o.bcapabilities?.drop ?? []).map((c) => `!CAP_${normalizeCapability(c).toUpperCase()}`)];
+  const bcaps = [
+    ...(o.bcapabilities?.add ?? []).map((c) => `CAP_${normalizeCapability(c).toUpperCase()}`),
+    ...(o.bcapabilities?.drop ?? []).map((c) => `!CAP_${normalizeCapability(c).toUpperCase()}`),
+  ];
   if (bcaps.length) put(out, 'bcapabilities', bcaps.join('\n'));
   if (o.ccapabilities.length) put(out, 'ccapabilities', o.ccapabilities.map(ccapName).join('\n'));
 

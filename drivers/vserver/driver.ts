@@ -13,7 +13,18 @@ import type { Logger } from 'pino';
 import { ContainerSpec, RlimitType, type CheckpointOptions, type ContainerStats, type Security } from '../../src/gen/osvirt/v1/container';
 import { VServerInit_Style, type VServerOptions } from '../../src/gen/osvirt/v1/vserver';
 import type { VServerStat } from '../../src/gen/osvirt/v1/vserver_service';
-import { RuntimeStatus, type CheckpointResult, type ConsoleSession, type Driver, type DriverContext, type DriverInfo, type ExecOptions, type ExecSession, type RuntimeState, type StopOptions } from '../../src/core/driver';
+import {
+  RuntimeStatus,
+  type CheckpointResult,
+  type ConsoleSession,
+  type Driver,
+  type DriverContext,
+  type DriverInfo,
+  type ExecOptions,
+  type ExecSession,
+  type RuntimeState,
+  type StopOptions,
+} from '../../src/core/driver';
 import { writeFileAtomic } from '../../src/core/atomic-file';
 import { errorMessage, invalidArgument, missingFeature, OsvirtError, wrongState } from '../../src/core/errors';
 import { IpFilter, type IpFilterOptions } from '../common/ipfilter';
@@ -134,7 +145,8 @@ export class VServerDriver implements Driver {
     ];
     // Without --no-sysfs a guest has the host's /sys bound in, which a restore cannot provide again.
     const checkpoint = i.capabilities.includes('checkpoint') && this.helper.noSysfs;
-    if (i.capabilities.includes('checkpoint') && !checkpoint) missing.push('checkpoint: guests get the host\'s /sys bound in, which CRIU cannot restore; it needs osvirt-helper --no-sysfs');
+    if (i.capabilities.includes('checkpoint') && !checkpoint)
+      missing.push("checkpoint: guests get the host's /sys bound in, which CRIU cannot restore; it needs osvirt-helper --no-sysfs");
     return { ...i, name: this.name, capabilities: i.capabilities.filter((c) => c !== 'checkpoint' || checkpoint), messages: [...i.messages, ...missing] };
   }
 
@@ -235,7 +247,13 @@ export class VServerDriver implements Driver {
   private async checkContextFree(id: string, context: number): Promise<void> {
     const other = (await this.records()).find((r) => r.id !== id && r.context === context);
     if (other) {
-      throw new OsvirtError('ALREADY_EXISTS', 'CONTEXT_IN_USE', `spec.vserver.context: context ${context} is used by vserver guest "${other.id}"; context ids are unique`, [{ field: 'spec.vserver.context', description: `used by "${other.id}"` }], { field: 'spec.vserver.context', container: other.id });
+      throw new OsvirtError(
+        'ALREADY_EXISTS',
+        'CONTEXT_IN_USE',
+        `spec.vserver.context: context ${context} is used by vserver guest "${other.id}"; context ids are unique`,
+        [{ field: 'spec.vserver.context', description: `used by "${other.id}"` }],
+        { field: 'spec.vserver.context', container: other.id },
+      );
     }
   }
 
@@ -268,7 +286,14 @@ export class VServerDriver implements Driver {
     const args = securityArgs(undefined, { forExec: true });
     const defaults = args.filter((_, i) => args[i - 1] === '--seccomp-deny');
     if (!defaults.some(allow)) return spec.security;
-    const base: Security = spec.security ?? { seccompUnconfined: false, seccompDeny: [], unmaskPaths: false, maskedPaths: [], readonlyPaths: [], privileged: false };
+    const base: Security = spec.security ?? {
+      seccompUnconfined: false,
+      seccompDeny: [],
+      unmaskPaths: false,
+      maskedPaths: [],
+      readonlyPaths: [],
+      privileged: false,
+    };
     return { ...base, seccompUnconfined: true, seccompDeny: [...defaults.filter((r) => !allow(r)), ...base.seccompDeny] };
   }
 
@@ -278,7 +303,8 @@ export class VServerDriver implements Driver {
     const plan = this.plan(o);
     let rootfs = spec.rootfs;
     if (rootfs?.source?.$case === 'template') {
-      if (rootfs.source.value !== 'busybox') throw invalidArgument('spec.rootfs.template', `unknown template "${rootfs.source.value}" (vserver guests know "busybox")`);
+      if (rootfs.source.value !== 'busybox')
+        throw invalidArgument('spec.rootfs.template', `unknown template "${rootfs.source.value}" (vserver guests know "busybox")`);
       rootfs = { ...rootfs, source: { $case: 'path', value: await this.template.ensure() }, copyOnWrite: true };
     }
     const p = spec.process;
@@ -334,19 +360,43 @@ export class VServerDriver implements Driver {
   private async beforeLaunch(id: string, spec: ContainerSpec, cg: ContainerCgroup): Promise<void> {
     const o = optionsOf(spec);
     const dir = cg.unifiedDir();
-    if (!dir) throw missingFeature('a cgroup2 hierarchy', 'the network context is a cgroup BPF filter on the guest\'s cgroup2 directory; mount cgroup2 (at /sys/fs/cgroup/unified on a hybrid host)');
+    if (!dir)
+      throw missingFeature(
+        'a cgroup2 hierarchy',
+        "the network context is a cgroup BPF filter on the guest's cgroup2 directory; mount cgroup2 (at /sys/fs/cgroup/unified on a hybrid host)",
+      );
     await this.applyMemory(cg, this.plan(o));
     for (const a of existingAddresses(o)) {
-      if (!(await whereIs(a))) throw new OsvirtError('FAILED_PRECONDITION', 'ADDRESS_MISSING', `${a} is marked nodev (the host has it already), but no host interface has it; add it or remove nodev`, [], { container: id, address: a });
+      if (!(await whereIs(a)))
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'ADDRESS_MISSING',
+          `${a} is marked nodev (the host has it already), but no host interface has it; add it or remove nodev`,
+          [],
+          { container: id, address: a },
+        );
     }
     const rec: GuestRecord = (await this.readRecord(id)) ?? { id, context: o.context, spec: ContainerSpec.toJSON(spec), addresses: [] };
     const owners = await this.records();
     for (const a of hostAddresses(o)) {
-      if (!linkExists(a.dev)) throw new OsvirtError('FAILED_PRECONDITION', 'HOST_INTERFACE_MISSING', `host interface "${a.dev}" for ${a.ip} does not exist; fix interfaces dev, or use nodev for an address the host has`, [], { container: id, interface: a.dev });
+      if (!linkExists(a.dev))
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'HOST_INTERFACE_MISSING',
+          `host interface "${a.dev}" for ${a.ip} does not exist; fix interfaces dev, or use nodev for an address the host has`,
+          [],
+          { container: id, interface: a.dev },
+        );
       const where = await whereIs(a.ip);
       if (where) {
         const owner = owners.find((r) => r.id !== id && r.addresses.some((x) => x.ip === a.ip));
-        throw new OsvirtError('FAILED_PRECONDITION', 'ADDRESS_IN_USE', `${a.ip} is already on host interface ${where}${owner ? ` (vserver guest "${owner.id}")` : ''}; give the guest another address, or mark it nodev to share one the host has`, [], { container: id, address: a.ip });
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'ADDRESS_IN_USE',
+          `${a.ip} is already on host interface ${where}${owner ? ` (vserver guest "${owner.id}")` : ''}; give the guest another address, or mark it nodev to share one the host has`,
+          [],
+          { container: id, address: a.ip },
+        );
       }
       // Recorded before it exists, so a crash in between still removes it.
       rec.addresses.push(a);
@@ -449,12 +499,22 @@ export class VServerDriver implements Driver {
     const spec = this.specOf(g);
     const o = optionsOf(spec);
     const ownSequence = signal === (spec.stopSignal || 15) && !opts.timeoutGiven;
-    const steps = ownSequence ? killSequence(o).map((s) => ({ signal: s.signal, waitMs: s.waitSeconds * 1000 })) : [{ signal, waitMs: timeoutMs }, { signal: 9, waitMs: 0 }];
+    const steps = ownSequence
+      ? killSequence(o).map((s) => ({ signal: s.signal, waitMs: s.waitSeconds * 1000 }))
+      : [
+          { signal, waitMs: timeoutMs },
+          { signal: 9, waitMs: 0 },
+        ];
 
     const done = this.lxc.wait(id);
     let ended = false;
-    void done.then(() => (ended = true), () => (ended = true));
-    await this.cgroup(id).thaw().catch(() => undefined);
+    void done.then(
+      () => (ended = true),
+      () => (ended = true),
+    );
+    await this.cgroup(id)
+      .thaw()
+      .catch(() => undefined);
     if (steps[0]?.signal !== 9 && initStyle(spec) === VServerInit_Style.STYLE_SYSV) {
       const level = o.init?.runlevelStop || '6';
       await this.runInGuest(id, sysvStopArgs(level), [`RUNLEVEL=${level}`, `PREVLEVEL=${o.init?.runlevelStart || '3'}`], STOP_COMMAND_TIMEOUT_MS, done);
@@ -505,7 +565,9 @@ export class VServerDriver implements Driver {
   async exec(opts: ExecOptions): Promise<ExecSession> {
     const g = await this.readRecord(opts.id);
     if (g && optionsOf(this.specOf(g)).flags.includes(Cflag.CONTEXT_FLAG_PRIVATE)) {
-      throw new OsvirtError('FAILED_PRECONDITION', 'GUEST_PRIVATE', `vserver guest "${opts.id}" has the context flag "private": no process may enter it`, [], { container: opts.id });
+      throw new OsvirtError('FAILED_PRECONDITION', 'GUEST_PRIVATE', `vserver guest "${opts.id}" has the context flag "private": no process may enter it`, [], {
+        container: opts.id,
+      });
     }
     return this.lxc.exec(opts);
   }
@@ -526,7 +588,8 @@ export class VServerDriver implements Driver {
   async contextStat(id: string): Promise<VServerStat> {
     const { o } = await this.guest(id);
     const st = await this.lxc.state(id);
-    if (st.status !== RuntimeStatus.RUNTIME_STATUS_RUNNING && st.status !== RuntimeStatus.RUNTIME_STATUS_PAUSED) throw wrongState(id, RuntimeStatus[st.status].replace('RUNTIME_STATUS_', ''), 'running');
+    if (st.status !== RuntimeStatus.RUNTIME_STATUS_RUNNING && st.status !== RuntimeStatus.RUNTIME_STATUS_PAUSED)
+      throw wrongState(id, RuntimeStatus[st.status].replace('RUNTIME_STATUS_', ''), 'running');
     const s = await this.lxc.stats(id);
     const totals = await processTotals(await this.cgroup(id).pids());
     const start = st.startTime ?? new Date();
@@ -553,7 +616,13 @@ export class VServerDriver implements Driver {
     const { o } = await this.guest(id);
     const owned = rootOwnedNamespaces(o);
     if (owned.length) {
-      throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_UNSUPPORTED', `vserver guest "${id}" has ${owned.join(' and ')} namespaces owned by a user namespace of their own (ccapabilities ${o.ccapabilities.map(ccapName).join(', ')}), which osvirt does not checkpoint`, [], { container: id });
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'CHECKPOINT_UNSUPPORTED',
+        `vserver guest "${id}" has ${owned.join(' and ')} namespaces owned by a user namespace of their own (ccapabilities ${o.ccapabilities.map(ccapName).join(', ')}), which osvirt does not checkpoint`,
+        [],
+        { container: id },
+      );
     }
     return this.lxc.checkpoint(id, imageDir, options, parentImageDir);
   }

@@ -49,7 +49,9 @@ export function hostAddresses(o: VServerOptions): HostAddress[] {
 
 /** The addresses that must already be on the host (nodev). */
 export function existingAddresses(o: VServerOptions): string[] {
-  return activeInterfaces(o).filter((i) => i.nodev).map((i) => canonical(i.ip));
+  return activeInterfaces(o)
+    .filter((i) => i.nodev)
+    .map((i) => canonical(i.ip));
 }
 
 interface IpJson {

@@ -27,14 +27,27 @@ export const PAGE_SIZE = 4096;
 
 /** util-vserver's secure default bounding set (lib/getinsecurebcaps.c inverted, vshelper and migrate present). */
 export const DEFAULT_BCAPS: readonly CapabilityName[] = [
-  'chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid',
-  'net_bind_service', 'sys_chroot', 'sys_ptrace', 'sys_tty_config', 'lease', 'audit_write', 'sys_boot',
+  'chown',
+  'dac_override',
+  'dac_read_search',
+  'fowner',
+  'fsetid',
+  'kill',
+  'setgid',
+  'setuid',
+  'net_bind_service',
+  'sys_chroot',
+  'sys_ptrace',
+  'sys_tty_config',
+  'lease',
+  'audit_write',
+  'sys_boot',
 ];
 
 /** What would let a guest detach its own network context (drivers/common/ipfilter/README.md). */
 export const FORBIDDEN_BCAPS: Readonly<Record<string, string>> = {
   sys_admin: 'CAP_SYS_ADMIN lets the guest load BPF programs and detach its network context',
-  net_admin: 'CAP_NET_ADMIN lets the guest change the host\'s network stack (addresses, routes, firewall) and detach its network context',
+  net_admin: "CAP_NET_ADMIN lets the guest change the host's network stack (addresses, routes, firewall) and detach its network context",
   bpf: 'CAP_BPF lets the guest load BPF programs and reach its network context',
 };
 
@@ -57,7 +70,14 @@ export const CCAP_NAMES: Readonly<Record<string, Ccap>> = {
   kthread: Ccap.CONTEXT_CAPABILITY_KTHREAD,
   namespace: Ccap.CONTEXT_CAPABILITY_NAMESPACE,
 };
-const CCAP_ALIASES: Readonly<Record<string, string>> = { mount: 'secure_mount', remount: 'secure_remount', icmp: 'raw_icmp', ping: 'raw_icmp', utsname: 'set_utsname', rlimit: 'set_rlimit' };
+const CCAP_ALIASES: Readonly<Record<string, string>> = {
+  mount: 'secure_mount',
+  remount: 'secure_remount',
+  icmp: 'raw_icmp',
+  ping: 'raw_icmp',
+  utsname: 'set_utsname',
+  rlimit: 'set_rlimit',
+};
 
 /** ccap -> the Linux capability that grants the same, where one is narrow enough. */
 const CCAP_LINUX: Partial<Record<Ccap, CapabilityName>> = {
@@ -79,13 +99,26 @@ export interface HelperFeatures {
   noSysfs: boolean;
 }
 
-const ROOT_OWNED = 'the kernel lets the owner of a user namespace act on what that user namespace owns, so the guest gets the namespace from a user namespace root owns (osvirt-helper --root-owned-ns)';
+const ROOT_OWNED =
+  'the kernel lets the owner of a user namespace act on what that user namespace owns, so the guest gets the namespace from a user namespace root owns (osvirt-helper --root-owned-ns)';
 /** ccaps that need a helper feature: which, and what it does. */
 const CCAP_NEEDS: Partial<Record<Ccap, { feature: keyof HelperFeatures; how: string }>> = {
-  [Ccap.CONTEXT_CAPABILITY_SET_UTSNAME]: { feature: 'rootOwnedNs', how: `sethostname(2) without CAP_SYS_ADMIN over the host: ${ROOT_OWNED.replace('the namespace', 'its UTS namespace')}` },
-  [Ccap.CONTEXT_CAPABILITY_SECURE_MOUNT]: { feature: 'rootOwnedNs', how: `mount(2) without CAP_SYS_ADMIN over the host: ${ROOT_OWNED.replace('the namespace', 'its mount namespace')}` },
-  [Ccap.CONTEXT_CAPABILITY_SECURE_REMOUNT]: { feature: 'rootOwnedNs', how: `remounting without CAP_SYS_ADMIN over the host: ${ROOT_OWNED.replace('the namespace', 'its mount namespace')}` },
-  [Ccap.CONTEXT_CAPABILITY_RAW_ICMP]: { feature: 'seccompDeny', how: 'raw ICMP sockets need CAP_NET_RAW, which also opens packet (AF_PACKET) sockets that bypass the network context; a seccomp filter (osvirt-helper --seccomp-deny) must refuse those' },
+  [Ccap.CONTEXT_CAPABILITY_SET_UTSNAME]: {
+    feature: 'rootOwnedNs',
+    how: `sethostname(2) without CAP_SYS_ADMIN over the host: ${ROOT_OWNED.replace('the namespace', 'its UTS namespace')}`,
+  },
+  [Ccap.CONTEXT_CAPABILITY_SECURE_MOUNT]: {
+    feature: 'rootOwnedNs',
+    how: `mount(2) without CAP_SYS_ADMIN over the host: ${ROOT_OWNED.replace('the namespace', 'its mount namespace')}`,
+  },
+  [Ccap.CONTEXT_CAPABILITY_SECURE_REMOUNT]: {
+    feature: 'rootOwnedNs',
+    how: `remounting without CAP_SYS_ADMIN over the host: ${ROOT_OWNED.replace('the namespace', 'its mount namespace')}`,
+  },
+  [Ccap.CONTEXT_CAPABILITY_RAW_ICMP]: {
+    feature: 'seccompDeny',
+    how: 'raw ICMP sockets need CAP_NET_RAW, which also opens packet (AF_PACKET) sockets that bypass the network context; a seccomp filter (osvirt-helper --seccomp-deny) must refuse those',
+  },
 };
 
 const SYS_ADMIN_SLICE = 'Linux grants it only with CAP_SYS_ADMIN over the host, which would let the guest remove its network context';
@@ -150,7 +183,14 @@ export const CFLAG_NAMES: Readonly<Record<string, Cflag>> = {
 const CFLAG_ALIASES: Readonly<Record<string, string>> = { secure: 'hide_netif', default: 'virt_uptime' };
 
 /** Flags that hold by construction (or, PRIVATE, that the driver enforces). */
-const CFLAG_HOLDS = new Set<Cflag>([Cflag.CONTEXT_FLAG_LOCK, Cflag.CONTEXT_FLAG_NPROC, Cflag.CONTEXT_FLAG_PRIVATE, Cflag.CONTEXT_FLAG_FAKEINIT, Cflag.CONTEXT_FLAG_NAMESPACE, Cflag.CONTEXT_FLAG_HIDE_MOUNT]);
+const CFLAG_HOLDS = new Set<Cflag>([
+  Cflag.CONTEXT_FLAG_LOCK,
+  Cflag.CONTEXT_FLAG_NPROC,
+  Cflag.CONTEXT_FLAG_PRIVATE,
+  Cflag.CONTEXT_FLAG_FAKEINIT,
+  Cflag.CONTEXT_FLAG_NAMESPACE,
+  Cflag.CONTEXT_FLAG_HIDE_MOUNT,
+]);
 const NO_COUNTERPART = 'has no Linux counterpart';
 const CFLAG_REFUSED: Partial<Record<Cflag, string>> = {
   [Cflag.CONTEXT_FLAG_ULIMIT]: 'context-wide ulimits: Linux rlimits are per process; only nproc is context-wide here (the pids cgroup)',
@@ -158,10 +198,10 @@ const CFLAG_REFUSED: Partial<Record<Cflag, string>> = {
   [Cflag.CONTEXT_FLAG_SCHED_PRIO]: 'the token-bucket scheduler: use spec.resources (cpu_weight) instead',
   [Cflag.CONTEXT_FLAG_SCHED_PAUSE]: 'the token-bucket scheduler: use PauseContainer instead',
   [Cflag.CONTEXT_FLAG_VIRT_MEM]: 'a virtualized /proc/meminfo needs a /proc overlay (lxcfs-like), which osvirt does not provide',
-  [Cflag.CONTEXT_FLAG_VIRT_UPTIME]: 'a per-guest uptime needs a time namespace, which osvirt\'s helper does not create yet',
+  [Cflag.CONTEXT_FLAG_VIRT_UPTIME]: "a per-guest uptime needs a time namespace, which osvirt's helper does not create yet",
   [Cflag.CONTEXT_FLAG_VIRT_CPU]: 'a virtualized /proc/stat needs a /proc overlay (lxcfs-like), which osvirt does not provide',
   [Cflag.CONTEXT_FLAG_VIRT_LOAD]: 'a virtualized load average needs a /proc overlay (lxcfs-like), which osvirt does not provide',
-  [Cflag.CONTEXT_FLAG_HIDE_NETIF]: 'the guest shares the host\'s network stack, and Linux shows it every interface',
+  [Cflag.CONTEXT_FLAG_HIDE_NETIF]: "the guest shares the host's network stack, and Linux shows it every interface",
 };
 
 export const RLIMIT_RESOURCES = ['nproc', 'as', 'rss', 'nofile', 'openfd', 'memlock', 'locks', 'msgqueue'] as const;
@@ -177,7 +217,10 @@ const PROCESS_RLIMITS: Partial<Record<RlimitResource, { type: RlimitType; unit: 
   msgqueue: { type: RlimitType.RLIMIT_TYPE_MSGQUEUE, unit: 1 },
 };
 
-export const DEFAULT_KILLSEQ: readonly VServerKillStep[] = [{ signal: 15, waitSeconds: 5 }, { signal: 9, waitSeconds: 0 }];
+export const DEFAULT_KILLSEQ: readonly VServerKillStep[] = [
+  { signal: 15, waitSeconds: 5 },
+  { signal: 9, waitSeconds: 0 },
+];
 
 const RUNLEVEL_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -209,7 +252,13 @@ export function parseCflag(word: string): Cflag | undefined {
 }
 
 function refused(field: string, what: string, why: string): OsvirtError {
-  return new OsvirtError('FAILED_PRECONDITION', 'VSERVER_FEATURE_UNSUPPORTED', `${field}: ${what} cannot be provided on Linux: ${why}`, [{ field, description: why }], { field });
+  return new OsvirtError(
+    'FAILED_PRECONDITION',
+    'VSERVER_FEATURE_UNSUPPORTED',
+    `${field}: ${what} cannot be provided on Linux: ${why}`,
+    [{ field, description: why }],
+    { field },
+  );
 }
 
 export function optionsOf(spec: ContainerSpec): VServerOptions {
@@ -269,19 +318,26 @@ export function validateOptions(spec: ContainerSpec, layout: 'v2' | 'hybrid', he
   if (!Number.isInteger(o.context) || o.context < MIN_CONTEXT || o.context > MAX_CONTEXT) {
     throw invalidArgument(`${F}.context`, `must be a context id between ${MIN_CONTEXT} and ${MAX_CONTEXT} (util-vserver's static range)`);
   }
-  if (o.contextName && (o.contextName.length > 64 || /[\0\n/]/.test(o.contextName))) throw invalidArgument(`${F}.context_name`, 'must be at most 64 characters without "/" or newlines');
+  if (o.contextName && (o.contextName.length > 64 || /[\0\n/]/.test(o.contextName)))
+    throw invalidArgument(`${F}.context_name`, 'must be at most 64 characters without "/" or newlines');
   for (const k of ['nodename', 'domainname'] as const) {
     const v = o.uts?.[k];
     if (v && !HOSTNAME_RE.test(v)) throw invalidArgument(`${F}.uts.${k}`, 'must be a valid host/domain name of at most 64 characters');
   }
-  if (o.uts?.nodename && spec.hostname && o.uts.nodename !== spec.hostname) throw invalidArgument('spec.hostname', `differs from spec.vserver.uts.nodename ("${o.uts.nodename}"); give one of them`);
-  if (o.uts?.domainname && spec.domainname && o.uts.domainname !== spec.domainname) throw invalidArgument('spec.domainname', `differs from spec.vserver.uts.domainname ("${o.uts.domainname}"); give one of them`);
+  if (o.uts?.nodename && spec.hostname && o.uts.nodename !== spec.hostname)
+    throw invalidArgument('spec.hostname', `differs from spec.vserver.uts.nodename ("${o.uts.nodename}"); give one of them`);
+  if (o.uts?.domainname && spec.domainname && o.uts.domainname !== spec.domainname)
+    throw invalidArgument('spec.domainname', `differs from spec.vserver.uts.domainname ("${o.uts.domainname}"); give one of them`);
 
   // The VServer model is the host's own stack with a network context, never a network namespace.
   if (spec.network?.mode && spec.network.mode.$case !== 'host') {
-    throw invalidArgument(`spec.network.${spec.network.mode.$case}`, 'a vserver guest shares the host\'s network stack (its network context is spec.vserver.network); leave spec.network unset');
+    throw invalidArgument(
+      `spec.network.${spec.network.mode.$case}`,
+      "a vserver guest shares the host's network stack (its network context is spec.vserver.network); leave spec.network unset",
+    );
   }
-  if (spec.capabilities) throw invalidArgument('spec.capabilities', 'a vserver guest\'s capabilities are spec.vserver.bcapabilities and spec.vserver.ccapabilities');
+  if (spec.capabilities)
+    throw invalidArgument('spec.capabilities', "a vserver guest's capabilities are spec.vserver.bcapabilities and spec.vserver.ccapabilities");
 
   const nw = o.network;
   if (nw?.dev && !IFNAME_RE.test(nw.dev)) throw invalidArgument(`${F}.network.dev`, 'must be an interface name of at most 15 characters');
@@ -303,14 +359,20 @@ export function validateOptions(spec: ContainerSpec, layout: 'v2' | 'hybrid', he
     if (i.prefix > max) throw invalidArgument(`${f}.prefix`, `must be at most ${max}`);
     const dev = interfaceDev(o, i);
     if (dev && !IFNAME_RE.test(dev)) throw invalidArgument(`${f}.dev`, 'must be an interface name of at most 15 characters');
-    if (!dev && !i.nodev && !i.disabled) throw invalidArgument(`${f}.dev`, 'is required (the host interface the address is added to, e.g. "eth0" or "lo"), unless nodev says the host has the address already');
-    if (i.label && (!/^[A-Za-z0-9_.-]+$/.test(i.label) || dev.length + 1 + i.label.length > 15)) throw invalidArgument(`${f}.label`, 'must be a short name: DEV:LABEL is at most 15 characters');
+    if (!dev && !i.nodev && !i.disabled)
+      throw invalidArgument(
+        `${f}.dev`,
+        'is required (the host interface the address is added to, e.g. "eth0" or "lo"), unless nodev says the host has the address already',
+      );
+    if (i.label && (!/^[A-Za-z0-9_.-]+$/.test(i.label) || dev.length + 1 + i.label.length > 15))
+      throw invalidArgument(`${f}.label`, 'must be a short name: DEV:LABEL is at most 15 characters');
     if (!i.disabled) {
       if (family === 4) v4++;
       else v6++;
     }
   }
-  if (v4 > MAX_ADDRS || v6 > MAX_ADDRS) throw invalidArgument(`${F}.network.interfaces`, `at most ${MAX_ADDRS} addresses per family (Linux-VServer's limit too)`);
+  if (v4 > MAX_ADDRS || v6 > MAX_ADDRS)
+    throw invalidArgument(`${F}.network.interfaces`, `at most ${MAX_ADDRS} addresses per family (Linux-VServer's limit too)`);
 
   for (const [n, name] of (o.bcapabilities?.add ?? []).entries()) {
     const f = `${F}.bcapabilities.add[${n}]`;
@@ -350,13 +412,19 @@ export function validateOptions(spec: ContainerSpec, layout: 'v2' | 'hybrid', he
     if (hard !== undefined && soft !== undefined && soft > hard) throw invalidArgument(`${f}.soft`, 'must not exceed hard');
     if (r.min !== undefined || r.minInf) {
       if (res !== 'rss') throw refused(`${f}.min`, `a guaranteed minimum of ${res}`, 'Linux has no reservation for it (only memory has one: rss.min)');
-      if (layout !== 'v2') throw refused(`${f}.min`, 'a guaranteed minimum of resident memory', 'it is memory.min of the cgroup v2 memory controller, and this host runs the memory controller on cgroup v1, which has no guarantee');
+      if (layout !== 'v2')
+        throw refused(
+          `${f}.min`,
+          'a guaranteed minimum of resident memory',
+          'it is memory.min of the cgroup v2 memory controller, and this host runs the memory controller on cgroup v1, which has no guarantee',
+        );
       if (r.minInf) throw invalidArgument(`${f}.min`, 'an infinite guarantee is not possible');
     }
     if (res === 'nproc' && soft !== undefined && soft !== hard) {
       throw invalidArgument(`${f}.soft`, 'the pids cgroup has only a hard limit: leave soft out or make it equal to hard');
     }
-    if (res === 'rss' && r.hard !== undefined && Number(r.hard) * PAGE_SIZE < 4 * 1024 * 1024) throw invalidArgument(`${f}.hard`, `must be at least 1024 pages (4 MiB): it becomes the memory cgroup limit`);
+    if (res === 'rss' && r.hard !== undefined && Number(r.hard) * PAGE_SIZE < 4 * 1024 * 1024)
+      throw invalidArgument(`${f}.hard`, `must be at least 1024 pages (4 MiB): it becomes the memory cgroup limit`);
   }
 
   const init = o.init;
@@ -365,12 +433,16 @@ export function validateOptions(spec: ContainerSpec, layout: 'v2' | 'hybrid', he
     if (init.runlevelStart && !RUNLEVEL_RE.test(init.runlevelStart)) throw invalidArgument(`${F}.init.runlevel_start`, 'must be a runlevel such as "3"');
     if (init.runlevelStop && !RUNLEVEL_RE.test(init.runlevelStop)) throw invalidArgument(`${F}.init.runlevel_stop`, 'must be a runlevel such as "6"');
     for (const [n, s] of init.killseq.entries()) {
-      if (!Number.isInteger(s.signal) || s.signal < 1 || s.signal > 64) throw invalidArgument(`${F}.init.killseq[${n}].signal`, 'must be a signal number between 1 and 64');
+      if (!Number.isInteger(s.signal) || s.signal < 1 || s.signal > 64)
+        throw invalidArgument(`${F}.init.killseq[${n}].signal`, 'must be a signal number between 1 and 64');
       if (s.waitSeconds > 3600) throw invalidArgument(`${F}.init.killseq[${n}].wait_seconds`, 'must be at most 3600');
     }
   }
   if (initStyle(spec) === VServerInit_Style.STYLE_SYSV && spec.process?.args.length) {
-    throw invalidArgument('spec.process.args', 'init style sysv runs the guest\'s /etc/init.d/rc under a stub init; give process.args only with init style plain');
+    throw invalidArgument(
+      'spec.process.args',
+      "init style sysv runs the guest's /etc/init.d/rc under a stub init; give process.args only with init style plain",
+    );
   }
 }
 

@@ -19,7 +19,8 @@ function toFiles(list: VServerConfigFile[]): ConfigFiles {
   const out: ConfigFiles = new Map();
   for (const [i, f] of list.entries()) {
     const p = f.path.replace(/^\.\//, '');
-    if (!p || p.startsWith('/') || p.split('/').some((s) => s === '..' || s === '')) throw invalidArgument(`files[${i}].path`, 'must be a relative path inside the directory');
+    if (!p || p.startsWith('/') || p.split('/').some((s) => s === '..' || s === ''))
+      throw invalidArgument(`files[${i}].path`, 'must be a relative path inside the directory');
     out.set(p, f.symlinkTarget ? { symlink: f.symlinkTarget } : { content: Buffer.from(f.content) });
   }
   return out;
@@ -36,20 +37,34 @@ export function vserverExtension(driver: VServerDriver): DriverExtension {
     roles: { ImportVServerConfig: 'admin', ExportVServerConfig: 'reader', ListVServerStats: 'reader' },
     handlers: (host: ExtensionHost, logger: Logger): VServerServiceServer => ({
       importVServerConfig: unary(logger, async (req) => {
-        if (req.directoryName && !/^[^/\0]{1,255}$/.test(req.directoryName)) throw invalidArgument('directory_name', 'must be a directory\'s base name');
+        if (req.directoryName && !/^[^/\0]{1,255}$/.test(req.directoryName)) throw invalidArgument('directory_name', "must be a directory's base name");
         const parsed = parseConfigDir(toFiles(req.files), req.directoryName, req.name || undefined);
         parsed.spec.driver = driver.name;
         if (req.validateOnly) {
           validateSpec(parsed.spec);
           await driver.validate(parsed.name, parsed.spec);
-          const status = { state: ContainerState.CONTAINER_STATE_UNSPECIFIED, reason: StateReason.STATE_REASON_UNSPECIFIED, exitCode: 0, signal: 0, initPid: 0, message: 'validate_only: not defined' };
+          const status = {
+            state: ContainerState.CONTAINER_STATE_UNSPECIFIED,
+            reason: StateReason.STATE_REASON_UNSPECIFIED,
+            exitCode: 0,
+            signal: 0,
+            initPid: 0,
+            message: 'validate_only: not defined',
+          };
           return { container: { name: parsed.name, uid: '', spec: parsed.spec, status, createTime: undefined }, notes: parsed.notes };
         }
         return { container: await host.create(parsed.name, parsed.spec), notes: parsed.notes };
       }),
       exportVServerConfig: unary(logger, async (req) => {
         const c = await host.get(req.name);
-        if (c.spec?.driver !== driver.name || !c.spec) throw new OsvirtError('FAILED_PRECONDITION', 'NOT_A_VSERVER', `container "${req.name}" runs on driver "${c.spec?.driver ?? ''}"; only vserver guests have a util-vserver configuration directory`, [], { container: req.name });
+        if (c.spec?.driver !== driver.name || !c.spec)
+          throw new OsvirtError(
+            'FAILED_PRECONDITION',
+            'NOT_A_VSERVER',
+            `container "${req.name}" runs on driver "${c.spec?.driver ?? ''}"; only vserver guests have a util-vserver configuration directory`,
+            [],
+            { container: req.name },
+          );
         return { files: fromFiles(renderConfigDir(c.spec)) };
       }),
       listVServerStats: unary(logger, async (req) => {

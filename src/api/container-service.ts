@@ -5,7 +5,17 @@ import type { Logger } from 'pino';
 import type { ContainerManager } from '../core/manager';
 import { invalidArgument } from '../core/errors';
 import { validatePage, validateSignal, validateStates } from '../core/validate';
-import type { ContainerServiceServer, ExecContainerRequest, ExecContainerResponse, AttachConsoleRequest, AttachConsoleResponse, ExportCheckpointRequest, ExportCheckpointResponse, ImportCheckpointRequest, ImportCheckpointResponse } from '../gen/osvirt/v1/container_service';
+import type {
+  ContainerServiceServer,
+  ExecContainerRequest,
+  ExecContainerResponse,
+  AttachConsoleRequest,
+  AttachConsoleResponse,
+  ExportCheckpointRequest,
+  ExportCheckpointResponse,
+  ImportCheckpointRequest,
+  ImportCheckpointResponse,
+} from '../gen/osvirt/v1/container_service';
 import type { Duration } from '../gen/google/protobuf/duration';
 import { toServiceError, unary } from '../core/grpc-status';
 import { serveExecStream } from './exec-stream';
@@ -15,7 +25,6 @@ function durationMs(field: string, d: Duration | undefined): number | undefined 
   if (d.seconds < 0 || d.nanos < 0 || d.seconds > 3600) throw invalidArgument(field, 'must be between 0 and 3600 seconds');
   return Number(d.seconds) * 1000 + Math.floor(d.nanos / 1e6);
 }
-
 
 export function containerService(m: ContainerManager, logger: Logger): ContainerServiceServer & UntypedServiceImplementation {
   return {
@@ -97,7 +106,8 @@ export function containerService(m: ContainerManager, logger: Logger): Container
         (e) => cb(toServiceError(e, logger)),
       );
     },
-    execContainer: (call: ServerDuplexStream<ExecContainerRequest, ExecContainerResponse>) => serveExecStream(call, logger, (st, o) => m.exec({ id: st.name, ...o })),
+    execContainer: (call: ServerDuplexStream<ExecContainerRequest, ExecContainerResponse>) =>
+      serveExecStream(call, logger, (st, o) => m.exec({ id: st.name, ...o })),
     attachConsole: (call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>) => consoleSession(m, logger, call),
   };
 }
@@ -116,7 +126,8 @@ function consoleSession(m: ContainerManager, logger: Logger, call: ServerDuplexS
     if (started) return handle(msg);
     started = true;
     const s = msg.message;
-    if (s?.$case !== 'start') return void call.emit('error', toServiceError(invalidArgument('start', 'the first message of a console session must be "start"'), logger));
+    if (s?.$case !== 'start')
+      return void call.emit('error', toServiceError(invalidArgument('start', 'the first message of a console session must be "start"'), logger));
     m.console(s.value.name).then(
       (sess) => {
         session = sess;

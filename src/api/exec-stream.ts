@@ -72,7 +72,15 @@ export function serveExecStream<S extends StartFields>(
         if (st.args.length === 0) throw invalidArgument('start.args', 'is required');
         validateEnv('start.env', st.env);
         if (st.cwd && !st.cwd.startsWith('/')) throw invalidArgument('start.cwd', 'must be an absolute path');
-        return open(st, { args: st.args, env: st.env, cwd: st.cwd || '/', user: st.user, tty: st.tty, rows: st.terminalSize?.rows, cols: st.terminalSize?.cols });
+        return open(st, {
+          args: st.args,
+          env: st.env,
+          cwd: st.cwd || '/',
+          user: st.user,
+          tty: st.tty,
+          rows: st.terminalSize?.rows,
+          cols: st.terminalSize?.cols,
+        });
       })
       .then((sess) => {
         session = sess;

@@ -4,7 +4,15 @@ import type { sendUnaryData, ServerReadableStream, ServerWritableStream, Untyped
 import type { Logger } from 'pino';
 import { invalidArgument, OsvirtError } from '../core/errors';
 import type { ContainerManager } from '../core/manager';
-import type { ExportImageRequest, ExportImageResponse, ImageServiceServer, ImportImageRequest, ImportImageResponse, PullImageRequest, PullImageResponse } from '../gen/osvirt/v1/image_service';
+import type {
+  ExportImageRequest,
+  ExportImageResponse,
+  ImageServiceServer,
+  ImportImageRequest,
+  ImportImageResponse,
+  PullImageRequest,
+  PullImageResponse,
+} from '../gen/osvirt/v1/image_service';
 import { ImageStore } from '../images/store';
 import { toServiceError, unary } from '../core/grpc-status';
 

@@ -16,7 +16,10 @@ export interface AuditEntry {
 }
 
 export class AuditLog {
-  constructor(readonly file: string, private readonly logger: Logger) {
+  constructor(
+    readonly file: string,
+    private readonly logger: Logger,
+  ) {
     if (!existsSync(file)) appendFileSync(file, '', { mode: 0o600 });
     chmodSync(file, 0o600);
   }

@@ -22,8 +22,27 @@ const KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-node
 export function ensureCa(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (existsSync(path.join(dir, 'ca.pem'))) return;
-  openssl(['req', '-x509', '-new', ...KEY, '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '3650', '-subj', '/O=osvirt/CN=osvirt CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-new',
+      ...KEY,
+      '-keyout',
+      'ca-key.pem',
+      '-out',
+      'ca.pem',
+      '-days',
+      '3650',
+      '-subj',
+      '/O=osvirt/CN=osvirt CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
   chmodSync(path.join(dir, 'ca-key.pem'), 0o600);
 }
 
@@ -32,7 +51,26 @@ function issue(dir: string, base: string, subject: string, ext: string): void {
   writeFileSync(extFile, ext);
   try {
     openssl(['req', '-new', ...KEY, '-keyout', `${base}-key.pem`, '-out', `${base}.csr`, '-subj', subject], dir);
-    openssl(['x509', '-req', '-in', `${base}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', `${base}.pem`, '-days', '825', '-extfile', extFile], dir);
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${base}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca-key.pem',
+        '-CAcreateserial',
+        '-out',
+        `${base}.pem`,
+        '-days',
+        '825',
+        '-extfile',
+        extFile,
+      ],
+      dir,
+    );
     chmodSync(path.join(dir, `${base}-key.pem`), 0o600);
   } finally {
     rmSync(extFile, { force: true });
@@ -44,7 +82,12 @@ function issue(dir: string, base: string, subject: string, ext: string): void {
 export function issueServer(dir: string, names: string[]): void {
   const all = [...new Set(['localhost', '127.0.0.1', '::1', os.hostname(), ...names])];
   const san = all.map((n) => (/^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
-  issue(dir, 'server', `/O=osvirt/CN=${all[0] === 'localhost' && names[0] ? names[0] : os.hostname()}`, `subjectAltName=${san}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n`);
+  issue(
+    dir,
+    'server',
+    `/O=osvirt/CN=${all[0] === 'localhost' && names[0] ? names[0] : os.hostname()}`,
+    `subjectAltName=${san}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n`,
+  );
 }
 
 /** dir/<name>.pem + <name>-key.pem carrying the role in OU. */

@@ -37,7 +37,9 @@ export type Authenticator = (call: ServerInterceptingCallInterface) => IdentityR
 
 function status(code: Code, reason: string, message: string, meta: Record<string, string>) {
   const md = new Metadata();
-  const details: Any[] = [{ typeUrl: 'type.googleapis.com/google.rpc.ErrorInfo', value: Buffer.from(ErrorInfo.encode({ reason, domain: ERROR_DOMAIN, metadata: meta }).finish()) }];
+  const details: Any[] = [
+    { typeUrl: 'type.googleapis.com/google.rpc.ErrorInfo', value: Buffer.from(ErrorInfo.encode({ reason, domain: ERROR_DOMAIN, metadata: meta }).finish()) },
+  ];
   md.set('grpc-status-details-bin', Buffer.from(Status.encode({ code, message, details }).finish()));
   return { code, details: message, metadata: md };
 }
@@ -54,7 +56,12 @@ function requestContainer(msg: unknown): string | undefined {
 const GRANT_READS = new Set(['GetContainer', 'ListContainers', 'GetContainerStats', 'ListCheckpoints', 'WatchEvents', 'GetVersion', 'ListDrivers', 'Check']);
 
 /** extensionRole: the least role of a method a driver's extension brings (undefined: denied). */
-export function authInterceptor(authenticate: Authenticator, audit: AuditLog, logger: Logger, extensionRole: (method: string) => Role | undefined = () => undefined): ServerInterceptor {
+export function authInterceptor(
+  authenticate: Authenticator,
+  audit: AuditLog,
+  logger: Logger,
+  extensionRole: (method: string) => Role | undefined = () => undefined,
+): ServerInterceptor {
   return (methodDef, call) => {
     const method = methodDef.path;
     const need = METHOD_ROLES[method] ?? extensionRole(method);
@@ -130,10 +137,18 @@ export function authInterceptor(authenticate: Authenticator, audit: AuditLog, lo
       },
       sendStatus: (st, next) => {
         if (!closed && identity && isMutating(need)) {
-          audit.record({ identity, method: short, container, code: Code[st.code ?? Code.OK] ?? String(st.code), message: st.code === Code.OK ? '' : (st.details ?? ''), warning });
+          audit.record({
+            identity,
+            method: short,
+            container,
+            code: Code[st.code ?? Code.OK] ?? String(st.code),
+            message: st.code === Code.OK ? '' : (st.details ?? ''),
+            warning,
+          });
           if (warning && st.code === Code.OK) logger.warn({ container, principal: identity.principal }, warning);
         }
-        if (identity && st.code !== Code.OK && st.code !== undefined) logger.debug({ method: short, principal: identity.principal, code: Code[st.code] }, 'call failed');
+        if (identity && st.code !== Code.OK && st.code !== undefined)
+          logger.debug({ method: short, principal: identity.principal, code: Code[st.code] }, 'call failed');
         next(st);
       },
     });

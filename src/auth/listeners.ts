@@ -73,7 +73,10 @@ export class ConnectionRegistry {
   private readonly servers: (net.Server | tls.Server)[] = [];
   private readonly injectors = new Map<string, ReturnType<Server['createConnectionInjector']>>();
 
-  constructor(private readonly grpc: Server, private readonly logger: Logger) {}
+  constructor(
+    private readonly grpc: Server,
+    private readonly logger: Logger,
+  ) {}
 
   private injector(): ReturnType<Server['createConnectionInjector']> {
     let i = this.injectors.get('insecure');
@@ -176,7 +179,10 @@ export class ConnectionRegistry {
       const peer = sock.getPeerCertificate();
       const ou = Array.isArray(peer.subject?.OU) ? peer.subject.OU[0] : peer.subject?.OU;
       const cn = Array.isArray(peer.subject?.CN) ? peer.subject.CN[0] : peer.subject?.CN;
-      const who: IdentityResult = ou && isRole(ou) ? { principal: `cn:${cn ?? '?'}`, role: ou, via: 'tls' } : { error: `client certificate "${cn ?? '?'}" carries no osvirt role (OU=admin|operator|reader)` };
+      const who: IdentityResult =
+        ou && isRole(ou)
+          ? { principal: `cn:${cn ?? '?'}`, role: ou, via: 'tls' }
+          : { error: `client certificate "${cn ?? '?'}" carries no osvirt role (OU=admin|operator|reader)` };
       this.inject(sock, who);
     });
     server.on('tlsClientError', (e) => this.logger.info({ err: e.message }, 'TLS client refused'));

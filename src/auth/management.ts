@@ -47,7 +47,10 @@ export class ManagementEndpoints {
     await this.listen(name, spec.management);
     return ContainerSpec.fromPartial({
       ...spec,
-      mounts: [...spec.mounts, { type: MountType.MOUNT_TYPE_BIND, source: this.dir(name), destination: MANAGEMENT_MOUNT, readonly: true, propagation: 0, options: [] }],
+      mounts: [
+        ...spec.mounts,
+        { type: MountType.MOUNT_TYPE_BIND, source: this.dir(name), destination: MANAGEMENT_MOUNT, readonly: true, propagation: 0, options: [] },
+      ],
     });
   }
 
@@ -57,7 +60,15 @@ export class ManagementEndpoints {
     await this.stopListening(name);
     const dir = this.dir(name);
     await fs.mkdir(dir, { recursive: true, mode: 0o755 });
-    this.open.set(name, await this.conns.listenFixed(path.join(dir, 'osvirt.sock'), { principal: `container:${name}`, role: 'reader', via: 'management', grant: this.grant(name, g) }));
+    this.open.set(
+      name,
+      await this.conns.listenFixed(path.join(dir, 'osvirt.sock'), {
+        principal: `container:${name}`,
+        role: 'reader',
+        via: 'management',
+        grant: this.grant(name, g),
+      }),
+    );
   }
 
   private async stopListening(name: string): Promise<void> {

@@ -53,7 +53,10 @@ async function run(o: Opts, cmd: Command): Promise<number> {
     const { runRepoDrivers } = await import('../conformance/repo-drivers');
     reports.push(...(await runRepoDrivers({ only, skip, log: progress, onResult: (t, r) => onResult(t)(r) })));
   } else {
-    if (!o.endpoint && !o.daemonDriver) throw new Error('give --endpoint unix:///path/driver.sock (a DriverService), --daemon-driver NAME (a driver of the daemon at --connect), or --repo-drivers');
+    if (!o.endpoint && !o.daemonDriver)
+      throw new Error(
+        'give --endpoint unix:///path/driver.sock (a DriverService), --daemon-driver NAME (a driver of the daemon at --connect), or --repo-drivers',
+      );
     const load = (name: string): SpecTemplate => {
       const t = o.spec ? loadTemplate(o.spec) : defaultTemplate(name);
       return o.shell ? { ...t, shell: o.shell } : t;
@@ -93,7 +96,10 @@ export function registerConformance(program: Command): void {
     .option('--spec <file>', 'spec template (YAML/JSON ContainerSpec, optional "shell"); default: busybox with network none for lxc, {driver: NAME} otherwise')
     .option('--shell <path>', 'shell inside the container for scripted cases (default /bin/sh)')
     .option('--daemon-driver <name>', 'also run the daemon-level part (event order, exit codes, API errors) against this driver of the daemon at --connect')
-    .option('--repo-drivers', "test every driver in this repository (lxc in process and over gRPC, the Python process driver), and each through a temporary daemon")
+    .option(
+      '--repo-drivers',
+      'test every driver in this repository (lxc in process and over gRPC, the Python process driver), and each through a temporary daemon',
+    )
     .option('--only <regex>', 'only cases whose id matches')
     .option('--skip <id>', 'report this case as skipped (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--list', 'list the case ids and exit')

@@ -27,7 +27,6 @@ function clients(cmd: Command): { c: OsvirtClient; jails: ReturnType<typeof prom
   return { c, jails: promisify(raw), out: g.output };
 }
 
-
 async function allJails(jails: ReturnType<typeof promisify<JailServiceClient>>): Promise<Jail[]> {
   const out: Jail[] = [];
   let pageToken = '';
@@ -52,7 +51,8 @@ async function jailUser(c: OsvirtClient, name: string, user: string): Promise<{ 
   const r = await run(c, name, ['cat', '/etc/passwd'], [], '', undefined, false, true);
   for (const line of r.stdout.split('\n')) {
     const f = line.split(':');
-    if (f.length >= 7 && (f[0] === user || f[2] === user)) return { name: f[0]!, uid: Number(f[2]), gid: Number(f[3]), home: f[5] || '/', shell: f[6] || '/bin/sh' };
+    if (f.length >= 7 && (f[0] === user || f[2] === user))
+      return { name: f[0]!, uid: Number(f[2]), gid: Number(f[3]), home: f[5] || '/', shell: f[6] || '/bin/sh' };
   }
   throw new Error(`jexec: ${user}: no such user in the jail`);
 }
@@ -71,7 +71,9 @@ function run(
   return new Promise((resolve, reject) => {
     const stream = c.containers.execContainer();
     const size = tty && process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : undefined;
-    stream.write({ message: { $case: 'start', value: { name, args, env, cwd, user: user ? { ...user, additionalGids: [] } : undefined, tty, terminalSize: size } } });
+    stream.write({
+      message: { $case: 'start', value: { name, args, env, cwd, user: user ? { ...user, additionalGids: [] } : undefined, tty, terminalSize: size } },
+    });
     if (capture) stream.write({ message: { $case: 'closeStdin', value: true } });
     else {
       if (tty && process.stdin.isTTY) process.stdin.setRawMode(true);
@@ -116,7 +118,14 @@ export function registerJail(program: Command): void {
         const text = readFileSync(file, 'utf8');
         const rctl = o.rctl ? readFileSync(o.rctl, 'utf8') : '';
         const r = await jails.importJailConf({ text, fileName: path.basename(file), names, rctlConf: rctl, start: !!o.start, validateOnly: !!o.dryRun });
-        if (out === 'json') process.stdout.write(JSON.stringify(r.jails.map((j) => ImportedJail.toJSON(j)), null, 2) + '\n');
+        if (out === 'json')
+          process.stdout.write(
+            JSON.stringify(
+              r.jails.map((j) => ImportedJail.toJSON(j)),
+              null,
+              2,
+            ) + '\n',
+          );
         else for (const j of r.jails) process.stdout.write(`${j.name}: ${j.started ? 'created and started' : j.created ? 'created' : 'ok (not created)'}\n`);
         process.exit(0);
       } catch (e) {
@@ -132,7 +141,14 @@ export function registerJail(program: Command): void {
       try {
         const { jails, out } = clients(cmd);
         const list = await allJails(jails);
-        if (out === 'json') process.stdout.write(JSON.stringify(list.map((j) => Jail.toJSON(j)), null, 2) + '\n');
+        if (out === 'json')
+          process.stdout.write(
+            JSON.stringify(
+              list.map((j) => Jail.toJSON(j)),
+              null,
+              2,
+            ) + '\n',
+          );
         else process.stdout.write(formatJls(list, !!o.names));
         process.exit(0);
       } catch (e) {
@@ -142,10 +158,10 @@ export function registerJail(program: Command): void {
 
   program
     .command('jexec <jail> [command...]')
-    .description('run a command in a running jail (by name or jid) like jexec(8); default: the user\'s shell')
+    .description("run a command in a running jail (by name or jid) like jexec(8); default: the user's shell")
     .option('-l', 'clean environment: only HOME, SHELL, TERM, USER and PATH, in the home directory')
-    .option('-U <user>', 'run as this user of the jail\'s passwd')
-    .option('-u <user>', 'run as this user of the host\'s passwd (its uid and gid)')
+    .option('-U <user>', "run as this user of the jail's passwd")
+    .option('-u <user>', "run as this user of the host's passwd (its uid and gid)")
     .action(async (target: string, command: string[], o: { l?: boolean; U?: string; u?: string }, cmd: Command) => {
       try {
         const { c, jails } = clients(cmd);
@@ -161,7 +177,16 @@ export function registerJail(program: Command): void {
           const id = (flag: string) => Number(execFileSync('id', [flag, o.u!], { encoding: 'utf8' }).trim());
           user = { uid: id('-u'), gid: id('-g'), name: o.u, home: user?.home ?? '/', shell: user?.shell ?? '/bin/sh' };
         }
-        const env = o.l && user ? [`HOME=${user.home}`, `SHELL=${user.shell}`, `USER=${user.name}`, 'PATH=/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin', ...(process.env['TERM'] ? [`TERM=${process.env['TERM']}`] : [])] : [];
+        const env =
+          o.l && user
+            ? [
+                `HOME=${user.home}`,
+                `SHELL=${user.shell}`,
+                `USER=${user.name}`,
+                'PATH=/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin',
+                ...(process.env['TERM'] ? [`TERM=${process.env['TERM']}`] : []),
+              ]
+            : [];
         const args = command.length ? command : [user?.shell ?? '/bin/sh'];
         const tty = !command.length && !!process.stdin.isTTY;
         const r = await run(c, name, args, env, o.l && user ? user.home : '', user && (user.uid || user.gid) ? user : undefined, tty);

@@ -7,7 +7,14 @@ import { Checkpoint, Container, ContainerState, StateReason, ContainerStats } fr
 import { EventType, Event } from '../gen/osvirt/v1/event_service';
 import { DriverHealth } from '../gen/osvirt/v1/system_service';
 import { Template, type BuildTemplateResponse } from '../gen/osvirt/v1/template_service';
-import { Image, PruneImagesResponse, type ExportImageResponse, type ImportImageResponse, type PullImageResponse, type PullProgress } from '../gen/osvirt/v1/image_service';
+import {
+  Image,
+  PruneImagesResponse,
+  type ExportImageResponse,
+  type ImportImageResponse,
+  type PullImageResponse,
+  type PullProgress,
+} from '../gen/osvirt/v1/image_service';
 import { VERSION } from '../version';
 import { readDefinition } from './spec-file';
 import { signalNumber } from './signals';
@@ -55,21 +62,22 @@ function printContainer(ct: Container, out: Output): void {
     ['State', `${stateName(s?.state ?? 0)} (${reasonName(s?.reason ?? 0)})`],
   ];
   if (s?.initPid) lines.push(['Init PID', String(s.initPid)]);
-  if (s && (s.state === ContainerState.CONTAINER_STATE_STOPPED || s.state === ContainerState.CONTAINER_STATE_CRASHED)) lines.push(['Exit code', String(s.exitCode)]);
+  if (s && (s.state === ContainerState.CONTAINER_STATE_STOPPED || s.state === ContainerState.CONTAINER_STATE_CRASHED))
+    lines.push(['Exit code', String(s.exitCode)]);
   if (s?.startTime) lines.push(['Started', s.startTime.toISOString()]);
   if (s?.message) lines.push(['Message', s.message]);
   lines.push(['Autostart', ct.spec?.autostart ? 'yes' : 'no']);
   const root = ct.spec?.rootfs?.source;
   if (root?.$case === 'image') lines.push(['Image', `${root.value} (${ct.spec!.rootfs!.imageDigest || 'not resolved'})`]);
-  if (ct.spec?.ports.length) lines.push(['Ports', ct.spec.ports.map((p) => `${p.hostIp || '0.0.0.0'}:${p.hostPort}->${p.containerPort}/${p.protocol || 'tcp'}`).join(', ')]);
+  if (ct.spec?.ports.length)
+    lines.push(['Ports', ct.spec.ports.map((p) => `${p.hostIp || '0.0.0.0'}:${p.hostPort}->${p.containerPort}/${p.protocol || 'tcp'}`).join(', ')]);
   const ids = s?.idMapping;
-  const range = (m: { containerId: number; hostId: number; size: number }[]) => m.map((e) => `${e.containerId}-${e.containerId + e.size - 1} -> host ${e.hostId}-${e.hostId + e.size - 1}`).join(', ');
+  const range = (m: { containerId: number; hostId: number; size: number }[]) =>
+    m.map((e) => `${e.containerId}-${e.containerId + e.size - 1} -> host ${e.hostId}-${e.hostId + e.size - 1}`).join(', ');
   if (ids?.privileged) lines.push(['Security', 'PRIVILEGED: no user namespace, root inside is root on the host']);
   else if (ids?.uidMap.length) lines.push(['UID map', range(ids.uidMap)], ['GID map', range(ids.gidMap)]);
   process.stdout.write(lines.map(([k, v]) => `${(k + ':').padEnd(11)} ${v}`).join('\n') + '\n');
 }
-
-
 
 const program = new Command('osvirt')
   .description('osvirt: manage containers through the osvirt daemon')
@@ -123,12 +131,27 @@ program
         pageToken = r.nextPageToken;
       } while (pageToken);
       if (out === 'json') {
-        process.stdout.write(JSON.stringify(all.map((x) => Container.toJSON(x)), null, 2) + '\n');
+        process.stdout.write(
+          JSON.stringify(
+            all.map((x) => Container.toJSON(x)),
+            null,
+            2,
+          ) + '\n',
+        );
         return;
       }
-      const ports = (x: Container) => x.spec?.ports.map((p) => `${p.hostIp ? p.hostIp + ':' : ''}${p.hostPort}->${p.containerPort}/${p.protocol || 'tcp'}`).join(',') || '-';
+      const ports = (x: Container) =>
+        x.spec?.ports.map((p) => `${p.hostIp ? p.hostIp + ':' : ''}${p.hostPort}->${p.containerPort}/${p.protocol || 'tcp'}`).join(',') || '-';
       const rows = [['NAME', 'DRIVER', 'STATE', 'PID', 'AUTOSTART', 'PORTS']];
-      for (const x of all) rows.push([x.name, x.spec?.driver ?? '', stateName(x.status?.state ?? 0), x.status?.initPid ? String(x.status.initPid) : '-', x.spec?.autostart ? 'yes' : 'no', ports(x)]);
+      for (const x of all)
+        rows.push([
+          x.name,
+          x.spec?.driver ?? '',
+          stateName(x.status?.state ?? 0),
+          x.status?.initPid ? String(x.status.initPid) : '-',
+          x.spec?.autostart ? 'yes' : 'no',
+          ports(x),
+        ]);
       process.stdout.write(table(rows));
     }),
   );
@@ -165,7 +188,7 @@ program
   .command('stop <name>')
   .description('stop a container: stop signal, wait, then SIGKILL')
   .option('-t, --timeout <seconds>', 'seconds to wait before SIGKILL')
-  .option('-s, --signal <signal>', 'stop signal (default: the spec\'s, SIGTERM)')
+  .option('-s, --signal <signal>', "stop signal (default: the spec's, SIGTERM)")
   .action(
     action(async (name: string, o: { timeout?: string; signal?: string }, cmd: Command) => {
       const { c, out } = client(cmd);
@@ -180,7 +203,7 @@ program
 
 program
   .command('kill <name>')
-  .description('send a signal to the container\'s init')
+  .description("send a signal to the container's init")
   .option('-s, --signal <signal>', 'signal name or number', 'SIGKILL')
   .action(
     action(async (name: string, o: { signal: string }, cmd: Command) => {
@@ -222,7 +245,8 @@ program
       if (tty && process.stdin.isTTY) process.stdin.setRawMode(true);
       process.stdin.on('data', (b: Buffer) => stream.write({ message: { $case: 'stdin', value: b } }));
       process.stdin.on('end', () => stream.write({ message: { $case: 'closeStdin', value: true } }));
-      if (tty) process.stdout.on('resize', () => stream.write({ message: { $case: 'resize', value: { rows: process.stdout.rows, cols: process.stdout.columns } } }));
+      if (tty)
+        process.stdout.on('resize', () => stream.write({ message: { $case: 'resize', value: { rows: process.stdout.rows, cols: process.stdout.columns } } }));
     } else {
       stream.write({ message: { $case: 'closeStdin', value: true } });
     }
@@ -245,7 +269,7 @@ program
 
 program
   .command('console <name>')
-  .description('attach to a container\'s console (detach with Ctrl-] )')
+  .description("attach to a container's console (detach with Ctrl-] )")
   .action((name: string, _o: unknown, cmd: Command) => {
     const { c } = client(cmd);
     const stream = c.containers.attachConsole();
@@ -290,7 +314,9 @@ program
       if (out === 'json') process.stdout.write(JSON.stringify(Event.toJSON(e)) + '\n');
       else {
         const extra = e.type === EventType.EVENT_TYPE_STOPPED || e.type === EventType.EVENT_TYPE_CRASHED ? ` exit=${e.status?.exitCode ?? 0}` : '';
-        process.stdout.write(`${e.time?.toISOString()} ${e.container} ${EventType[e.type].replace('EVENT_TYPE_', '').toLowerCase()}${extra}${e.checkpoint ? ` checkpoint=${e.checkpoint}` : ''}\n`);
+        process.stdout.write(
+          `${e.time?.toISOString()} ${e.container} ${EventType[e.type].replace('EVENT_TYPE_', '').toLowerCase()}${extra}${e.checkpoint ? ` checkpoint=${e.checkpoint}` : ''}\n`,
+        );
       }
     });
     stream.on('error', report);
@@ -328,30 +354,54 @@ program
   .option('--file-locks', 'checkpoint file locks')
   .option('--ext-unix-sk', 'allow external unix sockets')
   .action(
-    action(async (name: string, o: { checkpoint?: string; leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; extUnixSk?: boolean }, cmd: Command) => {
-      const { c, out } = client(cmd);
-      const cp = (await promisify(c.containers).checkpointContainer({
-        name,
-        checkpoint: o.checkpoint ?? '',
-        options: { leaveRunning: !!o.leaveRunning, tcpEstablished: !!o.tcpEstablished, extUnixSk: !!o.extUnixSk, fileLocks: !!o.fileLocks, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false },
-      })).checkpoint!;
-      printCheckpoints([cp], out);
-    }),
+    action(
+      async (
+        name: string,
+        o: { checkpoint?: string; leaveRunning?: boolean; tcpEstablished?: boolean; fileLocks?: boolean; extUnixSk?: boolean },
+        cmd: Command,
+      ) => {
+        const { c, out } = client(cmd);
+        const cp = (
+          await promisify(c.containers).checkpointContainer({
+            name,
+            checkpoint: o.checkpoint ?? '',
+            options: {
+              leaveRunning: !!o.leaveRunning,
+              tcpEstablished: !!o.tcpEstablished,
+              extUnixSk: !!o.extUnixSk,
+              fileLocks: !!o.fileLocks,
+              shellJob: false,
+              manageCgroupsMode: 0,
+              parentCheckpoint: '',
+              lazyPages: false,
+            },
+          })
+        ).checkpoint!;
+        printCheckpoints([cp], out);
+      },
+    ),
   );
 
 function printCheckpoints(list: Checkpoint[], out: Output): void {
   if (out === 'json') {
-    process.stdout.write(JSON.stringify(list.map((x) => Checkpoint.toJSON({ ...x, spec: undefined })), null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify(
+        list.map((x) => Checkpoint.toJSON({ ...x, spec: undefined })),
+        null,
+        2,
+      ) + '\n',
+    );
     return;
   }
   const rows = [['CHECKPOINT', 'CONTAINER', 'CREATED', 'SIZE', 'FROZEN']];
-  for (const cp of list) rows.push([cp.name, cp.container, cp.createTime?.toISOString() ?? '', `${cp.sizeBytes}`, `${(Number(cp.stats?.frozenTimeUs ?? 0n) / 1000).toFixed(1)} ms`]);
+  for (const cp of list)
+    rows.push([cp.name, cp.container, cp.createTime?.toISOString() ?? '', `${cp.sizeBytes}`, `${(Number(cp.stats?.frozenTimeUs ?? 0n) / 1000).toFixed(1)} ms`]);
   process.stdout.write(table(rows));
 }
 
 program
   .command('checkpoints <name>')
-  .description('list a container\'s checkpoints')
+  .description("list a container's checkpoints")
   .action(
     action(async (name: string, _o: unknown, cmd: Command) => {
       const { c, out } = client(cmd);
@@ -367,7 +417,9 @@ program
   .action(
     action(async (name: string, checkpoint: string, o: { as?: string; tcpEstablished?: boolean }, cmd: Command) => {
       const { c, out } = client(cmd);
-      const ct = (await promisify(c.containers).restoreContainer({ name, checkpoint, newName: o.as ?? '', tcpEstablished: !!o.tcpEstablished, timeout: undefined })).container!;
+      const ct = (
+        await promisify(c.containers).restoreContainer({ name, checkpoint, newName: o.as ?? '', tcpEstablished: !!o.tcpEstablished, timeout: undefined })
+      ).container!;
       if (out === 'json') printContainer(ct, out);
       else process.stdout.write(`${ct.name} restored (pid ${ct.status?.initPid})\n`);
     }),
@@ -389,8 +441,8 @@ program
 program
   .command('checkpoint-import <file>')
   .description('import a checkpoint archive made by checkpoint-export (then: osvirt restore NAME CHECKPOINT)')
-  .option('--name <container>', 'file it under this container (default: the archive\'s)')
-  .option('--checkpoint <id>', 'checkpoint name (default: the archive\'s)')
+  .option('--name <container>', "file it under this container (default: the archive's)")
+  .option('--checkpoint <id>', "checkpoint name (default: the archive's)")
   .action((file: string, o: { name?: string; checkpoint?: string }, cmd: Command) => {
     const { c, out } = client(cmd);
     const stream = c.containers.importCheckpoint((err, res) => {
@@ -422,7 +474,14 @@ program
         return;
       }
       const rows = [['DRIVER', 'VERSION', 'HEALTH', 'CAPABILITIES', 'NOTES']];
-      for (const d of r.drivers) rows.push([d.name, d.version || '-', DriverHealth[d.health].replace('DRIVER_HEALTH_', '').toLowerCase(), d.capabilities.join(',') || '-', d.messages.join('; ')]);
+      for (const d of r.drivers)
+        rows.push([
+          d.name,
+          d.version || '-',
+          DriverHealth[d.health].replace('DRIVER_HEALTH_', '').toLowerCase(),
+          d.capabilities.join(',') || '-',
+          d.messages.join('; '),
+        ]);
       process.stdout.write(table(rows));
     }),
   );
@@ -440,10 +499,14 @@ program
         const [name, role] = spec.split(':');
         issueClient(dir, name ?? '', (role ?? '') as Role);
       }
-      process.stdout.write(`certificates in ${dir}:\n  daemon: osvirtd --listen 0.0.0.0:7443 --tls-ca ${dir}/ca.pem --tls-cert ${dir}/server.pem --tls-key ${dir}/server-key.pem\n`);
+      process.stdout.write(
+        `certificates in ${dir}:\n  daemon: osvirtd --listen 0.0.0.0:7443 --tls-ca ${dir}/ca.pem --tls-cert ${dir}/server.pem --tls-key ${dir}/server-key.pem\n`,
+      );
       for (const spec of o.client) {
         const name = spec.split(':')[0];
-        process.stdout.write(`  client: osvirt --connect tcp://HOST:7443 --tls-ca ${dir}/ca.pem --tls-cert ${dir}/${name}.pem --tls-key ${dir}/${name}-key.pem list\n`);
+        process.stdout.write(
+          `  client: osvirt --connect tcp://HOST:7443 --tls-ca ${dir}/ca.pem --tls-cert ${dir}/${name}.pem --tls-key ${dir}/${name}-key.pem list\n`,
+        );
       }
     }),
   );
@@ -470,15 +533,30 @@ template
     action(async (_o: unknown, cmd: Command) => {
       const { c, out } = client(cmd);
       const ts = (await promisify(c.templates).listTemplates({})).templates;
-      if (out === 'json') return void process.stdout.write(JSON.stringify(ts.map((t) => Template.toJSON(t)), null, 2) + '\n');
+      if (out === 'json')
+        return void process.stdout.write(
+          JSON.stringify(
+            ts.map((t) => Template.toJSON(t)),
+            null,
+            2,
+          ) + '\n',
+        );
       const rows = [['KEY', 'RELEASE', 'SIZE', 'INIT', 'HALT', 'USED BY']];
-      for (const t of ts) rows.push([t.key, t.options?.release || '-', `${Math.round(Number(t.sizeBytes) / 1048576)} MiB`, t.init.join(' ').slice(0, 30), signalName(t.haltSignal), t.usedBy.join(',') || '-']);
+      for (const t of ts)
+        rows.push([
+          t.key,
+          t.options?.release || '-',
+          `${Math.round(Number(t.sizeBytes) / 1048576)} MiB`,
+          t.init.join(' ').slice(0, 30),
+          signalName(t.haltSignal),
+          t.usedBy.join(',') || '-',
+        ]);
       process.stdout.write(table(rows));
     }),
   );
 template
   .command('build <name>')
-  .description('build a template ahead of use, showing progress (debian: mmdebstrap from the host\'s Debian mirror)')
+  .description("build a template ahead of use, showing progress (debian: mmdebstrap from the host's Debian mirror)")
   .option('--release <suite>', 'Debian release: bookworm (default) or trixie')
   .option('--variant <variant>', 'mmdebstrap variant (default minbase)')
   .option('--package <name>', 'an extra Debian package (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
@@ -496,7 +574,8 @@ template
         s.on('end', () => (built ? resolve(built) : reject(new Error('the build stream ended without a template'))));
       });
       if (out === 'json') process.stdout.write(JSON.stringify(Template.toJSON(t), null, 2) + '\n');
-      else process.stdout.write(`${t.key} built (${Math.round(Number(t.sizeBytes) / 1048576)} MiB, init ${t.init.join(' ')}, halt ${signalName(t.haltSignal)})\n`);
+      else
+        process.stdout.write(`${t.key} built (${Math.round(Number(t.sizeBytes) / 1048576)} MiB, init ${t.init.join(' ')}, halt ${signalName(t.haltSignal)})\n`);
     }),
   );
 template
@@ -516,7 +595,7 @@ const mib = (n: number | bigint) => `${(Number(n) / 1048576).toFixed(1)} MiB`;
 image
   .command('pull <reference>')
   .description('pull an image (HOST[:PORT]/REPO[:TAG] or @sha256:...), showing progress per layer')
-  .option('--platform <os/arch[/variant]>', 'the platform to pick from an index (default: the host\'s)')
+  .option('--platform <os/arch[/variant]>', "the platform to pick from an index (default: the host's)")
   .action(
     action(async (reference: string, o: { platform?: string }, cmd: Command) => {
       const { c, out } = client(cmd);
@@ -529,7 +608,9 @@ image
         const total = [...layers.values()].reduce((n, p) => n + Number(p.bytesTotal), 0);
         const width = 30;
         const fill = total ? Math.round((done / total) * width) : 0;
-        process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${mib(done)} / ${mib(total)}, ${[...layers.values()].filter((p) => p.status === 'done' || p.status === 'exists').length}/${layers.size} blobs `);
+        process.stderr.write(
+          `\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${mib(done)} / ${mib(total)}, ${[...layers.values()].filter((p) => p.status === 'done' || p.status === 'exists').length}/${layers.size} blobs `,
+        );
       };
       const img = await new Promise<Image>((resolve, reject) => {
         let got: Image | undefined;
@@ -539,7 +620,8 @@ image
             const p = m.message.value;
             layers.set(p.digest, p);
             if (tty) draw();
-            else if (out !== 'json' && (p.status === 'done' || p.status === 'exists' || p.status === 'verified')) process.stderr.write(`  ${p.digest.slice(7, 19)} ${p.status} ${mib(p.bytesTotal)}\n`);
+            else if (out !== 'json' && (p.status === 'done' || p.status === 'exists' || p.status === 'verified'))
+              process.stderr.write(`  ${p.digest.slice(7, 19)} ${p.status} ${mib(p.bytesTotal)}\n`);
           } else if (m.message?.$case === 'image') got = m.message.value;
         });
         s.on('error', reject);
@@ -558,9 +640,23 @@ image
     action(async (_o: unknown, cmd: Command) => {
       const { c, out } = client(cmd);
       const imgs = (await promisify(c.images).listImages({})).images;
-      if (out === 'json') return void process.stdout.write(JSON.stringify(imgs.map((i) => Image.toJSON(i)), null, 2) + '\n');
+      if (out === 'json')
+        return void process.stdout.write(
+          JSON.stringify(
+            imgs.map((i) => Image.toJSON(i)),
+            null,
+            2,
+          ) + '\n',
+        );
       const rows = [['NAME', 'DIGEST', 'PLATFORM', 'SIZE', 'USED BY']];
-      for (const i of imgs) rows.push([i.names.join(',') || '<none>', i.digest.slice(7, 19), [i.platform?.os, i.platform?.architecture, i.platform?.variant].filter(Boolean).join('/'), mib(i.sizeBytes), i.usedBy.join(',') || '-']);
+      for (const i of imgs)
+        rows.push([
+          i.names.join(',') || '<none>',
+          i.digest.slice(7, 19),
+          [i.platform?.os, i.platform?.architecture, i.platform?.variant].filter(Boolean).join('/'),
+          mib(i.sizeBytes),
+          i.usedBy.join(',') || '-',
+        ]);
       process.stdout.write(table(rows));
     }),
   );
@@ -602,7 +698,7 @@ image
 image
   .command('import <file>')
   .description('import an oci-archive or docker-archive tar (skopeo copy ... oci-archive:FILE, podman save), showing progress')
-  .option('--name <HOST/REPO:TAG>', 'the name to give the image (default: the archive\'s)')
+  .option('--name <HOST/REPO:TAG>', "the name to give the image (default: the archive's)")
   .action(
     action(async (file: string, o: { name?: string }, cmd: Command) => {
       const { c, out } = client(cmd);
@@ -627,7 +723,14 @@ image
         });
         src.on('error', reject);
       });
-      if (out === 'json') process.stdout.write(JSON.stringify(res.images.map((i) => Image.toJSON(i)), null, 2) + '\n');
+      if (out === 'json')
+        process.stdout.write(
+          JSON.stringify(
+            res.images.map((i) => Image.toJSON(i)),
+            null,
+            2,
+          ) + '\n',
+        );
       else for (const i of res.images) process.stdout.write(`${i.names.join(',')} ${i.digest} imported\n`);
     }),
   );
@@ -655,7 +758,7 @@ image
 
 program
   .command('login <registry>')
-  .description('check a user name and password against a registry and keep them for the daemon\'s pulls')
+  .description("check a user name and password against a registry and keep them for the daemon's pulls")
   .requiredOption('-u, --username <name>', 'user name')
   .option('-p, --password <password>', 'password (visible in ps; prefer --password-stdin)')
   .option('--password-stdin', 'read the password from standard input')
@@ -665,7 +768,9 @@ program
       if (o.passwordStdin) {
         const chunks: Buffer[] = [];
         for await (const c of process.stdin) chunks.push(c as Buffer);
-        password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+        password = Buffer.concat(chunks)
+          .toString('utf8')
+          .replace(/\r?\n$/, '');
       }
       if (!password) throw new Error('give the password with --password-stdin (or -p)');
       const { c } = client(cmd);

@@ -31,7 +31,8 @@ function scalar(f: protobuf.Field, v: unknown, at: string): unknown {
     if (typeof v === 'bigint') return v.toString();
     if (typeof v === 'number') {
       if (!Number.isInteger(v)) throw new Error(`${at}: ${v} is not a whole number`);
-      if (!Number.isSafeInteger(v)) throw new Error(`${at}: ${v} is past 2^53, where a JSON number has lost digits: write it as a string, e.g. "18446744073709551615"`);
+      if (!Number.isSafeInteger(v))
+        throw new Error(`${at}: ${v} is past 2^53, where a JSON number has lost digits: write it as a string, e.g. "18446744073709551615"`);
       return v;
     }
     if (typeof v === 'string' && !/^-?\d+$/.test(v)) throw new Error(`${at}: "${v}" is not a whole number`);
@@ -60,7 +61,9 @@ function check(type: protobuf.Type, value: unknown, at: string): void {
     }
     const rt = f.resolvedType;
     if (rt instanceof protobuf.Type && WELL_KNOWN.has(rt.fullName.slice(1))) {
-      if (v !== null && typeof v === 'object') for (const [wk, wv] of Object.entries(v as Record<string, unknown>)) (v as Record<string, unknown>)[wk] = typeof wv === 'bigint' ? (wk === 'seconds' ? wv.toString() : Number(wv)) : wv;
+      if (v !== null && typeof v === 'object')
+        for (const [wk, wv] of Object.entries(v as Record<string, unknown>))
+          (v as Record<string, unknown>)[wk] = typeof wv === 'bigint' ? (wk === 'seconds' ? wv.toString() : Number(wv)) : wv;
     } else if (rt instanceof protobuf.Type) {
       if (f.repeated) {
         if (!Array.isArray(v)) throw new Error(`${here}: expected a list`);

@@ -26,8 +26,6 @@ function vserverClient(g: Global): VServerServiceClient {
   return new VServerServiceClient('unused', credentials.createInsecure(), { channelOverride: c.containers.getChannel() });
 }
 
-
-
 function toWire(files: ConfigFiles) {
   return [...files].map(([p, e]) => ({ path: p, content: e.content ?? Buffer.alloc(0), symlinkTarget: e.symlink ?? '' }));
 }
@@ -45,7 +43,12 @@ export function registerVserver(program: Command): void {
         const g = cmd.optsWithGlobals<Global>();
         const files = await readConfigDir(dir);
         const api = promisify(vserverClient(g));
-        const r = await api.importVServerConfig({ name: o.name ?? '', directoryName: path.basename(path.resolve(dir)), files: toWire(files), validateOnly: !!o.dryRun });
+        const r = await api.importVServerConfig({
+          name: o.name ?? '',
+          directoryName: path.basename(path.resolve(dir)),
+          files: toWire(files),
+          validateOnly: !!o.dryRun,
+        });
         for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
         const ct = r.container!;
         if (o.dryRun || g.output === 'json') {
@@ -62,7 +65,7 @@ export function registerVserver(program: Command): void {
     );
 
   vs.command('export <name> <dir>')
-    .description('write a vserver guest\'s definition as a util-vserver configuration directory')
+    .description("write a vserver guest's definition as a util-vserver configuration directory")
     .option('--force', 'write into a directory that is not empty')
     .action(
       action(async (name: string, dir: string, o: { force?: boolean }, cmd: Command) => {
@@ -78,7 +81,7 @@ export function registerVserver(program: Command): void {
 
   program
     .command('vserver-stat')
-    .description('running vserver guests like util-vserver\'s vserver-stat: CTX, PROC QTY, VSZ, RSS, userTIME, sysTIME, UPTIME, NAME')
+    .description("running vserver guests like util-vserver's vserver-stat: CTX, PROC QTY, VSZ, RSS, userTIME, sysTIME, UPTIME, NAME")
     .action(
       action(async (_o: unknown, cmd: Command) => {
         const g = cmd.optsWithGlobals<Global>();
@@ -91,7 +94,13 @@ export function registerVserver(program: Command): void {
           pageToken = r.nextPageToken;
         } while (pageToken);
         if (g.output === 'json') {
-          process.stdout.write(JSON.stringify(all.map((s) => VServerStat.toJSON(s)), null, 2) + '\n');
+          process.stdout.write(
+            JSON.stringify(
+              all.map((s) => VServerStat.toJSON(s)),
+              null,
+              2,
+            ) + '\n',
+          );
           return;
         }
         const ms = (d: { seconds: bigint; nanos: number } | undefined) => (d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : 0);

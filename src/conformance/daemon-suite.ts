@@ -82,7 +82,10 @@ const cases: DCase[] = [
     title: 'ListDrivers shows the driver READY with its capabilities',
     level: 'must',
     async run(x) {
-      check(x.driver.health === DriverHealth.DRIVER_HEALTH_READY, `driver "${x.driver.name}" is ${DriverHealth[x.driver.health]}: ${x.driver.messages.join('; ')}`);
+      check(
+        x.driver.health === DriverHealth.DRIVER_HEALTH_READY,
+        `driver "${x.driver.name}" is ${DriverHealth[x.driver.health]}: ${x.driver.messages.join('; ')}`,
+      );
       x.notes.push(`${x.driver.external ? 'external' : 'built in'}; capabilities: ${x.driver.capabilities.join(', ') || 'none'}`);
     },
   },
@@ -109,7 +112,10 @@ const cases: DCase[] = [
         const got = w.events.map((e) => e.type);
         check(got.join() === want.join(), `events ${got.map(typeName).join(', ')}; expected ${want.map(typeName).join(', ')}`);
         const seqs = w.events.map((e) => e.sequence);
-        check(seqs.every((s, i) => i === 0 || s > seqs[i - 1]!), `event sequence numbers are not increasing: ${seqs.join(', ')}`);
+        check(
+          seqs.every((s, i) => i === 0 || s > seqs[i - 1]!),
+          `event sequence numbers are not increasing: ${seqs.join(', ')}`,
+        );
       } finally {
         w.stop();
       }
@@ -129,7 +135,10 @@ const cases: DCase[] = [
         check(seen, `no stopped event within 15 s; events: ${w.events.map((e) => typeName(e.type)).join(', ')}`);
         const ct = (await call(x.api.containers.getContainer({ name }), 'GetContainer')).container;
         check(ct?.status?.state === ContainerState.CONTAINER_STATE_STOPPED, `state ${ContainerState[ct?.status?.state ?? 0]}, expected STOPPED`);
-        check(ct.status.exitCode === 3 && ct.status.reason === StateReason.STATE_REASON_EXITED, `exit code ${ct.status.exitCode}, reason ${StateReason[ct.status.reason]}; expected 3, EXITED`);
+        check(
+          ct.status.exitCode === 3 && ct.status.reason === StateReason.STATE_REASON_EXITED,
+          `exit code ${ct.status.exitCode}, reason ${StateReason[ct.status.reason]}; expected 3, EXITED`,
+        );
       } finally {
         w.stop();
       }
@@ -175,7 +184,10 @@ const cases: DCase[] = [
         check(err, `${k}: the call succeeded although the capability is not declared`);
         const code = (err as Partial<ServiceError>).code;
         const okCode = code === Code.UNIMPLEMENTED || (explained && code === Code.FAILED_PRECONDITION);
-        check(okCode, `${k}: expected UNIMPLEMENTED${explained ? ' or FAILED_PRECONDITION' : ''}, got ${typeof code === 'number' ? `${Code[code]}: ${(err as ServiceError).details}` : String(err)}`);
+        check(
+          okCode,
+          `${k}: expected UNIMPLEMENTED${explained ? ' or FAILED_PRECONDITION' : ''}, got ${typeof code === 'number' ? `${Code[code]}: ${(err as ServiceError).details}` : String(err)}`,
+        );
         x.notes.push(`${k}: ${Code[code!]}`);
       }
     },
@@ -189,7 +201,12 @@ async function cleanup(x: DCtx, names: string[]): Promise<void> {
 }
 
 /** Run the daemon-level cases for a registered driver. */
-export async function runDaemonSuite(c: OsvirtClient, driverName: string, template: SpecTemplate, o: { only?: RegExp; onResult?: (r: CaseResult) => void } = {}): Promise<Report> {
+export async function runDaemonSuite(
+  c: OsvirtClient,
+  driverName: string,
+  template: SpecTemplate,
+  o: { only?: RegExp; onResult?: (r: CaseResult) => void } = {},
+): Promise<Report> {
   const report: Report = { target: `daemon ${c.target}`, driver: driverName, results: [] };
   const api = { containers: promisify(c.containers), system: promisify(c.system) };
   let driver: DriverInfo | undefined;
@@ -227,7 +244,15 @@ export async function runDaemonSuite(c: OsvirtClient, driverName: string, templa
       res = { id: k.id, title: k.title, level: k.level, outcome: 'pass', ms: 0, detail: x.notes.join('; ') };
     } catch (e) {
       if (e instanceof Skip) res = { id: k.id, title: k.title, level: k.level, outcome: 'skip', ms: 0, detail: e.message };
-      else res = { id: k.id, title: k.title, level: k.level, outcome: k.level === 'must' ? 'fail' : 'warn', ms: 0, detail: e instanceof Error ? e.message : String(e) };
+      else
+        res = {
+          id: k.id,
+          title: k.title,
+          level: k.level,
+          outcome: k.level === 'must' ? 'fail' : 'warn',
+          ms: 0,
+          detail: e instanceof Error ? e.message : String(e),
+        };
     }
     await cleanup(x, names);
     res.ms = Date.now() - t0;
@@ -236,4 +261,3 @@ export async function runDaemonSuite(c: OsvirtClient, driverName: string, templa
   }
   return report;
 }
-

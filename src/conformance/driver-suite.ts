@@ -63,7 +63,8 @@ async function execIn(d: Driver, id: string, args: string[], o: { stdin?: string
   let stderr = '';
   s.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
   s.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-  const ended = (r: import('node:stream').Readable) => new Promise<void>((resolve) => (r.readableEnded ? resolve() : (r.once('end', resolve), r.once('error', () => resolve()), r.once('close', resolve))));
+  const ended = (r: import('node:stream').Readable) =>
+    new Promise<void>((resolve) => (r.readableEnded ? resolve() : (r.once('end', resolve), r.once('error', () => resolve()), r.once('close', resolve))));
   if (o.stdin !== undefined) s.stdin.write(o.stdin);
   if (!o.tty) s.stdin.end();
   const exit = await s.exit;
@@ -80,7 +81,10 @@ const cases: Case[] = [
       const i = await ok(c.driver.info(), 'GetInfo');
       check(i.name, 'GetInfo.name is empty');
       check(i.version, 'GetInfo.version is empty');
-      check(i.protocolVersion === DRIVER_PROTOCOL_VERSION, `GetInfo.protocol_version is ${i.protocolVersion}; this suite checks protocol ${DRIVER_PROTOCOL_VERSION}`);
+      check(
+        i.protocolVersion === DRIVER_PROTOCOL_VERSION,
+        `GetInfo.protocol_version is ${i.protocolVersion}; this suite checks protocol ${DRIVER_PROTOCOL_VERSION}`,
+      );
       const unknown = i.capabilities.filter((x) => !(CAPABILITIES as string[]).includes(x));
       check(unknown.length === 0, `unknown capabilities declared: ${unknown.join(', ')} (known: ${CAPABILITIES.join(', ')})`);
       check(new Set(i.capabilities).size === i.capabilities.length, `capabilities listed twice: ${i.capabilities.join(', ')}`);
@@ -145,7 +149,10 @@ const cases: Case[] = [
       check(st.initPid === rs.initPid, `State reports init_pid ${st.initPid}, Start said ${rs.initPid}`);
       const stopped = expectStatus(await ok(c.driver.stop(id, SIGTERM, 10_000), 'Stop'), RuntimeStatus.RUNTIME_STATUS_STOPPED, 'Stop result');
       check(!pidAlive(rs.initPid), `init pid ${rs.initPid} still lives after Stop returned`);
-      check(stopped.exitCode === 0 && stopped.signal === 0, `the template's init should exit 0 on SIGTERM; Stop reported exit_code ${stopped.exitCode}, signal ${stopped.signal}`);
+      check(
+        stopped.exitCode === 0 && stopped.signal === 0,
+        `the template's init should exit 0 on SIGTERM; Stop reported exit_code ${stopped.exitCode}, signal ${stopped.signal}`,
+      );
       expectStatus(await ok(c.driver.state(id), 'State after Stop'), RuntimeStatus.RUNTIME_STATUS_STOPPED, 'State after Stop');
       await ok(c.driver.delete(id), 'Delete');
       await expectCode(c.driver.state(id), 'NOT_FOUND', 'State after Delete');
@@ -159,7 +166,10 @@ const cases: Case[] = [
       const { id, spec, rs } = await c.running('again');
       await ok(c.driver.stop(id, SIGTERM, 10_000), 'Stop');
       const rs2 = expectStatus(await ok(c.driver.start(id, spec, {}), 'second Start'), RuntimeStatus.RUNTIME_STATUS_RUNNING, 'second Start');
-      check(rs2.initPid > 0 && rs2.initPid !== rs.initPid && pidAlive(rs2.initPid), `second Start: init_pid ${rs2.initPid} (first was ${rs.initPid}) is not a new live process`);
+      check(
+        rs2.initPid > 0 && rs2.initPid !== rs.initPid && pidAlive(rs2.initPid),
+        `second Start: init_pid ${rs2.initPid} (first was ${rs.initPid}) is not a new live process`,
+      );
       expectStatus(await ok(c.driver.stop(id, SIGTERM, 10_000), 'second Stop'), RuntimeStatus.RUNTIME_STATUS_STOPPED, 'second Stop');
     },
   },
@@ -246,7 +256,11 @@ const cases: Case[] = [
       check(Date.now() - t0 >= 300, `Wait returned after ${Date.now() - t0} ms, before the init (sleep 0.6; exit 3) could have exited`);
       check(rs.exitCode === 3 && rs.signal === 0, `expected exit_code 3, signal 0; got exit_code ${rs.exitCode}, signal ${rs.signal}`);
       check(!pidAlive(r.rs.initPid), 'the init still lives after Wait returned');
-      const again = expectStatus(await withTimeout(ok(c.driver.wait(r.id), 'second Wait'), 5000, 'second Wait'), RuntimeStatus.RUNTIME_STATUS_STOPPED, 'second Wait');
+      const again = expectStatus(
+        await withTimeout(ok(c.driver.wait(r.id), 'second Wait'), 5000, 'second Wait'),
+        RuntimeStatus.RUNTIME_STATUS_STOPPED,
+        'second Wait',
+      );
       c.notes.push(`second Wait: exit_code ${again.exitCode}`);
     },
   },
@@ -271,7 +285,10 @@ const cases: Case[] = [
       const r = await c.running('killme');
       const waits = [c.driver.wait(r.id), c.driver.wait(r.id), c.driver.wait(r.id)];
       let early = false;
-      void Promise.race(waits).then(() => (early = true), () => (early = true));
+      void Promise.race(waits).then(
+        () => (early = true),
+        () => (early = true),
+      );
       const stillWaiting = await holds(() => !early, 'every Wait pending while the init runs', 300).then(
         () => true,
         () => false,
@@ -296,9 +313,15 @@ const cases: Case[] = [
       await ok(Promise.all(ids.map((id) => c.driver.create(id, c.t.spec))), 'parallel Create');
       const states = await ok(Promise.all(ids.map((id) => c.driver.start(id, c.t.spec, {}))), 'parallel Start');
       const pids = states.map((s) => s.initPid);
-      check(new Set(pids).size === ids.length && pids.every((p) => p > 0 && pidAlive(p)), `parallel Start gave init pids ${pids.join(', ')}: not distinct live processes`);
+      check(
+        new Set(pids).size === ids.length && pids.every((p) => p > 0 && pidAlive(p)),
+        `parallel Start gave init pids ${pids.join(', ')}: not distinct live processes`,
+      );
       const stops = await ok(Promise.all(ids.map((id) => c.driver.stop(id, SIGTERM, 10_000))), 'parallel Stop');
-      check(stops.every((s) => s.status === RuntimeStatus.RUNTIME_STATUS_STOPPED), 'a parallel Stop did not report STOPPED');
+      check(
+        stops.every((s) => s.status === RuntimeStatus.RUNTIME_STATUS_STOPPED),
+        'a parallel Stop did not report STOPPED',
+      );
       await ok(Promise.all(ids.map((id) => c.driver.delete(id))), 'parallel Delete');
       for (const id of ids) await expectCode(c.driver.state(id), 'NOT_FOUND', `State(${id}) after parallel Delete`);
     },
@@ -311,7 +334,14 @@ const cases: Case[] = [
       const r = await c.running('rec-run');
       const s = await c.created('rec-stop');
       const gone = c.id('rec-gone');
-      const states = await ok(c.driver.recover([{ id: r.id, spec: r.spec }, { id: s.id, spec: s.spec }, { id: gone, spec: c.t.spec }]), 'Recover');
+      const states = await ok(
+        c.driver.recover([
+          { id: r.id, spec: r.spec },
+          { id: s.id, spec: s.spec },
+          { id: gone, spec: c.t.spec },
+        ]),
+        'Recover',
+      );
       for (const id of [r.id, s.id, gone]) check(states[id], `Recover returned no state for "${id}"`);
       const rr = expectStatus(states[r.id], RuntimeStatus.RUNTIME_STATUS_RUNNING, 'Recover(running)');
       check(rr.initPid === r.rs.initPid, `Recover reports init_pid ${rr.initPid}, Start said ${r.rs.initPid}`);
@@ -331,12 +361,33 @@ const cases: Case[] = [
       const dir = mkdtempSync(path.join(os.tmpdir(), 'osvirt-conf-'));
       try {
         const probes: Record<Capability, [string, () => Promise<unknown>][]> = {
-          pause: [['Pause', () => c.driver.pause!(id)], ['Resume', () => c.driver.resume!(id)]],
+          pause: [
+            ['Pause', () => c.driver.pause!(id)],
+            ['Resume', () => c.driver.resume!(id)],
+          ],
           exec: [['Exec', () => c.driver.exec!({ id, args: ['true'], env: [], cwd: '/', tty: false })]],
           console: [['Console', () => c.driver.console!(id)]],
           stats: [['Stats', () => c.driver.stats!(id)]],
           checkpoint: [
-            ['Checkpoint', () => c.driver.checkpoint!(id, dir, { leaveRunning: false, tcpEstablished: false, extUnixSk: false, fileLocks: false, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false }, '')],
+            [
+              'Checkpoint',
+              () =>
+                c.driver.checkpoint!(
+                  id,
+                  dir,
+                  {
+                    leaveRunning: false,
+                    tcpEstablished: false,
+                    extUnixSk: false,
+                    fileLocks: false,
+                    shellJob: false,
+                    manageCgroupsMode: 0,
+                    parentCheckpoint: '',
+                    lazyPages: false,
+                  },
+                  '',
+                ),
+            ],
             ['Restore', () => c.driver.restore!(id, spec, dir, false, 0)],
           ],
         };
@@ -393,7 +444,11 @@ const cases: Case[] = [
       const r = await c.running('execio');
       const cat = await withTimeout(execIn(c.driver, r.id, ['cat'], { stdin: 'ping\n' }), 20_000, 'Exec(cat)');
       check(cat.stdout === 'ping\n' && cat.exit.exitCode === 0, `cat echoed ${JSON.stringify(cat.stdout)} and exited ${cat.exit.exitCode}`);
-      const env = await withTimeout(execIn(c.driver, r.id, [c.t.shell, '-c', 'echo "$CONFORMANCE"; pwd'], { env: ['CONFORMANCE=yes'], cwd: '/proc' }), 20_000, 'Exec(env, cwd)');
+      const env = await withTimeout(
+        execIn(c.driver, r.id, [c.t.shell, '-c', 'echo "$CONFORMANCE"; pwd'], { env: ['CONFORMANCE=yes'], cwd: '/proc' }),
+        20_000,
+        'Exec(env, cwd)',
+      );
       check(env.stdout === 'yes\n/proc\n', `env/cwd: got ${JSON.stringify(env.stdout)}, expected "yes\\n/proc\\n"`);
     },
   },
@@ -415,7 +470,10 @@ const cases: Case[] = [
     async run(c) {
       const r = await c.running('exectty');
       const x = await withTimeout(execIn(c.driver, r.id, [c.t.shell, '-c', 'test -t 0 && test -t 1 && echo on-a-tty'], { tty: true }), 20_000, 'Exec(tty)');
-      check(x.stdout.includes('on-a-tty') && x.exit.exitCode === 0, `expected a terminal on stdin and stdout; output ${JSON.stringify(x.stdout)}, exit ${x.exit.exitCode}`);
+      check(
+        x.stdout.includes('on-a-tty') && x.exit.exitCode === 0,
+        `expected a terminal on stdin and stdout; output ${JSON.stringify(x.stdout)}, exit ${x.exit.exitCode}`,
+      );
     },
   },
   {
@@ -460,13 +518,26 @@ const cases: Case[] = [
       const r = await c.running('cr');
       const dir = mkdtempSync(path.join(os.tmpdir(), 'osvirt-conf-cr-'));
       try {
-        const opts = { leaveRunning: false, tcpEstablished: false, extUnixSk: false, fileLocks: false, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false };
+        const opts = {
+          leaveRunning: false,
+          tcpEstablished: false,
+          extUnixSk: false,
+          fileLocks: false,
+          shellJob: false,
+          manageCgroupsMode: 0,
+          parentCheckpoint: '',
+          lazyPages: false,
+        };
         const res = await ok(c.driver.checkpoint!(r.id, dir, opts, ''), 'Checkpoint');
         check(readdirSync(dir).length > 0, `Checkpoint wrote nothing into ${dir}`);
         check(await until(() => !pidAlive(r.rs.initPid), 5000), 'the init still lives after a Checkpoint without leave_running');
         expectStatus(await ok(c.driver.state(r.id), 'State after Checkpoint'), RuntimeStatus.RUNTIME_STATUS_STOPPED, 'State after Checkpoint');
         c.notes.push(`criu ${res.criuVersion}`);
-        const rs = expectStatus(await ok(c.driver.restore!(r.id, r.spec, dir, false, 60_000), 'Restore'), RuntimeStatus.RUNTIME_STATUS_RUNNING, 'Restore result');
+        const rs = expectStatus(
+          await ok(c.driver.restore!(r.id, r.spec, dir, false, 60_000), 'Restore'),
+          RuntimeStatus.RUNTIME_STATUS_RUNNING,
+          'Restore result',
+        );
         check(rs.initPid > 0 && pidAlive(rs.initPid), `Restore returned init_pid ${rs.initPid}, not a live process`);
         expectStatus(await ok(c.driver.stop(r.id, SIGTERM, 10_000), 'Stop after Restore'), RuntimeStatus.RUNTIME_STATUS_STOPPED, 'Stop after Restore');
       } finally {
@@ -523,7 +594,14 @@ export async function runDriverSuite(driver: Driver, target: string, o: SuiteOpt
     const t0 = Date.now();
     const ids: string[] = [];
     const notes: string[] = [];
-    const result = (outcome: CaseResult['outcome'], detail: string): CaseResult => ({ id: k.id, title: k.title, level: k.level, outcome, ms: Date.now() - t0, detail });
+    const result = (outcome: CaseResult['outcome'], detail: string): CaseResult => ({
+      id: k.id,
+      title: k.title,
+      level: k.level,
+      outcome,
+      ms: Date.now() - t0,
+      detail,
+    });
     let res: CaseResult;
     const skipWhy = o.skip?.[k.id];
     if (skipWhy) {
@@ -564,7 +642,8 @@ export async function runDriverSuite(driver: Driver, target: string, o: SuiteOpt
         }
       }
       const left = await cleanup(driver, ids);
-      if (left.length && res.outcome !== 'fail') res = { ...res, outcome: k.level === 'must' ? 'fail' : 'warn', detail: [res.detail, ...left].filter(Boolean).join('\n') };
+      if (left.length && res.outcome !== 'fail')
+        res = { ...res, outcome: k.level === 'must' ? 'fail' : 'warn', detail: [res.detail, ...left].filter(Boolean).join('\n') };
       res.ms = Date.now() - t0;
     }
     report.results.push(res);

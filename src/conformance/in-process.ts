@@ -39,7 +39,12 @@ async function main(): Promise<void> {
       report = await runDriverSuite(d, `${name} (in process)`, { template: t, only: o.only ? new RegExp(o.only) : undefined, skip });
       await d.close?.();
     } catch (e) {
-      report = { target: `${name} (in process)`, driver: name, results: [], error: `cannot initialise the driver: ${e instanceof Error ? e.message : String(e)}` };
+      report = {
+        target: `${name} (in process)`,
+        driver: name,
+        results: [],
+        error: `cannot initialise the driver: ${e instanceof Error ? e.message : String(e)}`,
+      };
     }
   }
   if (uncaught.length) {

@@ -67,7 +67,11 @@ export function servePython(dir: string): Promise<SpawnedPlugin> {
  * The suite against a built-in driver hosted in a separate process, as
  * osvirtd hosts it (src/conformance/in-process.ts); the report comes back as JSON.
  */
-export async function runInProcess(driver: string, stateDir: string, o: { only?: RegExp; skip?: Record<string, string>; bridge?: string } = {}): Promise<Report> {
+export async function runInProcess(
+  driver: string,
+  stateDir: string,
+  o: { only?: RegExp; skip?: Record<string, string>; bridge?: string } = {},
+): Promise<Report> {
   const args = [repoPath('dist', 'src', 'conformance', 'in-process.js'), driver, '--state-dir', stateDir];
   if (o.bridge) args.push('--bridge', o.bridge, '--subnet', SUBNET);
   if (o.only) args.push('--only', o.only.source);

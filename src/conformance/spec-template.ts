@@ -41,7 +41,10 @@ export function parseTemplate(text: string, file: string): SpecTemplate {
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new Error(`${file}: expected a mapping (a ContainerSpec)`);
   const d = doc as Record<string, unknown>;
   const shell = typeof d['shell'] === 'string' ? d['shell'] : '/bin/sh';
-  const raw = (d['spec'] && typeof d['spec'] === 'object' ? d['spec'] : Object.fromEntries(Object.entries(d).filter(([k]) => k !== 'shell'))) as Record<string, unknown>;
+  const raw = (d['spec'] && typeof d['spec'] === 'object' ? d['spec'] : Object.fromEntries(Object.entries(d).filter(([k]) => k !== 'shell'))) as Record<
+    string,
+    unknown
+  >;
   const spec = ContainerSpec.fromJSON(raw);
   if (!spec.driver) throw new Error(`${file}: the spec template needs "driver"`);
   return { spec, shell, source: file };

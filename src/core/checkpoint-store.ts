@@ -41,7 +41,10 @@ export class CheckpointStore {
   }
 
   async exists(container: string, name: string): Promise<boolean> {
-    return fs.access(path.join(this.dir(container, name), 'osvirt.json')).then(() => true, () => false);
+    return fs.access(path.join(this.dir(container, name), 'osvirt.json')).then(
+      () => true,
+      () => false,
+    );
   }
 
   async reserve(container: string, name: string): Promise<ReservedCheckpoint> {
@@ -69,7 +72,10 @@ export class CheckpointStore {
       for (const name of await fs.readdir(path.join(this.root, container)).catch(() => [] as string[])) {
         if (await this.exists(container, name)) continue;
         const dir = this.dir(container, name);
-        const pending = await fs.readFile(path.join(dir, 'pending.json'), 'utf8').then((t) => Checkpoint.fromJSON(JSON.parse(t)), () => undefined);
+        const pending = await fs.readFile(path.join(dir, 'pending.json'), 'utf8').then(
+          (t) => Checkpoint.fromJSON(JSON.parse(t)),
+          () => undefined,
+        );
         out.push({ container, name, reserved: { dir, imageDir: path.join(dir, 'checkpoint') }, ...(pending ? { pending } : {}) });
       }
     }
@@ -163,7 +169,12 @@ export class CheckpointStore {
       } catch {
         throw invalidArgument('data', 'not an osvirt checkpoint archive (no valid osvirt.json)');
       }
-      if (!(await fs.stat(path.join(staging, 'checkpoint')).then((st) => st.isDirectory(), () => false))) {
+      if (
+        !(await fs.stat(path.join(staging, 'checkpoint')).then(
+          (st) => st.isDirectory(),
+          () => false,
+        ))
+      ) {
         throw invalidArgument('data', 'not an osvirt checkpoint archive (no checkpoint/ directory)');
       }
       // The names come from the caller's start message (read by now) or the archive.

@@ -55,13 +55,10 @@ export function alreadyExists(kind: string, name: string): OsvirtError {
 }
 
 export function wrongState(name: string, state: string, wanted: string): OsvirtError {
-  return new OsvirtError(
-    'FAILED_PRECONDITION',
-    'WRONG_STATE',
-    `container "${name}" is ${state}; this operation needs it ${wanted}`,
-    [],
-    { container: name, state },
-  );
+  return new OsvirtError('FAILED_PRECONDITION', 'WRONG_STATE', `container "${name}" is ${state}; this operation needs it ${wanted}`, [], {
+    container: name,
+    state,
+  });
 }
 
 /** A kernel feature (or host tool) the operation needs is missing. */
@@ -72,13 +69,7 @@ export function missingFeature(feature: string, detail: string): OsvirtError {
 }
 
 export function unimplemented(driver: string, capability: string): OsvirtError {
-  return new OsvirtError(
-    'UNIMPLEMENTED',
-    'CAPABILITY_NOT_SUPPORTED',
-    `driver "${driver}" does not support ${capability}`,
-    [],
-    { driver, capability },
-  );
+  return new OsvirtError('UNIMPLEMENTED', 'CAPABILITY_NOT_SUPPORTED', `driver "${driver}" does not support ${capability}`, [], { driver, capability });
 }
 
 export function isOsvirtError(e: unknown): e is OsvirtError {

@@ -8,7 +8,7 @@ export function managerHost(m: ContainerManager, endpoint?: () => Promise<string
   return {
     list: async (f) => {
       const out: Container[] = [];
-      for (let pageToken = ''; ; ) {
+      for (let pageToken = ''; ;) {
         const page = m.list({ driver: f.driver ?? '', states: f.states ?? [], pageSize: 1000, pageToken });
         out.push(...page.containers);
         if (!page.nextPageToken) return out;

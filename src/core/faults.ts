@@ -13,9 +13,19 @@
 import { existsSync, mkdirSync, watch, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-const points = new Set((process.env['OSVIRT_FAULT_POINTS'] ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+const points = new Set(
+  (process.env['OSVIRT_FAULT_POINTS'] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
 const pauseDir = process.env['OSVIRT_PAUSE_DIR'] ?? '';
-const pauses = new Set((process.env['OSVIRT_PAUSE_POINTS'] ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+const pauses = new Set(
+  (process.env['OSVIRT_PAUSE_POINTS'] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
 
 /** The points osvirt defines (docs/crash-consistency.md says what each one proves). */
 export const FAULT_POINTS = [

@@ -25,10 +25,20 @@ export function toServiceError(e: unknown, logger: Logger): ServiceError {
     err = new OsvirtError('INTERNAL', 'INTERNAL', 'internal error; see the daemon log for details');
   }
   const details: Any[] = [
-    { typeUrl: 'type.googleapis.com/google.rpc.ErrorInfo', value: Buffer.from(ErrorInfo.encode({ reason: err.reason, domain: ERROR_DOMAIN, metadata: err.metadata }).finish()) },
+    {
+      typeUrl: 'type.googleapis.com/google.rpc.ErrorInfo',
+      value: Buffer.from(ErrorInfo.encode({ reason: err.reason, domain: ERROR_DOMAIN, metadata: err.metadata }).finish()),
+    },
   ];
   if (err.violations.length > 0) {
-    details.push({ typeUrl: 'type.googleapis.com/google.rpc.BadRequest', value: Buffer.from(BadRequest.encode({ fieldViolations: err.violations.map((v) => ({ field: v.field, description: v.description, reason: 'INVALID_FIELD', localizedMessage: undefined })) }).finish()) });
+    details.push({
+      typeUrl: 'type.googleapis.com/google.rpc.BadRequest',
+      value: Buffer.from(
+        BadRequest.encode({
+          fieldViolations: err.violations.map((v) => ({ field: v.field, description: v.description, reason: 'INVALID_FIELD', localizedMessage: undefined })),
+        }).finish(),
+      ),
+    });
   }
   const code = codeOf(err);
   const md = new Metadata();

@@ -125,7 +125,12 @@ export class ContainerManager {
       if (!this.registry.isReady(driverName)) {
         for (const rec of list) {
           if (rec.status.state === ContainerState.CONTAINER_STATE_RUNNING || rec.status.state === ContainerState.CONTAINER_STATE_PAUSED) {
-            rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_UNKNOWN, reason: StateReason.STATE_REASON_DRIVER_UNAVAILABLE, message: `driver "${driverName}" is not ready` };
+            rec.status = {
+              ...rec.status,
+              state: ContainerState.CONTAINER_STATE_UNKNOWN,
+              reason: StateReason.STATE_REASON_DRIVER_UNAVAILABLE,
+              message: `driver "${driverName}" is not ready`,
+            };
           }
         }
         continue;
@@ -134,7 +139,10 @@ export class ContainerManager {
       let states: Record<string, RuntimeState> = {};
       try {
         // Orphans only when every definition could be read: a driver must never drop the state of a container whose definition is merely unreadable.
-        states = await driver.recover(list.map((r) => ({ id: r.name, spec: r.spec })), { removeOrphans: unreadable === 0 });
+        states = await driver.recover(
+          list.map((r) => ({ id: r.name, spec: r.spec })),
+          { removeOrphans: unreadable === 0 },
+        );
       } catch (e) {
         this.logger.error({ driver: driverName, err: errorMessage(e) }, 'driver recover failed');
       }
@@ -176,7 +184,14 @@ export class ContainerManager {
       }
       await this.checkpoints.commit(u.reserved, { ...u.pending, criuVersion: adopted.criuVersion, stats: adopted.stats });
       if (!u.pending.options?.leaveRunning) {
-        live.rec.status = { ...live.rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_CHECKPOINTED, initPid: 0, finishTime: new Date(), message: '' };
+        live.rec.status = {
+          ...live.rec.status,
+          state: ContainerState.CONTAINER_STATE_STOPPED,
+          reason: StateReason.STATE_REASON_CHECKPOINTED,
+          initPid: 0,
+          finishTime: new Date(),
+          message: '',
+        };
         await this.store.saveStatus(live.rec);
       }
       this.logger.warn({ container: u.container, checkpoint: u.name }, 'registered a complete checkpoint that a previous daemon did not');
@@ -190,18 +205,24 @@ export class ContainerManager {
    */
   private async removeCheckpointsOf(name: string): Promise<void> {
     const cps = await this.checkpoints.names(name);
-    await this.mutex.runAll(cps.map((n) => checkpointKey(name, n)), async () => {
-      for (const n of cps) await this.checkpoints.remove(name, n);
-    });
+    await this.mutex.runAll(
+      cps.map((n) => checkpointKey(name, n)),
+      async () => {
+        for (const n of cps) await this.checkpoints.remove(name, n);
+      },
+    );
     await this.checkpoints.removeContainerDir(name);
   }
 
   /** Completes a delete that a crash interrupted (recorded by its intent); false if the driver refused. */
   private async finishDelete(rec: ContainerRecord): Promise<boolean> {
     try {
-      await this.registry.get(rec.spec.driver).delete(rec.name).catch((e) => {
-        if (!(isOsvirtError(e) && e.code === 'NOT_FOUND')) throw e;
-      });
+      await this.registry
+        .get(rec.spec.driver)
+        .delete(rec.name)
+        .catch((e) => {
+          if (!(isOsvirtError(e) && e.code === 'NOT_FOUND')) throw e;
+        });
       await this.hooks?.stopped(rec.name).catch(() => undefined);
       await this.removeCheckpointsOf(rec.name);
       await this.store.remove(rec.name);
@@ -222,7 +243,12 @@ export class ContainerManager {
         if (this.live.get(rec.name) !== live || !this.isActive(rec.status.state)) return;
         // Exit watchers of the lost connection must not act on what they saw.
         live.generation++;
-        rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_UNKNOWN, reason: StateReason.STATE_REASON_DRIVER_UNAVAILABLE, message: `driver "${driver}" ${why}` };
+        rec.status = {
+          ...rec.status,
+          state: ContainerState.CONTAINER_STATE_UNKNOWN,
+          reason: StateReason.STATE_REASON_DRIVER_UNAVAILABLE,
+          message: `driver "${driver}" ${why}`,
+        };
         await this.store.saveStatus(rec);
       });
     }
@@ -267,12 +293,22 @@ export class ContainerManager {
       this.watch(live);
     } else if (this.isActive(before) || before === ContainerState.CONTAINER_STATE_UNKNOWN) {
       if (rs.status === RuntimeStatus.RUNTIME_STATUS_UNKNOWN) {
-        rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_UNKNOWN, reason: StateReason.STATE_REASON_MONITOR_LOST, initPid: 0, message: rs.message };
+        rec.status = {
+          ...rec.status,
+          state: ContainerState.CONTAINER_STATE_UNKNOWN,
+          reason: StateReason.STATE_REASON_MONITOR_LOST,
+          initPid: 0,
+          message: rs.message,
+        };
       } else {
         // It exited while the daemon was away.
         this.applyExit(live, rs);
         await this.released(rec.name);
-        this.events.emit(rec.name, rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, rec.status);
+        this.events.emit(
+          rec.name,
+          rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED,
+          rec.status,
+        );
       }
     }
     if (rec.status.state !== before) await this.store.saveStatus(rec);
@@ -464,7 +500,17 @@ export class ContainerManager {
     live.generation++;
     live.expectedSignal = 0;
     await this.store.clearIntent(rec.name);
-    rec.status = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_BOOTED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), finishTime: undefined, message, idMapping: rs.idMapping ?? rec.status.idMapping };
+    rec.status = {
+      state: ContainerState.CONTAINER_STATE_RUNNING,
+      reason: StateReason.STATE_REASON_BOOTED,
+      exitCode: 0,
+      signal: 0,
+      initPid: rs.initPid,
+      startTime: rs.startTime ?? new Date(),
+      finishTime: undefined,
+      message,
+      idMapping: rs.idMapping ?? rec.status.idMapping,
+    };
     await this.store.saveStatus(rec);
     this.events.emit(rec.name, EventType.EVENT_TYPE_STARTED, rec.status);
     this.watch(live);
@@ -480,22 +526,29 @@ export class ContainerManager {
     } catch {
       return;
     }
-    driver.wait(name).then(
-      (rs) =>
-        this.mutex.run(name, async () => {
-          const cur = this.live.get(name);
-          if (cur !== live || live.generation !== gen || !this.isActive(live.rec.status.state)) return;
-          if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) return;
-          live.generation++;
-          if (rs.rebootRequested && (await this.reboot(live, driver!))) return;
-          this.applyExit(live, rs);
-          await this.released(name);
-          await this.store.saveStatus(live.rec);
-          await this.store.clearIntent(name);
-          this.events.emit(name, live.rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED, live.rec.status);
-        }),
-      (e) => this.logger.warn({ container: name, err: errorMessage(e) }, 'wait failed'),
-    ).catch((e) => this.logger.error({ container: name, err: errorMessage(e) }, 'recording exit failed'));
+    driver
+      .wait(name)
+      .then(
+        (rs) =>
+          this.mutex.run(name, async () => {
+            const cur = this.live.get(name);
+            if (cur !== live || live.generation !== gen || !this.isActive(live.rec.status.state)) return;
+            if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) return;
+            live.generation++;
+            if (rs.rebootRequested && (await this.reboot(live, driver!))) return;
+            this.applyExit(live, rs);
+            await this.released(name);
+            await this.store.saveStatus(live.rec);
+            await this.store.clearIntent(name);
+            this.events.emit(
+              name,
+              live.rec.status.state === ContainerState.CONTAINER_STATE_CRASHED ? EventType.EVENT_TYPE_CRASHED : EventType.EVENT_TYPE_STOPPED,
+              live.rec.status,
+            );
+          }),
+        (e) => this.logger.warn({ container: name, err: errorMessage(e) }, 'wait failed'),
+      )
+      .catch((e) => this.logger.error({ container: name, err: errorMessage(e) }, 'recording exit failed'));
   }
 
   /**
@@ -507,7 +560,13 @@ export class ContainerManager {
     const name = live.rec.name;
     const rec = live.rec;
     await this.released(name);
-    this.events.emit(name, EventType.EVENT_TYPE_STOPPED, { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_SHUTDOWN, initPid: 0, message: 'rebooting' });
+    this.events.emit(name, EventType.EVENT_TYPE_STOPPED, {
+      ...rec.status,
+      state: ContainerState.CONTAINER_STATE_STOPPED,
+      reason: StateReason.STATE_REASON_SHUTDOWN,
+      initPid: 0,
+      message: 'rebooting',
+    });
     let rs: RuntimeState;
     try {
       rs = await this.runInit(live, driver, this.peerPids(name, rec.spec));
@@ -517,7 +576,7 @@ export class ContainerManager {
       return false;
     }
     await this.recordRunning(live, rs, 'rebooted by its init');
-    this.logger.info({ container: name, initPid: rs.initPid }, 'rebooted at its init\'s request');
+    this.logger.info({ container: name, initPid: rs.initPid }, "rebooted at its init's request");
     return true;
   }
 
@@ -540,7 +599,7 @@ export class ContainerManager {
     let state = ContainerState.CONTAINER_STATE_STOPPED;
     let reason = StateReason.STATE_REASON_EXITED;
     if (sig) {
-      if (sig === live.expectedSignal || sig === SIGKILL && live.expectedSignal !== 0) reason = StateReason.STATE_REASON_KILLED;
+      if (sig === live.expectedSignal || (sig === SIGKILL && live.expectedSignal !== 0)) reason = StateReason.STATE_REASON_KILLED;
       else {
         state = ContainerState.CONTAINER_STATE_CRASHED;
         reason = StateReason.STATE_REASON_SIGNALED;
@@ -569,7 +628,9 @@ export class ContainerManager {
       const driver = this.registry.get(rec.spec.driver);
       // A system container's init has its own halt signal (SIGRTMIN+3 for systemd), like lxc.signal.halt.
       const sig = signal || rec.spec.stopSignal || (await driver.stopSignal?.(name).catch(() => 0)) || SIGTERM;
-      const timeout = timeoutMs ?? (rec.spec.stopTimeout ? Number(rec.spec.stopTimeout.seconds) * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
+      const timeout =
+        timeoutMs ??
+        (rec.spec.stopTimeout ? Number(rec.spec.stopTimeout.seconds) * 1000 + Math.floor(rec.spec.stopTimeout.nanos / 1e6) : DEFAULT_STOP_TIMEOUT_MS);
       live.generation++;
       live.expectedSignal = sig;
       await this.store.saveIntent(name, { op: 'stop', signal: sig });
@@ -672,10 +733,24 @@ export class ContainerManager {
 
   async checkpoint(name: string, cpName: string, options: CheckpointOptions | undefined): Promise<Checkpoint> {
     validateName('name', name);
-    const checkpointName = cpName || `cp-${new Date().toISOString().replace(/[^0-9]/g, '').slice(0, 14)}-${randomUUID().slice(0, 4)}`;
+    const checkpointName =
+      cpName ||
+      `cp-${new Date()
+        .toISOString()
+        .replace(/[^0-9]/g, '')
+        .slice(0, 14)}-${randomUUID().slice(0, 4)}`;
     validateName('checkpoint', checkpointName);
     validateCheckpointOptions('options', options);
-    const opts: CheckpointOptions = options ?? { leaveRunning: false, tcpEstablished: false, extUnixSk: false, fileLocks: false, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false };
+    const opts: CheckpointOptions = options ?? {
+      leaveRunning: false,
+      tcpEstablished: false,
+      extUnixSk: false,
+      fileLocks: false,
+      shellJob: false,
+      manageCgroupsMode: 0,
+      parentCheckpoint: '',
+      lazyPages: false,
+    };
     // Its key too: an import of the same name must not replace the directory being dumped into.
     return this.mutex.runAll([name, checkpointKey(name, checkpointName)], async () => {
       const live = this.lookup(name);
@@ -685,7 +760,17 @@ export class ContainerManager {
       let parentDir = '';
       if (opts.parentCheckpoint) parentDir = (await this.checkpoints.get(name, opts.parentCheckpoint)).imageDir;
       const dir = await this.checkpoints.reserve(name, checkpointName);
-      const record: Checkpoint = { name: checkpointName, container: name, driver: rec.spec.driver, createTime: new Date(), criuVersion: '', sizeBytes: 0n, stats: undefined, options: opts, spec: rec.spec };
+      const record: Checkpoint = {
+        name: checkpointName,
+        container: name,
+        driver: rec.spec.driver,
+        createTime: new Date(),
+        criuVersion: '',
+        sizeBytes: 0n,
+        stats: undefined,
+        options: opts,
+        spec: rec.spec,
+      };
       await this.checkpoints.writePending(dir, record);
       let result;
       try {
@@ -706,7 +791,13 @@ export class ContainerManager {
       const cp = await this.checkpoints.commit(dir, { ...record, criuVersion: result.criuVersion, stats: result.stats });
       if (!opts.leaveRunning) {
         await this.released(name);
-        rec.status = { ...rec.status, state: ContainerState.CONTAINER_STATE_STOPPED, reason: StateReason.STATE_REASON_CHECKPOINTED, initPid: 0, finishTime: new Date() };
+        rec.status = {
+          ...rec.status,
+          state: ContainerState.CONTAINER_STATE_STOPPED,
+          reason: StateReason.STATE_REASON_CHECKPOINTED,
+          initPid: 0,
+          finishTime: new Date(),
+        };
         await this.store.saveStatus(rec);
       }
       this.events.emit(name, EventType.EVENT_TYPE_CHECKPOINTED, rec.status, { checkpoint: checkpointName });
@@ -750,7 +841,16 @@ export class ContainerManager {
         if (created) await driver.delete(target).catch(() => undefined);
         throw e;
       }
-      const status: ContainerStatus = { state: ContainerState.CONTAINER_STATE_RUNNING, reason: StateReason.STATE_REASON_RESTORED, exitCode: 0, signal: 0, initPid: rs.initPid, startTime: rs.startTime ?? new Date(), message: '', idMapping: rs.idMapping ?? live?.rec.status.idMapping };
+      const status: ContainerStatus = {
+        state: ContainerState.CONTAINER_STATE_RUNNING,
+        reason: StateReason.STATE_REASON_RESTORED,
+        exitCode: 0,
+        signal: 0,
+        initPid: rs.initPid,
+        startTime: rs.startTime ?? new Date(),
+        message: '',
+        idMapping: rs.idMapping ?? live?.rec.status.idMapping,
+      };
       if (!live) {
         live = { rec: { name: target, uid: randomUUID(), createTime: new Date(), spec, status }, generation: 0, expectedSignal: 0 };
         this.live.set(target, live);
@@ -785,7 +885,13 @@ export class ContainerManager {
       }
       const child = (await this.checkpoints.list(name)).find((c) => c.options?.parentCheckpoint === cpName);
       if (child) {
-        throw new OsvirtError('FAILED_PRECONDITION', 'CHECKPOINT_IN_USE', `checkpoint "${cpName}" is the parent of "${child.name}"; delete that one first`, [], { checkpoint: cpName });
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'CHECKPOINT_IN_USE',
+          `checkpoint "${cpName}" is the parent of "${child.name}"; delete that one first`,
+          [],
+          { checkpoint: cpName },
+        );
       }
       await this.checkpoints.remove(name, cpName);
     });

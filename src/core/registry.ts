@@ -34,14 +34,15 @@ export function checkProtocolVersion(driver: string, version: number): void {
  */
 export function capabilityError(driver: string, cap: Capability, messages: readonly string[]): OsvirtError {
   const why = messages.find((m) => m.startsWith(`${cap}:`));
-  if (why) return new OsvirtError('FAILED_PRECONDITION', 'CAPABILITY_UNAVAILABLE', `driver "${driver}" cannot ${cap} on this host: ${why}`, [], { driver, capability: cap });
+  if (why)
+    return new OsvirtError('FAILED_PRECONDITION', 'CAPABILITY_UNAVAILABLE', `driver "${driver}" cannot ${cap} on this host: ${why}`, [], {
+      driver,
+      capability: cap,
+    });
   return unimplemented(driver, cap);
 }
 
-export type HealthReport =
-  | { health: 'ready'; info: DriverGetInfo }
-  | { health: 'unavailable'; message: string }
-  | { health: 'failed'; message: string };
+export type HealthReport = { health: 'ready'; info: DriverGetInfo } | { health: 'unavailable'; message: string } | { health: 'failed'; message: string };
 
 /** A driver whose health changes after init (an out-of-process plugin). */
 export interface SupervisedDriver extends Driver {
@@ -69,7 +70,10 @@ export class DriverRegistry {
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<HealthListener>();
 
-  constructor(private readonly stateDir: string, private readonly logger: Logger) {}
+  constructor(
+    private readonly stateDir: string,
+    private readonly logger: Logger,
+  ) {}
 
   async add(driver: Driver, opts: { external?: boolean } = {}): Promise<void> {
     const entry: Entry = {
@@ -138,10 +142,22 @@ export class DriverRegistry {
   get(name: string): Driver {
     const e = this.entries.get(name);
     if (!e) {
-      throw new OsvirtError('FAILED_PRECONDITION', 'DRIVER_NOT_FOUND', `no driver named "${name}"; known drivers: ${[...this.entries.keys()].join(', ') || 'none'}`, [], { driver: name });
+      throw new OsvirtError(
+        'FAILED_PRECONDITION',
+        'DRIVER_NOT_FOUND',
+        `no driver named "${name}"; known drivers: ${[...this.entries.keys()].join(', ') || 'none'}`,
+        [],
+        { driver: name },
+      );
     }
     if (e.health === DriverHealth.DRIVER_HEALTH_UNAVAILABLE) {
-      throw new OsvirtError('UNAVAILABLE', 'DRIVER_UNAVAILABLE', `driver "${name}" is unavailable: ${e.messages.join('; ')}; retry once it is back ("osvirt drivers" shows its health)`, [], { driver: name });
+      throw new OsvirtError(
+        'UNAVAILABLE',
+        'DRIVER_UNAVAILABLE',
+        `driver "${name}" is unavailable: ${e.messages.join('; ')}; retry once it is back ("osvirt drivers" shows its health)`,
+        [],
+        { driver: name },
+      );
     }
     if (e.health !== DriverHealth.DRIVER_HEALTH_READY) {
       throw new OsvirtError('FAILED_PRECONDITION', 'DRIVER_NOT_READY', `driver "${name}" is not ready: ${e.messages.join('; ')}`, [], { driver: name });

@@ -89,7 +89,8 @@ export class ContainerStore {
     const entries = await fs.readdir(this.dir);
     for (const entry of entries) {
       // An intent whose definition is gone: a delete that got as far as removing it.
-      if (entry.endsWith('.intent.json') && !entries.includes(entry.replace(/\.intent\.json$/, '.json'))) await fs.rm(path.join(this.dir, entry), { force: true });
+      if (entry.endsWith('.intent.json') && !entries.includes(entry.replace(/\.intent\.json$/, '.json')))
+        await fs.rm(path.join(this.dir, entry), { force: true });
     }
     for (const entry of entries) {
       if (!entry.endsWith('.json') || entry.endsWith('.status.json') || entry.endsWith('.intent.json') || entry.startsWith('.')) continue;
@@ -97,16 +98,20 @@ export class ContainerStore {
       try {
         const doc = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
         // A missing or unreadable status is not fatal: the driver reports the truth.
-        const status = await fs
-          .readFile(this.statusFile(String(doc['name'])), 'utf8')
-          .then((t) => JSON.parse(t) as unknown, () => doc['status'] ?? { state: 'CONTAINER_STATE_UNKNOWN' });
+        const status = await fs.readFile(this.statusFile(String(doc['name'])), 'utf8').then(
+          (t) => JSON.parse(t) as unknown,
+          () => doc['status'] ?? { state: 'CONTAINER_STATE_UNKNOWN' },
+        );
         out.push({
           name: String(doc['name']),
           uid: String(doc['uid']),
           createTime: new Date(String(doc['createTime'])),
           spec: ContainerSpec.fromJSON(doc['spec']),
           status: ContainerStatus.fromJSON(status),
-          intent: await fs.readFile(this.intentFile(String(doc['name'])), 'utf8').then((t) => JSON.parse(t) as Intent, () => undefined),
+          intent: await fs.readFile(this.intentFile(String(doc['name'])), 'utf8').then(
+            (t) => JSON.parse(t) as Intent,
+            () => undefined,
+          ),
         });
       } catch (e) {
         onError(file, e);

@@ -2,15 +2,7 @@
 // (as a proto field path) and nothing is changed when one fails.
 import * as path from 'node:path';
 import * as net from 'node:net';
-import {
-  CgroupManageMode,
-  ContainerSpec,
-  MacvlanMode,
-  MountPropagation,
-  MountType,
-  RlimitType,
-  type CheckpointOptions,
-} from '../gen/osvirt/v1/container';
+import { CgroupManageMode, ContainerSpec, MacvlanMode, MountPropagation, MountType, RlimitType, type CheckpointOptions } from '../gen/osvirt/v1/container';
 import { ContainerState } from '../gen/osvirt/v1/container';
 import { EventType } from '../gen/osvirt/v1/event_service';
 import { isCapability } from './capabilities';
@@ -25,7 +17,16 @@ const CPUSET_RE = /^\d+(-\d+)?(,\d+(-\d+)?)*$/;
 const MAX_STRING = 4096;
 
 /** Methods a management container may be granted over its workers. */
-export const GRANTABLE_METHODS = ['StartContainer', 'StopContainer', 'KillContainer', 'PauseContainer', 'ResumeContainer', 'ExecContainer', 'CheckpointContainer', 'RestoreContainer'];
+export const GRANTABLE_METHODS = [
+  'StartContainer',
+  'StopContainer',
+  'KillContainer',
+  'PauseContainer',
+  'ResumeContainer',
+  'ExecContainer',
+  'CheckpointContainer',
+  'RestoreContainer',
+];
 const MAX_LIST = 1024;
 
 /**
@@ -114,15 +115,20 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
     if (pm.hostPort < 1 || pm.hostPort > 65535) throw invalidArgument(`${pf}.host_port`, 'must be 1..65535');
     if (pm.containerPort < 1 || pm.containerPort > 65535) throw invalidArgument(`${pf}.container_port`, 'must be 1..65535');
     if (pm.protocol && pm.protocol !== 'tcp' && pm.protocol !== 'udp') throw invalidArgument(`${pf}.protocol`, 'must be "tcp" or "udp"');
-    if (pm.hostIp && !net.isIPv4(pm.hostIp)) throw invalidArgument(`${pf}.host_ip`, 'must be an IPv4 address of the host (empty or 0.0.0.0: every host address)');
+    if (pm.hostIp && !net.isIPv4(pm.hostIp))
+      throw invalidArgument(`${pf}.host_ip`, 'must be an IPv4 address of the host (empty or 0.0.0.0: every host address)');
     // An empty host_ip (or 0.0.0.0) is every host address, so it overlaps any other on the same port.
     const mine = { hostIp: pm.hostIp === '0.0.0.0' ? '' : pm.hostIp, hostPort: pm.hostPort, protocol: pm.protocol || 'tcp' };
-    const dup = seenPorts.findIndex((o) => o.hostPort === mine.hostPort && o.protocol === mine.protocol && (!o.hostIp || !mine.hostIp || o.hostIp === mine.hostIp));
-    if (dup >= 0) throw invalidArgument(`${pf}.host_port`, `${mine.hostIp || '*'}:${mine.hostPort}/${mine.protocol} is already published by ${f}.ports[${dup}]`);
+    const dup = seenPorts.findIndex(
+      (o) => o.hostPort === mine.hostPort && o.protocol === mine.protocol && (!o.hostIp || !mine.hostIp || o.hostIp === mine.hostIp),
+    );
+    if (dup >= 0)
+      throw invalidArgument(`${pf}.host_port`, `${mine.hostIp || '*'}:${mine.hostPort}/${mine.protocol} is already published by ${f}.ports[${dup}]`);
     seenPorts.push(mine);
   }
   const to = spec.rootfs?.templateOptions;
-  if (to && (to.release || to.variant || to.packages.length) && src?.$case !== 'template') throw invalidArgument(`${f}.rootfs.template_options`, 'only applies to rootfs.template');
+  if (to && (to.release || to.variant || to.packages.length) && src?.$case !== 'template')
+    throw invalidArgument(`${f}.rootfs.template_options`, 'only applies to rootfs.template');
 
   const p = spec.process;
   if (p) {
@@ -141,7 +147,8 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
   const r = spec.resources;
   if (r) {
     checkRange(`${f}.resources.memory_limit_bytes`, r.memoryLimitBytes, MAX_MEMORY_BYTES);
-    if (r.memoryLimitBytes !== 0n && r.memoryLimitBytes < 4n * 1024n * 1024n) throw invalidArgument(`${f}.resources.memory_limit_bytes`, 'must be 0 (no limit) or at least 4 MiB');
+    if (r.memoryLimitBytes !== 0n && r.memoryLimitBytes < 4n * 1024n * 1024n)
+      throw invalidArgument(`${f}.resources.memory_limit_bytes`, 'must be 0 (no limit) or at least 4 MiB');
     if (r.cpuWeight !== 0 && (r.cpuWeight < 1 || r.cpuWeight > 10000)) throw invalidArgument(`${f}.resources.cpu_weight`, 'must be between 1 and 10000');
     checkRange(`${f}.resources.cpu_quota_us`, r.cpuQuotaUs, MAX_CPU_QUOTA_US);
     if (r.cpuQuotaUs !== 0n && r.cpuQuotaUs < 1000n) throw invalidArgument(`${f}.resources.cpu_quota_us`, 'must be at least 1000');
@@ -153,16 +160,20 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
 
   const n = spec.network?.mode;
   if (n?.$case === 'bridge') {
-    if (n.value.bridge && !IFNAME_RE.test(n.value.bridge)) throw invalidArgument(`${f}.network.bridge.bridge`, 'must be an interface name of at most 15 characters');
+    if (n.value.bridge && !IFNAME_RE.test(n.value.bridge))
+      throw invalidArgument(`${f}.network.bridge.bridge`, 'must be an interface name of at most 15 characters');
     if (n.value.address) validateCidr(`${f}.network.bridge.address`, n.value.address);
-    if (n.value.interfaceName && !IFNAME_RE.test(n.value.interfaceName)) throw invalidArgument(`${f}.network.bridge.interface_name`, 'must be an interface name of at most 15 characters');
-    if (n.value.macAddress && !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(n.value.macAddress)) throw invalidArgument(`${f}.network.bridge.mac_address`, 'must look like 02:00:00:00:00:01');
+    if (n.value.interfaceName && !IFNAME_RE.test(n.value.interfaceName))
+      throw invalidArgument(`${f}.network.bridge.interface_name`, 'must be an interface name of at most 15 characters');
+    if (n.value.macAddress && !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(n.value.macAddress))
+      throw invalidArgument(`${f}.network.bridge.mac_address`, 'must look like 02:00:00:00:00:01');
     if (n.value.mtu !== 0 && (n.value.mtu < 68 || n.value.mtu > 65535)) throw invalidArgument(`${f}.network.bridge.mtu`, 'must be between 68 and 65535');
   } else if (n?.$case === 'macvlan') {
     if (!IFNAME_RE.test(n.value.parent)) throw invalidArgument(`${f}.network.macvlan.parent`, 'is required: a host interface name');
     validateEnum(`${f}.network.macvlan.mode`, n.value.mode, MacvlanMode);
     if (n.value.address) validateCidr(`${f}.network.macvlan.address`, n.value.address);
-    if (n.value.interfaceName && !IFNAME_RE.test(n.value.interfaceName)) throw invalidArgument(`${f}.network.macvlan.interface_name`, 'must be an interface name of at most 15 characters');
+    if (n.value.interfaceName && !IFNAME_RE.test(n.value.interfaceName))
+      throw invalidArgument(`${f}.network.macvlan.interface_name`, 'must be an interface name of at most 15 characters');
   } else if (n?.$case === 'vlan') {
     if (!IFNAME_RE.test(n.value.parent)) throw invalidArgument(`${f}.network.vlan.parent`, 'is required: a host interface name');
     if (n.value.vlanId < 1 || n.value.vlanId > 4094) throw invalidArgument(`${f}.network.vlan.vlan_id`, 'must be between 1 and 4094');
@@ -186,7 +197,10 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
 
   const c = spec.capabilities;
   if (c) {
-    for (const [field, list] of [['add', c.add], ['drop', c.drop]] as const) {
+    for (const [field, list] of [
+      ['add', c.add],
+      ['drop', c.drop],
+    ] as const) {
       list.forEach((name, i) => {
         if (!isCapability(name)) throw invalidArgument(`${f}.capabilities.${field}[${i}]`, `unknown capability "${name}"`);
       });
@@ -195,10 +209,12 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
   spec.devices.forEach((d, i) => {
     validateAbsPath(`${f}.devices[${i}].path`, d.path);
     if (!d.path.startsWith('/dev/')) throw invalidArgument(`${f}.devices[${i}].path`, 'must be under /dev/');
-    if (d.permissions && !/^(?!.*(.).*\1)[rwm]{1,3}$/.test(d.permissions)) throw invalidArgument(`${f}.devices[${i}].permissions`, 'must be a combination of r, w and m');
+    if (d.permissions && !/^(?!.*(.).*\1)[rwm]{1,3}$/.test(d.permissions))
+      throw invalidArgument(`${f}.devices[${i}].permissions`, 'must be a combination of r, w and m');
   });
   validateSignal(`${f}.stop_signal`, spec.stopSignal);
-  if (spec.stopTimeout && (spec.stopTimeout.seconds < 0 || spec.stopTimeout.seconds > 3600)) throw invalidArgument(`${f}.stop_timeout`, 'must be between 0 and 3600 seconds');
+  if (spec.stopTimeout && (spec.stopTimeout.seconds < 0 || spec.stopTimeout.seconds > 3600))
+    throw invalidArgument(`${f}.stop_timeout`, 'must be between 0 and 3600 seconds');
   for (const [k, v] of Object.entries(spec.labels)) {
     if (!/^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/.test(k)) throw invalidArgument(`${f}.labels`, `invalid label key "${k.slice(0, 64)}"`);
     if (v.length > 253) throw invalidArgument(`${f}.labels[${k}]`, 'is longer than 253 characters');
@@ -214,9 +230,11 @@ export function validateSpec(spec: ContainerSpec | undefined, f = 'spec'): asser
   const mg = spec.management;
   if (mg) {
     mg.workers.forEach((w, i) => validateName(`${f}.management.workers[${i}]`, w));
-    if (mg.workers.length === 0 && Object.keys(mg.workerSelector).length === 0) throw invalidArgument(`${f}.management.workers`, 'name at least one worker or give a worker_selector');
+    if (mg.workers.length === 0 && Object.keys(mg.workerSelector).length === 0)
+      throw invalidArgument(`${f}.management.workers`, 'name at least one worker or give a worker_selector');
     mg.methods.forEach((m, i) => {
-      if (!GRANTABLE_METHODS.includes(m)) throw invalidArgument(`${f}.management.methods[${i}]`, `"${m}" cannot be granted; one of ${GRANTABLE_METHODS.join(', ')}`);
+      if (!GRANTABLE_METHODS.includes(m))
+        throw invalidArgument(`${f}.management.methods[${i}]`, `"${m}" cannot be granted; one of ${GRANTABLE_METHODS.join(', ')}`);
     });
   }
   const opt = spec.driverOptions;

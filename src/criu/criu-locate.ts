@@ -1,13 +1,13 @@
 // Finds a criu binary osvirt can use: new enough (CRIU < 4.2 fails on this project's kernels,
 // see HOST-FACTS "CRIU") and passing `criu check`.
 
-import { execFile } from "node:child_process";
-import * as fs from "node:fs";
-import * as path from "node:path";
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
-export const MIN_CRIU_VERSION = "4.2";
-export const PRIVATE_CRIU_PATH = "/opt/osvirt/criu/bin/criu";
-const INSTALL_HINT = "run scripts/install-criu.sh";
+export const MIN_CRIU_VERSION = '4.2';
+export const PRIVATE_CRIU_PATH = '/opt/osvirt/criu/bin/criu';
+const INSTALL_HINT = 'run scripts/install-criu.sh';
 
 export interface CriuLocation {
   /** The criu chosen (or the best failing candidate); null when none was found. */
@@ -35,8 +35,8 @@ interface RunResult {
 
 function run(file: string, args: string[], timeoutMs: number): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(file, args, { timeout: timeoutMs, encoding: "utf8" }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === "number" ? error.code : null) : 0;
+    execFile(file, args, { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
       const result: RunResult = { code, stdout, stderr };
       if (error) result.error = error;
       resolve(result);
@@ -74,8 +74,8 @@ function isExecutable(file: string): boolean {
 }
 
 function findOnPath(name: string, envPath: string | undefined): string | null {
-  for (const dir of (envPath ?? "").split(path.delimiter)) {
-    if (dir === "") continue;
+  for (const dir of (envPath ?? '').split(path.delimiter)) {
+    if (dir === '') continue;
     const candidate = path.join(dir, name);
     if (isExecutable(candidate)) return candidate;
   }
@@ -85,19 +85,19 @@ function findOnPath(name: string, envPath: string | undefined): string | null {
 /** The first meaningful line of `criu check` output (it prints harmless rlimit noise here). */
 function firstProblem(output: string): string {
   const lines = output
-    .split("\n")
+    .split('\n')
     .map((l) => l.trim())
-    .filter((l) => l !== "" && !l.includes("RLIMIT_NOFILE"));
-  return lines.find((l) => /error/i.test(l)) ?? lines[0] ?? "no output";
+    .filter((l) => l !== '' && !l.includes('RLIMIT_NOFILE'));
+  return lines.find((l) => /error/i.test(l)) ?? lines[0] ?? 'no output';
 }
 
 /** Examines one criu binary. */
 export async function probeCriu(file: string): Promise<CriuLocation> {
-  const v = await run(file, ["--version"], 10_000);
+  const v = await run(file, ['--version'], 10_000);
   const version = parseCriuVersionOutput(v.stdout + v.stderr);
   if (version === null) {
     const output = (v.stdout + v.stderr).trim();
-    const why = output !== "" ? firstProblem(output) : (v.error?.message.split("\n")[0] ?? "no version in its output");
+    const why = output !== '' ? firstProblem(output) : (v.error?.message.split('\n')[0] ?? 'no version in its output');
     return { path: file, version: null, ok: false, reason: `'${file} --version' failed (${why}); ${INSTALL_HINT}` };
   }
   if (compareVersions(version, MIN_CRIU_VERSION) < 0) {
@@ -108,7 +108,7 @@ export async function probeCriu(file: string): Promise<CriuLocation> {
       reason: `criu ${version} at ${file} is older than ${MIN_CRIU_VERSION}; ${INSTALL_HINT}`,
     };
   }
-  const c = await run(file, ["check"], 60_000);
+  const c = await run(file, ['check'], 60_000);
   if (c.code !== 0) {
     return {
       path: file,
@@ -129,7 +129,7 @@ let cached: { key: string; result: Promise<CriuLocation> } | undefined;
  */
 export function locateCriu(options: LocateOptions = {}): Promise<CriuLocation> {
   const env = options.env ?? process.env;
-  const key = `${env["OSVIRT_CRIU"] ?? ""}\0${env["PATH"] ?? ""}`;
+  const key = `${env['OSVIRT_CRIU'] ?? ''}\0${env['PATH'] ?? ''}`;
   if (!options.refresh && cached?.key === key) return cached.result;
   const result = locate(env);
   cached = { key, result };
@@ -142,8 +142,8 @@ export function resetCriuLocationCache(): void {
 }
 
 async function locate(env: NodeJS.ProcessEnv): Promise<CriuLocation> {
-  const explicit = env["OSVIRT_CRIU"];
-  if (explicit !== undefined && explicit !== "") {
+  const explicit = env['OSVIRT_CRIU'];
+  if (explicit !== undefined && explicit !== '') {
     if (!isExecutable(explicit)) {
       return { path: explicit, version: null, ok: false, reason: `OSVIRT_CRIU=${explicit} is not an executable file` };
     }
@@ -153,7 +153,7 @@ async function locate(env: NodeJS.ProcessEnv): Promise<CriuLocation> {
 
   const candidates: string[] = [];
   if (isExecutable(PRIVATE_CRIU_PATH)) candidates.push(PRIVATE_CRIU_PATH);
-  const onPath = findOnPath("criu", env["PATH"]);
+  const onPath = findOnPath('criu', env['PATH']);
   if (onPath !== null && !candidates.some((c) => fs.realpathSync(c) === fs.realpathSync(onPath))) {
     candidates.push(onPath);
   }

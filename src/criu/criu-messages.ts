@@ -2,31 +2,31 @@
 // Field names are CRIU's own snake_case names so they can be matched against criu(8) and the
 // CRIU RPC documentation one to one.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
-import * as protobuf from "protobufjs";
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as protobuf from 'protobufjs';
 
 export const CRIU_REQ_TYPES = [
-  "EMPTY",
-  "DUMP",
-  "RESTORE",
-  "CHECK",
-  "PRE_DUMP",
-  "PAGE_SERVER",
-  "NOTIFY",
-  "CPUINFO_DUMP",
-  "CPUINFO_CHECK",
-  "FEATURE_CHECK",
-  "VERSION",
-  "WAIT_PID",
-  "PAGE_SERVER_CHLD",
-  "SINGLE_PRE_DUMP",
+  'EMPTY',
+  'DUMP',
+  'RESTORE',
+  'CHECK',
+  'PRE_DUMP',
+  'PAGE_SERVER',
+  'NOTIFY',
+  'CPUINFO_DUMP',
+  'CPUINFO_CHECK',
+  'FEATURE_CHECK',
+  'VERSION',
+  'WAIT_PID',
+  'PAGE_SERVER_CHLD',
+  'SINGLE_PRE_DUMP',
 ] as const;
 export type CriuReqType = (typeof CRIU_REQ_TYPES)[number];
 
-export type CriuCgMode = "IGNORE" | "CG_NONE" | "PROPS" | "SOFT" | "FULL" | "STRICT" | "DEFAULT";
-export type CriuNetworkLockMethod = "IPTABLES" | "NFTABLES" | "SKIP";
-export type CriuPreDumpMode = "SPLICE" | "VM_READ";
+export type CriuCgMode = 'IGNORE' | 'CG_NONE' | 'PROPS' | 'SOFT' | 'FULL' | 'STRICT' | 'DEFAULT';
+export type CriuNetworkLockMethod = 'IPTABLES' | 'NFTABLES' | 'SKIP';
+export type CriuPreDumpMode = 'SPLICE' | 'VM_READ';
 
 export interface CriuPageServerInfo {
   address?: string;
@@ -155,7 +155,7 @@ export interface CriuResponse {
 export function findRepoRoot(start: string = __dirname): string {
   let dir = path.resolve(start);
   for (;;) {
-    if (fs.existsSync(path.join(dir, "package.json"))) return dir;
+    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
     const parent = path.dirname(dir);
     if (parent === dir) throw new Error(`no package.json above ${start}: cannot find the osvirt repository root`);
     dir = parent;
@@ -171,12 +171,12 @@ let codec: Codec | undefined;
 
 function loadCodec(): Codec {
   if (codec) return codec;
-  const file = path.join(findRepoRoot(), "proto", "criu", "rpc.proto");
+  const file = path.join(findRepoRoot(), 'proto', 'criu', 'rpc.proto');
   const root = new protobuf.Root();
   // keepCase: field names stay CRIU's snake_case (the default would camelCase them).
   root.loadSync(file, { keepCase: true });
   root.resolveAll();
-  codec = { req: root.lookupType("criu.criu_req"), resp: root.lookupType("criu.criu_resp") };
+  codec = { req: root.lookupType('criu.criu_req'), resp: root.lookupType('criu.criu_resp') };
   return codec;
 }
 

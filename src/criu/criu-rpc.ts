@@ -13,10 +13,10 @@
 // CRIU a console pty slave or an output pipe of its own to inherit, and the call resolves once
 // CRIU answered and the helper let go of our pipes, without waiting for the helper to exit.
 
-import { spawn, type StdioOptions } from "node:child_process";
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
+import { spawn, type StdioOptions } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 import {
   decodeResponse,
@@ -29,21 +29,21 @@ import {
   type CriuReqType,
   type CriuRequest,
   type CriuResponse,
-} from "./criu-messages";
+} from './criu-messages';
 
 export type CriuErrorCode =
   /** The native helper binary is missing or not executable. */
-  | "HELPER_MISSING"
+  | 'HELPER_MISSING'
   /** The helper could not be started. */
-  | "SPAWN_FAILED"
+  | 'SPAWN_FAILED'
   /** CRIU answered success=false. */
-  | "REQUEST_FAILED"
+  | 'REQUEST_FAILED'
   /** The helper or criu exited before answering. */
-  | "NO_RESPONSE"
+  | 'NO_RESPONSE'
   /** A message could not be decoded, or the answer does not fit the request. */
-  | "PROTOCOL"
+  | 'PROTOCOL'
   /** The caller aborted the request. */
-  | "ABORTED";
+  | 'ABORTED';
 
 export interface CriuErrorDetails {
   request: CriuReqType;
@@ -75,7 +75,7 @@ export class CriuError extends Error {
 
   constructor(code: CriuErrorCode, summary: string, details: CriuErrorDetails) {
     super(composeMessage(summary, details), details.cause === undefined ? undefined : { cause: details.cause });
-    this.name = "CriuError";
+    this.name = 'CriuError';
     this.code = code;
     this.request = details.request;
     this.crErrno = details.crErrno;
@@ -103,12 +103,12 @@ function composeMessage(summary: string, d: CriuErrorDetails): string {
   const crErrmsg = d.crErrmsg?.trim();
   if (crErrmsg && !(HARMLESS_ERROR.test(crErrmsg) && d.logError)) text += `: ${crErrmsg}`;
   else if (d.logError) text += `: ${d.logError}`;
-  if (d.crErrno) text += ` (errno ${d.crErrno}${errnoName(d.crErrno) ? ` ${errnoName(d.crErrno)}` : ""})`;
+  if (d.crErrno) text += ` (errno ${d.crErrno}${errnoName(d.crErrno) ? ` ${errnoName(d.crErrno)}` : ''})`;
   if (d.notifyScript && d.cause !== undefined) {
     const why = d.cause instanceof Error ? d.cause.message : String(d.cause);
     text += `; the '${d.notifyScript}' notification handler failed: ${why}`;
   }
-  if (d.logTail) text += `\n--- end of ${d.logFile ?? "criu log"} ---\n${d.logTail}`;
+  if (d.logTail) text += `\n--- end of ${d.logFile ?? 'criu log'} ---\n${d.logTail}`;
   else if (d.stderrTail) text += `\n--- criu stderr ---\n${d.stderrTail}`;
   return text;
 }
@@ -207,7 +207,7 @@ export interface CriuMonitoredRestoreParams extends CriuRestoreParams {
    * "pipe": it gives criu the write end of a pipe at `fd` and logs what arrives on it.
    * Name `fd` in opts.inherit_fd under the key of the dumped tty ("tty[rdev:dev]") or pipe.
    */
-  console: "tty" | "pipe";
+  console: 'tty' | 'pipe';
   fd: number;
   /**
    * Called once the helper runs, before the request is sent: options that depend on what the
@@ -222,7 +222,7 @@ export interface CriuMonitoredRestoreResult extends CriuRestoreResult {
 }
 
 export function defaultHelperPath(): string {
-  return process.env["OSVIRT_HELPER"] ?? path.join(findRepoRoot(), "native", "build", "osvirt-helper");
+  return process.env['OSVIRT_HELPER'] ?? path.join(findRepoRoot(), 'native', 'build', 'osvirt-helper');
 }
 
 const STDERR_KEEP = 16 * 1024;
@@ -230,20 +230,20 @@ const LOG_TAIL_BYTES = 64 * 1024;
 const LOG_SCAN_BYTES = 8 * 1024 * 1024;
 
 function tailLines(text: string, lines: number): string {
-  const all = text.replace(/\n+$/, "").split("\n");
-  return all.slice(-lines).join("\n");
+  const all = text.replace(/\n+$/, '').split('\n');
+  return all.slice(-lines).join('\n');
 }
 
 function readLogTail(file: string, lines: number): string | undefined {
   let fd: number | undefined;
   try {
-    fd = fs.openSync(file, "r");
+    fd = fs.openSync(file, 'r');
     const size = fs.fstatSync(fd).size;
     const length = Math.min(size, LOG_TAIL_BYTES);
     const buf = Buffer.alloc(length);
     fs.readSync(fd, buf, 0, length, size - length);
-    const text = tailLines(buf.toString("utf8"), lines);
-    return text === "" ? undefined : text;
+    const text = tailLines(buf.toString('utf8'), lines);
+    return text === '' ? undefined : text;
   } catch {
     return undefined;
   } finally {
@@ -256,16 +256,16 @@ function readLogError(file: string): string | undefined {
   let text: string;
   let fd: number | undefined;
   try {
-    fd = fs.openSync(file, "r");
+    fd = fs.openSync(file, 'r');
     const buf = Buffer.alloc(Math.min(fs.fstatSync(fd).size, LOG_SCAN_BYTES));
     fs.readSync(fd, buf, 0, buf.length, 0);
-    text = buf.toString("utf8");
+    text = buf.toString('utf8');
   } catch {
     return undefined;
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }
-  for (const line of text.split("\n")) {
+  for (const line of text.split('\n')) {
     const m = /^\([\d.\s]+\)\s*(?:\d+:\s*)?Error \([^)]*\):\s*(.*)$/.exec(line);
     if (m?.[1] !== undefined && !HARMLESS_ERROR.test(m[1])) return m[1].trim();
   }
@@ -287,15 +287,15 @@ export class CriuRpcClient {
 
   /** VERSION: the version of the criu binary, asked over RPC. */
   async version(): Promise<CriuVersion> {
-    const resp = await this.request({ type: "VERSION" });
+    const resp = await this.request({ type: 'VERSION' });
     const v = resp.version;
-    if (!v) throw new CriuError("PROTOCOL", "criu answered VERSION without a version", { request: "VERSION" });
+    if (!v) throw new CriuError('PROTOCOL', 'criu answered VERSION without a version', { request: 'VERSION' });
     const sublevel = v.sublevel ?? 0;
     const result: CriuVersion = {
       major: v.major_number,
       minor: v.minor_number,
       sublevel,
-      text: `${v.major_number}.${v.minor_number}${v.sublevel !== undefined ? `.${sublevel}` : ""}`,
+      text: `${v.major_number}.${v.minor_number}${v.sublevel !== undefined ? `.${sublevel}` : ''}`,
     };
     if (v.extra !== undefined) result.extra = v.extra;
     if (v.gitid !== undefined) result.gitid = v.gitid;
@@ -305,14 +305,14 @@ export class CriuRpcClient {
 
   /** CHECK: `criu check`; throws CriuError when the kernel lacks what CRIU needs. */
   async check(opts?: CriuOpts, options: CriuCallOptions = {}): Promise<void> {
-    const req: CriuRequest = { type: "CHECK" };
+    const req: CriuRequest = { type: 'CHECK' };
     if (opts) req.opts = opts;
     await this.request(req, options);
   }
 
   /** FEATURE_CHECK: set the features to probe to true; the answer says which work here. */
   async featureCheck(features: CriuFeatures): Promise<CriuFeatures> {
-    const resp = await this.request({ type: "FEATURE_CHECK", features });
+    const resp = await this.request({ type: 'FEATURE_CHECK', features });
     return resp.features ?? {};
   }
 
@@ -320,7 +320,7 @@ export class CriuRpcClient {
   async dump(params: CriuDumpParams): Promise<CriuDumpResult> {
     const started = Date.now();
     const opts: CriuOpts = { log_level: 4, ...params.opts, pid: params.pid };
-    await this.request({ type: "DUMP", opts }, params);
+    await this.request({ type: 'DUMP', opts }, params);
     return { logFile: this.logFileOf(opts, params), durationMs: Date.now() - started };
   }
 
@@ -331,17 +331,17 @@ export class CriuRpcClient {
   async restoreMonitored(params: CriuMonitoredRestoreParams): Promise<CriuMonitoredRestoreResult> {
     const started = Date.now();
     const opts: CriuOpts = { log_level: 4, rst_sibling: true, ...params.opts };
-    const stdio = [params.console === "tty" ? "--tty-fd" : "--log-fd", String(params.fd)];
-    const helperArgs = ["--state", params.stateDir, ...stdio, ...(params.helperArgs ?? [])];
+    const stdio = [params.console === 'tty' ? '--tty-fd' : '--log-fd', String(params.fd)];
+    const helperArgs = ['--state', params.stateDir, ...stdio, ...(params.helperArgs ?? [])];
     let monitorPid = 0;
-    const how: { mode: "restore"; onSpawn: (pid: number) => void; patchOpts?: () => Promise<CriuOpts> } = {
-      mode: "restore",
+    const how: { mode: 'restore'; onSpawn: (pid: number) => void; patchOpts?: () => Promise<CriuOpts> } = {
+      mode: 'restore',
       onSpawn: (pid) => (monitorPid = pid),
     };
     if (params.patchOpts) how.patchOpts = params.patchOpts;
-    const resp = await this.request({ type: "RESTORE", opts }, { ...params, helperArgs }, how);
+    const resp = await this.request({ type: 'RESTORE', opts }, { ...params, helperArgs }, how);
     if (!resp.restore) {
-      throw new CriuError("PROTOCOL", "criu answered RESTORE without the restored pid", { request: "RESTORE" });
+      throw new CriuError('PROTOCOL', 'criu answered RESTORE without the restored pid', { request: 'RESTORE' });
     }
     return { pid: resp.restore.pid, monitorPid, logFile: this.logFileOf(opts, params), durationMs: Date.now() - started };
   }
@@ -350,9 +350,9 @@ export class CriuRpcClient {
   async restore(params: CriuRestoreParams): Promise<CriuRestoreResult> {
     const started = Date.now();
     const opts: CriuOpts = { log_level: 4, ...params.opts };
-    const resp = await this.request({ type: "RESTORE", opts }, params);
+    const resp = await this.request({ type: 'RESTORE', opts }, params);
     if (!resp.restore) {
-      throw new CriuError("PROTOCOL", "criu answered RESTORE without the restored pid", { request: "RESTORE" });
+      throw new CriuError('PROTOCOL', 'criu answered RESTORE without the restored pid', { request: 'RESTORE' });
     }
     return { pid: resp.restore.pid, logFile: this.logFileOf(opts, params), durationMs: Date.now() - started };
   }
@@ -364,29 +364,29 @@ export class CriuRpcClient {
   request(
     req: CriuRequest,
     options: CriuCallOptions = {},
-    how: { mode?: "criu-swrk" | "restore"; onSpawn?: (pid: number) => void; patchOpts?: () => Promise<CriuOpts> } = {},
+    how: { mode?: 'criu-swrk' | 'restore'; onSpawn?: (pid: number) => void; patchOpts?: () => Promise<CriuOpts> } = {},
   ): Promise<CriuResponse> {
     const type = req.type;
-    const mode = how.mode ?? "criu-swrk";
+    const mode = how.mode ?? 'criu-swrk';
     try {
       fs.accessSync(this.helperPath, fs.constants.X_OK);
     } catch {
       return Promise.reject(
-        new CriuError("HELPER_MISSING", `native helper not built: ${this.helperPath} is missing (run: npm run build:native)`, {
+        new CriuError('HELPER_MISSING', `native helper not built: ${this.helperPath} is missing (run: npm run build:native)`, {
           request: type,
         }),
       );
     }
 
-    const stdio: StdioOptions = ["pipe", "pipe", "pipe"];
+    const stdio: StdioOptions = ['pipe', 'pipe', 'pipe'];
     const args: string[] = [mode];
-    if (this.runDir !== undefined) args.push("--run-dir", this.runDir);
+    if (this.runDir !== undefined) args.push('--run-dir', this.runDir);
     args.push(...(options.helperArgs ?? []));
     // A descriptor handed to criu appears in the helper (and criu) at its index in stdio.
     const pass = (fd: number): number => {
       const childFd = stdio.length;
       stdio.push(fd);
-      args.push("--keep-fd", String(childFd));
+      args.push('--keep-fd', String(childFd));
       return childFd;
     };
 
@@ -413,7 +413,7 @@ export class CriuRpcClient {
       for (const fd of opened) fs.closeSync(fd);
       return Promise.reject(err);
     }
-    args.push("--", this.criuPath);
+    args.push('--', this.criuPath);
 
     const logFile = message.opts ? this.logFileOf(message.opts, options, type) : undefined;
     let payload: Uint8Array;
@@ -426,13 +426,13 @@ export class CriuRpcClient {
 
     return new Promise<CriuResponse>((resolve, reject) => {
       // The restore helper outlives us as a monitor: its own process group, not waited for.
-      const child = spawn(this.helperPath, args, { stdio, detached: mode === "restore" });
+      const child = spawn(this.helperPath, args, { stdio, detached: mode === 'restore' });
       if (child.pid !== undefined) how.onSpawn?.(child.pid);
       // The helper holds its own copies now (spawn returns after exec).
       for (const fd of opened) fs.closeSync(fd);
 
       const reader = new FrameReader();
-      let stderr = "";
+      let stderr = '';
       let final: CriuResponse | undefined;
       let failure: CriuError | undefined;
       let notifyError: { script: string; error: unknown } | undefined;
@@ -449,15 +449,15 @@ export class CriuRpcClient {
           if (logError !== undefined) d.logError = logError;
         }
         const err = tailLines(stderr, this.logTailLines);
-        if (err !== "") d.stderrTail = err;
+        if (err !== '') d.stderrTail = err;
         return d;
       };
       const send = (r: CriuRequest): void => {
         if (child.stdin && !child.stdin.destroyed) child.stdin.write(frame(encodeRequest(r)));
       };
       const onAbort = (): void => {
-        failure ??= new CriuError("ABORTED", `criu ${type} request aborted`, details());
-        child.kill("SIGTERM");
+        failure ??= new CriuError('ABORTED', `criu ${type} request aborted`, details());
+        child.kill('SIGTERM');
       };
 
       const handle = async (bytes: Buffer): Promise<void> => {
@@ -465,13 +465,13 @@ export class CriuRpcClient {
         try {
           resp = decodeResponse(bytes);
         } catch (err: unknown) {
-          failure ??= new CriuError("PROTOCOL", `cannot decode criu's answer to ${type}`, { request: type, cause: err });
-          child.kill("SIGTERM");
+          failure ??= new CriuError('PROTOCOL', `cannot decode criu's answer to ${type}`, { request: type, cause: err });
+          child.kill('SIGTERM');
           return;
         }
-        if (resp.type === "NOTIFY") {
-          const script = resp.notify?.script ?? "";
-          const answer: CriuRequest = { type: "NOTIFY", notify_success: true };
+        if (resp.type === 'NOTIFY') {
+          const script = resp.notify?.script ?? '';
+          const answer: CriuRequest = { type: 'NOTIFY', notify_success: true };
           if (options.onNotify) {
             const notification: CriuNotification = { script };
             if (resp.notify?.pid !== undefined) notification.pid = resp.notify.pid;
@@ -493,38 +493,38 @@ export class CriuRpcClient {
         }
       };
 
-      child.stdin?.on("error", () => {
+      child.stdin?.on('error', () => {
         // EPIPE when criu is gone; the exit status tells the story.
       });
-      child.stdout?.on("data", (chunk: Buffer) => {
+      child.stdout?.on('data', (chunk: Buffer) => {
         for (const bytes of reader.push(chunk)) queue = queue.then(() => handle(bytes));
       });
-      child.stderr?.on("data", (chunk: Buffer) => {
-        stderr = (stderr + chunk.toString("utf8")).slice(-STDERR_KEEP);
+      child.stderr?.on('data', (chunk: Buffer) => {
+        stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEEP);
       });
-      options.signal?.addEventListener("abort", onAbort, { once: true });
+      options.signal?.addEventListener('abort', onAbort, { once: true });
       if (options.signal?.aborted) onAbort();
 
-      child.on("error", (err: Error) => {
+      child.on('error', (err: Error) => {
         if (settled) return;
         settled = true;
-        options.signal?.removeEventListener("abort", onAbort);
-        reject(new CriuError("SPAWN_FAILED", `cannot run ${this.helperPath}`, { request: type, cause: err }));
+        options.signal?.removeEventListener('abort', onAbort);
+        reject(new CriuError('SPAWN_FAILED', `cannot run ${this.helperPath}`, { request: type, cause: err }));
       });
       const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
         void queue.then(() => {
           if (settled) return;
           settled = true;
-          options.signal?.removeEventListener("abort", onAbort);
+          options.signal?.removeEventListener('abort', onAbort);
           const exitCode = code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : null);
           if (failure) return reject(failure);
           const notify = notifyError ? { notifyScript: notifyError.script, cause: notifyError.error } : {};
           if (final === undefined) {
             return reject(
               new CriuError(
-                "NO_RESPONSE",
-                `criu exited (status ${exitCode ?? "unknown"}) without answering the ${type} request` +
-                  (reader.leftover ? ` (${reader.leftover} bytes of a truncated frame)` : ""),
+                'NO_RESPONSE',
+                `criu exited (status ${exitCode ?? 'unknown'}) without answering the ${type} request` +
+                  (reader.leftover ? ` (${reader.leftover} bytes of a truncated frame)` : ''),
                 details({ exitCode, ...notify }),
               ),
             );
@@ -533,15 +533,15 @@ export class CriuRpcClient {
             const d = details({ exitCode, ...notify });
             if (final.cr_errno !== undefined) d.crErrno = final.cr_errno;
             if (final.cr_errmsg !== undefined) d.crErrmsg = final.cr_errmsg;
-            return reject(new CriuError("REQUEST_FAILED", `criu ${type} failed`, d));
+            return reject(new CriuError('REQUEST_FAILED', `criu ${type} failed`, d));
           }
-          if (final.type !== type && final.type !== "EMPTY") {
-            return reject(new CriuError("PROTOCOL", `criu answered ${final.type} to a ${type} request`, { request: type }));
+          if (final.type !== type && final.type !== 'EMPTY') {
+            return reject(new CriuError('PROTOCOL', `criu answered ${final.type} to a ${type} request`, { request: type }));
           }
           resolve(final);
         });
       };
-      if (mode === "restore") {
+      if (mode === 'restore') {
         // Success leaves the helper running as a monitor with its stdio moved to its log: settle
         // once it let go of our pipes (and then it is no business of ours any more).
         let open = 2;
@@ -551,14 +551,14 @@ export class CriuRpcClient {
           void queue.then(() => {
             const exited = child.exitCode !== null || child.signalCode !== null;
             // A failed restore ends the helper: wait for its status, it says what went wrong.
-            if (!exited && !final?.success) child.once("exit", finish);
+            if (!exited && !final?.success) child.once('exit', finish);
             else finish(exited ? child.exitCode : null, exited ? child.signalCode : null);
           });
         };
-        child.stdout?.once("close", ended);
-        child.stderr?.once("close", ended);
+        child.stdout?.once('close', ended);
+        child.stderr?.once('close', ended);
       } else {
-        child.on("close", finish);
+        child.on('close', finish);
       }
 
       if (!how.patchOpts) {
@@ -568,8 +568,11 @@ export class CriuRpcClient {
         how.patchOpts().then(
           (extra) => child.stdin?.write(frame(encodeRequest({ ...message, opts: { images_dir_fd: -1, ...message.opts, ...extra } }))),
           (err: unknown) => {
-            failure ??= new CriuError("ABORTED", `criu ${type} request not sent: ${err instanceof Error ? err.message : String(err)}`, { request: type, cause: err });
-            child.kill("SIGTERM");
+            failure ??= new CriuError('ABORTED', `criu ${type} request not sent: ${err instanceof Error ? err.message : String(err)}`, {
+              request: type,
+              cause: err,
+            });
+            child.kill('SIGTERM');
           },
         );
       }
@@ -577,14 +580,14 @@ export class CriuRpcClient {
   }
 
   /** Where CRIU writes its log for these options, if it writes one. */
-  private logFileOf(opts: CriuOpts, options: CriuCallOptions, type: CriuReqType = "DUMP"): string | undefined {
+  private logFileOf(opts: CriuOpts, options: CriuCallOptions, type: CriuReqType = 'DUMP'): string | undefined {
     if (opts.log_to_stderr) return undefined;
     // CHECK only logs to a file when asked to; the other requests default to criu.log.
-    if (opts.log_file === undefined && (type === "CHECK" || type === "VERSION" || type === "FEATURE_CHECK")) {
+    if (opts.log_file === undefined && (type === 'CHECK' || type === 'VERSION' || type === 'FEATURE_CHECK')) {
       return undefined;
     }
     const dir = options.workDir ?? options.imagesDir ?? opts.images_dir;
     if (dir === undefined) return undefined;
-    return path.join(dir, opts.log_file ?? "criu.log");
+    return path.join(dir, opts.log_file ?? 'criu.log');
   }
 }

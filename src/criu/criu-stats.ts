@@ -4,11 +4,11 @@
 // A CRIU image file starts with two little-endian uint32 magics; this one is a "service" image
 // (IMG_SERVICE_MAGIC) of type STATS_MAGIC, holding one entry: a uint32 length, then the message.
 
-import * as fs from "node:fs";
-import * as path from "node:path";
-import * as protobuf from "protobufjs";
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as protobuf from 'protobufjs';
 
-import { findRepoRoot } from "./criu-messages";
+import { findRepoRoot } from './criu-messages';
 
 export const IMG_SERVICE_MAGIC = 0x55105940;
 export const STATS_MAGIC = 0x57093306;
@@ -49,9 +49,9 @@ let statsType: protobuf.Type | undefined;
 function loadType(): protobuf.Type {
   if (statsType) return statsType;
   const root = new protobuf.Root();
-  root.loadSync(path.join(findRepoRoot(), "proto", "criu", "stats.proto"), { keepCase: true });
+  root.loadSync(path.join(findRepoRoot(), 'proto', 'criu', 'stats.proto'), { keepCase: true });
   root.resolveAll();
-  statsType = root.lookupType("criu.stats_entry");
+  statsType = root.lookupType('criu.stats_entry');
   return statsType;
 }
 
@@ -71,7 +71,7 @@ export function decodeStatsImage(buf: Buffer): CriuStats {
 }
 
 /** Reads `stats-dump` or `stats-restore` from a directory; undefined when CRIU wrote none. */
-export function readStats(dir: string, which: "dump" | "restore"): CriuStats | undefined {
+export function readStats(dir: string, which: 'dump' | 'restore'): CriuStats | undefined {
   let buf: Buffer;
   try {
     buf = fs.readFileSync(path.join(dir, `stats-${which}`));

@@ -82,10 +82,16 @@ export async function registerExtensions(o: ExtensionOptions): Promise<{ served:
       const paths = Object.values(ext.definition).map((d) => d.path);
       const clash = paths.find((p) => METHOD_ROLES[p] !== undefined);
       if (paths.length === 0 || clash) {
-        log.error({ driver: name, service: ext.service, method: clash }, clash ? 'extension service would replace one of the daemon\'s own methods; not served' : 'extension service has no method that can be served');
+        log.error(
+          { driver: name, service: ext.service, method: clash },
+          clash ? "extension service would replace one of the daemon's own methods; not served" : 'extension service has no method that can be served',
+        );
         continue;
       }
-      const impl = ext.handlers(managerHost(o.manager, () => endpoint(name)), log.child({ driver: name, service: ext.service }));
+      const impl = ext.handlers(
+        managerHost(o.manager, () => endpoint(name)),
+        log.child({ driver: name, service: ext.service }),
+      );
       const gated: UntypedServiceImplementation = {};
       for (const [key, def] of Object.entries(ext.definition)) {
         const role = ext.roles[methodName(def.path)];

@@ -35,17 +35,43 @@ async function main(): Promise<void> {
     .option('--image-dir <dir>', 'where pulled OCI images are stored (default: <state-dir>/images)')
     .option('--insecure-registry <host[:port]>', 'a registry reached over plain HTTP, not TLS (repeatable; for a registry on loopback)', collect, [])
     .option('--subnet <cidr>', 'IPv4 subnet of that bridge (the bridge takes the first address)', '10.88.0.0/16')
-    .option('--resolv-conf <file>', 'the host resolver configuration bridged containers\' /etc/resolv.conf is made from (loopback servers are left out)', '/etc/resolv.conf')
+    .option(
+      '--resolv-conf <file>',
+      "the host resolver configuration bridged containers' /etc/resolv.conf is made from (loopback servers are left out)",
+      '/etc/resolv.conf',
+    )
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env['OSVIRT_LOG_LEVEL'] ?? 'info')
     .parse();
   const o = program.opts<{
-    socket: string; roSocket?: string; stateDir: string; listen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string;
-    insecureTcp: boolean; drivers?: string; driverModule: string[]; logLevel: string; bridge: string; subnet: string;
-    pluginDir?: string; driver: string[]; templateDir?: string; resolvConf: string; imageDir?: string; insecureRegistry: string[];
+    socket: string;
+    roSocket?: string;
+    stateDir: string;
+    listen?: string;
+    tlsCert?: string;
+    tlsKey?: string;
+    tlsCa?: string;
+    insecureTcp: boolean;
+    drivers?: string;
+    driverModule: string[];
+    logLevel: string;
+    bridge: string;
+    subnet: string;
+    pluginDir?: string;
+    driver: string[];
+    templateDir?: string;
+    resolvConf: string;
+    imageDir?: string;
+    insecureRegistry: string[];
   }>();
   const logger = pino({ name: 'osvirtd', level: o.logLevel }, pino.destination(2));
 
-  const wanted = o.drivers === undefined ? undefined : o.drivers.split(',').map((s) => s.trim()).filter(Boolean);
+  const wanted =
+    o.drivers === undefined
+      ? undefined
+      : o.drivers
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
   // One image store for the daemon (ImageService) and every driver whose containers run images.
   const images = new ImageStore(path.resolve(o.imageDir ?? path.join(o.stateDir, 'images')), { insecureRegistries: o.insecureRegistry, logger });
   const drivers: Driver[] = builtinDrivers({

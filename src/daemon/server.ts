@@ -111,7 +111,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const server = new Server({
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': 16 * MAX_MESSAGE_BYTES,
-    interceptors: [authInterceptor((call) => conns!.authenticate(call), audit, log, (method) => extensionRoles.get(method))],
+    interceptors: [
+      authInterceptor(
+        (call) => conns!.authenticate(call),
+        audit,
+        log,
+        (method) => extensionRoles.get(method),
+      ),
+    ],
   });
   conns = new ConnectionRegistry(server, log);
   const mgmt = new ManagementEndpoints(conns, path.join(o.stateDir, 'management'), (n) => manager.labelsOf(n));
@@ -132,7 +139,15 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   server.addService(EventServiceService, eventService(bus, log));
   server.addService(SystemServiceService, systemService(registry, log));
   if (o.images) server.addService(ImageServiceService, imageService(o.images, manager, log));
-  const extensions = await registerExtensions({ server, registry, manager, conns, roles: extensionRoles, dir: path.join(o.stateDir, 'extensions'), logger: log });
+  const extensions = await registerExtensions({
+    server,
+    registry,
+    manager,
+    conns,
+    roles: extensionRoles,
+    dir: path.join(o.stateDir, 'extensions'),
+    logger: log,
+  });
   addReflectionAndHealth(server);
 
   for (const sock of [o.socket, o.roSocket].filter(Boolean)) {

@@ -48,7 +48,8 @@ export function parseReference(text: string): Reference {
   }
   if (!repo) throw new Error(`"${text}" names no repository`);
   for (const c of repo.split('/')) {
-    if (!COMPONENT.test(c)) throw new Error(`repository "${repo}": "${c}" is not a valid path component (lower-case letters, digits, separated by ".", "_", "__" or "-")`);
+    if (!COMPONENT.test(c))
+      throw new Error(`repository "${repo}": "${c}" is not a valid path component (lower-case letters, digits, separated by ".", "_", "__" or "-")`);
   }
   if (!digest && !tag) tag = 'latest';
   return { host: first, repository: repo, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) };

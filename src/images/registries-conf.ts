@@ -23,7 +23,11 @@ export function registriesConfFiles(env = process.env): string[] {
   if (env['CONTAINERS_REGISTRIES_CONF']) return [env['CONTAINERS_REGISTRIES_CONF']];
   const out = ['/etc/containers/registries.conf'];
   const dir = '/etc/containers/registries.conf.d';
-  if (existsSync(dir)) for (const f of readdirSync(dir).filter((f) => f.endsWith('.conf')).sort()) out.push(path.join(dir, f));
+  if (existsSync(dir))
+    for (const f of readdirSync(dir)
+      .filter((f) => f.endsWith('.conf'))
+      .sort())
+      out.push(path.join(dir, f));
   return out;
 }
 

@@ -22,7 +22,8 @@ export const MEDIA = {
 } as const;
 
 /** Why a registry call failed, in gRPC terms. */
-export type RegistryErrorKind = 'NOT_FOUND' | 'UNAUTHENTICATED' | 'PERMISSION_DENIED' | 'UNAVAILABLE' | 'DATA_LOSS' | 'FAILED_PRECONDITION' | 'INVALID_ARGUMENT';
+export type RegistryErrorKind =
+  'NOT_FOUND' | 'UNAUTHENTICATED' | 'PERMISSION_DENIED' | 'UNAVAILABLE' | 'DATA_LOSS' | 'FAILED_PRECONDITION' | 'INVALID_ARGUMENT';
 
 export class RegistryError extends Error {
   constructor(
@@ -141,20 +142,31 @@ export class RegistryClient {
   private raw(url: URL, headers: Record<string, string>, redirects = 0): Promise<Response> {
     return new Promise((resolve, reject) => {
       const secure = url.protocol === 'https:';
-      const req = (secure ? https : http).request(url, { method: 'GET', headers, ...(secure ? { agent: this.agentFor(url.host) } : {}), timeout: 30000 }, (res) => {
-        const status = res.statusCode ?? 0;
-        if ([301, 302, 303, 307, 308].includes(status) && res.headers.location) {
-          res.resume();
-          if (redirects > 5) return reject(new RegistryError('UNAVAILABLE', `${url.host}: too many redirects`));
-          const next = new URL(res.headers.location, url);
-          // Blob storage elsewhere (a CDN) gets no registry credentials.
-          const h = next.host === url.host ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'));
-          return resolve(this.raw(next, h, redirects + 1));
-        }
-        resolve({ status, headers: res.headers, body: res });
-      });
+      const req = (secure ? https : http).request(
+        url,
+        { method: 'GET', headers, ...(secure ? { agent: this.agentFor(url.host) } : {}), timeout: 30000 },
+        (res) => {
+          const status = res.statusCode ?? 0;
+          if ([301, 302, 303, 307, 308].includes(status) && res.headers.location) {
+            res.resume();
+            if (redirects > 5) return reject(new RegistryError('UNAVAILABLE', `${url.host}: too many redirects`));
+            const next = new URL(res.headers.location, url);
+            // Blob storage elsewhere (a CDN) gets no registry credentials.
+            const h = next.host === url.host ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'));
+            return resolve(this.raw(next, h, redirects + 1));
+          }
+          resolve({ status, headers: res.headers, body: res });
+        },
+      );
       req.on('timeout', () => req.destroy(new Error('timed out')));
-      req.on('error', (e) => reject(new RegistryError('UNAVAILABLE', `cannot reach ${url.host}: ${e.message}${secure && /certificate|self.signed|CERT/i.test(e.message) ? ` (put its CA in /etc/containers/certs.d/${url.host}/ca.crt)` : ''}`)));
+      req.on('error', (e) =>
+        reject(
+          new RegistryError(
+            'UNAVAILABLE',
+            `cannot reach ${url.host}: ${e.message}${secure && /certificate|self.signed|CERT/i.test(e.message) ? ` (put its CA in /etc/containers/certs.d/${url.host}/ca.crt)` : ''}`,
+          ),
+        ),
+      );
       req.end();
     });
   }
@@ -175,7 +187,10 @@ export class RegistryClient {
       res = await this.raw(url, { ...headers, authorization: auth });
       if (res.status === 401) {
         res.body.resume();
-        throw new RegistryError('UNAUTHENTICATED', `${ref.host} refused ${this.opts.credentials?.(ref.host) ? 'the stored credentials' : 'an anonymous pull'} of ${ref.repository}${this.opts.credentials?.(ref.host) ? '' : ' (osvirt login it, or put credentials in auth.json)'}`);
+        throw new RegistryError(
+          'UNAUTHENTICATED',
+          `${ref.host} refused ${this.opts.credentials?.(ref.host) ? 'the stored credentials' : 'an anonymous pull'} of ${ref.repository}${this.opts.credentials?.(ref.host) ? '' : ' (osvirt login it, or put credentials in auth.json)'}`,
+        );
       }
     }
     if (res.status === 403) {
@@ -184,7 +199,10 @@ export class RegistryClient {
     }
     if (res.status === 404) {
       const text = await readAll(res.body, 4096).catch(() => '');
-      throw new RegistryError('NOT_FOUND', `${ref.host} has no ${what.startsWith('blobs/') ? 'blob' : 'manifest'} ${what.split('/')[1]} in ${ref.repository}${/NAME_UNKNOWN/.test(text) ? ' (no such repository)' : ''}`);
+      throw new RegistryError(
+        'NOT_FOUND',
+        `${ref.host} has no ${what.startsWith('blobs/') ? 'blob' : 'manifest'} ${what.split('/')[1]} in ${ref.repository}${/NAME_UNKNOWN/.test(text) ? ' (no such repository)' : ''}`,
+      );
     }
     if (res.status < 200 || res.status > 299) {
       const text = await readAll(res.body, 4096).catch(() => '');
@@ -200,7 +218,8 @@ export class RegistryClient {
     const m = /^\s*(\w+)\s*(.*)$/.exec(challenge);
     const scheme = m?.[1]?.toLowerCase();
     if (scheme === 'basic') {
-      if (!basic) throw new RegistryError('UNAUTHENTICATED', `${ref.host} asks for a user name and password (osvirt login ${ref.host}, or put credentials in auth.json)`);
+      if (!basic)
+        throw new RegistryError('UNAUTHENTICATED', `${ref.host} asks for a user name and password (osvirt login ${ref.host}, or put credentials in auth.json)`);
       return basic;
     }
     if (scheme !== 'bearer') throw new RegistryError('UNAUTHENTICATED', `${ref.host} asks for an authentication scheme osvirt does not speak: "${challenge}"`);
@@ -214,7 +233,11 @@ export class RegistryClient {
     if (sc) url.searchParams.set('scope', sc);
     const res = await this.raw(url, { 'user-agent': 'osvirt', ...(basic ? { authorization: basic } : {}) });
     const text = await readAll(res.body, 1 << 20);
-    if (res.status === 401 || res.status === 403) throw new RegistryError('UNAUTHENTICATED', `the token service of ${ref.host} (${url.host}) refused the ${creds ? 'stored credentials' : 'anonymous request'}`);
+    if (res.status === 401 || res.status === 403)
+      throw new RegistryError(
+        'UNAUTHENTICATED',
+        `the token service of ${ref.host} (${url.host}) refused the ${creds ? 'stored credentials' : 'anonymous request'}`,
+      );
     if (res.status !== 200) throw new RegistryError('UNAVAILABLE', `the token service of ${ref.host} answered ${res.status}`);
     const doc = JSON.parse(text) as { token?: string; access_token?: string };
     const token = doc.token ?? doc.access_token;
@@ -227,8 +250,11 @@ export class RegistryClient {
     const res = await this.get(ref, `manifests/${reference}`, [MEDIA.ociIndex, MEDIA.ociManifest, MEDIA.dockerList, MEDIA.dockerManifest].join(', '));
     const bytes = Buffer.from(await readAll(res.body, 4 << 20, true), 'latin1');
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-    if (reference.startsWith('sha256:') && digest !== reference) throw new RegistryError('DATA_LOSS', `${ref.host} sent a manifest for ${reference} whose digest is ${digest}`);
-    let mediaType = String(res.headers['content-type'] ?? '').split(';')[0]!.trim();
+    if (reference.startsWith('sha256:') && digest !== reference)
+      throw new RegistryError('DATA_LOSS', `${ref.host} sent a manifest for ${reference} whose digest is ${digest}`);
+    let mediaType = String(res.headers['content-type'] ?? '')
+      .split(';')[0]!
+      .trim();
     try {
       const doc = JSON.parse(bytes.toString('utf8')) as { mediaType?: string; schemaVersion?: number };
       if (doc.mediaType) mediaType = doc.mediaType;

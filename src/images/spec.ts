@@ -29,7 +29,13 @@ export async function applyImage(spec: ContainerSpec, store: ImageStore): Promis
   const policy = spec.rootfs!.pullPolicy;
   let rec = store.find(src.value);
   if (policy === PullPolicy.PULL_POLICY_ALWAYS || (!rec && policy !== PullPolicy.PULL_POLICY_NEVER)) rec = await store.pull(src.value, field, undefined);
-  if (!rec) throw new OsvirtError('FAILED_PRECONDITION', 'IMAGE_NOT_PRESENT', `${field}: ${src.value} is not stored and the pull policy is never; pull it first (osvirt image pull ${src.value})`, [{ field, description: 'not stored' }]);
+  if (!rec)
+    throw new OsvirtError(
+      'FAILED_PRECONDITION',
+      'IMAGE_NOT_PRESENT',
+      `${field}: ${src.value} is not stored and the pull policy is never; pull it first (osvirt image pull ${src.value})`,
+      [{ field, description: 'not stored' }],
+    );
   return completeSpec(spec, rec, store.layerDirs(rec.digest));
 }
 
@@ -38,7 +44,13 @@ export function completeSpec(spec: ContainerSpec, rec: ImageRecord, layersTopFir
   const c = rec.config;
   const p: Process = spec.process ? { ...spec.process } : Process.fromPartial({});
   if (!p.args.length) p.args = [...c.entrypoint, ...c.cmd];
-  if (!p.args.length) throw new OsvirtError('FAILED_PRECONDITION', 'IMAGE_NO_COMMAND', `spec.process.args: image ${rec.names[0] ?? rec.digest} has no Entrypoint or Cmd; give the command`, [{ field: 'spec.process.args', description: 'required for this image' }]);
+  if (!p.args.length)
+    throw new OsvirtError(
+      'FAILED_PRECONDITION',
+      'IMAGE_NO_COMMAND',
+      `spec.process.args: image ${rec.names[0] ?? rec.digest} has no Entrypoint or Cmd; give the command`,
+      [{ field: 'spec.process.args', description: 'required for this image' }],
+    );
   const env = new Map<string, string>();
   for (const e of [...c.env, ...p.env]) env.set(e.split('=')[0]!, e);
   p.env = [...env.values()];
@@ -96,6 +108,11 @@ export function resolveUser(spec: string, layersTopFirst: string[], rec: ImageRe
     }
   }
   const name = entry?.[0];
-  const additionalGids = name ? groups.filter((f) => (f[3] ?? '').split(',').includes(name)).map((f) => Number(f[2])).filter((x) => x !== gid) : [];
+  const additionalGids = name
+    ? groups
+        .filter((f) => (f[3] ?? '').split(',').includes(name))
+        .map((f) => Number(f[2]))
+        .filter((x) => x !== gid)
+    : [];
   return { uid, gid: gid ?? 0, additionalGids };
 }

@@ -48,7 +48,9 @@ interface Descriptor {
 
 /** The host's platform in the OCI spelling. */
 export function hostPlatform(): Platform {
-  const arch = ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>)[process.arch] ?? process.arch;
+  const arch =
+    ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>)[process.arch] ??
+    process.arch;
   return { os: 'linux', architecture: arch, variant: arch === 'arm' ? 'v7' : '' };
 }
 
@@ -81,7 +83,11 @@ export class ImageStore {
     this.conf = opts.registriesConf ?? readRegistriesConf(registriesConfFiles());
     for (const p of this.conf.problems) opts.logger.warn({ problem: p }, 'cannot read a registries.conf file');
     this.insecure = [...(opts.insecureRegistries ?? []), ...this.conf.insecure];
-    this.registry = new RegistryClient({ insecure: this.insecure, credentials: (h) => this.credentials.get(h), ...(opts.certDirs ? { certDirs: opts.certDirs } : {}) });
+    this.registry = new RegistryClient({
+      insecure: this.insecure,
+      credentials: (h) => this.credentials.get(h),
+      ...(opts.certDirs ? { certDirs: opts.certDirs } : {}),
+    });
   }
 
   /** Where Login keeps credentials: read first, before the host's auth files. */
@@ -94,7 +100,11 @@ export class ImageStore {
     if (!host || !HOST_RE.test(host)) throw invalidArgument('registry', `"${host}" is not a registry host[:port]`);
     if (!username) throw invalidArgument('username', 'is required');
     if (!password) throw invalidArgument('password', 'is required');
-    const probe = new RegistryClient({ insecure: this.insecure, credentials: () => ({ username, password }), ...(this.opts.certDirs ? { certDirs: this.opts.certDirs } : {}) });
+    const probe = new RegistryClient({
+      insecure: this.insecure,
+      credentials: () => ({ username, password }),
+      ...(this.opts.certDirs ? { certDirs: this.opts.certDirs } : {}),
+    });
     try {
       await probe.ping(host);
     } catch (e) {
@@ -182,7 +192,10 @@ export class ImageStore {
       return ImageStore.parse(text, field);
     } catch (e) {
       if (this.conf.search.length && /names no registry host/.test(errorMessage(e))) {
-        throw invalidArgument(field, `image reference "${text}" names no registry host; osvirt does not guess one: write it out, e.g. "${this.conf.search[0]}/${text}" (registries.conf searches ${this.conf.search.join(', ')})`);
+        throw invalidArgument(
+          field,
+          `image reference "${text}" names no registry host; osvirt does not guess one: write it out, e.g. "${this.conf.search[0]}/${text}" (registries.conf searches ${this.conf.search.join(', ')})`,
+        );
       }
       throw e;
     }
@@ -195,7 +208,10 @@ export class ImageStore {
     if (/^[a-f0-9]{12,64}$/.test(d)) {
       const hits = Object.values(images).filter((i) => hex(i.digest).startsWith(d) || hex(i.configDigest).startsWith(d));
       if (hits.length === 1) return hits[0];
-      if (hits.length > 1) throw new OsvirtError('INVALID_ARGUMENT', 'AMBIGUOUS_IMAGE', `"${text}" matches ${hits.length} images; give more digits`, [{ field: 'image', description: 'ambiguous' }]);
+      if (hits.length > 1)
+        throw new OsvirtError('INVALID_ARGUMENT', 'AMBIGUOUS_IMAGE', `"${text}" matches ${hits.length} images; give more digits`, [
+          { field: 'image', description: 'ambiguous' },
+        ]);
     }
     let name = text;
     try {
@@ -217,7 +233,13 @@ export class ImageStore {
     const rec = this.readRecords()[digest];
     if (!rec) throw new OsvirtError('FAILED_PRECONDITION', 'IMAGE_NOT_FOUND', `image ${digest} is not in the store (removed and pruned?)`);
     const dirs = rec.layers.map((l) => this.layerPath(l.diffId)).reverse();
-    for (const d of dirs) if (!existsSync(d)) throw new OsvirtError('FAILED_PRECONDITION', 'IMAGE_INCOMPLETE', `layer ${path.basename(d)} of image ${digest} is missing from the store; pull the image again`);
+    for (const d of dirs)
+      if (!existsSync(d))
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'IMAGE_INCOMPLETE',
+          `layer ${path.basename(d)} of image ${digest} is missing from the store; pull the image again`,
+        );
     return dirs;
   }
 
@@ -252,17 +274,32 @@ export class ImageStore {
   private async pullNow(text: string, field: string, platform: Platform | undefined, progress: (p: PullProgress) => void): Promise<ImageRecord> {
     const ref = this.parseRef(text, field);
     const blocked = isBlocked(this.conf, ref.host, ref.repository);
-    if (blocked) throw new OsvirtError('PERMISSION_DENIED', 'REGISTRY_BLOCKED', `pull ${text}: "${blocked}" is blocked in the host's registries.conf`, [], { image: text });
-    const want = platform?.os || platform?.architecture ? { os: platform.os || 'linux', architecture: platform.architecture || hostPlatform().architecture, variant: platform.variant } : hostPlatform();
+    if (blocked)
+      throw new OsvirtError('PERMISSION_DENIED', 'REGISTRY_BLOCKED', `pull ${text}: "${blocked}" is blocked in the host's registries.conf`, [], {
+        image: text,
+      });
+    const want =
+      platform?.os || platform?.architecture
+        ? { os: platform.os || 'linux', architecture: platform.architecture || hostPlatform().architecture, variant: platform.variant }
+        : hostPlatform();
     try {
       let m = await this.registry.manifest(ref, ref.digest ?? ref.tag!);
       let doc = JSON.parse(m.bytes.toString('utf8')) as { manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] };
       if (m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList || (doc.manifests && !doc.config)) {
         const entries = (doc.manifests ?? []).filter((x) => x.platform);
-        const pick = entries.find((x) => x.platform!.os === want.os && x.platform!.architecture === want.architecture && (!want.variant || !x.platform!.variant || x.platform!.variant === want.variant));
+        const pick = entries.find(
+          (x) =>
+            x.platform!.os === want.os &&
+            x.platform!.architecture === want.architecture &&
+            (!want.variant || !x.platform!.variant || x.platform!.variant === want.variant),
+        );
         if (!pick) {
           const there = entries.map((x) => [x.platform!.os, x.platform!.architecture, x.platform!.variant].filter(Boolean).join('/')).join(', ');
-          throw new OsvirtError('FAILED_PRECONDITION', 'NO_MATCHING_PLATFORM', `${formatReference(ref)} has no image for ${[want.os, want.architecture, want.variant].filter(Boolean).join('/')}; it has: ${there || 'none'}`);
+          throw new OsvirtError(
+            'FAILED_PRECONDITION',
+            'NO_MATCHING_PLATFORM',
+            `${formatReference(ref)} has no image for ${[want.os, want.architecture, want.variant].filter(Boolean).join('/')}; it has: ${there || 'none'}`,
+          );
         }
         m = await this.registry.manifest(ref, pick.digest);
         doc = JSON.parse(m.bytes.toString('utf8')) as typeof doc;
@@ -277,7 +314,12 @@ export class ImageStore {
       await this.fetch(ref, doc.config, progress);
       const config = JSON.parse(await fs.readFile(this.blobPath(doc.config.digest), 'utf8')) as OciConfig;
       const diffIds = config.rootfs?.diff_ids ?? [];
-      if (diffIds.length !== doc.layers.length) throw new OsvirtError('DATA_LOSS', 'IMAGE_INCONSISTENT', `${formatReference(ref)}: the config lists ${diffIds.length} layers, the manifest ${doc.layers.length}`);
+      if (diffIds.length !== doc.layers.length)
+        throw new OsvirtError(
+          'DATA_LOSS',
+          'IMAGE_INCONSISTENT',
+          `${formatReference(ref)}: the config lists ${diffIds.length} layers, the manifest ${doc.layers.length}`,
+        );
       const layers = doc.layers.map((l, i) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType ?? '', diffId: diffIds[i]! }));
       // Three at a time, like podman's default.
       const queue = [...layers];
@@ -346,7 +388,12 @@ export class ImageStore {
       if (name) ImageStore.parse(name, 'start.name');
       try {
         // Only files and directories; node-tar keeps every path inside `work`.
-        await tarExtract({ file, cwd: work, strict: true, filter: (_p, e) => 'type' in e && (e.type === 'File' || e.type === 'Directory' || e.type === 'OldFile') });
+        await tarExtract({
+          file,
+          cwd: work,
+          strict: true,
+          filter: (_p, e) => 'type' in e && (e.type === 'File' || e.type === 'Directory' || e.type === 'OldFile'),
+        });
       } catch (e) {
         throw invalidArgument('data', `not a tar archive: ${errorMessage(e)}`);
       }
@@ -366,7 +413,8 @@ export class ImageStore {
     if (existsSync(this.blobPath(digest))) return;
     const st = await fs.stat(file).catch(() => undefined);
     if (!st) throw invalidArgument('data', `the archive lacks blob ${digest}`);
-    if (size !== undefined && st.size !== size) throw new OsvirtError('DATA_LOSS', 'SIZE_MISMATCH', `blob ${digest} has ${st.size} bytes, its descriptor says ${size}`);
+    if (size !== undefined && st.size !== size)
+      throw new OsvirtError('DATA_LOSS', 'SIZE_MISMATCH', `blob ${digest} has ${st.size} bytes, its descriptor says ${size}`);
     const got = await sha256File(file);
     if (got !== digest) throw new OsvirtError('DATA_LOSS', 'DIGEST_MISMATCH', `blob ${digest} of the archive has the digest ${got}`);
     await fs.rename(file, this.blobPath(digest));
@@ -382,9 +430,15 @@ export class ImageStore {
     await this.adopt(blobFile(doc.config.digest), doc.config.digest, doc.config.size);
     const config = JSON.parse(await fs.readFile(this.blobPath(doc.config.digest), 'utf8')) as OciConfig;
     const diffIds = config.rootfs?.diff_ids ?? [];
-    if (diffIds.length !== doc.layers.length) throw new OsvirtError('DATA_LOSS', 'IMAGE_INCONSISTENT', `image ${digest}: the config lists ${diffIds.length} layers, the manifest ${doc.layers.length}`);
+    if (diffIds.length !== doc.layers.length)
+      throw new OsvirtError('DATA_LOSS', 'IMAGE_INCONSISTENT', `image ${digest}: the config lists ${diffIds.length} layers, the manifest ${doc.layers.length}`);
     const layers = doc.layers.map((l, i) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType ?? '', diffId: diffIds[i]! }));
-    for (const l of layers) await this.unpacked(l, () => this.adopt(blobFile(l.digest), l.digest, l.size), () => undefined);
+    for (const l of layers)
+      await this.unpacked(
+        l,
+        () => this.adopt(blobFile(l.digest), l.digest, l.size),
+        () => undefined,
+      );
     return this.register({
       digest,
       names,
@@ -400,17 +454,21 @@ export class ImageStore {
 
   private async importOci(work: string, name: string): Promise<ImageRecord[]> {
     const blobFile = (d: string) => path.join(work, 'blobs', 'sha256', hex(d));
-    const index = JSON.parse(await fs.readFile(path.join(work, 'index.json'), 'utf8')) as { manifests?: (Descriptor & { annotations?: Record<string, string> })[] };
+    const index = JSON.parse(await fs.readFile(path.join(work, 'index.json'), 'utf8')) as {
+      manifests?: (Descriptor & { annotations?: Record<string, string> })[];
+    };
     const out: ImageRecord[] = [];
     for (const desc of index.manifests ?? []) {
       let bytes = await fs.readFile(blobFile(desc.digest)).catch(() => undefined);
       if (!bytes) throw invalidArgument('data', `the archive lacks manifest ${desc.digest}`);
-      if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== desc.digest) throw new OsvirtError('DATA_LOSS', 'DIGEST_MISMATCH', `manifest ${desc.digest} of the archive does not match its digest`);
+      if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== desc.digest)
+        throw new OsvirtError('DATA_LOSS', 'DIGEST_MISMATCH', `manifest ${desc.digest} of the archive does not match its digest`);
       let mediaType = desc.mediaType ?? (JSON.parse(bytes.toString('utf8')) as { mediaType?: string }).mediaType ?? MEDIA.ociManifest;
       if (mediaType === MEDIA.ociIndex || mediaType === MEDIA.dockerList) {
         const inner = (JSON.parse(bytes.toString('utf8')) as { manifests?: Descriptor[] }).manifests ?? [];
         const want = hostPlatform();
-        const pick = inner.find((x) => x.platform?.os === want.os && x.platform?.architecture === want.architecture) ?? (inner.length === 1 ? inner[0] : undefined);
+        const pick =
+          inner.find((x) => x.platform?.os === want.os && x.platform?.architecture === want.architecture) ?? (inner.length === 1 ? inner[0] : undefined);
         if (!pick) throw new OsvirtError('FAILED_PRECONDITION', 'NO_MATCHING_PLATFORM', `the archive's index has no image for ${want.os}/${want.architecture}`);
         bytes = await fs.readFile(blobFile(pick.digest)).catch(() => undefined);
         if (!bytes) throw invalidArgument('data', `the archive lacks manifest ${pick.digest}`);
@@ -426,10 +484,14 @@ export class ImageStore {
           // a bare tag: no registry host to name it by
         }
       }
-      if (!n) throw invalidArgument('start.name', `the archive does not name its image with a full reference ("${refName || 'no name'}"); give start.name (HOST/REPO:TAG)`);
+      if (!n)
+        throw invalidArgument(
+          'start.name',
+          `the archive does not name its image with a full reference ("${refName || 'no name'}"); give start.name (HOST/REPO:TAG)`,
+        );
       out.push(await this.importManifest(bytes, [nameOf(parseReference(n))], blobFile));
     }
-    if (!out.length) throw invalidArgument('data', 'the archive\'s index.json lists no image');
+    if (!out.length) throw invalidArgument('data', "the archive's index.json lists no image");
     return out;
   }
 
@@ -454,25 +516,48 @@ export class ImageStore {
         await fh.close();
         const gz = head[0] === 0x1f && head[1] === 0x8b;
         const zst = head.readUInt32LE(0) === 0xfd2fb528;
-        layers.push({ mediaType: gz ? 'application/vnd.docker.image.rootfs.diff.tar.gzip' : zst ? 'application/vnd.oci.image.layer.v1.tar+zstd' : 'application/vnd.docker.image.rootfs.diff.tar', digest, size: (await fs.stat(f)).size });
+        layers.push({
+          mediaType: gz
+            ? 'application/vnd.docker.image.rootfs.diff.tar.gzip'
+            : zst
+              ? 'application/vnd.oci.image.layer.v1.tar+zstd'
+              : 'application/vnd.docker.image.rootfs.diff.tar',
+          digest,
+          size: (await fs.stat(f)).size,
+        });
         files.set(digest, f);
       }
-      const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.dockerManifest, config: { mediaType: MEDIA.dockerConfig, size: (await fs.stat(configFile)).size, digest: configDigest }, layers }));
-      const names = name ? [nameOf(parseReference(name))] : (m.RepoTags ?? []).flatMap((t) => {
-        try {
-          return [nameOf(parseReference(t))];
-        } catch {
-          return [];
-        }
-      });
-      if (!names.length) throw invalidArgument('start.name', `the archive names its image ${JSON.stringify(m.RepoTags ?? [])}, not with a full reference; give start.name (HOST/REPO:TAG)`);
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MEDIA.dockerManifest,
+          config: { mediaType: MEDIA.dockerConfig, size: (await fs.stat(configFile)).size, digest: configDigest },
+          layers,
+        }),
+      );
+      const names = name
+        ? [nameOf(parseReference(name))]
+        : (m.RepoTags ?? []).flatMap((t) => {
+            try {
+              return [nameOf(parseReference(t))];
+            } catch {
+              return [];
+            }
+          });
+      if (!names.length)
+        throw invalidArgument(
+          'start.name',
+          `the archive names its image ${JSON.stringify(m.RepoTags ?? [])}, not with a full reference; give start.name (HOST/REPO:TAG)`,
+        );
       // A layer file may appear twice (the same layer in two images): copy, do not move, each time it is needed.
-      out.push(await this.importManifest(manifest, names, (d) => {
-        const f = files.get(d) ?? '';
-        const copy = `${f}.${randomBytes(3).toString('hex')}`;
-        if (f) copyFileSync(f, copy);
-        return copy;
-      }));
+      out.push(
+        await this.importManifest(manifest, names, (d) => {
+          const f = files.get(d) ?? '';
+          const copy = `${f}.${randomBytes(3).toString('hex')}`;
+          if (f) copyFileSync(f, copy);
+          return copy;
+        }),
+      );
     }
     return out;
   }
@@ -491,7 +576,14 @@ export class ImageStore {
     }
     await fs.writeFile(path.join(work, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     const annotations = rec.names[0] ? { 'org.opencontainers.image.ref.name': rec.names[0], 'io.containerd.image.name': rec.names[0] } : undefined;
-    await fs.writeFile(path.join(work, 'index.json'), JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests: [{ mediaType, digest: rec.digest, size: manifest.length, ...(annotations ? { annotations } : {}) }] }));
+    await fs.writeFile(
+      path.join(work, 'index.json'),
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MEDIA.ociIndex,
+        manifests: [{ mediaType, digest: rec.digest, size: manifest.length, ...(annotations ? { annotations } : {}) }],
+      }),
+    );
     const stream = tarCreate({ cwd: work, portable: true }, ['oci-layout', 'index.json', 'blobs']) as unknown as Readable;
     const cleanup = () => void fs.rm(work, { recursive: true, force: true });
     stream.once('end', cleanup);
@@ -561,7 +653,8 @@ export class ImageStore {
         await fs.mkdir(tmp, { mode: 0o755 });
         try {
           const r = await unpackLayer(this.blobPath(l.digest), compressionOf(l.mediaType), tmp);
-          if (r.diffId !== l.diffId) throw new OsvirtError('DATA_LOSS', 'DIGEST_MISMATCH', `layer ${l.digest} unpacks to ${r.diffId}, the image config says ${l.diffId}`);
+          if (r.diffId !== l.diffId)
+            throw new OsvirtError('DATA_LOSS', 'DIGEST_MISMATCH', `layer ${l.digest} unpacks to ${r.diffId}, the image config says ${l.diffId}`);
           if (r.skipped.length) this.opts.logger.info({ layer: l.digest, skipped: r.skipped.slice(0, 20) }, 'entries of a layer not unpacked');
           await fs.rename(tmp, this.layerPath(l.diffId));
         } catch (e) {
@@ -584,7 +677,14 @@ export class ImageStore {
       const rec = this.find(text);
       if (!rec) return false;
       const users = usedBy(rec.digest);
-      if (users.length && !force) throw new OsvirtError('FAILED_PRECONDITION', 'IMAGE_IN_USE', `image ${rec.names[0] ?? rec.digest} is the root filesystem of ${users.map((u) => `"${u}"`).join(', ')}; delete them first, or remove it with force`, [], { containers: users.join(',') });
+      if (users.length && !force)
+        throw new OsvirtError(
+          'FAILED_PRECONDITION',
+          'IMAGE_IN_USE',
+          `image ${rec.names[0] ?? rec.digest} is the root filesystem of ${users.map((u) => `"${u}"`).join(', ')}; delete them first, or remove it with force`,
+          [],
+          { containers: users.join(',') },
+        );
       const images = this.readRecords();
       let byName = '';
       try {
@@ -686,7 +786,16 @@ interface OciConfig {
   os?: string;
   architecture?: string;
   variant?: string;
-  config?: { Entrypoint?: string[] | null; Cmd?: string[] | null; Env?: string[] | null; WorkingDir?: string; User?: string; StopSignal?: string; Labels?: Record<string, string> | null; ExposedPorts?: Record<string, unknown> | null };
+  config?: {
+    Entrypoint?: string[] | null;
+    Cmd?: string[] | null;
+    Env?: string[] | null;
+    WorkingDir?: string;
+    User?: string;
+    StopSignal?: string;
+    Labels?: Record<string, string> | null;
+    ExposedPorts?: Record<string, unknown> | null;
+  };
   rootfs?: { type?: string; diff_ids?: string[] };
 }
 
@@ -706,7 +815,12 @@ function imageConfig(c: OciConfig): ImageConfig {
 
 /** containers' auth.json (root's), then docker's config.json. */
 export function defaultAuthFiles(): string[] {
-  return [process.env['REGISTRY_AUTH_FILE'] ?? '', '/run/containers/0/auth.json', '/etc/containers/auth.json', path.join(process.env['HOME'] ?? '/root', '.docker', 'config.json')].filter(Boolean);
+  return [
+    process.env['REGISTRY_AUTH_FILE'] ?? '',
+    '/run/containers/0/auth.json',
+    '/etc/containers/auth.json',
+    path.join(process.env['HOME'] ?? '/root', '.docker', 'config.json'),
+  ].filter(Boolean);
 }
 
 async function sha256File(file: string): Promise<string> {
@@ -732,4 +846,3 @@ function asOsvirtError(e: unknown, image: string): unknown {
   if (e instanceof LayerError) return new OsvirtError('FAILED_PRECONDITION', 'BAD_LAYER', `pull ${image}: a layer was refused: ${e.message}`, [], { image });
   return e;
 }
-

@@ -69,7 +69,10 @@ function zstdStream(): Transform {
 
 /** "a/../b//c" with "/" as the root: the path inside the layer, or "" for the root itself. */
 export function cleanPath(p: string): string {
-  return path.posix.normalize('/' + p).replace(/^\/+/, '').replace(/\/+$/, '');
+  return path.posix
+    .normalize('/' + p)
+    .replace(/^\/+/, '')
+    .replace(/\/+$/, '');
 }
 
 export interface UnpackResult {
@@ -135,7 +138,8 @@ export async function unpackLayer(blob: string, compression: Compression, dir: s
     const base = path.posix.basename(rel);
     const target = path.join(dir, rel);
     if (rel === '') {
-      if (entry.type === 'Directory') dirs.set(dir, { mode: entry.mode ?? 0o755, uid: entry.uid ?? 0, gid: entry.gid ?? 0, ...(entry.mtime ? { mtime: entry.mtime } : {}) });
+      if (entry.type === 'Directory')
+        dirs.set(dir, { mode: entry.mode ?? 0o755, uid: entry.uid ?? 0, gid: entry.gid ?? 0, ...(entry.mtime ? { mtime: entry.mtime } : {}) });
       return void entry.resume();
     }
     await parents(rel);
@@ -244,13 +248,10 @@ export async function unpackLayer(blob: string, compression: Compression, dir: s
   });
   try {
     await Promise.all([
-      (pipeline as unknown as (...s: unknown[]) => Promise<void>)(
-        ...stages,
-        async (source: AsyncIterable<Buffer>) => {
-          for await (const chunk of source) if (!parser.write(chunk)) await new Promise((r) => parser.once('drain', r));
-          parser.end();
-        },
-      ),
+      (pipeline as unknown as (...s: unknown[]) => Promise<void>)(...stages, async (source: AsyncIterable<Buffer>) => {
+        for await (const chunk of source) if (!parser.write(chunk)) await new Promise((r) => parser.once('drain', r));
+        parser.end();
+      }),
       done,
     ]);
   } catch (e) {

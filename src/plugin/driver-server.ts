@@ -114,11 +114,15 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
       return {};
     }),
     pause: unary(logger, async (r) => {
-      await (await gated()).pause!(requireId(r.id));
+      await (
+        await gated()
+      ).pause!(requireId(r.id));
       return {};
     }),
     resume: unary(logger, async (r) => {
-      await (await gated()).resume!(requireId(r.id));
+      await (
+        await gated()
+      ).resume!(requireId(r.id));
       return {};
     }),
     delete: unary(logger, async (r) => {
@@ -129,7 +133,16 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
     wait: unary(logger, async (r) => ({ state: wire(await driver.wait(requireId(r.id))) })),
     stats: unary(logger, async (r) => ({ stats: await (await gated()).stats!(requireId(r.id)) })),
     checkpoint: unary(logger, async (r) => {
-      const opts = r.options ?? { leaveRunning: false, tcpEstablished: false, extUnixSk: false, fileLocks: false, shellJob: false, manageCgroupsMode: 0, parentCheckpoint: '', lazyPages: false };
+      const opts = r.options ?? {
+        leaveRunning: false,
+        tcpEstablished: false,
+        extUnixSk: false,
+        fileLocks: false,
+        shellJob: false,
+        manageCgroupsMode: 0,
+        parentCheckpoint: '',
+        lazyPages: false,
+      };
       if (!r.imageDir.startsWith('/')) throw invalidArgument('image_dir', 'must be an absolute host path');
       const res = await (await gated()).checkpoint!(requireId(r.id), r.imageDir, opts, r.parentImageDir);
       return { criuVersion: res.criuVersion, stats: res.stats, state: wire(res.state) };
@@ -138,10 +151,19 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
       if (!r.imageDir.startsWith('/')) throw invalidArgument('image_dir', 'must be an absolute host path');
       return { state: wire(await (await gated()).restore!(requireId(r.id), requireSpec(r.spec), r.imageDir, r.tcpEstablished, r.timeoutMs)) };
     }),
-    recover: unary(logger, async (r) => ({ states: Object.fromEntries(Object.entries(await driver.recover(r.containers.map((c) => ({ id: c.id, spec: requireSpec(c.spec) })))).map(([k, v]) => [k, wire(v)])) })),
+    recover: unary(logger, async (r) => ({
+      states: Object.fromEntries(
+        Object.entries(await driver.recover(r.containers.map((c) => ({ id: c.id, spec: requireSpec(c.spec) })))).map(([k, v]) => [k, wire(v)]),
+      ),
+    })),
     // Headers tell the client the process runs (RemoteDriver.exec resolves on them).
     exec: (call: ServerDuplexStream<ExecRequest, ExecResponse>) =>
-      serveExecStream(call, logger, async (st, o) => (await gated()).exec!({ id: requireId(st.id), ...o }), () => call.sendMetadata(new Metadata())),
+      serveExecStream(
+        call,
+        logger,
+        async (st, o) => (await gated()).exec!({ id: requireId(st.id), ...o }),
+        () => call.sendMetadata(new Metadata()),
+      ),
     console: (call: ServerDuplexStream<ConsoleRequest, ConsoleResponse>) => serveConsole(gated, logger, call),
   };
 }
@@ -160,7 +182,8 @@ function serveConsole(gated: () => Promise<Driver>, logger: Logger, call: Server
     if (started) return handle(msg);
     started = true;
     const s = msg.message;
-    if (s?.$case !== 'id') return void call.emit('error', toServiceError(invalidArgument('id', 'the first message of a console session must be the container id'), logger));
+    if (s?.$case !== 'id')
+      return void call.emit('error', toServiceError(invalidArgument('id', 'the first message of a console session must be the container id'), logger));
     Promise.resolve()
       .then(async () => (await gated()).console!(requireId(s.value)))
       .then(
@@ -184,7 +207,13 @@ function serveConsole(gated: () => Promise<Driver>, logger: Logger, call: Server
 
 /** Remove a socket file nobody listens on; refuse to steal a live one. */
 async function clearStaleSocket(sock: string): Promise<void> {
-  if (!(await fs.access(sock).then(() => true, () => false))) return;
+  if (
+    !(await fs.access(sock).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return;
   const live = await new Promise<boolean>((resolve) => {
     const c = net.connect(sock);
     c.once('connect', () => {

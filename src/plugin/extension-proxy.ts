@@ -10,7 +10,17 @@
 // extensions whose handlers forward each call, as raw bytes, to the plugin.
 // The daemon needs none of the service's types: its interceptor has already
 // authenticated the caller and checked the declared role.
-import { Metadata, type Client, type sendUnaryData, type Server, type ServerUnaryCall, type ServerWritableStream, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  Metadata,
+  type Client,
+  type sendUnaryData,
+  type Server,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type ServiceDefinition,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { connect } from '../client';
 import { EXTENSION_ROLES, methodName, type DriverExtension, type ExtensionHost, type ExtensionRole } from '../core/extension';
@@ -51,8 +61,13 @@ export function remoteHost(endpoint: string): ExtensionHost {
   return {
     list: async (f) => {
       const out: Container[] = [];
-      for (let pageToken = ''; ; ) {
-        const r = await call<object, { containers: Container[]; nextPageToken: string }>('listContainers', { pageSize: 1000, pageToken, driver: f.driver ?? '', states: f.states ?? [] });
+      for (let pageToken = ''; ;) {
+        const r = await call<object, { containers: Container[]; nextPageToken: string }>('listContainers', {
+          pageSize: 1000,
+          pageToken,
+          driver: f.driver ?? '',
+          states: f.states ?? [],
+        });
         out.push(...r.containers);
         if (!r.nextPageToken) return out;
         pageToken = r.nextPageToken;
@@ -74,7 +89,8 @@ export function serveExtensions(server: Server, exts: DriverExtension[], logger:
     const byEndpoint = new Map<string, UntypedServiceImplementation>();
     const implFor = (md: Metadata): UntypedServiceImplementation => {
       const endpoint = md.get(HOST_ENDPOINT_METADATA)[0];
-      if (typeof endpoint !== 'string' || !endpoint.startsWith('/')) throw invalidArgument(HOST_ENDPOINT_METADATA, 'the daemon names its callback socket in this metadata on every forwarded call');
+      if (typeof endpoint !== 'string' || !endpoint.startsWith('/'))
+        throw invalidArgument(HOST_ENDPOINT_METADATA, 'the daemon names its callback socket in this metadata on every forwarded call');
       let impl = byEndpoint.get(endpoint);
       if (!impl) {
         let host = hosts.get(endpoint);
@@ -118,7 +134,10 @@ export function proxyExtensions(driver: string, declared: ExtensionService[], cl
     const roles: Record<string, ExtensionRole> = {};
     for (const m of svc.methods) {
       if (m.clientStreaming || !EXTENSION_ROLES.includes(m.role as ExtensionRole) || !/^[A-Za-z][A-Za-z0-9_]*$/.test(m.name)) {
-        logger?.warn({ driver, service: svc.name, method: m.name, role: m.role }, 'plugin extension method is not forwarded (streaming request, or unknown role)');
+        logger?.warn(
+          { driver, service: svc.name, method: m.name, role: m.role },
+          'plugin extension method is not forwarded (streaming request, or unknown role)',
+        );
         continue;
       }
       definition[m.name] = {

@@ -36,7 +36,8 @@ export function parseManifest(text: string, file: string): PluginConfig {
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new Error('expected a JSON object');
   const m = doc as Record<string, unknown>;
   for (const k of Object.keys(m)) if (!FIELDS.has(k)) throw new Error(`${k}: unknown field (known: ${[...FIELDS].join(', ')})`);
-  if (typeof m['name'] !== 'string' || !DRIVER_NAME_RE.test(m['name'])) throw new Error('name: required, a driver name such as "process" (lowercase letters, digits, - and _)');
+  if (typeof m['name'] !== 'string' || !DRIVER_NAME_RE.test(m['name']))
+    throw new Error('name: required, a driver name such as "process" (lowercase letters, digits, - and _)');
   const dir = path.dirname(path.resolve(file));
   const cfg: PluginConfig = { name: m['name'], source: file };
   if (m['executable'] !== undefined) {
@@ -49,7 +50,8 @@ export function parseManifest(text: string, file: string): PluginConfig {
     cfg.args = (m['args'] as string[] | undefined) ?? [];
     const env = m['env'];
     if (env !== undefined) {
-      if (env === null || typeof env !== 'object' || Array.isArray(env) || !Object.values(env).every((v) => typeof v === 'string')) throw new Error('env: expected an object of strings');
+      if (env === null || typeof env !== 'object' || Array.isArray(env) || !Object.values(env).every((v) => typeof v === 'string'))
+        throw new Error('env: expected an object of strings');
       cfg.env = env as Record<string, string>;
     }
   } else if (m['socket'] !== undefined) {
@@ -69,7 +71,9 @@ export function loadPluginDir(dir: string): { plugins: PluginConfig[]; problems:
   let files: string[];
   try {
     if (!statSync(dir).isDirectory()) return { plugins, problems: [{ file: dir, message: 'is not a directory' }] };
-    files = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+    files = readdirSync(dir)
+      .filter((f) => f.endsWith('.json'))
+      .sort();
   } catch {
     return { plugins, problems };
   }

@@ -66,7 +66,10 @@ export const DEFAULT_SUPERVISOR: SupervisorOptions = {
 class PermanentError extends Error {}
 
 type HealthClient = Client & { check(req: { service: string }, opts: object, cb: (e: ServiceError | null, r?: { status: string | number }) => void): void };
-const HealthClientCtor = makeGenericClientConstructor(healthService, 'Health') as unknown as new (target: string, creds: ReturnType<typeof credentials.createInsecure>) => HealthClient;
+const HealthClientCtor = makeGenericClientConstructor(healthService, 'Health') as unknown as new (
+  target: string,
+  creds: ReturnType<typeof credentials.createInsecure>,
+) => HealthClient;
 
 const SLEEP = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -95,7 +98,10 @@ export class PluginDriver implements SupervisedDriver {
   private restartPending = false;
   private stderrTail: string[] = [];
 
-  constructor(private readonly cfg: PluginConfig, opts: Partial<SupervisorOptions> = {}) {
+  constructor(
+    private readonly cfg: PluginConfig,
+    opts: Partial<SupervisorOptions> = {},
+  ) {
     this.name = cfg.name;
     this.o = { ...DEFAULT_SUPERVISOR, ...opts };
     this.backoff = this.o.restartMinMs;
@@ -169,7 +175,9 @@ export class PluginDriver implements SupervisedDriver {
           throw new PermanentError(errorMessage(e));
         }
         if (handshakeVersion !== undefined && handshakeVersion !== info.protocolVersion) {
-          throw new PermanentError(`plugin "${this.name}" announced driver protocol ${handshakeVersion} in its handshake but GetInfo says ${info.protocolVersion}`);
+          throw new PermanentError(
+            `plugin "${this.name}" announced driver protocol ${handshakeVersion} in its handshake but GetInfo says ${info.protocolVersion}`,
+          );
         }
         this.remote?.client.close();
         this.health?.close();
@@ -265,7 +273,10 @@ export class PluginDriver implements SupervisedDriver {
         clearTimeout(timer);
         reject(new Error(msg));
       };
-      const timer = setTimeout(() => fail(`plugin "${this.name}" printed no handshake line within ${this.o.handshakeTimeoutMs} ms${this.tail()}`), this.o.handshakeTimeoutMs);
+      const timer = setTimeout(
+        () => fail(`plugin "${this.name}" printed no handshake line within ${this.o.handshakeTimeoutMs} ms${this.tail()}`),
+        this.o.handshakeTimeoutMs,
+      );
       out.on('line', (line) => {
         if (got) return void this.logger?.info({ plugin: this.name, stdout: line }, 'plugin output');
         got = true;
@@ -446,7 +457,10 @@ export class PluginDriver implements SupervisedDriver {
 /** A plugin whose configuration is broken: listed as FAILED with the reason. */
 export class MisconfiguredPlugin {
   readonly external = true;
-  constructor(readonly name: string, private readonly message: string) {}
+  constructor(
+    readonly name: string,
+    private readonly message: string,
+  ) {}
   onHealth(): void {}
   async init(): Promise<void> {
     throw new Error(this.message);

@@ -102,7 +102,11 @@ export class RemoteDriver implements Driver {
   }
 
   async stop(id: string, signal: number, timeoutMs: number, opts: StopOptions = {}): Promise<RuntimeState> {
-    const r = await this.call<object, { state?: RuntimeState }>('stop', { id, signal, timeoutMs, timeoutGiven: !!opts.timeoutGiven }, timeoutMs + this.timeouts.stopGraceMs);
+    const r = await this.call<object, { state?: RuntimeState }>(
+      'stop',
+      { id, signal, timeoutMs, timeoutGiven: !!opts.timeoutGiven },
+      timeoutMs + this.timeouts.stopGraceMs,
+    );
     return r.state ?? STOPPED;
   }
 
@@ -217,7 +221,15 @@ export class RemoteDriver implements Driver {
     s.write({
       message: {
         $case: 'start',
-        value: { id: o.id, args: o.args, env: o.env, cwd: o.cwd, user: o.user, tty: o.tty, terminalSize: o.rows && o.cols ? { rows: o.rows, cols: o.cols } : undefined },
+        value: {
+          id: o.id,
+          args: o.args,
+          env: o.env,
+          cwd: o.cwd,
+          user: o.user,
+          tty: o.tty,
+          terminalSize: o.rows && o.cols ? { rows: o.rows, cols: o.cols } : undefined,
+        },
       },
     } as ExecRequest);
     await this.streamStarted('exec', s);
@@ -235,7 +247,10 @@ export class RemoteDriver implements Driver {
       },
     });
     // Half-close our side once the process is done, so the call completes.
-    exit.then(() => !s.writableEnded && s.end(), () => undefined);
+    exit.then(
+      () => !s.writableEnded && s.end(),
+      () => undefined,
+    );
     return {
       stdin,
       stdout,

@@ -14,7 +14,11 @@ export interface SpawnedPlugin {
   stop(graceMs?: number): Promise<void>;
 }
 
-export function spawnPlugin(cmd: string, args: string[], o: { env?: Record<string, string>; socket?: string; stateDir?: string; timeoutMs?: number } = {}): Promise<SpawnedPlugin> {
+export function spawnPlugin(
+  cmd: string,
+  args: string[],
+  o: { env?: Record<string, string>; socket?: string; stateDir?: string; timeoutMs?: number } = {},
+): Promise<SpawnedPlugin> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...o.env, [PLUGIN_ENV.lifeline]: 'stdin' };
   if (o.socket) env[PLUGIN_ENV.socket] = o.socket;
   if (o.stateDir) env[PLUGIN_ENV.stateDir] = o.stateDir;

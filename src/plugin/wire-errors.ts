@@ -28,7 +28,9 @@ export function fromServiceError(driver: string, method: string, e: unknown): Os
     return new OsvirtError('UNAVAILABLE', 'DRIVER_UNAVAILABLE', `driver "${driver}" ${method}: ${e instanceof Error ? e.message : String(e)}`, [], { driver });
   }
   if (e.code === Code.UNAVAILABLE || e.code === Code.CANCELLED) {
-    return new OsvirtError('UNAVAILABLE', 'DRIVER_UNAVAILABLE', `driver "${driver}" is unreachable (${method}: ${e.details || 'connection failed'})`, [], { driver });
+    return new OsvirtError('UNAVAILABLE', 'DRIVER_UNAVAILABLE', `driver "${driver}" is unreachable (${method}: ${e.details || 'connection failed'})`, [], {
+      driver,
+    });
   }
   if (e.code === Code.DEADLINE_EXCEEDED) {
     return new OsvirtError('UNAVAILABLE', 'DRIVER_TIMEOUT', `driver "${driver}" did not answer ${method} in time; it may be hung`, [], { driver });

@@ -80,7 +80,22 @@ export class TempDaemon {
     const main = repoPath('dist', 'src', 'daemon', 'main.js');
     if (!existsSync(main)) throw new Error(`${main} is missing: build first (npm run build)`);
     mkdirSync(this.dir, { recursive: true });
-    const argv = [...this.wrap, process.execPath, main, '--socket', this.socket, '--state-dir', this.stateDir, '--bridge', this.bridge, '--subnet', this.subnet, '--log-level', this.logLevel, ...extra];
+    const argv = [
+      ...this.wrap,
+      process.execPath,
+      main,
+      '--socket',
+      this.socket,
+      '--state-dir',
+      this.stateDir,
+      '--bridge',
+      this.bridge,
+      '--subnet',
+      this.subnet,
+      '--log-level',
+      this.logLevel,
+      ...extra,
+    ];
     const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     this.stderr = '';

@@ -17,7 +17,8 @@ export async function until<T>(fn: () => T | Promise<T>, what: string, ms = 10_0
       err = e;
     }
     if (v) return v as NonNullable<T>;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}${err ? ` (last probe: ${err instanceof Error ? err.message : String(err)})` : ''}`);
+    if (Date.now() > end)
+      throw new Error(`timed out after ${ms} ms waiting for ${what}${err ? ` (last probe: ${err instanceof Error ? err.message : String(err)})` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

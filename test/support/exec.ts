@@ -10,7 +10,12 @@ export interface ExecResult {
   signal: number;
 }
 
-export function execIn(client: Client, name: string, args: string[], opts: { stdin?: string; tty?: boolean; env?: string[]; uid?: number } = {}): Promise<ExecResult> {
+export function execIn(
+  client: Client,
+  name: string,
+  args: string[],
+  opts: { stdin?: string; tty?: boolean; env?: string[]; uid?: number } = {},
+): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const s = client.containers.execContainer();
     let stdout = '';
@@ -24,7 +29,20 @@ export function execIn(client: Client, name: string, args: string[], opts: { std
     });
     s.on('error', reject);
     s.on('end', () => (exit ? resolve({ stdout, stderr, ...exit }) : reject(new Error('exec stream ended without an exit message'))));
-    s.write({ message: { $case: 'start', value: { name, args, env: opts.env ?? [], cwd: '', user: opts.uid === undefined ? undefined : { uid: opts.uid, gid: opts.uid, additionalGids: [] }, tty: !!opts.tty, terminalSize: undefined } } });
+    s.write({
+      message: {
+        $case: 'start',
+        value: {
+          name,
+          args,
+          env: opts.env ?? [],
+          cwd: '',
+          user: opts.uid === undefined ? undefined : { uid: opts.uid, gid: opts.uid, additionalGids: [] },
+          tty: !!opts.tty,
+          terminalSize: undefined,
+        },
+      },
+    });
     if (opts.stdin !== undefined) s.write({ message: { $case: 'stdin', value: Buffer.from(opts.stdin) } });
     s.write({ message: { $case: 'closeStdin', value: true } });
     s.end();
@@ -49,6 +67,11 @@ export async function sh(client: Client, name: string, script: string): Promise<
 export async function ncSend(client: Client, to: string, from: string, address: string, port: number, text: string): Promise<string> {
   const file = `/tmp/nc-${port}`;
   await sh(client, to, `rm -f ${file}; (sleep 60 | nc -l -p ${port}) > ${file} 2>&1 &`);
-  await until(async () => (await execIn(client, from, ['/bin/sh', '-c', `echo ${text} | nc ${address} ${port}`])).exitCode === 0, `a connection from ${from} to ${address}:${port} in ${to}`, 10_000, 50);
+  await until(
+    async () => (await execIn(client, from, ['/bin/sh', '-c', `echo ${text} | nc ${address} ${port}`])).exitCode === 0,
+    `a connection from ${from} to ${address}:${port} in ${to}`,
+    10_000,
+    50,
+  );
   return until(() => sh(client, to, `cat ${file}`), `data to reach ${to}:${port}`, 10_000, 50);
 }

@@ -49,14 +49,29 @@ export class TestRegistry {
 
   async start(): Promise<void> {
     this.port = await freePort();
-    const lines = ['version: 0.1', 'log:', `  level: ${this.opts.logRequests ? 'info' : 'warn'}`, 'storage:', '  filesystem:', `    rootdirectory: ${path.join(this.dir, 'data')}`, '  delete:', '    enabled: true', 'http:', `  addr: 127.0.0.1:${this.port}`];
+    const lines = [
+      'version: 0.1',
+      'log:',
+      `  level: ${this.opts.logRequests ? 'info' : 'warn'}`,
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${path.join(this.dir, 'data')}`,
+      '  delete:',
+      '    enabled: true',
+      'http:',
+      `  addr: 127.0.0.1:${this.port}`,
+    ];
     if (this.opts.tls) {
       this.makeCerts();
       lines.push('  tls:', `    certificate: ${path.join(this.dir, 'server.crt')}`, `    key: ${path.join(this.dir, 'server.key')}`);
     }
     if (this.opts.user) {
       // bcrypt, the only hash docker-registry's htpasswd accepts (libxcrypt's $2b$).
-      const hash = execFileSync('python3', ['-c', 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))', this.opts.password ?? ''], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      const hash = execFileSync(
+        'python3',
+        ['-c', 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))', this.opts.password ?? ''],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+      ).trim();
       writeFileSync(path.join(this.dir, 'htpasswd'), `${this.opts.user}:${hash}\n`);
       lines.push('auth:', '  htpasswd:', '    realm: osvirt-test', `    path: ${path.join(this.dir, 'htpasswd')}`);
     }
@@ -150,7 +165,20 @@ export class ImageBuilder {
   }
 
   /** Builds tag: base layer, then the change layer; config as given. */
-  async build(tag: string, config: { entrypoint?: string[]; cmd?: string[]; env?: string[]; workdir?: string; user?: string; stopSignal?: string; arch?: string; marker?: string; fill?: { layers: number; mib: number } }): Promise<void> {
+  async build(
+    tag: string,
+    config: {
+      entrypoint?: string[];
+      cmd?: string[];
+      env?: string[];
+      workdir?: string;
+      user?: string;
+      stopSignal?: string;
+      arch?: string;
+      marker?: string;
+      fill?: { layers: number; mib: number };
+    },
+  ): Promise<void> {
     const bundle = path.join(this.dir, `bundle-${tag}`);
     await this.umoci('new', '--image', `${this.layout}:${tag}`);
     await this.umoci('unpack', '--image', `${this.layout}:${tag}`, bundle);
@@ -191,7 +219,9 @@ export class ImageBuilder {
   /** An image index `tag` over tags built for different architectures. */
   index(tag: string, entries: { tag: string; architecture: string }[]): void {
     const indexFile = path.join(this.layout, 'index.json');
-    const idx = JSON.parse(readFileSync(indexFile, 'utf8')) as { manifests: { digest: string; size: number; mediaType: string; annotations?: Record<string, string> }[] };
+    const idx = JSON.parse(readFileSync(indexFile, 'utf8')) as {
+      manifests: { digest: string; size: number; mediaType: string; annotations?: Record<string, string> }[];
+    };
     const manifests = entries.map((e) => {
       const m = idx.manifests.find((x) => x.annotations?.['org.opencontainers.image.ref.name'] === e.tag)!;
       return { mediaType: m.mediaType, digest: m.digest, size: m.size, platform: { os: 'linux', architecture: e.architecture } };
@@ -199,7 +229,12 @@ export class ImageBuilder {
     const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests }));
     const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
     writeFileSync(path.join(this.layout, 'blobs', 'sha256', digest.slice(7)), body);
-    idx.manifests.push({ mediaType: 'application/vnd.oci.image.index.v1+json', digest, size: body.length, annotations: { 'org.opencontainers.image.ref.name': tag } });
+    idx.manifests.push({
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      digest,
+      size: body.length,
+      annotations: { 'org.opencontainers.image.ref.name': tag },
+    });
     writeFileSync(indexFile, JSON.stringify(idx));
   }
 

@@ -54,17 +54,27 @@ describe('host helpers (no root)', () => {
 
   it('until retries while the probe throws or is falsy, returns its value, and reports the last error at the deadline', async () => {
     let calls = 0;
-    const v = await until(() => {
-      calls++;
-      if (calls < 3) throw new Error('not yet');
-      return calls === 3 ? 0 : 'done';
-    }, 'the probe', 5000, 1);
+    const v = await until(
+      () => {
+        calls++;
+        if (calls < 3) throw new Error('not yet');
+        return calls === 3 ? 0 : 'done';
+      },
+      'the probe',
+      5000,
+      1,
+    );
     assert.equal(v, 'done');
     assert.equal(calls, 4);
     await assert.rejects(
-      until(() => {
-        throw new Error('still failing');
-      }, 'a probe that never works', 50, 5),
+      until(
+        () => {
+          throw new Error('still failing');
+        },
+        'a probe that never works',
+        50,
+        5,
+      ),
       { message: 'timed out after 50 ms waiting for a probe that never works (last probe: still failing)' },
     );
   });

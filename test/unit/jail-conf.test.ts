@@ -49,7 +49,10 @@ describe('jail.conf reader (no root)', () => {
   });
 
   it('later statements supersede earlier ones; single quotes are literal; modes map to the enum', () => {
-    const [a] = readJailConf("a { persist; nopersist; allow.nomount; path = '/j/$name'; vnet = new; ip4 = disable; host.hostname = first; host.hostname = second; }", 't.conf');
+    const [a] = readJailConf(
+      "a { persist; nopersist; allow.nomount; path = '/j/$name'; vnet = new; ip4 = disable; host.hostname = first; host.hostname = second; }",
+      't.conf',
+    );
     assert.equal(a!.options.persist, false);
     assert.equal(a!.options.allowMount, false);
     assert.equal(a!.options.path, '/j/$name');
@@ -99,7 +102,9 @@ describe('jail.conf reader (no root)', () => {
 
 describe('rctl.conf reader (no root)', () => {
   it('reads jail deny rules with k/m/g amounts, skipping comments and blank lines', () => {
-    const r = readRctlConf('jail:www:memoryuse:deny=64m\njail:www:maxproc:deny=20 # comment\n\n# only a comment\njail:db:openfiles:deny=1k/process\njail:db:pcpu:deny=50\n');
+    const r = readRctlConf(
+      'jail:www:memoryuse:deny=64m\njail:www:maxproc:deny=20 # comment\n\n# only a comment\njail:db:openfiles:deny=1k/process\njail:db:pcpu:deny=50\n',
+    );
     assert.deepEqual([...r.keys()], ['www', 'db']);
     assert.deepEqual(r.get('www'), { memoryuse: 64n * 1024n * 1024n, maxproc: 20, pcpu: 0, openfiles: 0n, vmemoryuse: 0n });
     assert.deepEqual(r.get('db'), { memoryuse: 0n, maxproc: 0, pcpu: 50, openfiles: 1024n, vmemoryuse: 0n });

@@ -40,7 +40,9 @@ describe('network parsers (no root)', () => {
   });
 
   it('splits a resolv.conf into servers, loopback servers and the other lines', () => {
-    const r = parseResolv('# comment\nnameserver 127.0.0.53\nnameserver 192.0.2.1\n  nameserver ::1\nsearch example.org\noptions edns0 trust-ad\nnameserver 2001:db8::1\nbogus line\n');
+    const r = parseResolv(
+      '# comment\nnameserver 127.0.0.53\nnameserver 192.0.2.1\n  nameserver ::1\nsearch example.org\noptions edns0 trust-ad\nnameserver 2001:db8::1\nbogus line\n',
+    );
     assert.deepEqual(r, { servers: ['192.0.2.1', '2001:db8::1'], loopback: ['127.0.0.53', '::1'], other: ['search example.org', 'options edns0 trust-ad'] });
   });
 
@@ -55,7 +57,10 @@ describe('network parsers (no root)', () => {
 
 describe('jail addresses and fstab lines (no root)', () => {
   const refuses = (fn: () => unknown, description: string) =>
-    assert.throws(fn, (e: unknown) => isOsvirtError(e) && e.code === 'INVALID_ARGUMENT' && e.violations[0]?.field === 'f' && e.violations[0]?.description === description);
+    assert.throws(
+      fn,
+      (e: unknown) => isOsvirtError(e) && e.code === 'INVALID_ARGUMENT' && e.violations[0]?.field === 'f' && e.violations[0]?.description === description,
+    );
 
   it('reads [iface|]address[/mask] for IPv4 and IPv6', () => {
     assert.deepEqual(parseJailAddress('203.0.113.5', 4, 'lo', 'f'), { family: 4, address: '203.0.113.5', prefix: 32, iface: 'lo' });
@@ -88,8 +93,14 @@ describe('jail addresses and fstab lines (no root)', () => {
     });
     refuses(() => parseFstabLine('/srv /elsewhere/x nullfs rw', '/jails/www', 'f'), "mount point /elsewhere/x is not under the jail's path /jails/www");
     refuses(() => parseFstabLine('/srv /jails/www nullfs rw', '/jails/www', 'f'), "cannot mount over the jail's root");
-    refuses(() => parseFstabLine('/srv /jails/www/x nullfs rw,sync', '/jails/www', 'f'), 'mount option "sync" in "/srv /jails/www/x nullfs rw,sync" is not supported');
+    refuses(
+      () => parseFstabLine('/srv /jails/www/x nullfs rw,sync', '/jails/www', 'f'),
+      'mount option "sync" in "/srv /jails/www/x nullfs rw,sync" is not supported',
+    );
     refuses(() => parseFstabLine('/srv', '/jails/www', 'f'), '"/srv": expected "source mountpoint type [options]"');
-    assert.throws(() => parseFstabLine('/dev/ada0 /jails/www/mnt ufs rw', '/jails/www', 'f'), (e: unknown) => isOsvirtError(e) && e.code === 'FAILED_PRECONDITION');
+    assert.throws(
+      () => parseFstabLine('/dev/ada0 /jails/www/mnt ufs rw', '/jails/www', 'f'),
+      (e: unknown) => isOsvirtError(e) && e.code === 'FAILED_PRECONDITION',
+    );
   });
 });

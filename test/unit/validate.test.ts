@@ -24,17 +24,39 @@ const bridged = (p: DeepPartial<ContainerSpec> = {}): ContainerSpec => spec({ ne
 describe('spec validation (no root)', () => {
   it('accepts a plain spec, a bridged one with ports, and a full process', () => {
     validateSpec(spec({ rootfs: { source: { $case: 'template', value: 'busybox' } } }));
-    validateSpec(bridged({ ports: [{ hostPort: 8080, containerPort: 80 }, { hostPort: 8080, containerPort: 80, protocol: 'udp' }, { hostIp: '127.0.0.1', hostPort: 9090, containerPort: 90 }] }));
-    validateSpec(spec({ process: { args: ['/bin/sh'], env: ['A=1', '_B='], cwd: '/' }, hostname: 'web-1', resources: { memoryLimitBytes: 64 << 20, cpuWeight: 100, cpusetCpus: '0-1,3' } }));
+    validateSpec(
+      bridged({
+        ports: [
+          { hostPort: 8080, containerPort: 80 },
+          { hostPort: 8080, containerPort: 80, protocol: 'udp' },
+          { hostIp: '127.0.0.1', hostPort: 9090, containerPort: 90 },
+        ],
+      }),
+    );
+    validateSpec(
+      spec({
+        process: { args: ['/bin/sh'], env: ['A=1', '_B='], cwd: '/' },
+        hostname: 'web-1',
+        resources: { memoryLimitBytes: 64 << 20, cpuWeight: 100, cpusetCpus: '0-1,3' },
+      }),
+    );
   });
 
   it('names the field of what it refuses', () => {
     refuses(() => validateSpec(undefined), 'spec', 'is required');
     refuses(() => validateSpec(ContainerSpec.fromPartial({})), 'spec.driver', 'is required');
     refuses(() => validateSpec(spec({ driver: 'Bad Driver' })), 'spec.driver', 'is not a valid driver name');
-    refuses(() => validateSpec(spec({ rootfs: { source: { $case: 'template', value: 'Busy_Box' } } })), 'spec.rootfs.template', 'must be a template name such as "busybox"');
+    refuses(
+      () => validateSpec(spec({ rootfs: { source: { $case: 'template', value: 'Busy_Box' } } })),
+      'spec.rootfs.template',
+      'must be a template name such as "busybox"',
+    );
     refuses(() => validateSpec(spec({ rootfs: { source: { $case: 'path', value: 'relative/root' } } })), 'spec.rootfs.path', 'must be an absolute path');
-    refuses(() => validateSpec(spec({ rootfs: { copyOnWrite: true, source: { $case: 'template', value: 'busybox' } } })), 'spec.rootfs.copy_on_write', 'only applies to rootfs.path');
+    refuses(
+      () => validateSpec(spec({ rootfs: { copyOnWrite: true, source: { $case: 'template', value: 'busybox' } } })),
+      'spec.rootfs.copy_on_write',
+      'only applies to rootfs.path',
+    );
     refuses(() => validateSpec(spec({ process: { env: ['1A=x'] } })), 'spec.process.env[0]', 'must be KEY=VALUE with KEY matching [A-Za-z_][A-Za-z0-9_]*');
     refuses(() => validateSpec(spec({ process: { cwd: '/a/../b' } })), 'spec.process.cwd', 'must not contain ".."');
     refuses(() => validateSpec(spec({ hostname: 'no spaces' })), 'spec.hostname', 'must be a valid hostname of at most 64 characters');
@@ -44,24 +66,60 @@ describe('spec validation (no root)', () => {
   });
 
   it('validates port mappings: ranges, protocol, host address, and overlaps', () => {
-    refuses(() => validateSpec(spec({ ports: [{ hostPort: 80, containerPort: 80 }] })), 'spec.ports[0]', 'ports are published only for bridge networking (network.bridge)');
+    refuses(
+      () => validateSpec(spec({ ports: [{ hostPort: 80, containerPort: 80 }] })),
+      'spec.ports[0]',
+      'ports are published only for bridge networking (network.bridge)',
+    );
     refuses(() => validateSpec(bridged({ ports: [{ hostPort: 0, containerPort: 80 }] })), 'spec.ports[0].host_port', 'must be 1..65535');
     refuses(() => validateSpec(bridged({ ports: [{ hostPort: 80, containerPort: 65536 }] })), 'spec.ports[0].container_port', 'must be 1..65535');
-    refuses(() => validateSpec(bridged({ ports: [{ hostPort: 80, containerPort: 80, protocol: 'sctp' }] })), 'spec.ports[0].protocol', 'must be "tcp" or "udp"');
-    refuses(() => validateSpec(bridged({ ports: [{ hostIp: '::1', hostPort: 80, containerPort: 80 }] })), 'spec.ports[0].host_ip', 'must be an IPv4 address of the host (empty or 0.0.0.0: every host address)');
+    refuses(
+      () => validateSpec(bridged({ ports: [{ hostPort: 80, containerPort: 80, protocol: 'sctp' }] })),
+      'spec.ports[0].protocol',
+      'must be "tcp" or "udp"',
+    );
+    refuses(
+      () => validateSpec(bridged({ ports: [{ hostIp: '::1', hostPort: 80, containerPort: 80 }] })),
+      'spec.ports[0].host_ip',
+      'must be an IPv4 address of the host (empty or 0.0.0.0: every host address)',
+    );
     // 0.0.0.0 is every host address, so it overlaps a specific one on the same port and protocol.
     refuses(
-      () => validateSpec(bridged({ ports: [{ hostIp: '127.0.0.1', hostPort: 80, containerPort: 80 }, { hostIp: '0.0.0.0', hostPort: 80, containerPort: 81 }] })),
+      () =>
+        validateSpec(
+          bridged({
+            ports: [
+              { hostIp: '127.0.0.1', hostPort: 80, containerPort: 80 },
+              { hostIp: '0.0.0.0', hostPort: 80, containerPort: 81 },
+            ],
+          }),
+        ),
       'spec.ports[1].host_port',
       '*:80/tcp is already published by spec.ports[0]',
     );
   });
 
   it('validates the bridge network fields', () => {
-    refuses(() => validateSpec(spec({ network: { mode: { $case: 'bridge', value: { address: '10.0.0.5' } } } })), 'spec.network.bridge.address', 'must be an IPv4 address with prefix length, e.g. "10.88.0.5/16"');
-    refuses(() => validateSpec(spec({ network: { mode: { $case: 'bridge', value: { bridge: 'a-very-long-bridge-name' } } } })), 'spec.network.bridge.bridge', 'must be an interface name of at most 15 characters');
-    refuses(() => validateSpec(spec({ network: { mode: { $case: 'bridge', value: { mtu: 67 } } } })), 'spec.network.bridge.mtu', 'must be between 68 and 65535');
-    refuses(() => validateSpec(spec({ network: { mode: { $case: 'bridge', value: { macAddress: '02:00:00:00:00' } } } })), 'spec.network.bridge.mac_address', 'must look like 02:00:00:00:00:01');
+    refuses(
+      () => validateSpec(spec({ network: { mode: { $case: 'bridge', value: { address: '10.0.0.5' } } } })),
+      'spec.network.bridge.address',
+      'must be an IPv4 address with prefix length, e.g. "10.88.0.5/16"',
+    );
+    refuses(
+      () => validateSpec(spec({ network: { mode: { $case: 'bridge', value: { bridge: 'a-very-long-bridge-name' } } } })),
+      'spec.network.bridge.bridge',
+      'must be an interface name of at most 15 characters',
+    );
+    refuses(
+      () => validateSpec(spec({ network: { mode: { $case: 'bridge', value: { mtu: 67 } } } })),
+      'spec.network.bridge.mtu',
+      'must be between 68 and 65535',
+    );
+    refuses(
+      () => validateSpec(spec({ network: { mode: { $case: 'bridge', value: { macAddress: '02:00:00:00:00' } } } })),
+      'spec.network.bridge.mac_address',
+      'must look like 02:00:00:00:00:01',
+    );
   });
 
   it('checks names, paths, env and signals on their own', () => {
@@ -81,7 +139,10 @@ describe('spec validation (no root)', () => {
 
 describe('definition files (no root)', () => {
   it('reads YAML and JSON in the proto JSON mapping', () => {
-    const y = parseDefinition('name: web\nspec:\n  driver: lxc\n  rootfs:\n    template: busybox\n  process:\n    args: ["/bin/sh", "-c", "true"]\n  ports:\n    - host_port: 8080\n      containerPort: 80\n', 'web.yaml');
+    const y = parseDefinition(
+      'name: web\nspec:\n  driver: lxc\n  rootfs:\n    template: busybox\n  process:\n    args: ["/bin/sh", "-c", "true"]\n  ports:\n    - host_port: 8080\n      containerPort: 80\n',
+      'web.yaml',
+    );
     assert.equal(y.name, 'web');
     assert.equal(y.spec?.driver, 'lxc');
     assert.deepEqual(y.spec?.rootfs?.source, { $case: 'template', value: 'busybox' });
@@ -96,8 +157,12 @@ describe('definition files (no root)', () => {
   });
 
   it('refuses unknown fields and enum values by path, and bad syntax by file', () => {
-    assert.throws(() => parseDefinition('name: x\nspec:\n  resources:\n    memory_limt_bytes: 1\n', 'typo.yaml'), { message: /^typo\.yaml: spec\.resources\.memory_limt_bytes: unknown field \(known: / });
-    assert.throws(() => parseDefinition('spec:\n  mounts:\n    - type: NFS\n', 'm.yaml'), { message: /^m\.yaml: spec\.mounts\[0\]\.type: unknown value "NFS" \(one of / });
+    assert.throws(() => parseDefinition('name: x\nspec:\n  resources:\n    memory_limt_bytes: 1\n', 'typo.yaml'), {
+      message: /^typo\.yaml: spec\.resources\.memory_limt_bytes: unknown field \(known: /,
+    });
+    assert.throws(() => parseDefinition('spec:\n  mounts:\n    - type: NFS\n', 'm.yaml'), {
+      message: /^m\.yaml: spec\.mounts\[0\]\.type: unknown value "NFS" \(one of /,
+    });
     assert.throws(() => parseDefinition('spec:\n  process: [1]\n', 'p.yaml'), { message: 'p.yaml: spec.process: expected an object' });
     assert.throws(() => parseDefinition('{"name": ', 'bad.json'), { message: /^bad\.json: not valid JSON: / });
   });

@@ -52,7 +52,10 @@ describe('vserver config dir (no root)', () => {
     dir.set('vdir', { symlink: '/vservers/guest1' });
     dir.set('fstab', { content: Buffer.from('none /tmp tmpfs defaults 0 0\n') });
     const p = parseConfigDir(dir, 'guest1');
-    assert.ok(p.notes.some((n) => n.startsWith('fstab is not imported')), p.notes.join('; '));
+    assert.ok(
+      p.notes.some((n) => n.startsWith('fstab is not imported')),
+      p.notes.join('; '),
+    );
     assert.equal(p.spec.driverOptions?.$case, 'vserver');
     assert.deepEqual(p.spec.driverOptions.value.flags, [Cflag.CONTEXT_FLAG_LOCK, Cflag.CONTEXT_FLAG_PRIVATE]);
     const back = renderConfigDir(p.spec);
@@ -81,7 +84,8 @@ describe('vserver config dir (no root)', () => {
       { signal: 9, waitSeconds: 0 },
     ]);
     assert.deepEqual(parseKillseq('apps/init/killseq', '15'), [{ signal: 15, waitSeconds: 0 }]);
-    for (const bad of ['15 x', '']) assert.throws(() => parseKillseq('apps/init/killseq', bad), { message: 'apps/init/killseq: must be "signal [wait signal]*", e.g. "15 5 9"' });
+    for (const bad of ['15 x', ''])
+      assert.throws(() => parseKillseq('apps/init/killseq', bad), { message: 'apps/init/killseq: must be "signal [wait signal]*", e.g. "15 5 9"' });
   });
 });
 
@@ -90,7 +94,16 @@ describe('vserver-stat formatting (no root)', () => {
     assert.equal(shortenMem(1.5 * 2 ** 20), '1.5M');
     assert.equal(shortenTime(2 * 3600e3 + 7 * 60e3 + 8e3), '2h07m08');
     assert.equal(
-      formatStatRow({ context: 0, processCount: 90, vszBytes: 1.4 * 2 ** 30, rssBytes: 142.4 * 2 ** 20, userMs: 132030, systemMs: 93570, uptimeMs: 7628000, name: 'root server' }),
+      formatStatRow({
+        context: 0,
+        processCount: 90,
+        vszBytes: 1.4 * 2 ** 30,
+        rssBytes: 142.4 * 2 ** 20,
+        userMs: 132030,
+        systemMs: 93570,
+        uptimeMs: 7628000,
+        name: 'root server',
+      }),
       '0       90   1.3G 142.3M   2m12s03   1m33s57   2h07m08 root server',
     );
   });

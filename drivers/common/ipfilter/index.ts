@@ -139,7 +139,10 @@ interface ProgramSet {
 
 /** Thrown for a bpftool command that failed; the message carries bpftool's own words. */
 export class BpftoolError extends Error {
-  constructor(readonly args: string[], readonly output: string) {
+  constructor(
+    readonly args: string[],
+    readonly output: string,
+  ) {
     super(`bpftool ${args.join(' ')}: ${output || 'failed'}`);
     this.name = 'BpftoolError';
   }
@@ -184,7 +187,13 @@ function mounts(): { dir: string; type: string }[] {
 
 /** Every cgroup2 mount: /sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid one. */
 export function cgroup2Roots(): string[] {
-  return [...new Set(mounts().filter((m) => m.type === 'cgroup2').map((m) => m.dir))];
+  return [
+    ...new Set(
+      mounts()
+        .filter((m) => m.type === 'cgroup2')
+        .map((m) => m.dir),
+    ),
+  ];
 }
 
 /** CONFIG_ value from /proc/config.gz: 'y', 'm', undefined (not set), or null (unreadable). */
@@ -246,11 +255,22 @@ export class IpFilter {
   }
 
   private async probe(): Promise<void> {
-    if (process.getuid?.() !== 0) throw missingFeature('root privileges', 'loading and attaching cgroup BPF programs needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN');
-    if (kernelOption('CONFIG_CGROUP_BPF') === undefined) throw missingFeature('cgroup BPF (CONFIG_CGROUP_BPF)', 'this kernel was built without it, so addresses cannot be restricted on a shared network stack');
-    if (kernelOption('CONFIG_BPF_SYSCALL') === undefined) throw missingFeature('the bpf() system call (CONFIG_BPF_SYSCALL)', 'this kernel was built without it');
-    if (cgroup2Roots().length === 0) throw missingFeature('a cgroup2 hierarchy', 'cgroup BPF programs attach to cgroup2 directories; mount cgroup2 (at /sys/fs/cgroup/unified on a hybrid host)');
-    if (!existsSync(this.object)) throw missingFeature('the IP filter BPF object', `${this.object} is missing; build it with "make -C drivers/common/ipfilter" (needs clang and libbpf-dev)`);
+    if (process.getuid?.() !== 0)
+      throw missingFeature('root privileges', 'loading and attaching cgroup BPF programs needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN');
+    if (kernelOption('CONFIG_CGROUP_BPF') === undefined)
+      throw missingFeature('cgroup BPF (CONFIG_CGROUP_BPF)', 'this kernel was built without it, so addresses cannot be restricted on a shared network stack');
+    if (kernelOption('CONFIG_BPF_SYSCALL') === undefined)
+      throw missingFeature('the bpf() system call (CONFIG_BPF_SYSCALL)', 'this kernel was built without it');
+    if (cgroup2Roots().length === 0)
+      throw missingFeature(
+        'a cgroup2 hierarchy',
+        'cgroup BPF programs attach to cgroup2 directories; mount cgroup2 (at /sys/fs/cgroup/unified on a hybrid host)',
+      );
+    if (!existsSync(this.object))
+      throw missingFeature(
+        'the IP filter BPF object',
+        `${this.object} is missing; build it with "make -C drivers/common/ipfilter" (needs clang and libbpf-dev)`,
+      );
     try {
       await bpftool(['version']);
     } catch (e) {
@@ -300,7 +320,8 @@ export class IpFilter {
           if (!before.some((a) => a.id === progId)) {
             await bpftool(['cgroup', 'attach', dir, prog.type, 'pinned', path.join(set.dir, 'progs', prog.name), 'multi']);
           }
-          if (i === 0) await bpftool(['map', 'update', 'pinned', path.join(set.dir, 'maps', POLICY_MAP), 'key', ...hex(cgroupKey(id)), 'value', ...hex(encodePolicy(p))]);
+          if (i === 0)
+            await bpftool(['map', 'update', 'pinned', path.join(set.dir, 'maps', POLICY_MAP), 'key', ...hex(cgroupKey(id)), 'value', ...hex(encodePolicy(p))]);
         }
         // Programs of an older version go only now: until here both ran, and both had to allow.
         const old = before.filter((a) => !ids.has(a.id));
@@ -340,7 +361,14 @@ export class IpFilter {
     const complete = here.every((a) => mine.has(a.id)) && [...mine].every((id) => here.some((a) => a.id === id));
     let policy: NormalizedPolicy | undefined;
     try {
-      const r = await bpftoolJson<{ value: string[] }>(['map', 'lookup', 'pinned', path.join(set.dir, 'maps', POLICY_MAP), 'key', ...hex(cgroupKey(await this.cgroupId(dir)))]);
+      const r = await bpftoolJson<{ value: string[] }>([
+        'map',
+        'lookup',
+        'pinned',
+        path.join(set.dir, 'maps', POLICY_MAP),
+        'key',
+        ...hex(cgroupKey(await this.cgroupId(dir))),
+      ]);
       policy = decodePolicy(Buffer.from(r.value.map((x) => parseInt(x, 16))));
     } catch {
       policy = undefined; // the storage goes with its last program; nothing to show
@@ -392,7 +420,10 @@ export class IpFilter {
     try {
       data = await fs.readFile(this.object);
     } catch {
-      throw missingFeature('the IP filter BPF object', `${this.object} is missing; build it with "make -C drivers/common/ipfilter" (needs clang and libbpf-dev)`);
+      throw missingFeature(
+        'the IP filter BPF object',
+        `${this.object} is missing; build it with "make -C drivers/common/ipfilter" (needs clang and libbpf-dev)`,
+      );
     }
     return createHash('sha256').update(data).digest('hex').slice(0, 16);
   }
@@ -417,7 +448,10 @@ export class IpFilter {
     await bpftool(['prog', 'loadall', this.object, path.join(dir, 'progs'), 'pinmaps', path.join(dir, 'maps')]);
     const map = await bpftoolJson<{ bytes_value?: number }>(['map', 'show', 'pinned', path.join(dir, 'maps', POLICY_MAP)]);
     if (map.bytes_value !== POLICY_SIZE) {
-      throw missingFeature('a matching IP filter BPF object', `${this.object} was built from another version of ipfilter.bpf.c (its policy is ${map.bytes_value} bytes, this osvirt writes ${POLICY_SIZE}); rebuild it with "make -C drivers/common/ipfilter"`);
+      throw missingFeature(
+        'a matching IP filter BPF object',
+        `${this.object} was built from another version of ipfilter.bpf.c (its policy is ${map.bytes_value} bytes, this osvirt writes ${POLICY_SIZE}); rebuild it with "make -C drivers/common/ipfilter"`,
+      );
     }
   }
 
@@ -474,7 +508,8 @@ export class IpFilter {
       throw invalidArgument('cgroup2Dir', `${dir}: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}`);
     }
     if (fsType !== CGROUP2_SUPER_MAGIC) throw invalidArgument('cgroup2Dir', `${dir} is not a cgroup2 directory (cgroup BPF needs cgroup2, not a v1 hierarchy)`);
-    if (cgroup2Roots().includes(dir)) throw invalidArgument('cgroup2Dir', `${dir} is the root of the cgroup2 hierarchy: filtering it would restrict the whole host`);
+    if (cgroup2Roots().includes(dir))
+      throw invalidArgument('cgroup2Dir', `${dir} is the root of the cgroup2 hierarchy: filtering it would restrict the whole host`);
     return (await fs.stat(dir, { bigint: true })).ino;
   }
 
