@@ -99,11 +99,15 @@ describe('load: 20 containers, 24 concurrent clients', function () {
     assert.deepEqual(bad, [], JSON.stringify(Object.fromEntries(outcomes)));
     const total = [...outcomes.values()].reduce((a, b) => a + b, 0);
     assert.ok(total > 500, `only ${total} calls in ${SECONDS} s`);
-    // Memory: the second half of the run grows no more than 30% over the first half's peak.
-    const half = Math.floor(rss.length / 2);
-    const first = Math.max(...rss.slice(0, half));
-    const last = Math.max(...rss.slice(half));
-    assert.ok(last < first * 1.3, `daemon RSS grew from ${first} KiB to ${last} KiB`);
+    // Memory: a leak raises the floor RSS comes back to after each collection;
+    // V8's collections make the peaks jump (a fresh-clone run saw the peak go
+    // from 146 to 191 MB with no leak to show for it). So the troughs are
+    // compared: the last quarter's lowest sample may be at most 30% above the
+    // second quarter's (the first is warm-up).
+    const q = Math.floor(rss.length / 4);
+    const before = Math.min(...rss.slice(q, 2 * q));
+    const after = Math.min(...rss.slice(3 * q));
+    assert.ok(after < before * 1.3, `daemon RSS floor grew from ${before} KiB to ${after} KiB (samples each second: ${rss.join(' ')})`);
     // Final states match the host: RUNNING or PAUSED means the init lives.
     // A kill among the last calls returned before its exit was recorded (the
     // monitor reports it a moment later), so each state gets a few seconds
