@@ -11,7 +11,7 @@ import { ContainerSpec, ContainerState, PullPolicy, type DeepPartial } from '../
 import type { Image, PullImageResponse, PullImageRequest } from '../src/gen/osvirt/v1/image_service';
 import { isRoot, TestDaemon, until, type Client } from './support/daemon';
 import { execIn } from './support/exec';
-import { haveImageTools, ImageBuilder, TestRegistry } from './support/registry';
+import { haveImageTools, ImageBuilder, TestRegistry } from '../src/testing/registry';
 import { repoPath } from '../src/paths';
 
 /** A pull through the stream: the progress messages and the image. */

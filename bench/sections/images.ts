@@ -7,7 +7,7 @@ import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { ContainerSpec } from '../../src/gen/osvirt/v1/container';
 import type { PullImageResponse } from '../../src/gen/osvirt/v1/image_service';
-import { haveImageTools, ImageBuilder, TestRegistry } from '../../test/support/registry';
+import { haveImageTools, ImageBuilder, TestRegistry } from '../../src/testing/registry';
 import { RuncAnchor } from '../lib/anchors';
 import { errorText, type Ctx, type SectionResult } from '../lib/context';
 import { run } from '../lib/proc';

@@ -1,4 +1,4 @@
-// A real OCI registry for tests: Debian's docker-registry (CNCF distribution)
+// A real OCI registry for tests and the bench: Debian's docker-registry (CNCF distribution)
 // on loopback with a temporary config, open over HTTP or with htpasswd basic
 // auth over TLS; and images built with umoci and pushed with skopeo.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
