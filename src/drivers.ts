@@ -13,5 +13,5 @@ export interface BuiltinOptions {
 
 export function builtinDrivers(o: BuiltinOptions = {}): Driver[] {
   const lxc: LxcDriverOptions = { ...o.lxc, ...(o.templateDir ? { templates: new Templates(o.templateDir) } : {}) };
-  return [new LxcDriver(lxc), new JailDriver(lxc), new VServerDriver({ bridge: lxc.bridge, helper: lxc.helper, templates: lxc.templates })];
+  return [new LxcDriver(lxc), new JailDriver(lxc), new VServerDriver({ bridge: lxc.bridge, helper: lxc.helper, templates: lxc.templates, images: lxc.images })];
 }

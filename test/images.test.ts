@@ -4,8 +4,11 @@
 // directory and user, refused removal while used, removed and pruned.
 import * as assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { ContainerSpec, ContainerState, PullPolicy, type DeepPartial } from '../src/gen/osvirt/v1/container';
 import type { Image, PullImageResponse, PullImageRequest } from '../src/gen/osvirt/v1/image_service';
@@ -166,6 +169,47 @@ describe('images from a real registry', function () {
     assert.ok(existsSync(path.join(d.stateDir, 'drivers', 'lxc', 'containers', 'fromimg', 'upper', 'tmp', 'own')));
   });
 
+  it("runs a jail and a vserver guest from the image: the image's process is the jail's command and the guest's plain init", async () => {
+    try {
+      const ref = `${reg.host}/test/app:v1`;
+      const expected = 'uid=1000 gid=1000 groups=1000 2000 cwd=/work greeting=hello who=image';
+      // A jail without persist lives as long as the image's process runs.
+      await c.api.containers.createContainer({ name: 'jailimg', spec: imageSpec(ref, { driver: 'jail', network: undefined }) });
+      const jpid = (await c.api.containers.startContainer({ name: 'jailimg' })).container!.status!.initPid;
+      assert.equal((await until(() => readFileSync(`/proc/${jpid}/root/tmp/report`, 'utf8'), "the jail command's report")).trim(), expected);
+      assert.equal(readFileSync(`/proc/${jpid}/root/etc/marker`, 'utf8').trim(), 'app', "the jail's root is the image");
+      // A jail that names its own command does not run the image's.
+      await c.api.containers.createContainer({
+        name: 'jailown',
+        spec: imageSpec(ref, {
+          driver: 'jail',
+          network: undefined,
+          driverOptions: { $case: 'jail', value: { command: ['/bin/sh', '-c', 'echo own > /tmp/own'] } },
+        }),
+      });
+      const opid = (await c.api.containers.startContainer({ name: 'jailown' })).container!.status!.initPid;
+      assert.equal(opid > 0, true);
+      const own = await until(
+        async () => (await c.api.containers.getContainer({ name: 'jailown' })).container!.status!.state === ContainerState.CONTAINER_STATE_STOPPED || undefined,
+        'the jail to end with its command',
+      );
+      assert.ok(own);
+      assert.ok(!existsSync(path.join(d.stateDir, 'drivers', 'jail', 'containers', 'jailown', 'upper', 'tmp', 'report')), 'the image process did not run');
+      assert.equal(readFileSync(path.join(d.stateDir, 'drivers', 'jail', 'containers', 'jailown', 'upper', 'tmp', 'own'), 'utf8').trim(), 'own');
+      // A vserver guest runs the image's process as its init (style plain).
+      await c.api.containers.createContainer({
+        name: 'vsimg',
+        spec: imageSpec(ref, { driver: 'vserver', network: undefined, driverOptions: { $case: 'vserver', value: { context: 391 } } }),
+      });
+      const vpid = (await c.api.containers.startContainer({ name: 'vsimg' })).container!.status!.initPid;
+      assert.equal((await until(() => readFileSync(`/proc/${vpid}/root/tmp/report`, 'utf8'), "the guest's report")).trim(), expected);
+      assert.deepEqual(readFileSync(`/proc/${vpid}/cmdline`, 'utf8').split('\0').slice(0, 2), ['sleep', '1000'], "the guest's init is the image's process");
+      assert.deepEqual((await c.api.images.getImage({ image: ref })).image!.usedBy.sort(), ['fromimg', 'jailimg', 'jailown', 'vsimg']);
+    } finally {
+      for (const name of ['jailimg', 'jailown', 'vsimg']) await c.api.containers.deleteContainer({ name, force: true, allowMissing: true });
+    }
+  });
+
   it('refuses to remove an image a container uses, naming it; then removes and prunes what nothing references', async () => {
     const ref = `${reg.host}/test/app:v1`;
     assert.match(await code(c.api.images.removeImage({ image: ref, allowMissing: false, force: false })), /^9 .*"fromimg"/);
@@ -200,11 +244,12 @@ describe('images from a real registry', function () {
   });
 
   it('answers bad references and missing images clearly, and creates nothing', async () => {
-    assert.match(await code(pull(c, { image: 'busybox' })), /^3 image: image reference .*names no registry host/);
+    // A short name no registries.conf alias names (the host's may alias busybox, as podman's shortnames.conf does).
+    assert.match(await code(pull(c, { image: 'osvirt-unaliased' })), /^3 image: image reference .*names no registry host/);
     assert.match(await code(pull(c, { image: `${reg.host}/test/app:NO TAG` })), /^3 image: /);
     assert.match(await code(pull(c, { image: `${reg.host}/test/nothing:v1` })), /^5 /);
     assert.match(await code(pull(c, { image: `${reg.host}/test/app:v9` })), /^5 /);
-    assert.match(await code(c.api.containers.createContainer({ name: 'badimg', spec: imageSpec('busybox') })), /^3 spec\.rootfs\.image: /);
+    assert.match(await code(c.api.containers.createContainer({ name: 'badimg', spec: imageSpec('osvirt-unaliased') })), /^3 spec\.rootfs\.image: /);
     assert.match(
       await code(
         c.api.containers.createContainer({
@@ -294,6 +339,14 @@ describe('images from a real registry', function () {
         '[[registry]]',
         `location = "${reg.host}/blocked"`,
         'blocked = true',
+        // Nothing listens on port 1: images under this prefix come from the mirror.
+        '[[registry]]',
+        'prefix = "127.0.0.1:1/mirrored"',
+        'location = "127.0.0.1:1/mirrored"',
+        '[[registry.mirror]]',
+        `location = "${reg.host}/test"`,
+        '[aliases]',
+        `"app" = "${reg.host}/test/app"`,
         '',
       ].join('\n'),
     );
@@ -305,6 +358,13 @@ describe('images from a real registry', function () {
       assert.equal((await pull(c2, { image: `${reg.host}/test/app:v1` })).image.value.layers.length, 2);
       assert.match(await code(pull(c2, { image: `${reg.host}/blocked/app:v1` })), /^7 .*blocked in the host's registries\.conf/);
       assert.match(await code(pull(c2, { image: 'test/app:v1' })), new RegExp(`^3 image: .*e\\.g\\. "${reg.host.replace(/\./g, '\\.')}/test/app:v1"`));
+      const mirrored = (await pull(c2, { image: '127.0.0.1:1/mirrored/app:v1' })).image.value;
+      assert.ok(mirrored.names.includes('127.0.0.1:1/mirrored/app:v1'), 'listed under the name asked for, pulled from the mirror');
+      const aliased = (await pull(c2, { image: 'app:v1' })).image.value;
+      assert.ok(aliased.names.includes(`${reg.host}/test/app:v1`), 'a short name with an alias is its alias');
+      assert.ok(!aliased.names.includes('app:v1'));
+      assert.equal(aliased.digest, mirrored.digest);
+      assert.equal((await c2.api.images.getImage({ image: 'app:v1' })).image!.digest, mirrored.digest);
     } finally {
       delete process.env['CONTAINERS_REGISTRIES_CONF'];
       await d2.destroy();
@@ -326,12 +386,193 @@ describe('images from a real registry', function () {
       assert.match(await code(pull(c, { image: ref })), /^15 .*has the digest sha256:/);
       const store = path.join(d.stateDir, 'images');
       assert.ok(!existsSync(path.join(store, 'blobs', 'sha256', layer.digest.slice(7))), 'the bad blob is not kept');
-      assert.deepEqual(readdirSync(path.join(store, 'tmp')), [], 'no partial download is left');
+      assert.deepEqual(readdirSync(path.join(store, 'tmp')), [], 'no partial unpack is left');
+      assert.deepEqual(readdirSync(path.join(store, 'partial')), [], 'no partial download of a wrong blob is left');
       assert.ok(!existsSync(path.join(store, 'layers', layer.diffId.slice(7))));
     } finally {
       writeFileSync(file, good);
     }
     await pull(c, { image: ref });
+  });
+});
+
+/**
+ * A test double in front of the real registry: a loopback HTTP proxy that
+ * breaks off big blob downloads (over 512 KiB) after `cutAfter` bytes, the
+ * next `cuts` times, and records the Range header of every big blob request.
+ */
+class CuttingProxy {
+  private server?: http.Server;
+  port = 0;
+  cuts = 0;
+  cutAfter = 128 * 1024;
+  /** Per blob path: the Range header of each request (undefined: the whole blob). */
+  readonly ranges = new Map<string, (string | undefined)[]>();
+  /** Bytes of big blobs sent. */
+  served = 0;
+
+  constructor(private readonly upstream: string) {}
+
+  get host(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const [uhost, uport] = this.upstream.split(':');
+    this.server = http.createServer((req, res) => {
+      const up = http.request(
+        { host: uhost, port: Number(uport), path: req.url, method: req.method, headers: { ...req.headers, host: this.upstream } },
+        (ur) => {
+          // The blob's whole size: a 206's Content-Range total, else its length.
+          const total = Number(/\/(\d+)$/.exec(String(ur.headers['content-range'] ?? ''))?.[1] ?? ur.headers['content-length'] ?? 0);
+          const big = !!req.url?.includes('/blobs/') && total > 512 * 1024;
+          if (big) this.ranges.set(req.url!, [...(this.ranges.get(req.url!) ?? []), req.headers.range]);
+          res.writeHead(ur.statusCode ?? 502, ur.headers);
+          if (!big || this.cuts <= 0) {
+            if (big) ur.on('data', (c: Buffer) => (this.served += c.length));
+            ur.pipe(res);
+            return;
+          }
+          this.cuts--;
+          let n = 0;
+          ur.on('data', (chunk: Buffer) => {
+            if (n >= this.cutAfter) return;
+            const part = chunk.subarray(0, this.cutAfter - n);
+            n += part.length;
+            this.served += part.length;
+            const last = n >= this.cutAfter;
+            res.write(part);
+            if (last) {
+              // A FIN after what was written (not a reset, which could drop it): the client is short of Content-Length.
+              ur.destroy();
+              res.socket?.end();
+            }
+          });
+        },
+      );
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
+
+describe('an interrupted pull resumes where it broke off', function () {
+  this.timeout(180000);
+  let reg: TestRegistry;
+  let proxy: CuttingProxy;
+  let builder: ImageBuilder;
+  let d: TestDaemon;
+  let c: Client;
+  let ref = '';
+  let partialDir = '';
+  let pauses = '';
+
+  before(async function () {
+    if (!isRoot()) return this.skip();
+    if (haveImageTools()) return this.skip();
+    reg = new TestRegistry();
+    await reg.start();
+    builder = new ImageBuilder();
+    await builder.init();
+    // Incompressible filler: two big layers (busybox's and 2 MiB of random bytes).
+    await builder.build('big', { cmd: ['/bin/sleep', '1000'], fill: { layers: 1, mib: 2 } });
+    await reg.push(builder.layout, 'big', 'test/big:v1');
+    proxy = new CuttingProxy(reg.host);
+    await proxy.start();
+    ref = `${proxy.host}/test/big:v1`;
+    d = new TestDaemon();
+    pauses = mkdtempSync(path.join(os.tmpdir(), 'osvirt-pauses-'));
+    process.env['OSVIRT_PAUSE_DIR'] = pauses;
+    process.env['OSVIRT_PAUSE_POINTS'] = 'create.after-prepare:racer';
+    try {
+      c = await d.start(['--insecure-registry', proxy.host]);
+    } finally {
+      delete process.env['OSVIRT_PAUSE_DIR'];
+      delete process.env['OSVIRT_PAUSE_POINTS'];
+    }
+    partialDir = path.join(d.stateDir, 'images', 'partial');
+  });
+  after(async () => {
+    await d?.destroy();
+    if (pauses) rmSync(pauses, { recursive: true, force: true });
+    await proxy?.stop();
+    await reg?.stop();
+    builder?.remove();
+  });
+
+  it('resumes a download that broke off with a Range request, within the same pull', async () => {
+    proxy.cuts = 1;
+    const img = (await pull(c, { image: ref })).image.value;
+    const resumed = [...proxy.ranges.values()].find((r) => r.length === 2);
+    assert.ok(resumed, `one blob was asked for twice: ${JSON.stringify([...proxy.ranges])}`);
+    assert.equal(resumed[0], undefined, 'first the whole blob');
+    assert.equal(resumed[1], `bytes=${proxy.cutAfter}-`, 'then the rest of it');
+    const big = img.layers.filter((l) => l.sizeBytes > 512n * 1024n).reduce((n, l) => n + Number(l.sizeBytes), 0);
+    assert.equal(proxy.served, big, 'no byte was sent twice');
+    assert.deepEqual(readdirSync(partialDir), [], 'nothing partial is left');
+    await c.api.images.removeImage({ image: ref, allowMissing: false, force: false });
+    await c.api.images.pruneImages({ all: true });
+  });
+
+  it('keeps what a failed pull downloaded for the next pull to resume; prune removes it', async () => {
+    proxy.ranges.clear();
+    proxy.cuts = 1000;
+    assert.match(await code(pull(c, { image: ref })), /^14 .*broke off/);
+    const kept = () => Object.fromEntries(readdirSync(partialDir).map((f) => [f, statSync(path.join(partialDir, f)).size]));
+    const first = kept();
+    assert.ok(Object.keys(first).length > 0, 'the broken-off downloads are kept');
+    for (const [f, size] of Object.entries(first)) assert.equal(size, 4 * proxy.cutAfter, `${f}: four attempts, each resumed where the last broke off`);
+    assert.deepEqual(
+      readdirSync(path.join(d.stateDir, 'images', 'blobs', 'sha256')).filter((f) => f in first),
+      [],
+      'none of them is trusted as a blob',
+    );
+    const pruned = await c.api.images.pruneImages({ all: true });
+    assert.ok(pruned.reclaimedBytes >= BigInt(Object.keys(first).length * 4 * proxy.cutAfter));
+    assert.deepEqual(readdirSync(partialDir), [], 'prune removes what no pull is resuming');
+
+    assert.match(await code(pull(c, { image: ref })), /^14 /);
+    const second = kept();
+    proxy.ranges.clear();
+    proxy.cuts = 0;
+    const img = (await pull(c, { image: ref })).image.value;
+    for (const [f, size] of Object.entries(second)) {
+      const asked = [...proxy.ranges].find(([url]) => url.endsWith(f));
+      assert.deepEqual(asked?.[1], [`bytes=${size}-`], `${f} resumed at byte ${size}`);
+    }
+    assert.deepEqual(readdirSync(partialDir), []);
+    for (const l of img.layers) assert.ok(existsSync(path.join(d.stateDir, 'images', 'layers', l.diffId.slice(7))));
+  });
+  it('keeps an image a create has pulled from a prune until the container is recorded', async () => {
+    proxy.cuts = 0;
+    await c.api.images.pruneImages({ all: true });
+    assert.deepEqual((await c.api.images.listImages({})).images, []);
+    // The create pulls the image, then is held before it records the container.
+    let failed: unknown;
+    const created = c.api.containers.createContainer({ name: 'racer', spec: imageSpec(ref) });
+    created.catch((e: unknown) => (failed = e));
+    await until(() => {
+      if (failed) throw new Error(`the create failed: ${String(failed)}`);
+      return existsSync(path.join(pauses, 'create.after-prepare.paused'));
+    }, 'the create to pause after its pull');
+    const pruned = await c.api.images.pruneImages({ all: true });
+    assert.deepEqual(pruned.images, [], 'the image the create holds is not pruned');
+    writeFileSync(path.join(pauses, 'create.after-prepare.go'), '');
+    const ct = (await created).container!;
+    const pid = (await c.api.containers.startContainer({ name: 'racer' })).container!.status!.initPid;
+    assert.equal(readFileSync(`/proc/${pid}/root/etc/marker`, 'utf8').trim(), 'big', 'the container runs on the image');
+    assert.deepEqual((await c.api.images.getImage({ image: ref })).image!.usedBy, ['racer']);
+    // Once recorded, the container's spec holds the image: still not pruned, now by use.
+    assert.deepEqual((await c.api.images.pruneImages({ all: true })).images, []);
+    await c.api.containers.deleteContainer({ name: 'racer', force: true, allowMissing: false });
+    assert.deepEqual((await c.api.images.pruneImages({ all: true })).images, [ct.spec!.rootfs!.imageDigest]);
   });
 });
 

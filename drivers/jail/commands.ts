@@ -122,7 +122,18 @@ export async function runHostCommand(r: CommandRunner, param: string, line: stri
 }
 
 /** Starts one process in the jail (the driver's `osvirt-helper exec`, stdio on the jail's own). */
-export type JailSpawner = (o: { args: string[]; env: string[]; cwd: string; user?: { uid: number; gid: number } | undefined }) => ChildProcess;
+export type JailSpawner = (o: {
+  args: string[];
+  env: string[];
+  cwd: string;
+  user?: { uid: number; gid: number; additionalGids?: number[] } | undefined;
+}) => ChildProcess;
+
+/** An image's process run as a jail's command: in its own directory, as its own user (exec.jail_user still wins), in the background. */
+export interface ImageProcess {
+  cwd: string;
+  user: { uid: number; gid: number; additionalGids: number[] } | undefined;
+}
 
 /**
  * Run one jail-environment command (exec.start, command, exec.stop). Like jail(8) it waits for
@@ -138,8 +149,9 @@ export async function runJailCommand(
   initPid: number,
   spawnInJail: JailSpawner,
   consoleLog: string,
+  image?: ImageProcess,
 ): Promise<void> {
-  const { argv, background } = typeof command === 'string' ? commandArgv(command) : { argv: command, background: false };
+  const { argv, background } = typeof command === 'string' ? commandArgv(command) : { argv: command, background: !!image };
   const line = typeof command === 'string' ? command : command.join(' ');
   if (!argv.length) return;
   const o = r.options;
@@ -156,17 +168,28 @@ export async function runJailCommand(
     if (!user && /^\d+$/.test(name) && !o.execClean) user = { name, uid: Number(name), gid: Number(name), home: '/', shell: '/bin/sh' };
     if (!user) throw commandFailed(r.jail, param, line, `cannot run: user "${name}" (exec.jail_user) is not in the jail's /etc/passwd`, '', r.stopping);
   }
-  const { env, cwd } = baseEnv(o.execClean, user);
+  const base = baseEnv(o.execClean, user);
+  const env = base.env;
+  const cwd = image && !o.execJailUser ? image.cwd : base.cwd;
   r.logger.info({ container: r.jail, param, command: line }, 'running jail command in the jail');
   const from = await fs.stat(consoleLog).then(
     (st) => st.size,
     () => 0,
   );
+  // The spec's variables (an image's among them) replace the inherited ones of the same name.
+  const vars = new Map<string, string>();
+  for (const e of [...env, ...r.env]) vars.set(e.split('=')[0]!, e);
   const child = spawnInJail({
     args: argv,
-    env: [...env, ...r.env],
+    env: [...vars.values()],
     cwd,
-    user: user && (user.uid !== 0 || user.gid !== 0) ? { uid: user.uid, gid: user.gid } : undefined,
+    user: user
+      ? user.uid !== 0 || user.gid !== 0
+        ? { uid: user.uid, gid: user.gid }
+        : undefined
+      : image?.user && (image.user.uid !== 0 || image.user.gid !== 0 || image.user.additionalGids.length)
+        ? image.user
+        : undefined,
   });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
     child.once('error', (error) => resolve({ code: null, signal: null, error }));

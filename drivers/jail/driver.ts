@@ -270,7 +270,7 @@ export class JailDriver implements Driver {
       for (const d of new ContainerCgroup(this.layout, id).dirs()) args.push('--cgroup', d);
       args.push('--caps', names.join(',') || 'none');
       for (const e of o.env) args.push('--env', e);
-      if (o.user) args.push('--user', `${o.user.uid}:${o.user.gid}`);
+      if (o.user) args.push('--user', `${o.user.uid}:${o.user.gid}${o.user.additionalGids?.length ? ':' + o.user.additionalGids.join(',') : ''}`);
       args.push('--cwd', o.cwd || '/', ...(this.runs.get(id)?.execArgs ?? []), '--', ...o.args);
       const inPipe = readlinkSync(`/proc/${initPid}/fd/0`).startsWith('pipe:');
       const stdin = openSync(`/proc/${initPid}/fd/0`, inPipe ? 'w' : 'r');
@@ -308,6 +308,8 @@ export class JailDriver implements Driver {
         for (const c of o.execCreated) await runHostCommand(r, 'exec.created', c);
         for (const c of o.execStart) await runJailCommand(r, 'exec.start', c, rs.initPid, this.spawner(id, rs.initPid), this.consoleLog(id));
         if (o.command.length) await runJailCommand(r, 'command', o.command, rs.initPid, this.spawner(id, rs.initPid), this.consoleLog(id));
+        else if (plan.imageCommand)
+          await runJailCommand(r, 'command', plan.imageCommand.args, rs.initPid, this.spawner(id, rs.initPid), this.consoleLog(id), plan.imageCommand);
         for (const c of o.execPoststart) await runHostCommand(r, 'exec.poststart', c);
       } catch (e) {
         await this.inner.stop(id, 9, 0).catch(() => undefined);

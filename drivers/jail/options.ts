@@ -97,6 +97,12 @@ export interface JailPlan {
   mounts: Mount[];
   ipPolicy: IpFilterPolicy | undefined;
   execTimeoutMs: number;
+  /**
+   * A jail whose root is an image and that names no exec_start or command runs the image's
+   * process (Entrypoint + Cmd, WorkingDir, User, or the spec's overrides of them) as its
+   * command, in the background: the jail lives as long as it runs (without persist).
+   */
+  imageCommand: { args: string[]; cwd: string; user: { uid: number; gid: number; additionalGids: number[] } | undefined } | undefined;
 }
 
 const HOSTNAME_RE = /^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
@@ -216,7 +222,14 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
 
   // Fields the jail options own.
   const p = spec.process;
-  if (p && (p.args.length || p.tty || p.user || p.cwd)) {
+  // The daemon completed an image's spec (src/images/spec.ts) with the image's process: it is the
+  // jail's command unless the jail names its own.
+  const fromImage = spec.rootfs?.source?.$case === 'image' && !!spec.rootfs.imageDigest;
+  let imageCommand: JailPlan['imageCommand'];
+  if (fromImage && p) {
+    if (p.tty) throw invalidArgument('spec.process.tty', "a jail has no console of its own; its commands write to the jail's output");
+    if (!o.execStart.length && !o.command.length && p.args.length) imageCommand = { args: [...p.args], cwd: p.cwd || '/', user: p.user };
+  } else if (p && (p.args.length || p.tty || p.user || p.cwd)) {
     throw invalidArgument(
       'spec.process',
       'a jail has no init of its own: use spec.jail.exec_start or spec.jail.command (process.env, rlimits and no_new_privileges are allowed)',
@@ -325,7 +338,7 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
   const ipc = used.has('inherit') ? 'host' : 'new';
 
   const persist = o.persist;
-  if (!persist && !o.execStart.length && !o.command.length) {
+  if (!persist && !o.execStart.length && !o.command.length && !imageCommand) {
     throw invalidArgument(`${F}.persist`, 'a jail needs persist, exec_start or command (as jail(8) requires): without a process it would be removed at once');
   }
 
@@ -466,6 +479,7 @@ export async function planJail(spec: ContainerSpec): Promise<JailPlan> {
     mounts,
     ipPolicy,
     execTimeoutMs: o.execTimeout * 1000,
+    imageCommand,
   };
 }
 

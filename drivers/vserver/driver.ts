@@ -7,6 +7,7 @@
 // parts are the network context (host addresses and the cgroup BPF filter,
 // in the lxc extension hooks), context ids, init styles and killseq.
 import { execFileSync } from 'node:child_process';
+import type { ImageStore } from '../../src/images/store';
 import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
@@ -62,6 +63,8 @@ export interface VServerDriverOptions {
   helper?: string | undefined;
   filter?: IpFilterOptions | undefined;
   templates?: Templates | undefined;
+  /** The daemon's image store: a guest may boot from an image (its process runs as a plain init). */
+  images?: ImageStore | undefined;
 }
 
 /** What the driver keeps per guest (<state>/guests/<name>.json). */
@@ -112,6 +115,7 @@ export class VServerDriver implements Driver {
       bridge: opts.bridge,
       helper: opts.helper,
       templates: opts.templates,
+      images: opts.images,
       name: 'vserver',
       extension: {
         beforeLaunch: (id, spec, cg) => this.beforeLaunch(id, spec, cg),

@@ -40,7 +40,12 @@ interface Live {
 
 /** Things outside the core that follow a container's runs (management endpoints). */
 /** Completes a spec at create (e.g. from its image: src/images/spec.ts); may pull. */
-export type SpecPreparer = (spec: ContainerSpec) => Promise<ContainerSpec>;
+/**
+ * Completes a spec at create (an image's pull and defaults). `release` ends
+ * whatever the preparer holds for the create (the image pinned against a
+ * prune); the manager calls it once the create has finished, either way.
+ */
+export type SpecPreparer = (spec: ContainerSpec) => Promise<{ spec: ContainerSpec; release?: (() => void) | undefined }>;
 
 export interface LifecycleHooks {
   /** Before the driver starts it: may add to the spec the driver runs. */
@@ -333,14 +338,25 @@ export class ContainerManager {
     validateName('name', name);
     validateSpec(spec);
     const driver = this.registry.get(spec.driver);
+    let release: (() => void) | undefined;
     if (this.prepareSpec) {
       // Before a pull that could take minutes: a taken name fails at once.
       if (this.live.has(name)) throw alreadyExists('container', name);
-      spec = await this.prepareSpec(spec);
-      // What the preparer filled in (an image's env, user, command) is held to the same rules.
-      validateSpec(spec);
+      const prepared = await this.prepareSpec(spec);
+      spec = prepared.spec;
+      release = prepared.release;
     }
-    const full = spec;
+    try {
+      // What the preparer filled in (an image's env, user, command) is held to the same rules.
+      if (this.prepareSpec) validateSpec(spec);
+      await pausePoint('create.after-prepare', name);
+      return await this.createPrepared(name, spec, driver);
+    } finally {
+      release?.();
+    }
+  }
+
+  private createPrepared(name: string, full: ContainerSpec, driver: Driver): Promise<Container> {
     // The name is reserved under its own lock so two creates cannot both win.
     return this.mutex.run(name, async () => {
       const spec = full;

@@ -5,7 +5,7 @@
 // in /etc/containers/certs.d and /etc/docker/certs.d, and plain HTTP only for
 // registries configured as insecure.
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
@@ -172,10 +172,10 @@ export class RegistryClient {
   }
 
   /** GET with auth: anonymous first, then what the registry's challenge asks for. */
-  private async get(ref: Reference, what: string, accept?: string): Promise<Response> {
+  private async get(ref: Reference, what: string, accept?: string, extra: Record<string, string> = {}): Promise<Response> {
     const url = this.url(ref, what);
     const scope = `repository:${ref.repository}:pull`;
-    const headers: Record<string, string> = { 'user-agent': 'osvirt' };
+    const headers: Record<string, string> = { 'user-agent': 'osvirt', ...extra };
     if (accept) headers['accept'] = accept;
     const cached = this.tokens.get(`${ref.host} ${scope}`);
     if (cached) headers['authorization'] = cached;
@@ -268,14 +268,55 @@ export class RegistryClient {
 
   /**
    * Downloads a blob to `file`, checking its size and sha256 on the way;
-   * `progress` gets the bytes so far. A mismatch removes the file and throws
-   * DATA_LOSS.
+   * `progress` gets the bytes so far.
+   *
+   * What `file` already holds is the beginning of an earlier download of the
+   * same blob (one that broke off, or a daemon that died): it is hashed again
+   * and the rest is asked for with a Range request. A registry that answers
+   * 200 instead of 206 sends the whole blob, and the download starts over. A
+   * connection that breaks after bringing bytes is resumed the same way, up to
+   * three times; what came stays in `file` for the next pull. Nothing is
+   * trusted before the whole blob's digest matches: a mismatch removes the
+   * file and throws DATA_LOSS.
    */
   async blob(ref: Reference, digest: string, size: number, file: string, progress?: (done: number) => void): Promise<void> {
-    const res = await this.get(ref, `blobs/${digest}`);
-    const hash = createHash('sha256');
+    for (let attempt = 1; ; attempt++) {
+      const before = await fileSize(file);
+      try {
+        return await this.blobOnce(ref, digest, size, file, progress);
+      } catch (e) {
+        const gained = (await fileSize(file)) > before;
+        if (e instanceof RegistryError && e.kind === 'UNAVAILABLE' && gained && attempt < 4) continue;
+        throw e;
+      }
+    }
+  }
+
+  private async blobOnce(ref: Reference, digest: string, size: number, file: string, progress?: (done: number) => void): Promise<void> {
+    let have = await fileSize(file);
+    if (have > size) {
+      await fs.rm(file, { force: true });
+      have = 0;
+    }
+    let hash = createHash('sha256');
+    if (have) for await (const chunk of createReadStream(file, { end: have - 1 })) hash.update(chunk as Buffer);
+    const verify = async (done: number) => {
+      const got = `sha256:${hash.digest('hex')}`;
+      if (done !== size || got !== digest) {
+        await fs.rm(file, { force: true });
+        if (done !== size) throw new RegistryError('DATA_LOSS', `blob ${digest} from ${ref.host} has ${done} bytes, its manifest says ${size}`);
+        throw new RegistryError('DATA_LOSS', `blob ${digest} from ${ref.host} has the digest ${got}`);
+      }
+    };
+    if (have === size) return verify(have);
+    const res = await this.get(ref, `blobs/${digest}`, undefined, have ? { range: `bytes=${have}-` } : {});
     let done = 0;
-    const out = createWriteStream(file, { mode: 0o600 });
+    if (have && res.status === 206 && rangeStart(res.headers['content-range']) === have) done = have;
+    else if (res.status === 206) {
+      res.body.resume();
+      throw new RegistryError('DATA_LOSS', `${ref.host} answered a request for bytes ${have}- of ${digest} with "${res.headers['content-range']}"`);
+    } else if (have) hash = createHash('sha256'); // the whole blob again
+    const out = createWriteStream(file, { mode: 0o600, flags: done ? 'a' : 'w' });
     try {
       await new Promise<void>((resolve, reject) => {
         res.body.on('data', (chunk: Buffer) => {
@@ -285,7 +326,9 @@ export class RegistryClient {
             return reject(new RegistryError('DATA_LOSS', `blob ${digest} from ${ref.host} is larger than the ${size} bytes its manifest says`));
           }
           hash.update(chunk);
-          if (!out.write(chunk)) {
+          // Paused only far behind: a connection that breaks while paused loses what it had
+          // buffered, and each byte taken in is one the resume need not fetch again.
+          if (!out.write(chunk) && out.writableLength > 16 << 20) {
             res.body.pause();
             out.once('drain', () => res.body.resume());
           }
@@ -295,16 +338,29 @@ export class RegistryClient {
         res.body.on('error', (e) => reject(new RegistryError('UNAVAILABLE', `download of ${digest} from ${ref.host} broke off: ${e.message}`)));
         res.body.on('aborted', () => reject(new RegistryError('UNAVAILABLE', `download of ${digest} from ${ref.host} broke off`)));
       });
-      await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
-      const got = `sha256:${hash.digest('hex')}`;
-      if (done !== size) throw new RegistryError('DATA_LOSS', `blob ${digest} from ${ref.host} has ${done} bytes, its manifest says ${size}`);
-      if (got !== digest) throw new RegistryError('DATA_LOSS', `blob ${digest} from ${ref.host} has the digest ${got}`);
     } catch (e) {
-      out.destroy();
-      await fs.rm(file, { force: true });
+      // Keep what was written (the next attempt hashes the file again); a wrong blob goes.
+      await new Promise<void>((resolve) => out.end(() => resolve()));
+      if (e instanceof RegistryError && e.kind === 'DATA_LOSS') await fs.rm(file, { force: true });
       throw e;
     }
+    await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+    await verify(done);
   }
+}
+
+async function fileSize(file: string): Promise<number> {
+  try {
+    return (await fs.stat(file)).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** The first byte of a Content-Range header ("bytes 100-199/200"). */
+function rangeStart(h: string | string[] | undefined): number | undefined {
+  const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(String(h ?? '').trim());
+  return m ? Number(m[1]) : undefined;
 }
 
 function readAll(body: http.IncomingMessage, limit: number, binary = false): Promise<string> {

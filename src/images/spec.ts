@@ -20,23 +20,33 @@ import { OsvirtError } from '../core/errors';
 import { ContainerSpec, PullPolicy, Process } from '../gen/osvirt/v1/container';
 import { ImageStore, type ImageRecord } from './store';
 
-/** Pulls (per the spec's policy) and completes a spec whose root is an image; other specs pass through. */
-export async function applyImage(spec: ContainerSpec, store: ImageStore): Promise<ContainerSpec> {
+/**
+ * Pulls (per the spec's policy) and completes a spec whose root is an image;
+ * other specs pass through. The image is pinned in the store, so that a prune
+ * cannot take it before the container that uses it is recorded: `release`
+ * unpins it.
+ */
+export async function applyImage(spec: ContainerSpec, store: ImageStore): Promise<{ spec: ContainerSpec; release?: () => void }> {
   const src = spec.rootfs?.source;
-  if (src?.$case !== 'image') return spec;
+  if (src?.$case !== 'image') return { spec };
   const field = 'spec.rootfs.image';
   store.parseRef(src.value, field);
   const policy = spec.rootfs!.pullPolicy;
-  let rec = store.find(src.value);
-  if (policy === PullPolicy.PULL_POLICY_ALWAYS || (!rec && policy !== PullPolicy.PULL_POLICY_NEVER)) rec = await store.pull(src.value, field, undefined);
-  if (!rec)
+  let held = policy === PullPolicy.PULL_POLICY_ALWAYS ? undefined : await store.pinned(src.value);
+  if (!held && policy !== PullPolicy.PULL_POLICY_NEVER) held = await store.pullPinned(src.value, field);
+  if (!held)
     throw new OsvirtError(
       'FAILED_PRECONDITION',
       'IMAGE_NOT_PRESENT',
       `${field}: ${src.value} is not stored and the pull policy is never; pull it first (osvirt image pull ${src.value})`,
       [{ field, description: 'not stored' }],
     );
-  return completeSpec(spec, rec, store.layerDirs(rec.digest));
+  try {
+    return { spec: completeSpec(spec, held.rec, store.layerDirs(held.rec.digest)), release: held.release };
+  } catch (e) {
+    held.release();
+    throw e;
+  }
 }
 
 /** The spec with the image's defaults filled in under its own fields. */

@@ -24,7 +24,7 @@ import type { Image, ImageConfig, Platform, PullProgress } from '../gen/osvirt/v
 import { formatReference, HOST_RE, nameOf, parseReference, type Reference } from './reference';
 import { MEDIA, RegistryClient, RegistryError, readAuthFiles, type Credentials } from './registry';
 import { compressionOf, LayerError, unpackLayer } from './unpack';
-import { isBlocked, readRegistriesConf, registriesConfFiles, type RegistriesConf } from './registries-conf';
+import { endpoints, isBlocked, resolveAlias, readRegistriesConf, registriesConfFiles, type RegistriesConf } from './registries-conf';
 
 /** images.json's record of one image. */
 interface ImageRecord {
@@ -145,7 +145,8 @@ export class ImageStore {
   }
 
   async init(): Promise<void> {
-    for (const d of ['', 'blobs/sha256', 'layers']) await fs.mkdir(path.join(this.root, d), { recursive: true, mode: 0o700 });
+    // partial/ keeps broken-off downloads for the next pull to resume (nothing there is trusted before its digest matches).
+    for (const d of ['', 'blobs/sha256', 'layers', 'partial']) await fs.mkdir(path.join(this.root, d), { recursive: true, mode: 0o700 });
     await fs.chmod(this.root, 0o700);
     // Whatever a killed daemon was downloading or unpacking is not trusted.
     await fs.rm(path.join(this.root, 'tmp'), { recursive: true, force: true });
@@ -154,6 +155,10 @@ export class ImageStore {
 
   close(): void {
     this.registry.close();
+  }
+
+  private partialPath(digest: string): string {
+    return path.join(this.root, 'partial', hex(digest));
   }
 
   private blobPath(digest: string): string {
@@ -189,7 +194,7 @@ export class ImageStore {
   /** parse(), naming the host's search registries when a short name is refused. */
   parseRef(text: string, field: string): Reference {
     try {
-      return ImageStore.parse(text, field);
+      return ImageStore.parse(resolveAlias(this.conf, text) ?? text, field);
     } catch (e) {
       if (this.conf.search.length && /names no registry host/.test(errorMessage(e))) {
         throw invalidArgument(
@@ -215,7 +220,7 @@ export class ImageStore {
     }
     let name = text;
     try {
-      const r = parseReference(text);
+      const r = parseReference(resolveAlias(this.conf, text) ?? text);
       if (r.digest) return images[r.digest];
       name = nameOf(r);
     } catch {
@@ -271,7 +276,57 @@ export class ImageStore {
     return this.asWriter(() => this.pullNow(text, field, platform, progress));
   }
 
-  private async pullNow(text: string, field: string, platform: Platform | undefined, progress: (p: PullProgress) => void): Promise<ImageRecord> {
+  /**
+   * Digests a create is using before its container is recorded (the
+   * container's spec then names the image): prune keeps them. Taken under the
+   * images.json lock, as prune decides under it.
+   */
+  private readonly pins = new Map<string, number>();
+
+  private pin(digest: string): { release: () => void } {
+    this.pins.set(digest, (this.pins.get(digest) ?? 0) + 1);
+    let done = false;
+    return {
+      release: () => {
+        if (done) return;
+        done = true;
+        const n = (this.pins.get(digest) ?? 1) - 1;
+        if (n > 0) this.pins.set(digest, n);
+        else this.pins.delete(digest);
+      },
+    };
+  }
+
+  /** A stored image, pinned; undefined when it is not stored. */
+  pinned(text: string): Promise<{ rec: ImageRecord; release: () => void } | undefined> {
+    return this.lock.run('images.json', async () => {
+      const rec = this.find(text);
+      return rec ? { rec, ...this.pin(rec.digest) } : undefined;
+    });
+  }
+
+  /** A pull whose image is pinned as it is recorded (prune cannot come between). */
+  async pullPinned(text: string, field: string): Promise<{ rec: ImageRecord; release: () => void }> {
+    let held: { release: () => void } | undefined;
+    const rec = await this.asWriter(() =>
+      this.pullNow(
+        text,
+        field,
+        undefined,
+        () => undefined,
+        (r) => (held = this.pin(r.digest)),
+      ),
+    );
+    return { rec, release: held!.release };
+  }
+
+  private async pullNow(
+    text: string,
+    field: string,
+    platform: Platform | undefined,
+    progress: (p: PullProgress) => void,
+    onRecorded?: (rec: ImageRecord) => void,
+  ): Promise<ImageRecord> {
     const ref = this.parseRef(text, field);
     const blocked = isBlocked(this.conf, ref.host, ref.repository);
     if (blocked)
@@ -283,7 +338,26 @@ export class ImageStore {
         ? { os: platform.os || 'linux', architecture: platform.architecture || hostPlatform().architecture, variant: platform.variant }
         : hostPlatform();
     try {
-      let m = await this.registry.manifest(ref, ref.digest ?? ref.tag!);
+      // Mirrors first, then the (rewritten) location: the first that has the manifest serves the whole pull.
+      const tried: string[] = [];
+      let src: Reference | undefined;
+      let m: Awaited<ReturnType<RegistryClient['manifest']>> | undefined;
+      let firstError: unknown;
+      for (const e of endpoints(this.conf, ref.host, ref.repository, !!ref.digest)) {
+        const at: Reference = { ...ref, host: e.host, repository: e.repository };
+        try {
+          m = await this.registry.manifest(at, ref.digest ?? ref.tag!);
+          src = at;
+          if (tried.length) this.opts.logger.info({ image: text, from: `${e.host}/${e.repository}`, failed: tried }, 'pulling from a later endpoint');
+          break;
+        } catch (err) {
+          firstError ??= err;
+          tried.push(`${e.host}/${e.repository}: ${errorMessage(err)}`);
+          if (!e.mirror) throw err;
+        }
+      }
+      if (!src || !m) throw firstError;
+      const from = src;
       let doc = JSON.parse(m.bytes.toString('utf8')) as { manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] };
       if (m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList || (doc.manifests && !doc.config)) {
         const entries = (doc.manifests ?? []).filter((x) => x.platform);
@@ -301,7 +375,7 @@ export class ImageStore {
             `${formatReference(ref)} has no image for ${[want.os, want.architecture, want.variant].filter(Boolean).join('/')}; it has: ${there || 'none'}`,
           );
         }
-        m = await this.registry.manifest(ref, pick.digest);
+        m = await this.registry.manifest(from, pick.digest);
         doc = JSON.parse(m.bytes.toString('utf8')) as typeof doc;
       }
       if (!(m.mediaType === MEDIA.ociManifest || m.mediaType === MEDIA.dockerManifest) || !doc.config || !doc.layers) {
@@ -311,7 +385,7 @@ export class ImageStore {
       const manifestBytes = m.bytes;
       for (const l of doc.layers) compressionOf(l.mediaType ?? '');
       await this.keepBytes(manifestDigest, manifestBytes);
-      await this.fetch(ref, doc.config, progress);
+      await this.fetch(from, doc.config, progress);
       const config = JSON.parse(await fs.readFile(this.blobPath(doc.config.digest), 'utf8')) as OciConfig;
       const diffIds = config.rootfs?.diff_ids ?? [];
       if (diffIds.length !== doc.layers.length)
@@ -326,7 +400,7 @@ export class ImageStore {
       const worker = async () => {
         for (let l = queue.shift(); l; l = queue.shift()) {
           try {
-            await this.layer(ref, l, progress);
+            await this.layer(from, l, progress);
           } catch (e) {
             queue.length = 0; // the others take no new layer
             throw e;
@@ -348,14 +422,14 @@ export class ImageStore {
         ...(config.created ? { created: config.created } : {}),
         pullTime: new Date().toISOString(),
       };
-      return await this.register(rec);
+      return await this.register(rec, onRecorded);
     } catch (e) {
       throw asOsvirtError(e, text);
     }
   }
 
   /** Records an image whose blobs and layers are all in place; its names move off any other image. */
-  private register(rec: ImageRecord): Promise<ImageRecord> {
+  private register(rec: ImageRecord, onRecorded?: (rec: ImageRecord) => void): Promise<ImageRecord> {
     return this.lock.run('images.json', async () => {
       const images = this.readRecords();
       // A tag names one image: it moves off the one it named before.
@@ -364,6 +438,7 @@ export class ImageStore {
       if (old) rec.names = [...new Set([...old.names, ...rec.names])];
       images[rec.digest] = rec;
       await this.writeRecords(images);
+      onRecorded?.(rec);
       return rec;
     });
   }
@@ -609,7 +684,8 @@ export class ImageStore {
     let p = this.inflight.get(key);
     if (!p) {
       p = (async () => {
-        const tmp = path.join(this.root, 'tmp', `${hex(d.digest)}.${randomBytes(4).toString('hex')}`);
+        // One partial file per blob (one download of it at a time: this map), resumed by the next pull if this one breaks off.
+        const tmp = this.partialPath(d.digest);
         let last = 0;
         await this.registry.blob(ref, d.digest, d.size, tmp, (done) => {
           // At most every 256 KiB, and the end.
@@ -726,7 +802,7 @@ export class ImageStore {
       const images = this.readRecords();
       const removed: string[] = [];
       for (const [d, rec] of Object.entries(images)) {
-        if (inUse.has(d) || (rec.names.length && !all)) continue;
+        if (inUse.has(d) || this.pins.has(d) || (rec.names.length && !all)) continue;
         removed.push(d);
         delete images[d];
       }
@@ -756,6 +832,13 @@ export class ImageStore {
         reclaimed += await du(path.join(this.root, 'layers', f));
         await fs.rm(path.join(this.root, 'layers', f), { recursive: true, force: true });
         layers++;
+      }
+      // Broken-off downloads no pull is resuming now.
+      for (const f of await fs.readdir(path.join(this.root, 'partial'))) {
+        if (this.inflight.has(`blob sha256:${f}`)) continue;
+        const p = path.join(this.root, 'partial', f);
+        reclaimed += (await fs.stat(p).catch(() => ({ size: 0 }))).size;
+        await fs.rm(p, { force: true });
       }
       return { images: removed, blobs, layers, reclaimed };
     });
