@@ -474,4 +474,17 @@ describe('lxc driver (real containers)', function () {
       await remove('stubborn');
     }
   });
+
+  it('delivers a stop signal sent before the init set up its handler, once it has one (no SIGKILL after the timeout)', async () => {
+    // The init only installs its TERM handler after half a second: the stop comes first, and a
+    // namespace's init drops a signal it has no handler for.
+    await run('late', { process: { args: ['/bin/sh', '-c', "sleep 0.5; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"] } });
+    try {
+      const st = (await c.api.containers.stopContainer({ name: 'late', signal: 0, timeout: { seconds: 10n, nanos: 0 } })).container!.status!;
+      assert.equal(st.state, ContainerState.CONTAINER_STATE_STOPPED);
+      assert.deepEqual({ exitCode: st.exitCode, signal: st.signal }, { exitCode: 0, signal: 0 }, 'the init exited through its handler');
+    } finally {
+      await remove('late');
+    }
+  });
 });

@@ -59,7 +59,7 @@ import {
 import { Launcher } from './launcher';
 import { BUSYBOX_DEFAULT_INIT, mountOverlay, Templates } from './rootfs';
 import { isMountpoint, unmountUnder } from '../../src/host/mounts';
-import { pidAlive, pidStartTime } from '../../src/host/processes';
+import { pidAlive, pidStartTime, signalDisposition } from '../../src/host/processes';
 import { IdAllocator, type IdRange } from './idmap';
 import { detectInit, INIT_PATHS, type InitInfo } from './init-detect';
 import { ensureNat, forwardingProblem, natUnavailable, nftPath, publishPorts, sweepPorts, unpublishPorts } from './nat';
@@ -911,6 +911,25 @@ export class LxcDriver implements Driver {
     };
     if (signal !== 9 && timeoutMs > 0) {
       send(signal);
+      let settled = false;
+      void done.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      // A pid namespace's init does not get a signal it has no handler for: one sent before its
+      // program set up its handler (a stop right after a start) is dropped. Send it again once
+      // the handler is there; an init that ignores the signal keeps ignoring it.
+      if (signalDisposition(rt.initPid, signal) === 'default') {
+        const deadline = Date.now() + timeoutMs;
+        void (async () => {
+          while (!settled && Date.now() < deadline) {
+            await SLEEP(20);
+            const d = signalDisposition(rt.initPid, signal);
+            if (d === 'caught') return send(signal);
+            if (d !== 'default') return;
+          }
+        })();
+      }
       const t = await Promise.race([done.then(() => true), SLEEP(timeoutMs).then(() => false)]);
       if (t) return done;
     }

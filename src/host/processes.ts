@@ -65,3 +65,24 @@ export function pidsWithCmdline(needle: string): number[] {
   }
   return out;
 }
+
+/**
+ * How `pid` handles signal `sig` (1-64), from the SigCgt and SigIgn masks of
+ * /proc/<pid>/status: 'caught' (a handler), 'ignored', 'default'; undefined
+ * when there is no such process.
+ */
+export function signalDisposition(pid: number, sig: number): 'caught' | 'ignored' | 'default' | undefined {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const bit = (name: string) => {
+    const m = new RegExp(`^${name}:\\s*([0-9a-f]+)$`, 'm').exec(status);
+    return m ? (BigInt(`0x${m[1]}`) >> BigInt(sig - 1)) & 1n : 0n;
+  };
+  if (bit('SigCgt')) return 'caught';
+  if (bit('SigIgn')) return 'ignored';
+  return 'default';
+}

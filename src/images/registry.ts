@@ -9,6 +9,7 @@ import { createReadStream, createWriteStream, existsSync, promises as fs, readdi
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
+import type { Writable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import type { Reference } from './reference';
 
@@ -279,24 +280,34 @@ export class RegistryClient {
    * trusted before the whole blob's digest matches: a mismatch removes the
    * file and throws DATA_LOSS.
    */
-  async blob(ref: Reference, digest: string, size: number, file: string, progress?: (done: number) => void): Promise<void> {
+  async blob(ref: Reference, digest: string, size: number, file: string, progress?: (done: number) => void, tee?: Writable): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       const before = await fileSize(file);
       try {
-        return await this.blobOnce(ref, digest, size, file, progress);
+        await this.blobOnce(ref, digest, size, file, progress, tee);
+        tee?.end();
+        return;
       } catch (e) {
         const gained = (await fileSize(file)) > before;
         if (e instanceof RegistryError && e.kind === 'UNAVAILABLE' && gained && attempt < 4) continue;
+        tee?.destroy(e as Error);
         throw e;
       }
     }
   }
 
-  private async blobOnce(ref: Reference, digest: string, size: number, file: string, progress?: (done: number) => void): Promise<void> {
+  /**
+   * One request for the blob (or its rest). `tee`, when given, gets every
+   * byte in order, from the first: it must start with an empty `file`, and
+   * is destroyed if the download has to start over.
+   */
+  private async blobOnce(ref: Reference, digest: string, size: number, file: string, progress?: (done: number) => void, tee?: Writable): Promise<void> {
     let have = await fileSize(file);
     if (have > size) {
       await fs.rm(file, { force: true });
       have = 0;
+      tee?.destroy(new RegistryError('UNAVAILABLE', `the download of ${digest} started over`));
+      tee = undefined;
     }
     let hash = createHash('sha256');
     if (have) for await (const chunk of createReadStream(file, { end: have - 1 })) hash.update(chunk as Buffer);
@@ -315,8 +326,13 @@ export class RegistryClient {
     else if (res.status === 206) {
       res.body.resume();
       throw new RegistryError('DATA_LOSS', `${ref.host} answered a request for bytes ${have}- of ${digest} with "${res.headers['content-range']}"`);
-    } else if (have) hash = createHash('sha256'); // the whole blob again
+    } else if (have) {
+      hash = createHash('sha256'); // the whole blob again
+      tee?.destroy(new RegistryError('UNAVAILABLE', `${ref.host} sent ${digest} from its start again`));
+      tee = undefined;
+    }
     const out = createWriteStream(file, { mode: 0o600, flags: done ? 'a' : 'w' });
+    let teeWait = false;
     try {
       await new Promise<void>((resolve, reject) => {
         res.body.on('data', (chunk: Buffer) => {
@@ -331,6 +347,20 @@ export class RegistryClient {
           if (!out.write(chunk) && out.writableLength > 16 << 20) {
             res.body.pause();
             out.once('drain', () => res.body.resume());
+          }
+          // The unpacker reading along sets the pace when it falls behind (and drops out when it fails).
+          if (tee && !tee.destroyed && !tee.write(chunk) && !teeWait) {
+            const t = tee;
+            teeWait = true;
+            res.body.pause();
+            const go = () => {
+              teeWait = false;
+              t.off('drain', go);
+              t.off('close', go);
+              res.body.resume();
+            };
+            t.on('drain', go);
+            t.on('close', go);
           }
           progress?.(done);
         });

@@ -12,7 +12,7 @@
 // its digest matched, a layer into layers/ only after its diff_id did.
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, createReadStream, createWriteStream, existsSync, promises as fs, readFileSync } from 'node:fs';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { create as tarCreate, extract as tarExtract } from 'tar';
 import * as path from 'node:path';
@@ -674,26 +674,38 @@ export class ImageStore {
     await fs.rename(tmp, this.blobPath(digest));
   }
 
-  /** A blob into blobs/, downloaded once even when several pulls want it. */
-  private fetch(ref: Reference, d: Descriptor, progress: (p: PullProgress) => void): Promise<void> {
+  /** A blob into blobs/, downloaded once even when several pulls want it; `tee` gets its bytes as they come. */
+  private fetch(ref: Reference, d: Descriptor, progress: (p: PullProgress) => void, tee?: Writable): Promise<void> {
     if (existsSync(this.blobPath(d.digest))) {
+      tee?.destroy(new Error('the blob is stored'));
       progress({ digest: d.digest, status: 'exists', bytesDone: BigInt(d.size), bytesTotal: BigInt(d.size) });
       return Promise.resolve();
     }
     const key = `blob ${d.digest}`;
     let p = this.inflight.get(key);
-    if (!p) {
+    if (p) tee?.destroy(new Error('another pull downloads the blob'));
+    else {
       p = (async () => {
         // One partial file per blob (one download of it at a time: this map), resumed by the next pull if this one breaks off.
         const tmp = this.partialPath(d.digest);
         let last = 0;
-        await this.registry.blob(ref, d.digest, d.size, tmp, (done) => {
-          // At most every 256 KiB, and the end.
-          if (done - last >= 256 * 1024 || done === d.size) {
-            last = done;
-            progress({ digest: d.digest, status: 'downloading', bytesDone: BigInt(done), bytesTotal: BigInt(d.size) });
-          }
-        });
+        // Only a download from the first byte can feed a reader along the way.
+        const along = tee && !existsSync(tmp) ? tee : undefined;
+        if (tee && !along) tee.destroy(new Error('resuming a partial download'));
+        await this.registry.blob(
+          ref,
+          d.digest,
+          d.size,
+          tmp,
+          (done) => {
+            // At most every 256 KiB, and the end.
+            if (done - last >= 256 * 1024 || done === d.size) {
+              last = done;
+              progress({ digest: d.digest, status: 'downloading', bytesDone: BigInt(done), bytesTotal: BigInt(d.size) });
+            }
+          },
+          along,
+        );
         await fs.rename(tmp, this.blobPath(d.digest));
         progress({ digest: d.digest, status: 'verified', bytesDone: BigInt(d.size), bytesTotal: BigInt(d.size) });
       })().finally(() => this.inflight.delete(key));
@@ -702,45 +714,64 @@ export class ImageStore {
     return p;
   }
 
-  /** A layer downloaded (if need be) and unpacked into layers/<diff_id>. */
+  /** A layer downloaded (if need be) and unpacked into layers/<diff_id>, unpacked as it downloads when it can be. */
   private async layer(ref: Reference, l: ImageRecord['layers'][number], progress: (p: PullProgress) => void): Promise<void> {
-    await this.unpacked(l, () => this.fetch(ref, { digest: l.digest, size: l.size }, progress), progress);
+    await this.unpacked(l, (tee) => this.fetch(ref, { digest: l.digest, size: l.size }, progress, tee), progress);
   }
 
-  /** A layer unpacked into layers/<diff_id>, its blob brought into blobs/ by `blob` first. */
-  private async unpacked(l: ImageRecord['layers'][number], blob: () => Promise<void>, progress: (p: PullProgress) => void): Promise<void> {
+  /**
+   * A layer unpacked into layers/<diff_id>, its blob brought into blobs/ by
+   * `blob` first, or at the same time: a fresh download is unpacked as its
+   * bytes come (`blob` feeds the stream it is given, or destroys it when it
+   * cannot: the blob was stored, another pull downloads it, a partial
+   * download resumes). The layer is renamed into place only once the blob's
+   * digest and the layer's diff_id both matched; when the unpack along the
+   * download did not finish, the verified blob is unpacked again from its file.
+   */
+  private async unpacked(l: ImageRecord['layers'][number], blob: (tee?: Writable) => Promise<void>, progress: (p: PullProgress) => void): Promise<void> {
     if (existsSync(this.layerPath(l.diffId)) && existsSync(this.blobPath(l.digest))) {
       progress({ digest: l.digest, status: 'exists', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
       return;
     }
-    // The blob too, also when another image's blob (say, differently compressed) gave the same layer: export needs it.
-    await blob();
-    if (existsSync(this.layerPath(l.diffId))) {
+    const key = `layer ${l.diffId}`;
+    if (existsSync(this.layerPath(l.diffId)) || this.inflight.has(key)) {
+      // The blob too, also when another image's blob (say, differently compressed) gave the same layer: export needs it.
+      await blob();
+      await this.inflight.get(key);
       progress({ digest: l.digest, status: 'done', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
       return;
     }
-    const key = `layer ${l.diffId}`;
-    let p = this.inflight.get(key);
-    if (!p) {
-      p = (async () => {
-        if (existsSync(this.layerPath(l.diffId))) return;
-        progress({ digest: l.digest, status: 'unpacking', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
-        const tmp = path.join(this.root, 'tmp', `layer-${hex(l.diffId).slice(0, 16)}.${randomBytes(4).toString('hex')}`);
-        await fs.mkdir(tmp, { mode: 0o755 });
-        try {
-          const r = await unpackLayer(this.blobPath(l.digest), compressionOf(l.mediaType), tmp);
-          if (r.diffId !== l.diffId)
-            throw new OsvirtError('DATA_LOSS', 'DIGEST_MISMATCH', `layer ${l.digest} unpacks to ${r.diffId}, the image config says ${l.diffId}`);
-          if (r.skipped.length) this.opts.logger.info({ layer: l.digest, skipped: r.skipped.slice(0, 20) }, 'entries of a layer not unpacked');
-          await fs.rename(tmp, this.layerPath(l.diffId));
-        } catch (e) {
+    const p = (async () => {
+      const tmp = path.join(this.root, 'tmp', `layer-${hex(l.diffId).slice(0, 16)}.${randomBytes(4).toString('hex')}`);
+      await fs.mkdir(tmp, { mode: 0o755 });
+      try {
+        const along = new PassThrough({ highWaterMark: 1 << 20 });
+        along.on('error', () => undefined); // its failures come back through the two promises
+        // A blob function that did not feed the stream (an import adopting its file) ends it here, unfinished.
+        const fed = blob(along).finally(() => {
+          if (!along.writableEnded) along.destroy(new Error('the layer was not streamed'));
+        });
+        const [got, unpacked] = await Promise.allSettled([fed, unpackLayer(along, compressionOf(l.mediaType), tmp)]);
+        if (got.status === 'rejected') throw got.reason;
+        let r = unpacked.status === 'fulfilled' ? unpacked.value : undefined;
+        if (!r) {
+          // The stream was not fed (or broke off and resumed): unpack the verified blob.
           await fs.rm(tmp, { recursive: true, force: true });
-          throw e;
+          await fs.mkdir(tmp, { mode: 0o755 });
+          progress({ digest: l.digest, status: 'unpacking', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
+          r = await unpackLayer(this.blobPath(l.digest), compressionOf(l.mediaType), tmp);
         }
-        progress({ digest: l.digest, status: 'done', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
-      })().finally(() => this.inflight.delete(key));
-      this.inflight.set(key, p);
-    }
+        if (r.diffId !== l.diffId)
+          throw new OsvirtError('DATA_LOSS', 'DIGEST_MISMATCH', `layer ${l.digest} unpacks to ${r.diffId}, the image config says ${l.diffId}`);
+        if (r.skipped.length) this.opts.logger.info({ layer: l.digest, skipped: r.skipped.slice(0, 20) }, 'entries of a layer not unpacked');
+        await fs.rename(tmp, this.layerPath(l.diffId));
+      } catch (e) {
+        await fs.rm(tmp, { recursive: true, force: true });
+        throw e;
+      }
+      progress({ digest: l.digest, status: 'done', bytesDone: BigInt(l.size), bytesTotal: BigInt(l.size) });
+    })().finally(() => this.inflight.delete(key));
+    this.inflight.set(key, p);
     await p;
   }
 

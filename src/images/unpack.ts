@@ -85,11 +85,12 @@ export interface UnpackResult {
 }
 
 /**
- * Unpacks `blob` into the empty directory `dir`. Throws LayerError for a
- * layer it refuses; `dir` is then in an unknown state (callers unpack into a
- * temporary directory and remove it).
+ * Unpacks `blob` (a file, or the layer's bytes as they download) into the
+ * empty directory `dir`. Throws LayerError for a layer it refuses; `dir` is
+ * then in an unknown state (callers unpack into a temporary directory and
+ * remove it).
  */
-export async function unpackLayer(blob: string, compression: Compression, dir: string): Promise<UnpackResult> {
+export async function unpackLayer(blob: string | Readable, compression: Compression, dir: string): Promise<UnpackResult> {
   const hash = createHash('sha256');
   const hasher = new Transform({
     transform(chunk: Buffer, _e, cb) {
@@ -97,7 +98,7 @@ export async function unpackLayer(blob: string, compression: Compression, dir: s
       cb(null, chunk);
     },
   });
-  const stages: (Readable | Transform)[] = [createReadStream(blob)];
+  const stages: (Readable | Transform)[] = [typeof blob === 'string' ? createReadStream(blob) : blob];
   if (compression === 'gzip') stages.push(createGunzip());
   if (compression === 'zstd') stages.push(zstdStream());
   stages.push(hasher);

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as readline from 'node:readline';
 import { isMountpoint, mountsUnder } from '../../src/host/mounts';
-import { parentPid, pidAlive, pidStartTime, pidState } from '../../src/host/processes';
+import { parentPid, pidAlive, pidStartTime, pidState, signalDisposition } from '../../src/host/processes';
 import { until } from '../../src/testing/until';
 
 const MOUNTINFO = [
@@ -50,6 +50,20 @@ describe('host helpers (no root)', () => {
     assert.equal(pidAlive(0), false);
     assert.equal(pidAlive(-1), false);
     assert.equal(pidStartTime(0), undefined);
+  });
+
+  it("reads a process's signal dispositions: caught, ignored, default", async () => {
+    const sh = spawn('/bin/sh', ['-c', "trap 'exit 0' TERM; trap '' HUP; echo ready; while :; do sleep 1; done"], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise((resolve) => sh.stdout!.once('data', resolve));
+      assert.equal(signalDisposition(sh.pid!, 15), 'caught');
+      assert.equal(signalDisposition(sh.pid!, 1), 'ignored');
+      assert.equal(signalDisposition(sh.pid!, 10), 'default');
+    } finally {
+      sh.kill('SIGKILL');
+      await new Promise((resolve) => sh.once('exit', resolve));
+    }
+    assert.equal(signalDisposition(sh.pid!, 15), undefined, 'gone');
   });
 
   it('until retries while the probe throws or is falsy, returns its value, and reports the last error at the deadline', async () => {
