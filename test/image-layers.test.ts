@@ -4,7 +4,10 @@
 // was created inside it.
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cleanPath, unpackLayer } from '../src/images/unpack';
@@ -175,4 +178,54 @@ describe('image layers: unpacking contains hostile tars', function () {
     const raw = execFileSync('sh', ['-c', `gzip -dc ${tar} | sha256sum`], { encoding: 'utf8' }).split(' ')[0];
     assert.equal(r.diffId, `sha256:${raw}`);
   });
+});
+
+describe('image layers: content comes out exactly as it went in', function () {
+  this.timeout(60000);
+  let work: string;
+  before(function () {
+    if (!isRoot()) return this.skip();
+    work = mkdtempSync(path.join(os.tmpdir(), 'osvirt-layer-content-'));
+    const src = path.join(work, 'src');
+    mkdirSync(path.join(src, 'a', 'b'), { recursive: true });
+    // Big and small files of random bytes: a write that kept a buffer the decompressor reuses would show.
+    writeFileSync(path.join(src, 'big'), randomBytes(5 * 1048576 + 12345));
+    writeFileSync(path.join(src, 'a', 'mid'), randomBytes(1048576));
+    for (let i = 0; i < 20; i++) writeFileSync(path.join(src, 'a', 'b', `small${i}`), randomBytes(100 + i * 997));
+    execFileSync('tar', ['-C', src, '-czf', path.join(work, 'layer.tar.gz'), '.']);
+  });
+  after(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  const digestOf = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+  const files = (dir: string): string[] =>
+    readdirSync(dir, { recursive: true, encoding: 'utf8' })
+      .filter((f) => statSync(path.join(dir, f)).isFile())
+      .sort();
+
+  for (const how of ['from the file', 'from a stream of odd-sized chunks']) {
+    it(`unpacks a gzip layer ${how}: every file's bytes, and the diff_id of the tar`, async () => {
+      const out = path.join(work, how.replace(/\W+/g, '-'));
+      mkdirSync(out);
+      const blob = path.join(work, 'layer.tar.gz');
+      let source: string | Readable = blob;
+      if (how !== 'from the file') {
+        const bytes = readFileSync(blob);
+        source = Readable.from(
+          (function* () {
+            for (let i = 0, n = 1; i < bytes.length; i += n, n = (n * 7 + 13) % 70000 || 1) yield bytes.subarray(i, i + n);
+          })(),
+        );
+      }
+      const r = await unpackLayer(source, 'gzip', out);
+      const tarDigest = createHash('sha256')
+        .update(gunzipSync(readFileSync(blob)))
+        .digest('hex');
+      assert.equal(r.diffId, `sha256:${tarDigest}`);
+      const src = path.join(work, 'src');
+      assert.deepEqual(files(out), files(src));
+      for (const f of files(src)) assert.equal(digestOf(path.join(out, f)), digestOf(path.join(src, f)), f);
+    });
+  }
 });

@@ -183,7 +183,7 @@ function dumpedIdRange(initPid: number): { uid: number; gid: number; size: numbe
 }
 
 /** How CRIU names the file behind fd 0..2 of the init, and whether it is the monitor's. */
-function stdioKey(initPid: number, others: number[]): CheckpointConfig['stdio'] {
+function stdioKey(initPid: number): CheckpointConfig['stdio'] {
   const ttyKey = (file: string) => {
     const st = statSync(file);
     // Unix98 pty slaves have majors 136..143.
@@ -204,25 +204,14 @@ function stdioKey(initPid: number, others: number[]): CheckpointConfig['stdio'] 
   // A booted distribution's init gives its stdio up (systemd reopens /dev/null),
   // and its getty holds the console instead: the monitor's pty, whose master is
   // outside the container, so it is external like an init's console would be.
-  const consoleDev = (() => {
-    try {
-      return statSync(`/proc/${initPid}/root/dev/console`).rdev;
-    } catch {
-      return undefined;
-    }
-  })();
-  if (consoleDev === undefined) return { kind: 'none', key: '' };
-  for (const pid of others) {
-    for (const fd of [0, 1, 2]) {
-      try {
-        const file = `/proc/${pid}/fd/${fd}`;
-        if (statSync(file).rdev !== consoleDev) continue;
-        const key = ttyKey(file);
-        if (key) return { kind: 'tty', key };
-      } catch {
-        // gone, or no such fd
-      }
-    }
+  // It is named from /dev/console itself, not from whoever holds it: at the
+  // moment of the dump the getty may be between opening it and making it its
+  // stdio, while systemd or another process holds it on a higher descriptor.
+  try {
+    const key = ttyKey(`/proc/${initPid}/root/dev/console`);
+    if (key) return { kind: 'tty', key };
+  } catch {
+    // no console
   }
   return { kind: 'none', key: '' };
 }
@@ -389,7 +378,7 @@ export class LxcCheckpointer {
     const cpDir = path.dirname(imageDir);
     const manageMode = MANAGE_MODE[o.manageCgroupsMode] ?? 'SOFT';
 
-    const stdio = stdioKey(rt.initPid, await this.h.cgroup(id).pids());
+    const stdio = stdioKey(rt.initPid);
     const external = ['mnt[/]:ROOT'];
     const mounts = externalMounts(rt.initPid).map((mountpoint, i) => ({
       mountpoint,
