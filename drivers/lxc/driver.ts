@@ -267,6 +267,12 @@ export class LxcDriver implements Driver {
     return new ContainerCgroup(this.layout, id);
   }
 
+  /** The container whose IPC namespace a start joins (share_ipc_with): the core locks it with the start. */
+  async dependencies(_id: string, spec: ContainerSpec): Promise<string[]> {
+    const peer = spec.driverOptions?.$case === 'lxc' ? spec.driverOptions.value.shareIpcWith : '';
+    return peer ? [peer] : [];
+  }
+
   async validate(id: string, spec: ContainerSpec): Promise<void> {
     const src = spec.rootfs?.source;
     if (!src) throw invalidArgument('spec.rootfs', 'is required: a template ("busybox"), a path, or host: {} for an application container');
