@@ -2,7 +2,8 @@
 // checkpoint under a new name B reads A's checkpoint directory, so deleting
 // that checkpoint (or A itself, which deletes A's checkpoints) must wait, and
 // so must a delete during an export. A start of a container that joins A's
-// namespaces has read A's init pid, so A must not go away before the join.
+// namespaces (network.container, or lxc's share_ipc_with, which only the
+// driver reads) has read A's init pid, so A must not go away before the join.
 // The window is held open deterministically: the daemon pauses the first
 // operation just before its driver acts (OSVIRT_PAUSE_POINTS,
 // src/core/faults.ts), the test starts the competing call, waits until that
@@ -184,6 +185,28 @@ describe('lock races (pause points)', function () {
     const joiner = (await c.api.containers.getContainer({ name: 'joiner' })).container!;
     assert.equal(joiner.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
     assert.equal(readlinkSync(`/proc/${joiner.status!.initPid}/ns/net`), hostNet);
+    assert.ok(!existsSync(`/proc/${hostPid}`), "the host's init outlived its delete");
+    assert.equal(await sh(c, 'joiner', 'echo joined'), 'joined');
+  });
+
+  // share_ipc_with is an lxc option the core does not read: the driver names the peer (Driver.dependencies).
+  it('DeleteContainer of a container whose IPC namespace another joins (lxc share_ipc_with) waits for that start', async () => {
+    await c.api.containers.createContainer({ name: 'host', spec: busybox() });
+    const hostPid = (await c.api.containers.startContainer({ name: 'host' })).container!.status!.initPid;
+    const hostIpc = readlinkSync(`/proc/${hostPid}/ns/ipc`);
+    await c.api.containers.createContainer({ name: 'joiner', spec: busybox({ driverOptions: { $case: 'lxc', value: { shareIpcWith: 'host' } } }) });
+    const r = await race(
+      'start.before-driver',
+      () => c.api.containers.startContainer({ name: 'joiner' }),
+      'host',
+      () => c.api.containers.deleteContainer({ name: 'host', force: true, allowMissing: false }),
+    );
+    assertFulfilled(r.first, 'the start of the joiner');
+    assert.ok(r.otherWaited, 'DeleteContainer did not wait for the start that joins its IPC namespace');
+    assert.equal(r.other.status, 'fulfilled');
+    const joiner = (await c.api.containers.getContainer({ name: 'joiner' })).container!;
+    assert.equal(joiner.status?.state, ContainerState.CONTAINER_STATE_RUNNING);
+    assert.equal(readlinkSync(`/proc/${joiner.status!.initPid}/ns/ipc`), hostIpc);
     assert.ok(!existsSync(`/proc/${hostPid}`), "the host's init outlived its delete");
     assert.equal(await sh(c, 'joiner', 'echo joined'), 'joined');
   });

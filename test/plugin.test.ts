@@ -5,14 +5,17 @@
 // killed leaves its containers UNKNOWN and its calls UNAVAILABLE, and once
 // it is back the daemon recovers their states.
 import { strict as assert } from 'node:assert';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { status as Code, type ServiceError } from '@grpc/grpc-js';
+import { Server, ServerCredentials, status as Code, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { ContainerState, StateReason } from '../src/gen/osvirt/v1/container';
 import { DriverHealth } from '../src/gen/osvirt/v1/system_service';
 import { DRIVER_PROTOCOL_VERSION, RuntimeStatus, type Driver } from '../src/core/driver';
 import { connect } from '../src/client';
 import { serveDriver, type ServedDriver } from '../src/plugin/driver-server';
+import { RemoteDriver } from '../src/plugin/remote-driver';
+import { DriverServiceService } from '../src/gen/osvirt/driver/v1/driver';
 import { formatHandshake, parseHandshake } from '../src/plugin/handshake';
 import { parseDriverFlag, parseManifest } from '../src/plugin/manifest';
 import { runDaemonSuite } from '../src/conformance/daemon-suite';
@@ -52,6 +55,63 @@ describe('plugin handshake and manifests', () => {
     assert.throws(() => parseManifest('{"name":"r","socket":"/x","executable":"/y"}', 'f.json'), /either/);
     assert.deepEqual(parseDriverFlag('lxc2=unix:///tmp/l.sock'), { name: 'lxc2', source: '--driver', socket: 'unix:///tmp/l.sock' });
     assert.throws(() => parseDriverFlag('lxc2=/tmp/l.sock'), /unix:\/\/\//);
+  });
+});
+
+describe('Dependencies over the driver protocol', () => {
+  let dir: string;
+  const served: { close(): Promise<void> }[] = [];
+  before(() => (dir = mkdtempSync(path.join(os.tmpdir(), 'osvirt-deps-'))));
+  after(async () => {
+    for (const s of served) await s.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const spec = busybox({ driverOptions: { $case: 'lxc', value: { shareIpcWith: 'peer' } } });
+
+  it("carries a driver's dependencies; a driver without the method, or a plugin without the RPC (UNIMPLEMENTED), has none", async () => {
+    const stub = (deps?: Driver['dependencies']): Driver => {
+      const no = () => Promise.reject(new Error('not called'));
+      return {
+        name: 'stub',
+        init: no,
+        info: no,
+        validate: no,
+        create: no,
+        start: no,
+        stop: no,
+        kill: no,
+        delete: no,
+        state: no,
+        wait: no,
+        recover: no,
+        dependencies: deps,
+      };
+    };
+    const withDeps = await serveDriver(
+      stub(async (_id, s) => (s.driverOptions?.$case === 'lxc' ? [s.driverOptions.value.shareIpcWith] : [])),
+      path.join(dir, 'with.sock'),
+    );
+    served.push(withDeps);
+    const without = await serveDriver(stub(), path.join(dir, 'without.sock'));
+    served.push(without);
+    // A plugin built before Dependencies existed: the service with no handler for it.
+    const old = new Server();
+    old.addService(DriverServiceService, {} as UntypedServiceImplementation);
+    const oldSock = path.join(dir, 'old.sock');
+    await new Promise<void>((resolve, reject) => old.bindAsync(`unix://${oldSock}`, ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+    served.push({ close: async () => void old.forceShutdown() });
+    for (const [sock, want] of [
+      [withDeps.socketPath, ['peer']],
+      [without.socketPath, []],
+      [oldSock, []],
+    ] as const) {
+      const r = new RemoteDriver('stub', `unix://${sock}`);
+      try {
+        assert.deepEqual(await r.dependencies('c1', spec), want, sock);
+      } finally {
+        await r.close();
+      }
+    }
   });
 });
 

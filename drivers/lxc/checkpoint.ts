@@ -18,6 +18,18 @@
 // - the veth's host end: `veth[<host end>]`, then `veth[<inside>]:<host end>@<bridge>`;
 // - cgroups: CRIU moves the tasks into osvirt/<name> (cg_root), which the driver creates first.
 // The network namespace itself (addresses, routes, sockets) is in the images.
+//
+// What it works with (CheckpointDeps): the lxc driver's own parts, the same
+// objects a start uses, each with one job: ContainerFiles (where a
+// container's state lives), UserNamespaces (its id range, which a restore
+// adopts from the image), ContainerRootfs (mounting the root again, the upper
+// dir), ContainerNetwork (the bridge's addresses, NAT, published ports, the
+// generated resolv.conf), ContainerRuns (cgroups, the exit watch, the cleanup
+// after a run) and the LxcExtension hooks of a driver built on this one (jail
+// and vserver re-create their host addresses and filters in beforeLaunch,
+// undo them in afterStop, and may checkpoint on the host's network stack).
+// So a restored container is a run like a started one: the same watch ends
+// it and the same cleanup undoes it.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fs, existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
@@ -34,50 +46,44 @@ import { CriuError, CriuRpcClient } from '../../src/criu/criu-rpc';
 import { readStats } from '../../src/criu/criu-stats';
 import { faultPoint } from '../../src/core/faults';
 import type { ContainerCgroup } from './cgroups';
+import type { ContainerFiles } from './container-files';
+import type { ContainerNetwork } from './container-network';
+import type { LxcExtension } from './extension';
 import { readExitRecord, removeMonitorDir } from './monitor';
 import { pidAlive, pidStartTime } from '../../src/host/processes';
-import { ensureBridge, hasKernelFeature, ip, ipIn, linkExists, teardownNetwork, type BridgeConfig, type Ipam, type NetworkRuntime } from './network';
+import { ensureBridge, hasKernelFeature, ip, ipIn, linkExists, teardownNetwork, type NetworkRuntime } from './network';
 import { isMountpoint, unmountUnder } from '../../src/host/mounts';
-import { readRuntime, removeRuntime, runtimeNow, writeRuntime, type LxcRuntime } from './runtime-file';
+import type { ContainerRootfs } from './rootfs';
+import type { ContainerRuns } from './runs';
+import { removeRuntime, runtimeNow, writeRuntime, type LxcRuntime } from './runtime-file';
+import type { UserNamespaces } from './user-namespaces';
 
 const run = promisify(execFile);
 
 /** Directories a booted distribution's daemons watch with inotify, beyond CRIU's own hints. */
 const IRMAP_HINTS = ['/usr/share/dbus-1', '/etc/dbus-1', '/etc/systemd', '/usr/lib/systemd'];
 
-/** What the driver lends this module. */
-export interface CheckpointHost {
-  stateDir: string;
+/**
+ * The driver's parts the checkpointer works with: the same objects a start
+ * uses, so a restore builds a run exactly as a start does and leaves it to the
+ * same exit watch and cleanup.
+ */
+export interface CheckpointDeps {
+  /** The native helper (CRIU's RPC bridge and the restored container's monitor). */
   helper: string;
   logger: Logger;
-  bridge: BridgeConfig;
-  ipam: Ipam;
-  dir(id: string): string;
-  monitorDir(id: string): string;
-  cgroup(id: string): ContainerCgroup;
-  /** Undo everything a run put on the host (network, cgroups, mounts, runtime.json). */
-  cleanup(id: string): Promise<void>;
-  prepareRootfs(id: string, spec: ContainerSpec): Promise<{ rootfs: string; mounted: string; extraMounts: string[] }>;
-  /** Make the restored container's id range the one its image was dumped with. */
-  adoptIdRange(id: string, range: { uid: number; gid: number; size: number }): Promise<void>;
-  /** The host uid and gid of the container's root when it runs in a user namespace. */
-  rootIds(id: string, spec: ContainerSpec): Promise<{ uid: number; gid: number } | undefined>;
-  /** The driver's exit watch: resolves after the init exited and cleanup ran. */
-  wait(id: string): Promise<RuntimeState>;
-  /** Forget a finished exit watch (a new init is running). */
-  forgetWait(id: string): void;
-  /** Containers on the host's network stack may be checkpointed too. */
-  hostNetwork?: boolean;
-  /** The extension's hook, run again on restore once the cgroups exist (e.g. BPF filters). */
-  beforeLaunch?: ((id: string, spec: ContainerSpec, cg: ContainerCgroup) => Promise<void>) | undefined;
-  /** The extension's hook, run when a restore fails after beforeLaunch (e.g. remove host addresses). */
-  afterStop?: ((id: string) => Promise<void>) | undefined;
-  /** Publish spec.ports to the container's address on the bridge, as a start does. */
-  publish(id: string, bridge: string, address: string, spec: ContainerSpec): Promise<void>;
-  /** Remove the container's port rules (a failed restore). Idempotent. */
-  unpublish(id: string): Promise<void>;
-  /** A file of the driver's that a start binds at this mountpoint (a generated resolv.conf), made for this container. */
-  hostFile(id: string, spec: ContainerSpec, mountpoint: string): Promise<string | undefined>;
+  /** Where each container's state lives (its dir, monitor dir, runtime.json, spec.json); criu-run/ is in its state dir. */
+  files: ContainerFiles;
+  /** The containers' id ranges: a restore adopts the range its image was dumped with. */
+  userNs: UserNamespaces;
+  /** Root filesystems: mounted again for a restore; their upper dir is rootfs-diff.tar. */
+  rootfs: ContainerRootfs;
+  /** The daemon's bridge and addresses, NAT and published ports, the generated resolv.conf. */
+  network: ContainerNetwork;
+  /** Cgroups, the exit watch and the cleanup of a run. */
+  runs: ContainerRuns;
+  /** The hooks of a driver built on this one (jail, vserver), run on restore as on a start. */
+  ext: LxcExtension;
 }
 
 /** config.dump: how the dumped container was wired, for restore. */
@@ -253,11 +259,11 @@ export class LxcCheckpointer {
   private client?: CriuRpcClient;
   private version = '';
 
-  constructor(private readonly h: CheckpointHost) {}
+  constructor(private readonly d: CheckpointDeps) {}
 
   /** The tmpfs criu sees as /run, so its kernel-feature cache (criu.kdat) survives between calls. */
   private async runDir(): Promise<string> {
-    const dir = path.join(this.h.stateDir, 'criu-run');
+    const dir = path.join(this.d.files.stateDir, 'criu-run');
     if (isMountpoint(dir)) return dir;
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     try {
@@ -281,7 +287,7 @@ export class LxcCheckpointer {
     if (!existsSync(config)) {
       if (!existsSync(config + '.part') || !existsSync(path.join(imageDir, 'stats-dump')) || !existsSync(path.join(imageDir, 'inventory.img')))
         return undefined;
-      const rt = await readRuntime(this.h.dir(id));
+      const rt = await this.d.files.readRuntime(id);
       if (rt && pidAlive(rt.initPid) && pidStartTime(rt.initPid) === rt.initStartTime) return undefined;
       await fs.rename(config + '.part', config);
     }
@@ -296,7 +302,7 @@ export class LxcCheckpointer {
 
   /** Daemon shutdown: drop criu's run directory (remade on the next checkpoint). */
   async close(): Promise<void> {
-    const dir = path.join(this.h.stateDir, 'criu-run');
+    const dir = path.join(this.d.files.stateDir, 'criu-run');
     if (isMountpoint(dir)) await run('umount', ['-l', dir]).catch(() => undefined);
     this.client = undefined;
   }
@@ -306,7 +312,7 @@ export class LxcCheckpointer {
     const loc = await locateCriu();
     if (!loc.ok || !loc.path) throw new OsvirtError('FAILED_PRECONDITION', 'CRIU_UNAVAILABLE', `CRIU is not usable: ${loc.reason}`);
     this.version = loc.version ?? '';
-    this.client = new CriuRpcClient({ criuPath: loc.path, helperPath: this.h.helper, runDir: await this.runDir() });
+    this.client = new CriuRpcClient({ criuPath: loc.path, helperPath: this.d.helper, runDir: await this.runDir() });
     return this.client;
   }
 
@@ -331,7 +337,7 @@ export class LxcCheckpointer {
         );
       }
     }
-    if (!rt.rootfsMounted && existsSync(path.join(this.h.dir(id), 'approot'))) {
+    if (!rt.rootfsMounted && this.d.rootfs.isAppRoot(id)) {
       throw new OsvirtError(
         'FAILED_PRECONDITION',
         'CHECKPOINT_UNSUPPORTED',
@@ -359,7 +365,7 @@ export class LxcCheckpointer {
         { container: id },
       );
     }
-    if (!own('net') && !this.h.hostNetwork)
+    if (!own('net') && !this.d.ext.checkpointHostNetwork)
       throw new OsvirtError(
         'FAILED_PRECONDITION',
         'CHECKPOINT_UNSUPPORTED',
@@ -370,8 +376,8 @@ export class LxcCheckpointer {
   }
 
   async checkpoint(id: string, imageDir: string, o: CheckpointOptions, parentImageDir: string): Promise<CheckpointResult> {
-    const rt = await readRuntime(this.h.dir(id));
-    if (!rt || !pidAlive(rt.initPid) || pidStartTime(rt.initPid) !== rt.initStartTime || readExitRecord(this.h.monitorDir(id)))
+    const rt = await this.d.files.readRuntime(id);
+    if (!rt || !pidAlive(rt.initPid) || pidStartTime(rt.initPid) !== rt.initStartTime || readExitRecord(this.d.files.monitorDir(id)))
       throw wrongState(id, 'STOPPED', 'running');
     await this.refuseUnsupported(id, o, parentImageDir, rt);
     const client = await this.criu();
@@ -395,7 +401,7 @@ export class LxcCheckpointer {
       external.push(`veth[${hostEnd}]`);
       network = { mode: 'bridge', inside: rt.network.interfaceName ?? 'eth0', bridge: rt.network.bridge, address: rt.network.address ?? '', hostEnd };
     }
-    const upper = path.join(this.h.dir(id), 'upper');
+    const upper = this.d.rootfs.upperDir(id);
     const overlay = !!rt.rootfsMounted && existsSync(upper);
     const opts: CriuOpts = {
       root: rt.rootfsMounted || undefined,
@@ -417,7 +423,7 @@ export class LxcCheckpointer {
     if (!opts.root) delete opts.root;
     // Only the hierarchies osvirt puts containers in: a named one (name=systemd) where the
     // container sits at the root would make CRIU dump, and recreate, that whole hierarchy.
-    const cg = this.h.cgroup(id);
+    const cg = this.d.runs.cgroup(id);
     if (cg.layout.kind === 'hybrid') opts.cgroup_dump_controller = [...Object.keys(cg.layout.v1), ...(cg.layout.unified ? [''] : [])];
     if (o.timeout && o.timeout.seconds > 0n) opts.timeout = Number(o.timeout.seconds);
     if (parentImageDir) {
@@ -460,12 +466,12 @@ export class LxcCheckpointer {
     faultPoint('checkpoint.after-dump');
     await fs.rename(path.join(cpDir, CONFIG_FILE + '.part'), path.join(cpDir, CONFIG_FILE));
     const stats = dumpStats(imageDir);
-    this.h.logger.info({ container: id, ms: dumpMs, frozenUs: stats.frozenTimeUs, pagesWritten: stats.pagesWritten }, 'checkpointed');
+    this.d.logger.info({ container: id, ms: dumpMs, frozenUs: stats.frozenTimeUs, pagesWritten: stats.pagesWritten }, 'checkpointed');
     let state: RuntimeState = { status: RuntimeStatus.RUNTIME_STATUS_RUNNING, initPid: rt.initPid, exitCode: 0, signal: 0, message: '' };
     if (!o.leaveRunning) {
       // CRIU killed the tree; wait for the monitor to notice and the driver to clean up, so a
       // restore right after does not race with that cleanup.
-      await this.h.wait(id);
+      await this.d.runs.wait(id);
       state = { status: RuntimeStatus.RUNTIME_STATUS_STOPPED, initPid: 0, exitCode: 0, signal: 0, finishTime: new Date(), message: 'checkpointed' };
     }
     return { criuVersion: this.version, stats, state };
@@ -490,8 +496,8 @@ export class LxcCheckpointer {
   async restore(id: string, spec: ContainerSpec, imageDir: string, tcpEstablished: boolean, timeoutMs: number): Promise<RuntimeState> {
     const config = await this.readConfig(id, imageDir);
     const clone = config.container !== id;
-    const old = await readRuntime(this.h.dir(id));
-    if (old && pidAlive(old.monitorPid) && !readExitRecord(this.h.monitorDir(id))) throw wrongState(id, 'RUNNING', 'stopped');
+    const old = await this.d.files.readRuntime(id);
+    if (old && pidAlive(old.monitorPid) && !readExitRecord(this.d.files.monitorDir(id))) throw wrongState(id, 'RUNNING', 'stopped');
     if (clone && tcpEstablished) {
       throw new OsvirtError(
         'FAILED_PRECONDITION',
@@ -511,11 +517,11 @@ export class LxcCheckpointer {
       );
     }
     const client = await this.criu();
-    await this.h.cleanup(id);
+    await this.d.runs.cleanup(id);
 
-    const dir = this.h.dir(id);
-    const monitorDir = this.h.monitorDir(id);
-    const cg = this.h.cgroup(id);
+    const dir = this.d.files.dir(id);
+    const monitorDir = this.d.files.monitorDir(id);
+    const cg = this.d.runs.cgroup(id);
     let rootfsMounted = '';
     let network: NetworkRuntime = { hostInterfaces: [] };
     let monitorPid = 0;
@@ -523,8 +529,8 @@ export class LxcCheckpointer {
       await removeMonitorDir(monitorDir);
       await fs.mkdir(monitorDir, { recursive: true, mode: 0o700 });
       await cg.create(spec.resources, spec.devices);
-      if (config.idmap) await this.h.adoptIdRange(id, config.idmap);
-      const root = await this.h.rootIds(id, spec);
+      if (config.idmap) await this.d.userNs.adopt(id, config.idmap);
+      const root = await this.d.userNs.rootIds(id, spec);
       if (config.cgroupTree) cg.createSubtree(config.cgroupTree, root);
       if (root) {
         await cg.delegate(root.uid, root.gid);
@@ -533,10 +539,10 @@ export class LxcCheckpointer {
         // it (the directories above stay root's alone).
         await fs.chmod(imageDir, 0o711);
       }
-      await this.h.beforeLaunch?.(id, spec, cg);
+      await this.d.ext.beforeLaunch?.(id, spec, cg);
 
       // A clone gets its own copy of the container's changes to the template.
-      const upper = path.join(dir, 'upper');
+      const upper = this.d.rootfs.upperDir(id);
       if (config.rootfs.kind === 'overlay' && config.rootfs.diff) {
         const have = await fs.readdir(upper).catch(() => undefined);
         if (clone || !have) {
@@ -545,14 +551,15 @@ export class LxcCheckpointer {
           await run('tar', [...TAR_XATTRS, '-C', upper, '-xpf', path.join(path.dirname(imageDir), config.rootfs.diff)]);
         }
       }
-      const rf = await this.h.prepareRootfs(id, spec);
+      const rf = await this.d.rootfs.prepare(id, spec, await this.d.userNs.of(id, spec));
       rootfsMounted = rf.mounted;
 
       const external = [`mnt[ROOT]:${rf.rootfs}`];
       for (const m of config.mounts) {
         if (m.key === 'console') continue; // the new pty's path, once the helper made it
 
-        const src = m.device ?? this.mountSource(spec, m.mountpoint) ?? (await this.h.hostFile(id, spec, m.mountpoint));
+        const src =
+          m.device ?? this.mountSource(spec, m.mountpoint) ?? (m.mountpoint === '/etc/resolv.conf' ? await this.d.network.resolvFile(id, spec) : undefined);
         if (!src)
           throw new OsvirtError(
             'FAILED_PRECONDITION',
@@ -568,15 +575,15 @@ export class LxcCheckpointer {
       if (config.network.mode === 'bridge') {
         const bridgeSpec = spec.network?.mode?.$case === 'bridge' ? spec.network.mode.value : undefined;
         const bridge = bridgeSpec?.bridge || config.network.bridge;
-        const own = bridge === this.h.bridge.name;
-        const gw = own ? this.h.ipam.gateway() : undefined;
+        const own = bridge === this.d.network.bridge.name;
+        const gw = own ? this.d.network.ipam.gateway() : undefined;
         await ensureBridge(bridge, gw);
-        const hostEnd = this.h.ipam.ifName('ovh', id);
+        const hostEnd = this.d.network.ipam.ifName('ovh', id);
         if (linkExists(hostEnd)) await ip('link', 'del', hostEnd).catch(() => undefined);
         let address = config.network.address;
         if (clone) {
-          if (bridgeSpec?.address) await this.h.ipam.reserve(id, bridgeSpec.address);
-          address = bridgeSpec?.address || (own ? await this.h.ipam.allocate(id) : '');
+          if (bridgeSpec?.address) await this.d.network.ipam.reserve(id, bridgeSpec.address);
+          address = bridgeSpec?.address || (own ? await this.d.network.ipam.allocate(id) : '');
           readdress = { inside: config.network.inside, address, gateway: gw?.address };
         }
         external.push(`veth[${config.network.inside}]:${hostEnd}@${bridge}`);
@@ -584,7 +591,8 @@ export class LxcCheckpointer {
         // The ports point at the address the restored container will have; published before it runs, as at a start.
         if (spec.ports.length) {
           network.publishedOn = bridge;
-          await this.h.publish(id, bridge, address, spec);
+          await this.d.network.ensureNat(bridge);
+          await this.d.network.publish(id, bridge, address, spec);
         }
       }
 
@@ -659,9 +667,9 @@ export class LxcCheckpointer {
       }
       const rt = runtimeNow(initPid, monitorPid, network, rootfsMounted);
       await writeRuntime(dir, rt);
-      this.h.forgetWait(id);
+      this.d.runs.forget(id);
       const rs = readStats(imageDir, 'restore')?.restore;
-      this.h.logger.info(
+      this.d.logger.info(
         { container: id, from: config.container, ms: Date.now() - started, restoreUs: rs?.restore_time, forkingUs: rs?.forking_time },
         'restored',
       );
@@ -675,15 +683,15 @@ export class LxcCheckpointer {
           // gone
         }
       }
-      await cg.destroy().catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'cgroup cleanup after a failed restore'));
-      await this.h
+      await cg.destroy().catch((err: unknown) => this.d.logger.warn({ container: id, err: errorMessage(err) }, 'cgroup cleanup after a failed restore'));
+      await this.d.network
         .unpublish(id)
-        .catch((err: unknown) => this.h.logger.warn({ container: id, err: errorMessage(err) }, 'port rules cleanup after a failed restore'));
+        .catch((err: unknown) => this.d.logger.warn({ container: id, err: errorMessage(err) }, 'port rules cleanup after a failed restore'));
       await teardownNetwork(network);
       if (rootfsMounted) await unmountUnder(rootfsMounted);
       await removeRuntime(dir);
       await removeMonitorDir(monitorDir).catch(() => undefined);
-      await this.h.afterStop?.(id).catch(() => undefined);
+      await this.d.ext.afterStop?.(id).catch(() => undefined);
       throw e;
     }
   }

@@ -95,6 +95,13 @@ export interface Driver {
   recover(items: { id: string; spec: ContainerSpec }[], opts?: { removeOrphans?: boolean }): Promise<Record<string, RuntimeState>>;
   /** The signal that halts this container's init when neither the request nor the spec names one (0: SIGTERM). */
   stopSignal?(id: string): Promise<number>;
+  /**
+   * The other containers a start of this spec joins through the driver's own
+   * options (lxc's share_ipc_with), which the core locks with it so that they
+   * keep their init while it is joined. Containers the spec's own fields name
+   * (network.container) the core knows itself. Undefined: none.
+   */
+  dependencies?(id: string, spec: ContainerSpec): Promise<string[]>;
 
   pause?(id: string): Promise<void>;
   resume?(id: string): Promise<void>;

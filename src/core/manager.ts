@@ -448,11 +448,23 @@ export class ContainerManager {
 
   /**
    * The containers a start locks besides its own: the one whose network it
-   * joins (the core's own field). Peers a driver's options name (lxc's
-   * share_ipc_with) are not locked: the core does not read driver options.
+   * joins (the core's own field), and those the driver says its options join
+   * (Driver.dependencies: lxc's share_ipc_with); the core does not read
+   * driver options itself. Asked before the lock, from the definition as it
+   * is then; a driver that cannot be reached now fails the start here.
    */
-  private peerNames(spec: ContainerSpec): string[] {
-    return spec.network?.mode?.$case === 'container' ? [spec.network.mode.value.container] : [];
+  private async peerNames(name: string): Promise<string[]> {
+    const spec = this.live.get(name)?.rec.spec;
+    if (!spec) return [];
+    const own = spec.network?.mode?.$case === 'container' ? [spec.network.mode.value.container] : [];
+    let driver: Driver;
+    try {
+      driver = this.registry.get(spec.driver);
+    } catch {
+      return own; // the start itself says why the driver cannot run it
+    }
+    const theirs = (await driver.dependencies?.(name, spec)) ?? [];
+    return [...own, ...theirs.filter((p) => p !== name)];
   }
 
   /**
@@ -479,8 +491,7 @@ export class ContainerManager {
     validateName('name', name);
     // The containers whose namespaces this one joins are locked too: their init pid
     // must not change (stop, delete, restore) between reading it and joining it.
-    const spec = this.live.get(name)?.rec.spec;
-    return this.mutex.runAll([name, ...(spec ? this.peerNames(spec) : [])], async () => {
+    return this.mutex.runAll([name, ...(await this.peerNames(name))], async () => {
       const live = this.lookup(name);
       const rec = live.rec;
       if (rec.status.state === ContainerState.CONTAINER_STATE_RUNNING) return this.toContainer(rec);

@@ -63,6 +63,7 @@ export function gateCapabilities(driver: Driver, info: DriverInfo): Driver {
     state: (id) => driver.state(id),
     wait: (id) => driver.wait(id),
     recover: (items) => driver.recover(items),
+    dependencies: driver.dependencies ? (id, spec) => driver.dependencies!(id, spec) : undefined,
     pause: gate('pause', 'pause'),
     resume: gate('pause', 'resume'),
     exec: gate('exec', 'exec'),
@@ -156,6 +157,7 @@ export function driverService(driver: Driver, logger: Logger): DriverServiceServ
         Object.entries(await driver.recover(r.containers.map((c) => ({ id: c.id, spec: requireSpec(c.spec) })))).map(([k, v]) => [k, wire(v)]),
       ),
     })),
+    dependencies: unary(logger, async (r) => ({ containers: (await driver.dependencies?.(requireId(r.id), requireSpec(r.spec))) ?? [] })),
     // Headers tell the client the process runs (RemoteDriver.exec resolves on them).
     exec: (call: ServerDuplexStream<ExecRequest, ExecResponse>) =>
       serveExecStream(

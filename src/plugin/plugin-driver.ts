@@ -431,6 +431,9 @@ export class PluginDriver implements SupervisedDriver {
   recover(items: { id: string; spec: ContainerSpec }[]): Promise<Record<string, RuntimeState>> {
     return this.r().recover(items);
   }
+  dependencies(id: string, spec: ContainerSpec): Promise<string[]> {
+    return this.r().dependencies(id, spec);
+  }
   pause(id: string): Promise<void> {
     return this.r().pause(id);
   }

@@ -142,6 +142,16 @@ export class RemoteDriver implements Driver {
     return r.states;
   }
 
+  /** A plugin older than this RPC answers UNIMPLEMENTED: it has no dependencies to declare. */
+  async dependencies(id: string, spec: ContainerSpec): Promise<string[]> {
+    try {
+      return (await this.call<object, { containers: string[] }>('dependencies', { id, spec }, this.timeouts.quickMs)).containers;
+    } catch (e) {
+      if (e instanceof OsvirtError && e.code === 'UNIMPLEMENTED') return [];
+      throw e;
+    }
+  }
+
   async stats(id: string): Promise<ContainerStats> {
     const r = await this.call<object, { stats?: ContainerStats }>('stats', { id }, this.timeouts.quickMs);
     if (!r.stats) throw new OsvirtError('INTERNAL', 'DRIVER_INTERNAL', `driver "${this.name}" answered Stats without stats`);

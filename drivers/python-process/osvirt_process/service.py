@@ -163,6 +163,12 @@ class ProcessDriver(driver_pb2_grpc.DriverServiceServicer):
             out.states[item.id].CopyFrom(to_proto(st))
         return out
 
+    # This driver's options join no other container's namespaces.
+    @rpc
+    async def Dependencies(self, request, context):
+        require_id(request.id)
+        return driver_pb2.DependenciesResponse()
+
     @rpc
     async def Stats(self, request, context):
         s = self.store.stats(require_id(request.id))

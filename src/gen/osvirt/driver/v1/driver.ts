@@ -388,6 +388,18 @@ export interface RecoverResponse_StatesEntry {
   value?: RuntimeState | undefined;
 }
 
+/** Request for Dependencies. */
+export interface DependenciesRequest {
+  id: string;
+  spec?: ContainerSpec | undefined;
+}
+
+/** Response for Dependencies. */
+export interface DependenciesResponse {
+  /** Container names (not this one's), in any order. */
+  containers: string[];
+}
+
 function createBaseGetInfoRequest(): GetInfoRequest {
   return {};
 }
@@ -4139,6 +4151,164 @@ export const RecoverResponse_StatesEntry: MessageFns<RecoverResponse_StatesEntry
   },
 };
 
+function createBaseDependenciesRequest(): DependenciesRequest {
+  return { id: "", spec: undefined };
+}
+
+export const DependenciesRequest: MessageFns<DependenciesRequest> = {
+  encode(message: DependenciesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.spec !== undefined) {
+      ContainerSpec.encode(message.spec, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DependenciesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDependenciesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spec = ContainerSpec.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DependenciesRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      spec: isSet(object.spec) ? ContainerSpec.fromJSON(object.spec) : undefined,
+    };
+  },
+
+  toJSON(message: DependenciesRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.spec !== undefined) {
+      obj.spec = ContainerSpec.toJSON(message.spec);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DependenciesRequest>, I>>(base?: I): DependenciesRequest {
+    return DependenciesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DependenciesRequest>, I>>(object: I): DependenciesRequest {
+    const message = createBaseDependenciesRequest();
+    message.id = object.id ?? "";
+    message.spec = (object.spec !== undefined && object.spec !== null)
+      ? ContainerSpec.fromPartial(object.spec)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDependenciesResponse(): DependenciesResponse {
+  return { containers: [] };
+}
+
+export const DependenciesResponse: MessageFns<DependenciesResponse> = {
+  encode(message: DependenciesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.containers) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DependenciesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDependenciesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containers.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DependenciesResponse {
+    return {
+      containers: globalThis.Array.isArray(object?.containers)
+        ? object.containers.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DependenciesResponse): unknown {
+    const obj: any = {};
+    if (message.containers?.length) {
+      obj.containers = message.containers;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DependenciesResponse>, I>>(base?: I): DependenciesResponse {
+    return DependenciesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DependenciesResponse>, I>>(object: I): DependenciesResponse {
+    const message = createBaseDependenciesResponse();
+    message.containers = object.containers?.map((e) => e) || [];
+    return message;
+  },
+};
+
 /**
  * DriverService is the contract every osvirt driver implements, built in or
  * out of process. The daemon owns definitions, names, events and locking;
@@ -4334,6 +4504,25 @@ export const DriverServiceService = {
     responseSerialize: (value: RecoverResponse): Buffer => Buffer.from(RecoverResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RecoverResponse => RecoverResponse.decode(value),
   },
+  /**
+   * The other containers a start of this spec depends on through the
+   * driver's own options (lxc's share_ipc_with: the container whose IPC
+   * namespace it joins), which the daemon locks with it so that they are not
+   * stopped, deleted or restored between reading their init pid and the
+   * join. Containers the spec's own fields name (network.container) are the
+   * daemon's business and need not be listed. Idempotent, does nothing.
+   * Optional: UNIMPLEMENTED means none.
+   */
+  dependencies: {
+    path: "/osvirt.driver.v1.DriverService/Dependencies" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DependenciesRequest): Buffer => Buffer.from(DependenciesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DependenciesRequest => DependenciesRequest.decode(value),
+    responseSerialize: (value: DependenciesResponse): Buffer =>
+      Buffer.from(DependenciesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DependenciesResponse => DependenciesResponse.decode(value),
+  },
 } as const;
 
 export interface DriverServiceServer extends UntypedServiceImplementation {
@@ -4383,6 +4572,16 @@ export interface DriverServiceServer extends UntypedServiceImplementation {
    * their states. Idempotent.
    */
   recover: handleUnaryCall<RecoverRequest, RecoverResponse>;
+  /**
+   * The other containers a start of this spec depends on through the
+   * driver's own options (lxc's share_ipc_with: the container whose IPC
+   * namespace it joins), which the daemon locks with it so that they are not
+   * stopped, deleted or restored between reading their init pid and the
+   * join. Containers the spec's own fields name (network.container) are the
+   * daemon's business and need not be listed. Idempotent, does nothing.
+   * Optional: UNIMPLEMENTED means none.
+   */
+  dependencies: handleUnaryCall<DependenciesRequest, DependenciesResponse>;
 }
 
 export interface DriverServiceClient extends Client {
@@ -4636,6 +4835,30 @@ export interface DriverServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RecoverResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The other containers a start of this spec depends on through the
+   * driver's own options (lxc's share_ipc_with: the container whose IPC
+   * namespace it joins), which the daemon locks with it so that they are not
+   * stopped, deleted or restored between reading their init pid and the
+   * join. Containers the spec's own fields name (network.container) are the
+   * daemon's business and need not be listed. Idempotent, does nothing.
+   * Optional: UNIMPLEMENTED means none.
+   */
+  dependencies(
+    request: DependenciesRequest,
+    callback: (error: ServiceError | null, response: DependenciesResponse) => void,
+  ): ClientUnaryCall;
+  dependencies(
+    request: DependenciesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DependenciesResponse) => void,
+  ): ClientUnaryCall;
+  dependencies(
+    request: DependenciesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DependenciesResponse) => void,
   ): ClientUnaryCall;
 }
 
