@@ -18,6 +18,8 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # networking, iptables for CRIU's network locking, util-linux for nsenter,
 # procps for pgrep, libcap2-bin for file capabilities, gcc/make for the helper,
 # libseccomp-dev (and its runtime libseccomp2) for the helper's seccomp filter,
+# protobuf-c-compiler (protoc-c) and libprotobuf-c-dev for the helper's protocol
+# (proto/osvirt/helper/v1/helper.proto, and CRIU's rpc.proto),
 # clang-format for scripts/check-format-c.sh,
 # clang/libbpf-dev/bpftool for the cgroup BPF address filter, python3-grpcio and
 # protoc with the grpc plugin for the Python driver and client, and lxc, runc
@@ -27,6 +29,7 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # umoci for the image tests (a real registry, images pushed to it), and podman as
 # the image bench's anchor.
 PACKAGES=(busybox-static iproute2 iptables util-linux procps libcap2-bin gcc make libc6-dev libseccomp-dev libseccomp2 clang-format
+  protobuf-c-compiler libprotobuf-c-dev libprotobuf-c1
   ca-certificates openssl clang libbpf-dev bpftool
   python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc libprotobuf-dev grpc-proto
   lxc runc iperf3 mmdebstrap nftables attr docker-registry skopeo umoci podman)

@@ -6,7 +6,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
+import { StartCommand, StartEvent } from '../src/gen/osvirt/helper/v1/helper';
+import { encodeFrame, MessageReader } from '../src/host/helper-wire';
 import { unmountUnder } from '../src/host/mounts';
 import { repoPath } from '../src/paths';
 import { holds, isRoot, until } from './support/daemon';
@@ -69,14 +70,15 @@ describe('native helper: jail building blocks', function () {
     ];
     const m = spawn(HELPER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     monitors.push(m);
-    const lines = readline.createInterface({ input: m.stdout! })[Symbol.asyncIterator]();
-    const created = JSON.parse((await lines.next()).value as string) as { event: string; initPid: number; message?: string };
-    assert.equal(created.event, 'created', created.message);
-    inits.push(created.initPid);
-    m.stdin!.write('go\n');
-    const started = JSON.parse((await lines.next()).value as string) as { event: string; message?: string };
-    assert.equal(started.event, 'started', started.message);
-    return { pid: created.initPid, state };
+    const events = new MessageReader(m.stdout!, StartEvent, 'StartEvent');
+    const created = (await events.next())?.event;
+    if (created?.$case !== 'created') return assert.fail(`expected created, got ${JSON.stringify(created)}`);
+    inits.push(created.value.initPid);
+    m.stdin!.write(encodeFrame(StartCommand, { command: { $case: 'go', value: {} } }));
+    const started = (await events.next())?.event;
+    assert.equal(started?.$case, 'started', JSON.stringify(started));
+    events.close();
+    return { pid: created.value.initPid, state };
   }
   const INIT_IN = '/dev/.osvirt-init';
   /** Host pids of the processes in init's pid namespace (other than init) running exactly cmdline; undefined if none. */

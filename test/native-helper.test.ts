@@ -6,6 +6,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ControlEvent, ControlRequest, LaunchRequest, LauncherReady, StartCommand, StartEvent } from '../src/gen/osvirt/helper/v1/helper';
+import { encodeFrame, frame, FRAME_HEADER, FrameSplitter, MAX_FRAME, MessageReader } from '../src/host/helper-wire';
 import { pidAlive } from '../src/host/processes';
 import { holds, until } from '../src/testing/until';
 
@@ -82,18 +84,57 @@ class LineReader {
   }
 }
 
+/** The start protocol's commands (helper.proto StartCommand), framed. */
+const GO = encodeFrame(StartCommand, { command: { $case: 'go', value: {} } });
+const ABORT = encodeFrame(StartCommand, { command: { $case: 'abort', value: {} } });
+
+/** A StartEvent flattened for assertions: { event: 'created', initPid, monitorPid }, { event: 'failed', message }... */
 interface HelperEvent {
   event: string;
   initPid?: number;
   monitorPid?: number;
   message?: string;
-  exitCode?: number;
-  signal?: number;
 }
 
-async function nextEvent(reader: LineReader): Promise<HelperEvent | null> {
-  const line = await reader.next();
-  return line === null ? null : (JSON.parse(line) as HelperEvent);
+function startEvents(stream: NodeJS.ReadableStream): MessageReader<StartEvent> {
+  return new MessageReader(stream, StartEvent, 'StartEvent');
+}
+
+/** With a timeout: a helper that says nothing fails the test instead of hanging it. */
+function within<T>(p: Promise<T>, what: string, timeoutMs = 10000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what} from the helper`)), timeoutMs);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function nextEvent(reader: MessageReader<StartEvent>): Promise<HelperEvent | null> {
+  const m = await within(reader.next(), 'a start event');
+  if (!m?.event) return null;
+  return { event: m.event.$case, ...m.event.value };
+}
+
+/** A monitor.sock client speaking ControlRequest/ControlEvent frames. */
+async function control(
+  file: string,
+): Promise<{ sock: net.Socket; ask: (req: ControlRequest) => Promise<ControlEvent | undefined>; next: () => Promise<ControlEvent | undefined> }> {
+  const sock = net.createConnection(file);
+  sock.on('error', () => undefined);
+  const events = new MessageReader(sock, ControlEvent, 'ControlEvent');
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  const next = () => within(events.next(), 'a control event');
+  return {
+    sock,
+    next,
+    ask: (req) => {
+      sock.write(encodeFrame(ControlRequest, req));
+      return next();
+    },
+  };
 }
 
 interface Result {
@@ -219,7 +260,7 @@ describe('native helper (osvirt-helper)', function () {
     monitors.push(proc);
     let stderr = '';
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const events = new LineReader(proc.stdout);
+    const events = startEvents(proc.stdout);
     const created = await nextEvent(events);
     assert.equal(created?.event, 'created', `expected created, got ${JSON.stringify(created)} (stderr: ${stderr})`);
     const initPid = created.initPid ?? 0;
@@ -229,7 +270,7 @@ describe('native helper (osvirt-helper)', function () {
 
   async function start(stateDir: string, args: string[]) {
     const c = await create(stateDir, args);
-    c.proc.stdin.write('go\n');
+    c.proc.stdin.write(GO);
     const started = await nextEvent(c.events);
     assert.deepEqual(started, { event: 'started' });
     return c;
@@ -318,7 +359,7 @@ describe('native helper (osvirt-helper)', function () {
     assert.equal(readOr(path.join(state, 'monitor.pid')).trim(), String(c.monitorPid));
     assert.equal(c.monitorPid, c.proc.pid, 'the spawned process is the monitor');
 
-    c.proc.stdin.write('go\n');
+    c.proc.stdin.write(GO);
     assert.deepEqual(await nextEvent(c.events), { event: 'started' });
 
     // The cgroup namespace was unshared after the move: its root is the container's cgroup.
@@ -387,11 +428,19 @@ describe('native helper (osvirt-helper)', function () {
     }
 
     // The monitor answers status, ignores SIGTERM/SIGHUP and survives losing the caller's pipes.
-    const ctl = await connectUnix(path.join(state, 'monitor.sock'));
+    assert.equal(readOr(path.join(state, 'protocol')), 'osvirt.helper.v1\n', 'the monitor names its control protocol');
+    const ctl = await control(path.join(state, 'monitor.sock'));
     sockets.push(ctl.sock);
-    ctl.sock.write('status\n');
-    await until(() => ctl.received().includes('\n'), 'status reply');
-    assert.deepEqual(JSON.parse(ctl.received()), { state: 'running', initPid: c.initPid });
+    assert.deepEqual(await ctl.ask({ request: { $case: 'status', value: {} } }), { event: { $case: 'status', value: { initPid: c.initPid } } });
+    // Two requests in one write get two answers, in order; one it does not know gets an error.
+    ctl.sock.write(Buffer.concat([encodeFrame(ControlRequest, { request: { $case: 'status', value: {} } }), frame(Buffer.alloc(0))]));
+    assert.equal((await ctl.next())?.event?.$case, 'status');
+    assert.deepEqual(await ctl.next(), { event: { $case: 'error', value: { message: 'unknown request' } } });
+    // An oversized frame is not from a client of ours: the monitor hangs up on it, and serves the others.
+    const rude = await control(path.join(state, 'monitor.sock'));
+    sockets.push(rude.sock);
+    rude.sock.write(Buffer.from([0xff, 0xff, 0, 0]));
+    assert.equal(await rude.next(), undefined);
     c.proc.stdin.destroy();
     c.proc.stdout.destroy();
     c.proc.stderr.destroy();
@@ -403,8 +452,8 @@ describe('native helper (osvirt-helper)', function () {
     // The init's death ends the monitor: clients hear it, the exit file records it, sockets go away.
     process.kill(c.initPid, 'SIGKILL');
     assert.equal(await exitOf(c.proc), 0);
-    await until(() => ctl.closed(), 'exited event');
-    assert.deepEqual(JSON.parse(ctl.received().split('\n')[1] ?? ''), { event: 'exited', signal: 9, exitCode: 137 });
+    assert.deepEqual(await ctl.next(), { event: { $case: 'exited', value: { exitCode: 137, signal: 9 } } });
+    assert.equal(await ctl.next(), undefined, 'the monitor closes the connection after the exit');
     const exit = JSON.parse(readOr(path.join(state, 'exit'))) as { exitCode: number; signal: number; finishedAt: string };
     assert.equal(exit.exitCode, 137);
     assert.equal(exit.signal, 9);
@@ -499,8 +548,8 @@ describe('native helper (osvirt-helper)', function () {
         stdio: 'pipe',
       });
       monitors.push(p);
-      const err = await nextEvent(new LineReader(p.stdout));
-      assert.equal(err?.event, 'error');
+      const err = await nextEvent(startEvents(p.stdout));
+      assert.equal(err?.event, 'failed');
       assert.match(err?.message ?? '', /^veth ovnb-nosuch: No such device$/);
       assert.notEqual(await exitOf(p), 0);
       assert.deepEqual(ipJson(['link', 'show', hostEnd]), []);
@@ -523,25 +572,20 @@ describe('native helper (osvirt-helper)', function () {
     const sock = path.join(base, 'launcher.sock');
     const launcher = spawn(HELPER, ['launcher', '--socket', sock], { stdio: ['ignore', 'pipe', 'pipe'] });
     monitors.push(launcher);
-    assert.deepEqual(await nextEvent(new LineReader(launcher.stdout)), { event: 'ready' });
+    assert.deepEqual(await within(new MessageReader(launcher.stdout, LauncherReady, 'LauncherReady').next(), 'ready'), { pid: launcher.pid });
     assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
-    const request = (args: string[]) => {
-      const body = Buffer.from(args.map((x) => x + '\0').join(''));
-      const len = Buffer.alloc(4);
-      if (os.endianness() === 'LE') len.writeUInt32LE(body.length);
-      else len.writeUInt32BE(body.length);
-      return Buffer.concat([len, body]);
-    };
+    const request = (args: string[]) => encodeFrame(LaunchRequest, { args });
     const state = newStateDir();
-    const conn = await connectUnix(sock);
-    sockets.push(conn.sock);
-    conn.sock.write(request(['--state', state, '--rootfs', rootfs, '--ns', 'pid,mnt', '--', 'sleep', '1000']));
-    await until(() => conn.received().includes('\n'), 'created');
-    const created = JSON.parse(conn.received()) as { event: string; initPid: number; monitorPid: number };
-    assert.equal(created.event, 'created');
+    const conn = net.createConnection(sock);
+    sockets.push(conn);
+    const events = startEvents(conn);
+    conn.write(request(['--state', state, '--rootfs', rootfs, '--ns', 'pid,mnt', '--', 'sleep', '1000']));
+    const ev = await nextEvent(events);
+    assert.equal(ev?.event, 'created');
+    const created = { initPid: ev?.initPid ?? 0, monitorPid: ev?.monitorPid ?? 0 };
     pids.push(created.initPid);
-    conn.sock.write('go\n');
-    await until(() => conn.received().includes('"started"'), 'started');
+    conn.write(GO);
+    assert.deepEqual(await nextEvent(events), { event: 'started' });
     // A daemonized monitor: init's child, showing its own arguments.
     const stat = readOr(`/proc/${created.monitorPid}/stat`);
     assert.equal(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1], '1');
@@ -549,25 +593,28 @@ describe('native helper (osvirt-helper)', function () {
     assert.equal(readOr(path.join(state, 'monitor.pid')).trim(), String(created.monitorPid));
 
     // Garbage is dropped without harm; the launcher keeps serving.
-    for (const junk of [Buffer.from([0xff, 0xff, 0xff, 0x7f]), Buffer.from('\x05\0\0\0abc')]) {
+    for (const junk of [Buffer.from([0xff, 0xff, 0xff, 0x7f]), Buffer.from('\x05\0\0\0abc'), frame(Buffer.from([0]))]) {
       const j = await connectUnix(sock);
       sockets.push(j.sock);
       j.sock.end(junk);
       await new Promise((r) => j.sock.once('close', r));
       assert.equal(j.received(), '');
     }
-    const again = await connectUnix(sock);
-    sockets.push(again.sock);
-    again.sock.write(request(['--state', newStateDir(), '--rootfs', path.join(base, 'nope'), '--ns', 'pid,mnt', '--', 'sh']));
-    await until(() => again.received().includes('\n'), 'an error event for a missing rootfs');
-    assert.match(again.received(), /^\{"event":"error","message":"rootfs .*nope: No such file or directory"\}\n$/);
+    const again = net.createConnection(sock);
+    sockets.push(again);
+    const againEvents = startEvents(again);
+    again.write(request(['--state', newStateDir(), '--rootfs', path.join(base, 'nope'), '--ns', 'pid,mnt', '--', 'sh']));
+    const failed = await nextEvent(againEvents);
+    assert.equal(failed?.event, 'failed');
+    assert.match(failed?.message ?? '', /^rootfs .*nope: No such file or directory$/);
+    assert.equal(await nextEvent(againEvents), null, 'nothing follows a failure');
     assert.equal(launcher.exitCode, null, 'the launcher is still running');
 
     // It dies with the process that started it; its monitors do not.
     const parent = spawn('sh', ['-c', `"${HELPER}" launcher --socket "${path.join(base, 'launcher2.sock')}" >/dev/null & echo $!; sleep 0.3`], {
       stdio: ['ignore', 'pipe', 'ignore'],
     });
-    const child = Number((await nextEvent(new LineReader(parent.stdout))) as unknown as number);
+    const child = Number(await new LineReader(parent.stdout).next());
     await exitOf(parent);
     await until(() => !pidAlive(child), 'the orphaned launcher to exit');
     assert.ok(pidAlive(created.monitorPid), 'the monitor outlives launchers');
@@ -577,12 +624,13 @@ describe('native helper (osvirt-helper)', function () {
   it('with --tty, relays console.sock to the pty, replays output, resizes and reports the exit', async function () {
     const state = newStateDir();
     const c = await start(state, ['--rootfs', rootfs, '--ns', 'pid,mnt,uts,ipc,net', '--tty', '--', 'sh']);
-    const ctl = await connectUnix(path.join(state, 'monitor.sock'));
+    const ctl = await control(path.join(state, 'monitor.sock'));
     const con = await connectUnix(path.join(state, 'console.sock'));
     sockets.push(ctl.sock, con.sock);
-    ctl.sock.write('resize 33 77\n');
-    await until(() => ctl.received().includes('\n'), 'resize reply');
-    assert.deepEqual(JSON.parse(ctl.received()), { ok: true });
+    assert.deepEqual(await ctl.ask({ request: { $case: 'resize', value: { rows: 33, cols: 77 } } }), { event: { $case: 'resized', value: {} } });
+    assert.deepEqual(await ctl.ask({ request: { $case: 'resize', value: { rows: 0, cols: 70000 } } }), {
+      event: { $case: 'error', value: { message: 'invalid rows or cols: each must be 1 to 65535' } },
+    });
     con.sock.write("echo hel''lo; tty; stty size\n");
     await until(() => /33 77/.test(con.received()), 'console output');
     assert.match(con.received(), /\r\nhello\r\n\/dev\/console\r\n33 77\r\n/);
@@ -594,8 +642,7 @@ describe('native helper (osvirt-helper)', function () {
 
     con.sock.write('exit 5\n');
     assert.equal(await exitOf(c.proc), 0);
-    await until(() => ctl.closed(), 'exited event');
-    assert.deepEqual(JSON.parse(ctl.received().split('\n')[1] ?? ''), { event: 'exited', exitCode: 5 });
+    assert.deepEqual(await ctl.next(), { event: { $case: 'exited', value: { exitCode: 5, signal: 0 } } });
     assert.equal((JSON.parse(readOr(path.join(state, 'exit'))) as { exitCode: number }).exitCode, 5);
     assert.ok(!fs.existsSync(path.join(state, 'console.sock')));
   });
@@ -708,8 +755,8 @@ describe('native helper (osvirt-helper)', function () {
     let state = newStateDir();
     const missing = spawn(HELPER, ['run', '--state', state, '--rootfs', path.join(base, 'nope'), '--ns', 'pid,mnt', '--', 'sh'], { stdio: 'pipe' });
     monitors.push(missing);
-    const ev = await nextEvent(new LineReader(missing.stdout));
-    assert.equal(ev?.event, 'error');
+    const ev = await nextEvent(startEvents(missing.stdout));
+    assert.equal(ev?.event, 'failed');
     assert.match(ev?.message ?? '', /rootfs .*nope: No such file or directory/);
     assert.notEqual(await exitOf(missing), 0);
     assert.deepEqual(fs.readdirSync(state), []);
@@ -724,8 +771,8 @@ describe('native helper (osvirt-helper)', function () {
       state = newStateDir();
       const p = spawn(HELPER, ['run', '--state', state, '--rootfs', rootfs, '--ns', 'pid,mnt', '--cgroup', dir, '--', 'sleep', '1000'], { stdio: 'pipe' });
       monitors.push(p);
-      const err = await nextEvent(new LineReader(p.stdout));
-      assert.equal(err?.event, 'error');
+      const err = await nextEvent(startEvents(p.stdout));
+      assert.equal(err?.event, 'failed');
       assert.match(err?.message ?? '', /^join the container's cgroups: No space left on device$/);
       assert.notEqual(await exitOf(p), 0);
       assert.equal(fs.readFileSync(path.join(dir, 'tasks'), 'utf8'), '', 'nothing is left in the cgroup');
@@ -741,17 +788,17 @@ describe('native helper (osvirt-helper)', function () {
     ] as const) {
       state = newStateDir();
       const c = await create(state, [...args, '--', 'sh']);
-      c.proc.stdin.write('go\n');
+      c.proc.stdin.write(GO);
       const error = await nextEvent(c.events);
-      assert.equal(error?.event, 'error');
+      assert.equal(error?.event, 'failed');
       assert.match(error?.message ?? '', message);
       assert.notEqual(await exitOf(c.proc), 0);
       assert.ok(!pidAlive(c.initPid), 'the child must not be left running');
       assert.deepEqual(fs.readdirSync(state), []);
     }
 
-    // "abort" (or EOF) instead of "go" kills the waiting child.
-    for (const answer of ['abort\n', '']) {
+    // Abort, end of file or a broken frame instead of Go kills the waiting child.
+    for (const answer of [ABORT, Buffer.alloc(0), Buffer.from('go\n')]) {
       state = newStateDir();
       const c = await create(state, ['--rootfs', rootfs, '--ns', 'pid,mnt,net', '--', 'sleep', '1000']);
       c.proc.stdin.end(answer);
@@ -768,7 +815,6 @@ describe('native helper (osvirt-helper)', function () {
     const gone = await runHelper(['seqpacket-echo', '3']);
     assert.equal(gone.code, 2, 'the production helper has no seqpacket-echo command');
     assert.match(gone.stderr, /unknown subcommand 'seqpacket-echo'/);
-    const frame = (payload: Buffer) => Buffer.concat([Buffer.from(new Uint32Array([payload.length]).buffer), payload]);
     const big = Buffer.alloc(512 * 1024, 7);
     const messages = [Buffer.from('hello'), Buffer.from('x'), big, Buffer.from('bye')];
     const r = await new Promise<{ code: number | null; out: Buffer; err: string }>((resolve, reject) => {
@@ -783,14 +829,30 @@ describe('native helper (osvirt-helper)', function () {
       proc.stdin.end(Buffer.concat(messages.map(frame)));
     });
     assert.equal(r.code, 0, r.err);
-    const echoed: Buffer[] = [];
-    for (let off = 0; off < r.out.length;) {
-      const len = r.out.readUInt32LE(off);
-      echoed.push(r.out.subarray(off + 4, off + 4 + len));
-      off += 4 + len;
-    }
+    const split = new FrameSplitter();
+    const echoed = split.push(r.out);
+    split.end();
     assert.equal(echoed.length, messages.length);
     messages.forEach((m, i) => assert.ok(m.equals(echoed[i] ?? Buffer.alloc(0)), `message ${i} differs`));
+
+    // A truncated or oversized frame ends the relay with status 1, naming the problem.
+    const oversized = Buffer.alloc(FRAME_HEADER);
+    oversized.writeUInt32LE(MAX_FRAME + 1);
+    for (const [bad, why] of [
+      [frame(Buffer.from('hello')).subarray(0, 7), /truncated frame: 3 of 5 bytes/],
+      [oversized, /frame of 1048577 bytes exceeds the limit of 1048576/],
+    ] as const) {
+      const broken = await new Promise<Result>((resolve, reject) => {
+        const proc = spawn(HELPER, ['criu-swrk', '--', ECHO_PEER], { stdio: ['pipe', 'pipe', 'pipe'] });
+        let stderr = '';
+        proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        proc.on('error', reject);
+        proc.on('close', (code, signal) => resolve({ code, signal, stdout: '', stderr }));
+        proc.stdin.end(bad);
+      });
+      assert.equal(broken.code, 1, broken.stderr);
+      assert.match(broken.stderr, why);
+    }
 
     // The peer gets "swrk <fd>" appended; its exit status becomes ours.
     const exit = await runHelper(['criu-swrk', '--', 'sh', '-c', 'test "$0 $1" = "swrk $(ls /proc/$$/fd | grep -x "$1")" && exit 3']);

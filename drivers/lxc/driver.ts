@@ -36,7 +36,7 @@ import type { LxcExtension } from './extension';
 import { ContainerRuns, type Boot } from './runs';
 import { outerId, UserNamespaces } from './user-namespaces';
 import { securityArgs } from './security';
-import { launch, LaunchError, monitorCommand, readExitRecord, removeMonitorDir } from './monitor';
+import { launch, LaunchError, monitorResize, readExitRecord, removeMonitorDir } from './monitor';
 import { LxcCheckpointer } from './checkpoint';
 import { locateCriu } from '../../src/criu/criu-locate';
 import {
@@ -53,6 +53,8 @@ import {
   type NetworkRuntime,
 } from './network';
 import { Launcher } from './launcher';
+import { ExecReady, ResizeRequest } from '../../src/gen/osvirt/helper/v1/helper';
+import { encodeFrame, MessageReader } from '../../src/host/helper-wire';
 import { BUSYBOX_DEFAULT_INIT, ContainerRootfs, Templates } from './rootfs';
 import { unmountUnder } from '../../src/host/mounts';
 import { pidAlive, pidStartTime, signalDisposition } from '../../src/host/processes';
@@ -720,15 +722,20 @@ export class LxcDriver implements Driver {
       });
     });
     exit.catch(() => undefined);
-    // The helper writes one byte on fd 4 once the command runs inside; EOF
-    // first means it could not get in. If the container died meanwhile (a
-    // KillContainer just before), that is FAILED_PRECONDITION, not an exit code.
+    // The helper writes an ExecReady frame on fd 4 once the command runs
+    // inside; EOF first means it could not get in. If the container died
+    // meanwhile (a KillContainer just before), that is FAILED_PRECONDITION, not an exit code.
     const started = await new Promise<boolean>((resolve) => {
       const ready = child.stdio[4] as NodeJS.ReadableStream | null;
       if (!ready) return resolve(true);
-      ready.once('data', () => resolve(true));
-      ready.once('end', () => resolve(false));
-      ready.once('error', () => resolve(false));
+      const frames = new MessageReader(ready, ExecReady, 'ExecReady');
+      frames.next().then(
+        (m) => {
+          frames.close();
+          resolve(m !== undefined);
+        },
+        () => resolve(false),
+      );
       child.once('error', () => resolve(false));
     });
     // An init on its way out may not be a zombie yet, but its namespaces are gone already.
@@ -747,7 +754,7 @@ export class LxcDriver implements Driver {
     // The helper may close its end first; that is not an error worth a crash.
     resizePipe?.on('error', () => undefined);
     const resize = (rows: number, cols: number) => {
-      if (o.tty && resizePipe && rows > 0 && cols > 0) resizePipe.write(`${rows} ${cols}\n`);
+      if (o.tty && resizePipe && rows > 0 && cols > 0) resizePipe.write(encodeFrame(ResizeRequest, { rows, cols }));
     };
     if (o.rows && o.cols) resize(o.rows, o.cols);
     return {
@@ -783,7 +790,7 @@ export class LxcDriver implements Driver {
     return {
       output,
       input: c,
-      resize: (rows, cols) => void monitorCommand(this.files.monitorDir(id), `resize ${rows} ${cols}`),
+      resize: (rows, cols) => void monitorResize(this.files.monitorDir(id), rows, cols),
       close: () => c.destroy(),
     };
   }

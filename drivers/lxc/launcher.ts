@@ -6,9 +6,10 @@
 // launcher is started again in the background.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
-import { endianness } from 'node:os';
 import * as readline from 'node:readline';
 import type { Logger } from 'pino';
+import { LaunchRequest, LauncherReady } from '../../src/gen/osvirt/helper/v1/helper';
+import { encodeFrame, MessageReader } from '../../src/host/helper-wire';
 
 export class Launcher {
   private proc?: ChildProcess | undefined;
@@ -30,10 +31,19 @@ export class Launcher {
       // Monitors it starts write here until they detach: keep their words.
       readline.createInterface({ input: proc.stderr }).on('line', (line) => this.logger.warn({ helper: line }, 'osvirt-helper'));
       let ready = false;
-      readline.createInterface({ input: proc.stdout }).once('line', (line) => {
-        ready = line.includes('"ready"');
-        resolve(ready);
-      });
+      // Its first frame (LauncherReady) says it listens.
+      const frames = new MessageReader(proc.stdout, LauncherReady, 'LauncherReady');
+      frames.next().then(
+        (m) => {
+          ready = m !== undefined;
+          frames.close();
+          resolve(ready);
+        },
+        (e: unknown) => {
+          this.logger.warn({ err: e instanceof Error ? e.message : String(e) }, 'the helper launcher said something unexpected');
+          resolve(false);
+        },
+      );
       proc.once('error', (e) => {
         this.logger.warn({ err: e.message }, 'cannot start the helper launcher; starting monitors directly');
         resolve(false);
@@ -65,11 +75,7 @@ export class Launcher {
       s.once('error', () => resolve(undefined));
     });
     if (!sock) return undefined;
-    const body = Buffer.from(args.map((a) => a + '\0').join(''));
-    const len = Buffer.alloc(4); // host byte order, as the launcher reads it
-    if (endianness() === 'LE') len.writeUInt32LE(body.length);
-    else len.writeUInt32BE(body.length);
-    sock.write(Buffer.concat([len, body]));
+    sock.write(encodeFrame(LaunchRequest, { args }));
     return sock;
   }
 

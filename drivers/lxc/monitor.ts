@@ -1,12 +1,16 @@
 // Talking to the per-container monitor (native/osvirt-helper run): the
 // start handshake, waiting for the init's exit over monitor.sock, and the
 // exit record it leaves behind. The monitor outlives the daemon, so every
-// piece here works the same after a daemon restart.
+// piece here works the same after a daemon restart, also with a monitor of an
+// older build (the text control protocol; see monitorProtocol()).
+// docs/helper-protocol.md describes the channels.
 import { spawn } from 'node:child_process';
 import { promises as fs, existsSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { ControlEvent, ControlRequest, StartCommand, StartEvent } from '../../src/gen/osvirt/helper/v1/helper';
+import { encodeFrame, MessageReader } from '../../src/host/helper-wire';
 import { pidAlive } from '../../src/host/processes';
 import type { Launcher } from './launcher';
 
@@ -23,10 +27,10 @@ export interface Launched {
 
 export class LaunchError extends Error {}
 
-/** Where a starting `run` helper's events come from and where "go" goes. */
+/** Where a starting `run` helper's StartEvents come from and where its StartCommand goes. */
 interface RunChannel {
   events: NodeJS.ReadableStream;
-  send(line: string): void;
+  send(frame: Buffer): void;
   /** Rejects when the helper goes away (exit, closed connection). */
   gone: Promise<never>;
   stderr(): string;
@@ -48,7 +52,7 @@ function spawnRun(helper: string, args: string[]): RunChannel {
   });
   return {
     events: child.stdout,
-    send: (line) => child.stdin.write(line),
+    send: (frame) => child.stdin.write(frame),
     gone,
     stderr: () => stderr,
     release() {
@@ -68,7 +72,7 @@ function socketRun(sock: net.Socket): RunChannel {
   });
   return {
     events: sock,
-    send: (line) => sock.write(line),
+    send: (frame) => sock.write(frame),
     gone,
     stderr: () => '',
     release: () => sock.destroy(),
@@ -85,38 +89,81 @@ export async function launch(helper: string, args: string[], configure: (initPid
   const sock = await launcher?.open(args);
   const ch = sock ? socketRun(sock) : spawnRun(helper, args);
   ch.gone.catch(() => undefined);
-  const lines = readline.createInterface({ input: ch.events });
-  const iter = lines[Symbol.asyncIterator]();
-  const next = async (): Promise<Record<string, unknown>> => {
-    const r = await Promise.race([iter.next(), ch.gone]);
-    if (r.done) return Promise.race([ch.gone, Promise.reject(new LaunchError(`osvirt-helper closed its output: ${ch.stderr().trim()}`))]);
+  const events = new MessageReader(ch.events, StartEvent, 'StartEvent');
+  const next = async (): Promise<StartEvent['event']> => {
+    let m: StartEvent | undefined;
     try {
-      return JSON.parse(r.value) as Record<string, unknown>;
-    } catch {
-      throw new LaunchError(`osvirt-helper said something unexpected: ${r.value}`);
+      m = await Promise.race([events.next(), ch.gone]);
+    } catch (e) {
+      if (e instanceof LaunchError) throw e;
+      throw new LaunchError(`osvirt-helper broke the start protocol: ${e instanceof Error ? e.message : String(e)}`);
     }
+    if (!m) return Promise.race([ch.gone, Promise.reject(new LaunchError(`osvirt-helper closed its output: ${ch.stderr().trim()}`))]);
+    if (m.event?.$case === 'failed') throw new LaunchError(m.event.value.message);
+    return m.event;
   };
   try {
     const created = await next();
-    if (created['event'] === 'error') throw new LaunchError(String(created['message']));
-    if (created['event'] !== 'created') throw new LaunchError(`unexpected helper event ${JSON.stringify(created)}`);
-    const initPid = Number(created['initPid']);
-    const monitorPid = Number(created['monitorPid']);
+    if (created?.$case !== 'created') throw new LaunchError(`unexpected helper event ${JSON.stringify(created)}`);
+    const { initPid, monitorPid } = created.value;
     try {
       await configure(initPid);
     } catch (e) {
-      ch.send('abort\n');
+      ch.send(encodeFrame(StartCommand, { command: { $case: 'abort', value: {} } }));
       await ch.finished().catch(() => undefined);
       throw e;
     }
-    ch.send('go\n');
+    ch.send(encodeFrame(StartCommand, { command: { $case: 'go', value: {} } }));
     const started = await next();
-    if (started['event'] !== 'started') throw new LaunchError(String(started['message'] ?? JSON.stringify(started)));
+    if (started?.$case !== 'started') throw new LaunchError(`unexpected helper event ${JSON.stringify(started)}`);
     return { initPid, monitorPid };
   } finally {
-    lines.close();
+    events.close();
     ch.release();
   }
+}
+
+/**
+ * Which control protocol the monitor in monitorDir speaks: 'v1' (helper.proto
+ * frames) when it wrote a `protocol` file naming osvirt.helper.v1, 'text'
+ * (command lines, JSON answer lines) for a monitor of an older build, which
+ * writes no such file.
+ */
+export function monitorProtocol(monitorDir: string): 'v1' | 'text' {
+  try {
+    return readFileSync(path.join(monitorDir, 'protocol'), 'utf8').trim() === 'osvirt.helper.v1' ? 'v1' : 'text';
+  } catch {
+    return 'text';
+  }
+}
+
+/** The init's exit as the monitor announces it on monitor.sock, in either protocol; undefined when the connection ends first. */
+function exitAnnouncement(c: net.Socket, protocol: 'v1' | 'text'): Promise<{ exitCode: number; signal: number } | undefined> {
+  if (protocol === 'v1') {
+    const events = new MessageReader(c, ControlEvent, 'ControlEvent');
+    const loop = async (): Promise<{ exitCode: number; signal: number } | undefined> => {
+      for (;;) {
+        const m = await events.next();
+        if (!m) return undefined;
+        if (m.event?.$case === 'exited') return m.event.value;
+      }
+    };
+    return loop().catch(() => undefined);
+  }
+  // An older monitor: JSON lines, the last one {"event":"exited",...}.
+  return new Promise((resolve) => {
+    const lines = readline.createInterface({ input: c });
+    lines.on('line', (line) => {
+      try {
+        const m = JSON.parse(line) as { event?: string; exitCode?: number; signal?: number };
+        if (m.event === 'exited') resolve({ exitCode: m.exitCode ?? 0, signal: m.signal ?? 0 });
+      } catch {
+        // ignore a malformed line
+      }
+    });
+    lines.once('close', () => resolve(undefined));
+    c.once('close', () => resolve(undefined));
+  });
 }
 
 export function readExitRecord(monitorDir: string): ExitRecord | undefined {
@@ -144,49 +191,41 @@ export function waitExit(monitorDir: string, monitorPid: number): Promise<ExitRe
     const sock = path.join(monitorDir, 'monitor.sock');
     if (!existsSync(sock)) return fallback();
     const c = net.connect(sock);
-    let buf = '';
-    let done = false;
-    c.on('data', (b) => {
-      buf += b.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const m = JSON.parse(line) as { event?: string; exitCode?: number; signal?: number };
-          if (m.event === 'exited') {
-            done = true;
-            c.destroy();
-            // Prefer the durable record (it has finishedAt); fall back to the message.
-            const rec = readExitRecord(monitorDir);
-            resolve(rec ?? { exitCode: m.exitCode ?? 0, signal: m.signal ?? 0, finishedAt: new Date() });
-          }
-        } catch {
-          // ignore a malformed line
-        }
-      }
-    });
-    c.on('error', () => {
-      if (!done) {
-        done = true;
-        setTimeout(fallback, 50);
-      }
-    });
-    c.on('close', () => {
-      if (!done) {
-        done = true;
-        setTimeout(fallback, 50);
-      }
+    c.on('error', () => undefined); // the end is handled below, as a close
+    void exitAnnouncement(c, monitorProtocol(monitorDir)).then((m) => {
+      c.destroy();
+      if (!m) return setTimeout(fallback, 50);
+      // Prefer the durable record (it has finishedAt); fall back to the message.
+      resolve(readExitRecord(monitorDir) ?? { ...m, finishedAt: new Date() });
     });
   });
 }
 
-/** Send one command line to the monitor (e.g. "resize 24 80"). */
-export function monitorCommand(monitorDir: string, line: string): Promise<void> {
+/**
+ * Set the console's window size through monitor.sock. Resolves with the
+ * monitor's refusal ("no tty", ...), or undefined once it was done or the
+ * monitor is not there to ask.
+ */
+export function monitorResize(monitorDir: string, rows: number, cols: number): Promise<string | undefined> {
   return new Promise((resolve) => {
     const c = net.connect(path.join(monitorDir, 'monitor.sock'));
-    c.on('connect', () => c.end(`${line}\n`, () => resolve()));
-    c.on('error', () => resolve());
+    c.on('error', () => resolve(undefined));
+    if (monitorProtocol(monitorDir) === 'text') {
+      c.on('connect', () => c.end(`resize ${rows} ${cols}\n`, () => resolve(undefined)));
+      return;
+    }
+    const answers = new MessageReader(c, ControlEvent, 'ControlEvent');
+    c.on('connect', () => c.write(encodeFrame(ControlRequest, { request: { $case: 'resize', value: { rows, cols } } })));
+    answers.next().then(
+      (m) => {
+        c.destroy();
+        resolve(m?.event?.$case === 'error' ? m.event.value.message : undefined);
+      },
+      () => {
+        c.destroy();
+        resolve(undefined);
+      },
+    );
   });
 }
 

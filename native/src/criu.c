@@ -19,8 +19,10 @@
 
 #include "args.h"
 #include "cgroup.h"
+#include "criu/rpc.pb-c.h"
 #include "monitor.h"
 #include "utils.h"
+#include "wire.h"
 
 /* Options shared by criu-swrk and restore: how CRIU is started. */
 struct swrk_cfg {
@@ -119,8 +121,8 @@ static int swrk_spawn(struct swrk_cfg *c, pid_t *child_out)
 		perror("osvirt-helper: socketpair");
 		return -1;
 	}
-	/* A seqpacket message must fit the send buffer whole; room for MAX_FRAME both ways. */
-	int size = 2 * MAX_FRAME;
+	/* A seqpacket message must fit the send buffer whole; room for a largest frame both ways. */
+	int size = 2 * WIRE_MAX_FRAME;
 	for (int i = 0; i < 2; i++) {
 		if (setsockopt(sv[i], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
 			setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
@@ -157,17 +159,14 @@ static int swrk_spawn(struct swrk_cfg *c, pid_t *child_out)
 typedef void (*frame_cb)(const uint8_t *buf, size_t len, void *arg);
 
 /*
- * Relays CRIU's messages to stdout and the caller's frames (uint32 LE length +
- * payload) from stdin until CRIU closes its end. Returns 0, or 1 on a broken frame.
+ * Relays CRIU's messages to stdout and the caller's frames (wire.h) from stdin
+ * until CRIU closes its end. Returns 0, or -1 with e on a broken frame.
  */
-static int swrk_relay(int sock, frame_cb on_frame, void *arg)
+static int swrk_relay(int sock, frame_cb on_frame, void *arg, struct error *e)
 {
-	AUTO_FREE uint8_t *inbuf = malloc(MAX_FRAME);
-	AUTO_FREE uint8_t *outbuf = malloc(MAX_FRAME + 4);
-	if (!inbuf || !outbuf) {
-		perror("osvirt-helper: malloc");
-		return 1;
-	}
+	AUTO_FREE uint8_t *outbuf = malloc(WIRE_MAX_FRAME);
+	if (!outbuf)
+		return err_sys(e, "malloc");
 	bool stdin_open = true;
 	for (;;) {
 		struct pollfd pf[2] = {{.fd = sock, .events = POLLIN}, {.fd = STDIN_FILENO, .events = POLLIN}};
@@ -177,40 +176,33 @@ static int swrk_relay(int sock, frame_cb on_frame, void *arg)
 			return 0;
 		}
 		if (pf[0].revents) {
-			ssize_t n = recv(sock, outbuf + 4, MAX_FRAME, MSG_TRUNC);
+			ssize_t n = recv(sock, outbuf, WIRE_MAX_FRAME, MSG_TRUNC);
 			if (n < 0 && (errno == EINTR || errno == EAGAIN))
 				continue;
 			if (n <= 0)
 				return 0; /* CRIU closed its end or exited */
-			if (n > MAX_FRAME) {
-				fprintf(stderr, "osvirt-helper: criu message of %zd bytes exceeds %d\n", n, MAX_FRAME);
-				return 1;
-			}
-			uint32_t len = (uint32_t)n;
+			if (n > WIRE_MAX_FRAME)
+				return err_errno(e, EMSGSIZE, "criu message of %zd bytes exceeds %d", n,
+						 WIRE_MAX_FRAME);
 			if (on_frame)
-				on_frame(outbuf + 4, len, arg);
-			for (int i = 0; i < 4; i++)
-				outbuf[i] = (uint8_t)(len >> (8 * i));
-			if (write_all(STDOUT_FILENO, outbuf, len + 4) < 0)
+				on_frame(outbuf, (size_t)n, arg);
+			if (wire_write(STDOUT_FILENO, outbuf, (size_t)n, e) < 0)
 				return 0; /* caller gone: closing the socket makes CRIU stop */
 		}
 		if (stdin_open && pf[1].revents) {
-			uint8_t hdr[4];
-			ssize_t r = read_full(STDIN_FILENO, hdr, 4);
+			AUTO_FREE uint8_t *in = NULL;
+			size_t len;
+			int r = wire_read(STDIN_FILENO, WIRE_MAX_FRAME, &in, &len, e);
+			if (r < 0)
+				return -1;
 			if (r == 0) {
 				stdin_open = false;
 				shutdown(sock, SHUT_WR); /* CRIU's swrk loop ends on EOF */
 				continue;
 			}
-			uint32_t len = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
-				       (uint32_t)hdr[3] << 24;
-			if (r != 4 || len > MAX_FRAME || read_full(STDIN_FILENO, inbuf, len) != (ssize_t)len) {
-				fprintf(stderr, "osvirt-helper: truncated or oversized frame on stdin\n");
-				return 1;
-			}
 			if (len == 0) /* a seqpacket reader could not tell an empty message from EOF */
 				fprintf(stderr, "osvirt-helper: empty frame ignored\n");
-			else if (send(sock, inbuf, len, 0) < 0)
+			else if (send(sock, in, len, 0) < 0)
 				fprintf(stderr, "osvirt-helper: send: %s\n", strerror(errno));
 		}
 	}
@@ -229,89 +221,37 @@ int cmd_criu_swrk(int argc, char **argv)
 	int sock = swrk_spawn(&c, &child);
 	if (sock < 0)
 		return 1;
-	int rc = swrk_relay(sock, NULL, NULL);
+	struct error e;
+	int rc = swrk_relay(sock, NULL, NULL, &e);
 	close(sock);
 	int status = wait_exit_code(child);
-	return rc ? rc : status;
-}
-
-/*
- * Just enough protobuf to read criu_resp {1: type, 2: success, 4: restore {1: pid}}
- * from CRIU's answer: the restore helper must know the restored init by itself.
- */
-static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-	*v = 0;
-	for (int shift = 0; *p < end && shift < 64; shift += 7) {
-		uint8_t b = *(*p)++;
-		*v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80))
-			return true;
+	if (rc < 0) {
+		char text[1200];
+		err_text(&e, text, sizeof text);
+		fprintf(stderr, "osvirt-helper criu-swrk: %s\n", text);
+		return 1;
 	}
-	return false;
-}
-
-/* Calls fn(field, wire type, varint value or length, payload) for each field; false when malformed. */
-static bool pb_fields(const uint8_t *p, const uint8_t *end,
-		      void (*fn)(uint64_t, int, uint64_t, const uint8_t *, void *), void *arg)
-{
-	while (p < end) {
-		uint64_t key, v;
-		if (!pb_varint(&p, end, &key))
-			return false;
-		int wt = (int)(key & 7);
-		const uint8_t *payload = NULL;
-		if (wt == 0) {
-			if (!pb_varint(&p, end, &v))
-				return false;
-		} else if (wt == 2) {
-			if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
-				return false;
-			payload = p;
-			p += v;
-		} else if (wt == 1 || wt == 5) {
-			v = wt == 1 ? 8 : 4;
-			if (v > (uint64_t)(end - p))
-				return false;
-			p += v;
-		} else {
-			return false;
-		}
-		fn(key >> 3, wt, v, payload, arg);
-	}
-	return true;
-}
-
-#define CRIU_REQ_RESTORE 2
-
-static void restore_pid_field(uint64_t field, int wt, uint64_t v, const uint8_t *payload, void *arg)
-{
-	(void)payload;
-	if (field == 1 && wt == 0)
-		((struct restore_answer *)arg)->pid = (int32_t)v;
-}
-
-static void restore_resp_field(uint64_t field, int wt, uint64_t v, const uint8_t *payload, void *arg)
-{
-	struct restore_answer *r = arg;
-	if (field == 1 && wt == 0)
-		r->type = (int64_t)v;
-	else if (field == 2 && wt == 0)
-		r->success = (int64_t)v;
-	else if (field == 4 && wt == 2)
-		pb_fields(payload, payload + v, restore_pid_field, r);
+	return status;
 }
 
 bool criu_decode_resp(const uint8_t *buf, size_t len, struct restore_answer *out)
 {
 	*out = (struct restore_answer){.type = -1, .success = 0, .pid = 0};
-	return pb_fields(buf, buf + len, restore_resp_field, out);
+	Criu__CriuResp *r = criu__criu_resp__unpack(NULL, len, buf);
+	if (!r)
+		return false;
+	out->type = r->type;
+	out->success = r->success;
+	if (r->restore)
+		out->pid = r->restore->pid;
+	criu__criu_resp__free_unpacked(r, NULL);
+	return true;
 }
 
 static void on_restore_frame(const uint8_t *buf, size_t len, void *arg)
 {
 	struct restore_answer one;
-	if (!criu_decode_resp(buf, len, &one) || one.type != CRIU_REQ_RESTORE)
+	if (!criu_decode_resp(buf, len, &one) || one.type != CRIU__CRIU_REQ_TYPE__RESTORE)
 		return;
 	struct restore_answer *r = arg;
 	*r = one;
@@ -413,7 +353,12 @@ int cmd_restore(int argc, char **argv)
 		return 1;
 	}
 	struct restore_answer answer = {0};
-	int rc = swrk_relay(sock, on_restore_frame, &answer);
+	int rc = swrk_relay(sock, on_restore_frame, &answer, &e) < 0;
+	if (rc) {
+		char text[1200];
+		err_text(&e, text, sizeof text);
+		fprintf(stderr, "osvirt-helper restore: %s\n", text);
+	}
 	close(sock);
 	int status = wait_exit_code(criu);
 	/* CRIU opens the caller's descriptors through /proc/<our pid>/fd: closed only now. */

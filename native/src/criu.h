@@ -7,14 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MAX_FRAME (1024 * 1024) /* largest CRIU RPC message we relay */
-
 /* What restore reads from CRIU's answer: criu_resp {1: type, 2: success, 4: restore {1: pid}}. */
 struct restore_answer {
 	int64_t type, success, pid;
 	bool seen; /* a RESTORE answer arrived */
 };
-/* Decodes one CRIU response; false when it is not well-formed protobuf. */
+/* Decodes one CRIU response (with the code protoc-c generates from proto/criu/rpc.proto); false when malformed. */
 bool criu_decode_resp(const uint8_t *buf, size_t len, struct restore_answer *out);
 
 int cmd_criu_swrk(int argc, char **argv);

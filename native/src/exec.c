@@ -20,6 +20,7 @@
 #include "cgroup.h"
 #include "proc.h"
 #include "sync.h"
+#include "wire.h"
 
 /* exec's own failures exit 125, like a failed setup step in its child. */
 NORETURN static void exec_die(struct error *e)
@@ -31,7 +32,8 @@ NORETURN static void exec_die(struct error *e)
 /* Relays the pty (if any), forwards signals, and returns the child's exit code. */
 static int exec_wait(pid_t child, int master, int sigfd, int resize_fd)
 {
-	char in[4096], rbuf[128], out[8192];
+	char in[4096], out[8192];
+	uint8_t rbuf[WIRE_HEADER + 64];
 	size_t inlen = 0, inoff = 0, rlen = 0;
 	bool stdin_open = master >= 0, master_open = master >= 0;
 	int status = 0;
@@ -93,27 +95,31 @@ static int exec_wait(pid_t child, int master, int sigfd, int resize_fd)
 			}
 		}
 		if (ir >= 0 && pf[ir].revents) {
-			ssize_t r = read(resize_fd, rbuf + rlen, sizeof rbuf - 1 - rlen);
+			ssize_t r = read(resize_fd, rbuf + rlen, sizeof rbuf - rlen);
 			if (r <= 0) {
 				resize_fd = -1;
 				continue;
 			}
 			rlen += (size_t)r;
-			rbuf[rlen] = '\0';
-			char *nl;
-			while ((nl = strchr(rbuf, '\n'))) {
-				unsigned rows, cols;
-				*nl = '\0';
-				if (sscanf(rbuf, "%u %u", &rows, &cols) == 2) {
-					struct winsize ws = {.ws_row = (unsigned short)rows,
-							     .ws_col = (unsigned short)cols};
+			ssize_t whole;
+			while ((whole = wire_complete(rbuf, rlen, sizeof rbuf - WIRE_HEADER, &e)) > 0) {
+				ResizeRequest *rq = osvirt__helper__v1__resize_request__unpack(
+					NULL, (size_t)whole - WIRE_HEADER, rbuf + WIRE_HEADER);
+				if (rq && rq->rows && rq->cols && rq->rows <= 65535 && rq->cols <= 65535) {
+					struct winsize ws = {.ws_row = (unsigned short)rq->rows,
+							     .ws_col = (unsigned short)rq->cols};
 					ioctl(master, TIOCSWINSZ, &ws);
 				}
-				rlen -= (size_t)(nl + 1 - rbuf);
-				memmove(rbuf, nl + 1, rlen + 1);
+				if (rq)
+					protobuf_c_message_free_unpacked(&rq->base, NULL);
+				rlen -= (size_t)whole;
+				memmove(rbuf, rbuf + whole, rlen);
 			}
-			if (rlen == sizeof rbuf - 1)
-				rlen = 0;
+			if (whole < 0) {
+				/* Not our caller's frames: stop listening, the process runs on. */
+				fprintf(stderr, "osvirt-helper exec: resize fd: %s\n", e.msg);
+				resize_fd = -1;
+			}
 		}
 	}
 	if (master_open) {
@@ -240,7 +246,7 @@ int cmd_exec(int argc, char **argv)
 		} else if ((v = value(&a, "--resize-fd"))) {
 			resize_fd = (int)arg_ulong(v, "--resize-fd");
 		} else if ((v = value(&a, "--ready-fd"))) {
-			/* Gets one byte once the command runs in the container: a caller can tell "it started" from "it could not". */
+			/* Gets an ExecReady frame once the command runs in the container: "it started" vs "it could not". */
 			ready_fd = (int)arg_ulong(v, "--ready-fd");
 		} else {
 			usage_error("exec: unknown option '%s'", argv[a.i]);
@@ -302,7 +308,9 @@ int cmd_exec(int argc, char **argv)
 	}
 	close(errp[0]);
 	if (ready_fd >= 0) {
-		if (write(ready_fd, "1", 1) != 1)
+		Osvirt__Helper__V1__ExecReady ready = OSVIRT__HELPER__V1__EXEC_READY__INIT;
+		ready.pid = child;
+		if (wire_send(ready_fd, &ready.base, &e) < 0)
 			fprintf(stderr, "osvirt-helper exec: ready fd: %s\n", strerror(errno));
 		close(ready_fd);
 	}

@@ -15,46 +15,50 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "error.h"
 #include "utils.h"
+#include "wire.h"
 
-#define MAX_LAUNCH_REQUEST (256 * 1024)
-
-/* In the launcher's grandchild: read one request from the connection, become its `run` monitor. */
+/* In the launcher's grandchild: read one LaunchRequest from the connection, become its `run` monitor. */
 NORETURN static void serve_launch(int conn, char *argv0)
 {
-	uint32_t len = 0;
-	char *buf = NULL;
-	if (read_full(conn, &len, sizeof len) != (ssize_t)sizeof len || len == 0 || len > MAX_LAUNCH_REQUEST ||
-	    !(buf = malloc(len + 1)) || read_full(conn, buf, len) != (ssize_t)len || buf[len - 1] != '\0')
-		_exit(2);
-	size_t n = 0;
-	for (uint32_t i = 0; i < len; i++)
-		n += buf[i] == '\0';
-	char **args = calloc(n + 3, sizeof *args);
-	if (!args)
-		_exit(1);
+	struct error e;
+	LaunchRequest *req = NULL;
+	int r = wire_recv(conn, &osvirt__helper__v1__launch_request__descriptor, (ProtobufCMessage **)&req, &e);
+	if (r <= 0) {
+		if (r == 0)
+			err_set(&e, EXIT_USAGE, "the connection closed without a request");
+		else
+			e.status = EXIT_USAGE;
+		die(&e, "launcher");
+	}
+	char **args = calloc(req->n_args + 3, sizeof *args);
+	if (!args) {
+		err_sys(&e, "calloc");
+		die(&e, "launcher");
+	}
 	args[0] = argv0;
 	args[1] = "run";
-	for (size_t i = 0, off = 0; i < n; i++) {
-		args[i + 2] = buf + off;
-		off += strlen(buf + off) + 1;
-	}
+	for (size_t i = 0; i < req->n_args; i++)
+		args[i + 2] = req->args[i];
 	/* The connection is this monitor's stdin and stdout: the start protocol runs over it. */
-	if (dup2(conn, STDIN_FILENO) < 0 || dup2(conn, STDOUT_FILENO) < 0)
-		_exit(1);
+	if (dup2(conn, STDIN_FILENO) < 0 || dup2(conn, STDOUT_FILENO) < 0) {
+		err_sys(&e, "dup2");
+		die(&e, "launcher");
+	}
 	close(conn);
 	/* Exec'd again so that ps and /proc/PID/cmdline show what this monitor is. */
 	execv("/proc/self/exe", args);
-	fprintf(stderr, "osvirt-helper launcher: exec /proc/self/exe: %s\n", strerror(errno));
-	_exit(1);
+	err_sys(&e, "exec /proc/self/exe");
+	die(&e, "launcher");
 }
 
 /*
  * launcher --socket PATH: start `run` monitors without the daemon forking
  * itself. A fork of the daemon (a large Node process) costs 1-2 ms and blocks
  * its event loop; a fork of this small process costs a tenth of that. Each
- * connection is one request: a 4-byte length in host byte order, then the
- * `run` arguments, each NUL-terminated. The monitor is a grandchild (its parent
+ * connection is one request: a LaunchRequest frame (wire.h) with the `run`
+ * arguments. The monitor is a grandchild (its parent
  * exits at once, so init adopts it, as with any daemonized monitor) and speaks
  * the usual start protocol over the connection instead of stdin and stdout.
  * The launcher dies with the process that started it.
@@ -83,11 +87,15 @@ int cmd_launcher(int argc, char **argv, char *argv0)
 	unlink(path);
 	if (l < 0 || bind(l, (struct sockaddr *)&addr, sizeof addr) < 0 || chmod(path, 0600) < 0 ||
 	    listen(l, 128) < 0) {
-		fprintf(stderr, "osvirt-helper launcher: %s: %s\n", path, strerror(errno));
-		return 1;
+		struct error e;
+		err_sys(&e, "%s", path);
+		die(&e, "launcher");
 	}
-	printf("{\"event\":\"ready\"}\n");
-	fflush(stdout);
+	Osvirt__Helper__V1__LauncherReady ready = OSVIRT__HELPER__V1__LAUNCHER_READY__INIT;
+	ready.pid = getpid();
+	struct error e;
+	if (wire_send(STDOUT_FILENO, &ready.base, &e) < 0)
+		die(&e, "launcher");
 	for (;;) {
 		int conn = accept4(l, NULL, NULL, SOCK_CLOEXEC);
 		if (conn < 0) {

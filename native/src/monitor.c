@@ -23,9 +23,11 @@
 
 #include "net_device.h"
 #include "utils.h"
+#include "wire.h"
 
 #define RING_SIZE (64 * 1024) /* console output replayed to new console clients */
 #define MAX_CLIENTS 32        /* per socket; more connections are refused */
+#define MAX_CTL_FRAME 256     /* a larger ControlRequest is not from a client of ours */
 
 static pid_t g_child = -1;      /* killed if the handshake fails */
 static char *g_host_mount;      /* --host-overlay: unmounted when the init is gone */
@@ -69,6 +71,9 @@ int monitor_prologue(const char *state, struct error *e)
 	if (g_statefd < 0)
 		return err_sys(e, "open state dir %s", state);
 	unlinkat(g_statefd, "exit", 0); /* a previous run's exit file must not describe this one */
+	/* Tells a daemon that re-attaches later which control protocol monitor.sock speaks. */
+	if (write_file_atomic(g_statefd, "protocol", MONITOR_PROTOCOL "\n") < 0)
+		return err_sys(e, "write protocol");
 	char num[32];
 	snprintf(num, sizeof num, "%d\n", getpid());
 	if (write_file_atomic(g_statefd, "monitor.pid", num) < 0)
@@ -86,14 +91,14 @@ void monitor_unmount_host(void)
 
 void monitor_remove_state_files(void)
 {
-	static const char *const names[] = {"monitor.pid", "init.pid", "monitor.sock", "console.sock"};
+	static const char *const names[] = {"monitor.pid", "init.pid", "monitor.sock", "console.sock", "protocol"};
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
 		unlinkat(g_statefd, names[i], 0);
 }
 
 void monitor_fail(const struct error *e)
 {
-	char msg[1200], quoted[2500];
+	char msg[1200];
 	err_text(e, msg, sizeof msg);
 	if (g_child > 0) {
 		kill(g_child, SIGKILL);
@@ -106,8 +111,14 @@ void monitor_fail(const struct error *e)
 		fprintf(stderr, "osvirt-helper: %s\n", msg);
 		exit(1);
 	}
-	json_quote(quoted, sizeof quoted, msg);
-	emit("{\"event\":\"error\",\"message\":%s}", quoted);
+	Osvirt__Helper__V1__Failed failed = OSVIRT__HELPER__V1__FAILED__INIT;
+	failed.message = msg;
+	StartEvent ev = OSVIRT__HELPER__V1__START_EVENT__INIT;
+	ev.event_case = OSVIRT__HELPER__V1__START_EVENT__EVENT_FAILED;
+	ev.failed = &failed;
+	struct error we;
+	if (wire_send(STDOUT_FILENO, &ev.base, &we) < 0)
+		fprintf(stderr, "osvirt-helper: %s\n", msg); /* nobody reads stdout: keep the reason somewhere */
 	exit(1);
 }
 
@@ -139,7 +150,7 @@ struct monitor {
 	pid_t init;
 	int sigfd, ctl_listen, con_listen, master, logpipe, logfd;
 	int ctl[MAX_CLIENTS];
-	char ctl_buf[MAX_CLIENTS][256];
+	uint8_t ctl_buf[MAX_CLIENTS][WIRE_HEADER + MAX_CTL_FRAME];
 	size_t ctl_len[MAX_CLIENTS];
 	int con[MAX_CLIENTS];
 	char ring[RING_SIZE];
@@ -185,49 +196,70 @@ static bool drain_output(struct monitor *m, int fd)
 	}
 }
 
-static void ctl_reply(struct monitor *m, int i, const char *line)
+/* Answers one ControlRequest (its frame's payload) with one ControlEvent. */
+static void ctl_reply(struct monitor *m, int i, const uint8_t *payload, size_t len)
 {
-	char out[256];
-	unsigned rows, cols;
-	if (!strcmp(line, "status")) {
-		snprintf(out, sizeof out, "{\"state\":\"running\",\"initPid\":%d}\n", m->init);
-	} else if (sscanf(line, "resize %u %u", &rows, &cols) == 2) {
+	ControlEvent ev = OSVIRT__HELPER__V1__CONTROL_EVENT__INIT;
+	Osvirt__Helper__V1__Status status = OSVIRT__HELPER__V1__STATUS__INIT;
+	Osvirt__Helper__V1__Resized resized = OSVIRT__HELPER__V1__RESIZED__INIT;
+	Osvirt__Helper__V1__ControlError error = OSVIRT__HELPER__V1__CONTROL_ERROR__INIT;
+	char text[256];
+	ControlRequest *req = osvirt__helper__v1__control_request__unpack(NULL, len, payload);
+	ev.event_case = OSVIRT__HELPER__V1__CONTROL_EVENT__EVENT_ERROR;
+	ev.error = &error;
+	error.message = "unknown request";
+	if (req && req->request_case == OSVIRT__HELPER__V1__CONTROL_REQUEST__REQUEST_STATUS) {
+		status.init_pid = m->init;
+		ev.event_case = OSVIRT__HELPER__V1__CONTROL_EVENT__EVENT_STATUS;
+		ev.status = &status;
+	} else if (req && req->request_case == OSVIRT__HELPER__V1__CONTROL_REQUEST__REQUEST_RESIZE) {
+		uint32_t rows = req->resize->rows, cols = req->resize->cols;
 		struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
-		if (m->master < 0)
-			snprintf(out, sizeof out, "{\"error\":\"no tty\"}\n");
-		else if (ioctl(m->master, TIOCSWINSZ, &ws) < 0)
-			snprintf(out, sizeof out, "{\"error\":\"resize: %s\"}\n", strerror(errno));
-		else
-			snprintf(out, sizeof out, "{\"ok\":true}\n");
-	} else {
-		snprintf(out, sizeof out, "{\"error\":\"unknown command\"}\n");
+		if (m->master < 0) {
+			error.message = "no tty";
+		} else if (!rows || !cols || rows > 65535 || cols > 65535) {
+			error.message = "invalid rows or cols: each must be 1 to 65535";
+		} else if (ioctl(m->master, TIOCSWINSZ, &ws) < 0) {
+			snprintf(text, sizeof text, "resize: %s", strerror(errno));
+			error.message = text;
+		} else {
+			ev.event_case = OSVIRT__HELPER__V1__CONTROL_EVENT__EVENT_RESIZED;
+			ev.resized = &resized;
+		}
 	}
-	if (write(m->ctl[i], out, strlen(out)) != (ssize_t)strlen(out))
+	if (req)
+		protobuf_c_message_free_unpacked(&req->base, NULL);
+	/* The answer is small: a non-blocking socket takes it whole or the client is not reading. */
+	struct error e;
+	if (wire_send(m->ctl[i], &ev.base, &e) < 0)
 		close_slot(&m->ctl[i]);
 }
 
 static void on_ctl_input(struct monitor *m, int i)
 {
 	size_t *len = &m->ctl_len[i];
-	ssize_t n = read(m->ctl[i], m->ctl_buf[i] + *len, sizeof m->ctl_buf[i] - 1 - *len);
+	ssize_t n = read(m->ctl[i], m->ctl_buf[i] + *len, sizeof m->ctl_buf[i] - *len);
 	if (n <= 0) {
 		if (n == 0 || errno != EAGAIN)
 			close_slot(&m->ctl[i]);
 		return;
 	}
 	*len += (size_t)n;
-	m->ctl_buf[i][*len] = '\0';
-	char *nl;
-	while (m->ctl[i] >= 0 && (nl = strchr(m->ctl_buf[i], '\n'))) {
-		*nl = '\0';
-		if (nl > m->ctl_buf[i] && nl[-1] == '\r')
-			nl[-1] = '\0';
-		ctl_reply(m, i, m->ctl_buf[i]);
-		*len -= (size_t)(nl + 1 - m->ctl_buf[i]);
-		memmove(m->ctl_buf[i], nl + 1, *len + 1);
+	for (;;) {
+		struct error e;
+		ssize_t whole = wire_complete(m->ctl_buf[i], *len, MAX_CTL_FRAME, &e);
+		if (whole < 0) {
+			close_slot(&m->ctl[i]); /* an oversized frame: not a client of ours */
+			return;
+		}
+		if (whole == 0)
+			return;
+		ctl_reply(m, i, m->ctl_buf[i] + WIRE_HEADER, (size_t)whole - WIRE_HEADER);
+		if (m->ctl[i] < 0)
+			return;
+		*len -= (size_t)whole;
+		memmove(m->ctl_buf[i], m->ctl_buf[i] + whole, *len);
 	}
-	if (*len == sizeof m->ctl_buf[i] - 1)
-		close_slot(&m->ctl[i]); /* an over-long line: not a client of ours */
 }
 
 static void on_accept(struct monitor *m, bool console)
@@ -291,22 +323,25 @@ NORETURN static void monitor_finish(struct monitor *m, int status)
 	snprintf(buf, sizeof buf, "{\"exitCode\":%d,\"signal\":%d,\"finishedAt\":\"%s\"}\n", code, sig, when);
 	if (write_file_atomic(g_statefd, "exit", buf) < 0)
 		fprintf(stderr, "write exit file: %s\n", strerror(errno));
-	if (sig)
-		snprintf(buf, sizeof buf, "{\"event\":\"exited\",\"signal\":%d,\"exitCode\":%d}\n", sig, code);
-	else
-		snprintf(buf, sizeof buf, "{\"event\":\"exited\",\"exitCode\":%d}\n", code);
+	Osvirt__Helper__V1__Exited exited = OSVIRT__HELPER__V1__EXITED__INIT;
+	exited.exit_code = code;
+	exited.signal = sig;
+	ControlEvent ev = OSVIRT__HELPER__V1__CONTROL_EVENT__INIT;
+	ev.event_case = OSVIRT__HELPER__V1__CONTROL_EVENT__EVENT_EXITED;
+	ev.exited = &exited;
 	for (int i = 0; i < MAX_CLIENTS; i++) {
 		if (m->ctl[i] >= 0) {
 			/* Blocking for this last message: a client must not miss the exit. */
+			struct error e;
 			fcntl(m->ctl[i], F_SETFL, 0);
-			write_all(m->ctl[i], buf, strlen(buf));
+			wire_send(m->ctl[i], &ev.base, &e);
 		}
 		close_slot(&m->ctl[i]);
 		close_slot(&m->con[i]);
 	}
 	unlink("monitor.sock");
 	unlink("console.sock");
-	fprintf(stderr, "init %d: %s", m->init, buf);
+	fprintf(stderr, "init %d: exited, code %d, signal %d\n", m->init, code, sig);
 	exit(0);
 }
 

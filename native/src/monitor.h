@@ -15,6 +15,13 @@
 struct monitor;
 
 /*
+ * Written to the state dir's `protocol` file: monitor.sock speaks helper.proto's
+ * ControlRequest/ControlEvent frames. A monitor of an older build writes no
+ * such file and speaks text lines (docs/helper-protocol.md, compatibility).
+ */
+#define MONITOR_PROTOCOL "osvirt.helper.v1"
+
+/*
  * What run and restore do first: outlive the caller (own session, SIGPIPE and
  * SIGHUP ignored), reap the container's orphans (subreaper), open the state
  * dir, drop a previous exit record and write monitor.pid.
@@ -27,12 +34,12 @@ int monitor_statefd(void);
 void monitor_set_child(pid_t pid);
 void monitor_set_host_mount(char *abs_path);
 void monitor_set_host_veth(const char *name);
-/* restore: stdout carries CRIU frames, so a failure is reported on stderr, not as a JSON event. */
+/* restore: stdout carries CRIU frames, so a failure is reported on stderr, not as a StartEvent. */
 void monitor_set_frames_on_stdout(void);
 
 void monitor_unmount_host(void);
 void monitor_remove_state_files(void);
-/* Start failure: kill the child, undo, report (JSON error event or stderr), exit 1. */
+/* Start failure: kill the child, undo, report (a Failed StartEvent, or stderr), exit 1. */
 NORETURN void monitor_fail(const struct error *e);
 FORMAT(1, 2) NORETURN void monitor_failf(const char *fmt, ...);
 

@@ -22,6 +22,7 @@
 #include "idmap.h"
 #include "monitor.h"
 #include "sync.h"
+#include "wire.h"
 
 /*
  * Moves us into UTS and/or mount namespaces owned by a new user namespace that
@@ -451,15 +452,21 @@ static int open_console(struct run_cfg *c, struct error *e)
 	return take_fd(&master);
 }
 
-/* Reads "go\n" (or anything else: abort) from the caller. */
+/* Reads the caller's StartCommand: true for Go; Abort, end of file or a bad frame abandon the start. */
 static bool caller_says_go(void)
 {
-	char line[64];
-	size_t len = 0;
-	while (len < sizeof line - 1 && read(STDIN_FILENO, line + len, 1) == 1 && line[len] != '\n')
-		len++;
-	line[len] = '\0';
-	return !strcmp(line, "go");
+	struct error e;
+	StartCommand *cmd = NULL;
+	int r = wire_recv(STDIN_FILENO, &osvirt__helper__v1__start_command__descriptor, (ProtobufCMessage **)&cmd, &e);
+	if (r < 0) {
+		char text[1200];
+		err_text(&e, text, sizeof text);
+		fprintf(stderr, "osvirt-helper run: the start command: %s\n", text);
+	}
+	bool go = r > 0 && cmd->command_case == OSVIRT__HELPER__V1__START_COMMAND__COMMAND_GO;
+	if (cmd)
+		protobuf_c_message_free_unpacked(&cmd->base, NULL);
+	return go;
 }
 
 int cmd_run(int argc, char **argv)
@@ -551,8 +558,14 @@ int cmd_run(int argc, char **argv)
 	if (fchdir(monitor_statefd()) < 0)
 		monitor_failf("chdir %s: %s", c.state, strerror(errno));
 	struct monitor *m = monitor_new(pid, master, logp[0], c.p.tty);
-	if (emit("{\"event\":\"created\",\"initPid\":%d,\"monitorPid\":%d}", pid, getpid()) < 0)
-		monitor_failf("stdout: %s", strerror(errno));
+	Osvirt__Helper__V1__Created created = OSVIRT__HELPER__V1__CREATED__INIT;
+	created.init_pid = pid;
+	created.monitor_pid = getpid();
+	StartEvent ev = OSVIRT__HELPER__V1__START_EVENT__INIT;
+	ev.event_case = OSVIRT__HELPER__V1__START_EVENT__EVENT_CREATED;
+	ev.created = &created;
+	if (wire_send(STDOUT_FILENO, &ev.base, &e) < 0)
+		monitor_fail(&e);
 
 	if (!caller_says_go()) {
 		kill(pid, SIGKILL);
@@ -576,7 +589,10 @@ int cmd_run(int argc, char **argv)
 		monitor_failf("%s", msg);
 	if (!released)
 		monitor_failf("release child: %s", strerror(saved));
-	if (emit("{\"event\":\"started\"}") < 0)
+	Osvirt__Helper__V1__Started started = OSVIRT__HELPER__V1__STARTED__INIT;
+	ev.event_case = OSVIRT__HELPER__V1__START_EVENT__EVENT_STARTED;
+	ev.started = &started;
+	if (wire_send(STDOUT_FILENO, &ev.base, &e) < 0)
 		fprintf(stderr, "stdout: %s\n", strerror(errno)); /* the container runs anyway */
 
 	/* Protocol step 4: detach from the caller's pipes and serve. */

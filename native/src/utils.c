@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -118,43 +117,6 @@ int write_file_atomic(int dirfd, const char *name, const char *s)
 	}
 	close(fd);
 	return renameat(dirfd, tmp, dirfd, name);
-}
-
-void json_quote(char *out, size_t cap, const char *s)
-{
-	size_t o = 0;
-	out[o++] = '"';
-	for (const unsigned char *p = (const unsigned char *)s; *p && o + 8 < cap; p++) {
-		const char *esc = NULL;
-		switch (*p) {
-		case '"': esc = "\\\""; break;
-		case '\\': esc = "\\\\"; break;
-		case '\n': esc = "\\n"; break;
-		case '\r': esc = "\\r"; break;
-		case '\t': esc = "\\t"; break;
-		}
-		if (esc)
-			o += (size_t)snprintf(out + o, cap - o, "%s", esc);
-		else if (*p < 0x20)
-			o += (size_t)snprintf(out + o, cap - o, "\\u%04x", *p);
-		else
-			out[o++] = (char)*p;
-	}
-	out[o++] = '"';
-	out[o] = '\0';
-}
-
-int emit(const char *fmt, ...)
-{
-	char buf[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof buf - 1)
-		n = (int)sizeof buf - 2;
-	buf[n++] = '\n';
-	return write_all(STDOUT_FILENO, buf, (size_t)n);
 }
 
 void split_path(const char *path, char *parent, char *name)

@@ -51,11 +51,6 @@ int write_file(const char *path, const char *s);
 /* Atomic replace within dirfd (see utils.c). */
 int write_file_atomic(int dirfd, const char *name, const char *s);
 
-/* Writes s as a JSON string literal (with quotes) into out, truncating if needed. */
-void json_quote(char *out, size_t cap, const char *s);
-/* One JSON line on stdout, written with a single write(2) (no stdio buffer to duplicate on clone). */
-FORMAT(1, 2) int emit(const char *fmt, ...);
-
 /* Split "a/b/c" into "a/b" and "c"; the parent of "c" is "/" (resolved inside a root). */
 void split_path(const char *path, char *parent, char *name);
 void ignore_signal(int sig);

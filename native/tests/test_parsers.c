@@ -9,7 +9,6 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
-#include "criu.h"
 #include "harness.h"
 #include "idmap.h"
 #include "mount.h"
@@ -244,57 +243,8 @@ TEST(run_command_lines)
 	CHECK_INT(e.status, EXIT_USAGE);
 }
 
-/* A protobuf varint. */
-static size_t varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-	do {
-		p[n] = (uint8_t)(v & 0x7f) | (v > 0x7f ? 0x80 : 0);
-		v >>= 7;
-		n++;
-	} while (v);
-	return n;
-}
-
-TEST(criu_answer)
-{
-	/* criu_resp { type: RESTORE (2), success: true, restore { pid: 4242 } } */
-	uint8_t msg[32], inner[8];
-	size_t ni = 0, n = 0;
-	inner[ni++] = 1 << 3;
-	ni += varint(inner + ni, 4242);
-	msg[n++] = 1 << 3;
-	msg[n++] = 2;
-	msg[n++] = 2 << 3;
-	msg[n++] = 1;
-	msg[n++] = 3 << 3 | 5; /* a fixed32 field the decoder skips */
-	memset(msg + n, 0xee, 4);
-	n += 4;
-	msg[n++] = 4 << 3 | 2;
-	msg[n++] = (uint8_t)ni;
-	memcpy(msg + n, inner, ni);
-	n += ni;
-	struct restore_answer a;
-	CHECK(criu_decode_resp(msg, n, &a));
-	CHECK_INT(a.type, 2);
-	CHECK_INT(a.success, 1);
-	CHECK_INT(a.pid, 4242);
-	/* Truncated: the length runs past the end. */
-	CHECK(!criu_decode_resp(msg, n - 1, &a));
-	/* Wire types 3 and 4 (groups) are not CRIU's. */
-	uint8_t group[] = {1 << 3 | 3};
-	CHECK(!criu_decode_resp(group, sizeof group, &a));
-	/* An unterminated varint. */
-	uint8_t open_varint[] = {1 << 3, 0x80, 0x80};
-	CHECK(!criu_decode_resp(open_varint, sizeof open_varint, &a));
-	CHECK(criu_decode_resp(msg, 0, &a) && a.type == -1);
-}
-
 TEST(utilities)
 {
-	char out[64];
-	json_quote(out, sizeof out, "a\"b\\c\n\x01");
-	CHECK_STR(out, "\"a\\\"b\\\\c\\n\\u0001\"");
 	char parent[PATH_MAX], name[NAME_MAX + 1];
 	split_path("/dev/net/tun", parent, name);
 	CHECK_STR(parent, "/dev/net");

@@ -193,33 +193,3 @@ export function decodeResponse(bytes: Uint8Array): CriuResponse {
   const message = type.decode(bytes);
   return type.toObject(message, { enums: String, longs: Number, defaults: false }) as CriuResponse;
 }
-
-/** Framing of the native helper's stdio: uint32 little-endian length, then the payload. */
-export function frame(payload: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(4 + payload.length);
-  out.writeUInt32LE(payload.length, 0);
-  out.set(payload, 4);
-  return out;
-}
-
-/** Splits a byte stream into frames; push() returns the payloads completed so far. */
-export class FrameReader {
-  private pending: Buffer = Buffer.alloc(0);
-
-  push(chunk: Buffer): Buffer[] {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    const frames: Buffer[] = [];
-    while (this.pending.length >= 4) {
-      const length = this.pending.readUInt32LE(0);
-      if (this.pending.length < 4 + length) break;
-      frames.push(this.pending.subarray(4, 4 + length));
-      this.pending = this.pending.subarray(4 + length);
-    }
-    return frames;
-  }
-
-  /** Bytes of an incomplete frame left at end of stream. */
-  get leftover(): number {
-    return this.pending.length;
-  }
-}

@@ -3,7 +3,8 @@
 // CRIU speaks protobuf over a SOCK_SEQPACKET socket, which Node cannot create, so the native
 // helper does the socket part: `osvirt-helper criu-swrk [--keep-fd N]... -- CRIU_ARGV...` makes
 // the socketpair, runs `CRIU_ARGV swrk <fd>` and relays each seqpacket message as a frame
-// (uint32 LE length + payload) on its stdin/stdout, then exits with criu's status.
+// (src/host/helper-wire.ts: uint32 LE length + the CRIU message) on its stdin/stdout, then
+// exits with criu's status.
 //
 // One helper (hence one criu process) serves one request: CRIU keeps global state per request
 // and only allows keep_open for a few read-only requests.
@@ -22,14 +23,13 @@ import {
   decodeResponse,
   encodeRequest,
   findRepoRoot,
-  frame,
-  FrameReader,
   type CriuFeatures,
   type CriuOpts,
   type CriuReqType,
   type CriuRequest,
   type CriuResponse,
 } from './criu-messages';
+import { frame, FrameSplitter } from '../host/helper-wire';
 
 export type CriuErrorCode =
   /** The native helper binary is missing or not executable. */
@@ -431,7 +431,7 @@ export class CriuRpcClient {
       // The helper holds its own copies now (spawn returns after exec).
       for (const fd of opened) fs.closeSync(fd);
 
-      const reader = new FrameReader();
+      const reader = new FrameSplitter();
       let stderr = '';
       let final: CriuResponse | undefined;
       let failure: CriuError | undefined;
@@ -497,7 +497,13 @@ export class CriuRpcClient {
         // EPIPE when criu is gone; the exit status tells the story.
       });
       child.stdout?.on('data', (chunk: Buffer) => {
-        for (const bytes of reader.push(chunk)) queue = queue.then(() => handle(bytes));
+        if (failure) return;
+        try {
+          for (const bytes of reader.push(chunk)) queue = queue.then(() => handle(bytes));
+        } catch (err: unknown) {
+          failure ??= new CriuError('PROTOCOL', `the helper broke the framing answering ${type}`, { request: type, cause: err });
+          child.kill('SIGTERM');
+        }
       });
       child.stderr?.on('data', (chunk: Buffer) => {
         stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEEP);
