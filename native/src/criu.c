@@ -67,19 +67,19 @@ NORETURN static void swrk_exec(struct swrk_cfg *c, struct cgroup_join *cg, int f
 	snprintf(fdnum, sizeof fdnum, "%d", fd);
 	char **args = calloc(ncmd + 3, sizeof *args);
 	if (!args) {
-		fprintf(stderr, "osvirt-helper: calloc: %s\n", strerror(errno));
+		warn_sys("calloc");
 		_exit(126);
 	}
 	memcpy(args, c->cmd, ncmd * sizeof *args);
 	args[ncmd] = "swrk";
 	args[ncmd + 1] = fdnum;
 	if (cgroup_join_self(cg) < 0) {
-		fprintf(stderr, "osvirt-helper: join the cgroups: %s\n", strerror(errno));
+		warn_sys("join the cgroups");
 		_exit(126);
 	}
 	if (c->run_dir && (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0 ||
 			   mount(c->run_dir, "/run", NULL, MS_BIND, NULL) < 0)) {
-		fprintf(stderr, "osvirt-helper: private /run for criu from %s: %s\n", c->run_dir, strerror(errno));
+		warn_sys("private /run for criu from %s", c->run_dir);
 		_exit(126);
 	}
 	/* stdin/stdout carry the frames: CRIU must neither read nor write them. */
@@ -104,7 +104,7 @@ NORETURN static void swrk_exec(struct swrk_cfg *c, struct cgroup_join *cg, int f
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	execvp(args[0], args);
-	fprintf(stderr, "osvirt-helper: exec %s: %s\n", args[0], strerror(errno));
+	warn_sys("exec %s", args[0]);
 	_exit(errno == ENOENT ? 127 : 126);
 }
 
@@ -203,7 +203,7 @@ static int swrk_relay(int sock, frame_cb on_frame, void *arg, struct error *e)
 			if (len == 0) /* a seqpacket reader could not tell an empty message from EOF */
 				fprintf(stderr, "osvirt-helper: empty frame ignored\n");
 			else if (send(sock, in, len, 0) < 0)
-				fprintf(stderr, "osvirt-helper: send: %s\n", strerror(errno));
+				warn_sys("send");
 		}
 	}
 }
@@ -374,8 +374,10 @@ int cmd_restore(int argc, char **argv)
 	}
 	monitor_set_child((pid_t)answer.pid); /* killed by monitor_fail: nothing would watch it */
 	if (fchdir(monitor_statefd()) < 0)
-		monitor_failf("chdir %s: %s", state, strerror(errno));
-	struct monitor *m = monitor_new((pid_t)answer.pid, master, logpipe, tty);
+		monitor_fail_sys("chdir %s", state);
+	struct monitor *m = monitor_new((pid_t)answer.pid, master, logpipe, tty, &e);
+	if (!m)
+		monitor_fail(&e);
 	monitor_set_child(-1);
 	fprintf(stderr, "osvirt-helper restore: monitoring restored init %d\n", (int)answer.pid);
 	monitor_serve(m);

@@ -61,6 +61,27 @@ void err_text(const struct error *e, char *out, size_t cap)
 		snprintf(out, cap, "%s", e->msg);
 }
 
+void err_warn(const struct error *e)
+{
+	int saved = errno;
+	char text[1200];
+	err_text(e, text, sizeof text);
+	fprintf(stderr, "osvirt-helper: %s\n", text);
+	errno = saved;
+}
+
+void warn_sys(const char *fmt, ...)
+{
+	struct error e;
+	int saved = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	err_vset(&e, 1, saved, fmt, ap);
+	va_end(ap);
+	err_warn(&e);
+	errno = saved;
+}
+
 void die(const struct error *e, const char *cmd)
 {
 	char text[1200];

@@ -35,6 +35,15 @@ FORMAT(3, 4) int err_errno(struct error *e, int errnum, const char *fmt, ...);
 /* "msg" or "msg: strerror(errnum)". */
 void err_text(const struct error *e, char *out, size_t cap);
 
+/*
+ * A problem that does not end the command (a console client that went away,
+ * a log that cannot be written): "osvirt-helper: text" on stderr, which is
+ * monitor.log once a monitor serves. errno is kept.
+ */
+void err_warn(const struct error *e);
+/* err_warn of the failed call's errno: "osvirt-helper: what: strerror(errno)". */
+FORMAT(1, 2) void warn_sys(const char *fmt, ...);
+
 /* Reports: usage errors print the usage and exit 2; others print "osvirt-helper[ CMD]: text". */
 NORETURN void die(const struct error *e, const char *cmd);
 FORMAT(1, 2) NORETURN void usage_error(const char *fmt, ...);

@@ -311,7 +311,7 @@ int cmd_exec(int argc, char **argv)
 		Osvirt__Helper__V1__ExecReady ready = OSVIRT__HELPER__V1__EXEC_READY__INIT;
 		ready.pid = child;
 		if (wire_send(ready_fd, &ready.base, &e) < 0)
-			fprintf(stderr, "osvirt-helper exec: ready fd: %s\n", strerror(errno));
+			err_warn(&e);
 		close(ready_fd);
 	}
 	return exec_wait(child, master, sigfd, resize_fd);

@@ -85,7 +85,7 @@ int monitor_prologue(const char *state, struct error *e)
 void monitor_unmount_host(void)
 {
 	if (g_host_mount && umount2(g_host_mount, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
-		fprintf(stderr, "unmount %s: %s\n", g_host_mount, strerror(errno));
+		warn_sys("unmount %s", g_host_mount);
 	g_host_mount = NULL;
 }
 
@@ -118,13 +118,23 @@ void monitor_fail(const struct error *e)
 	ev.failed = &failed;
 	struct error we;
 	if (wire_send(STDOUT_FILENO, &ev.base, &we) < 0)
-		fprintf(stderr, "osvirt-helper: %s\n", msg); /* nobody reads stdout: keep the reason somewhere */
+		err_warn(e); /* nobody reads stdout: keep the reason somewhere */
 	exit(1);
 }
 
 void monitor_failf(const char *fmt, ...)
 {
 	struct error e = {.status = 1};
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+	va_end(ap);
+	monitor_fail(&e);
+}
+
+void monitor_fail_sys(const char *fmt, ...)
+{
+	struct error e = {.status = 1, .errnum = errno};
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(e.msg, sizeof e.msg, fmt, ap);
@@ -167,7 +177,7 @@ static void close_slot(int *fd)
 static void on_output(struct monitor *m, const char *buf, size_t n)
 {
 	if (m->logfd >= 0 && write_all(m->logfd, buf, n) < 0)
-		fprintf(stderr, "console.log: %s\n", strerror(errno));
+		warn_sys("write console.log");
 	for (size_t i = 0; i < n; i++) {
 		m->ring[m->ring_head] = buf[i];
 		m->ring_head = (m->ring_head + 1) % RING_SIZE;
@@ -231,8 +241,10 @@ static void ctl_reply(struct monitor *m, int i, const uint8_t *payload, size_t l
 		protobuf_c_message_free_unpacked(&req->base, NULL);
 	/* The answer is small: a non-blocking socket takes it whole or the client is not reading. */
 	struct error e;
-	if (wire_send(m->ctl[i], &ev.base, &e) < 0)
+	if (wire_send(m->ctl[i], &ev.base, &e) < 0) {
+		err_warn(&e);
 		close_slot(&m->ctl[i]);
+	}
 }
 
 static void on_ctl_input(struct monitor *m, int i)
@@ -249,6 +261,7 @@ static void on_ctl_input(struct monitor *m, int i)
 		struct error e;
 		ssize_t whole = wire_complete(m->ctl_buf[i], *len, MAX_CTL_FRAME, &e);
 		if (whole < 0) {
+			err_warn(&e);
 			close_slot(&m->ctl[i]); /* an oversized frame: not a client of ours */
 			return;
 		}
@@ -300,7 +313,7 @@ static void delete_host_veth(void)
 	if (deleter == 0) {
 		close_range(3, ~0U, 0); /* hold none of the monitor's sockets open */
 		if (link_delete(g_host_veth) < 0 && errno != ENODEV)
-			fprintf(stderr, "delete %s: %s\n", g_host_veth, strerror(errno));
+			warn_sys("delete %s", g_host_veth);
 		_exit(0);
 	}
 	for (int i = 0; deleter > 0 && i < 50000 && if_nametoindex(g_host_veth); i++)
@@ -322,7 +335,7 @@ NORETURN static void monitor_finish(struct monitor *m, int status)
 	iso_now(when, sizeof when);
 	snprintf(buf, sizeof buf, "{\"exitCode\":%d,\"signal\":%d,\"finishedAt\":\"%s\"}\n", code, sig, when);
 	if (write_file_atomic(g_statefd, "exit", buf) < 0)
-		fprintf(stderr, "write exit file: %s\n", strerror(errno));
+		warn_sys("write the exit file");
 	Osvirt__Helper__V1__Exited exited = OSVIRT__HELPER__V1__EXITED__INIT;
 	exited.exit_code = code;
 	exited.signal = sig;
@@ -334,7 +347,8 @@ NORETURN static void monitor_finish(struct monitor *m, int status)
 			/* Blocking for this last message: a client must not miss the exit. */
 			struct error e;
 			fcntl(m->ctl[i], F_SETFL, 0);
-			wire_send(m->ctl[i], &ev.base, &e);
+			if (wire_send(m->ctl[i], &ev.base, &e) < 0)
+				err_warn(&e);
 		}
 		close_slot(&m->ctl[i]);
 		close_slot(&m->con[i]);
@@ -386,7 +400,7 @@ NORETURN static void monitor_loop(struct monitor *m)
 		if (waited < 0) {
 			if (errno == EINTR)
 				continue;
-			fprintf(stderr, "poll: %s\n", strerror(errno));
+			warn_sys("poll");
 			sleep(1);
 			continue;
 		}
@@ -421,7 +435,7 @@ NORETURN static void monitor_loop(struct monitor *m)
 				if (r == 0 || (r < 0 && errno != EAGAIN))
 					close_slot(&m->con[i]);
 				else if (r > 0 && write(m->master, buf, (size_t)r) < 0 && errno != EAGAIN)
-					fprintf(stderr, "console input: %s\n", strerror(errno));
+					warn_sys("console input");
 				break;
 			}
 			}
@@ -429,11 +443,13 @@ NORETURN static void monitor_loop(struct monitor *m)
 	}
 }
 
-struct monitor *monitor_new(pid_t init, int master, int logpipe, bool tty)
+struct monitor *monitor_new(pid_t init, int master, int logpipe, bool tty, struct error *e)
 {
 	struct monitor *m = calloc(1, sizeof *m);
-	if (!m)
-		monitor_failf("calloc: %s", strerror(errno));
+	if (!m) {
+		err_sys(e, "calloc");
+		return NULL;
+	}
 	m->init = init;
 	m->master = master;
 	m->logpipe = logpipe;
@@ -441,15 +457,22 @@ struct monitor *monitor_new(pid_t init, int master, int logpipe, bool tty)
 	m->logfd = -1;
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		m->ctl[i] = m->con[i] = -1;
-	if ((m->ctl_listen = listen_unix("monitor.sock")) < 0)
-		monitor_failf("listen monitor.sock: %s", strerror(errno));
-	if (tty && (m->con_listen = listen_unix("console.sock")) < 0)
-		monitor_failf("listen console.sock: %s", strerror(errno));
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
 	char num[32];
 	snprintf(num, sizeof num, "%d\n", init);
-	if (write_file_atomic(g_statefd, "init.pid", num) < 0)
-		monitor_failf("write init.pid: %s", strerror(errno));
-	return m;
+	if ((m->sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC)) < 0)
+		err_sys(e, "signalfd");
+	else if ((m->ctl_listen = listen_unix("monitor.sock")) < 0)
+		err_sys(e, "listen monitor.sock");
+	else if (tty && (m->con_listen = listen_unix("console.sock")) < 0)
+		err_sys(e, "listen console.sock");
+	else if (write_file_atomic(g_statefd, "init.pid", num) < 0)
+		err_sys(e, "write init.pid");
+	else
+		return m;
+	return NULL; /* monitor_fail follows: the process exits, so nothing is closed here */
 }
 
 void monitor_serve(struct monitor *m)
@@ -464,14 +487,8 @@ void monitor_serve(struct monitor *m)
 		dup2(log, 2);
 	}
 	m->logfd = openat(g_statefd, "console.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	sigset_t chld;
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
-	m->sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (m->sigfd < 0) {
-		fprintf(stderr, "signalfd: %s\n", strerror(errno));
-		exit(1);
-	}
+	if (m->logfd < 0)
+		warn_sys("open console.log"); /* the console still serves clients, unlogged */
 	if (m->master >= 0)
 		fcntl(m->master, F_SETFL, O_NONBLOCK);
 	if (m->logpipe >= 0)

@@ -42,9 +42,15 @@ void monitor_remove_state_files(void);
 /* Start failure: kill the child, undo, report (a Failed StartEvent, or stderr), exit 1. */
 NORETURN void monitor_fail(const struct error *e);
 FORMAT(1, 2) NORETURN void monitor_failf(const char *fmt, ...);
+/* monitor_fail of the failed call's errno: "what: strerror(errno)". */
+FORMAT(1, 2) NORETURN void monitor_fail_sys(const char *fmt, ...);
 
-/* Sockets exist and init.pid is written once this returns, so a caller may connect at once. */
-struct monitor *monitor_new(pid_t init, int master, int logpipe, bool tty);
+/*
+ * Sockets exist, the SIGCHLD signalfd is open and init.pid is written once this
+ * returns, so a caller may connect at once and serving cannot fail. NULL with
+ * *e set when one of them failed.
+ */
+struct monitor *monitor_new(pid_t init, int master, int logpipe, bool tty, struct error *e);
 /*
  * Detaches from the caller's pipes and serves until the init exits. SIGCHLD must
  * be blocked since before the init existed, so an early exit is still pending.

@@ -490,14 +490,14 @@ int cmd_run(int argc, char **argv)
 	for (size_t i = 0; i < c.njoins; i++) {
 		AUTO_FD fd = open(strchr(c.joins[i].spec, ':') + 1, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || setns(fd, c.joins[i].type) < 0)
-			monitor_failf("join %s: %s", c.joins[i].spec, strerror(errno));
+			monitor_fail_sys("join %s", c.joins[i].spec);
 	}
 	int master = -1;
 	if (c.p.tty && (master = open_console(&c, &e)) < 0)
 		monitor_fail(&e);
 	int syncp[2], joinedp[2], errp[2], logp[2] = {-1, -1};
 	if (sync_pipe(syncp) < 0 || sync_pipe(joinedp) < 0 || sync_pipe(errp) < 0 || (!c.p.tty && sync_pipe(logp) < 0))
-		monitor_failf("pipe: %s", strerror(errno));
+		monitor_fail_sys("pipe");
 	/* Blocked before clone so an early exit of the init is still queued for the signalfd. */
 	sigset_t chld;
 	sigemptyset(&chld);
@@ -515,7 +515,7 @@ int cmd_run(int argc, char **argv)
 	int flags = c.ns & ~CLONE_NEWCGROUP;
 	pid_t pid = clone_into((unsigned long)flags, &cg);
 	if (pid < 0)
-		monitor_failf("clone: %s", strerror(errno));
+		monitor_fail_sys("clone");
 	if (pid == 0) {
 		close(syncp[1]);
 		close(joinedp[0]);
@@ -554,10 +554,12 @@ int cmd_run(int argc, char **argv)
 	}
 	/* The child sets up its root, mounts and identity now, in parallel with the caller's configuration. */
 	if (sync_send(syncp[1], 's') < 0)
-		monitor_failf("signal the child: %s", strerror(errno));
+		monitor_fail_sys("signal the child");
 	if (fchdir(monitor_statefd()) < 0)
-		monitor_failf("chdir %s: %s", c.state, strerror(errno));
-	struct monitor *m = monitor_new(pid, master, logp[0], c.p.tty);
+		monitor_fail_sys("chdir %s", c.state);
+	struct monitor *m = monitor_new(pid, master, logp[0], c.p.tty, &e);
+	if (!m)
+		monitor_fail(&e);
 	Osvirt__Helper__V1__Created created = OSVIRT__HELPER__V1__CREATED__INIT;
 	created.init_pid = pid;
 	created.monitor_pid = getpid();
@@ -587,13 +589,15 @@ int cmd_run(int argc, char **argv)
 	close(errp[0]);
 	if (said > 0)
 		monitor_failf("%s", msg);
-	if (!released)
-		monitor_failf("release child: %s", strerror(saved));
+	if (!released) {
+		errno = saved;
+		monitor_fail_sys("release the child");
+	}
 	Osvirt__Helper__V1__Started started = OSVIRT__HELPER__V1__STARTED__INIT;
 	ev.event_case = OSVIRT__HELPER__V1__START_EVENT__EVENT_STARTED;
 	ev.started = &started;
 	if (wire_send(STDOUT_FILENO, &ev.base, &e) < 0)
-		fprintf(stderr, "stdout: %s\n", strerror(errno)); /* the container runs anyway */
+		err_warn(&e); /* the container runs anyway */
 
 	/* Protocol step 4: detach from the caller's pipes and serve. */
 	monitor_set_child(-1);

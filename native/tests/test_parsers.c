@@ -267,3 +267,38 @@ TEST(utilities)
 	CHECK_INT(wait_exit_code(k), 128 + SIGKILL);
 	CHECK_INT(exit_code(3 << 8), 3);
 }
+
+/* Errors: err_text's form, and a warning's line on stderr with errno kept for the caller. */
+TEST(errors)
+{
+	struct error e;
+	char text[1200];
+	errno = ENOENT;
+	CHECK_INT(err_sys(&e, "open %s", "/x"), -1);
+	CHECK_INT(e.status, 1);
+	err_text(&e, text, sizeof text);
+	CHECK_STR(text, "open /x: No such file or directory");
+	CHECK_INT(err_set(&e, EXIT_SETUP, "plain %d", 7), -1);
+	err_text(&e, text, sizeof text);
+	CHECK_STR(text, "plain 7");
+
+	int p[2];
+	CHECK_INT(pipe(p), 0);
+	fflush(stderr);
+	int saved = dup(STDERR_FILENO);
+	dup2(p[1], STDERR_FILENO);
+	errno = EAGAIN;
+	warn_sys("poll %d", 3);
+	int after = errno;
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(p[1]);
+	CHECK_INT(after, EAGAIN);
+	char got[256] = {0};
+	CHECK(read(p[0], got, sizeof got - 1) > 0);
+	close(p[0]);
+	char want[256];
+	snprintf(want, sizeof want, "osvirt-helper: poll 3: %s\n", strerror(EAGAIN));
+	CHECK_STR(got, want);
+}
