@@ -10,7 +10,7 @@
 // call has either finished or reported that it waits for a lock, and only
 // then lets the first one go on.
 import * as assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { status as Code, type ServiceError } from '@grpc/grpc-js';
@@ -32,7 +32,7 @@ describe('lock races (pause points)', function () {
     pauses = mkdtempSync(path.join(os.tmpdir(), 'osvirt-pauses-'));
     d = new TestDaemon();
     process.env['OSVIRT_PAUSE_DIR'] = pauses;
-    process.env['OSVIRT_PAUSE_POINTS'] = 'restore.before-driver,start.before-driver:joiner';
+    process.env['OSVIRT_PAUSE_POINTS'] = 'restore.before-driver,start.before-driver:joiner,reboot.before-driver:rebooter';
     try {
       c = await d.start();
     } finally {
@@ -45,9 +45,10 @@ describe('lock races (pause points)', function () {
     if (pauses) rmSync(pauses, { recursive: true, force: true });
   });
   afterEach(async () => {
-    for (const f of ['restore.before-driver.paused', 'restore.before-driver.go', 'start.before-driver.paused', 'start.before-driver.go', 'waiting'])
-      rmSync(path.join(pauses, f), { recursive: true, force: true });
-    for (const n of ['src', 'copy', 'joiner', 'host']) await c.api.containers.deleteContainer({ name: n, force: true, allowMissing: true });
+    for (const point of ['restore.before-driver', 'start.before-driver', 'reboot.before-driver'])
+      for (const f of [`${point}.paused`, `${point}.go`]) rmSync(path.join(pauses, f), { force: true });
+    rmSync(path.join(pauses, 'waiting'), { recursive: true, force: true });
+    for (const n of ['src', 'copy', 'joiner', 'rebooter', 'host']) await c.api.containers.deleteContainer({ name: n, force: true, allowMissing: true });
   });
   const needCriu = async function (this: Mocha.Context) {
     if (!(await locateCriu()).ok) this.skip();
@@ -209,6 +210,54 @@ describe('lock races (pause points)', function () {
     assert.equal(readlinkSync(`/proc/${joiner.status!.initPid}/ns/ipc`), hostIpc);
     assert.ok(!existsSync(`/proc/${hostPid}`), "the host's init outlived its delete");
     assert.equal(await sh(c, 'joiner', 'echo joined'), 'joined');
+  });
+
+  // A reboot the init asks for is a start again: it reads the peer's init pid and joins it.
+  it('DeleteContainer of a container whose namespaces a rebooting container joins waits for that reboot', async () => {
+    // busybox init as a system init (it reboots), with an inittab that starts nothing.
+    const base = mkdtempSync(path.join(os.tmpdir(), 'osvirt-reboot-root-'));
+    chmodSync(base, 0o755);
+    const root = path.join(base, 'rootfs');
+    for (const dir of ['bin', 'sbin', 'etc', 'proc', 'sys', 'dev', 'tmp']) mkdirSync(path.join(root, dir), { recursive: true });
+    copyFileSync('/bin/busybox', path.join(root, 'bin', 'busybox'));
+    chmodSync(path.join(root, 'bin', 'busybox'), 0o755);
+    for (const applet of ['sh', 'echo', 'reboot']) symlinkSync('busybox', path.join(root, 'bin', applet));
+    symlinkSync('../bin/busybox', path.join(root, 'sbin', 'init'));
+    writeFileSync(path.join(root, 'etc', 'inittab'), '::sysinit:/bin/echo booted\n');
+    try {
+      await c.api.containers.createContainer({ name: 'host', spec: busybox() });
+      const hostPid = (await c.api.containers.startContainer({ name: 'host' })).container!.status!.initPid;
+      const hostNet = readlinkSync(`/proc/${hostPid}/ns/net`);
+      await c.api.containers.createContainer({
+        name: 'rebooter',
+        spec: busybox({
+          rootfs: { source: { $case: 'path', value: root } },
+          process: { args: ['/sbin/init'] },
+          network: { mode: { $case: 'container', value: { container: 'host' } } },
+        }),
+      });
+      const before = (await c.api.containers.startContainer({ name: 'rebooter' })).container!.status!.initPid;
+      const r = await race(
+        'reboot.before-driver',
+        // reboot(2) in a pid namespace ends its init with SIGHUP; the exec itself ends with it.
+        () => sh(c, 'rebooter', 'reboot -f').catch(() => ''),
+        'host',
+        () => c.api.containers.deleteContainer({ name: 'host', force: true, allowMissing: false }),
+      );
+      assert.ok(r.otherWaited, 'DeleteContainer did not wait for the reboot that joins its namespaces');
+      assert.equal(r.other.status, 'fulfilled');
+      const after = await until(async () => {
+        const s = (await c.api.containers.getContainer({ name: 'rebooter' })).container!.status!;
+        if (s.state !== ContainerState.CONTAINER_STATE_RUNNING || !s.initPid || s.initPid === before)
+          throw new Error(`state ${s.state}, init ${s.initPid}: ${s.message}`);
+        return s;
+      }, 'the rebooted container to run with a new init');
+      assert.equal(readlinkSync(`/proc/${after.initPid}/ns/net`), hostNet);
+      assert.ok(!existsSync(`/proc/${hostPid}`), "the host's init outlived its delete");
+    } finally {
+      await c.api.containers.deleteContainer({ name: 'rebooter', force: true, allowMissing: true });
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 });
 

@@ -43,7 +43,7 @@ export const FAULT_POINTS = [
 ] as const;
 
 /** Where an operation can be held for a race test. */
-export const PAUSE_POINTS = ['restore.before-driver', 'start.before-driver', 'create.after-prepare'] as const;
+export const PAUSE_POINTS = ['restore.before-driver', 'start.before-driver', 'reboot.before-driver', 'create.after-prepare'] as const;
 
 export function faultPoint(name: (typeof FAULT_POINTS)[number]): void {
   if (points.size && points.has(name)) {

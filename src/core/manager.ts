@@ -556,8 +556,10 @@ export class ContainerManager {
     driver
       .wait(name)
       .then(
-        (rs) =>
-          this.mutex.run(name, async () => {
+        async (rs) =>
+          // A reboot starts the init again and joins its peers' namespaces, so
+          // it takes their locks as a start does (peerNames asks the driver).
+          this.mutex.runAll([name, ...(rs.rebootRequested ? await this.peerNames(name).catch(() => []) : [])], async () => {
             const cur = this.live.get(name);
             if (cur !== live || live.generation !== gen || !this.isActive(live.rec.status.state)) return;
             if (rs.status === RuntimeStatus.RUNTIME_STATUS_RUNNING || rs.status === RuntimeStatus.RUNTIME_STATUS_PAUSED) return;
@@ -580,8 +582,9 @@ export class ContainerManager {
 
   /**
    * The container's own init asked for a reboot: start it again, as
-   * lxc-start does. Runs under the container's lock. False when the new start
-   * failed (the exit is then recorded as usual, with the failure in the log).
+   * lxc-start does. Runs under the container's lock and its peers' (see
+   * watch). False when the new start failed (the exit is then recorded as
+   * usual, with the failure in the log).
    */
   private async reboot(live: Live, driver: Driver): Promise<boolean> {
     const name = live.rec.name;
@@ -596,6 +599,7 @@ export class ContainerManager {
     });
     let rs: RuntimeState;
     try {
+      await pausePoint('reboot.before-driver', name);
       rs = await this.runInit(live, driver, this.peerPids(name, rec.spec));
     } catch (e) {
       this.logger.error({ container: name, err: errorMessage(e) }, 'restart after a reboot request failed');
