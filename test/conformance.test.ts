@@ -60,7 +60,15 @@ describe('driver conformance suite', function () {
     const outcomes = (r: Report) => r.results.filter((x) => !x.id.startsWith('process.')).map((x) => `${x.id}: ${x.outcome}`);
     assert.deepEqual(outcomes(grpc), outcomes(inproc), `in process:\n${formatReport(inproc)}\nover gRPC:\n${formatReport(grpc)}`);
     assert.ok(inproc.results.filter((x) => x.outcome === 'pass').length >= 20, formatReport(inproc));
-    for (const id of ['lifecycle.order', 'wait.exit-code', 'concurrency.different-ids', 'exec.output-and-exit', 'console.io', 'pause.freeze-thaw']) {
+    for (const id of [
+      'lifecycle.order',
+      'wait.exit-code',
+      'concurrency.different-ids',
+      'exec.output-and-exit',
+      'console.io',
+      'pause.freeze-thaw',
+      'dependencies.template',
+    ]) {
       assert.equal(grpc.results.find((x) => x.id === id)?.outcome, 'pass', `${id} over gRPC:\n${formatReport(grpc)}`);
     }
     // Nothing left behind: no container directories in either state dir.
@@ -129,6 +137,31 @@ describe('driver conformance suite', function () {
     assert.equal(json.status, 0, json.stderr);
     const reports = JSON.parse(json.stdout) as Report[];
     assert.equal(reports[0]?.results[0]?.id, 'info.protocol');
+  });
+
+  it('warns of a driver whose Dependencies names the container itself or one container twice (a should-level case)', async () => {
+    const py = plugins.find((p) => p.endpoint.endsWith('process.sock'));
+    assert.ok(py, 'the Python driver from an earlier case');
+    const remote = new RemoteDriver('process', py.endpoint);
+    try {
+      const run = (answer: (id: string) => string[]) => {
+        // The real driver, with only Dependencies answering wrongly.
+        const wrong = new Proxy(remote, {
+          get: (t, k) => (k === 'dependencies' ? async (id: string) => answer(id) : Reflect.get(t, k, t)),
+        });
+        return runDriverSuite(wrong, 'process (wrong Dependencies)', { template: pythonTemplate(), only: /^dependencies\.template$/ });
+      };
+      const self = await run((id) => [id]);
+      assert.equal(self.results[0]?.outcome, 'warn', formatReport(self));
+      assert.match(formatReport(self), /names the container itself/);
+      const twice = await run(() => ['other', 'other']);
+      assert.equal(twice.results[0]?.outcome, 'warn', formatReport(twice));
+      assert.match(formatReport(twice), /names a container twice: other, other/);
+      const right = await run(() => ['other']);
+      assert.equal(right.results[0]?.outcome, 'pass', formatReport(right));
+    } finally {
+      await remote.close();
+    }
   });
 
   it('fails a driver that breaks the contract, naming what it did wrong, and exits non-zero', async () => {

@@ -102,6 +102,24 @@ const cases: Case[] = [
     },
   },
   {
+    id: 'dependencies.template',
+    title: 'Dependencies of the template spec answers other container ids (none named twice, never itself) and creates nothing',
+    level: 'should',
+    async run(c) {
+      if (!c.driver.dependencies) throw new Skip('the driver declares no Dependencies: it joins no other container through its own options');
+      const id = c.id('deps');
+      const deps = await ok(c.driver.dependencies(id, c.t.spec), 'Dependencies(template)');
+      check(
+        Array.isArray(deps) && deps.every((x) => typeof x === 'string' && x !== ''),
+        `Dependencies answered ${JSON.stringify(deps)}, not a list of container ids`,
+      );
+      check(!deps.includes(id), 'Dependencies names the container itself: the daemon already locks it');
+      check(new Set(deps).size === deps.length, `Dependencies names a container twice: ${deps.join(', ')}`);
+      await expectCode(c.driver.state(id), 'NOT_FOUND', 'State after Dependencies only');
+      c.notes.push(`dependencies of the template: ${deps.join(', ') || 'none'}`);
+    },
+  },
+  {
     id: 'errors.not-found',
     title: 'State, Start, Stop and Wait of an unknown id answer NOT_FOUND',
     level: 'must',
