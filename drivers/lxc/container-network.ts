@@ -2,7 +2,7 @@
 // (network.ts): the daemon's bridge and its address table, the NAT and the
 // published ports (nat.ts) recorded in ports.json, and the name servers its
 // /etc/resolv.conf gets (dns.ts). Shared by a start, a restore and recovery.
-import { promises as fs, lstatSync } from 'node:fs';
+import { promises as fs, lstatSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ContainerSpec } from '../../src/gen/osvirt/v1/container';
@@ -73,10 +73,14 @@ export class ContainerNetwork {
   /** Removes the container's port rules, if it has any (runtime.json or ports.json says where). Idempotent. */
   async unpublish(id: string, bridge?: string): Promise<void> {
     let on = bridge;
-    try {
-      on ??= (JSON.parse(await fs.readFile(this.portsFile(id), 'utf8')) as { bridge?: string }).bridge;
-    } catch {
-      // no ports published
+    if (!on) {
+      // Read in place: this runs at every start, stop and delete, and most containers publish nothing.
+      try {
+        on = (JSON.parse(readFileSync(this.portsFile(id), 'utf8')) as { bridge?: string }).bridge;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // no ports published, nothing to remove
+        // unreadable or torn: removed below; the port sweep at the next daemon start removes rules nothing names
+      }
     }
     if (on) await unpublishPorts(id, on);
     await fs.rm(this.portsFile(id), { force: true });

@@ -37,6 +37,8 @@ export function mountsUnder(dir: string, mountinfo = readFileSync('/proc/self/mo
  * an empty list means nothing is mounted below dir any more.
  */
 export async function unmountUnder(dir: string): Promise<string[]> {
-  for (const m of mountsUnder(dir)) await run('umount', ['-l', m]).catch(() => undefined);
+  const mounts = mountsUnder(dir);
+  if (!mounts.length) return mounts;
+  for (const m of mounts) await run('umount', ['-l', m]).catch(() => undefined);
   return mountsUnder(dir);
 }
